@@ -1,0 +1,210 @@
+"""Every exception convstore raises on purpose.
+
+One base class, ``ConvstoreError``, so an app can catch everything the library means to raise. Leaves also
+inherit the matching builtin where one fits (``NotFoundError`` is a ``LookupError``, ``CodecError`` a
+``ValueError``), so code that already catches the builtin keeps working.
+
+Messages name ids, field paths and counts. They never contain step content (message text, arguments,
+results, media): conversations are private, and exception messages end up in logs.
+
+::
+
+    ConvstoreError
+    ├── CodecError (ValueError)              malformed wire JSON; .path names the field
+    ├── InvalidExchangeError (ValueError)    an exchange that cannot be written (empty, not a list)
+    ├── StoreError
+    │   ├── NotFoundError (LookupError)
+    │   │   ├── ConversationNotFoundError
+    │   │   ├── BranchNotFoundError
+    │   │   └── NodeNotFoundError
+    │   ├── ConflictError                    the branch head moved under a writer (retry after refresh)
+    │   ├── BranchExistsError (ValueError)   a branch of that name exists already
+    │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
+    │   ├── DatabaseError                    any other database failure, translated
+    │   └── SchemaError
+    │       ├── SchemaOutdatedError          the database is at an older revision: upgrade it
+    │       └── SchemaUnknownError           the database is newer than this library, or not convstore's
+    └── APIError                             the Interactions API answered with an error
+        ├── APIConnectionError (ConnectionError)  no answer: network failure or timeout
+        └── StreamError (ValueError)         a malformed or broken event stream
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "BranchExistsError",
+    "BranchNotFoundError",
+    "CodecError",
+    "ConflictError",
+    "ConversationNotFoundError",
+    "ConvstoreError",
+    "DatabaseError",
+    "InvalidExchangeError",
+    "NodeNotFoundError",
+    "NotFoundError",
+    "SchemaError",
+    "SchemaOutdatedError",
+    "SchemaUnknownError",
+    "StoreBusyError",
+    "StoreError",
+    "StreamError",
+]
+
+
+class ConvstoreError(Exception):
+    """Base class of every error convstore raises on purpose."""
+
+
+class CodecError(ConvstoreError, ValueError):
+    """Wire JSON that does not fit the Interactions API schema.
+
+    Attributes:
+        path: Where the problem is, e.g. ``steps[1].content[0].text``; empty for the top level.
+        problems: Every problem found, as ``(path, description)`` pairs; the message shows them all.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        self.path = problems[0][0] if problems else ""
+        lines = [f"{path or '<root>'}: {what}" for path, what in problems]
+        super().__init__("; ".join(lines) if lines else "invalid wire JSON")
+
+
+class InvalidExchangeError(ConvstoreError, ValueError):
+    """An exchange that cannot be written as given (for example an empty list of steps)."""
+
+
+class StoreError(ConvstoreError):
+    """Base class of errors raised by the store."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """Something named by id does not exist (or belongs to another owner)."""
+
+
+class ConversationNotFoundError(NotFoundError):
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"conversation {conversation_id!r} not found")
+
+
+class BranchNotFoundError(NotFoundError):
+    def __init__(self, conversation_id: str, branch: str) -> None:
+        self.conversation_id = conversation_id
+        self.branch = branch
+        super().__init__(f"branch {branch!r} not found in conversation {conversation_id!r}")
+
+
+class NodeNotFoundError(NotFoundError):
+    def __init__(self, conversation_id: str, node_id: str) -> None:
+        self.conversation_id = conversation_id
+        self.node_id = node_id
+        super().__init__(f"node {node_id!r} not found in conversation {conversation_id!r}")
+
+
+class ConflictError(StoreError):
+    """The branch head moved since this ``Conversation`` last saw it.
+
+    Another writer appended to (or reset) the branch. Nothing of the failed call was written. Call
+    ``conv.refresh()`` (or re-read ``conv.history()``), rebuild what depended on the old history, and retry.
+
+    Attributes:
+        conversation_id, branch: where it happened.
+        expected_head: the head this writer based its exchange on.
+    """
+
+    def __init__(self, conversation_id: str, branch: str, expected_head: str | None) -> None:
+        self.conversation_id = conversation_id
+        self.branch = branch
+        self.expected_head = expected_head
+        super().__init__(
+            f"branch {branch!r} of conversation {conversation_id!r} moved: it is no longer at node "
+            f"{expected_head!r}; refresh and retry"
+        )
+
+
+class BranchExistsError(StoreError, ValueError):
+    def __init__(self, conversation_id: str, branch: str) -> None:
+        self.conversation_id = conversation_id
+        self.branch = branch
+        super().__init__(f"branch {branch!r} already exists in conversation {conversation_id!r}")
+
+
+class StoreBusyError(StoreError, TimeoutError):
+    """The database stayed locked by other writers for longer than the configured busy timeout."""
+
+
+class DatabaseError(StoreError):
+    """A database failure convstore has no more specific error for.
+
+    The message names the driver's error class and SQLSTATE where there is one; never statement parameters.
+    """
+
+
+class SchemaError(StoreError):
+    """The database schema is not the one this version of convstore needs."""
+
+
+class SchemaOutdatedError(SchemaError):
+    """The database is at an older schema revision; upgrade it before use.
+
+    Attributes:
+        current: the database's revision (None: convstore's tables were never created or were removed).
+        head: the revision this library needs.
+    """
+
+    def __init__(self, current: str | None, head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the database is at schema revision {current or 'base'}, this convstore needs {head}. "
+            "Upgrade it with `convstore db upgrade URL`, or in Python with "
+            "`convstore.Store(url, check_schema=False).upgrade()`"
+        )
+
+
+class SchemaUnknownError(SchemaError):
+    """The database holds a revision this library does not know (newer convstore?) or foreign tables."""
+
+
+class APIError(ConvstoreError):
+    """The Interactions API answered with an error.
+
+    Attributes:
+        status_code: the HTTP status (None for an error event inside a stream).
+        code: the error's ``code`` (an int in Google's standard shape, a string in the SDK's).
+        status: Google's status name such as ``INVALID_ARGUMENT``, when given.
+        message: the service's message (it describes the request, never the conversation).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: int | str | None = None,
+        status: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.code = code
+        self.status = status
+        prefix = f"HTTP {status_code}" if status_code is not None else "API error"
+        detail = f" {status}" if status else ""
+        super().__init__(f"{prefix}{detail}: {message}")
+
+
+class APIConnectionError(APIError, ConnectionError):
+    """The request got no answer: a network failure or a timeout, after retries."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class StreamError(APIError, ValueError):
+    """An event stream that is malformed, or that ended or broke before the interaction completed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
