@@ -1,0 +1,374 @@
+"""Wire JSON <-> model objects, lossless, with errors that name the field.
+
+The stored step JSON is the source of truth; the typed classes of ``convstore.model`` are a view of it. This
+module converts between the two with a cattrs converter built by ``make_converter()`` (never the global one):
+
+- Known ``type`` tags become their class; unknown tags become ``UnknownStep``/``UnknownContent`` holding the
+  raw object, written back unchanged (cattrs' own tagged-union support would rewrite the tag, so the union
+  hooks here dispatch by hand).
+- Fields the class does not declare go to ``extra`` and come back out; an absent optional field is ``UNSET``,
+  a JSON ``null`` is ``None``, and each is written back as it came.
+- Primitive hooks are strict: a number where a string belongs is an error, not a silent ``str()``.
+- Every problem is collected with its path (``content[0].text``) into one ``CodecError``. Messages say what
+  kind of value was wrong, never the value: step content is private.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    IterableValidationError,
+    IterableValidationNote,
+)
+
+from convstore.errors import CodecError
+from convstore.model._base import UNSET, WireObject, _UnsetType
+from convstore.model._content import KNOWN_CONTENT_TYPES, Content, UnknownContent
+from convstore.model._steps import KNOWN_STEP_TYPES, Step, UnknownStep
+
+__all__ = [
+    "decode_content",
+    "decode_step",
+    "dumps",
+    "encode_content",
+    "encode_step",
+    "make_converter",
+    "normalize_step",
+]
+
+T = TypeVar("T")
+
+_JSON_NAMES = {
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+    dict: "an object",
+    list: "an array",
+    type(None): "null",
+}
+
+
+class _WrongType(TypeError):
+    """A value of the wrong JSON type. The message names the types, never the value."""
+
+    def __init__(self, expected: str, value: object) -> None:
+        super().__init__(f"expected {expected}, got {_json_kind(value)}")
+
+
+class _MissingField(KeyError):
+    def __str__(self) -> str:
+        return "required field is missing"
+
+
+class _NullField(ValueError):
+    def __str__(self) -> str:
+        return "required field must not be null"
+
+
+def _json_kind(value: object) -> str:
+    for py_type, name in _JSON_NAMES.items():
+        if type(value) is py_type:
+            return name
+    return f"a non-JSON {type(value).__name__}"
+
+
+def _with_note(exc: Exception, note: str) -> Exception:
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    return exc
+
+
+def _strict(py_type: type, expected: str) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        # bool is an int in Python, but not in JSON.
+        if type(value) is bool and py_type is not bool:
+            raise _WrongType(expected, value)
+        if py_type is float and type(value) is int:
+            return value
+        if not isinstance(value, py_type):
+            raise _WrongType(expected, value)
+        return value
+
+    return hook
+
+
+def _structure_list(converter: cattrs.Converter, item_type: Any, value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise _WrongType("an array", value)
+    items: list[Any] = []
+    errors: list[Exception] = []
+    for index, item in enumerate(value):
+        try:
+            items.append(converter.structure(item, item_type))
+        except Exception as exc:  # noqa: BLE001 -- collected and re-raised as a group below
+            errors.append(_with_note(exc, IterableValidationNote(f"index {index}", index, item_type)))
+    if errors:
+        raise IterableValidationError("invalid array", errors, list)
+    return items
+
+
+def _split_optional(annotation: Any) -> tuple[Any, bool, bool]:
+    """``T | None | Unset`` -> (T, nullable, optional)."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) not in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return annotation, False, False
+    unset = typing.Literal[UNSET]
+    rest = [a for a in args if a is not type(None) and a != unset]
+    nullable = type(None) in args
+    optional = unset in args
+    inner = rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]  # noqa: UP007 -- built at run time
+    return inner, nullable, optional
+
+
+def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Callable[[Any, Any], Any]:
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for field in attrs.fields(cls):
+        if field.name == "extra":
+            continue
+        inner, nullable, optional = _split_optional(hints[field.name])
+        required = field.default is attrs.NOTHING
+        specs.append((field.name, inner, nullable or optional, required))
+    known = frozenset(name for name, *_ in specs) | {"type"}
+
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _WrongType("an object", value)
+        kwargs: dict[str, Any] = {}
+        errors: list[Exception] = []
+        for name, inner, nullable, required in specs:
+            if name not in value:
+                if required:
+                    errors.append(_with_note(_MissingField(name), AttributeValidationNote(name, name, inner)))
+                continue
+            raw = value[name]
+            if raw is None:
+                if nullable:
+                    kwargs[name] = None
+                else:
+                    errors.append(_with_note(_NullField(), AttributeValidationNote(name, name, inner)))
+                continue
+            try:
+                kwargs[name] = converter.structure(raw, inner)
+            except Exception as exc:  # noqa: BLE001 -- collected and re-raised as a group below
+                errors.append(_with_note(exc, AttributeValidationNote(name, name, inner)))
+        if errors:
+            raise ClassValidationError(f"invalid {cls.TYPE}", errors, cls)
+        extra = {key: item for key, item in value.items() if key not in known}
+        return cls(**kwargs, extra=extra)
+
+    return hook
+
+
+def _make_union_hook(
+    converter: cattrs.Converter, known: Mapping[str, type[WireObject]], unknown: Callable[[dict[str, Any]], Any]
+) -> Callable[[Any, Any], Any]:
+    def hook(value: Any, _: Any) -> Any:
+        if not isinstance(value, dict):
+            raise _WrongType("an object", value)
+        tag = value.get("type", attrs.NOTHING)
+        if tag is attrs.NOTHING or not isinstance(tag, str):
+            problem = _MissingField("type") if tag is attrs.NOTHING else _WrongType("a string", tag)
+            note = AttributeValidationNote("type", "type", str)
+            raise ClassValidationError("invalid type tag", [_with_note(problem, note)], dict)
+        cls = known.get(tag)
+        if cls is None:
+            return unknown(value)
+        return converter.structure(value, cls)
+
+    return hook
+
+
+def _structure_result(converter: cattrs.Converter, value: Any, allow_object: bool) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return _structure_list(converter, Content, value)
+    if allow_object and isinstance(value, dict):
+        return value
+    raise _WrongType("a string, an array of content" + (" or an object" if allow_object else ""), value)
+
+
+def _unstructure_object(converter: cattrs.Converter, obj: WireObject) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": obj.TYPE}
+    for field in attrs.fields(type(obj)):
+        if field.name == "extra":
+            continue
+        value = getattr(obj, field.name)
+        if value is UNSET:
+            continue
+        out[field.name] = converter.unstructure(value)
+    out.update(obj.extra)
+    return out
+
+
+def make_converter() -> cattrs.Converter:
+    """Build the converter between wire JSON and the model classes.
+
+    Returns:
+        A fresh ``cattrs.Converter``; ``structure(obj, Step)`` and ``unstructure(step)`` are the two directions.
+    """
+    converter = cattrs.Converter()
+    for py_type, name in ((str, "a string"), (int, "an integer"), (float, "a number"), (bool, "a boolean")):
+        converter.register_structure_hook(py_type, _strict(py_type, name))
+    converter.register_structure_hook(Any, lambda value, _: value)
+    converter.register_structure_hook_func(
+        lambda t: t == dict[str, Any], lambda value, _: _strict(dict, "an object")(value, None)
+    )
+    converter.register_structure_hook_func(
+        lambda t: typing.get_origin(t) is list,
+        lambda value, t: _structure_list(converter, typing.get_args(t)[0], value),
+    )
+    for cls in (*KNOWN_STEP_TYPES.values(), *KNOWN_CONTENT_TYPES.values()):
+        converter.register_structure_hook(cls, _make_object_hook(converter, cls))
+        converter.register_unstructure_hook(cls, lambda obj: _unstructure_object(converter, obj))
+    converter.register_structure_hook_func(
+        lambda t: t == Step, _make_union_hook(converter, KNOWN_STEP_TYPES, lambda raw: UnknownStep(raw=raw))
+    )
+    converter.register_structure_hook_func(
+        lambda t: t == Content,
+        _make_union_hook(converter, KNOWN_CONTENT_TYPES, lambda raw: UnknownContent(raw=raw)),
+    )
+    converter.register_structure_hook_func(
+        lambda t: t == (str | list[Content] | dict[str, Any]),
+        lambda value, _: _structure_result(converter, value, allow_object=True),
+    )
+    converter.register_structure_hook_func(
+        lambda t: t == (str | list[Content]),
+        lambda value, _: _structure_result(converter, value, allow_object=False),
+    )
+    converter.register_unstructure_hook(UnknownStep, lambda obj: dict(obj.raw))
+    converter.register_unstructure_hook(UnknownContent, lambda obj: dict(obj.raw))
+    converter.register_unstructure_hook(_UnsetType, lambda obj: obj)
+    return converter
+
+
+@lru_cache(maxsize=1)
+def _converter() -> cattrs.Converter:
+    return make_converter()
+
+
+def _problems(exc: BaseException, path: str, *, named: bool = False) -> list[tuple[str, str]]:
+    """Flatten a cattrs error tree into ``(path, description)`` pairs.
+
+    ``named``: the caller already put this exception's attribute name on ``path``.
+    """
+    if isinstance(exc, IterableValidationError):
+        found: list[tuple[str, str]] = []
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            found.extend(_problems(sub, f"{path}[{note.index}]", named=True))
+        found.extend((path, str(sub)) for sub in without)
+        return found
+    if isinstance(exc, ClassValidationError):
+        found = []
+        with_notes_c, without_c = exc.group_exceptions()
+        for sub, attr_note in with_notes_c:
+            found.extend(_problems(sub, f"{path}.{attr_note.name}" if path else attr_note.name, named=True))
+        found.extend((path, str(sub)) for sub in without_c)
+        return found
+    notes = [n for n in getattr(exc, "__notes__", []) if isinstance(n, AttributeValidationNote)]
+    if notes and not named:
+        path = f"{path}.{notes[-1].name}" if path else notes[-1].name
+    return [(path, str(exc) if isinstance(exc, (_WrongType, _MissingField, _NullField)) else type(exc).__name__)]
+
+
+def _decode(value: Any, target: Any, path: str) -> Any:
+    try:
+        return _converter().structure(value, target)
+    except Exception as exc:  # noqa: BLE001 -- every structuring failure becomes one typed CodecError
+        raise CodecError(_problems(exc, path)) from None
+
+
+def decode_step(value: Any, *, path: str = "") -> Step:
+    """Decode one wire step into its model class.
+
+    Args:
+        value: A JSON object such as ``{"type": "user_input", "content": [...]}``.
+        path: A prefix for error paths, e.g. ``steps[2]``.
+
+    Returns:
+        The typed step; an unknown ``type`` gives ``UnknownStep``.
+
+    Raises:
+        CodecError: ``value`` is not an object, has no string ``type``, or a known field is missing or of the
+            wrong JSON type. ``CodecError.problems`` lists every such field with its path.
+    """
+    return typing.cast(Step, _decode(value, Step, path))
+
+
+def decode_content(value: Any, *, path: str = "") -> Content:
+    """Decode one content item (``{"type": "text", ...}``); see ``decode_step``."""
+    return typing.cast(Content, _decode(value, Content, path))
+
+
+def encode_step(step: Step) -> dict[str, Any]:
+    """Encode a model step to wire JSON; ``decode_step(encode_step(s)) == s`` and back."""
+    return typing.cast(dict[str, Any], _converter().unstructure(step))
+
+
+def encode_content(content: Content) -> dict[str, Any]:
+    """Encode a content item to wire JSON."""
+    return typing.cast(dict[str, Any], _converter().unstructure(content))
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of a wire value, as stored and as sent.
+
+    UTF-8 text is kept as is; a string holding a lone surrogate (which UTF-8 cannot carry, though JSON's
+    ``\\ud800`` escapes can) makes the whole value fall back to ASCII escapes, which decode to the same string.
+
+    Raises:
+        CodecError: the value holds something JSON cannot carry (NaN, infinity, a non-JSON object).
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CodecError([("", f"not representable as JSON ({type(exc).__name__})")]) from None
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = json.dumps(value, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text
+
+
+def normalize_step(value: Step | Mapping[str, Any], *, path: str = "") -> dict[str, Any]:
+    """Validate a step given as a model object or as wire JSON, and return its wire JSON.
+
+    A mapping is validated by decoding it and then returned as given (as a plain dict), so a field this
+    version does not model is stored exactly as the API sent it.
+
+    Raises:
+        CodecError: see ``decode_step``.
+    """
+    if isinstance(value, Mapping):
+        wire = value if isinstance(value, dict) else dict(value)
+        decode_step(wire, path=path)
+        return wire
+    if isinstance(value, (WireObject, UnknownStep)):
+        return encode_step(value)
+    raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
+
+
+def normalize_steps(values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps") -> list[dict[str, Any]]:
+    """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``."""
+    out: list[dict[str, Any]] = []
+    problems: list[tuple[str, str]] = []
+    for index, value in enumerate(values):
+        try:
+            out.append(normalize_step(value, path=f"{prefix}[{index}]"))
+        except CodecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise CodecError(problems)
+    return out

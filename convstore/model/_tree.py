@@ -1,0 +1,174 @@
+"""What the store hands back: nodes of the conversation tree, branches, conversation records, pages.
+
+Plain data (attrs, frozen), no database types. A node's step is kept as the stored wire JSON text, which is
+what a request replays; ``Node.data`` and ``Node.step`` decode it on demand.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Generic, TypeVar
+
+import attrs
+
+from convstore.model._steps import Step
+
+__all__ = ["Branch", "ConversationInfo", "Node", "Page", "Tree"]
+
+T = TypeVar("T")
+
+
+@attrs.frozen(kw_only=True)
+class Node:
+    """One step of a conversation, at one place in its tree. Immutable: edits add siblings.
+
+    Attributes:
+        id: The node's id (unique in the store).
+        conversation_id: The conversation it belongs to.
+        parent_id: The node before it; None for the first step.
+        depth: Steps above it (0 for the first step); ``parent.depth + 1``.
+        exchange_id: Shared by the steps written together in one ``append`` (a user turn and its reply).
+        type: The step's wire ``type``.
+        token_count: This step's tokens (estimated or measured).
+        total_tokens: Running total from the first step through this one.
+        created_at: When it was written (UTC).
+        raw_json: The step's wire JSON text, exactly as stored and replayed.
+    """
+
+    id: str
+    conversation_id: str
+    parent_id: str | None
+    depth: int
+    exchange_id: str
+    type: str
+    token_count: int
+    total_tokens: int
+    created_at: datetime
+    raw_json: str = attrs.field(repr=False)
+
+    @cached_property
+    def data(self) -> dict[str, Any]:
+        """The step as a JSON-ready dict (decoded once, then cached; do not mutate it)."""
+        value: dict[str, Any] = json.loads(self.raw_json)
+        return value
+
+    @property
+    def step(self) -> Step:
+        """The step as a typed model object."""
+        from convstore.codec import decode_step  # noqa: PLC0415 -- the model layer must not import codec at load
+
+        return decode_step(self.data)
+
+
+@attrs.frozen(kw_only=True)
+class Branch:
+    """A named pointer to a head node. ``head_id`` is None for a branch with no steps yet."""
+
+    conversation_id: str
+    name: str
+    head_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@attrs.frozen(kw_only=True)
+class ConversationInfo:
+    """A conversation's record: its id, when it was made, and the request settings it carries."""
+
+    id: str
+    created_at: datetime
+    model: str | None
+    system_instruction: str | None = attrs.field(repr=False)
+    generation_config: Mapping[str, Any] | None = attrs.field(repr=False)
+    tools: Sequence[Mapping[str, Any]] | None = attrs.field(repr=False)
+    metadata: Mapping[str, Any] | None = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Page(Generic[T]):
+    """One page of a listing. Pass ``next_cursor`` back to get the next page; None means this was the last."""
+
+    items: list[T]
+    next_cursor: str | None
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@attrs.frozen(kw_only=True)
+class Tree:
+    """A whole conversation tree, for display and inspection.
+
+    Attributes:
+        nodes: Every node, parents before children (by depth, then creation).
+        branches: Every branch.
+    """
+
+    conversation_id: str
+    nodes: list[Node] = attrs.field(repr=lambda nodes: f"<{len(nodes)} nodes>")
+    branches: list[Branch]
+
+    @cached_property
+    def _children(self) -> dict[str | None, list[Node]]:
+        children: dict[str | None, list[Node]] = {}
+        for node in self.nodes:
+            children.setdefault(node.parent_id, []).append(node)
+        return children
+
+    @property
+    def roots(self) -> list[Node]:
+        """First steps (usually one; several when the first message itself was edited)."""
+        return self._children.get(None, [])
+
+    def children(self, node_id: str) -> list[Node]:
+        """The nodes whose parent is ``node_id``, oldest first."""
+        return self._children.get(node_id, [])
+
+    def heads(self) -> dict[str, list[str]]:
+        """Branch names by head node id."""
+        heads: dict[str, list[str]] = {}
+        for branch in self.branches:
+            if branch.head_id is not None:
+                heads.setdefault(branch.head_id, []).append(branch.name)
+        return heads
+
+    def render(self, label: Any = None) -> str:
+        """Draw the tree as indented text, one line a node, with branch names at their heads.
+
+        Args:
+            label: ``Node -> str`` for each line; defaults to the step type and node id (never content).
+        """
+        heads = self.heads()
+        lines: list[str] = []
+
+        def describe(node: Node) -> str:
+            text = label(node) if label is not None else f"{node.type} {node.id}"
+            names = heads.get(node.id)
+            return f"{text}  <- {', '.join(sorted(names))}" if names else text
+
+        # Iterative walk: trees can be far deeper than Python's recursion limit.
+        stack: list[tuple[Node, str, bool, bool]] = [
+            (root, "", i == len(self.roots) - 1, True) for i, root in reversed(list(enumerate(self.roots)))
+        ]
+        while stack:
+            node, prefix, last, top = stack.pop()
+            kids = self.children(node.id)
+            if top:
+                lines.append(describe(node))
+                child_prefix = ""
+            elif len(self.children(node.parent_id or "")) == 1 and not kids:
+                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{describe(node)}")
+                child_prefix = prefix + ("   " if last else "│  ")
+            else:
+                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{describe(node)}")
+                child_prefix = prefix + ("   " if last else "│  ")
+            stack.extend(
+                (kid, child_prefix, i == len(kids) - 1, False) for i, kid in reversed(list(enumerate(kids)))
+            )
+        return "\n".join(lines)
