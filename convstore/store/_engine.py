@@ -1,0 +1,128 @@
+"""Engines, transactions and error translation: the only place the store touches a live connection.
+
+Store operations are written once, as generators that yield ``Exec`` statements and receive their results
+(see ``_ops.py``). ``run`` below executes one on a sync ``Connection`` inside a single transaction; the async
+store will run the very same generators with ``await conn.execute``, since SQLAlchemy's async connection
+returns the same buffered ``Result``. A database error is thrown back into the generator at the statement that
+failed, so the operation that knows what the statement meant can turn it into the right error; anything it
+does not handle is translated here, in one place.
+
+SQLite: pysqlite's own transaction handling is turned off and each transaction begins explicitly: ``BEGIN
+IMMEDIATE`` for writes, so a writer waits for the lock (up to the busy timeout) when its transaction starts
+rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run beside a writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.base import Executable
+
+from convstore.errors import ConvstoreError, DatabaseError, StoreBusyError
+
+__all__ = ["Exec", "Op", "configure_engine", "make_engine", "run", "translate"]
+
+T = TypeVar("T")
+
+_WRITE_OPTION = "convstore_write"
+
+
+@attrs.frozen
+class Exec:
+    """One statement for the runner to execute, with its parameters (a list of dicts: executemany)."""
+
+    statement: Executable
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+
+
+Op = Generator[Exec, Any, T]
+"""A store operation: yields statements, receives each one's ``Result``, returns its value."""
+
+
+def make_engine(url: str | sa.URL, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> Engine:
+    """Create an engine for ``url`` with convstore's settings (see ``configure_engine``)."""
+    parsed = sa.make_url(url)
+    kwargs: dict[str, Any] = {"hide_parameters": True}
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        # One shared connection: an in-memory database exists only inside the connection that made it.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    engine = sa.create_engine(parsed, **kwargs)
+    configure_engine(engine, busy_timeout=busy_timeout, synchronous=synchronous)
+    return engine
+
+
+def configure_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> None:
+    """Install convstore's per-connection settings on an engine (a user's engine too).
+
+    SQLite: WAL, foreign keys, a busy timeout, ``synchronous`` (FULL by default: a committed turn survives a
+    power loss), and explicit ``BEGIN``/``BEGIN IMMEDIATE``. Other backends need nothing.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+        raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
+    timeout_ms = int(busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun explicitly, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if engine.url.database not in (None, "", ":memory:"):
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def translate(error: exc.DBAPIError) -> ConvstoreError:
+    """Turn a database error no operation handled into a convstore error (no statement parameters in it)."""
+    orig = error.orig
+    text = str(orig).lower() if orig is not None else ""
+    if isinstance(error, exc.OperationalError) and ("database is locked" in text or "database is busy" in text):
+        return StoreBusyError("the SQLite database stayed locked for longer than the busy timeout")
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate in {"55P03", "57014"}:  # lock_not_available, query_canceled (statement/lock timeout)
+        return StoreBusyError(f"the database did not grant a lock in time (SQLSTATE {sqlstate})")
+    detail = f", SQLSTATE {sqlstate}" if sqlstate else ""
+    return DatabaseError(f"database error ({type(orig).__name__ if orig is not None else 'unknown'}{detail})")
+
+
+def run(engine: Engine, op: Op[T], *, write: bool) -> T:
+    """Execute one operation in one transaction: committed if it returns, rolled back if it raises."""
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                return drive(conn, op)
+    except exc.DBAPIError as error:
+        raise translate(error) from None
+
+
+def drive(conn: Connection, op: Op[T]) -> T:
+    """Feed an operation's statements to ``conn`` until it returns."""
+    try:
+        step = next(op)
+        while True:
+            try:
+                result = conn.execute(step.statement, step.params)  # type: ignore[arg-type]
+            except exc.DBAPIError as error:
+                step = op.throw(error)
+            else:
+                step = op.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

@@ -1,0 +1,132 @@
+"""Schema revisions: Alembic, configured in code, the only way convstore's tables are built.
+
+Opening a store checks the database's revision in one query. An empty database (none of convstore's
+tables) is upgraded to head at once; a database at an older revision is refused with ``SchemaOutdatedError``,
+which says how to upgrade; a revision this library does not know (a newer convstore wrote it) is refused
+with ``SchemaUnknownError``. Upgrades take a lock first (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
+PostgreSQL), so two processes opening one new database at once do not both build it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection, Engine
+
+from convstore.errors import SchemaOutdatedError, SchemaUnknownError
+from convstore.store._schema import PREFIX
+
+__all__ = ["VERSION_TABLE", "check_schema", "current_revision", "head_revision", "migrations_dir", "upgrade"]
+
+VERSION_TABLE = f"{PREFIX}alembic_version"
+_PG_LOCK_KEY = 0x636F6E7673746F72  # "convstor": one advisory lock for schema changes
+
+
+def migrations_dir() -> Path:
+    """Where the migration scripts are: inside the installed wheel, or at the top of a source checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_migrations", package.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise RuntimeError(f"convstore's migrations are missing (looked in {package / '_migrations'})")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@lru_cache(maxsize=1)
+def _scripts() -> tuple[str, frozenset[str], tuple[str, ...]]:
+    """(head, every known revision, revisions oldest first); read once a process."""
+    scripts = ScriptDirectory.from_config(alembic_config())
+    heads = scripts.get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"convstore's migrations have {len(heads)} heads; expected one")
+    ordered = tuple(rev.revision for rev in reversed(list(scripts.walk_revisions())))
+    return heads[0], frozenset(ordered), ordered
+
+
+def head_revision() -> str:
+    """The schema revision this version of convstore needs."""
+    return _scripts()[0]
+
+
+def current_revision(conn: Connection) -> tuple[bool, str | None]:
+    """``(initialised, revision)``: whether convstore's version table exists, and the revision in it."""
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(VERSION_TABLE):
+        ours = [name for name in inspector.get_table_names() if name.startswith(PREFIX)]
+        if ours:
+            raise SchemaUnknownError(
+                f"the database has convstore tables ({', '.join(sorted(ours))}) but no {VERSION_TABLE}: "
+                "it was not built by convstore's migrations"
+            )
+        return False, None
+    revisions = [row[0] for row in conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))]  # noqa: S608 -- constant name
+    if len(revisions) > 1:
+        raise SchemaUnknownError(f"{VERSION_TABLE} holds {len(revisions)} revisions; expected one")
+    return True, revisions[0] if revisions else None
+
+
+def _verify(initialised: bool, revision: str | None) -> bool:
+    """True when the database must be built from scratch; raises when it is not at head."""
+    head, known, _ = _scripts()
+    if not initialised:
+        return True
+    if revision == head:
+        return False
+    if revision is not None and revision not in known:
+        raise SchemaUnknownError(
+            f"the database is at schema revision {revision!r}, which this convstore does not know "
+            f"(it needs {head}); was it written by a newer convstore?"
+        )
+    raise SchemaOutdatedError(revision, head)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+
+
+def check_schema(engine: Engine) -> None:
+    """Make sure the database is at head: build an empty one, refuse an old or unknown one."""
+    with engine.connect() as conn:
+        needs_build = _verify(*current_revision(conn))
+    if needs_build:
+        _upgrade(engine, only_if_empty=True)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database to ``revision`` (head by default), keeping its data."""
+    _upgrade(engine, only_if_empty=False, revision=revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade to ``revision`` (``"base"`` removes convstore's tables and their data)."""
+    with engine.connect() as conn:
+        conn.execution_options(convstore_write=True)
+        with conn.begin():
+            _lock(conn)
+            command.downgrade(alembic_config(conn), revision)
+
+
+def _upgrade(engine: Engine, *, only_if_empty: bool, revision: str = "head") -> None:
+    with engine.connect() as conn:
+        conn.execution_options(convstore_write=True)
+        with conn.begin():
+            _lock(conn)
+            initialised, current = current_revision(conn)
+            if only_if_empty and initialised:
+                # Another process built it while we waited for the lock; just verify.
+                _verify(initialised, current)
+                return
+            command.upgrade(alembic_config(conn), revision)

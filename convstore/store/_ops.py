@@ -1,0 +1,301 @@
+"""The store's operations, written once for the sync and the async store.
+
+Each operation is a generator: it yields ``Exec`` statements, receives each one's result, and returns a value.
+A database error on a statement is thrown back in at that ``yield``, so the operation decides what it means
+(an insert that breaks a foreign key means the conversation is gone, for instance). Everything else here is
+pure: building rows, mapping rows to model objects, the tree rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+from sqlalchemy import exc
+
+from convstore._ids import new_id
+from convstore.errors import (
+    BranchExistsError,
+    BranchNotFoundError,
+    ConflictError,
+    ConversationNotFoundError,
+    NodeNotFoundError,
+)
+from convstore.model import Branch, ConversationInfo, Node, Tree
+from convstore.store import _statements as st
+from convstore.store._engine import Exec, Op
+
+__all__ = [
+    "Head",
+    "Loaded",
+    "append",
+    "create_conversation",
+    "delete_conversation",
+    "fork",
+    "history",
+    "list_branches",
+    "list_conversations",
+    "load",
+    "path",
+    "tree",
+]
+
+
+@attrs.frozen
+class Head:
+    """Where a writer believes a branch head is: the CAS's expected value, and what new rows build on."""
+
+    node_id: str | None
+    depth: int  # -1 for an empty branch, so the first step gets depth 0
+    total_tokens: int
+
+
+EMPTY_HEAD = Head(None, -1, 0)
+
+
+@attrs.frozen
+class Loaded:
+    info: ConversationInfo
+    head: Head
+
+
+def _json_or_none(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def info_from_row(row: Any) -> ConversationInfo:
+    return ConversationInfo(
+        id=row.id,
+        created_at=row.created_at,
+        model=row.model,
+        system_instruction=row.system_instruction,
+        generation_config=_json_or_none(row.generation_config),
+        tools=_json_or_none(row.tools),
+        metadata=_json_or_none(row.metadata),
+    )
+
+
+def node_from_row(conversation_id: str, row: Any) -> Node:
+    return Node(
+        id=row.id,
+        conversation_id=conversation_id,
+        parent_id=row.parent_id,
+        depth=row.depth,
+        exchange_id=row.exchange_id,
+        type=row.type,
+        token_count=row.token_count,
+        total_tokens=row.total_tokens,
+        created_at=row.created_at,
+        raw_json=row.payload,
+    )
+
+
+def branch_from_row(conversation_id: str, row: Any) -> Branch:
+    return Branch(
+        conversation_id=conversation_id,
+        name=row.name,
+        head_id=row.head_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def estimate_tokens(payload: str) -> int:
+    """A crude placeholder count (4 characters a token) until token budgets bring real counters."""
+    return max(1, math.ceil(len(payload) / 4))
+
+
+def build_node_rows(
+    conversation_id: str, head: Head, steps: Sequence[tuple[str, str]], now: datetime
+) -> list[dict[str, Any]]:
+    """Rows for one exchange appended after ``head``: a chain of parent pointers, depths and running totals.
+
+    Args:
+        steps: ``(type, payload JSON text)`` for each step, in order.
+    """
+    exchange_id = new_id()
+    rows = []
+    parent, depth, total = head.node_id, head.depth, head.total_tokens
+    for step_type, payload in steps:
+        node_id = new_id()
+        count = estimate_tokens(payload)
+        depth += 1
+        total += count
+        rows.append(
+            {
+                "conversation_id": conversation_id,
+                "id": node_id,
+                "parent_id": parent,
+                "depth": depth,
+                "exchange_id": exchange_id,
+                "type": step_type,
+                "token_count": count,
+                "total_tokens": total,
+                "created_at": now,
+                "payload": payload,
+            }
+        )
+        parent = node_id
+    return rows
+
+
+def create_conversation(row: Mapping[str, Any], branch: str, now: datetime) -> Op[None]:
+    yield Exec(st.INSERT_CONVERSATION, row)
+    yield Exec(
+        st.INSERT_BRANCH,
+        {"conversation_id": row["id"], "name": branch, "head_id": None, "created_at": now, "updated_at": now},
+    )
+
+
+def load(conversation_id: str, branch: str) -> Op[Loaded]:
+    result = yield Exec(st.LOAD_CONVERSATION, {"conversation_id": conversation_id, "branch": branch})
+    row = result.first()
+    if row is None:
+        raise ConversationNotFoundError(conversation_id)
+    if row.name is None:
+        raise BranchNotFoundError(conversation_id, branch)
+    head = EMPTY_HEAD if row.head_id is None else Head(row.head_id, row.depth, row.total_tokens)
+    return Loaded(info_from_row(row), head)
+
+
+def _missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exception]:
+    """After a statement matched nothing: which of the two is gone."""
+    result = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+    if result.first() is None:
+        return ConversationNotFoundError(conversation_id)
+    return BranchNotFoundError(conversation_id, branch)
+
+
+def append(
+    conversation_id: str, branch: str, head: Head, steps: Sequence[tuple[str, str]], now: datetime
+) -> Op[list[Node]]:
+    """Write one exchange after ``head`` and move the branch to its last step, all or nothing."""
+    rows = build_node_rows(conversation_id, head, steps, now)
+    try:
+        yield Exec(st.INSERT_NODES, rows)
+    except exc.IntegrityError:
+        # The conversation (and so the head node) was deleted under us.
+        raise ConversationNotFoundError(conversation_id) from None
+    moved = yield Exec(
+        st.MOVE_HEAD,
+        {
+            "in_conversation": conversation_id,
+            "branch": branch,
+            "expected_head": head.node_id,
+            "new_head": rows[-1]["id"],
+            "now": now,
+        },
+    )
+    if moved.rowcount != 1:
+        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        if check.first() is None:
+            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
+        raise ConflictError(conversation_id, branch, head.node_id)
+    return [node_from_row(conversation_id, _Row(row)) for row in rows]
+
+
+class _Row:
+    """Attribute access over an inserted row dict, so one mapper serves rows read and rows written."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values[name]
+
+
+def history(conversation_id: str, branch: str) -> Op[tuple[list[str], Head]]:
+    """The branch's steps as stored JSON texts, root first, and the head they end at."""
+    result = yield Exec(st.HISTORY, {"conversation_id": conversation_id, "branch": branch})
+    rows = result.all()
+    if not rows:
+        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        if check.first() is None:
+            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
+        return [], EMPTY_HEAD
+    last = rows[-1]
+    return [row.payload for row in rows], Head(last.id, last.depth, last.total_tokens)
+
+
+def path(conversation_id: str, branch: str, node_id: str | None) -> Op[list[Node]]:
+    """Nodes from the root to ``node_id`` (or to the branch head when None)."""
+    if node_id is None:
+        result = yield Exec(st.PATH_FROM_BRANCH, {"conversation_id": conversation_id, "branch": branch})
+    else:
+        result = yield Exec(st.PATH_FROM_NODE, {"conversation_id": conversation_id, "node_id": node_id})
+    nodes = [node_from_row(conversation_id, row) for row in result]
+    if not nodes:
+        if node_id is not None:
+            check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+            if check.first() is None:
+                raise ConversationNotFoundError(conversation_id)
+            raise NodeNotFoundError(conversation_id, node_id)
+        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        if check.first() is None:
+            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
+    return nodes
+
+
+def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[None]:
+    """One new branch row at ``at`` (None: an empty branch). Nothing is copied."""
+    params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
+    try:
+        result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
+    except exc.IntegrityError:
+        raise BranchExistsError(conversation_id, name) from None
+    if result.rowcount != 1:
+        if at is None:
+            raise ConversationNotFoundError(conversation_id)
+        check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+        if check.first() is None:
+            raise ConversationNotFoundError(conversation_id)
+        raise NodeNotFoundError(conversation_id, at)
+
+
+def list_branches(conversation_id: str) -> Op[list[Branch]]:
+    result = yield Exec(st.LIST_BRANCHES, {"conversation_id": conversation_id})
+    found = [branch_from_row(conversation_id, row) for row in result]
+    if not found:
+        check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+        if check.first() is None:
+            raise ConversationNotFoundError(conversation_id)
+    return found
+
+
+def tree(conversation_id: str) -> Op[Tree]:
+    result = yield Exec(st.TREE_NODES, {"conversation_id": conversation_id})
+    found = [node_from_row(conversation_id, row) for row in result]
+    branch_list = yield from list_branches(conversation_id)
+    return Tree(conversation_id=conversation_id, nodes=found, branches=branch_list)
+
+
+def delete_conversation(conversation_id: str) -> Op[None]:
+    params = {"conversation_id": conversation_id}
+    yield Exec(st.DELETE_BRANCHES, params)
+    yield Exec(st.DELETE_NODES, params)
+    result = yield Exec(st.DELETE_CONVERSATION, params)
+    if result.rowcount != 1:
+        raise ConversationNotFoundError(conversation_id)
+
+
+def list_conversations(
+    limit: int, cursor: tuple[datetime, str] | None
+) -> Op[tuple[list[ConversationInfo], tuple[datetime, str] | None]]:
+    if cursor is None:
+        result = yield Exec(st.LIST_FIRST, {"limit": limit + 1})
+    else:
+        result = yield Exec(
+            st.LIST_AFTER, {"limit": limit + 1, "cursor_created_at": cursor[0], "cursor_id": cursor[1]}
+        )
+    infos = [info_from_row(row) for row in result]
+    next_cursor = None
+    if len(infos) > limit:
+        infos = infos[:limit]
+        next_cursor = (infos[-1].created_at, infos[-1].id)
+    return infos, next_cursor

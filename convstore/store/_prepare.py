@@ -1,0 +1,129 @@
+"""Argument checks and input preparation shared by the sync and async stores (pure, no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from convstore import codec
+from convstore._ids import is_id, new_id
+from convstore.errors import CodecError, InvalidExchangeError
+from convstore.model import Step
+
+__all__ = [
+    "check_branch_name",
+    "conversation_row",
+    "decode_cursor",
+    "encode_cursor",
+    "prepare_exchange",
+    "utcnow",
+    "valid_id",
+]
+
+MAX_BRANCH_NAME = 255
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def valid_id(value: object) -> bool:
+    """Whether ``value`` can be an id at all; anything else is treated as an id that does not exist."""
+    return is_id(value)
+
+
+def check_branch_name(name: object) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_BRANCH_NAME:
+        raise ValueError(f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters")
+    return name
+
+
+def _json_text(value: Any, field: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return codec.dumps(value)
+    except CodecError:
+        raise CodecError([(field, "not representable as JSON")]) from None
+
+
+def conversation_row(
+    *,
+    model: str | None,
+    system_instruction: str | None,
+    generation_config: Mapping[str, Any] | None,
+    tools: Sequence[Mapping[str, Any]] | None,
+    metadata: Mapping[str, Any] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The row of a new conversation; checks the settings' JSON types and names any that is wrong."""
+    problems = []
+    if model is not None and not isinstance(model, str):
+        problems.append(("model", "expected a string"))
+    if system_instruction is not None and not isinstance(system_instruction, str):
+        problems.append(("system_instruction", "expected a string"))
+    if generation_config is not None and not isinstance(generation_config, Mapping):
+        problems.append(("generation_config", "expected an object"))
+    if tools is not None and (isinstance(tools, (str, Mapping)) or not isinstance(tools, Sequence)):
+        problems.append(("tools", "expected an array"))
+    if metadata is not None and not isinstance(metadata, Mapping):
+        problems.append(("metadata", "expected an object"))
+    if problems:
+        raise CodecError(problems)
+    return {
+        "id": new_id(),
+        "created_at": now,
+        "model": model,
+        "system_instruction": system_instruction,
+        "generation_config": _json_text(None if generation_config is None else dict(generation_config), "generation_config"),
+        "tools": _json_text(None if tools is None else [dict(tool) for tool in tools], "tools"),
+        "metadata": _json_text(None if metadata is None else dict(metadata), "metadata"),
+    }
+
+
+def prepare_exchange(steps: Iterable[Step | Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """Validate an exchange and return ``(type, JSON text)`` for each step, before anything is written.
+
+    Raises:
+        InvalidExchangeError: ``steps`` is a single step rather than a list of them, or is empty.
+        CodecError: a step is malformed; the paths name each problem (``steps[1].content[0].text``).
+    """
+    if isinstance(steps, (Mapping, str, bytes)) or not isinstance(steps, Iterable):
+        raise InvalidExchangeError(
+            f"append takes a list of steps (one exchange), not a {type(steps).__name__}; wrap a single step "
+            "in a list"
+        )
+    wires = codec.normalize_steps(steps)
+    if not wires:
+        raise InvalidExchangeError("an exchange needs at least one step")
+    prepared = []
+    for index, wire in enumerate(wires):
+        try:
+            prepared.append((wire["type"], codec.dumps(wire)))
+        except CodecError:
+            raise CodecError([(f"steps[{index}]", "not representable as JSON")]) from None
+    return prepared
+
+
+def encode_cursor(cursor: tuple[datetime, str] | None) -> str | None:
+    if cursor is None:
+        return None
+    created_at, conversation_id = cursor
+    raw = f"{created_at.isoformat()}|{conversation_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    try:
+        created, conversation_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().split("|")
+        created_at = datetime.fromisoformat(created)
+    except (ValueError, UnicodeError, binascii.Error):
+        raise ValueError("invalid cursor: pass back a Page.next_cursor unchanged") from None
+    if created_at.tzinfo is None or not is_id(conversation_id):
+        raise ValueError("invalid cursor: pass back a Page.next_cursor unchanged")
+    return created_at, conversation_id

@@ -1,0 +1,105 @@
+"""The tables, as SQLAlchemy Core, in one ``MetaData`` with a naming convention.
+
+These definitions describe the schema that the migrations in ``migrations/`` build; they are never used to
+create it (``metadata.create_all`` is not called anywhere). A test compares the two on both backends.
+
+Every table is keyed by conversation first, so every query names its conversation and the schema can be
+sharded by conversation id (Citus and the like): nodes have the primary key ``(conversation_id, id)`` and
+their parent and branch-head foreign keys are composite, which also makes the database itself refuse a
+parent or a head from another conversation.
+
+Payloads and JSON settings are stored as text, not ``JSON``/``jsonb``: the stored step text is what a request
+replays (``jsonb`` would reorder keys and change spacing), ``jsonb`` cannot hold ``\\u0000``, and encryption
+at rest will replace the text with ciphertext.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["PREFIX", "UTCDateTime", "branches", "conversations", "metadata", "nodes"]
+
+PREFIX = "convstore_"
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the backend stores."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: convstore stores UTC timestamps only")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(timezone.utc)  # type: ignore[no-any-return]
+
+
+Id = sa.Uuid(as_uuid=False)
+
+conversations = sa.Table(
+    f"{PREFIX}conversations",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("model", sa.Text(), nullable=True),
+    sa.Column("system_instruction", sa.Text(), nullable=True),
+    sa.Column("generation_config", sa.Text(), nullable=True),
+    sa.Column("tools", sa.Text(), nullable=True),
+    sa.Column("metadata", sa.Text(), nullable=True),
+    sa.Index(None, "created_at", "id"),
+)
+
+nodes = sa.Table(
+    f"{PREFIX}nodes",
+    metadata,
+    sa.Column("conversation_id", Id, sa.ForeignKey(conversations.c.id), primary_key=True),
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("parent_id", Id, nullable=True),
+    sa.Column("depth", sa.Integer(), nullable=False),
+    sa.Column("exchange_id", Id, nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("token_count", sa.Integer(), nullable=False),
+    sa.Column("total_tokens", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.ForeignKeyConstraint(
+        ["conversation_id", "parent_id"], [f"{PREFIX}nodes.conversation_id", f"{PREFIX}nodes.id"]
+    ),
+    sa.Index(None, "conversation_id", "parent_id"),
+)
+
+branches = sa.Table(
+    f"{PREFIX}branches",
+    metadata,
+    sa.Column("conversation_id", Id, sa.ForeignKey(conversations.c.id), primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("head_id", Id, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(["conversation_id", "head_id"], [nodes.c.conversation_id, nodes.c.id]),
+)

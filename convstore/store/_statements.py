@@ -1,0 +1,193 @@
+"""Every SQL statement of the store, built once with bound parameters.
+
+Built at import, so SQLAlchemy compiles each once per dialect and caches it; sync and async stores execute
+these same objects. Every value reaches SQL as a bound parameter, and every statement names its conversation.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.sql import Select
+
+from convstore.store._schema import branches as b
+from convstore.store._schema import conversations as c
+from convstore.store._schema import nodes as n
+
+__all__ = [
+    "BRANCH_EXISTS",
+    "CONVERSATION_EXISTS",
+    "DELETE_BRANCHES",
+    "DELETE_CONVERSATION",
+    "DELETE_NODES",
+    "FORK_AT_NODE",
+    "FORK_EMPTY",
+    "HISTORY",
+    "INSERT_BRANCH",
+    "INSERT_CONVERSATION",
+    "INSERT_NODES",
+    "LIST_BRANCHES",
+    "LOAD_CONVERSATION",
+    "MOVE_HEAD",
+    "NODE_COLUMNS",
+    "PATH_FROM_BRANCH",
+    "PATH_FROM_NODE",
+    "TREE_NODES",
+    "list_conversations",
+]
+
+NODE_COLUMNS = (
+    n.c.id,
+    n.c.parent_id,
+    n.c.depth,
+    n.c.exchange_id,
+    n.c.type,
+    n.c.token_count,
+    n.c.total_tokens,
+    n.c.created_at,
+    n.c.payload,
+)
+
+INSERT_CONVERSATION = sa.insert(c)
+INSERT_BRANCH = sa.insert(b)
+INSERT_NODES = sa.insert(n)
+
+CONVERSATION_EXISTS = sa.select(c.c.id).where(c.c.id == sa.bindparam("conversation_id"))
+
+BRANCH_EXISTS = sa.select(b.c.head_id).where(
+    b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")
+)
+
+# The conversation's record, and the branch's head with the head's depth and running total (NULLs for an
+# empty branch; branch name NULL when there is no such branch).
+LOAD_CONVERSATION = (
+    sa.select(
+        c.c.id,
+        c.c.created_at,
+        c.c.model,
+        c.c.system_instruction,
+        c.c.generation_config,
+        c.c.tools,
+        c.c.metadata,
+        b.c.name,
+        b.c.head_id,
+        n.c.depth,
+        n.c.total_tokens,
+    )
+    .select_from(
+        c.outerjoin(b, sa.and_(b.c.conversation_id == c.c.id, b.c.name == sa.bindparam("branch"))).outerjoin(
+            n, sa.and_(n.c.conversation_id == b.c.conversation_id, n.c.id == b.c.head_id)
+        )
+    )
+    .where(c.c.id == sa.bindparam("conversation_id"))
+)
+
+# Compare-and-swap of a branch head: moves only if the head is still where this writer last saw it.
+MOVE_HEAD = (
+    sa.update(b)
+    .where(
+        # Not "conversation_id": an UPDATE reserves its columns' names for its SET clause.
+        b.c.conversation_id == sa.bindparam("in_conversation"),
+        b.c.name == sa.bindparam("branch"),
+        b.c.head_id.is_not_distinct_from(sa.bindparam("expected_head", type_=b.c.head_id.type)),
+    )
+    .values(head_id=sa.bindparam("new_head"), updated_at=sa.bindparam("now"))
+)
+
+# A fork is one new branch row pointing at an existing node, or nothing when the node is not there.
+FORK_AT_NODE = sa.insert(b).from_select(
+    ["conversation_id", "name", "head_id", "created_at", "updated_at"],
+    sa.select(
+        n.c.conversation_id,
+        sa.bindparam("branch", type_=b.c.name.type),
+        n.c.id,
+        sa.bindparam("now", type_=b.c.created_at.type),
+        sa.bindparam("now", type_=b.c.updated_at.type),
+    ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("at")),
+).execution_options(preserve_rowcount=True)  # an INSERT's rowcount is otherwise not kept for every driver
+
+FORK_EMPTY = sa.insert(b).from_select(
+    ["conversation_id", "name", "head_id", "created_at", "updated_at"],
+    sa.select(
+        c.c.id,
+        sa.bindparam("branch", type_=b.c.name.type),
+        sa.null(),
+        sa.bindparam("now", type_=b.c.created_at.type),
+        sa.bindparam("now", type_=b.c.updated_at.type),
+    ).where(c.c.id == sa.bindparam("conversation_id")),
+).execution_options(preserve_rowcount=True)
+
+LIST_BRANCHES = (
+    sa.select(b.c.name, b.c.head_id, b.c.created_at, b.c.updated_at)
+    .where(b.c.conversation_id == sa.bindparam("conversation_id"))
+    .order_by(b.c.created_at, b.c.name)
+)
+
+TREE_NODES = (
+    sa.select(*NODE_COLUMNS)
+    .where(n.c.conversation_id == sa.bindparam("conversation_id"))
+    .order_by(n.c.depth, n.c.created_at, n.c.id)
+)
+
+DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
+DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversation_id"))
+DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
+
+
+def _ancestry(anchor_where: sa.ColumnElement[bool], *, full: bool, from_branch: bool) -> Select[tuple[object, ...]]:
+    """Root-to-start path by one recursive CTE that both SQLite and PostgreSQL run.
+
+    It walks parent pointers up from the start node (one primary-key lookup a step, every lookup naming the
+    conversation) and returns the path ordered by depth, i.e. in replay order.
+    """
+    columns = NODE_COLUMNS if full else (n.c.id, n.c.parent_id, n.c.depth, n.c.total_tokens, n.c.payload)
+    anchor = sa.select(*columns)
+    if from_branch:
+        anchor = anchor.select_from(
+            n.join(b, sa.and_(b.c.conversation_id == n.c.conversation_id, b.c.head_id == n.c.id))
+        )
+    path = anchor.where(anchor_where).cte("path", recursive=True)
+    parent = n.alias("parent")
+    path = path.union_all(
+        sa.select(*(parent.c[col.name] for col in columns)).where(
+            parent.c.conversation_id == sa.bindparam("conversation_id"), parent.c.id == path.c.parent_id
+        )
+    )
+    return sa.select(path).order_by(path.c.depth)
+
+
+_IN_CONVERSATION = n.c.conversation_id == sa.bindparam("conversation_id")
+
+# history(): what a request replays, from the branch head.
+HISTORY = _ancestry(
+    sa.and_(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")),
+    full=False,
+    from_branch=True,
+)
+PATH_FROM_BRANCH = _ancestry(
+    sa.and_(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")),
+    full=True,
+    from_branch=True,
+)
+PATH_FROM_NODE = _ancestry(
+    sa.and_(_IN_CONVERSATION, n.c.id == sa.bindparam("node_id")), full=True, from_branch=False
+)
+
+
+def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
+    """Newest first, keyset-paginated on (created_at, id); ``after`` adds the cursor condition."""
+    query = sa.select(
+        c.c.id, c.c.created_at, c.c.model, c.c.system_instruction, c.c.generation_config, c.c.tools, c.c.metadata
+    )
+    if after:
+        query = query.where(
+            sa.tuple_(c.c.created_at, c.c.id)
+            < sa.tuple_(
+                sa.bindparam("cursor_created_at", type_=c.c.created_at.type),
+                sa.bindparam("cursor_id", type_=c.c.id.type),
+            )
+        )
+    return query.order_by(c.c.created_at.desc(), c.c.id.desc()).limit(sa.bindparam("limit"))
+
+
+LIST_FIRST = list_conversations(after=False)
+LIST_AFTER = list_conversations(after=True)

@@ -1,0 +1,356 @@
+"""``Store`` and ``Conversation``: the synchronous store.
+
+Thin: each method checks its arguments, runs one operation from ``_ops`` in one transaction, and keeps the
+branch head the conversation last saw, which is what the next ``append`` compares and swaps against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from convstore._ids import new_id
+from convstore.errors import ConversationNotFoundError, NodeNotFoundError
+from convstore.model import Branch, ConversationInfo, Node, Page, Step, Tree
+from convstore.store import _migrate, _ops
+from convstore.store._engine import Op, configure_engine, make_engine, run
+from convstore.store._prepare import (
+    check_branch_name,
+    conversation_row,
+    decode_cursor,
+    encode_cursor,
+    prepare_exchange,
+    utcnow,
+    valid_id,
+)
+
+__all__ = ["Conversation", "Store"]
+
+T = TypeVar("T")
+StepLike = Step | Mapping[str, Any]
+
+
+class Store:
+    """Conversation trees in SQLite or PostgreSQL.
+
+    Args:
+        url_or_engine: A database URL (``sqlite:///path/to/file.db``, ``postgresql+psycopg://...``) or an
+            SQLAlchemy ``Engine`` you own (convstore then installs its SQLite connection settings on it and
+            never disposes of it).
+        check_schema: Verify the schema revision on open (an empty database is built at once). Turn it off
+            only to call ``upgrade()`` on an outdated database.
+        busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
+        sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
+            a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
+
+    Raises:
+        SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
+        SchemaUnknownError: the database is newer than this convstore, or not convstore's.
+
+    Example:
+        >>> store = Store("sqlite:///chat.db")  # doctest: +SKIP
+        >>> conv = store.create_conversation(model="gemini-3-flash-preview")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | Engine,
+        *,
+        check_schema: bool = True,
+        busy_timeout: float = 30.0,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        if isinstance(url_or_engine, Engine):
+            self._engine = url_or_engine
+            self._owns_engine = False
+            configure_engine(self._engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous)
+        else:
+            self._engine = make_engine(url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous)
+            self._owns_engine = True
+        if check_schema:
+            try:
+                _migrate.check_schema(self._engine)
+            except BaseException:
+                self.close()
+                raise
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine underneath."""
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"Store({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    def close(self) -> None:
+        """Release the store's connections (a user-supplied engine is left open)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _run(self, op: Op[T], *, write: bool = False) -> T:
+        return run(self._engine, op, write=write)
+
+    # Schema
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date."""
+        _migrate.upgrade(self._engine, revision)
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision (None when convstore's tables do not exist)."""
+        with self._engine.connect() as conn:
+            return _migrate.current_revision(conn)[1]
+
+    # Conversations
+
+    def create_conversation(
+        self,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        branch: str = "main",
+    ) -> Conversation:
+        """Create an empty conversation with one empty branch.
+
+        Args:
+            model, system_instruction, generation_config, tools: Request settings re-sent with every turn
+                (the API keeps none of them between stateless requests). JSON as in the API reference.
+            metadata: Your own JSON object about the conversation.
+            branch: Name of the first branch.
+
+        Returns:
+            The conversation, on ``branch``.
+
+        Raises:
+            CodecError: a setting has the wrong JSON type (the message names it).
+        """
+        check_branch_name(branch)
+        now = utcnow()
+        row = conversation_row(
+            model=model,
+            system_instruction=system_instruction,
+            generation_config=generation_config,
+            tools=tools,
+            metadata=metadata,
+            now=now,
+        )
+        self._run(_ops.create_conversation(row, branch, now), write=True)
+        info = _ops.info_from_row(_AttrRow(row))
+        return Conversation(self, info, branch, _ops.EMPTY_HEAD)
+
+    def conversation(self, conversation_id: str, branch: str = "main") -> Conversation:
+        """Open a conversation on one of its branches.
+
+        Raises:
+            ConversationNotFoundError, BranchNotFoundError.
+        """
+        check_branch_name(branch)
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        loaded = self._run(_ops.load(conversation_id, branch))
+        return Conversation(self, loaded.info, branch, loaded.head)
+
+    def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
+        """One page of conversations, newest first.
+
+        Args:
+            limit: Page size (1 to 1000).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+        """
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        items, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor)))
+        return Page(items=items, next_cursor=encode_cursor(next_cursor))
+
+    def iter_conversations(self, *, page_size: int = 200) -> Iterable[ConversationInfo]:
+        """Every conversation, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = self.conversations(limit=page_size, cursor=cursor)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation with all its nodes and branches.
+
+        Raises:
+            ConversationNotFoundError.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        self._run(_ops.delete_conversation(conversation_id), write=True)
+
+
+class _AttrRow:
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values[name]
+
+
+class Conversation:
+    """One branch of a conversation: its history, appends to it, forks from it.
+
+    A ``Conversation`` remembers the branch head it last saw (when opened, after ``append`` and after
+    ``history``); ``append`` moves the head only if it is still there. Not thread-safe: give each thread its
+    own (``store.conversation(id, branch)`` is cheap). The ``Store`` is thread-safe.
+    """
+
+    def __init__(self, store: Store, info: ConversationInfo, branch: str, head: _ops.Head) -> None:
+        self._store = store
+        self._info = info
+        self._branch = branch
+        self._head = head
+
+    def __repr__(self) -> str:
+        return f"Conversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
+
+    @property
+    def id(self) -> str:
+        return self._info.id
+
+    @property
+    def branch(self) -> str:
+        return self._branch
+
+    @property
+    def head_id(self) -> str | None:
+        """The head node this object last saw (None for an empty branch)."""
+        return self._head.node_id
+
+    @property
+    def info(self) -> ConversationInfo:
+        """The conversation's record: creation time and request settings."""
+        return self._info
+
+    @property
+    def model(self) -> str | None:
+        return self._info.model
+
+    @property
+    def system_instruction(self) -> str | None:
+        return self._info.system_instruction
+
+    @property
+    def generation_config(self) -> Mapping[str, Any] | None:
+        return self._info.generation_config
+
+    @property
+    def tools(self) -> Sequence[Mapping[str, Any]] | None:
+        return self._info.tools
+
+    @property
+    def metadata(self) -> Mapping[str, Any] | None:
+        return self._info.metadata
+
+    def refresh(self) -> None:
+        """Re-read the branch head (after a ``ConflictError``, before retrying)."""
+        self._head = self._store._run(_ops.load(self.id, self._branch)).head
+
+    def append(self, steps: Iterable[StepLike]) -> list[Node]:
+        """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
+
+        All steps are written in one transaction with one exchange id, and the branch head moves to the last
+        one by compare-and-swap, or nothing is written at all.
+
+        Args:
+            steps: Wire JSON dicts or model objects, in order. Dicts are stored exactly as given.
+
+        Returns:
+            The new nodes, in order.
+
+        Raises:
+            CodecError: a step is malformed (nothing written; the message names each field).
+            InvalidExchangeError: ``steps`` is empty or a single step instead of a list.
+            ConflictError: another writer moved the branch since this object last saw it (nothing written);
+                ``refresh()`` and retry.
+            ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
+        """
+        prepared = prepare_exchange(steps)
+        nodes = self._store._run(
+            _ops.append(self.id, self._branch, self._head, prepared, utcnow()), write=True
+        )
+        last = nodes[-1]
+        self._head = _ops.Head(last.id, last.depth, last.total_tokens)
+        return nodes
+
+    def history(self) -> list[dict[str, Any]]:
+        """The branch's steps, root first: exactly the ``input`` array of the next stateless request."""
+        return json.loads(self.history_json())  # type: ignore[no-any-return]
+
+    def history_json(self) -> str:
+        """``history()`` as JSON text, spliced from the stored step texts without decoding them."""
+        payloads, head = self._store._run(_ops.history(self.id, self._branch))
+        self._head = head
+        return "[" + ",".join(payloads) + "]"
+
+    def nodes(self) -> list[Node]:
+        """The branch's nodes, root first."""
+        return self._store._run(_ops.path(self.id, self._branch, None))
+
+    def path(self, node_id: str) -> list[Node]:
+        """The nodes from the root to ``node_id``, inclusive: the history as it was at that node.
+
+        Raises:
+            NodeNotFoundError: no such node in this conversation.
+        """
+        if not valid_id(node_id):
+            raise NodeNotFoundError(self.id, str(node_id))
+        return self._store._run(_ops.path(self.id, self._branch, node_id))
+
+    def fork(self, at: str | None = None, branch: str | None = None) -> Conversation:
+        """Start a new branch at a node (default: this branch's head). O(1): one row; nothing is copied.
+
+        Args:
+            at: The node the new branch starts from; its history is ``path(at)``.
+            branch: The new branch's name; a unique one is generated when None.
+
+        Returns:
+            The conversation on the new branch.
+
+        Raises:
+            NodeNotFoundError: ``at`` is not a node of this conversation.
+            BranchExistsError: a branch of that name exists.
+        """
+        name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
+        if at is None:
+            at = self._head.node_id
+        elif not valid_id(at):
+            raise NodeNotFoundError(self.id, str(at))
+        self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
+        if at == self._head.node_id:
+            return Conversation(self._store, self._info, name, self._head)
+        return self._store.conversation(self.id, name)
+
+    def checkout(self, branch: str) -> Conversation:
+        """The same conversation on another branch."""
+        return self._store.conversation(self.id, branch)
+
+    def branches(self) -> list[Branch]:
+        """Every branch of the conversation, oldest first."""
+        return self._store._run(_ops.list_branches(self.id))
+
+    def tree(self) -> Tree:
+        """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
+        return self._store._run(_ops.tree(self.id))
