@@ -31,7 +31,7 @@ from cattrs.errors import (
 )
 
 from convstore.errors import CodecError
-from convstore.model._base import UNSET, WireObject, _UnsetType
+from convstore.model._base import UNSET, Unset, WireObject, _UnsetType
 from convstore.model._content import KNOWN_CONTENT_TYPES, Content, UnknownContent
 from convstore.model._steps import KNOWN_STEP_TYPES, Step, UnknownStep
 
@@ -83,7 +83,8 @@ def _json_kind(value: object) -> str:
 
 
 def _with_note(exc: Exception, note: str) -> Exception:
-    exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+    # BaseException.add_note is 3.11+; cattrs reads __notes__ either way.
+    exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
     return exc
 
 
@@ -101,6 +102,10 @@ def _strict(py_type: type, expected: str) -> Callable[[Any, Any], Any]:
     return hook
 
 
+def _is_list(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is list
+
+
 def _structure_list(converter: cattrs.Converter, item_type: Any, value: Any) -> list[Any]:
     if not isinstance(value, list):
         raise _WrongType("an array", value)
@@ -109,7 +114,7 @@ def _structure_list(converter: cattrs.Converter, item_type: Any, value: Any) -> 
     for index, item in enumerate(value):
         try:
             items.append(converter.structure(item, item_type))
-        except Exception as exc:  # noqa: BLE001 -- collected and re-raised as a group below
+        except Exception as exc:
             errors.append(_with_note(exc, IterableValidationNote(f"index {index}", index, item_type)))
     if errors:
         raise IterableValidationError("invalid array", errors, list)
@@ -121,7 +126,7 @@ def _split_optional(annotation: Any) -> tuple[Any, bool, bool]:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) not in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         return annotation, False, False
-    unset = typing.Literal[UNSET]
+    unset = Unset
     rest = [a for a in args if a is not type(None) and a != unset]
     nullable = type(None) in args
     optional = unset in args
@@ -159,7 +164,7 @@ def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Cal
                 continue
             try:
                 kwargs[name] = converter.structure(raw, inner)
-            except Exception as exc:  # noqa: BLE001 -- collected and re-raised as a group below
+            except Exception as exc:
                 errors.append(_with_note(exc, AttributeValidationNote(name, name, inner)))
         if errors:
             raise ClassValidationError(f"invalid {cls.TYPE}", errors, cls)
@@ -170,7 +175,9 @@ def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Cal
 
 
 def _make_union_hook(
-    converter: cattrs.Converter, known: Mapping[str, type[WireObject]], unknown: Callable[[dict[str, Any]], Any]
+    converter: cattrs.Converter,
+    known: Mapping[str, type[WireObject]],
+    unknown: Callable[[dict[str, Any]], Any],
 ) -> Callable[[Any, Any], Any]:
     def hook(value: Any, _: Any) -> Any:
         if not isinstance(value, dict):
@@ -215,7 +222,7 @@ def make_converter() -> cattrs.Converter:
     """Build the converter between wire JSON and the model classes.
 
     Returns:
-        A fresh ``cattrs.Converter``; ``structure(obj, Step)`` and ``unstructure(step)`` are the two directions.
+        A fresh ``cattrs.Converter``: ``structure(obj, Step)`` decodes, ``unstructure(step)`` encodes.
     """
     converter = cattrs.Converter()
     for py_type, name in ((str, "a string"), (int, "an integer"), (float, "a number"), (bool, "a boolean")):
@@ -225,7 +232,7 @@ def make_converter() -> cattrs.Converter:
         lambda t: t == dict[str, Any], lambda value, _: _strict(dict, "an object")(value, None)
     )
     converter.register_structure_hook_func(
-        lambda t: typing.get_origin(t) is list,
+        _is_list,
         lambda value, t: _structure_list(converter, typing.get_args(t)[0], value),
     )
     for cls in (*KNOWN_STEP_TYPES.values(), *KNOWN_CONTENT_TYPES.values()):
@@ -279,13 +286,15 @@ def _problems(exc: BaseException, path: str, *, named: bool = False) -> list[tup
     notes = [n for n in getattr(exc, "__notes__", []) if isinstance(n, AttributeValidationNote)]
     if notes and not named:
         path = f"{path}.{notes[-1].name}" if path else notes[-1].name
-    return [(path, str(exc) if isinstance(exc, (_WrongType, _MissingField, _NullField)) else type(exc).__name__)]
+    return [
+        (path, str(exc) if isinstance(exc, (_WrongType, _MissingField, _NullField)) else type(exc).__name__)
+    ]
 
 
 def _decode(value: Any, target: Any, path: str) -> Any:
     try:
         return _converter().structure(value, target)
-    except Exception as exc:  # noqa: BLE001 -- every structuring failure becomes one typed CodecError
+    except Exception as exc:
         raise CodecError(_problems(exc, path)) from None
 
 
@@ -325,7 +334,8 @@ def dumps(value: Any) -> str:
     """Compact JSON text of a wire value, as stored and as sent.
 
     UTF-8 text is kept as is; a string holding a lone surrogate (which UTF-8 cannot carry, though JSON's
-    ``\\ud800`` escapes can) makes the whole value fall back to ASCII escapes, which decode to the same string.
+    ``\\ud800`` escapes can) makes the whole value fall back to ASCII escapes, which decode to the same
+    string.
 
     Raises:
         CodecError: the value holds something JSON cannot carry (NaN, infinity, a non-JSON object).
@@ -360,7 +370,9 @@ def normalize_step(value: Step | Mapping[str, Any], *, path: str = "") -> dict[s
     raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
 
 
-def normalize_steps(values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps") -> list[dict[str, Any]]:
+def normalize_steps(
+    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps"
+) -> list[dict[str, Any]]:
     """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``."""
     out: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []

@@ -1,9 +1,9 @@
 """Alembic environment for convstore.
 
-convstore builds its Alembic ``Config`` in code (``convstore/store/_migrate.py``) and passes the live connection
-through ``config.attributes["connection"]``; there is no alembic.ini. The version table has its own name so
-convstore can share a database with an app that uses Alembic for its own tables, and only convstore's tables
-are compared by autogenerate.
+convstore builds its Alembic ``Config`` in code (``convstore/store/_migrate.py``) and passes the live
+connection through ``config.attributes["connection"]``; there is no alembic.ini. The version table has its
+own name so convstore can share a database with an app that uses Alembic for its own tables, and only
+convstore's tables are compared by autogenerate.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
 def run_migrations() -> None:
     connection = context.config.attributes.get("connection")
     if connection is None:
-        raise RuntimeError("convstore migrations run through convstore.Store.upgrade() or `convstore db upgrade`")
+        raise RuntimeError(
+            "convstore migrations run through convstore.Store.upgrade() or `convstore db upgrade`"
+        )
     context.configure(
         connection=connection,
         target_metadata=metadata,

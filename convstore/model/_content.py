@@ -1,4 +1,5 @@
-"""Content items (``content.py`` of the API): what a ``user_input``, ``model_output`` or thought summary holds.
+"""Content items (``content.py`` of the API): what a ``user_input``, a ``model_output`` or a thought
+summary holds.
 
 Discriminated by ``type``. A type this version does not know becomes ``UnknownContent``, which keeps its JSON.
 """
@@ -13,11 +14,11 @@ import attrs
 from convstore.model._base import UNSET, Unset, WireObject
 
 __all__ = [
+    "KNOWN_CONTENT_TYPES",
     "AudioContent",
     "Content",
     "DocumentContent",
     "ImageContent",
-    "KNOWN_CONTENT_TYPES",
     "TextContent",
     "UnknownContent",
     "VideoContent",
@@ -30,7 +31,7 @@ class TextContent(WireObject):
 
     TYPE: ClassVar[str] = "text"
     text: str
-    annotations: list[dict[str, Any]] | None | Unset = UNSET
+    annotations: list[dict[str, Any]] | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -38,39 +39,39 @@ class ImageContent(WireObject):
     """An image, inline (base64 ``data``) or by ``uri``."""
 
     TYPE: ClassVar[str] = "image"
-    data: str | None | Unset = UNSET
-    uri: str | None | Unset = UNSET
-    mime_type: str | None | Unset = UNSET
-    resolution: str | None | Unset = UNSET
+    data: str | Unset | None = UNSET
+    uri: str | Unset | None = UNSET
+    mime_type: str | Unset | None = UNSET
+    resolution: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class AudioContent(WireObject):
     TYPE: ClassVar[str] = "audio"
-    data: str | None | Unset = UNSET
-    uri: str | None | Unset = UNSET
-    mime_type: str | None | Unset = UNSET
-    sample_rate: int | None | Unset = UNSET
-    channels: int | None | Unset = UNSET
+    data: str | Unset | None = UNSET
+    uri: str | Unset | None = UNSET
+    mime_type: str | Unset | None = UNSET
+    sample_rate: int | Unset | None = UNSET
+    channels: int | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class VideoContent(WireObject):
     TYPE: ClassVar[str] = "video"
-    data: str | None | Unset = UNSET
-    uri: str | None | Unset = UNSET
-    mime_type: str | None | Unset = UNSET
-    resolution: str | None | Unset = UNSET
-    name: str | None | Unset = UNSET
+    data: str | Unset | None = UNSET
+    uri: str | Unset | None = UNSET
+    mime_type: str | Unset | None = UNSET
+    resolution: str | Unset | None = UNSET
+    name: str | Unset | None = UNSET
     processing: Any | Unset = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class DocumentContent(WireObject):
     TYPE: ClassVar[str] = "document"
-    data: str | None | Unset = UNSET
-    uri: str | None | Unset = UNSET
-    mime_type: str | None | Unset = UNSET
+    data: str | Unset | None = UNSET
+    uri: str | Unset | None = UNSET
+    mime_type: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -88,7 +89,9 @@ class UnknownContent:
         return f"UnknownContent(type={self.type!r})"
 
 
-Content = Union[TextContent, ImageContent, AudioContent, VideoContent, DocumentContent, UnknownContent]
+Content = Union[  # noqa: UP007 -- a runtime alias cattrs dispatches on
+    TextContent, ImageContent, AudioContent, VideoContent, DocumentContent, UnknownContent
+]
 """Any content item."""
 
 KNOWN_CONTENT_TYPES: Mapping[str, type[WireObject]] = {

@@ -17,6 +17,8 @@ from convstore.model._content import Content
 
 __all__ = [
     "CALL_STEP_TYPES",
+    "KNOWN_STEP_TYPES",
+    "RESULT_STEP_TYPES",
     "CodeExecutionCallStep",
     "CodeExecutionResultStep",
     "FileSearchCallStep",
@@ -27,13 +29,11 @@ __all__ = [
     "GoogleMapsResultStep",
     "GoogleSearchCallStep",
     "GoogleSearchResultStep",
-    "KNOWN_STEP_TYPES",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
     "ModelOutputStep",
     "ProcessingCallStep",
     "ProcessingResultStep",
-    "RESULT_STEP_TYPES",
     "RetrievalCallStep",
     "RetrievalResultStep",
     "Step",
@@ -52,7 +52,7 @@ class UserInputStep(WireObject):
     """What the user sent: ``{"type": "user_input", "content": [...]}``."""
 
     TYPE: ClassVar[str] = "user_input"
-    content: list[Content] | None | Unset = UNSET
+    content: list[Content] | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -60,8 +60,8 @@ class ModelOutputStep(WireObject):
     """What the model answered; ``error`` is ``{code, message, details}`` when generation failed."""
 
     TYPE: ClassVar[str] = "model_output"
-    content: list[Content] | None | Unset = UNSET
-    error: JSONObject | None | Unset = UNSET
+    content: list[Content] | Unset | None = UNSET
+    error: JSONObject | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -69,8 +69,8 @@ class ThoughtStep(WireObject):
     """The model's reasoning. ``signature`` is opaque and must be replayed byte-identical."""
 
     TYPE: ClassVar[str] = "thought"
-    signature: str | None | Unset = UNSET
-    summary: list[Content] | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
+    summary: list[Content] | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -90,8 +90,8 @@ class FunctionResultStep(WireObject):
     TYPE: ClassVar[str] = "function_result"
     call_id: str
     result: str | list[Content] | JSONObject
-    name: str | None | Unset = UNSET
-    is_error: bool | None | Unset = UNSET
+    name: str | Unset | None = UNSET
+    is_error: bool | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -99,7 +99,7 @@ class CodeExecutionCallStep(WireObject):
     TYPE: ClassVar[str] = "code_execution_call"
     id: str
     arguments: JSONObject
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -107,8 +107,8 @@ class CodeExecutionResultStep(WireObject):
     TYPE: ClassVar[str] = "code_execution_result"
     call_id: str
     result: str | list[Content]
-    is_error: bool | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    is_error: bool | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -116,7 +116,7 @@ class UrlContextCallStep(WireObject):
     TYPE: ClassVar[str] = "url_context_call"
     id: str
     arguments: JSONObject
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -124,8 +124,8 @@ class UrlContextResultStep(WireObject):
     TYPE: ClassVar[str] = "url_context_result"
     call_id: str
     result: list[JSONObject]
-    is_error: bool | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    is_error: bool | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -133,8 +133,8 @@ class GoogleSearchCallStep(WireObject):
     TYPE: ClassVar[str] = "google_search_call"
     id: str
     arguments: JSONObject
-    search_type: str | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    search_type: str | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -142,16 +142,16 @@ class GoogleSearchResultStep(WireObject):
     TYPE: ClassVar[str] = "google_search_result"
     call_id: str
     result: list[JSONObject]
-    is_error: bool | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    is_error: bool | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class GoogleMapsCallStep(WireObject):
     TYPE: ClassVar[str] = "google_maps_call"
     id: str
-    arguments: JSONObject | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    arguments: JSONObject | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -159,21 +159,21 @@ class GoogleMapsResultStep(WireObject):
     TYPE: ClassVar[str] = "google_maps_result"
     call_id: str
     result: list[JSONObject]
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class FileSearchCallStep(WireObject):
     TYPE: ClassVar[str] = "file_search_call"
     id: str
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class FileSearchResultStep(WireObject):
     TYPE: ClassVar[str] = "file_search_result"
     call_id: str
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -190,8 +190,8 @@ class McpServerToolResultStep(WireObject):
     TYPE: ClassVar[str] = "mcp_server_tool_result"
     call_id: str
     result: Any
-    name: str | None | Unset = UNSET
-    server_name: str | None | Unset = UNSET
+    name: str | Unset | None = UNSET
+    server_name: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -199,30 +199,30 @@ class RetrievalCallStep(WireObject):
     TYPE: ClassVar[str] = "retrieval_call"
     id: str
     arguments: JSONObject
-    retrieval_type: str | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    retrieval_type: str | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class RetrievalResultStep(WireObject):
     TYPE: ClassVar[str] = "retrieval_result"
     call_id: str
-    is_error: bool | None | Unset = UNSET
-    signature: str | None | Unset = UNSET
+    is_error: bool | Unset | None = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class ProcessingCallStep(WireObject):
     TYPE: ClassVar[str] = "processing_call"
     id: str
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
 class ProcessingResultStep(WireObject):
     TYPE: ClassVar[str] = "processing_result"
     call_id: str
-    signature: str | None | Unset = UNSET
+    signature: str | Unset | None = UNSET
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -264,7 +264,7 @@ _KNOWN = (
     ProcessingResultStep,
 )
 
-Step = Union[
+Step = Union[  # noqa: UP007 -- a runtime alias cattrs dispatches on
     UserInputStep,
     ModelOutputStep,
     ThoughtStep,

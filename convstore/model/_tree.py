@@ -152,23 +152,27 @@ class Tree:
             names = heads.get(node.id)
             return f"{text}  <- {', '.join(sorted(names))}" if names else text
 
-        # Iterative walk: trees can be far deeper than Python's recursion limit.
-        stack: list[tuple[Node, str, bool, bool]] = [
-            (root, "", i == len(self.roots) - 1, True) for i, root in reversed(list(enumerate(self.roots)))
-        ]
-        while stack:
-            node, prefix, last, top = stack.pop()
-            kids = self.children(node.id)
-            if top:
-                lines.append(describe(node))
-                child_prefix = ""
-            elif len(self.children(node.parent_id or "")) == 1 and not kids:
-                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{describe(node)}")
-                child_prefix = prefix + ("   " if last else "│  ")
-            else:
-                lines.append(f"{prefix}{'└─ ' if last else '├─ '}{describe(node)}")
-                child_prefix = prefix + ("   " if last else "│  ")
-            stack.extend(
-                (kid, child_prefix, i == len(kids) - 1, False) for i, kid in reversed(list(enumerate(kids)))
+        # Iterative walk (trees can be far deeper than Python's recursion limit). A chain stays at one
+        # indentation; only where a node has several children do they indent, each under its own connector.
+        stack: list[tuple[Node, str, str]] = []
+        roots = self.roots
+        for i, root in reversed(list(enumerate(roots))):
+            last = i == len(roots) - 1
+            stack.append(
+                (
+                    root,
+                    "" if len(roots) == 1 else ("└─ " if last else "├─ "),
+                    "" if len(roots) == 1 or last else "│  ",
+                )
             )
+        while stack:
+            node, first, rest = stack.pop()
+            lines.append(f"{first}{describe(node)}")
+            kids = self.children(node.id)
+            if len(kids) == 1:
+                stack.append((kids[0], rest, rest))
+                continue
+            for i, kid in reversed(list(enumerate(kids))):
+                last = i == len(kids) - 1
+                stack.append((kid, rest + ("└─ " if last else "├─ "), rest + ("   " if last else "│  ")))
         return "\n".join(lines)

@@ -92,7 +92,9 @@ def translate(error: exc.DBAPIError) -> ConvstoreError:
     """Turn a database error no operation handled into a convstore error (no statement parameters in it)."""
     orig = error.orig
     text = str(orig).lower() if orig is not None else ""
-    if isinstance(error, exc.OperationalError) and ("database is locked" in text or "database is busy" in text):
+    if isinstance(error, exc.OperationalError) and (
+        "database is locked" in text or "database is busy" in text
+    ):
         return StoreBusyError("the SQLite database stayed locked for longer than the busy timeout")
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     if sqlstate in {"55P03", "57014"}:  # lock_not_available, query_canceled (statement/lock timeout)
@@ -119,7 +121,7 @@ def drive(conn: Connection, op: Op[T]) -> T:
         step = next(op)
         while True:
             try:
-                result = conn.execute(step.statement, step.params)  # type: ignore[arg-type]
+                result = conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:

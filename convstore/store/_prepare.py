@@ -78,7 +78,9 @@ def conversation_row(
         "created_at": now,
         "model": model,
         "system_instruction": system_instruction,
-        "generation_config": _json_text(None if generation_config is None else dict(generation_config), "generation_config"),
+        "generation_config": _json_text(
+            None if generation_config is None else dict(generation_config), "generation_config"
+        ),
         "tools": _json_text(None if tools is None else [dict(tool) for tool in tools], "tools"),
         "metadata": _json_text(None if metadata is None else dict(metadata), "metadata"),
     }

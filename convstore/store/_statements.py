@@ -94,27 +94,35 @@ MOVE_HEAD = (
 )
 
 # A fork is one new branch row pointing at an existing node, or nothing when the node is not there.
-FORK_AT_NODE = sa.insert(b).from_select(
-    ["conversation_id", "name", "head_id", "created_at", "updated_at"],
-    sa.select(
-        n.c.conversation_id,
-        sa.bindparam("branch", type_=b.c.name.type),
-        n.c.id,
-        sa.bindparam("now", type_=b.c.created_at.type),
-        sa.bindparam("now", type_=b.c.updated_at.type),
-    ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("at")),
-).execution_options(preserve_rowcount=True)  # an INSERT's rowcount is otherwise not kept for every driver
+FORK_AT_NODE = (
+    sa.insert(b)
+    .from_select(
+        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
+        sa.select(
+            n.c.conversation_id,
+            sa.bindparam("branch", type_=b.c.name.type),
+            n.c.id,
+            sa.bindparam("now", type_=b.c.created_at.type),
+            sa.bindparam("now", type_=b.c.updated_at.type),
+        ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("at")),
+    )
+    .execution_options(preserve_rowcount=True)
+)  # an INSERT's rowcount is otherwise not kept for every driver
 
-FORK_EMPTY = sa.insert(b).from_select(
-    ["conversation_id", "name", "head_id", "created_at", "updated_at"],
-    sa.select(
-        c.c.id,
-        sa.bindparam("branch", type_=b.c.name.type),
-        sa.null(),
-        sa.bindparam("now", type_=b.c.created_at.type),
-        sa.bindparam("now", type_=b.c.updated_at.type),
-    ).where(c.c.id == sa.bindparam("conversation_id")),
-).execution_options(preserve_rowcount=True)
+FORK_EMPTY = (
+    sa.insert(b)
+    .from_select(
+        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
+        sa.select(
+            c.c.id,
+            sa.bindparam("branch", type_=b.c.name.type),
+            sa.null(),
+            sa.bindparam("now", type_=b.c.created_at.type),
+            sa.bindparam("now", type_=b.c.updated_at.type),
+        ).where(c.c.id == sa.bindparam("conversation_id")),
+    )
+    .execution_options(preserve_rowcount=True)
+)
 
 LIST_BRANCHES = (
     sa.select(b.c.name, b.c.head_id, b.c.created_at, b.c.updated_at)
@@ -133,7 +141,9 @@ DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversat
 DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
 
 
-def _ancestry(anchor_where: sa.ColumnElement[bool], *, full: bool, from_branch: bool) -> Select[tuple[object, ...]]:
+def _ancestry(
+    anchor_where: sa.ColumnElement[bool], *, full: bool, from_branch: bool
+) -> Select[tuple[object, ...]]:
     """Root-to-start path by one recursive CTE that both SQLite and PostgreSQL run.
 
     It walks parent pointers up from the start node (one primary-key lookup a step, every lookup naming the
@@ -176,7 +186,13 @@ PATH_FROM_NODE = _ancestry(
 def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
     """Newest first, keyset-paginated on (created_at, id); ``after`` adds the cursor condition."""
     query = sa.select(
-        c.c.id, c.c.created_at, c.c.model, c.c.system_instruction, c.c.generation_config, c.c.tools, c.c.metadata
+        c.c.id,
+        c.c.created_at,
+        c.c.model,
+        c.c.system_instruction,
+        c.c.generation_config,
+        c.c.tools,
+        c.c.metadata,
     )
     if after:
         query = query.where(

@@ -70,7 +70,9 @@ class Store:
             self._owns_engine = False
             configure_engine(self._engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous)
         else:
-            self._engine = make_engine(url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous)
+            self._engine = make_engine(
+                url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
+            )
             self._owns_engine = True
         if check_schema:
             try:
