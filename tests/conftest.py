@@ -1,0 +1,110 @@
+"""Fixtures: every store test runs on a real SQLite file and on a real PostgreSQL server.
+
+PostgreSQL tests need ``CONVSTORE_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/test``).
+Without it they are skipped with that reason; with it, a server that cannot be reached fails them (CI sets it,
+so CI cannot pass without running them). Each test gets its own PostgreSQL schema, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import convstore
+
+settings.register_profile(
+    "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.register_profile(
+    "long", max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+POSTGRES_ENV = "CONVSTORE_TEST_POSTGRES_URL"
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "interactions"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow", action="store_true", help="run the long suites (soak, crash, fuzz) unbounded"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="long-running: pass --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def postgres_base_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(
+            f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1/test)"
+        )
+    return url
+
+
+@pytest.fixture(scope="session")
+def _postgres_admin() -> Iterator[object]:
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    engine = sa.create_engine(postgres_base_url())
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        pytest.fail(f"{POSTGRES_ENV} is set but PostgreSQL cannot be reached: {type(exc).__name__}: {exc}")
+    yield engine
+    engine.dispose()
+
+
+def _pg_schema_url(admin: object, base: str) -> Iterator[str]:
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    assert isinstance(admin, sa.Engine)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        admin = request.getfixturevalue("_postgres_admin")
+        yield from _pg_schema_url(admin, postgres_base_url())
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[convstore.Store]:
+    with convstore.Store(db_url) as opened:
+        yield opened
+
+
+def user(text: str) -> dict[str, object]:
+    return {"type": "user_input", "content": [{"type": "text", "text": text}]}
+
+
+def model(text: str) -> dict[str, object]:
+    return {"type": "model_output", "content": [{"type": "text", "text": text}]}

@@ -1,0 +1,57 @@
+"""Imports point one way.
+
+errors <- model <- codec <- {budget, store, client} <- conversation <- {cli, testing}.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "convstore"
+
+# What each part may import from convstore (itself is always allowed).
+ALLOWED = {
+    "errors": set(),
+    "_ids": set(),
+    "model": {"errors", "codec"},  # model's Node.step decodes lazily through the codec
+    "codec": {"errors", "model"},
+    "store": {"errors", "model", "codec", "_ids"},
+    "client": {"errors", "model", "codec"},
+    "budget": {"errors", "model", "codec"},
+}
+
+
+def _part(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("convstore."):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.ImportFrom) and node.module == "convstore":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("convstore."))
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_point_downward(path):
+    part = _part(path)
+    if part not in ALLOWED:
+        return
+    wrong = _imports(path) - ALLOWED[part] - {part}
+    assert not wrong, f"{path.relative_to(PACKAGE)} imports {sorted(wrong)}"
+
+
+def test_the_store_and_the_client_do_not_know_each_other():
+    for path in (PACKAGE / "store").rglob("*.py"):
+        assert "client" not in _imports(path)
+    for path in (PACKAGE / "client").rglob("*.py"):
+        assert "store" not in _imports(path)

@@ -1,0 +1,145 @@
+"""Migrations are the only way the schema is built, and they agree with the table definitions."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from conftest import REPO, model, user
+
+import convstore
+from convstore import SchemaOutdatedError, SchemaUnknownError
+from convstore.store import _migrate
+from convstore.store._schema import PREFIX, metadata
+
+
+def _diff(engine: sa.Engine) -> list:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_name": lambda name, type_, _: (
+                    type_ != "table" or (name.startswith(PREFIX) and name != _migrate.VERSION_TABLE)
+                ),
+            },
+        )
+        return compare_metadata(context, metadata)
+
+
+def test_migrations_build_exactly_the_tables_the_code_defines(store):
+    assert _diff(store.engine) == []
+
+
+def test_there_is_one_head_and_revisions_are_sequential():
+    scripts = ScriptDirectory.from_config(_migrate.alembic_config())
+    assert len(scripts.get_heads()) == 1
+    revisions = [rev.revision for rev in reversed(list(scripts.walk_revisions()))]
+    assert revisions == [f"{i:04d}" for i in range(1, len(revisions) + 1)]
+    assert _migrate.head_revision() == revisions[-1]
+
+
+def test_an_empty_database_is_built_at_head(db_url):
+    with convstore.Store(db_url) as store:
+        assert store.schema_revision() == _migrate.head_revision()
+
+
+def _all_earlier_revisions() -> list[str]:
+    scripts = ScriptDirectory.from_config(_migrate.alembic_config())
+    ordered = [rev.revision for rev in reversed(list(scripts.walk_revisions()))]
+    return ["base", *ordered[:-1]]
+
+
+@pytest.mark.parametrize("revision", _all_earlier_revisions())
+def test_an_older_database_is_refused_until_upgraded(db_url, revision):
+    with convstore.Store(db_url) as store:
+        if revision != "base":
+            conv = store.create_conversation()
+            conv.append([user("kept across the upgrade"), model("yes")])
+        _migrate.downgrade(store.engine, revision)
+    with pytest.raises(SchemaOutdatedError) as raised:
+        convstore.Store(db_url)
+    assert "convstore db upgrade" in str(raised.value)
+    assert raised.value.current == (None if revision == "base" else revision)
+    with convstore.Store(db_url, check_schema=False) as old:
+        old.upgrade()
+    with convstore.Store(db_url) as upgraded:
+        assert upgraded.schema_revision() == _migrate.head_revision()
+        if revision != "base":
+            assert upgraded.conversation(conv.id).history() == [user("kept across the upgrade"), model("yes")]
+
+
+def test_a_revision_from_a_newer_convstore_is_refused(db_url):
+    with convstore.Store(db_url) as store, store.engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {_migrate.VERSION_TABLE} SET version_num = '9999'"))
+    with pytest.raises(SchemaUnknownError, match="9999"):
+        convstore.Store(db_url)
+
+
+def test_convstore_tables_without_a_version_table_are_refused(db_url):
+    with convstore.Store(db_url) as store, store.engine.begin() as conn:
+        conn.execute(sa.text(f"DROP TABLE {_migrate.VERSION_TABLE}"))
+    with pytest.raises(SchemaUnknownError, match="not built by convstore"):
+        convstore.Store(db_url)
+
+
+def test_other_tables_in_the_database_are_left_alone(db_url):
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE app_users (id INTEGER PRIMARY KEY)"))
+        conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO alembic_version VALUES ('apps_own_revision')"))
+    engine.dispose()
+    with convstore.Store(db_url) as store:
+        store.create_conversation()
+        with store.engine.connect() as conn:
+            assert (
+                conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+                == "apps_own_revision"
+            )
+
+
+def test_a_user_engine_is_used_and_not_disposed(tmp_path):
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'mine.db'}")
+    with convstore.Store(engine) as store:
+        store.create_conversation().append([user("hi")])
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM convstore_nodes")).scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git to list the sources")
+def test_the_wheel_ships_the_migrations(tmp_path):
+    pytest.importorskip("hatchling")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("convstore-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = {Path(n).name for n in names if n.startswith("convstore/_migrations/")}
+    expected = {p.name for p in (REPO / "migrations").rglob("*.py")} | {"script.py.mako"}
+    assert expected <= shipped
+    assert "convstore/py.typed" in names

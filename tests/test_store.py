@@ -1,0 +1,301 @@
+"""The store's contract, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import FIXTURES, model, user
+from hypothesis import given, settings
+from hypothesis import strategies as hst
+from strategies import exchanges
+
+import convstore
+from convstore import (
+    BranchExistsError,
+    BranchNotFoundError,
+    CodecError,
+    ConflictError,
+    ConversationNotFoundError,
+    InvalidExchangeError,
+    NodeNotFoundError,
+)
+
+DOGS = [user("I have 2 dogs in my house."), model("That's nice! Two dogs must keep you busy.")]
+PAWS = user("How many paws are in my house?")
+
+
+def dump(store: convstore.Store) -> list[tuple]:
+    """Every row of convstore's tables, in a stable order: the database's logical content."""
+    with store.engine.connect() as conn:
+        rows: list[tuple] = []
+        for table in ("convstore_conversations", "convstore_branches", "convstore_nodes"):
+            rows.extend((table, *map(str, row)) for row in conn.execute(sa.text(f"SELECT * FROM {table}")))
+    return sorted(rows)
+
+
+def file_digest(store: convstore.Store) -> dict[str, str]:
+    database = store.engine.url.database
+    if store.engine.dialect.name != "sqlite" or not database:
+        return {}
+    paths = [Path(database), Path(database + "-wal")]
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths if p.exists()}
+
+
+def test_history_is_the_exact_input_of_the_next_request(store):
+    conv = store.create_conversation(model="gemini-3-flash-preview")
+    conv.append(DOGS)
+    conv.append([PAWS])
+    assert conv.history() == [*DOGS, PAWS]
+    assert json.loads(conv.history_json()) == [*DOGS, PAWS]
+    reopened = store.conversation(conv.id)
+    assert reopened.history() == [*DOGS, PAWS]
+
+
+def test_fixture_history_is_stored_byte_for_byte(store):
+    path = FIXTURES / "stateless_function_call_history_after_turn2.json"
+    if not path.exists():
+        pytest.skip(f"fixture missing: {path}")
+    history = json.loads(path.read_text())
+    conv = store.create_conversation()
+    conv.append(history[:3])
+    conv.append(history[3:])
+    assert conv.history() == history
+    stored = [node.raw_json for node in conv.nodes()]
+    assert stored == [json.dumps(step, ensure_ascii=False, separators=(",", ":")) for step in history]
+
+
+def test_append_returns_linked_nodes_of_one_exchange(store):
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    second = conv.append([PAWS, model("Eight.")])
+    assert [n.depth for n in first + second] == [0, 1, 2, 3]
+    assert first[0].parent_id is None
+    assert [n.parent_id for n in first[1:] + second] == [n.id for n in first + second[:1]]
+    assert len({n.exchange_id for n in first}) == 1
+    assert first[0].exchange_id != second[0].exchange_id
+    assert [n.type for n in second] == ["user_input", "model_output"]
+    assert all(
+        n.total_tokens == sum(m.token_count for m in (first + second)[: i + 1])
+        for i, n in enumerate(first + second)
+    )
+    assert isinstance(second[0].step, convstore.UserInputStep)
+    assert second[0].data == PAWS
+    assert conv.head_id == second[-1].id
+
+
+def test_model_objects_and_dicts_are_both_accepted(store):
+    conv = store.create_conversation()
+    conv.append([convstore.UserInputStep(content=[convstore.TextContent(text="hi")]), model("hello")])
+    assert conv.history() == [user("hi"), model("hello")]
+
+
+def test_fork_shares_the_prefix_and_copies_nothing(store):
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    conv.append([PAWS, model("Eight paws.")])
+    before = len([r for r in dump(store) if r[0] == "convstore_nodes"])
+    alt = conv.fork(at=first[-1].id, branch="cats")
+    assert len([r for r in dump(store) if r[0] == "convstore_nodes"]) == before
+    assert alt.branch == "cats"
+    assert alt.history() == DOGS
+    alt.append([user("Actually, I have cats.")])
+    assert alt.history() == [*DOGS, user("Actually, I have cats.")]
+    assert conv.history() == [*DOGS, PAWS, model("Eight paws.")]
+    assert {b.name for b in conv.branches()} == {"main", "cats"}
+
+
+def test_fork_defaults_to_the_head_and_generates_a_name(store):
+    conv = store.create_conversation()
+    conv.append(DOGS)
+    alt = conv.fork()
+    assert alt.branch != "main"
+    assert alt.history() == DOGS
+    assert alt.head_id == conv.head_id
+
+
+def test_fork_of_an_empty_branch_is_empty(store):
+    conv = store.create_conversation()
+    alt = conv.fork(branch="other")
+    assert alt.history() == []
+    alt.append([PAWS])
+    assert conv.history() == []
+
+
+def test_fork_errors(store):
+    conv = store.create_conversation()
+    nodes = conv.append(DOGS)
+    other = store.create_conversation()
+    foreign = other.append([PAWS])
+    conv.fork(at=nodes[0].id, branch="b")
+    with pytest.raises(BranchExistsError):
+        conv.fork(at=nodes[1].id, branch="b")
+    with pytest.raises(NodeNotFoundError):
+        conv.fork(at=foreign[0].id)  # a node of another conversation does not exist here
+    with pytest.raises(NodeNotFoundError):
+        conv.fork(at="not-an-id")
+    with pytest.raises(ValueError, match="branch name"):
+        conv.fork(branch="")
+
+
+def test_edit_a_past_message_by_forking_at_its_parent(store):
+    conv = store.create_conversation()
+    conv.append(DOGS)
+    asked = conv.append([PAWS, model("Eight.")])
+    edited = conv.fork(at=asked[0].parent_id, branch="edit-1")
+    edited.append([user("How many tails are in my house?"), model("Two.")])
+    tree = conv.tree()
+    assert [n.id for n in tree.children(asked[0].parent_id)] == [asked[0].id, edited.nodes()[2].id]
+    assert tree.heads() == {asked[-1].id: ["main"], edited.head_id: ["edit-1"]}
+    drawing = tree.render()
+    assert "<- main" in drawing
+    assert "<- edit-1" in drawing
+    assert "paws" not in drawing  # the default rendering never shows content
+
+
+def test_path_is_the_history_at_a_node(store):
+    conv = store.create_conversation()
+    nodes = conv.append(DOGS) + conv.append([PAWS])
+    assert [n.id for n in conv.path(nodes[1].id)] == [n.id for n in nodes[:2]]
+    assert [n.id for n in conv.nodes()] == [n.id for n in nodes]
+    with pytest.raises(NodeNotFoundError):
+        conv.path("01a213da-0000-7000-8000-000000000000")
+
+
+def test_conflicting_append_raises_and_writes_nothing(store):
+    conv = store.create_conversation()
+    conv.append(DOGS)
+    other = store.conversation(conv.id)
+    other.append([PAWS])
+    before = dump(store)
+    with pytest.raises(ConflictError) as raised:
+        conv.append([user("stale")])
+    assert raised.value.expected_head == conv.head_id
+    assert dump(store) == before
+    conv.refresh()
+    conv.append([user("fresh")])
+    assert conv.history() == [*DOGS, PAWS, user("fresh")]
+
+
+def test_history_refreshes_the_head_it_appends_after(store):
+    conv = store.create_conversation()
+    other = store.conversation(conv.id)
+    other.append(DOGS)
+    assert conv.history() == DOGS
+    conv.append([PAWS])
+    assert other.history() == [*DOGS, PAWS]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        {"type": "user_input"},
+        [{"type": "user_input", "content": [{"type": "text", "text": 5}]}],
+        [user("ok"), {"no_type": True}],
+        [user("ok"), {"type": "function_call", "id": "x"}],
+        [user("ok"), {"type": "user_input", "content": [], "n": float("nan")}],
+        [user("ok"), 42],
+    ],
+)
+def test_bad_input_is_refused_and_leaves_the_database_byte_for_byte(store, bad):
+    conv = store.create_conversation()
+    conv.append(DOGS)
+    rows, files = dump(store), file_digest(store)
+    with pytest.raises((CodecError, InvalidExchangeError)):
+        conv.append(bad)
+    assert dump(store) == rows
+    assert file_digest(store) == files
+    assert conv.history() == DOGS
+
+
+def test_conversations_are_listed_newest_first_in_pages(store):
+    made = [store.create_conversation(model=f"m{i}", metadata={"i": i}).id for i in range(7)]
+    first = store.conversations(limit=3)
+    assert [c.id for c in first] == made[::-1][:3]
+    second = store.conversations(limit=3, cursor=first.next_cursor)
+    third = store.conversations(limit=3, cursor=second.next_cursor)
+    assert [c.id for c in second] + [c.id for c in third] == made[::-1][3:]
+    assert third.next_cursor is None
+    assert [c.id for c in store.iter_conversations(page_size=2)] == made[::-1]
+    assert first.items[0].metadata == {"i": 6}
+    with pytest.raises(ValueError, match="cursor"):
+        store.conversations(cursor="garbage")
+
+
+def test_conversation_settings_are_kept(store):
+    tools = [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]
+    conv = store.create_conversation(
+        model="gemini-3-flash-preview",
+        system_instruction="Be brief.",
+        generation_config={"thinking_level": "low"},
+        tools=tools,
+        metadata={"user": "u-1"},
+    )
+    again = store.conversation(conv.id)
+    assert (again.model, again.system_instruction) == ("gemini-3-flash-preview", "Be brief.")
+    assert again.generation_config == {"thinking_level": "low"}
+    assert again.tools == tools
+    assert again.metadata == {"user": "u-1"}
+    assert again.info.created_at.tzinfo is not None
+
+
+def test_bad_settings_are_named(store):
+    with pytest.raises(CodecError) as raised:
+        store.create_conversation(model=3, tools={"type": "function"})  # type: ignore[arg-type]
+    assert [p for p, _ in raised.value.problems] == ["model", "tools"]
+    assert store.conversations().items == []
+
+
+def test_delete_removes_everything_of_one_conversation(store):
+    keep = store.create_conversation()
+    keep.append(DOGS)
+    gone = store.create_conversation()
+    nodes = gone.append(DOGS)
+    gone.fork(at=nodes[0].id)
+    store.delete_conversation(gone.id)
+    with pytest.raises(ConversationNotFoundError):
+        store.conversation(gone.id)
+    with pytest.raises(ConversationNotFoundError):
+        store.delete_conversation(gone.id)
+    assert not [r for r in dump(store) if gone.id in r]
+    assert keep.history() == DOGS
+
+
+def test_operations_on_a_deleted_conversation_say_so(store):
+    conv = store.create_conversation()
+    conv.append(DOGS)
+    store.delete_conversation(conv.id)
+    with pytest.raises(ConversationNotFoundError):
+        conv.append([PAWS])
+    with pytest.raises(ConversationNotFoundError):
+        conv.history()
+    with pytest.raises(ConversationNotFoundError):
+        conv.branches()
+    with pytest.raises(ConversationNotFoundError):
+        conv.fork(branch="x")
+
+
+def test_missing_things_are_not_found_errors(store):
+    conv = store.create_conversation()
+    with pytest.raises(BranchNotFoundError):
+        store.conversation(conv.id, branch="nope")
+    for bad_id in ("nope", "", "'; DROP TABLE convstore_nodes; --", "01a213da-0000-7000-8000-000000000000"):
+        with pytest.raises(ConversationNotFoundError):
+            store.conversation(bad_id)
+    with pytest.raises(LookupError):
+        store.conversation(conv.id, branch="nope")
+
+
+@settings(max_examples=25)
+@given(exchange_list=hst.lists(exchanges, min_size=1, max_size=4))
+def test_random_steps_round_trip_through_the_store(store, exchange_list):
+    conv = store.create_conversation()
+    for exchange in exchange_list:
+        conv.append(exchange)
+    expected = [step for exchange in exchange_list for step in exchange]
+    assert conv.history() == expected
+    assert store.conversation(conv.id).history() == expected
