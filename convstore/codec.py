@@ -157,7 +157,7 @@ def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Cal
                 continue
             raw = value[name]
             if raw is None:
-                if nullable:
+                if nullable or inner is Any:
                     kwargs[name] = None
                 else:
                     errors.append(_with_note(_NullField(), AttributeValidationNote(name, name, inner)))

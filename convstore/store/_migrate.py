@@ -62,9 +62,9 @@ def head_revision() -> str:
 
 def current_revision(conn: Connection) -> tuple[bool, str | None]:
     """``(initialised, revision)``: whether convstore's version table exists, and the revision in it."""
-    inspector = sa.inspect(conn)
-    if not inspector.has_table(VERSION_TABLE):
-        ours = [name for name in inspector.get_table_names() if name.startswith(PREFIX)]
+    # One catalog read decides both facts: another process may commit the schema between two reads.
+    ours = [name for name in sa.inspect(conn).get_table_names() if name.startswith(PREFIX)]
+    if VERSION_TABLE not in ours:
         if ours:
             raise SchemaUnknownError(
                 f"the database has convstore tables ({', '.join(sorted(ours))}) but no {VERSION_TABLE}: "
