@@ -35,7 +35,7 @@ from convstore.model._steps import (
     UrlContextResultStep,
     UserInputStep,
 )
-from convstore.model._tree import Branch, ConversationInfo, Node, Page, Tree
+from convstore.model._tree import Branch, ConversationInfo, Exchange, Node, Page, Tree
 
 __all__ = [
     "UNSET",
@@ -46,6 +46,7 @@ __all__ = [
     "Content",
     "ConversationInfo",
     "DocumentContent",
+    "Exchange",
     "FileSearchCallStep",
     "FileSearchResultStep",
     "FunctionCallStep",

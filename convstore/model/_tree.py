@@ -16,7 +16,7 @@ import attrs
 
 from convstore.model._steps import Step
 
-__all__ = ["Branch", "ConversationInfo", "Node", "Page", "Tree"]
+__all__ = ["Branch", "ConversationInfo", "Exchange", "Node", "Page", "Tree"]
 
 T = TypeVar("T")
 
@@ -85,6 +85,34 @@ class ConversationInfo:
     generation_config: Mapping[str, Any] | None = attrs.field(repr=False)
     tools: Sequence[Mapping[str, Any]] | None = attrs.field(repr=False)
     metadata: Mapping[str, Any] | None = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class Exchange:
+    """What the API reported for one recorded exchange (a turn written by ``record``/``send``/``stream``).
+
+    Attributes:
+        interaction_id: The API's interaction id (the last hop's for a continued turn).
+        stored: Whether the API keeps the interaction (the request had ``store: true``).
+        input_tokens ... total_tokens: The reply's ``usage`` totals (None where not reported). With
+            ``store: false``, ``input_tokens`` is the exact cost of the input that was sent.
+        usage: The whole ``usage`` object as reported.
+    """
+
+    conversation_id: str
+    exchange_id: str
+    interaction_id: str | None
+    stored: bool
+    model: str | None
+    status: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    thought_tokens: int | None
+    cached_tokens: int | None
+    tool_use_tokens: int | None
+    total_tokens: int | None
+    usage: Mapping[str, Any] | None = attrs.field(repr=False)
+    created_at: datetime
 
 
 @attrs.frozen(kw_only=True)

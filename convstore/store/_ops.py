@@ -25,7 +25,7 @@ from convstore.errors import (
     ConversationNotFoundError,
     NodeNotFoundError,
 )
-from convstore.model import Branch, ConversationInfo, Node, Tree
+from convstore.model import Branch, ConversationInfo, Exchange, Node, Tree
 from convstore.store import _statements as st
 from convstore.store._engine import Exec, Op
 
@@ -33,8 +33,11 @@ __all__ = [
     "Head",
     "Loaded",
     "append",
+    "chain_point",
     "create_conversation",
     "delete_conversation",
+    "exchange",
+    "exchanges_of_branch",
     "fork",
     "history",
     "list_branches",
@@ -52,6 +55,7 @@ class Head:
     node_id: str | None
     depth: int  # -1 for an empty branch, so the first step gets depth 0
     total_tokens: int
+    exchange_id: str | None = None
 
 
 EMPTY_HEAD = Head(None, -1, 0)
@@ -158,7 +162,9 @@ def load(conversation_id: str, branch: str) -> Op[Loaded]:
         raise ConversationNotFoundError(conversation_id)
     if row.name is None:
         raise BranchNotFoundError(conversation_id, branch)
-    head = EMPTY_HEAD if row.head_id is None else Head(row.head_id, row.depth, row.total_tokens)
+    head = (
+        EMPTY_HEAD if row.head_id is None else Head(row.head_id, row.depth, row.total_tokens, row.exchange_id)
+    )
     return Loaded(info_from_row(row), head)
 
 
@@ -170,13 +176,32 @@ def _missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exc
     return BranchNotFoundError(conversation_id, branch)
 
 
-def append(
-    conversation_id: str, branch: str, head: Head, steps: Sequence[tuple[str, str]], now: datetime
+def append(  # noqa: PLR0917 -- an internal operation; every caller passes all six
+    conversation_id: str,
+    branch: str,
+    head: Head,
+    steps: Sequence[tuple[str, str]],
+    now: datetime,
+    exchange: Mapping[str, Any] | None = None,
 ) -> Op[list[Node]]:
-    """Write one exchange after ``head`` and move the branch to its last step, all or nothing."""
+    """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
+
+    Args:
+        exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
+    """
     rows = build_node_rows(conversation_id, head, steps, now)
     try:
         yield Exec(st.INSERT_NODES, rows)
+        if exchange is not None:
+            yield Exec(
+                st.INSERT_EXCHANGE,
+                {
+                    **exchange,
+                    "conversation_id": conversation_id,
+                    "exchange_id": rows[0]["exchange_id"],
+                    "created_at": now,
+                },
+            )
     except exc.IntegrityError:
         # The conversation (and so the head node) was deleted under us.
         raise ConversationNotFoundError(conversation_id) from None
@@ -220,7 +245,7 @@ def history(conversation_id: str, branch: str) -> Op[tuple[list[str], Head]]:
             raise (yield from _missing_branch_or_conversation(conversation_id, branch))
         return [], EMPTY_HEAD
     last = rows[-1]
-    return [row.payload for row in rows], Head(last.id, last.depth, last.total_tokens)
+    return [row.payload for row in rows], Head(last.id, last.depth, last.total_tokens, last.exchange_id)
 
 
 def path(conversation_id: str, branch: str, node_id: str | None) -> Op[list[Node]]:
@@ -240,6 +265,17 @@ def path(conversation_id: str, branch: str, node_id: str | None) -> Op[list[Node
         if check.first() is None:
             raise (yield from _missing_branch_or_conversation(conversation_id, branch))
     return nodes
+
+
+def node(conversation_id: str, node_id: str) -> Op[Node]:
+    result = yield Exec(st.NODE, {"conversation_id": conversation_id, "node_id": node_id})
+    row = result.first()
+    if row is None:
+        check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+        if check.first() is None:
+            raise ConversationNotFoundError(conversation_id)
+        raise NodeNotFoundError(conversation_id, node_id)
+    return node_from_row(conversation_id, row)
 
 
 def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[None]:
@@ -277,6 +313,7 @@ def tree(conversation_id: str) -> Op[Tree]:
 
 def delete_conversation(conversation_id: str) -> Op[None]:
     params = {"conversation_id": conversation_id}
+    yield Exec(st.DELETE_EXCHANGES, params)
     yield Exec(st.DELETE_BRANCHES, params)
     yield Exec(st.DELETE_NODES, params)
     result = yield Exec(st.DELETE_CONVERSATION, params)
@@ -299,3 +336,56 @@ def list_conversations(
         infos = infos[:limit]
         next_cursor = (infos[-1].created_at, infos[-1].id)
     return infos, next_cursor
+
+
+def exchange_from_row(row: Any) -> Exchange:
+    return Exchange(
+        conversation_id=row.conversation_id,
+        exchange_id=row.exchange_id,
+        interaction_id=row.interaction_id,
+        stored=bool(row.stored),
+        model=row.model,
+        status=row.status,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        thought_tokens=row.thought_tokens,
+        cached_tokens=row.cached_tokens,
+        tool_use_tokens=row.tool_use_tokens,
+        total_tokens=row.total_tokens,
+        usage=_json_or_none(row.usage),
+        created_at=row.created_at,
+    )
+
+
+def exchange(conversation_id: str, exchange_id: str) -> Op[Exchange | None]:
+    result = yield Exec(st.EXCHANGE, {"conversation_id": conversation_id, "exchange_id": exchange_id})
+    row = result.first()
+    return None if row is None else exchange_from_row(row)
+
+
+def chain_point(conversation_id: str, head: Head) -> Op[str | None]:
+    """The interaction a stateful request may chain on from ``head``, if any.
+
+    The API's timeline of a stored interaction is the path from the root to the last step of its exchange
+    (a chained interaction's timeline is its predecessor's plus its own, by induction), so chaining is right
+    exactly when the head is the last step of an exchange recorded with ``store: true``.
+    """
+    if head.node_id is None or head.exchange_id is None:
+        return None
+    found = yield from exchange(conversation_id, head.exchange_id)
+    if found is None or not found.stored or found.interaction_id is None:
+        return None
+    params = {"conversation_id": conversation_id, "node_id": head.node_id, "exchange_id": head.exchange_id}
+    continues = yield Exec(st.EXCHANGE_CONTINUES, params)
+    return None if continues.first() is not None else found.interaction_id
+
+
+def exchanges_of_branch(conversation_id: str, branch: str) -> Op[list[Exchange]]:
+    """The recorded exchanges along a branch, oldest first."""
+    result = yield Exec(st.PATH_FROM_BRANCH, {"conversation_id": conversation_id, "branch": branch})
+    ids = list(dict.fromkeys(row.exchange_id for row in result))
+    if not ids:
+        return []
+    found = yield Exec(st.EXCHANGES, {"conversation_id": conversation_id, "exchange_ids": ids})
+    by_id = {row.exchange_id: exchange_from_row(row) for row in found}
+    return [by_id[i] for i in ids if i in by_id]

@@ -18,6 +18,7 @@ __all__ = [
     "conversation_row",
     "decode_cursor",
     "encode_cursor",
+    "exchange_row",
     "prepare_exchange",
     "utcnow",
     "valid_id",
@@ -108,6 +109,38 @@ def prepare_exchange(steps: Iterable[Step | Mapping[str, Any]]) -> list[tuple[st
         except CodecError:
             raise CodecError([(f"steps[{index}]", "not representable as JSON")]) from None
     return prepared
+
+
+_USAGE_COLUMNS = {
+    "input_tokens": "total_input_tokens",
+    "output_tokens": "total_output_tokens",
+    "thought_tokens": "total_thought_tokens",
+    "cached_tokens": "total_cached_tokens",
+    "tool_use_tokens": "total_tool_use_tokens",
+    "total_tokens": "total_tokens",
+}
+
+
+def exchange_row(
+    *,
+    interaction_id: str | None,
+    stored: bool,
+    model: str | None,
+    status: str | None,
+    usage: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The exchanges-table row of a recorded turn (keys and time are added by the operation)."""
+    row: dict[str, Any] = {
+        "interaction_id": interaction_id,
+        "stored": bool(stored),
+        "model": model,
+        "status": status,
+        "usage": None if usage is None else _json_text(dict(usage), "usage"),
+    }
+    for column, field in _USAGE_COLUMNS.items():
+        value = usage.get(field) if usage is not None else None
+        row[column] = value if isinstance(value, int) and not isinstance(value, bool) else None
+    return row
 
 
 def encode_cursor(cursor: tuple[datetime, str] | None) -> str | None:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["PREFIX", "UTCDateTime", "branches", "conversations", "metadata", "nodes"]
+__all__ = ["PREFIX", "UTCDateTime", "branches", "conversations", "exchanges", "metadata", "nodes"]
 
 PREFIX = "convstore_"
 
@@ -102,4 +102,23 @@ branches = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(["conversation_id", "head_id"], [nodes.c.conversation_id, nodes.c.id]),
+)
+
+exchanges = sa.Table(
+    f"{PREFIX}exchanges",
+    metadata,
+    sa.Column("conversation_id", Id, sa.ForeignKey(conversations.c.id), primary_key=True),
+    sa.Column("exchange_id", Id, primary_key=True),
+    sa.Column("interaction_id", sa.Text(), nullable=True),
+    sa.Column("stored", sa.Boolean(), nullable=False),
+    sa.Column("model", sa.Text(), nullable=True),
+    sa.Column("status", sa.Text(), nullable=True),
+    sa.Column("input_tokens", sa.Integer(), nullable=True),
+    sa.Column("output_tokens", sa.Integer(), nullable=True),
+    sa.Column("thought_tokens", sa.Integer(), nullable=True),
+    sa.Column("cached_tokens", sa.Integer(), nullable=True),
+    sa.Column("tool_use_tokens", sa.Integer(), nullable=True),
+    sa.Column("total_tokens", sa.Integer(), nullable=True),
+    sa.Column("usage", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )

@@ -11,6 +11,7 @@ from sqlalchemy.sql import Select
 
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
+from convstore.store._schema import exchanges as x
 from convstore.store._schema import nodes as n
 
 __all__ = [
@@ -18,16 +19,22 @@ __all__ = [
     "CONVERSATION_EXISTS",
     "DELETE_BRANCHES",
     "DELETE_CONVERSATION",
+    "DELETE_EXCHANGES",
     "DELETE_NODES",
+    "EXCHANGE",
+    "EXCHANGES",
+    "EXCHANGE_CONTINUES",
     "FORK_AT_NODE",
     "FORK_EMPTY",
     "HISTORY",
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
+    "INSERT_EXCHANGE",
     "INSERT_NODES",
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
     "MOVE_HEAD",
+    "NODE",
     "NODE_COLUMNS",
     "PATH_FROM_BRANCH",
     "PATH_FROM_NODE",
@@ -72,6 +79,7 @@ LOAD_CONVERSATION = (
         b.c.head_id,
         n.c.depth,
         n.c.total_tokens,
+        n.c.exchange_id,
     )
     .select_from(
         c.outerjoin(b, sa.and_(b.c.conversation_id == c.c.id, b.c.name == sa.bindparam("branch"))).outerjoin(
@@ -130,12 +138,42 @@ LIST_BRANCHES = (
     .order_by(b.c.created_at, b.c.name)
 )
 
+NODE = sa.select(*NODE_COLUMNS).where(
+    n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
+)
+
 TREE_NODES = (
     sa.select(*NODE_COLUMNS)
     .where(n.c.conversation_id == sa.bindparam("conversation_id"))
     .order_by(n.c.depth, n.c.created_at, n.c.id)
 )
 
+INSERT_EXCHANGE = sa.insert(x)
+
+EXCHANGE = sa.select(x).where(
+    x.c.conversation_id == sa.bindparam("conversation_id"), x.c.exchange_id == sa.bindparam("exchange_id")
+)
+
+# The exchanges along a path, for usage totals: one row per recorded exchange.
+EXCHANGES = (
+    sa.select(x)
+    .where(x.c.conversation_id == sa.bindparam("conversation_id"))
+    .where(x.c.exchange_id.in_(sa.bindparam("exchange_ids", expanding=True)))
+    .order_by(x.c.created_at)
+)
+
+# Whether a node is followed, inside its own exchange, by another step: then it is not the exchange's end.
+EXCHANGE_CONTINUES = (
+    sa.select(n.c.id)
+    .where(
+        n.c.conversation_id == sa.bindparam("conversation_id"),
+        n.c.parent_id == sa.bindparam("node_id"),
+        n.c.exchange_id == sa.bindparam("exchange_id"),
+    )
+    .limit(1)
+)
+
+DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
@@ -149,7 +187,11 @@ def _ancestry(
     It walks parent pointers up from the start node (one primary-key lookup a step, every lookup naming the
     conversation) and returns the path ordered by depth, i.e. in replay order.
     """
-    columns = NODE_COLUMNS if full else (n.c.id, n.c.parent_id, n.c.depth, n.c.total_tokens, n.c.payload)
+    columns = (
+        NODE_COLUMNS
+        if full
+        else (n.c.id, n.c.parent_id, n.c.depth, n.c.exchange_id, n.c.total_tokens, n.c.payload)
+    )
     anchor = sa.select(*columns)
     if from_branch:
         anchor = anchor.select_from(

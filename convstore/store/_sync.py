@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from typing_extensions import Self
 
 from convstore._ids import new_id
 from convstore.errors import ConversationNotFoundError, NodeNotFoundError
-from convstore.model import Branch, ConversationInfo, Node, Page, Step, Tree
+from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
 from convstore.store import _migrate, _ops
 from convstore.store._engine import Op, configure_engine, make_engine, run
 from convstore.store._prepare import (
@@ -56,6 +57,9 @@ class Store:
         >>> store = Store("sqlite:///chat.db")  # doctest: +SKIP
         >>> conv = store.create_conversation(model="gemini-3-flash-preview")  # doctest: +SKIP
     """
+
+    # The class conversations are opened as; the top-level convstore.Store opens the full facade.
+    _conversation_class: type[Conversation]
 
     def __init__(
         self,
@@ -154,7 +158,7 @@ class Store:
         )
         self._run(_ops.create_conversation(row, branch, now), write=True)
         info = _ops.info_from_row(_AttrRow(row))
-        return Conversation(self, info, branch, _ops.EMPTY_HEAD)
+        return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD)
 
     def conversation(self, conversation_id: str, branch: str = "main") -> Conversation:
         """Open a conversation on one of its branches.
@@ -166,7 +170,7 @@ class Store:
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
         loaded = self._run(_ops.load(conversation_id, branch))
-        return Conversation(self, loaded.info, branch, loaded.head)
+        return self._conversation_class(self, loaded.info, branch, loaded.head)
 
     def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.
@@ -289,12 +293,14 @@ class Conversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        prepared = prepare_exchange(steps)
+        return self._append(prepare_exchange(steps), None)
+
+    def _append(self, prepared: list[tuple[str, str]], exchange: Mapping[str, Any] | None) -> list[Node]:
         nodes = self._store._run(
-            _ops.append(self.id, self._branch, self._head, prepared, utcnow()), write=True
+            _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange), write=True
         )
         last = nodes[-1]
-        self._head = _ops.Head(last.id, last.depth, last.total_tokens)
+        self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
         return nodes
 
     def history(self) -> list[dict[str, Any]]:
@@ -321,7 +327,7 @@ class Conversation:
             raise NodeNotFoundError(self.id, str(node_id))
         return self._store._run(_ops.path(self.id, self._branch, node_id))
 
-    def fork(self, at: str | None = None, branch: str | None = None) -> Conversation:
+    def fork(self, at: str | None = None, branch: str | None = None) -> Self:
         """Start a new branch at a node (default: this branch's head). O(1): one row; nothing is copied.
 
         Args:
@@ -335,24 +341,54 @@ class Conversation:
             NodeNotFoundError: ``at`` is not a node of this conversation.
             BranchExistsError: a branch of that name exists.
         """
-        name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         if at is None:
             at = self._head.node_id
         elif not valid_id(at):
             raise NodeNotFoundError(self.id, str(at))
+        return self._fork(at, branch)
+
+    def _fork(self, at: str | None, branch: str | None) -> Self:
+        """A new branch at node ``at``; None makes an empty branch."""
+        name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
         if at == self._head.node_id:
-            return Conversation(self._store, self._info, name, self._head)
-        return self._store.conversation(self.id, name)
+            return type(self)(self._store, self._info, name, self._head)
+        if at is None:
+            return type(self)(self._store, self._info, name, _ops.EMPTY_HEAD)
+        loaded = self._store._run(_ops.load(self.id, name))
+        return type(self)(self._store, self._info, name, loaded.head)
 
-    def checkout(self, branch: str) -> Conversation:
-        """The same conversation on another branch."""
-        return self._store.conversation(self.id, branch)
+    def checkout(self, branch: str) -> Self:
+        """The same conversation on another branch.
+
+        Raises:
+            BranchNotFoundError.
+        """
+        check_branch_name(branch)
+        loaded = self._store._run(_ops.load(self.id, branch))
+        return type(self)(self._store, loaded.info, branch, loaded.head)
 
     def branches(self) -> list[Branch]:
         """Every branch of the conversation, oldest first."""
         return self._store._run(_ops.list_branches(self.id))
 
+    def exchanges(self) -> list[Exchange]:
+        """What the API reported for each recorded exchange along this branch (usage, interaction ids)."""
+        return self._store._run(_ops.exchanges_of_branch(self.id, self._branch))
+
+    def node(self, node_id: str) -> Node:
+        """One node of this conversation.
+
+        Raises:
+            NodeNotFoundError: no such node in this conversation.
+        """
+        if not valid_id(node_id):
+            raise NodeNotFoundError(self.id, str(node_id))
+        return self._store._run(_ops.node(self.id, node_id))
+
     def tree(self) -> Tree:
         """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
         return self._store._run(_ops.tree(self.id))
+
+
+Store._conversation_class = Conversation
