@@ -1,0 +1,55 @@
+"""HTTP client of the Gemini Interactions API, sync and async, for conversations kept on the client.
+
+``InteractionsClient`` / ``AsyncInteractionsClient`` send ``POST /interactions`` (``create`` or ``stream``),
+retry what the service allows to retry, follow ``requires_continuation`` hops and merge them, and resume a
+broken stream. The pure pieces (SSE decoding, typed events, reassembly) are public too, for use with
+another transport.
+
+The client knows nothing of the store; ``convstore.conversation`` joins the two.
+"""
+
+from convstore.client._async import AsyncInteractionsClient, AsyncStream
+from convstore.client._events import (
+    ErrorEvent,
+    EventDecoder,
+    InteractionCompleted,
+    InteractionCreated,
+    InteractionStatusUpdate,
+    StepDelta,
+    StepStart,
+    StepStop,
+    StreamEvent,
+    StreamResumed,
+    UnknownEvent,
+    parse_event,
+)
+from convstore.client._http import DEFAULT_API_REVISION, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+from convstore.client._sse import ServerSentEvent, SSEDecoder
+from convstore.client._stream import HopAssembler, TurnAssembler
+from convstore.client._sync import InteractionsClient, Stream
+
+__all__ = [
+    "DEFAULT_API_REVISION",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "AsyncInteractionsClient",
+    "AsyncStream",
+    "ErrorEvent",
+    "EventDecoder",
+    "HopAssembler",
+    "InteractionCompleted",
+    "InteractionCreated",
+    "InteractionStatusUpdate",
+    "InteractionsClient",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "StepDelta",
+    "StepStart",
+    "StepStop",
+    "Stream",
+    "StreamEvent",
+    "StreamResumed",
+    "TurnAssembler",
+    "UnknownEvent",
+    "parse_event",
+]

@@ -1,0 +1,249 @@
+"""The async client: a thin executor of the pure call logic in ``_calls`` and ``_http``.
+
+``_sync.py`` is generated from ``_async.py`` by ``scripts/unasync.py``; a test fails when the two
+drift apart. Keep everything but sending and sleeping in the pure modules.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from convstore.client._calls import StreamCall, UnaryCall
+from convstore.client._events import StreamEvent
+from convstore.client._http import (
+    DEFAULT_API_REVISION,
+    DEFAULT_API_VERSION,
+    RetryState,
+    connection_error,
+    error_from_response,
+    make_config,
+)
+from convstore.client._sleep import AsyncSleep, default_asleep
+from convstore.model._interaction import Interaction
+
+__all__ = ["AsyncInteractionsClient", "AsyncStream"]
+
+logger = logging.getLogger("convstore.client")
+
+
+class AsyncInteractionsClient:
+    """A client of the Gemini Interactions API (``POST /interactions``) for client-side conversations.
+
+    Args:
+        api_key: The API key; ``None`` reads ``GEMINI_API_KEY``. It is sent as ``x-goog-api-key`` and
+            never appears in reprs, logs or exception messages.
+        base_url: Scheme and host (``https://generativelanguage.googleapis.com`` by default).
+        api_version: Path prefix, ``v1beta`` by default.
+        api_revision: The ``Api-Revision`` header (``None`` to omit it).
+        http_client: An ``httpx`` client to send with (its transport, proxies and limits are used; this
+            client's ``timeout`` is applied per request). Not closed by ``aclose()``.
+        timeout: Seconds per HTTP request; ``None`` waits forever.
+        max_retries: Retries of opening a request (408, 409, 429, 5xx, transport errors), and resumes of
+            a broken stream without progress.
+        auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
+        sleep: Awaitable sleep used between retries (tests pass a recorder).
+
+    Raises:
+        ValueError: No API key was given or found.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_version: str = DEFAULT_API_VERSION,
+        api_revision: str | None = DEFAULT_API_REVISION,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float | None = 60.0,
+        max_retries: int = 4,
+        auto_continue: bool = True,
+        sleep: AsyncSleep | None = None,
+    ) -> None:
+        self._config = make_config(
+            api_key,
+            os.environ,
+            base_url=base_url,
+            api_version=api_version,
+            api_revision=api_revision,
+            timeout=timeout,
+            max_retries=max_retries,
+            auto_continue=auto_continue,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._sleep = sleep if sleep is not None else default_asleep
+
+    def __repr__(self) -> str:
+        config = self._config
+        return f"{type(self).__name__}(base_url={config.base_url!r}, api_version={config.api_version!r})"
+
+    async def create(self, body: Mapping[str, Any], *, auto_continue: bool | None = None) -> Interaction:
+        """Creates an interaction and returns it, following continuation hops.
+
+        Args:
+            body: The create body (reference §2), e.g. ``{"model", "store": False, "input": [...]}``.
+            auto_continue: Override the client's ``auto_continue`` for this call.
+
+        Returns:
+            The interaction (merged over its continuation hops).
+
+        Raises:
+            APIError: The service answered with an error (after retries).
+            APIConnectionError: No answer (after retries).
+            ValueError: The body asks for a stream.
+        """
+        call = UnaryCall(self._config, body, auto_continue=auto_continue)
+        while (request := call.next_request()) is not None:
+            call.on_response(await self._send(request, stream=False))
+        return call.result()
+
+    def stream(self, body: Mapping[str, Any], *, auto_continue: bool | None = None) -> AsyncStream:
+        """Creates an interaction with a streamed response.
+
+        Nothing is sent until the stream is iterated::
+
+            async with client.stream(body) as stream:
+                async for event in stream:
+                    print(event)
+            interaction = stream.interaction
+
+        Args:
+            body: The create body (``stream`` is set for you).
+            auto_continue: Override the client's ``auto_continue`` for this call.
+
+        Returns:
+            The stream of typed events.
+        """
+        return AsyncStream(self, StreamCall(self._config, body, auto_continue=auto_continue))
+
+    async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """Sends with retries; returns a 2xx response (read unless ``stream``) or raises ``APIError``."""
+        retry = RetryState(self._config.max_retries)
+        while True:
+            try:
+                response = await self._http.send(request, stream=stream)
+                if response.is_success:
+                    return response
+                if stream:
+                    await response.aread()
+                    await response.aclose()
+            except httpx.TransportError as exc:
+                delay = retry.after_transport_error()
+                if delay is None:
+                    raise connection_error(request, exc, retry.attempts) from exc
+                reason = type(exc).__name__
+            else:
+                delay = retry.after_status(response.status_code, response.headers)
+                if delay is None:
+                    raise error_from_response(response.status_code, response.content)
+                reason = f"HTTP {response.status_code}"
+            logger.info(
+                "retrying %s %s after %s in %.2f s (attempt %d)",
+                request.method,
+                request.url.path,
+                reason,
+                delay,
+                retry.attempts + 1,
+            )
+            await self._sleep(delay)
+
+    async def aclose(self) -> None:
+        """Closes the HTTP client if this client created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncInteractionsClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncStream:
+    """The events of one streamed turn, and the interaction they assemble into.
+
+    Iterate it once (``async for``); events are typed per ``event_type`` (``StepDelta``, ...) plus a
+    ``StreamResumed`` marker when the turn carries on in a new request. After the last event,
+    ``interaction`` holds the assembled (and, over hops, merged) interaction.
+
+    Attributes:
+        interaction: The final interaction, or ``None`` until the stream is exhausted.
+    """
+
+    def __init__(self, client: AsyncInteractionsClient, call: StreamCall) -> None:
+        self._client = client
+        self._call = call
+        self._events = self._iterate()
+
+    @property
+    def interaction(self) -> Interaction | None:
+        """The assembled interaction once the stream is exhausted, else ``None``."""
+        return self._call.interaction
+
+    def current_steps(self) -> list[dict[str, Any]]:
+        """A copy of the steps assembled so far (for redrawing after a ``StreamResumed``)."""
+        return self._call.turn.steps()
+
+    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+        return self._events
+
+    async def get_final_interaction(self) -> Interaction:
+        """Consumes the remaining events and returns the interaction.
+
+        Raises:
+            APIError: An error response or ``error`` event.
+            StreamError: The stream broke beyond repair or is malformed.
+        """
+        async for _ in self._events:
+            pass
+        interaction = self._call.interaction
+        if interaction is None:
+            raise RuntimeError("the stream was closed before it completed")
+        return interaction
+
+    async def _iterate(self) -> AsyncGenerator[StreamEvent, None]:
+        call = self._call
+        while (request := call.next_request()) is not None:
+            response = await self._client._send(request, stream=True)
+            try:
+                for event in call.open(response):
+                    yield event
+                try:
+                    async for chunk in response.aiter_bytes():
+                        for event in call.feed(chunk):
+                            yield event
+                        if call.response_done:
+                            break
+                except httpx.TransportError as exc:
+                    call.broken(exc)
+                else:
+                    call.end_of_body()
+            finally:
+                await response.aclose()
+
+    async def aclose(self) -> None:
+        """Stops the stream and releases its connection."""
+        await self._events.aclose()
+
+    async def __aenter__(self) -> AsyncStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

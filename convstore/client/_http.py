@@ -1,0 +1,385 @@
+"""Pure HTTP logic of the client: configuration, requests, responses, errors and the retry policy.
+
+Nothing here sends anything. ``httpx.Request`` and ``httpx.Response`` are used as plain data; the sync and
+async clients only execute what these functions decide, so both flavours behave identically.
+
+Errors (reference §1, E6): ``{"error": {"code", "message", ...}}`` where ``code`` is Google's int with a
+``status`` name, or the SDK's string. Retries: statuses 408, 409, 429 and 5xx and transport errors, at most
+``max_retries`` times, waiting ``0.5 s * 2**n`` capped at 8 s minus 0-25 % jitter, unless ``retry-after-ms``
+or ``Retry-After`` (seconds or an HTTP date) says otherwise.
+
+The API key lives in ``ClientConfig.api_key`` (hidden from its repr) and in the ``x-goog-api-key`` header;
+no message built here contains it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from importlib import metadata
+from typing import Any, Final
+from urllib.parse import quote
+
+import attrs
+import httpx
+
+from convstore.errors import APIConnectionError, APIError
+
+__all__ = [
+    "DEFAULT_API_REVISION",
+    "DEFAULT_API_VERSION",
+    "DEFAULT_BASE_URL",
+    "ClientConfig",
+    "RetryState",
+    "backoff_delay",
+    "build_create_request",
+    "build_get_request",
+    "connection_error",
+    "continuation_body",
+    "error_from_payload",
+    "error_from_response",
+    "is_retryable_status",
+    "make_config",
+    "parse_json_body",
+    "retry_after",
+]
+
+DEFAULT_BASE_URL: Final = "https://generativelanguage.googleapis.com"
+DEFAULT_API_VERSION: Final = "v1beta"
+DEFAULT_API_REVISION: Final = "2026-05-20"
+API_KEY_ENV: Final = "GEMINI_API_KEY"
+
+JSONObject = dict[str, Any]
+
+
+def _version() -> str:
+    try:
+        return metadata.version("convstore")
+    except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+USER_AGENT: Final = f"convstore/{_version()}"
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class ClientConfig:
+    """Everything a request needs besides its body.
+
+    Attributes:
+        api_key: Sent as ``x-goog-api-key``; never shown.
+        base_url: Scheme and host, without a trailing slash.
+        api_version: Path prefix, ``v1beta`` by default.
+        api_revision: Sent as ``Api-Revision`` (``None``: not sent).
+        timeout: Seconds per request (connect, read, write, pool); ``None`` waits forever.
+        max_retries: Retries after the first attempt of opening a request.
+        auto_continue: Follow ``requires_continuation`` by default.
+    """
+
+    api_key: str
+    base_url: str = DEFAULT_BASE_URL
+    api_version: str = DEFAULT_API_VERSION
+    api_revision: str | None = DEFAULT_API_REVISION
+    timeout: float | None = 60.0
+    max_retries: int = 4
+    auto_continue: bool = True
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientConfig(base_url={self.base_url!r}, api_version={self.api_version!r}, "
+            f"api_revision={self.api_revision!r}, timeout={self.timeout!r}, "
+            f"max_retries={self.max_retries!r}, auto_continue={self.auto_continue!r})"
+        )
+
+
+def make_config(
+    api_key: str | None,
+    environ: Mapping[str, str],
+    *,
+    base_url: str | None = None,
+    api_version: str = DEFAULT_API_VERSION,
+    api_revision: str | None = DEFAULT_API_REVISION,
+    timeout: float | None = 60.0,
+    max_retries: int = 4,
+    auto_continue: bool = True,
+) -> ClientConfig:
+    """Validates the client's arguments into a ``ClientConfig``.
+
+    Args:
+        api_key: The key, or ``None`` to read ``GEMINI_API_KEY`` from ``environ``.
+        environ: The environment (``os.environ``).
+        base_url: Scheme and host; the public endpoint by default.
+        api_version: Path prefix.
+        api_revision: ``Api-Revision`` header value, or ``None``.
+        timeout: Seconds per request.
+        max_retries: Retries after the first attempt, ``>= 0``.
+        auto_continue: Default for following ``requires_continuation``.
+
+    Returns:
+        The configuration.
+
+    Raises:
+        ValueError: No API key was given or found, or ``max_retries`` is negative.
+    """
+    key = api_key if api_key is not None else environ.get(API_KEY_ENV)
+    if not key:
+        raise ValueError(f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable")
+    if max_retries < 0:
+        raise ValueError("max_retries must be >= 0")
+    return ClientConfig(
+        api_key=key,
+        base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
+        api_version=api_version.strip("/"),
+        api_revision=api_revision,
+        timeout=timeout,
+        max_retries=max_retries,
+        auto_continue=auto_continue,
+    )
+
+
+def _headers(config: ClientConfig, *, stream: bool, has_body: bool) -> dict[str, str]:
+    headers = {
+        "x-goog-api-key": config.api_key,
+        "accept": "text/event-stream" if stream else "application/json",
+        "user-agent": USER_AGENT,
+    }
+    if has_body:
+        headers["content-type"] = "application/json"
+    if config.api_revision:
+        headers["Api-Revision"] = config.api_revision
+    return headers
+
+
+def _url(config: ClientConfig, interaction_id: str | None = None) -> str:
+    url = f"{config.base_url}/{config.api_version}/interactions"
+    return url if interaction_id is None else f"{url}/{quote(interaction_id, safe='')}"
+
+
+def _extensions(config: ClientConfig) -> dict[str, Any]:
+    return {"timeout": httpx.Timeout(config.timeout).as_dict()}
+
+
+def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, stream: bool) -> httpx.Request:
+    """``POST {base_url}/{api_version}/interactions`` with ``body`` (``stream`` set to match).
+
+    Args:
+        config: The client configuration.
+        body: The create body (reference §2).
+        stream: Ask for ``text/event-stream``.
+
+    Returns:
+        The request, ready to send (and to re-send on retry).
+    """
+    payload = dict(body)
+    if stream:
+        payload["stream"] = True
+    else:
+        payload.pop("stream", None)
+    content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return httpx.Request(
+        "POST",
+        _url(config),
+        headers=_headers(config, stream=stream, has_body=True),
+        content=content,
+        extensions=_extensions(config),
+    )
+
+
+def build_get_request(
+    config: ClientConfig, interaction_id: str, *, stream: bool, last_event_id: str | None = None
+) -> httpx.Request:
+    """``GET .../interactions/{id}?stream=...[&last_event_id=...]`` (reference §1, §7 "Resume").
+
+    Args:
+        config: The client configuration.
+        interaction_id: A stored interaction's id.
+        stream: Replay its events as SSE.
+        last_event_id: Replay from the event after this one (with ``stream`` only).
+
+    Returns:
+        The request.
+    """
+    params: dict[str, str] = {"stream": "true" if stream else "false"}
+    if stream and last_event_id:
+        params["last_event_id"] = last_event_id
+    return httpx.Request(
+        "GET",
+        _url(config, interaction_id),
+        params=params,
+        headers=_headers(config, stream=stream, has_body=False),
+        extensions=_extensions(config),
+    )
+
+
+def continuation_body(body: Mapping[str, Any], token: str, token_owner_id: str | None) -> JSONObject:
+    """The body of a continuation hop (reference §8).
+
+    With ``store: false`` the same body and ``input`` plus ``continuation_token`` (no
+    ``previous_interaction_id``). With ``store`` true or absent, ``previous_interaction_id`` set to the
+    interaction that issued the token, and no ``input``. Without an owner id the body is resent with the
+    token only.
+
+    Args:
+        body: The turn's original create body.
+        token: The continuation token to resume from.
+        token_owner_id: The id of the interaction that issued ``token``.
+
+    Returns:
+        A new body.
+    """
+    new_body: JSONObject = {**body, "continuation_token": token}
+    if body.get("store") is False:
+        new_body.pop("previous_interaction_id", None)
+    elif token_owner_id:
+        new_body["previous_interaction_id"] = token_owner_id
+        new_body.pop("input", None)
+    return new_body
+
+
+def error_from_payload(error: Any, *, status_code: int | None = None) -> APIError:
+    """An ``APIError`` from the ``error`` object of a response body or an ``error`` stream event.
+
+    Args:
+        error: ``{"code", "message", "status"?}``: ``code`` an int (Google's shape) or a string (the SDK's).
+        status_code: The HTTP status, ``None`` inside a stream.
+
+    Returns:
+        The error (not raised).
+    """
+    if not isinstance(error, Mapping):
+        error = {}
+    code = error.get("code")
+    if isinstance(code, bool) or not isinstance(code, (int, str)):
+        code = None
+    message = error.get("message")
+    if not isinstance(message, str) or not message:
+        message = "the service returned an error without a message"
+    status = error.get("status")
+    return APIError(
+        message, status_code=status_code, code=code, status=status if isinstance(status, str) else None
+    )
+
+
+def error_from_response(status_code: int, content: bytes) -> APIError:
+    """An ``APIError`` from an HTTP error response.
+
+    Args:
+        status_code: The HTTP status.
+        content: The (read) body.
+
+    Returns:
+        The error (not raised). A body that is not the service's error shape gives a generic message (the
+        body itself is never quoted).
+    """
+    try:
+        body = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        return error_from_payload(body["error"], status_code=status_code)
+    return APIError(
+        f"unexpected error response ({len(content)} bytes, not an error object)", status_code=status_code
+    )
+
+
+def parse_json_body(response: httpx.Response) -> JSONObject:
+    """The JSON object of a successful, read response.
+
+    Raises:
+        APIError: The body is not a JSON object.
+    """
+    try:
+        body = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise APIError(
+            f"expected a JSON object from {response.request.method} {response.request.url.path}",
+            status_code=response.status_code,
+        )
+    return body
+
+
+def connection_error(request: httpx.Request, exc: Exception, attempts: int) -> APIConnectionError:
+    """The error raised when a request got no answer after ``attempts`` attempts."""
+    return APIConnectionError(
+        f"{request.method} {request.url.path} failed after {attempts} attempt(s): {type(exc).__name__}"
+    )
+
+
+def is_retryable_status(status_code: int) -> bool:
+    """408, 409, 429 and every 5xx are retried (reference §1)."""
+    return status_code in (408, 409, 429) or 500 <= status_code <= 599
+
+
+def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """The wait the server asked for, in seconds: ``retry-after-ms`` first, then ``Retry-After``.
+
+    Args:
+        headers: Response headers (case-insensitive mapping).
+        now: The current time, for an HTTP-date ``Retry-After``.
+
+    Returns:
+        Seconds (``> 0``), or ``None`` when absent, invalid or not positive.
+    """
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = -1.0
+        if 0 < ms < float("inf"):
+            return ms / 1000
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    return seconds if 0 < seconds < float("inf") else None
+
+
+def backoff_delay(retry: int, *, rand: float) -> float:
+    """``0.5 s * 2**retry`` capped at 8 s, minus ``rand * 25 %`` (``rand`` in ``[0, 1)``)."""
+    return min(0.5 * 2.0**retry, 8.0) * (1 - 0.25 * rand)
+
+
+class RetryState:
+    """Counts the attempts of one request and decides whether (and when) to try again.
+
+    Attributes:
+        attempts: Attempts made so far.
+    """
+
+    def __init__(self, max_retries: int, *, rand: Callable[[], float] = random.random) -> None:
+        self._max_retries = max_retries
+        self._rand = rand
+        self.attempts = 0
+
+    def _next(self, server_wait: float | None) -> float | None:
+        retry = self.attempts
+        self.attempts += 1
+        if retry >= self._max_retries:
+            return None
+        return server_wait if server_wait is not None else backoff_delay(retry, rand=self._rand())
+
+    def after_transport_error(self) -> float | None:
+        """The wait before the next attempt after a network failure or timeout, or ``None`` to give up."""
+        return self._next(None)
+
+    def after_status(self, status_code: int, headers: Mapping[str, str]) -> float | None:
+        """The wait before retrying an error status, or ``None`` (not retryable, or out of retries)."""
+        if not is_retryable_status(status_code):
+            self.attempts += 1
+            return None
+        return self._next(retry_after(headers))
