@@ -1,5 +1,10 @@
-"""Persistence: conversation trees in SQLite or PostgreSQL through SQLAlchemy, built by Alembic migrations."""
+"""Persistence: conversation trees in SQLite or PostgreSQL through SQLAlchemy, built by Alembic migrations.
 
+``Store`` and ``AsyncStore`` here know nothing of HTTP; ``convstore.Store`` and ``convstore.AsyncStore`` add
+the calls that talk to the API.
+"""
+
+from convstore.store._async import AsyncConversation, AsyncStore
 from convstore.store._sync import Conversation, Store
 
-__all__ = ["Conversation", "Store"]
+__all__ = ["AsyncConversation", "AsyncStore", "Conversation", "Store"]

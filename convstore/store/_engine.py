@@ -14,8 +14,9 @@ rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run besid
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -23,10 +24,29 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.base import Executable
+from typing_extensions import TypeIs
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convstore.errors import ConvstoreError, DatabaseError, StoreBusyError
 
-__all__ = ["Exec", "Op", "configure_engine", "make_engine", "run", "translate"]
+__all__ = [
+    "Exec",
+    "Op",
+    "adopt_async_engine",
+    "adopt_engine",
+    "configure_engine",
+    "drive",
+    "drive_async",
+    "is_async_engine",
+    "is_engine",
+    "make_async_engine",
+    "make_engine",
+    "run",
+    "run_async",
+    "translate",
+]
 
 T = TypeVar("T")
 
@@ -45,15 +65,63 @@ Op = Generator[Exec, Any, T]
 """A store operation: yields statements, receives each one's ``Result``, returns its value."""
 
 
-def make_engine(url: str | sa.URL, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> Engine:
-    """Create an engine for ``url`` with convstore's settings (see ``configure_engine``)."""
+def _engine_args(url: str | sa.URL) -> tuple[sa.URL, dict[str, Any]]:
     parsed = sa.make_url(url)
     kwargs: dict[str, Any] = {"hide_parameters": True}
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         # One shared connection: an in-memory database exists only inside the connection that made it.
         kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    return parsed, kwargs
+
+
+def make_engine(url: str | sa.URL, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> Engine:
+    """Create an engine for ``url`` with convstore's settings (see ``configure_engine``)."""
+    parsed, kwargs = _engine_args(url)
     engine = sa.create_engine(parsed, **kwargs)
     configure_engine(engine, busy_timeout=busy_timeout, synchronous=synchronous)
+    return engine
+
+
+def make_async_engine(
+    url: str | sa.URL, *, busy_timeout: float = 30.0, synchronous: str = "FULL"
+) -> AsyncEngine:
+    """``make_engine`` for SQLAlchemy's asyncio engine (``sqlite+aiosqlite://``, ``postgresql+psycopg://``).
+
+    A plain ``sqlite://`` URL is given the aiosqlite driver.
+    """
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 -- needs the asyncio extra
+
+    parsed, kwargs = _engine_args(url)
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    kwargs.pop("connect_args", None)
+    engine = create_async_engine(parsed, **kwargs)
+    configure_engine(engine.sync_engine, busy_timeout=busy_timeout, synchronous=synchronous)
+    return engine
+
+
+def is_engine(value: object) -> TypeIs[Engine]:
+    return isinstance(value, Engine)
+
+
+def is_async_engine(value: object) -> TypeIs[AsyncEngine]:
+    # Without importing sqlalchemy.ext.asyncio, which needs greenlet (the asyncio extra): if that module
+    # was never imported, nothing can be an AsyncEngine.
+    module = sys.modules.get("sqlalchemy.ext.asyncio")
+    return module is not None and isinstance(value, module.AsyncEngine)
+
+
+def adopt_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> Engine:
+    """A user's engine, with convstore's connection settings installed."""
+    configure_engine(engine, busy_timeout=busy_timeout, synchronous=synchronous)
+    return engine
+
+
+def adopt_async_engine(
+    engine: AsyncEngine, *, busy_timeout: float = 30.0, synchronous: str = "FULL"
+) -> AsyncEngine:
+    """A user's asyncio engine, with convstore's connection settings installed."""
+    configure_engine(engine.sync_engine, busy_timeout=busy_timeout, synchronous=synchronous)
     return engine
 
 
@@ -122,6 +190,33 @@ def drive(conn: Connection, op: Op[T]) -> T:
         while True:
             try:
                 result = conn.execute(step.statement, step.params)
+            except exc.DBAPIError as error:
+                step = op.throw(error)
+            else:
+                step = op.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(engine: AsyncEngine, op: Op[T], *, write: bool) -> T:
+    """``run`` on an asyncio engine: the same operation, awaited. Cancelled: rolled back, nothing written."""
+    try:
+        async with engine.connect() as conn:
+            if write:
+                await conn.execution_options(**{_WRITE_OPTION: True})
+            async with conn.begin():
+                return await drive_async(conn, op)
+    except exc.DBAPIError as error:
+        raise translate(error) from None
+
+
+async def drive_async(conn: AsyncConnection, op: Op[T]) -> T:
+    """``drive`` for an asyncio connection, whose ``execute`` returns the same buffered ``Result``."""
+    try:
+        step = next(op)
+        while True:
+            try:
+                result = await conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:

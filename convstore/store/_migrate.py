@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from alembic import command
@@ -18,10 +19,25 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 from convstore.errors import SchemaOutdatedError, SchemaUnknownError
 from convstore.store._schema import PREFIX
 
-__all__ = ["VERSION_TABLE", "check_schema", "current_revision", "head_revision", "migrations_dir", "upgrade"]
+__all__ = [
+    "VERSION_TABLE",
+    "check_schema",
+    "check_schema_async",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "migrations_dir",
+    "revision",
+    "revision_async",
+    "upgrade",
+    "upgrade_async",
+]
 
 VERSION_TABLE = f"{PREFIX}alembic_version"
 _PG_LOCK_KEY = 0x636F6E7673746F72  # "convstor": one advisory lock for schema changes
@@ -97,36 +113,73 @@ def _lock(conn: Connection) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
 
-def check_schema(engine: Engine) -> None:
+# Each step works on one sync Connection; the async store runs the same functions with run_sync.
+
+
+def check_schema_on(conn: Connection) -> None:
     """Make sure the database is at head: build an empty one, refuse an old or unknown one."""
-    with engine.connect() as conn:
+    with conn.begin():
         needs_build = _verify(*current_revision(conn))
     if needs_build:
-        _upgrade(engine, only_if_empty=True)
+        upgrade_on(conn, only_if_empty=True)
+
+
+def upgrade_on(conn: Connection, revision: str = "head", *, only_if_empty: bool = False) -> None:
+    """Upgrade to ``revision`` (head by default), keeping the data, under the schema lock."""
+    conn.execution_options(convstore_write=True)
+    with conn.begin():
+        _lock(conn)
+        initialised, current = current_revision(conn)
+        if only_if_empty and initialised:
+            # Another process built it while we waited for the lock; just verify.
+            _verify(initialised, current)
+            return
+        command.upgrade(alembic_config(conn), revision)
+
+
+def downgrade_on(conn: Connection, revision: str) -> None:
+    """Downgrade to ``revision`` (``"base"`` removes convstore's tables and their data)."""
+    conn.execution_options(convstore_write=True)
+    with conn.begin():
+        _lock(conn)
+        command.downgrade(alembic_config(conn), revision)
+
+
+def revision_on(conn: Connection) -> str | None:
+    with conn.begin():
+        return current_revision(conn)[1]
+
+
+def check_schema(engine: Engine) -> None:
+    with engine.connect() as conn:
+        check_schema_on(conn)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (head by default), keeping its data."""
-    _upgrade(engine, only_if_empty=False, revision=revision)
+    with engine.connect() as conn:
+        upgrade_on(conn, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    """Downgrade to ``revision`` (``"base"`` removes convstore's tables and their data)."""
     with engine.connect() as conn:
-        conn.execution_options(convstore_write=True)
-        with conn.begin():
-            _lock(conn)
-            command.downgrade(alembic_config(conn), revision)
+        downgrade_on(conn, revision)
 
 
-def _upgrade(engine: Engine, *, only_if_empty: bool, revision: str = "head") -> None:
+def revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        conn.execution_options(convstore_write=True)
-        with conn.begin():
-            _lock(conn)
-            initialised, current = current_revision(conn)
-            if only_if_empty and initialised:
-                # Another process built it while we waited for the lock; just verify.
-                _verify(initialised, current)
-                return
-            command.upgrade(alembic_config(conn), revision)
+        return revision_on(conn)
+
+
+async def check_schema_async(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.run_sync(check_schema_on)
+
+
+async def upgrade_async(engine: AsyncEngine, revision: str = "head") -> None:
+    async with engine.connect() as conn:
+        await conn.run_sync(upgrade_on, revision)
+
+
+async def revision_async(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(revision_on)

@@ -1,4 +1,6 @@
-"""``Store`` and ``Conversation``: the synchronous store.
+# Generated from convstore/store/_async.py by scripts/unasync.py: do not edit.
+"""The store and its conversations, for asyncio. ``scripts/unasync.py`` generates the synchronous twin,
+``_sync.py``, from this file: the two are one text, and every query, rule and mapping lives in ``_ops``.
 
 Thin: each method checks its arguments, runs one operation from ``_ops`` in one transaction, and keeps the
 branch head the conversation last saw, which is what the next ``append`` compares and swaps against.
@@ -7,19 +9,18 @@ branch head the conversation last saw, which is what the next ``append`` compare
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from typing_extensions import Self
 
 from convstore._ids import new_id
 from convstore.errors import ConversationNotFoundError, NodeNotFoundError
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
 from convstore.store import _migrate, _ops
-from convstore.store._engine import Op, configure_engine, make_engine, run
+from convstore.store._engine import Op, adopt_engine, is_engine, make_engine, run
 from convstore.store._prepare import (
     check_branch_name,
     conversation_row,
@@ -29,6 +30,9 @@ from convstore.store._prepare import (
     utcnow,
     valid_id,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = ["Conversation", "Store"]
 
@@ -69,21 +73,29 @@ class Store:
         busy_timeout: float = 30.0,
         sqlite_synchronous: str = "FULL",
     ) -> None:
-        if isinstance(url_or_engine, Engine):
-            self._engine = url_or_engine
+        if is_engine(url_or_engine):
+            self._engine = adopt_engine(
+                url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
+            )
             self._owns_engine = False
-            configure_engine(self._engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous)
         else:
             self._engine = make_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
             )
             self._owns_engine = True
-        if check_schema:
-            try:
-                _migrate.check_schema(self._engine)
-            except BaseException:
-                self.close()
-                raise
+        self._schema_checked = not check_schema
+        self._ready()
+
+    def _ready(self) -> None:
+        """Check the schema once, before the first operation (an empty database is built here)."""
+        if self._schema_checked:
+            return
+        try:
+            _migrate.check_schema(self._engine)
+        except BaseException:
+            self.close()
+            raise
+        self._schema_checked = True
 
     @property
     def engine(self) -> Engine:
@@ -98,7 +110,8 @@ class Store:
         if self._owns_engine:
             self._engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
+        self._ready()
         return self
 
     def __exit__(
@@ -107,6 +120,7 @@ class Store:
         self.close()
 
     def _run(self, op: Op[T], *, write: bool = False) -> T:
+        self._ready()
         return run(self._engine, op, write=write)
 
     # Schema
@@ -117,8 +131,7 @@ class Store:
 
     def schema_revision(self) -> str | None:
         """The database's schema revision (None when convstore's tables do not exist)."""
-        with self._engine.connect() as conn:
-            return _migrate.current_revision(conn)[1]
+        return _migrate.revision(self._engine)
 
     # Conversations
 
@@ -184,7 +197,7 @@ class Store:
         items, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor)))
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
-    def iter_conversations(self, *, page_size: int = 200) -> Iterable[ConversationInfo]:
+    def iter_conversations(self, *, page_size: int = 200) -> Iterator[ConversationInfo]:
         """Every conversation, newest first, fetched a page at a time."""
         cursor: str | None = None
         while True:
@@ -272,7 +285,7 @@ class Conversation:
 
     def refresh(self) -> None:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
-        self._head = self._store._run(_ops.load(self.id, self._branch)).head
+        self._head = (self._store._run(_ops.load(self.id, self._branch))).head
 
     def append(self, steps: Iterable[StepLike]) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
@@ -295,7 +308,9 @@ class Conversation:
         """
         return self._append(prepare_exchange(steps), None)
 
-    def _append(self, prepared: list[tuple[str, str]], exchange: Mapping[str, Any] | None) -> list[Node]:
+    def _append(
+        self, prepared: list[tuple[str, str]], exchange: Mapping[str, Any] | None
+    ) -> list[Node]:
         nodes = self._store._run(
             _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange), write=True
         )

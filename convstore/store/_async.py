@@ -1,0 +1,409 @@
+"""The store and its conversations, for asyncio. ``scripts/unasync.py`` generates the synchronous twin,
+``_sync.py``, from this file: the two are one text, and every query, rule and mapping lives in ``_ops``.
+
+Thin: each method checks its arguments, runs one operation from ``_ops`` in one transaction, and keeps the
+branch head the conversation last saw, which is what the next ``append`` compares and swaps against.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from typing_extensions import Self
+
+from convstore._ids import new_id
+from convstore.errors import ConversationNotFoundError, NodeNotFoundError
+from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
+from convstore.store import _migrate, _ops
+from convstore.store._engine import Op, adopt_async_engine, is_async_engine, make_async_engine, run_async
+from convstore.store._prepare import (
+    check_branch_name,
+    conversation_row,
+    decode_cursor,
+    encode_cursor,
+    prepare_exchange,
+    utcnow,
+    valid_id,
+)
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["AsyncConversation", "AsyncStore"]
+
+T = TypeVar("T")
+StepLike = Step | Mapping[str, Any]
+
+
+class AsyncStore:
+    """AsyncConversation trees in SQLite or PostgreSQL.
+
+    Args:
+        url_or_engine: A database URL (``sqlite:///path/to/file.db``, ``postgresql+psycopg://...``) or an
+            SQLAlchemy ``Engine`` you own (convstore then installs its SQLite connection settings on it and
+            never disposes of it).
+        check_schema: Verify the schema revision on open (an empty database is built at once). Turn it off
+            only to call ``upgrade()`` on an outdated database.
+        busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
+        sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
+            a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
+
+    Raises:
+        SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
+        SchemaUnknownError: the database is newer than this convstore, or not convstore's.
+
+    Example:
+        >>> store = AsyncStore("sqlite:///chat.db")  # doctest: +SKIP
+        >>> conv = await store.create_conversation(model="gemini-3-flash-preview")  # doctest: +SKIP
+    """
+
+    # The class conversations are opened as; the top-level convstore.AsyncStore opens the full facade.
+    _conversation_class: type[AsyncConversation]
+
+    def __init__(
+        self,
+        url_or_engine: str | sa.URL | AsyncEngine,
+        *,
+        check_schema: bool = True,
+        busy_timeout: float = 30.0,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        if is_async_engine(url_or_engine):
+            self._engine = adopt_async_engine(
+                url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
+            )
+            self._owns_engine = False
+        else:
+            self._engine = make_async_engine(
+                url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
+            )
+            self._owns_engine = True
+        self._schema_checked = not check_schema
+        # unasync: self._ready()
+
+    async def _ready(self) -> None:
+        """Check the schema once, before the first operation (an empty database is built here)."""
+        if self._schema_checked:
+            return
+        try:
+            await _migrate.check_schema_async(self._engine)
+        except BaseException:
+            await self.aclose()
+            raise
+        self._schema_checked = True
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine underneath."""
+        return self._engine
+
+    def __repr__(self) -> str:
+        return f"AsyncStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    async def aclose(self) -> None:
+        """Release the store's connections (a user-supplied engine is left open)."""
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _run(self, op: Op[T], *, write: bool = False) -> T:
+        await self._ready()
+        return await run_async(self._engine, op, write=write)
+
+    # Schema
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date."""
+        await _migrate.upgrade_async(self._engine, revision)
+
+    async def schema_revision(self) -> str | None:
+        """The database's schema revision (None when convstore's tables do not exist)."""
+        return await _migrate.revision_async(self._engine)
+
+    # Conversations
+
+    async def create_conversation(
+        self,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        branch: str = "main",
+    ) -> AsyncConversation:
+        """Create an empty conversation with one empty branch.
+
+        Args:
+            model, system_instruction, generation_config, tools: Request settings re-sent with every turn
+                (the API keeps none of them between stateless requests). JSON as in the API reference.
+            metadata: Your own JSON object about the conversation.
+            branch: Name of the first branch.
+
+        Returns:
+            The conversation, on ``branch``.
+
+        Raises:
+            CodecError: a setting has the wrong JSON type (the message names it).
+        """
+        check_branch_name(branch)
+        now = utcnow()
+        row = conversation_row(
+            model=model,
+            system_instruction=system_instruction,
+            generation_config=generation_config,
+            tools=tools,
+            metadata=metadata,
+            now=now,
+        )
+        await self._run(_ops.create_conversation(row, branch, now), write=True)
+        info = _ops.info_from_row(_AttrRow(row))
+        return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD)
+
+    async def conversation(self, conversation_id: str, branch: str = "main") -> AsyncConversation:
+        """Open a conversation on one of its branches.
+
+        Raises:
+            ConversationNotFoundError, BranchNotFoundError.
+        """
+        check_branch_name(branch)
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        loaded = await self._run(_ops.load(conversation_id, branch))
+        return self._conversation_class(self, loaded.info, branch, loaded.head)
+
+    async def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
+        """One page of conversations, newest first.
+
+        Args:
+            limit: Page size (1 to 1000).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+        """
+        if not 1 <= limit <= 1000:
+            raise ValueError("limit must be between 1 and 1000")
+        items, next_cursor = await self._run(_ops.list_conversations(limit, decode_cursor(cursor)))
+        return Page(items=items, next_cursor=encode_cursor(next_cursor))
+
+    async def iter_conversations(self, *, page_size: int = 200) -> AsyncIterator[ConversationInfo]:
+        """Every conversation, newest first, fetched a page at a time."""
+        cursor: str | None = None
+        while True:
+            page = await self.conversations(limit=page_size, cursor=cursor)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def delete_conversation(self, conversation_id: str) -> None:
+        """Delete a conversation with all its nodes and branches.
+
+        Raises:
+            ConversationNotFoundError.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        await self._run(_ops.delete_conversation(conversation_id), write=True)
+
+
+class _AttrRow:
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values[name]
+
+
+class AsyncConversation:
+    """One branch of a conversation: its history, appends to it, forks from it.
+
+    A ``AsyncConversation`` remembers the branch head it last saw (when opened, after ``append`` and after
+    ``history``); ``append`` moves the head only if it is still there. Not thread-safe: give each thread its
+    own (``store.conversation(id, branch)`` is cheap). The ``AsyncStore`` is thread-safe.
+    """
+
+    def __init__(self, store: AsyncStore, info: ConversationInfo, branch: str, head: _ops.Head) -> None:
+        self._store = store
+        self._info = info
+        self._branch = branch
+        self._head = head
+
+    def __repr__(self) -> str:
+        return f"AsyncConversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
+
+    @property
+    def id(self) -> str:
+        return self._info.id
+
+    @property
+    def branch(self) -> str:
+        return self._branch
+
+    @property
+    def head_id(self) -> str | None:
+        """The head node this object last saw (None for an empty branch)."""
+        return self._head.node_id
+
+    @property
+    def info(self) -> ConversationInfo:
+        """The conversation's record: creation time and request settings."""
+        return self._info
+
+    @property
+    def model(self) -> str | None:
+        return self._info.model
+
+    @property
+    def system_instruction(self) -> str | None:
+        return self._info.system_instruction
+
+    @property
+    def generation_config(self) -> Mapping[str, Any] | None:
+        return self._info.generation_config
+
+    @property
+    def tools(self) -> Sequence[Mapping[str, Any]] | None:
+        return self._info.tools
+
+    @property
+    def metadata(self) -> Mapping[str, Any] | None:
+        return self._info.metadata
+
+    async def refresh(self) -> None:
+        """Re-read the branch head (after a ``ConflictError``, before retrying)."""
+        self._head = (await self._store._run(_ops.load(self.id, self._branch))).head
+
+    async def append(self, steps: Iterable[StepLike]) -> list[Node]:
+        """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
+
+        All steps are written in one transaction with one exchange id, and the branch head moves to the last
+        one by compare-and-swap, or nothing is written at all.
+
+        Args:
+            steps: Wire JSON dicts or model objects, in order. Dicts are stored exactly as given.
+
+        Returns:
+            The new nodes, in order.
+
+        Raises:
+            CodecError: a step is malformed (nothing written; the message names each field).
+            InvalidExchangeError: ``steps`` is empty or a single step instead of a list.
+            ConflictError: another writer moved the branch since this object last saw it (nothing written);
+                ``refresh()`` and retry.
+            ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
+        """
+        return await self._append(prepare_exchange(steps), None)
+
+    async def _append(
+        self, prepared: list[tuple[str, str]], exchange: Mapping[str, Any] | None
+    ) -> list[Node]:
+        nodes = await self._store._run(
+            _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange), write=True
+        )
+        last = nodes[-1]
+        self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+        return nodes
+
+    async def history(self) -> list[dict[str, Any]]:
+        """The branch's steps, root first: exactly the ``input`` array of the next stateless request."""
+        return json.loads(await self.history_json())  # type: ignore[no-any-return]
+
+    async def history_json(self) -> str:
+        """``history()`` as JSON text, spliced from the stored step texts without decoding them."""
+        payloads, head = await self._store._run(_ops.history(self.id, self._branch))
+        self._head = head
+        return "[" + ",".join(payloads) + "]"
+
+    async def nodes(self) -> list[Node]:
+        """The branch's nodes, root first."""
+        return await self._store._run(_ops.path(self.id, self._branch, None))
+
+    async def path(self, node_id: str) -> list[Node]:
+        """The nodes from the root to ``node_id``, inclusive: the history as it was at that node.
+
+        Raises:
+            NodeNotFoundError: no such node in this conversation.
+        """
+        if not valid_id(node_id):
+            raise NodeNotFoundError(self.id, str(node_id))
+        return await self._store._run(_ops.path(self.id, self._branch, node_id))
+
+    async def fork(self, at: str | None = None, branch: str | None = None) -> Self:
+        """Start a new branch at a node (default: this branch's head). O(1): one row; nothing is copied.
+
+        Args:
+            at: The node the new branch starts from; its history is ``path(at)``.
+            branch: The new branch's name; a unique one is generated when None.
+
+        Returns:
+            The conversation on the new branch.
+
+        Raises:
+            NodeNotFoundError: ``at`` is not a node of this conversation.
+            BranchExistsError: a branch of that name exists.
+        """
+        if at is None:
+            at = self._head.node_id
+        elif not valid_id(at):
+            raise NodeNotFoundError(self.id, str(at))
+        return await self._fork(at, branch)
+
+    async def _fork(self, at: str | None, branch: str | None) -> Self:
+        """A new branch at node ``at``; None makes an empty branch."""
+        name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
+        await self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
+        if at == self._head.node_id:
+            return type(self)(self._store, self._info, name, self._head)
+        if at is None:
+            return type(self)(self._store, self._info, name, _ops.EMPTY_HEAD)
+        loaded = await self._store._run(_ops.load(self.id, name))
+        return type(self)(self._store, self._info, name, loaded.head)
+
+    async def checkout(self, branch: str) -> Self:
+        """The same conversation on another branch.
+
+        Raises:
+            BranchNotFoundError.
+        """
+        check_branch_name(branch)
+        loaded = await self._store._run(_ops.load(self.id, branch))
+        return type(self)(self._store, loaded.info, branch, loaded.head)
+
+    async def branches(self) -> list[Branch]:
+        """Every branch of the conversation, oldest first."""
+        return await self._store._run(_ops.list_branches(self.id))
+
+    async def exchanges(self) -> list[Exchange]:
+        """What the API reported for each recorded exchange along this branch (usage, interaction ids)."""
+        return await self._store._run(_ops.exchanges_of_branch(self.id, self._branch))
+
+    async def node(self, node_id: str) -> Node:
+        """One node of this conversation.
+
+        Raises:
+            NodeNotFoundError: no such node in this conversation.
+        """
+        if not valid_id(node_id):
+            raise NodeNotFoundError(self.id, str(node_id))
+        return await self._store._run(_ops.node(self.id, node_id))
+
+    async def tree(self) -> Tree:
+        """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
+        return await self._store._run(_ops.tree(self.id))
+
+
+AsyncStore._conversation_class = AsyncConversation
