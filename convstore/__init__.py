@@ -7,7 +7,16 @@ conversations branch without copying anything.
 This module is the public surface; everything not listed in ``__all__`` is private.
 """
 
+from convstore.client import AsyncInteractionsClient, InteractionsClient, Stream
 from convstore.codec import decode_content, decode_step, encode_content, encode_step, make_converter
+from convstore.conversation import (
+    AsyncConversation,
+    AsyncStore,
+    AsyncTurnStream,
+    Conversation,
+    Store,
+    TurnStream,
+)
 from convstore.errors import (
     APIConnectionError,
     APIError,
@@ -37,6 +46,7 @@ from convstore.model import (
     Content,
     ConversationInfo,
     DocumentContent,
+    Exchange,
     FileSearchCallStep,
     FileSearchResultStep,
     FunctionCallStep,
@@ -67,7 +77,7 @@ from convstore.model import (
     UserInputStep,
     VideoContent,
 )
-from convstore.store import Conversation, Store
+from convstore.model._interaction import Interaction, Usage
 
 __version__ = "0.1.0"
 
@@ -75,6 +85,10 @@ __all__ = [
     "UNSET",
     "APIConnectionError",
     "APIError",
+    "AsyncConversation",
+    "AsyncInteractionsClient",
+    "AsyncStore",
+    "AsyncTurnStream",
     "AudioContent",
     "Branch",
     "BranchExistsError",
@@ -90,6 +104,7 @@ __all__ = [
     "ConvstoreError",
     "DatabaseError",
     "DocumentContent",
+    "Exchange",
     "FileSearchCallStep",
     "FileSearchResultStep",
     "FunctionCallStep",
@@ -99,6 +114,8 @@ __all__ = [
     "GoogleSearchCallStep",
     "GoogleSearchResultStep",
     "ImageContent",
+    "Interaction",
+    "InteractionsClient",
     "InvalidExchangeError",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
@@ -118,15 +135,18 @@ __all__ = [
     "Store",
     "StoreBusyError",
     "StoreError",
+    "Stream",
     "StreamError",
     "TextContent",
     "ThoughtStep",
     "Tree",
+    "TurnStream",
     "UnknownContent",
     "UnknownStep",
     "Unset",
     "UrlContextCallStep",
     "UrlContextResultStep",
+    "Usage",
     "UserInputStep",
     "VideoContent",
     "__version__",

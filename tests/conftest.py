@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from flavours import Portal, SyncProxy
 from hypothesis import HealthCheck, settings
 
 import convstore
@@ -96,10 +97,37 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield from _pg_schema_url(admin, postgres_base_url())
 
 
+@pytest.fixture(scope="session")
+def portal() -> Iterator[Portal]:
+    running = Portal()
+    yield running
+    running.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def flavour(request: pytest.FixtureRequest) -> str:
+    """Which store the ``store`` fixture is: ``convstore.Store`` or ``convstore.AsyncStore``."""
+    return str(request.param)
+
+
 @pytest.fixture
-def store(db_url: str) -> Iterator[convstore.Store]:
-    with convstore.Store(db_url) as opened:
-        yield opened
+def store(db_url: str, flavour: str, request: pytest.FixtureRequest) -> Iterator[convstore.Store]:
+    """The store under test: every test that takes it runs on the sync and the async store alike."""
+    if flavour == "sync":
+        with convstore.Store(db_url) as opened:
+            yield opened
+        return
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    portal: Portal = request.getfixturevalue("portal")
+    opened_async = convstore.AsyncStore(db_url)
+    portal.call(opened_async.__aenter__())
+    inspector = sa.create_engine(db_url)  # the tests' own window on the database's rows
+    try:
+        yield SyncProxy(opened_async, portal, engine=inspector)  # type: ignore[misc]
+    finally:
+        portal.call(opened_async.aclose())
+        inspector.dispose()
 
 
 def user(text: str) -> dict[str, object]:

@@ -6,6 +6,7 @@ errors <- model <- codec <- {budget, store, client} <- conversation <- {cli, tes
 from __future__ import annotations
 
 import ast
+import runpy
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,11 @@ def test_the_store_and_the_client_do_not_know_each_other():
         assert "client" not in _imports(path)
     for path in (PACKAGE / "client").rglob("*.py"):
         assert "store" not in _imports(path)
+
+
+@pytest.mark.parametrize("pair", ["client", "store", "conversation"])
+def test_every_sync_module_is_generated_from_its_async_twin(pair):
+    unasync = runpy.run_path(str(PACKAGE.parent / "scripts" / "unasync.py"))
+    _, target, _ = unasync["PAIRS"][pair]
+    actual = (PACKAGE.parent / target).read_text(encoding="utf-8")
+    assert actual == unasync["generate"](pair), f"{target} is stale: run python scripts/unasync.py"

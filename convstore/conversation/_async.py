@@ -1,0 +1,223 @@
+"""The conversation facade: where the store and the API client meet. ``_sync.py`` is generated from this
+file by ``scripts/unasync.py``.
+
+``request()`` builds the next create body from the branch; ``record()`` writes what was sent and what came
+back as one exchange; ``send()`` and ``stream()`` do both around a client call. A turn is atomic: nothing is
+written unless the call completed, so a failed call, a broken stream or an abandoned iteration leaves the
+branch as it was.
+
+The client is duck-typed (anything with ``create(body)`` / ``stream(body)`` as ``InteractionsClient`` has):
+the store layer stays free of HTTP, and the official SDK can be used instead through ``request``/``record``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+from convstore import codec
+from convstore.conversation._request import build_body, interaction_from_reply, new_input_steps
+from convstore.errors import CodecError
+from convstore.model import Node
+from convstore.model._interaction import Interaction
+from convstore.store import _async as store_async
+from convstore.store import _ops
+from convstore.store._prepare import exchange_row
+
+__all__ = ["AsyncConversation", "AsyncStore", "AsyncTurnStream"]
+
+
+class _Creates(Protocol):
+    async def create(self, body: Mapping[str, Any]) -> Interaction: ...
+
+
+class _Streams(Protocol):
+    def stream(self, body: Mapping[str, Any]) -> Any: ...
+
+
+class AsyncConversation(store_async.AsyncConversation):
+    """One branch of a conversation, with the calls that talk to the API (see ``convstore.store``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Bodies built by request(): id of the input list -> (that list, how many steps were history).
+        self._requests: dict[int, tuple[list[Any], int]] = {}
+
+    async def request(self, input: Any, **overrides: Any) -> dict[str, Any]:
+        """The full create body for the next turn: settings, ``store: false``, history + the new input.
+
+        Args:
+            input: A string, a content item or list of them (one ``user_input``), or a step or list of
+                steps (``function_result`` steps answering the model's calls, say).
+            **overrides: Request settings for this call only (``model``, ``generation_config``,
+                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one.
+
+        Returns:
+            A JSON-ready dict that ``InteractionsClient.create`` and the official SDK's
+            ``client.interactions.create(**body)`` both accept. Pass it to ``record`` with the reply.
+
+        Raises:
+            CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
+        """
+        new = new_input_steps(input)
+        history = await self.history()
+        body = build_body(self._info, [*history, *new], overrides)
+        self._remember(body, len(history))
+        return body
+
+    def _remember(self, body: dict[str, Any], history_length: int) -> None:
+        if len(self._requests) >= 16:
+            self._requests.pop(next(iter(self._requests)))
+        self._requests[id(body["input"])] = (body["input"], history_length)
+
+    async def _new_steps_of(self, body: Mapping[str, Any]) -> list[Any]:
+        """The steps of ``body["input"]`` that the branch does not hold yet."""
+        sent = body.get("input")
+        if not isinstance(sent, list):
+            return new_input_steps(sent)
+        remembered = self._requests.pop(id(sent), None)
+        if remembered is not None and remembered[0] is sent:
+            return sent[remembered[1] :]
+        if body.get("previous_interaction_id") is not None:
+            return sent
+        history = await self.history()
+        if sent[: len(history)] != history:
+            raise CodecError(
+                [("input", "does not start with this branch's history: record the body request() returned")]
+            )
+        return sent[len(history) :]
+
+    async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
+        """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
+
+        Args:
+            body: The create body that was sent (as ``request`` returned it).
+            interaction: The reply: a convstore ``Interaction``, the API's JSON, or the official SDK's object.
+
+        Returns:
+            The new nodes.
+
+        Raises:
+            ConflictError: the branch moved since the body was built; nothing written.
+            CodecError: a malformed reply, or a body this branch did not build.
+        """
+        reply = interaction_from_reply(interaction)
+        new = await self._new_steps_of(body)
+        prepared = [(step["type"], codec.dumps(step)) for step in codec.normalize_steps([*new, *reply.steps])]
+        exchange = exchange_row(
+            interaction_id=reply.id,
+            stored=bool(body.get("store", True)),
+            model=reply.model or body.get("model"),
+            status=reply.status,
+            usage=reply.usage.to_json() if reply.usage is not None else None,
+        )
+        return await self._append(prepared, exchange)
+
+    async def _body(self, input: Any, store: bool, overrides: Mapping[str, Any]) -> dict[str, Any]:
+        new = new_input_steps(input)
+        if store:
+            chain = await self._chain_from()
+            if chain is not None:
+                body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
+                self._remember(body, 0)
+                return body
+        history = await self.history()
+        body = build_body(self._info, [*history, *new], overrides, store=store)
+        self._remember(body, len(history))
+        return body
+
+    async def _chain_from(self) -> str | None:
+        """The stored interaction the branch head came from, if the next turn can chain on it.
+
+        Only when the head is the last step of an exchange recorded with ``store: true``: a fork or an edit
+        that ends anywhere else, or anything appended locally since, makes the turn replay instead.
+        """
+        await self.refresh()
+        return await self._store._run(_ops.chain_point(self.id, self._head))
+
+    async def send(
+        self, input: Any, *, client: _Creates, store: bool = False, **overrides: Any
+    ) -> Interaction:
+        """Send the next turn and record it: request, call, record.
+
+        Args:
+            input: As for ``request``.
+            client: An ``InteractionsClient`` (or anything with ``create(body) -> Interaction``).
+            store: False (default): stateless, the whole history is replayed. True: the API keeps the
+                interaction, and the next ``send(..., store=True)`` chains on it with
+                ``previous_interaction_id`` while the branch head is that interaction; the turn is still
+                recorded here in full.
+            **overrides: As for ``request``.
+
+        Returns:
+            The reply (continuation hops already merged by the client).
+
+        Raises:
+            APIError and its subclasses: the call failed; nothing was written.
+            ConflictError: the branch moved while the call ran; nothing was written.
+        """
+        body = await self._body(input, store, overrides)
+        interaction = await client.create(body)
+        await self.record(body, interaction)
+        return interaction
+
+    async def stream(
+        self, input: Any, *, client: _Streams, store: bool = False, **overrides: Any
+    ) -> AsyncTurnStream:
+        """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
+        stream completes (after the last event), and only then.
+
+        Returns:
+            An ``AsyncTurnStream``: iterable over the client's events; ``.interaction`` and ``.nodes``
+            afterwards.
+        """
+        body = await self._body(input, store, overrides)
+        return AsyncTurnStream(self, body, client.stream(body))
+
+    async def edit(self, node_id: str, *, branch: str | None = None) -> AsyncConversation:
+        """A new branch ending just before ``node_id``, to send a replacement for that message.
+
+        ``conv.edit(question.id).send("a better question", client=client)`` keeps the old question and its
+        answers on the old branch and starts the new one from the same history.
+        """
+        node = await self.node(node_id)
+        return await self._fork(node.parent_id, branch)
+
+
+class AsyncTurnStream:
+    """The events of one streamed turn; the turn is written to the branch once the stream completes."""
+
+    def __init__(self, conversation: AsyncConversation, body: dict[str, Any], stream: Any) -> None:
+        self._conversation = conversation
+        self._body = body
+        self._stream = stream
+        self.interaction: Interaction | None = None
+        self.nodes: list[Node] | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async with self._stream as events:
+            async for event in events:
+                yield event
+            interaction = await events.get_final_interaction()
+        self.nodes = await self._conversation.record(self._body, interaction)
+        self.interaction = interaction
+
+    async def until_done(self) -> Interaction:
+        """Consume every event and return the recorded interaction."""
+        async for _ in self:
+            pass
+        if self.interaction is None:  # pragma: no cover -- iteration either records or raises
+            raise RuntimeError("the stream ended without an interaction")
+        return self.interaction
+
+
+class AsyncStore(store_async.AsyncStore):
+    """The store whose conversations also have ``request``, ``record``, ``send`` and ``stream``."""
+
+    _conversation_class = AsyncConversation
+
+    async def create_conversation(self, *args: Any, **kwargs: Any) -> AsyncConversation:
+        return await super().create_conversation(*args, **kwargs)  # type: ignore[return-value]
+
+    async def conversation(self, conversation_id: str, branch: str = "main") -> AsyncConversation:
+        return await super().conversation(conversation_id, branch)  # type: ignore[return-value]
