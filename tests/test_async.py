@@ -1,0 +1,154 @@
+"""What only asyncio can show: many tasks at once, and cancellation, on the async store."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from conftest import user
+
+import convstore
+from convstore.model._interaction import Interaction
+from convstore.testing import Emulator, text_reply
+
+MODEL = "gemini-3-flash-preview"
+
+
+def count_rows(url: str) -> tuple[int, int, int]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return tuple(  # type: ignore[return-value]
+                conn.execute(sa.text(f"SELECT count(*) FROM convstore_{table}")).scalar_one()
+                for table in ("nodes", "exchanges", "branches")
+            )
+    finally:
+        engine.dispose()
+
+
+def test_many_tasks_appending_to_many_conversations_lose_nothing(db_url):
+    conversations, writers_each, exchanges_each = 6, 3, 8
+
+    async def main() -> tuple[list[list[dict]], int]:
+        async with convstore.AsyncStore(db_url) as store:
+            made = [await store.create_conversation() for _ in range(conversations)]
+            conflicts = 0
+
+            async def writer(conversation_id: str, writer_id: int) -> None:
+                nonlocal conflicts
+                conv = await store.conversation(conversation_id)
+                for i in range(exchanges_each):
+                    steps = [user(f"w{writer_id}-{i}"), {"type": "model_output", "content": []}]
+                    while True:
+                        try:
+                            await conv.append(steps)
+                            break
+                        except convstore.ConflictError:
+                            conflicts += 1
+                            await conv.refresh()
+
+            await asyncio.gather(
+                *(writer(conv.id, w) for conv in made for w in range(writers_each))
+            )
+            return [await conv.history() for conv in made], conflicts
+
+    histories, _ = asyncio.run(main())
+    for history in histories:
+        assert len(history) == writers_each * exchanges_each * 2
+        texts = [step["content"][0]["text"] for step in history[::2]]
+        assert sorted(texts) == sorted(f"w{w}-{i}" for w in range(writers_each) for i in range(exchanges_each))
+        assert all(step["type"] == "model_output" for step in history[1::2])  # exchanges never interleave
+
+
+class SlowClient:
+    """An async client whose call waits until cancelled (or released)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def create(self, body: Any) -> Interaction:
+        self.started.set()
+        await asyncio.sleep(3600)
+        raise AssertionError("not reached")
+
+
+def test_cancelling_send_writes_nothing(db_url):
+    async def main() -> None:
+        async with convstore.AsyncStore(db_url) as store:
+            conv = await store.create_conversation(model=MODEL)
+            await conv.append([user("kept")])
+            client = SlowClient()
+            task = asyncio.create_task(conv.send("never recorded", client=client))
+            await client.started.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await conv.history() == [user("kept")]
+
+    asyncio.run(main())
+    assert count_rows(db_url) == (1, 0, 1)
+
+
+def test_cancelling_a_stream_midway_writes_nothing(db_url):
+    emulator = Emulator()
+    emulator.script(text_reply("a long answer " * 50))
+
+    async def main() -> None:
+        async with convstore.AsyncStore(db_url) as store, httpx.AsyncClient(
+            transport=emulator.transport()
+        ) as http:
+            conv = await store.create_conversation(model=MODEL)
+            client = convstore.AsyncInteractionsClient("test-key", http_client=http)
+            seen = asyncio.Event()
+
+            async def consume() -> None:
+                turn = await conv.stream("tell me", client=client)
+                async for _ in turn:
+                    seen.set()
+                    await asyncio.sleep(0.05)
+
+            task = asyncio.create_task(consume())
+            await seen.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await conv.history() == []
+
+    asyncio.run(main())
+    assert count_rows(db_url) == (0, 0, 1)
+
+
+def test_the_async_store_and_the_sync_store_share_one_database(db_url):
+    async def write() -> str:
+        async with convstore.AsyncStore(db_url) as store:
+            conv = await store.create_conversation(model=MODEL, metadata={"from": "async"})
+            await conv.append([user("hello from asyncio")])
+            return conv.id
+
+    conversation_id = asyncio.run(write())
+    with convstore.Store(db_url) as store:
+        conv = store.conversation(conversation_id)
+        assert conv.history() == [user("hello from asyncio")]
+        assert conv.metadata == {"from": "async"}
+
+
+def test_an_outdated_database_is_refused_by_the_async_store_too(db_url):
+    from convstore.store import _migrate  # noqa: PLC0415
+
+    with convstore.Store(db_url) as store:
+        _migrate.downgrade(store.engine, "0001")
+
+    async def main() -> None:
+        store = convstore.AsyncStore(db_url)
+        with pytest.raises(convstore.SchemaOutdatedError):
+            await store.create_conversation()
+        upgrading = convstore.AsyncStore(db_url, check_schema=False)
+        await upgrading.upgrade()
+        await upgrading.aclose()
+        async with convstore.AsyncStore(db_url) as fresh:
+            assert await fresh.schema_revision() == _migrate.head_revision()
+
+    asyncio.run(main())

@@ -1,0 +1,28 @@
+"""The README's Python examples run, in order, as a reader would paste them (offline, in a temp folder)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import REPO
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.S)
+
+
+def test_the_readme_has_examples():
+    assert len(python_blocks()) >= 4
+
+
+def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("google.genai")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": "readme"}
+    for block in python_blocks():
+        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 -- the README is ours
+    out = capsys.readouterr().out
+    assert "['user_input', 'thought', 'model_output', 'user_input']" in out
+    assert "Take an umbrella." in out
+    namespace["store"].close()  # type: ignore[attr-defined]
