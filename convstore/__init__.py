@@ -7,6 +7,7 @@ conversations branch without copying anything.
 This module is the public surface; everything not listed in ``__all__`` is private.
 """
 
+from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
 from convstore.client import AsyncInteractionsClient, InteractionsClient, Stream
 from convstore.codec import decode_content, decode_step, encode_content, encode_step, make_converter
 from convstore.conversation import (
@@ -22,6 +23,7 @@ from convstore.errors import (
     APIError,
     BranchExistsError,
     BranchNotFoundError,
+    BudgetExceededError,
     CodecError,
     ConflictError,
     ConversationNotFoundError,
@@ -93,6 +95,7 @@ __all__ = [
     "Branch",
     "BranchExistsError",
     "BranchNotFoundError",
+    "BudgetExceededError",
     "CodeExecutionCallStep",
     "CodeExecutionResultStep",
     "CodecError",
@@ -113,12 +116,14 @@ __all__ = [
     "GoogleMapsResultStep",
     "GoogleSearchCallStep",
     "GoogleSearchResultStep",
+    "HeuristicCounter",
     "ImageContent",
     "Interaction",
     "InteractionsClient",
     "InvalidExchangeError",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
+    "MediaCosts",
     "ModelOutputStep",
     "Node",
     "NodeNotFoundError",
@@ -131,6 +136,7 @@ __all__ = [
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaUnknownError",
+    "SentencePieceCounter",
     "Step",
     "Store",
     "StoreBusyError",
@@ -139,6 +145,8 @@ __all__ = [
     "StreamError",
     "TextContent",
     "ThoughtStep",
+    "TokenBudget",
+    "TokenCounter",
     "Tree",
     "TurnStream",
     "UnknownContent",

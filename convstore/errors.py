@@ -12,6 +12,7 @@ results, media): conversations are private, and exception messages end up in log
     ConvstoreError
     ├── CodecError (ValueError)              malformed wire JSON; .path names the field
     ├── InvalidExchangeError (ValueError)    an exchange that cannot be written (empty, not a list)
+    ├── BudgetExceededError (ValueError)     the newest exchange alone does not fit the token budget
     ├── StoreError
     │   ├── NotFoundError (LookupError)
     │   │   ├── ConversationNotFoundError
@@ -36,6 +37,7 @@ __all__ = [
     "APIError",
     "BranchExistsError",
     "BranchNotFoundError",
+    "BudgetExceededError",
     "CodecError",
     "ConflictError",
     "ConversationNotFoundError",
@@ -74,6 +76,28 @@ class CodecError(ConvstoreError, ValueError):
 
 class InvalidExchangeError(ConvstoreError, ValueError):
     """An exchange that cannot be written as given (for example an empty list of steps)."""
+
+
+class BudgetExceededError(ConvstoreError, ValueError):
+    """Even the smallest valid window does not fit the token budget; nothing was sent.
+
+    Attributes:
+        max_input_tokens: The budget.
+        available_tokens: Estimated tokens that were left for history after the reserve, settings and new
+            input (0 when those alone exceed the budget).
+        needed_tokens: Estimated tokens of the smallest window that may be sent (from the newest exchange
+            that starts with a user's input), when known.
+    """
+
+    def __init__(self, *, max_input_tokens: int, available_tokens: int, needed_tokens: int | None) -> None:
+        self.max_input_tokens = max_input_tokens
+        self.available_tokens = available_tokens
+        self.needed_tokens = needed_tokens
+        need = f"the newest exchange needs {needed_tokens}" if needed_tokens is not None else "it needs more"
+        super().__init__(
+            f"token budget exceeded: {available_tokens} tokens were left for history of a budget of "
+            f"{max_input_tokens}, {need}; raise max_input_tokens or shorten the input"
+        )
 
 
 class StoreError(ConvstoreError):

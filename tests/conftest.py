@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from flavours import Portal, SyncProxy
 from hypothesis import HealthCheck, settings
 
 import convstore
+from convstore.testing import Emulator
 
 settings.register_profile(
     "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -136,3 +138,28 @@ def user(text: str) -> dict[str, object]:
 
 def model(text: str) -> dict[str, object]:
     return {"type": "model_output", "content": [{"type": "text", "text": text}]}
+
+
+@pytest.fixture
+def emulator() -> Emulator:
+    return Emulator()
+
+
+@pytest.fixture
+def client(emulator: Emulator, flavour: str, request: pytest.FixtureRequest) -> Iterator[object]:
+    """The client of the store's flavour: the async store calls the async client."""
+    if flavour == "sync":
+        with httpx.Client(transport=emulator.transport()) as http:
+            yield convstore.InteractionsClient("test-key", http_client=http, sleep=lambda _: None)
+        return
+    portal = request.getfixturevalue("portal")
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    async_http = httpx.AsyncClient(transport=emulator.transport())
+    async_client = convstore.AsyncInteractionsClient("test-key", http_client=async_http, sleep=no_wait)
+    yield SyncProxy(async_client, portal)  # type: ignore[misc]
+    portal.call(async_http.aclose())
+
+

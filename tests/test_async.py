@@ -59,7 +59,8 @@ def test_many_tasks_appending_to_many_conversations_lose_nothing(db_url):
     for history in histories:
         assert len(history) == writers_each * exchanges_each * 2
         texts = [step["content"][0]["text"] for step in history[::2]]
-        assert sorted(texts) == sorted(f"w{w}-{i}" for w in range(writers_each) for i in range(exchanges_each))
+        expected = [f"w{w}-{i}" for w in range(writers_each) for i in range(exchanges_each)]
+        assert sorted(texts) == sorted(expected)
         assert all(step["type"] == "model_output" for step in history[1::2])  # exchanges never interleave
 
 

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
-import httpx
 import pytest
 import sqlalchemy as sa
 from conftest import FIXTURES, user
-from flavours import SyncProxy
 
 import convstore
 from convstore import APIError, CodecError, ConflictError, StreamError
 from convstore.testing import (
-    Emulator,
     continuation_reply,
     error_reply,
     function_call_reply,
@@ -23,29 +19,6 @@ from convstore.testing import (
 )
 
 MODEL = "gemini-3-flash-preview"
-
-
-@pytest.fixture
-def emulator() -> Emulator:
-    return Emulator()
-
-
-@pytest.fixture
-def client(emulator: Emulator, flavour: str, request: pytest.FixtureRequest) -> Iterator[object]:
-    """The client of the store's flavour: the async store calls the async client."""
-    if flavour == "sync":
-        with httpx.Client(transport=emulator.transport()) as http:
-            yield convstore.InteractionsClient("test-key", http_client=http, sleep=lambda _: None)
-        return
-    portal = request.getfixturevalue("portal")
-
-    async def no_wait(_: float) -> None:
-        return None
-
-    async_http = httpx.AsyncClient(transport=emulator.transport())
-    async_client = convstore.AsyncInteractionsClient("test-key", http_client=async_http, sleep=no_wait)
-    yield SyncProxy(async_client, portal)  # type: ignore[misc]
-    portal.call(async_http.aclose())
 
 
 def rows(store: convstore.Store) -> list[tuple]:

@@ -12,17 +12,19 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from convstore import codec
+from convstore.budget import TokenBudget
 from convstore.conversation._request import build_body, interaction_from_reply, new_input_steps
 from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _async as store_async
 from convstore.store import _ops
-from convstore.store._prepare import exchange_row
+from convstore.store._prepare import exchange_row, prepare_wires, settings_tokens, window_json
 
 __all__ = ["AsyncConversation", "AsyncStore", "AsyncTurnStream"]
 
@@ -40,15 +42,20 @@ class AsyncConversation(store_async.AsyncConversation):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Bodies built by request(): id of the input list -> (that list, how many steps were history).
-        self._requests: dict[int, tuple[list[Any], int]] = {}
+        # Bodies built here: id of the input list -> (that list, how many of its steps were history, the
+        # estimated input tokens of the body).
+        self._requests: dict[int, tuple[list[Any], int, int | None]] = {}
 
-    async def request(self, input: Any, **overrides: Any) -> dict[str, Any]:
+    async def request(
+        self, input: Any, *, budget: TokenBudget | None = None, **overrides: Any
+    ) -> dict[str, Any]:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
 
         Args:
             input: A string, a content item or list of them (one ``user_input``), or a step or list of
                 steps (``function_result`` steps answering the model's calls, say).
+            budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
+                and the new input always go.
             **overrides: Request settings for this call only (``model``, ``generation_config``,
                 ``system_instruction``, ``tools``, ``response_format``, ...); None removes one.
 
@@ -58,34 +65,31 @@ class AsyncConversation(store_async.AsyncConversation):
 
         Raises:
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
+            BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
-        new = new_input_steps(input)
-        history = await self.history()
-        body = build_body(self._info, [*history, *new], overrides)
-        self._remember(body, len(history))
-        return body
+        return await self._body(input, False, overrides, budget)
 
-    def _remember(self, body: dict[str, Any], history_length: int) -> None:
+    def _remember(self, body: dict[str, Any], history_length: int, estimated: int | None) -> None:
         if len(self._requests) >= 16:
             self._requests.pop(next(iter(self._requests)))
-        self._requests[id(body["input"])] = (body["input"], history_length)
+        self._requests[id(body["input"])] = (body["input"], history_length, estimated)
 
-    async def _new_steps_of(self, body: Mapping[str, Any]) -> list[Any]:
-        """The steps of ``body["input"]`` that the branch does not hold yet."""
+    async def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], int | None]:
+        """The steps of ``body["input"]`` that the branch does not hold yet, and the body's estimated cost."""
         sent = body.get("input")
         if not isinstance(sent, list):
-            return new_input_steps(sent)
+            return new_input_steps(sent), None
         remembered = self._requests.pop(id(sent), None)
         if remembered is not None and remembered[0] is sent:
-            return sent[remembered[1] :]
+            return sent[remembered[1] :], remembered[2]
         if body.get("previous_interaction_id") is not None:
-            return sent
+            return sent, None
         history = await self.history()
         if sent[: len(history)] != history:
             raise CodecError(
                 [("input", "does not start with this branch's history: record the body request() returned")]
             )
-        return sent[len(history) :]
+        return sent[len(history) :], None
 
     async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
@@ -102,9 +106,10 @@ class AsyncConversation(store_async.AsyncConversation):
             CodecError: a malformed reply, or a body this branch did not build.
         """
         reply = interaction_from_reply(interaction)
-        new = await self._new_steps_of(body)
-        prepared = [(step["type"], codec.dumps(step)) for step in codec.normalize_steps([*new, *reply.steps])]
+        new, estimated = await self._new_steps_of(body)
+        prepared = prepare_wires(codec.normalize_steps([*new, *reply.steps]), self._store.counter)
         exchange = exchange_row(
+            estimated_input_tokens=estimated,
             interaction_id=reply.id,
             stored=bool(body.get("store", True)),
             model=reply.model or body.get("model"),
@@ -113,17 +118,30 @@ class AsyncConversation(store_async.AsyncConversation):
         )
         return await self._append(prepared, exchange)
 
-    async def _body(self, input: Any, store: bool, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    async def _body(
+        self, input: Any, store: bool, overrides: Mapping[str, Any], budget: TokenBudget | None
+    ) -> dict[str, Any]:
         new = new_input_steps(input)
-        if store:
+        counter = budget.counter if budget is not None and budget.counter is not None else self._store.counter
+        fixed = settings_tokens(self._info, counter) + sum(counter.count_step(step) for step in new)
+        if store and budget is None:
+            # Chaining sends the API's whole timeline, so a budget always replays instead.
             chain = await self._chain_from()
             if chain is not None:
                 body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
-                self._remember(body, 0)
+                self._remember(body, 0, None)
                 return body
-        history = await self.history()
+        if budget is None:
+            history_text = await self.history_json()
+            history_tokens = self._head.total_tokens
+        else:
+            needs_calls = bool(new) and new[0]["type"] != "user_input"
+            window = await self._window(budget, fixed_tokens=fixed, require_history=needs_calls)
+            history_text = window_json(window)
+            history_tokens = window.history_tokens
+        history = json.loads(history_text)
         body = build_body(self._info, [*history, *new], overrides, store=store)
-        self._remember(body, len(history))
+        self._remember(body, len(history), fixed + history_tokens)
         return body
 
     async def _chain_from(self) -> str | None:
@@ -136,7 +154,13 @@ class AsyncConversation(store_async.AsyncConversation):
         return await self._store._run(_ops.chain_point(self.id, self._head))
 
     async def send(
-        self, input: Any, *, client: _Creates, store: bool = False, **overrides: Any
+        self,
+        input: Any,
+        *,
+        client: _Creates,
+        store: bool = False,
+        budget: TokenBudget | None = None,
+        **overrides: Any,
     ) -> Interaction:
         """Send the next turn and record it: request, call, record.
 
@@ -147,6 +171,7 @@ class AsyncConversation(store_async.AsyncConversation):
                 interaction, and the next ``send(..., store=True)`` chains on it with
                 ``previous_interaction_id`` while the branch head is that interaction; the turn is still
                 recorded here in full.
+            budget: As for ``request``; with ``store=True`` it makes the turn replay rather than chain.
             **overrides: As for ``request``.
 
         Returns:
@@ -156,13 +181,19 @@ class AsyncConversation(store_async.AsyncConversation):
             APIError and its subclasses: the call failed; nothing was written.
             ConflictError: the branch moved while the call ran; nothing was written.
         """
-        body = await self._body(input, store, overrides)
+        body = await self._body(input, store, overrides, budget)
         interaction = await client.create(body)
         await self.record(body, interaction)
         return interaction
 
     async def stream(
-        self, input: Any, *, client: _Streams, store: bool = False, **overrides: Any
+        self,
+        input: Any,
+        *,
+        client: _Streams,
+        store: bool = False,
+        budget: TokenBudget | None = None,
+        **overrides: Any,
     ) -> AsyncTurnStream:
         """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
         stream completes (after the last event), and only then.
@@ -171,7 +202,7 @@ class AsyncConversation(store_async.AsyncConversation):
             An ``AsyncTurnStream``: iterable over the client's events; ``.interaction`` and ``.nodes``
             afterwards.
         """
-        body = await self._body(input, store, overrides)
+        body = await self._body(input, store, overrides, budget)
         return AsyncTurnStream(self, body, client.stream(body))
 
     async def edit(self, node_id: str, *, branch: str | None = None) -> AsyncConversation:

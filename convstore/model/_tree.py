@@ -97,6 +97,8 @@ class Exchange:
         input_tokens ... total_tokens: The reply's ``usage`` totals (None where not reported). With
             ``store: false``, ``input_tokens`` is the exact cost of the input that was sent.
         usage: The whole ``usage`` object as reported.
+        estimated_input_tokens: What convstore estimated the sent input would cost; with
+            ``input_tokens`` it calibrates later budgets.
     """
 
     conversation_id: str
@@ -113,6 +115,7 @@ class Exchange:
     total_tokens: int | None
     usage: Mapping[str, Any] | None = attrs.field(repr=False)
     created_at: datetime
+    estimated_input_tokens: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -9,7 +9,6 @@ pure: building rows, mapping rows to model objects, the tree rules.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -18,6 +17,13 @@ import attrs
 from sqlalchemy import exc
 
 from convstore._ids import new_id
+from convstore.budget._window import (
+    Calibration,
+    TokenBudget,
+    available_tokens,
+    choose_window,
+    fetch_threshold,
+)
 from convstore.errors import (
     BranchExistsError,
     BranchNotFoundError,
@@ -44,7 +50,9 @@ __all__ = [
     "list_conversations",
     "load",
     "path",
+    "store_summary",
     "tree",
+    "window",
 ]
 
 
@@ -108,25 +116,19 @@ def branch_from_row(conversation_id: str, row: Any) -> Branch:
     )
 
 
-def estimate_tokens(payload: str) -> int:
-    """A crude placeholder count (4 characters a token) until token budgets bring real counters."""
-    return max(1, math.ceil(len(payload) / 4))
-
-
 def build_node_rows(
-    conversation_id: str, head: Head, steps: Sequence[tuple[str, str]], now: datetime
+    conversation_id: str, head: Head, steps: Sequence[tuple[str, str, int]], now: datetime
 ) -> list[dict[str, Any]]:
     """Rows for one exchange appended after ``head``: a chain of parent pointers, depths and running totals.
 
     Args:
-        steps: ``(type, payload JSON text)`` for each step, in order.
+        steps: ``(type, payload JSON text, token count)`` for each step, in order.
     """
     exchange_id = new_id()
     rows = []
     parent, depth, total = head.node_id, head.depth, head.total_tokens
-    for step_type, payload in steps:
+    for step_type, payload, count in steps:
         node_id = new_id()
-        count = estimate_tokens(payload)
         depth += 1
         total += count
         rows.append(
@@ -180,7 +182,7 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     conversation_id: str,
     branch: str,
     head: Head,
-    steps: Sequence[tuple[str, str]],
+    steps: Sequence[tuple[str, str, int]],
     now: datetime,
     exchange: Mapping[str, Any] | None = None,
 ) -> Op[list[Node]]:
@@ -313,6 +315,7 @@ def tree(conversation_id: str) -> Op[Tree]:
 
 def delete_conversation(conversation_id: str) -> Op[None]:
     params = {"conversation_id": conversation_id}
+    yield Exec(st.DELETE_SUMMARIES, params)
     yield Exec(st.DELETE_EXCHANGES, params)
     yield Exec(st.DELETE_BRANCHES, params)
     yield Exec(st.DELETE_NODES, params)
@@ -354,6 +357,7 @@ def exchange_from_row(row: Any) -> Exchange:
         total_tokens=row.total_tokens,
         usage=_json_or_none(row.usage),
         created_at=row.created_at,
+        estimated_input_tokens=row.estimated_input_tokens,
     )
 
 
@@ -389,3 +393,149 @@ def exchanges_of_branch(conversation_id: str, branch: str) -> Op[list[Exchange]]
     found = yield Exec(st.EXCHANGES, {"conversation_id": conversation_id, "exchange_ids": ids})
     by_id = {row.exchange_id: exchange_from_row(row) for row in found}
     return [by_id[i] for i in ids if i in by_id]
+
+
+@attrs.frozen(kw_only=True)
+class Window:
+    """What a budget keeps of a branch.
+
+    Attributes:
+        pinned: The first exchange's rows when pinned and not already in ``rows``.
+        rows: The kept rows, oldest first (from the window's start to the head).
+        summary: ``(steps JSON text, tokens)`` stored for the window's start, when compaction applies.
+        needs_summary: Compaction applies but no summary is stored yet for the window's start.
+        history_tokens: Estimated tokens of pinned rows, rows and summary.
+        calibration: The factor the estimates were scaled by.
+        head: The head the window ends at.
+    """
+
+    pinned: list[Any]
+    rows: list[Any]
+    summary: tuple[str, int] | None
+    needs_summary: bool
+    history_tokens: int
+    calibration: Calibration
+    head: Head
+
+    @property
+    def start_id(self) -> str | None:
+        return self.rows[0].id if self.rows else None
+
+
+def _fetch_window(conversation_id: str, branch: str, threshold: int) -> Op[list[Any]]:
+    result = yield Exec(
+        st.WINDOW, {"conversation_id": conversation_id, "branch": branch, "threshold": threshold}
+    )
+    return list(result.all())
+
+
+def _calibration(conversation_id: str, rows: Sequence[Any]) -> Op[Calibration]:
+    ids = list(dict.fromkeys(row.exchange_id for row in reversed(rows)))[:200]
+    result = yield Exec(st.CALIBRATION, {"conversation_id": conversation_id, "exchange_ids": ids})
+    found = result.first()
+    return Calibration() if found is None else Calibration.from_measurements(*found)
+
+
+def _first_exchange(conversation_id: str, rows: Sequence[Any]) -> Op[list[Any]]:
+    """The rows of the path's first exchange (the path through ``rows``)."""
+    if rows[0].parent_id is None:
+        root_exchange = rows[0].exchange_id
+    else:
+        roots = (yield Exec(st.ROOTS, {"conversation_id": conversation_id})).all()
+        if len(roots) == 1:
+            root_exchange = roots[0].exchange_id
+        else:
+            # The first message was edited: find which root this path has (a walk; rare).
+            walk = yield Exec(st.PATH_FROM_NODE, {"conversation_id": conversation_id, "node_id": rows[0].id})
+            root_exchange = walk.first().exchange_id
+    found = yield Exec(st.EXCHANGE_NODES, {"conversation_id": conversation_id, "exchange_id": root_exchange})
+    return list(found.all())
+
+
+def window(  # noqa: PLR0917 -- an internal operation; every caller passes all of it
+    conversation_id: str,
+    branch: str,
+    budget: TokenBudget,
+    fixed_tokens: int,
+    require_history: bool,
+    head_hint: Head,
+) -> Op[Window]:
+    """Fetch and choose the window of a branch that fits ``budget`` (see ``convstore.budget``)."""
+    plain = available_tokens(budget, Calibration(), fixed_tokens=fixed_tokens)
+    threshold = fetch_threshold(head_hint.total_tokens, plain)
+    rows = yield from _fetch_window(conversation_id, branch, threshold)
+    if not rows:
+        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        if check.first() is None:
+            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
+        choose_window([], budget=budget, available=plain, require_history=require_history)
+        return Window(
+            pinned=[],
+            rows=[],
+            summary=None,
+            needs_summary=False,
+            history_tokens=0,
+            calibration=Calibration(),
+            head=EMPTY_HEAD,
+        )
+    head_row = rows[-1]
+    head = Head(head_row.id, head_row.depth, head_row.total_tokens, head_row.exchange_id)
+    calibration = yield from _calibration(conversation_id, rows)
+    available = available_tokens(budget, calibration, fixed_tokens=fixed_tokens)
+    if rows[0].parent_id is not None and fetch_threshold(head.total_tokens, available) < threshold:
+        rows = yield from _fetch_window(
+            conversation_id, branch, fetch_threshold(head.total_tokens, available)
+        )
+    choice = choose_window(rows, budget=budget, available=available, require_history=require_history)
+    kept = rows[choice.start :] if choice.start is not None else []
+    pinned: list[Any] = []
+    if budget.pin_first_exchange and not (kept and kept[0].parent_id is None):
+        first = yield from _first_exchange(conversation_id, rows)
+        pinned_tokens = sum(row.token_count for row in first)
+        first_ids = {row.id for row in first}
+        after = [row for row in rows if row.id not in first_ids]
+        available = available_tokens(
+            budget, calibration, fixed_tokens=fixed_tokens, pinned_tokens=pinned_tokens
+        )
+        choice = choose_window(after, budget=budget, available=available, require_history=require_history)
+        kept = after[choice.start :] if choice.start is not None else []
+        pinned = first
+    history_tokens = sum(row.token_count for row in pinned) + choice.history_tokens
+    summary = None
+    needs_summary = False
+    dropped_something = (
+        kept and kept[0].parent_id is not None and kept[0].parent_id not in {r.id for r in pinned}
+    )
+    if budget.compact is not None and dropped_something:
+        found = (yield Exec(st.SUMMARY, {"conversation_id": conversation_id, "node_id": kept[0].id})).first()
+        if found is None:
+            needs_summary = True
+        else:
+            summary = (found.payload, found.token_count)
+            history_tokens += found.token_count
+    return Window(
+        pinned=pinned,
+        rows=kept,
+        summary=summary,
+        needs_summary=needs_summary,
+        history_tokens=history_tokens,
+        calibration=calibration,
+        head=head,
+    )
+
+
+def store_summary(
+    conversation_id: str, node_id: str, payload: str, token_count: int, now: datetime
+) -> Op[None]:
+    """Keep a compaction summary for a window start; a concurrent writer's identical key wins quietly."""
+    row = {
+        "conversation_id": conversation_id,
+        "node_id": node_id,
+        "payload": payload,
+        "token_count": token_count,
+        "created_at": now,
+    }
+    try:
+        yield Exec(st.INSERT_SUMMARY, row)
+    except exc.IntegrityError:
+        return

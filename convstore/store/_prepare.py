@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convstore import codec
 from convstore._ids import is_id, new_id
+from convstore.budget import TokenCounter
 from convstore.errors import CodecError, InvalidExchangeError
-from convstore.model import Step
+from convstore.model import ConversationInfo, Step
+
+if TYPE_CHECKING:
+    from convstore.store._ops import Window
 
 __all__ = [
     "check_branch_name",
@@ -20,8 +25,13 @@ __all__ = [
     "encode_cursor",
     "exchange_row",
     "prepare_exchange",
+    "prepare_wires",
+    "resolve",
+    "resolve_async",
+    "settings_tokens",
     "utcnow",
     "valid_id",
+    "window_json",
 ]
 
 MAX_BRANCH_NAME = 255
@@ -87,8 +97,10 @@ def conversation_row(
     }
 
 
-def prepare_exchange(steps: Iterable[Step | Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """Validate an exchange and return ``(type, JSON text)`` for each step, before anything is written.
+def prepare_exchange(
+    steps: Iterable[Step | Mapping[str, Any]], counter: TokenCounter
+) -> list[tuple[str, str, int]]:
+    """Validate an exchange; return ``(type, JSON text, tokens)`` for each step, before anything is written.
 
     Raises:
         InvalidExchangeError: ``steps`` is a single step rather than a list of them, or is empty.
@@ -102,10 +114,15 @@ def prepare_exchange(steps: Iterable[Step | Mapping[str, Any]]) -> list[tuple[st
     wires = codec.normalize_steps(steps)
     if not wires:
         raise InvalidExchangeError("an exchange needs at least one step")
+    return prepare_wires(wires, counter)
+
+
+def prepare_wires(wires: list[dict[str, Any]], counter: TokenCounter) -> list[tuple[str, str, int]]:
+    """``(type, JSON text, tokens)`` of validated wire steps."""
     prepared = []
     for index, wire in enumerate(wires):
         try:
-            prepared.append((wire["type"], codec.dumps(wire)))
+            prepared.append((wire["type"], codec.dumps(wire), counter.count_step(wire)))
         except CodecError:
             raise CodecError([(f"steps[{index}]", "not representable as JSON")]) from None
     return prepared
@@ -123,6 +140,7 @@ _USAGE_COLUMNS = {
 
 def exchange_row(
     *,
+    estimated_input_tokens: int | None = None,
     interaction_id: str | None,
     stored: bool,
     model: str | None,
@@ -136,6 +154,7 @@ def exchange_row(
         "model": model,
         "status": status,
         "usage": None if usage is None else _json_text(dict(usage), "usage"),
+        "estimated_input_tokens": estimated_input_tokens,
     }
     for column, field in _USAGE_COLUMNS.items():
         value = usage.get(field) if usage is not None else None
@@ -162,3 +181,32 @@ def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
     if created_at.tzinfo is None or not is_id(conversation_id):
         raise ValueError("invalid cursor: pass back a Page.next_cursor unchanged")
     return created_at, conversation_id
+
+
+def settings_tokens(info: ConversationInfo, counter: TokenCounter) -> int:
+    """Estimated tokens of what every request carries besides ``input``: system instruction and tools."""
+    tokens = counter.count_text(info.system_instruction or "")
+    if info.tools:
+        tokens += counter.count_text(codec.dumps([dict(tool) for tool in info.tools]))
+    return tokens
+
+
+def window_json(window: Window) -> str:
+    """A window's steps as one JSON array text, spliced from the stored texts: pinned, summary, kept."""
+    parts = [row.payload for row in window.pinned]
+    if window.summary is not None and window.summary[0] != "[]":
+        parts.append(window.summary[0][1:-1])
+    parts.extend(row.payload for row in window.rows)
+    return "[" + ",".join(parts) + "]"
+
+
+async def resolve_async(value: Any) -> Any:
+    """A hook's result, awaited when it is awaitable (async conversations take async hooks)."""
+    return await value if inspect.isawaitable(value) else value
+
+
+def resolve(value: Any) -> Any:
+    """A hook's result in a sync conversation, which cannot wait for a coroutine."""
+    if inspect.isawaitable(value):
+        raise TypeError("a sync Conversation needs a sync hook; use AsyncConversation for an async one")
+    return value

@@ -22,7 +22,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["PREFIX", "UTCDateTime", "branches", "conversations", "exchanges", "metadata", "nodes"]
+__all__ = [
+    "PREFIX",
+    "UTCDateTime",
+    "branches",
+    "conversations",
+    "exchanges",
+    "metadata",
+    "nodes",
+    "summaries",
+]
 
 PREFIX = "convstore_"
 
@@ -91,6 +100,7 @@ nodes = sa.Table(
         ["conversation_id", "parent_id"], [f"{PREFIX}nodes.conversation_id", f"{PREFIX}nodes.id"]
     ),
     sa.Index(None, "conversation_id", "parent_id"),
+    sa.Index(None, "conversation_id", "exchange_id"),
 )
 
 branches = sa.Table(
@@ -121,4 +131,16 @@ exchanges = sa.Table(
     sa.Column("total_tokens", sa.Integer(), nullable=True),
     sa.Column("usage", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("estimated_input_tokens", sa.Integer(), nullable=True),
+)
+
+summaries = sa.Table(
+    f"{PREFIX}summaries",
+    metadata,
+    sa.Column("conversation_id", Id, primary_key=True),
+    sa.Column("node_id", Id, primary_key=True),
+    sa.Column("payload", sa.Text(), nullable=False),
+    sa.Column("token_count", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(["conversation_id", "node_id"], [nodes.c.conversation_id, nodes.c.id]),
 )

@@ -13,17 +13,21 @@ from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
 from convstore.store._schema import nodes as n
+from convstore.store._schema import summaries as sm
 
 __all__ = [
     "BRANCH_EXISTS",
+    "CALIBRATION",
     "CONVERSATION_EXISTS",
     "DELETE_BRANCHES",
     "DELETE_CONVERSATION",
     "DELETE_EXCHANGES",
     "DELETE_NODES",
+    "DELETE_SUMMARIES",
     "EXCHANGE",
     "EXCHANGES",
     "EXCHANGE_CONTINUES",
+    "EXCHANGE_NODES",
     "FORK_AT_NODE",
     "FORK_EMPTY",
     "HISTORY",
@@ -31,6 +35,7 @@ __all__ = [
     "INSERT_CONVERSATION",
     "INSERT_EXCHANGE",
     "INSERT_NODES",
+    "INSERT_SUMMARY",
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
     "MOVE_HEAD",
@@ -38,7 +43,10 @@ __all__ = [
     "NODE_COLUMNS",
     "PATH_FROM_BRANCH",
     "PATH_FROM_NODE",
+    "ROOTS",
+    "SUMMARY",
     "TREE_NODES",
+    "WINDOW",
     "list_conversations",
 ]
 
@@ -173,6 +181,7 @@ EXCHANGE_CONTINUES = (
     .limit(1)
 )
 
+DELETE_SUMMARIES = sa.delete(sm).where(sm.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversation_id"))
@@ -249,3 +258,73 @@ def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
 
 LIST_FIRST = list_conversations(after=False)
 LIST_AFTER = list_conversations(after=True)
+
+
+_WINDOW_COLUMNS = (
+    n.c.id,
+    n.c.parent_id,
+    n.c.depth,
+    n.c.exchange_id,
+    n.c.type,
+    n.c.token_count,
+    n.c.total_tokens,
+    n.c.payload,
+)
+
+
+def _window() -> Select[tuple[object, ...]]:
+    """The steps a budget may keep: from the branch head upwards while a step's prefix total (the running
+    total before it) is at least ``threshold``, plus the one step above the last of them, whose exchange id
+    tells whether that last one starts an exchange. Its cost grows with the window, not the conversation:
+    each recursion is one primary-key lookup, and running totals only grow along a path.
+    """
+    anchor = (
+        sa.select(*_WINDOW_COLUMNS)
+        .select_from(n.join(b, sa.and_(b.c.conversation_id == n.c.conversation_id, b.c.head_id == n.c.id)))
+        .where(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch"))
+        .cte("window", recursive=True)
+    )
+    parent = n.alias("parent")
+    window = anchor.union_all(
+        sa.select(*(parent.c[col.name] for col in _WINDOW_COLUMNS)).where(
+            parent.c.conversation_id == sa.bindparam("conversation_id"),
+            parent.c.id == anchor.c.parent_id,
+            anchor.c.total_tokens - anchor.c.token_count >= sa.bindparam("threshold", type_=sa.BigInteger()),
+        )
+    )
+    return sa.select(window).order_by(window.c.depth)
+
+
+WINDOW = _window()
+
+# First steps of the conversation (usually one: several when the first message itself was edited).
+ROOTS = sa.select(n.c.id, n.c.exchange_id).where(
+    n.c.conversation_id == sa.bindparam("conversation_id"), n.c.parent_id.is_(None)
+)
+
+EXCHANGE_NODES = (
+    sa.select(*_WINDOW_COLUMNS)
+    .where(
+        n.c.conversation_id == sa.bindparam("conversation_id"),
+        n.c.exchange_id == sa.bindparam("exchange_id"),
+    )
+    .order_by(n.c.depth)
+)
+
+SUMMARY = sa.select(sm.c.payload, sm.c.token_count).where(
+    sm.c.conversation_id == sa.bindparam("conversation_id"), sm.c.node_id == sa.bindparam("node_id")
+)
+INSERT_SUMMARY = sa.insert(sm)
+
+# The newest measured exchange among a window's exchanges: its measured/estimated ratio calibrates budgets.
+CALIBRATION = (
+    sa.select(x.c.input_tokens, x.c.estimated_input_tokens)
+    .where(
+        x.c.conversation_id == sa.bindparam("conversation_id"),
+        x.c.exchange_id.in_(sa.bindparam("exchange_ids", expanding=True)),
+        x.c.input_tokens.is_not(None),
+        x.c.estimated_input_tokens.is_not(None),
+    )
+    .order_by(x.c.created_at.desc())
+    .limit(1)
+)

@@ -13,11 +13,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import attrs
 import sqlalchemy as sa
 from typing_extensions import Self
 
+from convstore import codec
 from convstore._ids import new_id
-from convstore.errors import ConversationNotFoundError, NodeNotFoundError
+from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
+from convstore.errors import BudgetExceededError, ConversationNotFoundError, NodeNotFoundError
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
 from convstore.store import _migrate, _ops
 from convstore.store._engine import Op, adopt_engine, is_engine, make_engine, run
@@ -27,8 +30,12 @@ from convstore.store._prepare import (
     decode_cursor,
     encode_cursor,
     prepare_exchange,
+    prepare_wires,
+    resolve,
+    settings_tokens,
     utcnow,
     valid_id,
+    window_json,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +57,8 @@ class Store:
         check_schema: Verify the schema revision on open (an empty database is built at once). Turn it off
             only to call ``upgrade()`` on an outdated database.
         busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
+        counter: Counts each step's tokens when it is written (``HeuristicCounter`` by default); budgets
+            build on these counts, calibrated by the API's reported usage.
         sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
             a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
 
@@ -72,7 +81,9 @@ class Store:
         check_schema: bool = True,
         busy_timeout: float = 30.0,
         sqlite_synchronous: str = "FULL",
+        counter: TokenCounter | None = None,
     ) -> None:
+        self.counter: TokenCounter = counter or HeuristicCounter()
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -306,10 +317,10 @@ class Conversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        return self._append(prepare_exchange(steps), None)
+        return self._append(prepare_exchange(steps, self._store.counter), None)
 
     def _append(
-        self, prepared: list[tuple[str, str]], exchange: Mapping[str, Any] | None
+        self, prepared: list[tuple[str, str, int]], exchange: Mapping[str, Any] | None
     ) -> list[Node]:
         nodes = self._store._run(
             _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange), write=True
@@ -318,15 +329,61 @@ class Conversation:
         self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
         return nodes
 
-    def history(self) -> list[dict[str, Any]]:
-        """The branch's steps, root first: exactly the ``input`` array of the next stateless request."""
-        return json.loads(self.history_json())  # type: ignore[no-any-return]
+    def history(self, budget: TokenBudget | None = None) -> list[dict[str, Any]]:
+        """The branch's steps, root first: exactly the ``input`` array of the next stateless request.
 
-    def history_json(self) -> str:
+        Args:
+            budget: Keep only what fits (with the system instruction and tools, which every request
+                carries): whole exchanges from one that starts with a user's input, up to the head.
+
+        Raises:
+            BudgetExceededError: the newest exchange alone does not fit ``budget``.
+        """
+        return json.loads(self.history_json(budget))  # type: ignore[no-any-return]
+
+    def history_json(self, budget: TokenBudget | None = None) -> str:
         """``history()`` as JSON text, spliced from the stored step texts without decoding them."""
+        if budget is not None:
+            counter = budget.counter or self._store.counter
+            fixed = settings_tokens(self._info, counter)
+            return window_json(self._window(budget, fixed_tokens=fixed, require_history=True))
         payloads, head = self._store._run(_ops.history(self.id, self._branch))
         self._head = head
         return "[" + ",".join(payloads) + "]"
+
+    def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _ops.Window:
+        window = self._store._run(
+            _ops.window(self.id, self._branch, budget, fixed_tokens, require_history, self._head)
+        )
+        if window.needs_summary:
+            window = self._compact(budget, window)
+        self._head = window.head
+        return window
+
+    def _compact(self, budget: TokenBudget, window: _ops.Window) -> _ops.Window:
+        """Summarise what the window drops with the budget's hook, once, and keep the summary."""
+        start = window.rows[0]
+        pinned = {row.id for row in window.pinned}
+        dropped = [node.data for node in self.path(start.parent_id) if node.id not in pinned]
+        produced = resolve(budget.compact(dropped))  # type: ignore[misc]
+        prepared = prepare_wires(
+            codec.normalize_steps(produced, prefix="summary"), budget.counter or self._store.counter
+        )
+        tokens = sum(count for _, _, count in prepared)
+        if tokens > budget.summary_tokens:
+            raise BudgetExceededError(
+                max_input_tokens=budget.max_input_tokens,
+                available_tokens=budget.summary_tokens,
+                needed_tokens=tokens,
+            )
+        payload = "[" + ",".join(text for _, text, _ in prepared) + "]"
+        self._store._run(_ops.store_summary(self.id, start.id, payload, tokens, utcnow()), write=True)
+        return attrs.evolve(
+            window,
+            summary=(payload, tokens),
+            needs_summary=False,
+            history_tokens=window.history_tokens + tokens,
+        )
 
     def nodes(self) -> list[Node]:
         """The branch's nodes, root first."""
