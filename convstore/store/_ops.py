@@ -280,8 +280,8 @@ def node(conversation_id: str, node_id: str) -> Op[Node]:
     return node_from_row(conversation_id, row)
 
 
-def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[None]:
-    """One new branch row at ``at`` (None: an empty branch). Nothing is copied."""
+def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
+    """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied."""
     params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
     try:
         result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
@@ -294,6 +294,11 @@ def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[N
         if check.first() is None:
             raise ConversationNotFoundError(conversation_id)
         raise NodeNotFoundError(conversation_id, at)
+    if at is None:
+        return EMPTY_HEAD
+    # In the same transaction: the new head's depth and running total, for the returned conversation.
+    row = (yield Exec(st.NODE_HEAD, {"conversation_id": conversation_id, "node_id": at})).one()
+    return Head(at, row.depth, row.total_tokens, row.exchange_id)
 
 
 def list_branches(conversation_id: str) -> Op[list[Branch]]:

@@ -41,6 +41,7 @@ __all__ = [
     "MOVE_HEAD",
     "NODE",
     "NODE_COLUMNS",
+    "NODE_HEAD",
     "PATH_FROM_BRANCH",
     "PATH_FROM_NODE",
     "ROOTS",
@@ -147,6 +148,10 @@ LIST_BRANCHES = (
 )
 
 NODE = sa.select(*NODE_COLUMNS).where(
+    n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
+)
+
+NODE_HEAD = sa.select(n.c.depth, n.c.total_tokens, n.c.exchange_id).where(
     n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
 )
 

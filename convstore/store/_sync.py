@@ -422,13 +422,8 @@ class Conversation:
     def _fork(self, at: str | None, branch: str | None) -> Self:
         """A new branch at node ``at``; None makes an empty branch."""
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
-        self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
-        if at == self._head.node_id:
-            return type(self)(self._store, self._info, name, self._head)
-        if at is None:
-            return type(self)(self._store, self._info, name, _ops.EMPTY_HEAD)
-        loaded = self._store._run(_ops.load(self.id, name))
-        return type(self)(self._store, self._info, name, loaded.head)
+        head = self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
+        return type(self)(self._store, self._info, name, head)
 
     def checkout(self, branch: str) -> Self:
         """The same conversation on another branch.

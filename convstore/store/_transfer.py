@@ -1,0 +1,554 @@
+"""Export and import of whole conversations, every row with its ids, so a conversation moves between stores
+(SQLite -> PostgreSQL -> SQLite) unchanged: the same ids, times, token counts and exact payload texts.
+
+Two halves, pure except through the runner:
+
+- **Operations**, in the pattern of ``_ops`` (generators that yield ``Exec`` statements): ``export_ops`` reads
+  one conversation's rows into a ``ConversationDump``; ``import_ops`` writes a dump back, ids and all, in one
+  transaction. Run them like every store operation::
+
+      from convstore.store._engine import run        # run_async for an AsyncEngine
+      dump = run(store.engine, export_ops(conversation_id), write=False)
+      imported = run(store.engine, import_ops(dump, skip_existing=False), write=True)
+
+- **The JSONL format**: ``header_line()``, ``dump_lines(dump)`` and ``read_dumps(lines)``, which checks every
+  line and raises ``TransferFormatError`` naming the line and the field, never the content.
+
+Format, version 1: UTF-8, one JSON object a line, each with a ``"kind"``. Line 1 is the header
+(``{"kind": "header", "format": "convstore-export", "version": 1, ...}``). Then, for each conversation, its
+``conversation`` line, its ``node`` lines (parents first), its ``summary`` lines, its ``branch`` lines and its
+``exchange`` lines. The other keys of a line are the columns of that kind's table, named as the columns and
+written as the database holds them: ids as canonical UUID text, times as ISO 8601 UTC with microseconds, JSON
+settings and step payloads as their exact stored text (nothing is decoded and re-encoded). The columns are
+read from the tables in ``_schema``, so a column a migration adds is exported without changes here. On
+import, a key for a column the target does not have is refused (its data would be lost); a missing key for a
+nullable column (an export from an older schema) imports as NULL.
+
+Consistency: SQLite reads one snapshot. On PostgreSQL (READ COMMITTED) the reads are ordered so that a turn
+appended during the export is wholly in it or wholly out of it: branches are read before nodes (nodes are
+append-only, so every head read is among the nodes read), and exchange and summary rows are kept only for
+nodes that were read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from convstore._ids import is_id
+from convstore.errors import ConversationNotFoundError, ConvstoreError, StoreError
+from convstore.store import _schema
+from convstore.store._engine import Exec, Op
+
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "ConversationDump",
+    "ConversationExistsError",
+    "TransferFormatError",
+    "check_dump",
+    "conversation_exists",
+    "dump_lines",
+    "export_ops",
+    "header_line",
+    "import_ops",
+    "read_dumps",
+]
+
+FORMAT = "convstore-export"
+VERSION = 1
+CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
+
+
+class TransferFormatError(ConvstoreError, ValueError):
+    """An export that cannot be imported. Names where (line number, kind, field), never the content.
+
+    Attributes:
+        line: The 1-based line number (None when a ``ConversationDump`` was checked without a file).
+        where: The kind of the line, or a path in a dump (``nodes[3]``).
+        field: The key at fault ("" for the line as a whole).
+        problem: What is wrong.
+    """
+
+    def __init__(self, problem: str, *, line: int | None = None, where: str = "", field: str = "") -> None:
+        self.line = line
+        self.where = where
+        self.field = field
+        self.problem = problem
+        place = [f"line {line}" if line is not None else "", f"({where})" if where else ""]
+        prefix = " ".join(part for part in place if part)
+        target = f"{field}: " if field else ""
+        super().__init__(f"{prefix}: {target}{problem}" if prefix else f"{target}{problem}")
+
+
+class ConversationExistsError(StoreError, ValueError):
+    """An imported conversation's id is already in the target store (nothing of it was written)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"conversation {conversation_id!r} already exists in the target store")
+
+
+@attrs.frozen(kw_only=True)
+class ConversationDump:
+    """Every row of one conversation, as column -> value dicts (datetimes aware UTC, ids canonical text).
+
+    Attributes:
+        conversation: The conversation row.
+        nodes: Node rows, parents before children (by depth, creation time, id).
+        summaries: Summary rows (empty when the schema has none).
+        branches: Branch rows, by creation time and name.
+        exchanges: Exchange rows, by creation time and exchange id.
+    """
+
+    conversation: dict[str, Any] = attrs.field(repr=False)
+    nodes: list[dict[str, Any]] = attrs.field(repr=lambda rows: f"<{len(rows)}>")
+    summaries: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
+    branches: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
+    exchanges: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
+
+    @property
+    def id(self) -> str:
+        return str(self.conversation["id"])
+
+    @property
+    def row_count(self) -> int:
+        """Rows in the dump, the conversation row included (what a progress bar counts)."""
+        return 1 + len(self.nodes) + len(self.summaries) + len(self.branches) + len(self.exchanges)
+
+
+# -- tables and statements ---------------------------------------------------------------------------------
+
+_SUMMARIES: sa.Table | None = getattr(_schema, "summaries", None)  # arrives with token budgets (0003)
+
+# Kind -> table, in the order a conversation's lines are written and its rows inserted (parents first).
+TABLES: dict[str, sa.Table] = {
+    "conversation": _schema.conversations,
+    "node": _schema.nodes,
+    **({"summary": _SUMMARIES} if _SUMMARIES is not None else {}),
+    "branch": _schema.branches,
+    "exchange": _schema.exchanges,
+}
+_PLURAL = {"node": "nodes", "summary": "summaries", "branch": "branches", "exchange": "exchanges"}
+
+# Text columns that hold JSON, and the JSON type each must be.
+_JSON_COLUMNS: dict[tuple[str, str], type] = {
+    ("conversation", "generation_config"): dict,
+    ("conversation", "tools"): list,
+    ("conversation", "metadata"): dict,
+    ("node", "payload"): dict,
+    ("summary", "payload"): list,
+    ("exchange", "usage"): dict,
+}
+_NON_NEGATIVE = {"depth", "token_count", "total_tokens"}
+
+
+def _owner(table: sa.Table) -> sa.ColumnElement[bool]:
+    column = table.c.id if table is _schema.conversations else table.c.conversation_id
+    return column == sa.bindparam("conversation_id")
+
+
+SELECT = {kind: sa.select(table).where(_owner(table)) for kind, table in TABLES.items()}
+INSERT = {kind: sa.insert(table) for kind, table in TABLES.items()}
+CONVERSATION_EXISTS = sa.select(_schema.conversations.c.id).where(_owner(_schema.conversations))
+
+
+# -- operations ------------------------------------------------------------------------------------------
+
+
+def _row(table: sa.Table, found: Any) -> dict[str, Any]:
+    mapping = found._mapping
+    return {column.name: mapping[column.name] for column in table.columns}
+
+
+def _sort_key(kind: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    if kind == "node":
+        return lambda r: (r["depth"], r["created_at"], r["id"])
+    if kind == "summary":
+        return lambda r: (r["node_id"],)
+    if kind == "branch":
+        return lambda r: (r["created_at"], r["name"])
+    return lambda r: (r["created_at"], r["exchange_id"])
+
+
+def conversation_exists(conversation_id: str) -> Op[bool]:
+    """Whether the store holds a conversation of this id."""
+    if not is_id(conversation_id):
+        return False
+    return (yield Exec(CONVERSATION_EXISTS, {"conversation_id": conversation_id})).first() is not None
+
+
+def export_ops(conversation_id: str) -> Op[ConversationDump]:
+    """Read every row of one conversation (see the module docstring on consistency).
+
+    Raises:
+        ConversationNotFoundError.
+    """
+    if not is_id(conversation_id):
+        raise ConversationNotFoundError(str(conversation_id))
+    params = {"conversation_id": conversation_id}
+    found = (yield Exec(SELECT["conversation"], params)).first()
+    if found is None:
+        raise ConversationNotFoundError(conversation_id)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for kind in ("branch", "node", "summary", "exchange"):  # branches before nodes: every head is read
+        if kind in TABLES:
+            result = yield Exec(SELECT[kind], params)
+            rows[kind] = sorted((_row(TABLES[kind], r) for r in result), key=_sort_key(kind))
+    if not rows["branch"]:
+        raise ConversationNotFoundError(conversation_id)  # deleted while it was read
+    node_ids = {r["id"] for r in rows["node"]}
+    exchange_ids = {r["exchange_id"] for r in rows["node"]}
+    return ConversationDump(
+        conversation=_row(TABLES["conversation"], found),
+        nodes=rows["node"],
+        summaries=[r for r in rows.get("summary", []) if r["node_id"] in node_ids],
+        branches=rows["branch"],
+        exchanges=[r for r in rows["exchange"] if r["exchange_id"] in exchange_ids],
+    )
+
+
+def import_ops(
+    dump: ConversationDump,
+    *,
+    skip_existing: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Op[bool]:
+    """Write a dump with its ids, all or nothing (run it with ``write=True``: one transaction).
+
+    Args:
+        dump: From ``export_ops`` or ``read_dumps``; its tree is checked first (``check_dump``).
+        skip_existing: When the conversation id exists already, write nothing and return False instead of
+            raising.
+        progress: Called with the number of rows written after each batch.
+
+    Returns:
+        True when written, False when skipped.
+
+    Raises:
+        ConversationExistsError: the id exists already (and ``skip_existing`` is false).
+        TransferFormatError: the dump breaks a rule of the tree.
+    """
+    check_dump(dump)
+    params = {"conversation_id": dump.id}
+    if (yield Exec(CONVERSATION_EXISTS, params)).first() is not None:
+        if skip_existing:
+            return False
+        raise ConversationExistsError(dump.id)
+    try:
+        yield Exec(INSERT["conversation"], dump.conversation)
+    except exc.IntegrityError:
+        raise ConversationExistsError(dump.id) from None  # written by someone else meanwhile
+    if progress is not None:
+        progress(1)
+    for kind in ("node", "summary", "branch", "exchange"):
+        rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
+        if rows and kind not in TABLES:
+            raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
+        for start in range(0, len(rows), CHUNK):
+            batch = rows[start : start + CHUNK]
+            try:
+                yield Exec(INSERT[kind], batch)
+            except exc.IntegrityError:
+                raise TransferFormatError(
+                    "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
+                ) from None
+            if progress is not None:
+                progress(len(batch))
+    return True
+
+
+# -- checks ----------------------------------------------------------------------------------------------
+
+
+class _TreeCheck:
+    """The rules that tie a conversation's rows together, checked row by row in file order."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        self.depths: dict[str, int] = {}
+        self.exchange_ids: set[str] = set()
+        self.seen: dict[str, set[Any]] = {"summary": set(), "branch": set(), "exchange": set()}
+
+    def add(self, kind: str, row: Mapping[str, Any]) -> tuple[str, str] | None:
+        """``(field, problem)`` when ``row`` breaks a rule, else None (and the row is remembered)."""
+        if row.get("conversation_id") != self.conversation_id:
+            return "conversation_id", "does not match the conversation line it follows"
+        if kind == "node":
+            return self._node(row)
+        key = {"summary": "node_id", "branch": "name", "exchange": "exchange_id"}[kind]
+        if row[key] in self.seen[kind]:
+            return key, f"a second {kind} with this {key} in one conversation"
+        if kind == "summary" and row["node_id"] not in self.depths:
+            return "node_id", "names no earlier node of this conversation"
+        if kind == "branch" and row["head_id"] is not None and row["head_id"] not in self.depths:
+            return "head_id", "names no earlier node of this conversation"
+        self.seen[kind].add(row[key])
+        return None
+
+    def _node(self, row: Mapping[str, Any]) -> tuple[str, str] | None:
+        if row["id"] in self.depths:
+            return "id", "a second node with this id in one conversation"
+        parent = row["parent_id"]
+        if parent is None:
+            if row["depth"] != 0:
+                return "depth", "a node without a parent has depth 0"
+        elif parent not in self.depths:
+            return "parent_id", "names no earlier node of this conversation (parents come first)"
+        elif row["depth"] != self.depths[parent] + 1:
+            return "depth", "is not its parent's depth + 1"
+        self.depths[row["id"]] = row["depth"]
+        self.exchange_ids.add(row["exchange_id"])
+        return None
+
+    def finish(self) -> str | None:
+        return None if self.seen["branch"] else "a conversation needs at least one branch"
+
+
+def check_dump(dump: ConversationDump) -> None:
+    """Check the rules of the tree (references, parents first, depths, one branch at least).
+
+    Raises:
+        TransferFormatError: naming the row by its place in the dump.
+    """
+    check = _TreeCheck(dump.id)
+    for kind in ("node", "summary", "branch", "exchange"):
+        for index, row in enumerate(getattr(dump, _PLURAL[kind])):
+            missing = [c.name for c in TABLES[kind].columns if c.name not in row] if kind in TABLES else []
+            if missing:
+                raise TransferFormatError("missing", where=f"{_PLURAL[kind]}[{index}]", field=missing[0])
+            problem = check.add(kind, row)
+            if problem is not None:
+                raise TransferFormatError(problem[1], where=f"{_PLURAL[kind]}[{index}]", field=problem[0])
+    last = check.finish()
+    if last is not None:
+        raise TransferFormatError(last, where="branches")
+
+
+# -- the JSONL format ------------------------------------------------------------------------------------
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return value
+
+
+def _line(kind: str, row: Mapping[str, Any]) -> str:
+    return json.dumps({"kind": kind, **{k: _encode(v) for k, v in row.items()}}, ensure_ascii=False)
+
+
+def header_line(schema_revision: str | None = None) -> str:
+    """The first line of an export (no newline). Nothing time- or host-dependent, so exports compare."""
+    header: dict[str, Any] = {"kind": "header", "format": FORMAT, "version": VERSION}
+    if schema_revision is not None:
+        header["schema_revision"] = schema_revision
+    return json.dumps(header)
+
+
+def dump_lines(dump: ConversationDump) -> Iterator[str]:
+    """The lines of one conversation (no newlines), in the format's order."""
+    yield _line("conversation", dump.conversation)
+    for kind in ("node", "summary", "branch", "exchange"):
+        for row in getattr(dump, _PLURAL[kind]):
+            yield _line(kind, row)
+
+
+def _field_value(kind: str, column: sa.Column[Any], value: Any) -> tuple[Any, str | None]:
+    """The column value for a JSON value, or a problem."""
+    if value is None:
+        return None, (None if column.nullable else "must not be null")
+    column_type = column.type
+    if isinstance(column_type, _schema.UTCDateTime):
+        return _time_value(value)
+    if isinstance(column_type, sa.Uuid):
+        return value, (None if is_id(value) else "expected an id (a canonical lowercase UUID)")
+    if isinstance(column_type, sa.Boolean):
+        return value, (None if isinstance(value, bool) else "expected true or false")
+    if isinstance(column_type, sa.Integer):
+        return value, _int_problem(column, value)
+    return value, _text_problem(kind, column, value)
+
+
+def _time_value(value: Any) -> tuple[Any, str | None]:
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        return None, "expected an ISO 8601 time"
+    if parsed.tzinfo is None:
+        return None, "expected a time with its UTC offset"
+    return parsed.astimezone(timezone.utc), None
+
+
+def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return "expected an integer"
+    limit = 2**63 if isinstance(column.type, sa.BigInteger) else 2**31
+    if not -limit <= value < limit or (column.name in _NON_NEGATIVE and value < 0):
+        return "integer out of range"
+    return None
+
+
+def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "expected a string"
+    if "\x00" in value:
+        return "contains a NUL character (PostgreSQL cannot store it)"
+    length = getattr(column.type, "length", None)
+    if length is not None and len(value) > length:
+        return f"longer than {length} characters"
+    expected = _JSON_COLUMNS.get((kind, column.name))
+    return None if expected is None else _json_problem(value, expected)
+
+
+def _json_problem(value: str, expected: type) -> str | None:
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return "expected JSON text"
+    if not isinstance(decoded, expected):
+        return f"expected the JSON text of an {'object' if expected is dict else 'array'}"
+    return None
+
+
+def _decode_row(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    table = TABLES[kind]
+    unknown = sorted(set(obj) - {"kind"} - set(table.columns.keys()))
+    if unknown:
+        return {}, (unknown[0], "no such column in this store (importing it would lose it)")
+    row: dict[str, Any] = {}
+    for column in table.columns:
+        if column.name not in obj:
+            if not column.nullable:
+                return {}, (column.name, "missing")
+            row[column.name] = None
+            continue
+        value, problem = _field_value(kind, column, obj[column.name])
+        if problem is not None:
+            return {}, (column.name, problem)
+        row[column.name] = value
+    if kind == "node" and json.loads(row["payload"]).get("type") != row["type"]:
+        return {}, ("type", "differs from the payload's type")
+    return row, None
+
+
+def _check_header(number: int, obj: Mapping[str, Any]) -> None:
+    if obj.get("kind") != "header" or obj.get("format") != FORMAT:
+        raise TransferFormatError(f"expected the {FORMAT} header line first", line=number)
+    version = obj.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise TransferFormatError("expected an integer", line=number, where="header", field="version")
+    if version > VERSION:
+        raise TransferFormatError(
+            f"format version {version} is newer than this convstore reads ({VERSION})",
+            line=number,
+            where="header",
+            field="version",
+        )
+
+
+_ORDER = ("node", "summary", "branch", "exchange")
+
+
+class _Pending:
+    """A conversation being read: its rows so far and the checks of its tree."""
+
+    def __init__(self, line: int, conversation: dict[str, Any]) -> None:
+        self.line = line
+        self.conversation = conversation
+        self.check = _TreeCheck(conversation["id"])
+        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _ORDER}
+        self.order = 0  # index in _ORDER of the last kind seen: kinds come in that order
+
+    def add(self, number: int, kind: str, obj: Mapping[str, Any]) -> None:
+        position = _ORDER.index(kind)
+        if position < self.order:
+            raise TransferFormatError(
+                f"out of order: {_PLURAL[kind]} come before {_PLURAL[_ORDER[self.order]]}",
+                line=number,
+                where=kind,
+            )
+        self.order = position
+        row, problem = _decode_row(kind, obj)
+        if problem is None:
+            problem = self.check.add(kind, row)
+        if problem is not None:
+            raise TransferFormatError(problem[1], line=number, where=kind, field=problem[0])
+        self.rows[kind].append(row)
+
+    def dump(self) -> tuple[int, ConversationDump]:
+        problem = self.check.finish()
+        if problem is not None:
+            raise TransferFormatError(problem, line=self.line, where="conversation")
+        rows = {_PLURAL[kind]: found for kind, found in self.rows.items()}
+        return self.line, ConversationDump(conversation=self.conversation, **rows)
+
+
+def _parse(number: int, text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except ValueError as error:
+        column = getattr(error, "colno", None)
+        where = f" (column {column})" if column is not None else ""
+        raise TransferFormatError(f"not valid JSON{where}", line=number) from None
+    if not isinstance(obj, dict):
+        raise TransferFormatError("expected a JSON object", line=number)
+    return obj
+
+
+def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
+    row, problem = _decode_row("conversation", obj)
+    if problem is not None:
+        raise TransferFormatError(problem[1], line=number, where="conversation", field=problem[0])
+    if row["id"] in seen:
+        raise TransferFormatError("a second conversation with this id", line=number, where="conversation")
+    seen.add(row["id"])
+    return _Pending(number, row)
+
+
+def read_dumps(lines: Iterable[str]) -> Iterator[tuple[int, ConversationDump]]:
+    """Parse and check an export, one conversation at a time.
+
+    Args:
+        lines: The file's lines (with or without newlines); blank lines are ignored.
+
+    Yields:
+        ``(line number of the conversation line, dump)`` for each conversation, in file order.
+
+    Raises:
+        TransferFormatError: the first line that is not right, by number and field.
+    """
+    pending: _Pending | None = None
+    seen: set[str] = set()
+    number = 0
+    header = False
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        obj = _parse(number, text)
+        kind = obj.get("kind")
+        if not header:
+            _check_header(number, obj)
+            header = True
+        elif kind == "conversation":
+            if pending is not None:
+                yield pending.dump()
+            pending = _start(number, obj, seen)
+        elif not isinstance(kind, str) or kind not in TABLES:
+            raise TransferFormatError("unknown kind", line=number, field="kind")
+        elif pending is None:
+            raise TransferFormatError("comes before any conversation line", line=number, where=kind)
+        else:
+            pending.add(number, kind, obj)
+    if not header:
+        raise TransferFormatError(f"empty: expected the {FORMAT} header line", line=number + 1)
+    if pending is not None:
+        yield pending.dump()
