@@ -32,6 +32,8 @@ results, media): conversations are private, and exception messages end up in log
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "APIConnectionError",
     "APIError",
@@ -108,10 +110,18 @@ class NotFoundError(StoreError, LookupError):
     """Something named by id does not exist (or belongs to another owner)."""
 
 
+_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _shown(value: str) -> str:
+    """An id for a message: shown when it has an id's form, else withheld (it may be anything, text too)."""
+    return repr(value) if isinstance(value, str) and _ID.fullmatch(value) else "(not an id; withheld)"
+
+
 class ConversationNotFoundError(NotFoundError):
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
-        super().__init__(f"conversation {conversation_id!r} not found")
+        super().__init__(f"conversation {_shown(conversation_id)} not found")
 
 
 class BranchNotFoundError(NotFoundError):
@@ -125,7 +135,7 @@ class NodeNotFoundError(NotFoundError):
     def __init__(self, conversation_id: str, node_id: str) -> None:
         self.conversation_id = conversation_id
         self.node_id = node_id
-        super().__init__(f"node {node_id!r} not found in conversation {conversation_id!r}")
+        super().__init__(f"node {_shown(node_id)} not found in conversation {_shown(conversation_id)}")
 
 
 class ConflictError(StoreError):

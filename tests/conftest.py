@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -113,23 +114,34 @@ def flavour(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store(db_url: str, flavour: str, request: pytest.FixtureRequest) -> Iterator[convstore.Store]:
-    """The store under test: every test that takes it runs on the sync and the async store alike."""
-    if flavour == "sync":
-        with convstore.Store(db_url) as opened:
-            yield opened
-        return
+def make_store(db_url: str, flavour: str, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``make_store(**options)``: a store of the test's flavour on its database; all closed at the end."""
     import sqlalchemy as sa  # noqa: PLC0415
 
-    portal: Portal = request.getfixturevalue("portal")
-    opened_async = convstore.AsyncStore(db_url)
-    portal.call(opened_async.__aenter__())
-    inspector = sa.create_engine(db_url)  # the tests' own window on the database's rows
-    try:
-        yield SyncProxy(opened_async, portal, engine=inspector)  # type: ignore[misc]
-    finally:
-        portal.call(opened_async.aclose())
-        inspector.dispose()
+    closers: list[Any] = []
+
+    def make(**options: Any) -> Any:
+        if flavour == "sync":
+            opened = convstore.Store(db_url, **options)
+            closers.append(opened.close)
+            return opened
+        portal: Portal = request.getfixturevalue("portal")
+        opened_async = convstore.AsyncStore(db_url, **options)
+        portal.call(opened_async.__aenter__())
+        inspector = sa.create_engine(db_url)  # the tests' own window on the database's rows
+        closers.append(lambda: portal.call(opened_async.aclose()))
+        closers.append(inspector.dispose)
+        return SyncProxy(opened_async, portal, engine=inspector)
+
+    yield make
+    for close in closers:
+        close()
+
+
+@pytest.fixture
+def store(make_store: Any) -> Any:
+    """The store under test: every test that takes it runs on the sync and the async store alike."""
+    return make_store()
 
 
 def user(text: str) -> dict[str, object]:

@@ -62,7 +62,7 @@ def _all_earlier_revisions() -> list[str]:
 def test_an_older_database_is_refused_until_upgraded(db_url, revision):
     with convstore.Store(db_url) as store:
         if revision != "base":
-            conv = store.create_conversation()
+            conv = store.create_conversation(system_instruction='Be "brief".\n', metadata={"k": 1})
             conv.append([user("kept across the upgrade"), model("yes")])
         _migrate.downgrade(store.engine, revision)
     with pytest.raises(SchemaOutdatedError) as raised:
@@ -74,7 +74,9 @@ def test_an_older_database_is_refused_until_upgraded(db_url, revision):
     with convstore.Store(db_url) as upgraded:
         assert upgraded.schema_revision() == _migrate.head_revision()
         if revision != "base":
-            assert upgraded.conversation(conv.id).history() == [user("kept across the upgrade"), model("yes")]
+            kept = upgraded.conversation(conv.id)
+            assert kept.history() == [user("kept across the upgrade"), model("yes")]
+            assert (kept.system_instruction, kept.metadata) == ('Be "brief".\n', {"k": 1})
 
 
 def test_a_revision_from_a_newer_convstore_is_refused(db_url):

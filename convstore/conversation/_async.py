@@ -107,7 +107,9 @@ class AsyncConversation(store_async.AsyncConversation):
         """
         reply = interaction_from_reply(interaction)
         new, estimated = await self._new_steps_of(body)
-        prepared = prepare_wires(codec.normalize_steps([*new, *reply.steps]), self._store.counter)
+        prepared = prepare_wires(
+            codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
+        )
         exchange = exchange_row(
             estimated_input_tokens=estimated,
             interaction_id=reply.id,

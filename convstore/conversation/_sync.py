@@ -108,7 +108,9 @@ class Conversation(store_sync.Conversation):
         """
         reply = interaction_from_reply(interaction)
         new, estimated = self._new_steps_of(body)
-        prepared = prepare_wires(codec.normalize_steps([*new, *reply.steps]), self._store.counter)
+        prepared = prepare_wires(
+            codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
+        )
         exchange = exchange_row(
             estimated_input_tokens=estimated,
             interaction_id=reply.id,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,7 +25,9 @@ from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step
 from convstore.store import _migrate, _ops
 from convstore.store._engine import Op, adopt_async_engine, is_async_engine, make_async_engine, run_async
 from convstore.store._prepare import (
+    Redactor,
     check_branch_name,
+    check_owner,
     conversation_row,
     decode_cursor,
     encode_cursor,
@@ -58,6 +61,11 @@ class AsyncStore:
         busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
         counter: Counts each step's tokens when it is written (``HeuristicCounter`` by default); budgets
             build on these counts, calibrated by the API's reported usage.
+        owner: Bind the store to one owner (a user or tenant id): it then creates conversations for that
+            owner only and sees no other owner's; their ids behave exactly as ids that do not exist. A
+            store without an owner sees every conversation (for administration).
+        redact: Called on every step (wire JSON) before it is written, to scrub what must not be kept
+            (PII, say); returns the step to store. Its result is validated like any step.
         sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
             a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
 
@@ -81,8 +89,12 @@ class AsyncStore:
         busy_timeout: float = 30.0,
         sqlite_synchronous: str = "FULL",
         counter: TokenCounter | None = None,
+        owner: str | None = None,
+        redact: Redactor | None = None,
     ) -> None:
         self.counter: TokenCounter = counter or HeuristicCounter()
+        self.owner = check_owner(owner)
+        self.redact = redact
         if is_async_engine(url_or_engine):
             self._engine = adopt_async_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -179,6 +191,7 @@ class AsyncStore:
             metadata=metadata,
             now=now,
         )
+        row["owner"] = self.owner
         await self._run(_ops.create_conversation(row, branch, now), write=True)
         info = _ops.info_from_row(_AttrRow(row))
         return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD)
@@ -192,7 +205,7 @@ class AsyncStore:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = await self._run(_ops.load(conversation_id, branch))
+        loaded = await self._run(_ops.load(conversation_id, branch, self.owner))
         return self._conversation_class(self, loaded.info, branch, loaded.head)
 
     async def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
@@ -204,7 +217,9 @@ class AsyncStore:
         """
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
-        items, next_cursor = await self._run(_ops.list_conversations(limit, decode_cursor(cursor)))
+        items, next_cursor = await self._run(
+            _ops.list_conversations(limit, decode_cursor(cursor), self.owner)
+        )
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
     async def iter_conversations(self, *, page_size: int = 200) -> AsyncIterator[ConversationInfo]:
@@ -218,6 +233,29 @@ class AsyncStore:
                 return
             cursor = page.next_cursor
 
+    async def purge(self, *, older_than: timedelta | datetime) -> int:
+        """Delete every conversation (of this store's owner) untouched for ``older_than``: created before
+        the cutoff and with no branch moved since. Each is deleted as ``delete_conversation`` does.
+
+        Args:
+            older_than: An age (``timedelta(days=30)``) or a UTC cutoff time.
+
+        Returns:
+            How many conversations were deleted.
+        """
+        cutoff = older_than if isinstance(older_than, datetime) else utcnow() - older_than
+        if cutoff.tzinfo is None:
+            raise ValueError("older_than: pass an aware UTC datetime or a timedelta")
+        stale = await self._run(_ops.stale_conversations(cutoff, self.owner))
+        deleted = 0
+        for conversation_id in stale:
+            try:
+                await self.delete_conversation(conversation_id)
+            except ConversationNotFoundError:
+                continue  # deleted meanwhile
+            deleted += 1
+        return deleted
+
     async def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation with all its nodes and branches.
 
@@ -226,7 +264,7 @@ class AsyncStore:
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        await self._run(_ops.delete_conversation(conversation_id), write=True)
+        await self._run(_ops.delete_conversation(conversation_id, self.owner), write=True)
 
 
 class _AttrRow:
@@ -296,7 +334,7 @@ class AsyncConversation:
 
     async def refresh(self) -> None:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
-        self._head = (await self._store._run(_ops.load(self.id, self._branch))).head
+        self._head = (await self._store._run(_ops.load(self.id, self._branch, self._store.owner))).head
 
     async def append(self, steps: Iterable[StepLike]) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
@@ -317,7 +355,7 @@ class AsyncConversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        return await self._append(prepare_exchange(steps, self._store.counter), None)
+        return await self._append(prepare_exchange(steps, self._store.counter, self._store.redact), None)
 
     async def _append(
         self, prepared: list[tuple[str, str, int]], exchange: Mapping[str, Any] | None
@@ -367,7 +405,9 @@ class AsyncConversation:
         dropped = [node.data for node in await self.path(start.parent_id) if node.id not in pinned]
         produced = await resolve_async(budget.compact(dropped))  # type: ignore[misc]
         prepared = prepare_wires(
-            codec.normalize_steps(produced, prefix="summary"), budget.counter or self._store.counter
+            codec.normalize_steps(produced, prefix="summary"),
+            budget.counter or self._store.counter,
+            self._store.redact,
         )
         tokens = sum(count for _, _, count in prepared)
         if tokens > budget.summary_tokens:
@@ -432,7 +472,7 @@ class AsyncConversation:
             BranchNotFoundError.
         """
         check_branch_name(branch)
-        loaded = await self._store._run(_ops.load(self.id, branch))
+        loaded = await self._store._run(_ops.load(self.id, branch, self._store.owner))
         return type(self)(self._store, loaded.info, branch, loaded.head)
 
     async def branches(self) -> list[Branch]:

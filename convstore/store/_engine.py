@@ -14,6 +14,7 @@ rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run besid
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,9 +66,24 @@ Op = Generator[Exec, Any, T]
 """A store operation: yields statements, receives each one's ``Result``, returns its value."""
 
 
+# Engines convstore makes log through a logger of their own, a child of SQLAlchemy's engine logger, so
+# they honour the app's logging settings but never pass on result rows (SQLAlchemy logs them at DEBUG, and
+# they are the conversation's content). Statements are logged with their parameters hidden.
+LOGGING_NAME = "convstore"
+
+
+class _NoRows(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_NO_ROWS = _NoRows()
+logging.getLogger(f"sqlalchemy.engine.Engine.{LOGGING_NAME}").addFilter(_NO_ROWS)
+
+
 def _engine_args(url: str | sa.URL) -> tuple[sa.URL, dict[str, Any]]:
     parsed = sa.make_url(url)
-    kwargs: dict[str, Any] = {"hide_parameters": True}
+    kwargs: dict[str, Any] = {"hide_parameters": True, "logging_name": LOGGING_NAME}
     if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
         # One shared connection: an in-memory database exists only inside the connection that made it.
         kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
@@ -94,6 +110,11 @@ def make_async_engine(
     parsed, kwargs = _engine_args(url)
     if parsed.drivername == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername == "sqlite+aiosqlite":
+        # aiosqlite traces every operation at DEBUG with its parameters (the steps): not through here.
+        logger = logging.getLogger("aiosqlite")
+        if _NO_ROWS not in logger.filters:
+            logger.addFilter(_NO_ROWS)
     kwargs.pop("connect_args", None)
     engine = create_async_engine(parsed, **kwargs)
     configure_engine(engine.sync_engine, busy_timeout=busy_timeout, synchronous=synchronous)
@@ -147,6 +168,8 @@ def configure_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous:
             if engine.url.database not in (None, "", ":memory:"):
                 cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            # Deleted content is overwritten, not left in free pages of the file.
+            cursor.execute("PRAGMA secure_delete = ON")
         finally:
             cursor.close()
 

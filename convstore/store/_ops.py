@@ -50,6 +50,7 @@ __all__ = [
     "list_conversations",
     "load",
     "path",
+    "stale_conversations",
     "store_summary",
     "tree",
     "window",
@@ -84,7 +85,7 @@ def info_from_row(row: Any) -> ConversationInfo:
         id=row.id,
         created_at=row.created_at,
         model=row.model,
-        system_instruction=row.system_instruction,
+        system_instruction=_json_or_none(row.system_instruction),
         generation_config=_json_or_none(row.generation_config),
         tools=_json_or_none(row.tools),
         metadata=_json_or_none(row.metadata),
@@ -157,8 +158,9 @@ def create_conversation(row: Mapping[str, Any], branch: str, now: datetime) -> O
     )
 
 
-def load(conversation_id: str, branch: str) -> Op[Loaded]:
-    result = yield Exec(st.LOAD_CONVERSATION, {"conversation_id": conversation_id, "branch": branch})
+def load(conversation_id: str, branch: str, owner: str | None = None) -> Op[Loaded]:
+    params = {"conversation_id": conversation_id, "branch": branch, "owner": owner}
+    result = yield Exec(st.LOAD_CONVERSATION, params)
     row = result.first()
     if row is None:
         raise ConversationNotFoundError(conversation_id)
@@ -318,7 +320,10 @@ def tree(conversation_id: str) -> Op[Tree]:
     return Tree(conversation_id=conversation_id, nodes=found, branches=branch_list)
 
 
-def delete_conversation(conversation_id: str) -> Op[None]:
+def delete_conversation(conversation_id: str, owner: str | None = None) -> Op[None]:
+    visible = yield Exec(st.CONVERSATION_VISIBLE, {"conversation_id": conversation_id, "owner": owner})
+    if visible.first() is None:
+        raise ConversationNotFoundError(conversation_id)
     params = {"conversation_id": conversation_id}
     yield Exec(st.DELETE_SUMMARIES, params)
     yield Exec(st.DELETE_EXCHANGES, params)
@@ -330,13 +335,14 @@ def delete_conversation(conversation_id: str) -> Op[None]:
 
 
 def list_conversations(
-    limit: int, cursor: tuple[datetime, str] | None
+    limit: int, cursor: tuple[datetime, str] | None, owner: str | None = None
 ) -> Op[tuple[list[ConversationInfo], tuple[datetime, str] | None]]:
     if cursor is None:
-        result = yield Exec(st.LIST_FIRST, {"limit": limit + 1})
+        result = yield Exec(st.LIST_FIRST, {"limit": limit + 1, "owner": owner})
     else:
         result = yield Exec(
-            st.LIST_AFTER, {"limit": limit + 1, "cursor_created_at": cursor[0], "cursor_id": cursor[1]}
+            st.LIST_AFTER,
+            {"limit": limit + 1, "cursor_created_at": cursor[0], "cursor_id": cursor[1], "owner": owner},
         )
     infos = [info_from_row(row) for row in result]
     next_cursor = None
@@ -544,3 +550,9 @@ def store_summary(
         yield Exec(st.INSERT_SUMMARY, row)
     except exc.IntegrityError:
         return
+
+
+def stale_conversations(cutoff: datetime, owner: str | None) -> Op[list[str]]:
+    """Conversations (of ``owner``) created before ``cutoff`` with no branch moved since."""
+    result = yield Exec(st.STALE_CONVERSATIONS, {"cutoff": cutoff, "owner": owner})
+    return [row.id for row in result]

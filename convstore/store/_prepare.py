@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from convstore.store._ops import Window
 
 __all__ = [
+    "Redactor",
     "check_branch_name",
+    "check_owner",
     "conversation_row",
     "decode_cursor",
     "encode_cursor",
@@ -47,8 +49,10 @@ def valid_id(value: object) -> bool:
 
 
 def check_branch_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_BRANCH_NAME:
-        raise ValueError(f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters")
+    if not isinstance(name, str) or not name or len(name) > MAX_BRANCH_NAME or "\x00" in name:
+        raise ValueError(
+            f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL"
+        )
     return name
 
 
@@ -74,6 +78,8 @@ def conversation_row(
     problems = []
     if model is not None and not isinstance(model, str):
         problems.append(("model", "expected a string"))
+    elif model is not None and "\x00" in model:
+        problems.append(("model", "contains a NUL character"))
     if system_instruction is not None and not isinstance(system_instruction, str):
         problems.append(("system_instruction", "expected a string"))
     if generation_config is not None and not isinstance(generation_config, Mapping):
@@ -88,7 +94,9 @@ def conversation_row(
         "id": new_id(),
         "created_at": now,
         "model": model,
-        "system_instruction": system_instruction,
+        # JSON text like the other settings: it is the user's text, which may hold anything, NUL included
+        # (PostgreSQL text cannot; a JSON string escapes it).
+        "system_instruction": _json_text(system_instruction, "system_instruction"),
         "generation_config": _json_text(
             None if generation_config is None else dict(generation_config), "generation_config"
         ),
@@ -97,8 +105,18 @@ def conversation_row(
     }
 
 
+Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
+"""A hook run on every step before it is written; returns the step to store."""
+
+
+def check_owner(owner: object) -> str | None:
+    if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > 255 or "\x00" in owner):
+        raise ValueError("an owner is a non-empty string of at most 255 characters, without NUL")
+    return owner
+
+
 def prepare_exchange(
-    steps: Iterable[Step | Mapping[str, Any]], counter: TokenCounter
+    steps: Iterable[Step | Mapping[str, Any]], counter: TokenCounter, redact: Redactor | None = None
 ) -> list[tuple[str, str, int]]:
     """Validate an exchange; return ``(type, JSON text, tokens)`` for each step, before anything is written.
 
@@ -114,11 +132,15 @@ def prepare_exchange(
     wires = codec.normalize_steps(steps)
     if not wires:
         raise InvalidExchangeError("an exchange needs at least one step")
-    return prepare_wires(wires, counter)
+    return prepare_wires(wires, counter, redact)
 
 
-def prepare_wires(wires: list[dict[str, Any]], counter: TokenCounter) -> list[tuple[str, str, int]]:
-    """``(type, JSON text, tokens)`` of validated wire steps."""
+def prepare_wires(
+    wires: list[dict[str, Any]], counter: TokenCounter, redact: Redactor | None = None
+) -> list[tuple[str, str, int]]:
+    """``(type, JSON text, tokens)`` of validated wire steps, after the redaction hook."""
+    if redact is not None:
+        wires = codec.normalize_steps([redact(dict(wire)) for wire in wires], prefix="redacted")
     prepared = []
     for index, wire in enumerate(wires):
         try:

@@ -80,7 +80,9 @@ conversations = sa.Table(
     sa.Column("generation_config", sa.Text(), nullable=True),
     sa.Column("tools", sa.Text(), nullable=True),
     sa.Column("metadata", sa.Text(), nullable=True),
+    sa.Column("owner", sa.String(255), nullable=True),
     sa.Index(None, "created_at", "id"),
+    sa.Index(None, "owner", "created_at", "id"),
 )
 
 nodes = sa.Table(

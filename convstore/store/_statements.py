@@ -19,6 +19,7 @@ __all__ = [
     "BRANCH_EXISTS",
     "CALIBRATION",
     "CONVERSATION_EXISTS",
+    "CONVERSATION_VISIBLE",
     "DELETE_BRANCHES",
     "DELETE_CONVERSATION",
     "DELETE_EXCHANGES",
@@ -42,9 +43,11 @@ __all__ = [
     "NODE",
     "NODE_COLUMNS",
     "NODE_HEAD",
+    "OWNED_BY",
     "PATH_FROM_BRANCH",
     "PATH_FROM_NODE",
     "ROOTS",
+    "STALE_CONVERSATIONS",
     "SUMMARY",
     "TREE_NODES",
     "WINDOW",
@@ -68,6 +71,23 @@ INSERT_BRANCH = sa.insert(b)
 INSERT_NODES = sa.insert(n)
 
 CONVERSATION_EXISTS = sa.select(c.c.id).where(c.c.id == sa.bindparam("conversation_id"))
+
+# The owner filter every entry point applies: a store bound to an owner passes it; an unbound store passes
+# None and sees every conversation.
+_OWNER = sa.bindparam("owner", type_=sa.String(255))
+OWNED_BY = sa.or_(_OWNER.is_(None), c.c.owner == _OWNER)
+
+# A conversation, if it exists and the store's owner may see it.
+CONVERSATION_VISIBLE = sa.select(c.c.id).where(c.c.id == sa.bindparam("conversation_id"), OWNED_BY)
+
+# Conversations untouched since a cutoff: created before it, no branch moved after it.
+STALE_CONVERSATIONS = sa.select(c.c.id).where(
+    OWNED_BY,
+    c.c.created_at < sa.bindparam("cutoff", type_=c.c.created_at.type),
+    ~sa.exists().where(
+        b.c.conversation_id == c.c.id, b.c.updated_at >= sa.bindparam("cutoff", type_=b.c.updated_at.type)
+    ),
+)
 
 BRANCH_EXISTS = sa.select(b.c.head_id).where(
     b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")
@@ -95,7 +115,7 @@ LOAD_CONVERSATION = (
             n, sa.and_(n.c.conversation_id == b.c.conversation_id, n.c.id == b.c.head_id)
         )
     )
-    .where(c.c.id == sa.bindparam("conversation_id"))
+    .where(c.c.id == sa.bindparam("conversation_id"), OWNED_BY)
 )
 
 # Compare-and-swap of a branch head: moves only if the head is still where this writer last saw it.
@@ -249,7 +269,7 @@ def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
         c.c.generation_config,
         c.c.tools,
         c.c.metadata,
-    )
+    ).where(OWNED_BY)
     if after:
         query = query.where(
             sa.tuple_(c.c.created_at, c.c.id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +26,9 @@ from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step
 from convstore.store import _migrate, _ops
 from convstore.store._engine import Op, adopt_engine, is_engine, make_engine, run
 from convstore.store._prepare import (
+    Redactor,
     check_branch_name,
+    check_owner,
     conversation_row,
     decode_cursor,
     encode_cursor,
@@ -59,6 +62,11 @@ class Store:
         busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
         counter: Counts each step's tokens when it is written (``HeuristicCounter`` by default); budgets
             build on these counts, calibrated by the API's reported usage.
+        owner: Bind the store to one owner (a user or tenant id): it then creates conversations for that
+            owner only and sees no other owner's; their ids behave exactly as ids that do not exist. A
+            store without an owner sees every conversation (for administration).
+        redact: Called on every step (wire JSON) before it is written, to scrub what must not be kept
+            (PII, say); returns the step to store. Its result is validated like any step.
         sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
             a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
 
@@ -82,8 +90,12 @@ class Store:
         busy_timeout: float = 30.0,
         sqlite_synchronous: str = "FULL",
         counter: TokenCounter | None = None,
+        owner: str | None = None,
+        redact: Redactor | None = None,
     ) -> None:
         self.counter: TokenCounter = counter or HeuristicCounter()
+        self.owner = check_owner(owner)
+        self.redact = redact
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -180,6 +192,7 @@ class Store:
             metadata=metadata,
             now=now,
         )
+        row["owner"] = self.owner
         self._run(_ops.create_conversation(row, branch, now), write=True)
         info = _ops.info_from_row(_AttrRow(row))
         return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD)
@@ -193,7 +206,7 @@ class Store:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = self._run(_ops.load(conversation_id, branch))
+        loaded = self._run(_ops.load(conversation_id, branch, self.owner))
         return self._conversation_class(self, loaded.info, branch, loaded.head)
 
     def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
@@ -205,7 +218,9 @@ class Store:
         """
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
-        items, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor)))
+        items, next_cursor = self._run(
+            _ops.list_conversations(limit, decode_cursor(cursor), self.owner)
+        )
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
     def iter_conversations(self, *, page_size: int = 200) -> Iterator[ConversationInfo]:
@@ -218,6 +233,29 @@ class Store:
                 return
             cursor = page.next_cursor
 
+    def purge(self, *, older_than: timedelta | datetime) -> int:
+        """Delete every conversation (of this store's owner) untouched for ``older_than``: created before
+        the cutoff and with no branch moved since. Each is deleted as ``delete_conversation`` does.
+
+        Args:
+            older_than: An age (``timedelta(days=30)``) or a UTC cutoff time.
+
+        Returns:
+            How many conversations were deleted.
+        """
+        cutoff = older_than if isinstance(older_than, datetime) else utcnow() - older_than
+        if cutoff.tzinfo is None:
+            raise ValueError("older_than: pass an aware UTC datetime or a timedelta")
+        stale = self._run(_ops.stale_conversations(cutoff, self.owner))
+        deleted = 0
+        for conversation_id in stale:
+            try:
+                self.delete_conversation(conversation_id)
+            except ConversationNotFoundError:
+                continue  # deleted meanwhile
+            deleted += 1
+        return deleted
+
     def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation with all its nodes and branches.
 
@@ -226,7 +264,7 @@ class Store:
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        self._run(_ops.delete_conversation(conversation_id), write=True)
+        self._run(_ops.delete_conversation(conversation_id, self.owner), write=True)
 
 
 class _AttrRow:
@@ -296,7 +334,7 @@ class Conversation:
 
     def refresh(self) -> None:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
-        self._head = (self._store._run(_ops.load(self.id, self._branch))).head
+        self._head = (self._store._run(_ops.load(self.id, self._branch, self._store.owner))).head
 
     def append(self, steps: Iterable[StepLike]) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
@@ -317,7 +355,7 @@ class Conversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        return self._append(prepare_exchange(steps, self._store.counter), None)
+        return self._append(prepare_exchange(steps, self._store.counter, self._store.redact), None)
 
     def _append(
         self, prepared: list[tuple[str, str, int]], exchange: Mapping[str, Any] | None
@@ -367,7 +405,9 @@ class Conversation:
         dropped = [node.data for node in self.path(start.parent_id) if node.id not in pinned]
         produced = resolve(budget.compact(dropped))  # type: ignore[misc]
         prepared = prepare_wires(
-            codec.normalize_steps(produced, prefix="summary"), budget.counter or self._store.counter
+            codec.normalize_steps(produced, prefix="summary"),
+            budget.counter or self._store.counter,
+            self._store.redact,
         )
         tokens = sum(count for _, _, count in prepared)
         if tokens > budget.summary_tokens:
@@ -432,7 +472,7 @@ class Conversation:
             BranchNotFoundError.
         """
         check_branch_name(branch)
-        loaded = self._store._run(_ops.load(self.id, branch))
+        loaded = self._store._run(_ops.load(self.id, branch, self._store.owner))
         return type(self)(self._store, loaded.info, branch, loaded.head)
 
     def branches(self) -> list[Branch]:
