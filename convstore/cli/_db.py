@@ -1,0 +1,63 @@
+"""``db upgrade`` and ``db current``: the database schema, built and upgraded by convstore's migrations."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from convstore.cli._common import Parser, add_db_option, display_url, open_store, resolve_db
+from convstore.store._migrate import head_revision
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    db = sub.add_parser(
+        "db",
+        help="The database schema: upgrade it, or show its revision.",
+        description="The database schema: upgrade it, or show its revision.",
+    )
+    actions = db.add_subparsers(dest="action", metavar="ACTION", title="actions", parser_class=Parser)
+    actions.required = True
+    for name, summary, func in (
+        (
+            "upgrade",
+            "Upgrade a database's schema to this convstore's revision, keeping its data.",
+            cmd_upgrade,
+        ),
+        ("current", "Show a database's schema revision, and whether it is this convstore's.", cmd_current),
+    ):
+        action = actions.add_parser(name, help=summary, description=summary)
+        action.add_argument(
+            "url", nargs="?", metavar="URL", help="the database (default: --db, as elsewhere)"
+        )
+        add_db_option(action)
+        action.set_defaults(func=func)
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    url = resolve_db(args.url or args.db)
+    with open_store(url, check_schema=False) as store:
+        before = store.schema_revision()
+        store.upgrade()
+        after = store.schema_revision()
+    if before == after:
+        print(f"{display_url(url)} is at revision {after}, this convstore's: nothing to do")
+    else:
+        print(f"upgraded {display_url(url)} from revision {before or 'none (empty)'} to {after}")
+    return 0
+
+
+def cmd_current(args: argparse.Namespace) -> int:
+    url = resolve_db(args.url or args.db)
+    with open_store(url, check_schema=False) as store:
+        revision = store.schema_revision()
+    head = head_revision()
+    if revision is None:
+        state = f"no convstore tables yet: opening it builds revision {head}"
+    elif revision == head:
+        state = "this convstore's revision"
+    else:
+        state = f"this convstore needs {head}: run `convstore db upgrade`"
+    print(f"{revision or 'none'}  ({state})")
+    return 0

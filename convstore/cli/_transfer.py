@@ -1,0 +1,183 @@
+"""``export`` and ``import``: whole conversation trees as JSONL, ids kept, between any two stores.
+
+The format and the store operations are in ``convstore.store._transfer``; this is the file handling: an
+export is written to a temporary file and renamed when complete (``-o``), and an import reads its file twice,
+first to check every line and every conversation id before anything is written, then to write each
+conversation in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from convstore.cli._common import CliError, command, display_url, open_store, resolve_db
+from convstore.cli._progress import Progress
+from convstore.errors import ConversationNotFoundError
+from convstore.store._engine import run
+from convstore.store._transfer import (
+    TransferFormatError,
+    conversation_exists,
+    dump_lines,
+    export_ops,
+    header_line,
+    import_ops,
+    read_dumps,
+)
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    export = command(
+        sub,
+        "export",
+        "Write conversations (all, or the ids given) as JSONL: every node, branch and usage row, ids kept.",
+        "Write conversations (all, or the ids given) as JSONL: every node, branch and usage row, ids kept.\n"
+        "`convstore import` reads it back into any store, SQLite or PostgreSQL, unchanged.",
+    )
+    export.add_argument("ids", nargs="*", metavar="ID", help="conversations to export (default: all)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.set_defaults(func=cmd_export)
+
+    imp = command(
+        sub,
+        "import",
+        "Read a JSONL export into the store: each conversation in one transaction, with its own ids.",
+        "Read a JSONL export into the store: each conversation in one transaction, with its own ids.\n"
+        "Every line is checked before anything is written. A conversation whose id is already in the\n"
+        "store stops the import (nothing written) unless --skip-existing.",
+    )
+    imp.add_argument("file", metavar="FILE", help="the export (- for stdin)")
+    imp.add_argument(
+        "--skip-existing", action="store_true", help="leave conversations already in the store as they are"
+    )
+    imp.set_defaults(func=cmd_import)
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[Callable[[str], None]]:
+    """A line writer: to stdout, or to a temporary file renamed to ``path`` only once complete."""
+    if path is None:
+        stream = sys.stdout.buffer
+
+        def write_out(line: str) -> None:
+            stream.write(line.encode("utf-8") + b"\n")
+
+        yield write_out
+        stream.flush()
+        return
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise CliError(f"no such folder: {target.parent}")
+    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+
+            def write_file(line: str) -> None:
+                handle.write(line.encode("utf-8") + b"\n")
+
+            yield write_file
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    url = resolve_db(args.db)
+    with open_store(url) as store:
+        ids: list[str] = list(dict.fromkeys(args.ids))
+        for conversation_id in ids:  # every id is checked before anything is written
+            if not run(store.engine, conversation_exists(conversation_id), write=False):
+                raise ConversationNotFoundError(conversation_id)
+        if not ids:
+            ids = [info.id for info in store.iter_conversations()]
+        rows = 0
+        with _output(args.output) as write, Progress("exporting", len(ids), unit="conversations") as bar:
+            write(header_line(store.schema_revision()))
+            for conversation_id in ids:
+                dump = run(store.engine, export_ops(conversation_id), write=False)
+                for line in dump_lines(dump):
+                    write(line)
+                rows += dump.row_count
+                bar.advance()
+    print(f"exported {len(ids)} conversations ({rows} rows)", file=sys.stderr)
+    return 0
+
+
+def _lines(handle: IO[bytes]) -> Iterator[str]:
+    """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise TransferFormatError("not UTF-8 text", line=number) from None
+
+
+def _source(path: str, stack: ExitStack) -> Path:
+    """The file to read (twice): ``path``, or stdin copied to a temporary file."""
+    if path != "-":
+        source = Path(path)
+        if not source.is_file():
+            raise CliError(f"no such file: {path}")
+        return source
+    spool = stack.enter_context(tempfile.TemporaryDirectory(prefix="convstore-import-"))
+    copy = Path(spool) / "stdin.jsonl"
+    with copy.open("wb") as handle:
+        shutil.copyfileobj(sys.stdin.buffer, handle)
+    return copy
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    url = resolve_db(args.db)
+    with ExitStack() as stack:
+        source = _source(args.file, stack)
+        found: list[tuple[int, str, int]] = []  # (line, conversation id, rows)
+        try:
+            with source.open("rb") as handle:
+                found.extend((line, dump.id, dump.row_count) for line, dump in read_dumps(_lines(handle)))
+        except TransferFormatError as error:
+            raise CliError(f"{args.file}: {error}; nothing was imported") from None
+        store = stack.enter_context(open_store(url))
+        present = {cid for _, cid, _ in found if run(store.engine, conversation_exists(cid), write=False)}
+        if present and not args.skip_existing:
+            line, cid = next((line, cid) for line, cid, _ in found if cid in present)
+            more = f" (and {len(present) - 1} more)" if len(present) > 1 else ""
+            raise CliError(
+                f"conversation {cid} (line {line}) already exists in {display_url(url)}{more}; "
+                "nothing was imported (--skip-existing imports the others)"
+            )
+        total = sum(rows for _, cid, rows in found if cid not in present)
+        imported = skipped = 0
+        with source.open("rb") as handle, Progress("importing", total, unit="rows") as bar:
+            for line, dump in read_dumps(_lines(handle)):
+                if dump.id in present:
+                    skipped += 1
+                    continue
+                try:
+                    done = run(
+                        store.engine,
+                        import_ops(dump, skip_existing=args.skip_existing, progress=bar.advance),
+                        write=True,
+                    )
+                except TransferFormatError as error:
+                    raise CliError(
+                        f"{args.file}: conversation at line {line}: {error}{_kept(imported)}"
+                    ) from None
+                imported += int(done)
+                skipped += int(not done)
+    note = f", skipped {skipped} already in the store" if skipped else ""
+    print(f"imported {imported} conversations into {display_url(url)}{note}")
+    return 0
+
+
+def _kept(imported: int) -> str:
+    return f"; the {imported} conversations before it were imported" if imported else "; nothing was imported"
