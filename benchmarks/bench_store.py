@@ -1,0 +1,770 @@
+"""convstore's store against the floor: the raw driver with hand-written SQL doing the same work.
+
+    python benchmarks/bench_store.py [--backend sqlite|postgres|all] [--quick] [--out benchmarks/results]
+
+Each contender gets a fresh database of its own, built by convstore's migrations (``Store(url)``): a SQLite
+file in a temporary directory, or a new PostgreSQL schema (dropped at the end). The floor then writes its own
+conversation into those same tables with plain SQL through ``sqlite3`` / ``psycopg`` 3, with the same
+durability settings as convstore (SQLite: WAL, ``synchronous=FULL``, ``foreign_keys=ON``), one transaction per
+exchange, ``executemany`` for the steps and a compare-and-swap of the branch head. Both contenders get the
+same steps from the same seeded generator, and their operations are interleaved (alternating which goes
+first), so drift in the machine affects both alike.
+
+Workloads:
+
+1. Append one exchange (2-4 steps) at a time up to N steps (10,000; 2,000 with ``--quick``); per-append
+   latency, its growth (median of the last 10% of appends over the first 10%) and convstore/floor.
+2. ``history()`` and ``history_json()`` of a 1,000-step branch and of the whole N-step branch, against the
+   floor's query + ``json.loads`` and the floor's query + text splice.
+3. Forks in the middle of the N-step conversation; rows added per fork must be exactly one branch row.
+4. Database size at a few step counts (SQLite file after ``wal_checkpoint(TRUNCATE)``; PostgreSQL
+   ``pg_total_relation_size`` of the three tables), measured between appends, outside the timings.
+
+PostgreSQL: ``CONVSTORE_TEST_POSTGRES_URL`` or ``--postgres-url`` (default the local ``test`` database).
+Each connection caches the plans of its foreign-key checks. Made on a new, empty ``convstore_nodes``, the
+plan of the check ``conversation_id = $1 AND id = $2`` scans the index on ``(conversation_id, parent_id)``
+and filters on ``id``: a scan of the whole conversation at every step, until an ANALYZE of the table
+(autovacuum's, whenever it comes) makes the connection re-plan. Append latency on PostgreSQL then depends on
+when autovacuum runs; the report shows how many autoanalyze runs each schema had at each size point. Before
+the reads, the benchmark runs ANALYZE on both schemas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from itertools import pairwise
+from pathlib import Path
+from typing import Any, Protocol
+
+import _common as common
+from _common import TableData, fmt_bytes, fmt_ns, fmt_ratio, median_ns, now_ns, percentile_ns
+
+import convstore
+
+TABLES = ("convstore_conversations", "convstore_nodes", "convstore_branches")
+MODEL = "gemini-3-flash-preview"
+APPEND_GROWTH_TARGET = 1.2
+HISTORY_RATIO_TARGET = 3.0
+
+
+@dataclass(frozen=True)
+class Config:
+    total_steps: int
+    history_sizes: tuple[int, ...]
+    history_runs: tuple[int, ...]  # timed runs for each history size (after one warm-up run)
+    size_points: tuple[int, ...]
+    forks: int
+
+
+FULL = Config(
+    total_steps=10_000,
+    history_sizes=(1_000, 10_000),
+    history_runs=(31, 15),
+    size_points=(1_000, 2_000, 5_000, 10_000),
+    forks=200,
+)
+QUICK = Config(
+    total_steps=2_000,
+    history_sizes=(1_000, 2_000),
+    history_runs=(9, 5),
+    size_points=(500, 1_000, 2_000),
+    forks=50,
+)
+
+
+# The contenders.
+
+
+class Contender(Protocol):
+    name: str
+
+    def append(self, steps: list[dict[str, Any]]) -> list[str]:
+        """Write one exchange on the main branch; the new node ids in order."""
+
+    def branch_at(self, node_id: str, branch: str) -> None:
+        """Set-up, untimed: a branch whose head is ``node_id``."""
+
+    def history(self, branch: str) -> list[dict[str, Any]]: ...
+
+    def history_json(self, branch: str) -> str: ...
+
+    def fork(self, node_id: str, branch: str) -> None: ...
+
+    def count_rows(self) -> tuple[int, int]:
+        """(branch rows, node rows) in the contender's database."""
+
+    def size_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class ConvstoreContender:
+    name = "convstore"
+
+    def __init__(self, url: str, size_bytes: Callable[[], int]) -> None:
+        self.store = convstore.Store(url)
+        self.conv = self.store.create_conversation(model=MODEL)
+        self.branches: dict[str, convstore.Conversation] = {"main": self.conv}
+        self._size_bytes = size_bytes
+
+    def append(self, steps: list[dict[str, Any]]) -> list[str]:
+        return [node.id for node in self.conv.append(steps)]
+
+    def branch_at(self, node_id: str, branch: str) -> None:
+        self.branches[branch] = self.conv.fork(at=node_id, branch=branch)
+
+    def history(self, branch: str) -> list[dict[str, Any]]:
+        return self.branches[branch].history()
+
+    def history_json(self, branch: str) -> str:
+        return self.branches[branch].history_json()
+
+    def fork(self, node_id: str, branch: str) -> None:
+        self.conv.fork(at=node_id, branch=branch)
+
+    def count_rows(self) -> tuple[int, int]:
+        with self.store.engine.connect() as conn:
+            branches = conn.exec_driver_sql("SELECT count(*) FROM convstore_branches").scalar_one()
+            nodes = conn.exec_driver_sql("SELECT count(*) FROM convstore_nodes").scalar_one()
+        return int(branches), int(nodes)
+
+    def size_bytes(self) -> int:
+        return self._size_bytes()
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def new_id() -> str:
+    """A UUIDv7 as 32 hex digits: how SQLAlchemy stores a UUID in SQLite, and valid ``uuid`` input for PG."""
+    value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = value & ~(0xF << 76) | 0x7 << 76
+    value = value & ~(0x3 << 62) | 0x2 << 62
+    return f"{value:032x}"
+
+
+def dumps(step: dict[str, Any]) -> str:
+    return json.dumps(step, ensure_ascii=False, separators=(",", ":"))
+
+
+class ConflictError(RuntimeError):
+    pass
+
+
+# The floor's SQL, the same on both backends but for the parameter style and the NULL-safe comparison.
+#
+# The history query is convstore's recursive CTE (its HISTORY statement), column for column: the floor returns
+# the head's id, depth, exchange id and token total with the payloads, as convstore's history operation does.
+# Variants measured while writing this, and not consistently faster on either backend: the recursion carrying
+# (id, parent_id, depth) only, with the payloads joined in afterwards; and selecting the payloads only.
+# Dropping the ORDER BY (the recursion walks head to root, so reversing the rows would do) is faster on
+# SQLite, but neither database promises that order, so the floor does not rely on it.
+_FLOOR_INSERT_NODES = (
+    "INSERT INTO convstore_nodes (conversation_id, id, parent_id, depth, exchange_id, type, token_count, "
+    "total_tokens, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_FLOOR_MOVE_HEAD = (
+    "UPDATE convstore_branches SET head_id = ?, updated_at = ? "
+    "WHERE conversation_id = ? AND name = ? AND head_id IS ?"
+)
+_FLOOR_INSERT_BRANCH = (
+    "INSERT INTO convstore_branches (conversation_id, name, head_id, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?)"
+)
+_FLOOR_INSERT_CONVERSATION = "INSERT INTO convstore_conversations (id, created_at, model) VALUES (?, ?, ?)"
+_FLOOR_HISTORY = """
+WITH RECURSIVE path(id, parent_id, depth, exchange_id, total_tokens, payload) AS (
+    SELECT n.id, n.parent_id, n.depth, n.exchange_id, n.total_tokens, n.payload
+    FROM convstore_nodes AS n
+    JOIN convstore_branches AS b ON b.conversation_id = n.conversation_id AND b.head_id = n.id
+    WHERE b.conversation_id = ? AND b.name = ?
+    UNION ALL
+    SELECT p.id, p.parent_id, p.depth, p.exchange_id, p.total_tokens, p.payload
+    FROM convstore_nodes AS p, path
+    WHERE p.conversation_id = ? AND p.id = path.parent_id
+)
+SELECT id, parent_id, depth, exchange_id, total_tokens, payload FROM path ORDER BY depth
+"""
+
+
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s").replace("head_id IS %s", "head_id IS NOT DISTINCT FROM %s")
+
+
+class _Floor:
+    """The hand-written side; subclasses supply the connection, timestamps and the SQL dialect."""
+
+    name = "floor"
+
+    def __init__(self, size_bytes: Callable[[], int], to_dialect: Callable[[str], str]) -> None:
+        self._size_bytes = size_bytes
+        self.conversation_id = new_id()
+        self.head: tuple[Any, int, int] = (None, -1, 0)  # what append's compare-and-swap expects
+        self.sql_insert_conversation = to_dialect(_FLOOR_INSERT_CONVERSATION)
+        self.sql_insert_nodes = to_dialect(_FLOOR_INSERT_NODES)
+        self.sql_move_head = to_dialect(_FLOOR_MOVE_HEAD)
+        self.sql_insert_branch = to_dialect(_FLOOR_INSERT_BRANCH)
+        self.sql_history = to_dialect(_FLOOR_HISTORY)
+
+    def now(self) -> Any:
+        raise NotImplementedError
+
+    def history_rows(self, branch: str) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def rows_for(self, steps: list[dict[str, Any]], now: Any) -> list[tuple[Any, ...]]:
+        """The exchange's node rows: JSON text, ids, parent chain, depths, token counts, as convstore's."""
+        exchange_id = new_id()
+        parent, depth, total = self.head
+        rows = []
+        for step in steps:
+            payload = dumps(step)
+            node_id = new_id()
+            count = max(1, math.ceil(len(payload) / 4))
+            depth += 1
+            total += count
+            row = (self.conversation_id, node_id, parent, depth, exchange_id, step["type"], count, total, now)
+            rows.append((*row, payload))
+            parent = node_id
+        return rows
+
+    def history_payloads(self, branch: str) -> tuple[list[str], tuple[Any, ...]]:
+        """The stored step texts, root first, and the head they end at (convstore's history operation)."""
+        rows = self.history_rows(branch)
+        last = rows[-1]
+        return [row[5] for row in rows], (str(last[0]), last[2], last[4], str(last[3]))
+
+    def history(self, branch: str) -> list[dict[str, Any]]:
+        # One json.loads of the spliced array: faster than a json.loads a payload (measured, both backends).
+        payloads, _head = self.history_payloads(branch)
+        return json.loads("[" + ",".join(payloads) + "]")  # type: ignore[no-any-return]
+
+    def history_json(self, branch: str) -> str:
+        payloads, _head = self.history_payloads(branch)
+        return "[" + ",".join(payloads) + "]"
+
+    def branch_at(self, node_id: str, branch: str) -> None:
+        self.fork(node_id, branch)
+
+    def fork(self, node_id: str, branch: str) -> None:
+        # One statement, so its own transaction (autocommit); the foreign key checks that the node exists.
+        now = self.now()
+        self.conn.execute(self.sql_insert_branch, (self.conversation_id, branch, node_id, now, now))
+
+    def count_rows(self) -> tuple[int, int]:
+        branches = self.conn.execute("SELECT count(*) FROM convstore_branches").fetchone()[0]
+        nodes = self.conn.execute("SELECT count(*) FROM convstore_nodes").fetchone()[0]
+        return int(branches), int(nodes)
+
+    def size_bytes(self) -> int:
+        return self._size_bytes()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    conn: Any
+
+
+class SqliteFloor(_Floor):
+    def __init__(self, path: Path, size_bytes: Callable[[], int]) -> None:
+        super().__init__(size_bytes, lambda sql: sql)
+        # convstore's connection settings. Autocommit mode (no implicit transactions): a write transaction
+        # begins with BEGIN IMMEDIATE, as convstore's do; a one-statement read or insert needs no BEGIN.
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA busy_timeout = 30000")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = FULL")
+        now = self.now()
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute(self.sql_insert_conversation, (self.conversation_id, now, MODEL))
+        self.conn.execute(self.sql_insert_branch, (self.conversation_id, "main", None, now, now))
+        self.conn.execute("COMMIT")
+
+    def now(self) -> str:
+        # SQLAlchemy's SQLite DATETIME text: naive UTC, microseconds always written.
+        return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+    def append(self, steps: list[dict[str, Any]]) -> list[str]:
+        now = self.now()
+        rows = self.rows_for(steps, now)
+        last = rows[-1]
+        conn, cid = self.conn, self.conversation_id
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(self.sql_insert_nodes, rows)
+            moved = conn.execute(self.sql_move_head, (last[1], now, cid, "main", self.head[0])).rowcount
+            if moved == 1:
+                conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        if moved != 1:
+            conn.execute("ROLLBACK")
+            raise ConflictError(cid)
+        self.head = (last[1], last[3], last[7])
+        return [row[1] for row in rows]
+
+    def history_rows(self, branch: str) -> list[tuple[Any, ...]]:
+        cid = self.conversation_id
+        return self.conn.execute(self.sql_history, (cid, branch, cid)).fetchall()
+
+
+class PostgresFloor(_Floor):
+    def __init__(self, schema: common.PostgresSchema, size_bytes: Callable[[], int]) -> None:
+        super().__init__(size_bytes, _pg)
+        # Autocommit: a write runs in ``conn.transaction()`` (BEGIN ... COMMIT); a one-statement read or
+        # insert is a transaction of its own.
+        self.conn = schema.connect(autocommit=True)
+        now = self.now()
+        with self.conn.transaction():
+            self.conn.execute(self.sql_insert_conversation, (self.conversation_id, now, MODEL))
+            self.conn.execute(self.sql_insert_branch, (self.conversation_id, "main", None, now, now))
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def append(self, steps: list[dict[str, Any]]) -> list[str]:
+        now = self.now()
+        rows = self.rows_for(steps, now)
+        last = rows[-1]
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(self.sql_insert_nodes, rows)  # pipelined by psycopg: one round trip
+            cur.execute(self.sql_move_head, (last[1], now, self.conversation_id, "main", self.head[0]))
+            if cur.rowcount != 1:
+                raise ConflictError(self.conversation_id)
+        self.head = (last[1], last[3], last[7])
+        return [row[1] for row in rows]
+
+    def history_rows(self, branch: str) -> list[tuple[Any, ...]]:
+        cid = self.conversation_id
+        with self.conn.cursor() as cur:
+            return cur.execute(self.sql_history, (cid, branch, cid)).fetchall()
+
+
+# The workloads. convstore and the floor run each operation back to back, alternating which goes first.
+
+
+def _pair(index: int, contenders: Sequence[Contender]) -> Sequence[Contender]:
+    return contenders if index % 2 == 0 else list(reversed(contenders))
+
+
+def append_summary(samples: list[int]) -> dict[str, Any]:
+    tenth = max(1, len(samples) // 10)
+    first, last = median_ns(samples[:tenth]), median_ns(samples[-tenth:])
+    bounds = [round(len(samples) * i / 10) for i in range(11)]
+    return {
+        "decile_medians_ns": [median_ns(samples[lo:hi]) for lo, hi in pairwise(bounds)],
+        "appends": len(samples),
+        "median_ns": median_ns(samples),
+        "p95_ns": percentile_ns(samples, 95),
+        "p99_ns": percentile_ns(samples, 99),
+        "first_10pct_median_ns": first,
+        "last_10pct_median_ns": last,
+        "growth_last_over_first": last / first,
+        "samples_ns": samples,
+    }
+
+
+@dataclass
+class BackendRun:
+    backend: Backend
+    node_ids: dict[str, list[str]] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def contenders(self) -> list[Contender]:
+        return self.backend.contenders
+
+
+Exchanges = Sequence[list[dict[str, Any]]]
+
+
+def run_appends(run: BackendRun, exchanges: Exchanges, size_points: Sequence[int]) -> None:
+    samples: dict[str, list[int]] = {c.name: [] for c in run.contenders}
+    run.node_ids = {c.name: [] for c in run.contenders}
+    sizes: list[dict[str, Any]] = []
+    pending = list(size_points)
+    steps = 0
+    gc.collect()
+    for index, exchange in enumerate(exchanges):
+        for contender in _pair(index, run.contenders):
+            start = now_ns()
+            ids = contender.append(exchange)
+            samples[contender.name].append(now_ns() - start)
+            run.node_ids[contender.name].extend(ids)
+        steps += len(exchange)
+        if pending and steps >= pending[0]:
+            pending.pop(0)
+            point: dict[str, Any] = {"steps": steps, **{c.name: c.size_bytes() for c in run.contenders}}
+            if run.backend.nodes_stats is not None:
+                point["nodes_stats"] = run.backend.nodes_stats()
+            sizes.append(point)
+    run.results["append"] = {name: append_summary(values) for name, values in samples.items()}
+    run.results["size"] = sizes
+
+
+def run_history(run: BackendRun, sizes: Sequence[int], runs: Sequence[int]) -> None:
+    results: list[dict[str, Any]] = []
+    for size, repeats in zip(sizes, runs, strict=True):
+        branch = "main" if size == len(run.node_ids["convstore"]) else f"history-{size}"
+        if branch != "main":
+            for contender in run.contenders:
+                contender.branch_at(run.node_ids[contender.name][size - 1], branch)
+        for method in ("history", "history_json"):
+            # Warm-up, and a check that both sides return the same thing.
+            outputs = [getattr(contender, method)(branch) for contender in run.contenders]
+            if outputs[0] != outputs[1]:
+                raise AssertionError(f"{method}() differs between convstore and the floor at {size} steps")
+            if method == "history" and len(outputs[0]) != size:
+                raise AssertionError(f"history() returned {len(outputs[0])} steps, expected {size}")
+            del outputs
+            samples: dict[str, list[int]] = {c.name: [] for c in run.contenders}
+            gc.collect()
+            for index in range(repeats):
+                for contender in _pair(index, run.contenders):
+                    call = getattr(contender, method)
+                    start = now_ns()
+                    call(branch)
+                    samples[contender.name].append(now_ns() - start)
+            convstore_median, floor_median = median_ns(samples["convstore"]), median_ns(samples["floor"])
+            results.append(
+                {
+                    "method": method,
+                    "steps": size,
+                    "runs": repeats,
+                    "convstore_median_ns": convstore_median,
+                    "floor_median_ns": floor_median,
+                    "ratio": convstore_median / floor_median,
+                    "samples_ns": samples,
+                }
+            )
+    run.results["history"] = results
+
+
+def run_forks(run: BackendRun, forks: int) -> None:
+    samples: dict[str, list[int]] = {c.name: [] for c in run.contenders}
+    middle = {name: ids[len(ids) // 2] for name, ids in run.node_ids.items()}
+    before = {c.name: c.count_rows() for c in run.contenders}
+    gc.collect()
+    for index in range(forks):
+        for contender in _pair(index, run.contenders):
+            start = now_ns()
+            contender.fork(middle[contender.name], f"fork-{index:05d}")
+            samples[contender.name].append(now_ns() - start)
+    after = {c.name: c.count_rows() for c in run.contenders}
+    result: dict[str, Any] = {"forks": forks, "at_depth": len(run.node_ids["convstore"]) // 2}
+    for name, values in samples.items():
+        branch_rows = after[name][0] - before[name][0]
+        node_rows = after[name][1] - before[name][1]
+        if branch_rows != forks or node_rows != 0:
+            raise AssertionError(f"{name}: {forks} forks added {branch_rows} branches and {node_rows} nodes")
+        result[name] = {
+            "median_ns": median_ns(values),
+            "p95_ns": percentile_ns(values, 95),
+            "branch_rows_per_fork": branch_rows / forks,
+            "node_rows_per_fork": node_rows / forks,
+            "samples_ns": values,
+        }
+    result["ratio"] = result["convstore"]["median_ns"] / result["floor"]["median_ns"]
+    run.results["fork"] = result
+
+
+def run_backend(backend: Backend, config: Config, exchanges: Exchanges) -> dict[str, Any]:
+    run = BackendRun(backend)
+    started = time.monotonic()
+    run_appends(run, exchanges, config.size_points)
+    backend.before_reads()
+    run_history(run, config.history_sizes, config.history_runs)
+    run_forks(run, config.forks)
+    run.results["seconds"] = round(time.monotonic() - started, 1)
+    return run.results
+
+
+# The databases.
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Backend:
+    contenders: list[Contender]
+    before_reads: Callable[[], None] = _nothing
+    # PostgreSQL: (auto)vacuum/analyze counts of each contender's convstore_nodes, sampled at the size points.
+    nodes_stats: Callable[[], dict[str, Any]] | None = None
+
+
+@contextmanager
+def open_backend(name: str, postgres_url: str) -> Iterator[Backend]:
+    """A fresh database for each contender, both built by convstore's migrations; removed on exit."""
+    with ExitStack() as stack:
+        if name == "sqlite":
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="convstore-bench-")))
+            ours = common.SqliteFile(directory / "convstore.db")
+            theirs = common.SqliteFile(directory / "floor.db")
+            convstore.Store(theirs.url).close()
+            backend = Backend(
+                [ConvstoreContender(ours.url, ours.size_bytes), SqliteFloor(theirs.path, theirs.size_bytes)]
+            )
+        else:
+            ours_pg = stack.enter_context(common.postgres_schema(postgres_url))
+            theirs_pg = stack.enter_context(common.postgres_schema(postgres_url))
+            convstore.Store(theirs_pg.url).close()
+            schemas = {"convstore": ours_pg, "floor": theirs_pg}
+
+            def before_reads() -> None:
+                # Planner statistics for both schemas alike, as autovacuum gathers them in service. This also
+                # makes every backend re-plan its cached foreign-key check queries (see the module notes).
+                for schema in schemas.values():
+                    with schema.connect() as conn:
+                        for table in TABLES:
+                            conn.execute(f"ANALYZE {table}")
+
+            def nodes_stats() -> dict[str, Any]:
+                stats = {name: schema.table_stats("convstore_nodes") for name, schema in schemas.items()}
+                return stats | {"other_sessions": ours_pg.other_sessions()}
+
+            backend = Backend(
+                [
+                    ConvstoreContender(ours_pg.url, lambda: sum(ours_pg.table_sizes().values())),
+                    PostgresFloor(theirs_pg, lambda: sum(theirs_pg.table_sizes().values())),
+                ],
+                before_reads,
+                nodes_stats,
+            )
+        for contender in backend.contenders:
+            stack.callback(contender.close)
+        yield backend
+
+
+# Reports.
+
+
+def _target(ok: bool, value: float, limit: float) -> str:
+    return "PASS" if ok else f"MISS (+{(value / limit - 1) * 100:.0f}%)"
+
+
+def tables_for(backend: str, results: dict[str, Any], mean_step_bytes: float) -> list[TableData]:
+    tables = []
+    append = results["append"]
+    ours, floor = append["convstore"], append["floor"]
+    steps = results["size"][-1]["steps"] if results["size"] else None
+    rows = []
+    for name, data in (("convstore", ours), ("floor", floor)):
+        growth = data["growth_last_over_first"]
+        rows.append(
+            [
+                name,
+                fmt_ns(data["median_ns"]),
+                fmt_ns(data["p95_ns"]),
+                fmt_ns(data["first_10pct_median_ns"]),
+                fmt_ns(data["last_10pct_median_ns"]),
+                fmt_ratio(growth),
+                _target(growth <= APPEND_GROWTH_TARGET, growth, APPEND_GROWTH_TARGET),
+            ]
+        )
+    tables.append(
+        TableData(
+            f"{backend}: append one exchange (2-4 steps) a transaction, {ours['appends']:,} appends to "
+            f"{steps:,} steps",
+            ["", "median", "p95", "first 10% median", "last 10% median", "last/first", "target <= 1.2"],
+            rows,
+            f"convstore/floor, median append: {fmt_ratio(ours['median_ns'] / floor['median_ns'])}",
+        )
+    )
+    stats = [point.get("nodes_stats") for point in results["size"]]
+    if any(stats):
+        counts = {
+            name: "/".join(str(point[name].get("autoanalyze_count", "?")) for point in stats if point)
+            for name in ("convstore", "floor")
+        }
+        others = "/".join(str(point.get("other_sessions", "?")) for point in stats if point)
+        tables[-1].note += (
+            "\nAt each size point: autoanalyze runs on convstore_nodes so far, "
+            f"convstore {counts['convstore']}, floor {counts['floor']}; "
+            f"other sessions in the database {others}. An ANALYZE, or DDL such as another session's "
+            "CREATE/DROP SCHEMA, makes every connection re-plan its foreign-key checks."
+        )
+    tables.append(
+        TableData(
+            f"{backend}: append latency over the run, median of each tenth of the appends",
+            ["", *(f"{i * 10}-{i * 10 + 10}%" for i in range(10))],
+            [
+                [name, *(fmt_ns(v) for v in data["decile_medians_ns"])]
+                for name, data in (("convstore", ours), ("floor", floor))
+            ],
+        )
+    )
+    rows = []
+    for entry in results["history"]:
+        ratio = entry["ratio"]
+        rows.append(
+            [
+                f"{entry['method']}()",
+                f"{entry['steps']:,}",
+                str(entry["runs"]),
+                fmt_ns(entry["convstore_median_ns"]),
+                fmt_ns(entry["floor_median_ns"]),
+                fmt_ratio(ratio),
+                _target(ratio <= HISTORY_RATIO_TARGET, ratio, HISTORY_RATIO_TARGET),
+            ]
+        )
+    tables.append(
+        TableData(
+            f"{backend}: history of one branch (median of N runs after a warm-up)",
+            ["", "steps", "N", "convstore", "floor", "convstore/floor", "target <= 3x"],
+            rows,
+            "floor: the same recursive CTE via the raw driver; history() = one json.loads of the spliced "
+            "payloads, history_json() = the spliced text",
+        )
+    )
+    fork = results["fork"]
+    rows = [
+        [
+            name,
+            fmt_ns(fork[name]["median_ns"]),
+            fmt_ns(fork[name]["p95_ns"]),
+            f"{fork[name]['branch_rows_per_fork']:g}",
+            f"{fork[name]['node_rows_per_fork']:g}",
+        ]
+        for name in ("convstore", "floor")
+    ]
+    tables.append(
+        TableData(
+            f"{backend}: {fork['forks']} forks at depth {fork['at_depth']:,}",
+            ["", "median", "p95", "branch rows/fork", "node rows/fork"],
+            rows,
+            f"convstore/floor, median fork: {fmt_ratio(fork['ratio'])}; floor = one INSERT of a branch row",
+        )
+    )
+    rows = []
+    previous: dict[str, Any] | None = None
+    for point in results["size"]:
+        marginal = (
+            (point["convstore"] - previous["convstore"]) / (point["steps"] - previous["steps"])
+            if previous is not None
+            else None
+        )
+        rows.append(
+            [
+                f"{point['steps']:,}",
+                fmt_bytes(point["convstore"]),
+                f"{point['convstore'] / point['steps']:,.0f}",
+                "" if marginal is None else f"{marginal:,.0f}",
+                fmt_bytes(point["floor"]),
+                f"{point['floor'] / point['steps']:,.0f}",
+            ]
+        )
+        previous = point
+    measure = (
+        "file size after PRAGMA wal_checkpoint(TRUNCATE)"
+        if backend == "sqlite"
+        else "sum of pg_total_relation_size of the convstore_* tables"
+    )
+    tables.append(
+        TableData(
+            f"{backend}: database size ({measure})",
+            ["steps", "convstore", "bytes/step", "marginal bytes/step", "floor", "floor bytes/step"],
+            rows,
+            f"step JSON averages {mean_step_bytes:,.0f} bytes",
+        )
+    )
+    return tables
+
+
+def write_reports(out: Path, stem: str, report: dict[str, Any], tables: list[TableData]) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
+    json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    machine = report["machine"]
+    lines = [
+        "# convstore store benchmarks: convstore against the raw driver (the floor)",
+        "",
+        f"`{report['command']}`, {machine['date']}",
+        "",
+        "| machine | |",
+        "|:--|:--|",
+        *(f"| {key} | {value} |" for key, value in machine.items()),
+        "",
+        f"Workload: {report['workload']['steps']:,} steps in {report['workload']['exchanges']:,} exchanges "
+        f"(seed {report['workload']['seed']}), step JSON {report['workload']['mean_step_bytes']:,.0f} bytes "
+        "on average. Each contender has a fresh database built by convstore's migrations; the floor writes "
+        "its own conversation into those tables with sqlite3 / psycopg and hand-written SQL, with the same "
+        "durability settings, one transaction per exchange. Operations alternate between the two.",
+        "",
+        *(common.render_markdown(table) for table in tables),
+    ]
+    md_path.write_text("\n".join(lines), encoding="utf-8")
+    return md_path, json_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI smoke run)")
+    parser.add_argument("--out", type=Path, default=common.REPO / "benchmarks" / "results")
+    parser.add_argument("--seed", type=int, default=common.DEFAULT_SEED)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(common.POSTGRES_ENV, common.DEFAULT_POSTGRES_URL),
+        help=f"SQLAlchemy URL of a PostgreSQL database (default ${common.POSTGRES_ENV} or %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else FULL
+    backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
+
+    exchanges = common.conversation_exchanges(config.total_steps, seed=args.seed)
+    mean_bytes = common.mean_step_bytes(exchanges)
+    server = common.postgres_server_version(args.postgres_url) if "postgres" in backends else None
+    report: dict[str, Any] = {
+        "command": " ".join(
+            ["python", "benchmarks/bench_store.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "machine": common.machine_info(server),
+        "config": asdict(config) | {"quick": args.quick},
+        "workload": {
+            "seed": args.seed,
+            "steps": config.total_steps,
+            "exchanges": len(exchanges),
+            "mean_step_bytes": round(mean_bytes, 1),
+        },
+        "targets": {
+            "append_growth_last_over_first": APPEND_GROWTH_TARGET,
+            "history_ratio": HISTORY_RATIO_TARGET,
+        },
+        "backends": {},
+    }
+    tables: list[TableData] = []
+    for name in backends:
+        print(
+            f"{name}: {config.total_steps:,} steps, {len(exchanges):,} exchanges", file=sys.stderr, flush=True
+        )
+        with open_backend(name, args.postgres_url) as backend:
+            results = run_backend(backend, config, exchanges)
+        report["backends"][name] = results
+        backend_tables = tables_for(name, results, mean_bytes)
+        tables += backend_tables
+        print(f"{name}: done in {results['seconds']} s", file=sys.stderr, flush=True)
+        for table in backend_tables:
+            print(common.render_text(table))
+    md_path, json_path = write_reports(args.out, "store-quick" if args.quick else "store", report, tables)
+    print(f"wrote {md_path} and {json_path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
