@@ -89,13 +89,28 @@ class BudgetExceededError(ConvstoreError, ValueError):
             input (0 when those alone exceed the budget).
         needed_tokens: Estimated tokens of the smallest window that may be sent (from the newest exchange
             that starts with a user's input), when known.
+        over_by: When the reserve, the settings and the new input alone exceed the budget: by how many
+            estimated tokens (None otherwise).
     """
 
-    def __init__(self, *, max_input_tokens: int, available_tokens: int, needed_tokens: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        max_input_tokens: int,
+        available_tokens: int,
+        needed_tokens: int | None,
+        over_by: int | None = None,
+    ) -> None:
         self.max_input_tokens = max_input_tokens
         self.available_tokens = available_tokens
         self.needed_tokens = needed_tokens
-        need = f"the newest exchange needs {needed_tokens}" if needed_tokens is not None else "it needs more"
+        self.over_by = over_by
+        if over_by is not None:
+            need = f"the reserve, settings and new input alone exceed it by {over_by}"
+        elif needed_tokens is not None:
+            need = f"the newest exchange needs {needed_tokens}"
+        else:
+            need = "it needs more"
         super().__init__(
             f"token budget exceeded: {available_tokens} tokens were left for history of a budget of "
             f"{max_input_tokens}, {need}; raise max_input_tokens or shorten the input"

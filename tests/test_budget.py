@@ -130,6 +130,20 @@ def test_the_newest_exchange_alone_too_big_raises_with_numbers(store):
         conv.request("y" * 4000, budget=TokenBudget(max_input_tokens=100))
 
 
+def test_an_input_that_alone_exceeds_the_budget_says_by_how_much(store):
+    conv = store.create_conversation(model=MODEL)
+    conv.append([user("hello"), {"type": "model_output", "content": []}])
+    text = "y" * 4000
+    limit = 300
+    with pytest.raises(BudgetExceededError) as raised:
+        conv.request(text, budget=TokenBudget(max_input_tokens=limit, reserve_output_tokens=50))
+    # The history is not to blame: the new input and the reserve are already over the budget.
+    assert raised.value.needed_tokens is None
+    assert raised.value.over_by == COUNTER.count_step(user(text)) + 50 - limit
+    assert f"exceed it by {raised.value.over_by}" in str(raised.value)
+    assert text not in str(raised.value)
+
+
 def test_function_results_bring_their_calls(store):
     conv = store.create_conversation(model=MODEL)
     for i in range(5):

@@ -158,7 +158,10 @@ def choose_window(
     if available < 0:
         # The settings and the new input alone are over budget.
         raise BudgetExceededError(
-            max_input_tokens=budget.max_input_tokens, available_tokens=0, needed_tokens=None
+            max_input_tokens=budget.max_input_tokens,
+            available_tokens=0,
+            needed_tokens=None,
+            over_by=-available,
         )
     if not rows:
         return WindowChoice(start=None, history_tokens=0, available=available)
