@@ -13,7 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ import convstore
 from convstore.cli._common import default_db_path, parse_duration, resolve_db
 from convstore.cli._progress import Progress
 from convstore.store import _migrate
+from convstore.store import _schema as schema
 
 COMMANDS = ["demo", "chat", "ls", "show", "fork", "delete", "purge", "export", "import", "replay", "db"]
 
@@ -63,6 +64,10 @@ def db(tmp_path, home) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
 
 
+def convstore_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def user(text: str) -> dict[str, object]:
     return {"type": "user_input", "content": [{"type": "text", "text": text}]}
 
@@ -81,6 +86,15 @@ def test_the_installed_console_script_runs():
     assert result.returncode == 0
     for name in COMMANDS:
         assert re.search(rf"^\s+{name}\s", result.stdout, re.MULTILINE), name
+
+
+def test_the_console_script_and_python_m_convstore_are_installed():
+    script = Path(sys.executable).with_name("convstore")
+    assert script.exists(), "the convstore console script is not installed next to this Python"
+    for command in ([str(script), "--version"], [sys.executable, "-m", "convstore", "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"convstore {convstore.__version__}"
 
 
 @pytest.mark.parametrize("command", [*COMMANDS, "db upgrade", "db current"])
@@ -272,7 +286,7 @@ def test_outdated_schema_is_refused_until_db_upgrade(tmp_path, home):
     assert run_cli("ls", db=url).returncode == 0
 
 
-def test_purge_parses_durations_and_needs_the_store_method(db):
+def test_purge_parses_durations_and_deletes_only_what_is_older(db):
     assert parse_duration("30d") == timedelta(days=30)
     assert parse_duration("12h") == timedelta(hours=12)
     assert parse_duration("90m") == timedelta(minutes=90)
@@ -281,11 +295,24 @@ def test_purge_parses_durations_and_needs_the_store_method(db):
     for bad in ("", "30", "d", "0d", "-1d", "1.5h", "30 days"):
         with pytest.raises(Exception, match="not a duration"):
             parse_duration(bad)
+    with convstore.Store(db) as store:
+        old = store.create_conversation()
+        old.append([user("old"), answer("yes")])
+        recent = store.create_conversation()
+        recent.append([user("recent"), answer("yes")])
+        with store.engine.begin() as conn:  # age the first one by 40 days, as if untouched since
+            then = convstore_now() - timedelta(days=40)
+            # Through the tables, so the timestamps are stored in the schema's own format.
+            conversations, branches = schema.conversations, schema.branches
+            conn.execute(conversations.update().where(conversations.c.id == old.id).values(created_at=then))
+            of_old = branches.c.conversation_id == old.id
+            conn.execute(branches.update().where(of_old).values(updated_at=then))
     result = run_cli("purge", "--older-than", "30d", db=db)
-    if hasattr(convstore.Store, "purge"):
-        assert result.returncode == 0, result.stderr
-    else:
-        assert assert_one_line_error(result, 2) == "convstore: error: purge is not available in this version"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "purged 1 conversation"
+    with convstore.Store(db) as store:
+        assert [info.id for info in store.conversations().items] == [recent.id]
+    assert "not a duration" in assert_one_line_error(run_cli("purge", "--older-than", "soon", db=db), 2)
 
 
 # -- chat ------------------------------------------------------------------------------------------------

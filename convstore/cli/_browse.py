@@ -221,10 +221,6 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     with open_store(resolve_db(args.db)) as store:
-        purge = getattr(store, "purge", None)
-        if purge is None:
-            raise CliError("purge is not available in this version", code=2)
-        result = purge(older_than=args.older_than)
-    count = result if isinstance(result, int) else None
-    print(f"purged {count} conversations" if count is not None else "purged")
+        count = store.purge(older_than=args.older_than)
+    print(f"purged {count} conversation{'' if count == 1 else 's'}")
     return 0
