@@ -25,4 +25,5 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "['user_input', 'thought', 'model_output', 'user_input']" in out
     assert "Take an umbrella." in out
+    assert "user_input True\nTrue\n" in out  # the token budget example
     namespace["store"].close()  # type: ignore[attr-defined]
