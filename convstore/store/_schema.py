@@ -101,8 +101,10 @@ nodes = sa.Table(
     sa.ForeignKeyConstraint(
         ["conversation_id", "parent_id"], [f"{PREFIX}nodes.conversation_id", f"{PREFIX}nodes.id"]
     ),
-    sa.Index(None, "conversation_id", "parent_id"),
-    sa.Index(None, "conversation_id", "exchange_id"),
+    # Led by parent_id / exchange_id, never by conversation_id: PostgreSQL may plan its foreign-key checks
+    # (conversation_id = $1 AND id = $2) on an empty table, and must not pick one of these (migration 0005).
+    sa.Index(None, "parent_id", "conversation_id"),
+    sa.Index(None, "exchange_id", "conversation_id"),
 )
 
 branches = sa.Table(
