@@ -296,8 +296,9 @@ def body_json(db: Database, steps: int, runs: int) -> dict[str, Any]:
 def retained_memory(db: Database, steps: int, calls: int = 17) -> dict[str, Any]:
     """Memory still allocated after ``request()`` calls whose bodies the caller dropped (tracemalloc).
 
-    ``request()`` keeps each body it builds (the 16 newest) so that ``record()`` can tell the history from
-    the new steps; a caller that never records, or whose call failed, leaves them there.
+    ``request()`` remembers each body it builds (the 16 newest) so that ``record()`` can tell the history
+    from the new steps, but only by a weak reference to its ``input`` list: a body the caller dropped
+    (never recorded, or its call failed) should be freed. This measures that it is.
     """
     conv = db.store.conversation(db.conv.id, db.branches[steps])
     gc.collect()
@@ -509,7 +510,7 @@ def tables_for(backend: str, results: dict[str, Any]) -> list[TableData]:
                     fmt_bytes(retained[f"after_{calls}_bytes"]),
                 ]
             ],
-            "request() remembers the 16 newest bodies it built (for record()) on the Conversation object",
+            "request() remembers the 16 newest bodies it built (for record()), by weak reference only",
         )
     )
     rows = []

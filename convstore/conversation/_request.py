@@ -20,6 +20,7 @@ from convstore.model._steps import KNOWN_STEP_TYPES
 
 __all__ = [
     "REQUEST_FIELDS",
+    "InputSteps",
     "build_body",
     "interaction_from_reply",
     "new_input_steps",
@@ -158,8 +159,19 @@ def build_body(
     body["store"] = store
     if previous_interaction_id is not None:
         body["previous_interaction_id"] = previous_interaction_id
-    body["input"] = input_steps
+    body["input"] = InputSteps(input_steps)
     return body
+
+
+class InputSteps(list[Any]):
+    """The ``input`` list of a body ``request()`` built: a plain list that can be referenced weakly.
+
+    ``record()`` recognises the bodies its conversation built by this list's identity, to know which of its
+    steps were history without reading the branch again. The conversation holds it weakly: a body the
+    caller dropped is freed, however long the history it carried.
+    """
+
+    __slots__ = ("__weakref__",)
 
 
 def _plain(value: Any) -> Any:

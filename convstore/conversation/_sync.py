@@ -14,12 +14,18 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from convstore import codec
 from convstore.budget import TokenBudget
-from convstore.conversation._request import build_body, interaction_from_reply, new_input_steps
+from convstore.conversation._request import (
+    InputSteps,
+    build_body,
+    interaction_from_reply,
+    new_input_steps,
+)
 from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
@@ -43,9 +49,9 @@ class Conversation(store_sync.Conversation):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Bodies built here: id of the input list -> (that list, how many of its steps were history, the
-        # estimated input tokens of the body).
-        self._requests: dict[int, tuple[list[Any], int, int | None]] = {}
+        # Bodies built here: id of the input list -> (a weak reference to that list, how many of its steps
+        # were history, the estimated input tokens of the body). An entry goes when its list is freed.
+        self._requests: dict[int, tuple[weakref.ref[InputSteps], int, int | None]] = {}
 
     def request(
         self, input: Any, *, budget: TokenBudget | None = None, **overrides: Any
@@ -71,9 +77,17 @@ class Conversation(store_sync.Conversation):
         return self._body(input, False, overrides, budget)
 
     def _remember(self, body: dict[str, Any], history_length: int, estimated: int | None) -> None:
-        if len(self._requests) >= 16:
-            self._requests.pop(next(iter(self._requests)))
-        self._requests[id(body["input"])] = (body["input"], history_length, estimated)
+        steps: InputSteps = body["input"]
+        key = id(steps)
+        requests = self._requests
+
+        def forget(ref: weakref.ref[InputSteps]) -> None:
+            if requests.get(key, (None,))[0] is ref:
+                del requests[key]
+
+        if len(requests) >= 16:
+            requests.pop(next(iter(requests)))
+        requests[key] = (weakref.ref(steps, forget), history_length, estimated)
 
     def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], int | None]:
         """The steps of ``body["input"]`` that the branch does not hold yet, and the body's estimated cost."""
@@ -81,8 +95,11 @@ class Conversation(store_sync.Conversation):
         if not isinstance(sent, list):
             return new_input_steps(sent), None
         remembered = self._requests.pop(id(sent), None)
-        if remembered is not None and remembered[0] is sent:
-            return sent[remembered[1] :], remembered[2]
+        if remembered is not None:
+            ref, history_length, estimated = remembered
+            kept = ref()
+            if kept is not None and kept is sent:
+                return kept[history_length:], estimated
         if body.get("previous_interaction_id") is not None:
             return sent, None
         history = self.history()
