@@ -24,6 +24,15 @@ from convstore import (
     SQLKeyStore,
     TokenBudget,
 )
+from convstore.store._engine import run
+from convstore.store._transfer import (
+    ConversationEncryptedError,
+    TransferFormatError,
+    dump_lines,
+    export_ops,
+    header_line,
+    read_dumps,
+)
 
 pytest.importorskip("cryptography")
 
@@ -298,6 +307,26 @@ def test_budget_windows_and_compaction_summaries_are_encrypted(make_store, db_ur
     assert SECRET.encode() not in raw_text(store.engine, db_url)
     with store.engine.connect() as db:
         assert db.execute(sa.text("SELECT payload FROM convstore_summaries")).scalar_one().startswith("enc1:")
+
+
+def test_export_refuses_an_encrypted_conversation(make_store):
+    store = make_store(keyring=ring("k1"))
+    conv = store.create_conversation()
+    conv.append([user(SECRET)])
+    with pytest.raises(ConversationEncryptedError) as raised:
+        run(store.engine, export_ops(conv.id), write=False)
+    assert conv.id in str(raised.value)
+    plain = make_store().create_conversation()
+    plain.append([user("plain")])
+    dump = run(store.engine, export_ops(plain.id), write=False)
+    assert dump.conversation["encryption"] is None
+    assert [n["type"] for n in dump.nodes] == ["user_input"]
+    # An export line claiming an encrypted conversation is refused on import, naming the field.
+    lines = [header_line(), *dump_lines(dump)]
+    lines[1] = lines[1].replace('"encryption": null', '"encryption": "aes-256-gcm/1"')
+    with pytest.raises(TransferFormatError) as refused:
+        list(read_dumps(lines))
+    assert (refused.value.line, refused.value.field) == (2, "encryption")
 
 
 def test_keyring_checks_its_keys_and_never_shows_them():
