@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import binascii
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -224,7 +224,24 @@ class DataCipher:
     def open_or_none(self, kind: str, where: str, value: str | None) -> str | None:
         return None if value is None else self.open(kind, where, value)
 
-    def open_nodes(self, rows: Iterable[Any]) -> Iterator[str]:
-        """The payload texts of node rows (anything with ``id`` and ``payload``)."""
+    def open_nodes(self, rows: Iterable[Any]) -> list[str]:
+        """The payload texts of node rows (anything with ``id`` and ``payload``): ``open`` for each, with
+        the lookups hoisted out of the loop (a replay opens every step of the branch)."""
+        decrypt, a2b, prefix, skip = (
+            self._aes.decrypt,
+            binascii.a2b_base64,
+            self._aad("node", ""),
+            len(MARKER),
+        )
+        texts = []
         for row in rows:
-            yield self.open("node", row.id, row.payload)
+            value = row.payload
+            if not value.startswith(MARKER):  # plaintext where a sealed value belongs
+                raise DecryptionError(self.conversation_id, f"node {row.id}")
+            try:
+                raw = a2b(value[skip:])
+                plain = decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], prefix + row.id.encode())
+            except (ValueError, binascii.Error, _invalid_tag()):
+                raise DecryptionError(self.conversation_id, f"node {row.id}") from None
+            texts.append(plain.decode("utf-8", "surrogatepass"))
+        return texts

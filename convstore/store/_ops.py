@@ -300,7 +300,7 @@ def history(
             raise (yield from _missing_branch_or_conversation(conversation_id, branch))
         return [], EMPTY_HEAD
     last = rows[-1]
-    payloads = [row.payload for row in rows] if cipher is None else list(cipher.open_nodes(rows))
+    payloads = [row.payload for row in rows] if cipher is None else cipher.open_nodes(rows)
     return payloads, Head(last.id, last.depth, last.total_tokens, last.exchange_id)
 
 
