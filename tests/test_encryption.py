@@ -383,3 +383,32 @@ def test_no_content_or_key_bytes_in_logs_with_encryption(make_store, caplog):
     finally:
         for name in names:
             logging.getLogger(name).setLevel(logging.NOTSET)
+
+
+def test_send_through_the_api_client_on_an_encrypted_store(make_store, client, db_url):
+    store = make_store(keyring=ring("k1"))
+    conv = store.create_conversation(model="gemini-3-flash-preview", system_instruction=SECRET)
+    reply = conv.send(f"echo this: {SECRET}", client=client)
+    body = conv.request("and again")
+    assert body["system_instruction"] == SECRET
+    assert body["input"][: len(conv.history())] == conv.history()
+    assert [step["type"] for step in body["input"]][-1] == "user_input"
+    assert reply.steps
+    assert SECRET.encode() not in raw_text(store.engine, db_url)
+
+
+def test_a_plaintext_store_never_loads_cryptography():
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import sys, convstore\n"
+        "store = convstore.Store('sqlite://')\n"
+        "conv = store.create_conversation()\n"
+        "conv.append([{'type': 'user_input', 'content': [{'type': 'text', 'text': 'hi'}]}])\n"
+        "assert conv.history() and not conv.encrypted\n"
+        "store.close()\n"
+        "print('cryptography' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
