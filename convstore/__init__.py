@@ -29,7 +29,12 @@ from convstore.errors import (
     ConversationNotFoundError,
     ConvstoreError,
     DatabaseError,
+    DataKeyNotFoundError,
+    DecryptionError,
+    EncryptionError,
     InvalidExchangeError,
+    KeyNotFoundError,
+    KeyringRequiredError,
     NodeNotFoundError,
     NotFoundError,
     SchemaError,
@@ -80,6 +85,7 @@ from convstore.model import (
     VideoContent,
 )
 from convstore.model._interaction import Interaction, Usage
+from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
 
 __version__ = "0.1.0"
 
@@ -105,8 +111,11 @@ __all__ = [
     "ConversationInfo",
     "ConversationNotFoundError",
     "ConvstoreError",
+    "DataKeyNotFoundError",
     "DatabaseError",
+    "DecryptionError",
     "DocumentContent",
+    "EncryptionError",
     "Exchange",
     "FileSearchCallStep",
     "FileSearchResultStep",
@@ -121,6 +130,10 @@ __all__ = [
     "Interaction",
     "InteractionsClient",
     "InvalidExchangeError",
+    "KeyNotFoundError",
+    "KeyStore",
+    "Keyring",
+    "KeyringRequiredError",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
     "MediaCosts",
@@ -133,6 +146,7 @@ __all__ = [
     "ProcessingResultStep",
     "RetrievalCallStep",
     "RetrievalResultStep",
+    "SQLKeyStore",
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaUnknownError",
@@ -157,6 +171,7 @@ __all__ = [
     "Usage",
     "UserInputStep",
     "VideoContent",
+    "WrappedKey",
     "__version__",
     "decode_content",
     "decode_step",

@@ -22,6 +22,11 @@ results, media): conversations are private, and exception messages end up in log
     │   ├── BranchExistsError (ValueError)   a branch of that name exists already
     │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
     │   ├── DatabaseError                    any other database failure, translated
+    │   ├── EncryptionError                  encryption at rest: a key is missing or does not fit
+    │   │   ├── KeyringRequiredError         an encrypted conversation, opened without a keyring
+    │   │   ├── KeyNotFoundError (LookupError)       the application key id is not in the keyring
+    │   │   ├── DataKeyNotFoundError (LookupError)   no data key in the key store (crypto-shredded)
+    │   │   └── DecryptionError              authentication failed: a wrong key, or a moved/altered row
     │   └── SchemaError
     │       ├── SchemaOutdatedError          the database is at an older revision: upgrade it
     │       └── SchemaUnknownError           the database is newer than this library, or not convstore's
@@ -44,8 +49,13 @@ __all__ = [
     "ConflictError",
     "ConversationNotFoundError",
     "ConvstoreError",
+    "DataKeyNotFoundError",
     "DatabaseError",
+    "DecryptionError",
+    "EncryptionError",
     "InvalidExchangeError",
+    "KeyNotFoundError",
+    "KeyringRequiredError",
     "NodeNotFoundError",
     "NotFoundError",
     "SchemaError",
@@ -190,6 +200,78 @@ class DatabaseError(StoreError):
 
     The message names the driver's error class and SQLSTATE where there is one; never statement parameters.
     """
+
+
+class EncryptionError(StoreError):
+    """Base class of the errors of encryption at rest. Messages name key ids and conversation, node and
+    field ids, never content or key bytes.
+
+    Attributes:
+        conversation_id: The conversation whose data could not be read.
+    """
+
+    def __init__(self, message: str, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(message)
+
+
+class KeyringRequiredError(EncryptionError):
+    """The conversation is encrypted at rest and the store was opened without a keyring."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(
+            f"conversation {_shown(conversation_id)} is encrypted at rest: open the store with "
+            "keyring=convstore.Keyring(...)",
+            conversation_id,
+        )
+
+
+class KeyNotFoundError(EncryptionError, LookupError):
+    """The conversation's data key was wrapped by an application key the keyring does not hold.
+
+    Attributes:
+        key_id: The id of the application key that is needed.
+    """
+
+    def __init__(self, conversation_id: str, key_id: str) -> None:
+        self.key_id = key_id
+        super().__init__(
+            f"the data key of conversation {_shown(conversation_id)} is wrapped by application key "
+            f"{key_id!r}, which the keyring does not hold",
+            conversation_id,
+        )
+
+
+class DataKeyNotFoundError(EncryptionError, LookupError):
+    """The key store holds no data key for the conversation: it was deleted (crypto-shredded), or the
+    store is pointed at the wrong key store. Its encrypted data cannot be read by anyone."""
+
+    def __init__(self, conversation_id: str) -> None:
+        super().__init__(
+            f"the key store holds no data key for conversation {_shown(conversation_id)}: it was deleted "
+            "(the conversation is shredded) or this is not the key store it was written with",
+            conversation_id,
+        )
+
+
+class DecryptionError(EncryptionError):
+    """A ciphertext failed authentication: the key is wrong, or the value was altered or copied from
+    another conversation, node or field.
+
+    Attributes:
+        key_id: The application key that failed to unwrap the data key (None for a payload).
+        where: What could not be decrypted: ``data key``, ``node <id>``, ``summary <id>``, a field name.
+    """
+
+    def __init__(self, conversation_id: str, where: str, key_id: str | None = None) -> None:
+        self.key_id = key_id
+        self.where = where
+        by = f" with application key {key_id!r} (wrong key bytes?)" if key_id is not None else ""
+        super().__init__(
+            f"cannot decrypt the {where} of conversation {_shown(conversation_id)}{by}: authentication "
+            "failed (a wrong key, or a value altered or copied from elsewhere)",
+            conversation_id,
+        )
 
 
 class SchemaError(StoreError):

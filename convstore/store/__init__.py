@@ -5,6 +5,17 @@ the calls that talk to the API.
 """
 
 from convstore.store._async import AsyncConversation, AsyncStore
+from convstore.store._crypto import Keyring, WrappedKey
+from convstore.store._keys import KeyStore, SQLKeyStore
 from convstore.store._sync import Conversation, Store
 
-__all__ = ["AsyncConversation", "AsyncStore", "Conversation", "Store"]
+__all__ = [
+    "AsyncConversation",
+    "AsyncStore",
+    "Conversation",
+    "KeyStore",
+    "Keyring",
+    "SQLKeyStore",
+    "Store",
+    "WrappedKey",
+]

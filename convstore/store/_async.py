@@ -20,12 +20,22 @@ from typing_extensions import Self
 from convstore import codec
 from convstore._ids import new_id
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
-from convstore.errors import BudgetExceededError, ConversationNotFoundError, NodeNotFoundError
+from convstore.errors import (
+    BudgetExceededError,
+    ConversationNotFoundError,
+    DataKeyNotFoundError,
+    EncryptionError,
+    KeyringRequiredError,
+    NodeNotFoundError,
+)
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _migrate, _ops
+from convstore.store import _keys, _migrate, _ops
+from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import Op, adopt_async_engine, is_async_engine, make_async_engine, run_async
+from convstore.store._keys import KeyStore
 from convstore.store._prepare import (
     Redactor,
+    call_async,
     check_branch_name,
     check_owner,
     conversation_row,
@@ -68,6 +78,12 @@ class AsyncStore:
             (PII, say); returns the step to store. Its result is validated like any step.
         sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
             a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
+        keyring: Encrypt new conversations at rest (AES-256-GCM, a data key per conversation wrapped by the
+            keyring's active key), and read encrypted ones. Without it, conversations are written in
+            plaintext, and opening an encrypted one raises ``KeyringRequiredError``.
+        key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
+            of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
+            does not close it.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -91,7 +107,15 @@ class AsyncStore:
         counter: TokenCounter | None = None,
         owner: str | None = None,
         redact: Redactor | None = None,
+        keyring: Keyring | None = None,
+        key_store: KeyStore | None = None,
     ) -> None:
+        if keyring is not None and not isinstance(keyring, Keyring):
+            raise TypeError("keyring: pass a convstore.Keyring")
+        if key_store is not None and not isinstance(key_store, KeyStore):
+            raise TypeError("key_store: pass a KeyStore (get_key, put_key, delete_key)")
+        self.keyring = keyring
+        self.key_store = key_store
         self.counter: TokenCounter = counter or HeuristicCounter()
         self.owner = check_owner(owner)
         self.redact = redact
@@ -126,6 +150,63 @@ class AsyncStore:
 
     def __repr__(self) -> str:
         return f"AsyncStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # Keys
+
+    async def _cipher(
+        self, conversation_id: str, encryption: str | None, wrapped: WrappedKey | None = None
+    ) -> DataCipher | None:
+        """The cipher of a conversation (None for plaintext): its data key, fetched and unwrapped."""
+        if encryption is None:
+            return None
+        if encryption != ENCRYPTION:
+            raise EncryptionError(
+                f"conversation {conversation_id!r} uses encryption {encryption!r}, which this convstore "
+                "does not know",
+                conversation_id,
+            )
+        if self.keyring is None:
+            raise KeyringRequiredError(conversation_id)
+        if wrapped is None:
+            if self.key_store is None:
+                wrapped = await self._run(_keys.get_op(conversation_id))
+            else:
+                wrapped = await call_async(self.key_store.get_key, conversation_id)
+        if wrapped is None:
+            raise DataKeyNotFoundError(conversation_id)
+        return self.keyring.cipher(conversation_id, wrapped)
+
+    @property
+    def _inline_keys(self) -> bool:
+        """Whether wrapped keys are read in the store's own transactions (the default key store)."""
+        return self.keyring is not None and self.key_store is None
+
+    async def rotate_keys(self) -> int:
+        """Re-wrap every data key (of this store's owner's conversations) that another application key
+        wrapped, with the keyring's active key. Payloads are not re-encrypted: one small write a
+        conversation. Afterwards, only the active key is needed to read them.
+
+        Returns:
+            How many data keys were re-wrapped.
+
+        Raises:
+            ValueError: the store has no keyring.
+            KeyNotFoundError: a data key was wrapped by a key the keyring does not hold (it stays as it was;
+                the ones before it are re-wrapped).
+        """
+        if self.keyring is None:
+            raise ValueError("rotate_keys needs a store opened with keyring=")
+        rotated = 0
+        for conversation_id in await self._run(_ops.encrypted_conversations(self.owner)):
+            if self.key_store is None:
+                rotated += await self._run(_ops.rewrap(conversation_id, self.keyring), write=True)
+                continue
+            wrapped = await call_async(self.key_store.get_key, conversation_id)
+            rewrapped = None if wrapped is None else self.keyring.rewrap(conversation_id, wrapped)
+            if rewrapped is not None:
+                await call_async(self.key_store.put_key, conversation_id, rewrapped)
+                rotated += 1
+        return rotated
 
     async def aclose(self) -> None:
         """Release the store's connections (a user-supplied engine is left open)."""
@@ -192,9 +273,22 @@ class AsyncStore:
             now=now,
         )
         row["owner"] = self.owner
-        await self._run(_ops.create_conversation(row, branch, now), write=True)
         info = _ops.info_from_row(_AttrRow(row))
-        return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD)
+        if self.keyring is None:
+            await self._run(_ops.create_conversation(row, branch, now), write=True)
+            return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD)
+        cipher, wrapped = self.keyring.new_data_key(row["id"])
+        sealed = _ops.seal_settings(row, cipher)
+        if self.key_store is None:
+            await self._run(_ops.create_conversation(sealed, branch, now, wrapped), write=True)
+        else:
+            await call_async(self.key_store.put_key, row["id"], wrapped)  # the key first, then the rows
+            try:
+                await self._run(_ops.create_conversation(sealed, branch, now), write=True)
+            except BaseException:
+                await call_async(self.key_store.delete_key, row["id"])
+                raise
+        return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD, cipher)
 
     async def conversation(self, conversation_id: str, branch: str = "main") -> AsyncConversation:
         """Open a conversation on one of its branches.
@@ -205,8 +299,12 @@ class AsyncStore:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = await self._run(_ops.load(conversation_id, branch, self.owner))
-        return self._conversation_class(self, loaded.info, branch, loaded.head)
+        loaded = await self._run(
+            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+        )
+        cipher = await self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
+        info = _ops.info_from_row(loaded.row, cipher)
+        return self._conversation_class(self, info, branch, loaded.head, cipher)
 
     async def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.
@@ -217,9 +315,8 @@ class AsyncStore:
         """
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
-        items, next_cursor = await self._run(
-            _ops.list_conversations(limit, decode_cursor(cursor), self.owner)
-        )
+        rows, next_cursor = await self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
+        items = [_ops.info_from_row(row, await self._cipher(row.id, row.encryption)) for row in rows]
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
     async def iter_conversations(self, *, page_size: int = 200) -> AsyncIterator[ConversationInfo]:
@@ -259,12 +356,23 @@ class AsyncStore:
     async def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation with all its nodes and branches.
 
+        An encrypted conversation's data key is destroyed first (crypto-shredding): in the same transaction
+        for the default key store, before the rows for a ``key_store`` of its own. Once it is gone, no copy
+        of the rows (a backup, a replica) can be decrypted.
+
         Raises:
             ConversationNotFoundError.
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        await self._run(_ops.delete_conversation(conversation_id, self.owner), write=True)
+        if self.key_store is not None:
+            encryption = await self._run(_ops.visible(conversation_id, self.owner))
+            if encryption is not None:
+                await call_async(self.key_store.delete_key, conversation_id)
+        await self._run(
+            _ops.delete_conversation(conversation_id, self.owner, inline_keys=self.key_store is None),
+            write=True,
+        )
 
 
 class _AttrRow:
@@ -285,11 +393,19 @@ class AsyncConversation:
     own (``store.conversation(id, branch)`` is cheap). The ``AsyncStore`` is thread-safe.
     """
 
-    def __init__(self, store: AsyncStore, info: ConversationInfo, branch: str, head: _ops.Head) -> None:
+    def __init__(
+        self,
+        store: AsyncStore,
+        info: ConversationInfo,
+        branch: str,
+        head: _ops.Head,
+        cipher: DataCipher | None = None,
+    ) -> None:
         self._store = store
         self._info = info
         self._branch = branch
         self._head = head
+        self._cipher = cipher  # the data key of an encrypted conversation; None for plaintext
 
     def __repr__(self) -> str:
         return f"AsyncConversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
@@ -301,6 +417,11 @@ class AsyncConversation:
     @property
     def branch(self) -> str:
         return self._branch
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the conversation is encrypted at rest."""
+        return self._cipher is not None
 
     @property
     def head_id(self) -> str | None:
@@ -361,7 +482,8 @@ class AsyncConversation:
         self, prepared: list[tuple[str, str, int]], exchange: Mapping[str, Any] | None
     ) -> list[Node]:
         nodes = await self._store._run(
-            _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange), write=True
+            _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange, self._cipher),
+            write=True,
         )
         last = nodes[-1]
         self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
@@ -385,13 +507,15 @@ class AsyncConversation:
             counter = budget.counter or self._store.counter
             fixed = settings_tokens(self._info, counter)
             return window_json(await self._window(budget, fixed_tokens=fixed, require_history=True))
-        payloads, head = await self._store._run(_ops.history(self.id, self._branch))
+        payloads, head = await self._store._run(_ops.history(self.id, self._branch, self._cipher))
         self._head = head
         return "[" + ",".join(payloads) + "]"
 
     async def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _ops.Window:
         window = await self._store._run(
-            _ops.window(self.id, self._branch, budget, fixed_tokens, require_history, self._head)
+            _ops.window(
+                self.id, self._branch, budget, fixed_tokens, require_history, self._head, self._cipher
+            )
         )
         if window.needs_summary:
             window = await self._compact(budget, window)
@@ -417,7 +541,9 @@ class AsyncConversation:
                 needed_tokens=tokens,
             )
         payload = "[" + ",".join(text for _, text, _ in prepared) + "]"
-        await self._store._run(_ops.store_summary(self.id, start.id, payload, tokens, utcnow()), write=True)
+        await self._store._run(
+            _ops.store_summary(self.id, start.id, payload, tokens, utcnow(), self._cipher), write=True
+        )
         return attrs.evolve(
             window,
             summary=(payload, tokens),
@@ -427,7 +553,7 @@ class AsyncConversation:
 
     async def nodes(self) -> list[Node]:
         """The branch's nodes, root first."""
-        return await self._store._run(_ops.path(self.id, self._branch, None))
+        return await self._store._run(_ops.path(self.id, self._branch, None, self._cipher))
 
     async def path(self, node_id: str) -> list[Node]:
         """The nodes from the root to ``node_id``, inclusive: the history as it was at that node.
@@ -437,7 +563,7 @@ class AsyncConversation:
         """
         if not valid_id(node_id):
             raise NodeNotFoundError(self.id, str(node_id))
-        return await self._store._run(_ops.path(self.id, self._branch, node_id))
+        return await self._store._run(_ops.path(self.id, self._branch, node_id, self._cipher))
 
     async def fork(self, at: str | None = None, branch: str | None = None) -> Self:
         """Start a new branch at a node (default: this branch's head). O(1): one row; nothing is copied.
@@ -463,7 +589,7 @@ class AsyncConversation:
         """A new branch at node ``at``; None makes an empty branch."""
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         head = await self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
-        return type(self)(self._store, self._info, name, head)
+        return type(self)(self._store, self._info, name, head, self._cipher)
 
     async def checkout(self, branch: str) -> Self:
         """The same conversation on another branch.
@@ -473,7 +599,8 @@ class AsyncConversation:
         """
         check_branch_name(branch)
         loaded = await self._store._run(_ops.load(self.id, branch, self._store.owner))
-        return type(self)(self._store, loaded.info, branch, loaded.head)
+        info = _ops.info_from_row(loaded.row, self._cipher)
+        return type(self)(self._store, info, branch, loaded.head, self._cipher)
 
     async def branches(self) -> list[Branch]:
         """Every branch of the conversation, oldest first."""
@@ -491,11 +618,11 @@ class AsyncConversation:
         """
         if not valid_id(node_id):
             raise NodeNotFoundError(self.id, str(node_id))
-        return await self._store._run(_ops.node(self.id, node_id))
+        return await self._store._run(_ops.node(self.id, node_id, self._cipher))
 
     async def tree(self) -> Tree:
         """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
-        return await self._store._run(_ops.tree(self.id))
+        return await self._store._run(_ops.tree(self.id, self._cipher))
 
 
 AsyncStore._conversation_class = AsyncConversation

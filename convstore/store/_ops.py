@@ -32,7 +32,9 @@ from convstore.errors import (
     NodeNotFoundError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Tree
+from convstore.store import _keys
 from convstore.store import _statements as st
+from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import Exec, Op
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "chain_point",
     "create_conversation",
     "delete_conversation",
+    "encrypted_conversations",
     "exchange",
     "exchanges_of_branch",
     "fork",
@@ -50,9 +53,12 @@ __all__ = [
     "list_conversations",
     "load",
     "path",
+    "rewrap",
+    "seal_settings",
     "stale_conversations",
     "store_summary",
     "tree",
+    "visible",
     "window",
 ]
 
@@ -72,27 +78,51 @@ EMPTY_HEAD = Head(None, -1, 0)
 
 @attrs.frozen
 class Loaded:
-    info: ConversationInfo
+    """A conversation's row (settings still sealed when it is encrypted), the branch head, and the wrapped
+    data key when it was read in the same transaction (the default key store)."""
+
+    row: Any
     head: Head
+    wrapped: WrappedKey | None = None
 
 
 def _json_or_none(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
-def info_from_row(row: Any) -> ConversationInfo:
+# The conversation's settings that can hold user text, sealed when the conversation is encrypted (its model
+# name stays clear: the store and the request builder need it, and it is the app's choice, not the user's).
+SETTINGS = ("system_instruction", "generation_config", "tools", "metadata")
+
+
+def seal_settings(row: Mapping[str, Any], cipher: DataCipher) -> dict[str, Any]:
+    """A new conversation's row with its settings sealed and its encryption scheme recorded."""
+    sealed = dict(row)
+    for field in SETTINGS:
+        sealed[field] = cipher.seal_or_none("conversation", field, row[field])
+    sealed["encryption"] = ENCRYPTION
+    return sealed
+
+
+def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInfo:
+    """The record of a conversation row; ``cipher`` opens the settings of an encrypted one."""
+    if cipher is None:
+        values = [row.system_instruction, row.generation_config, row.tools, row.metadata]
+    else:
+        values = [cipher.open_or_none("conversation", field, getattr(row, field)) for field in SETTINGS]
+    system_instruction, generation_config, tools, metadata = values
     return ConversationInfo(
         id=row.id,
         created_at=row.created_at,
         model=row.model,
-        system_instruction=_json_or_none(row.system_instruction),
-        generation_config=_json_or_none(row.generation_config),
-        tools=_json_or_none(row.tools),
-        metadata=_json_or_none(row.metadata),
+        system_instruction=_json_or_none(system_instruction),
+        generation_config=_json_or_none(generation_config),
+        tools=_json_or_none(tools),
+        metadata=_json_or_none(metadata),
     )
 
 
-def node_from_row(conversation_id: str, row: Any) -> Node:
+def node_from_row(conversation_id: str, row: Any, cipher: DataCipher | None = None) -> Node:
     return Node(
         id=row.id,
         conversation_id=conversation_id,
@@ -103,7 +133,7 @@ def node_from_row(conversation_id: str, row: Any) -> Node:
         token_count=row.token_count,
         total_tokens=row.total_tokens,
         created_at=row.created_at,
-        raw_json=row.payload,
+        raw_json=row.payload if cipher is None else cipher.open("node", row.id, row.payload),
     )
 
 
@@ -150,7 +180,13 @@ def build_node_rows(
     return rows
 
 
-def create_conversation(row: Mapping[str, Any], branch: str, now: datetime) -> Op[None]:
+def create_conversation(
+    row: Mapping[str, Any], branch: str, now: datetime, wrapped: WrappedKey | None = None
+) -> Op[None]:
+    """Insert a conversation and its first branch; ``wrapped``: its data key, for the default key store,
+    written first in the same transaction."""
+    if wrapped is not None:
+        yield from _keys.put_op(row["id"], wrapped)
     yield Exec(st.INSERT_CONVERSATION, row)
     yield Exec(
         st.INSERT_BRANCH,
@@ -158,7 +194,11 @@ def create_conversation(row: Mapping[str, Any], branch: str, now: datetime) -> O
     )
 
 
-def load(conversation_id: str, branch: str, owner: str | None = None) -> Op[Loaded]:
+def load(
+    conversation_id: str, branch: str, owner: str | None = None, *, inline_keys: bool = False
+) -> Op[Loaded]:
+    """The conversation's row and branch head; with ``inline_keys``, an encrypted one's wrapped data key
+    from the default key store (the same database) too."""
     params = {"conversation_id": conversation_id, "branch": branch, "owner": owner}
     result = yield Exec(st.LOAD_CONVERSATION, params)
     row = result.first()
@@ -169,7 +209,10 @@ def load(conversation_id: str, branch: str, owner: str | None = None) -> Op[Load
     head = (
         EMPTY_HEAD if row.head_id is None else Head(row.head_id, row.depth, row.total_tokens, row.exchange_id)
     )
-    return Loaded(info_from_row(row), head)
+    wrapped = None
+    if inline_keys and row.encryption is not None:
+        wrapped = yield from _keys.get_op(conversation_id)
+    return Loaded(row, head, wrapped)
 
 
 def _missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exception]:
@@ -187,15 +230,20 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     steps: Sequence[tuple[str, str, int]],
     now: datetime,
     exchange: Mapping[str, Any] | None = None,
+    cipher: DataCipher | None = None,
 ) -> Op[list[Node]]:
     """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
 
     Args:
         exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
+        cipher: Seals the payloads of an encrypted conversation (each bound to its node id).
     """
     rows = build_node_rows(conversation_id, head, steps, now)
+    stored = rows
+    if cipher is not None:
+        stored = [{**row, "payload": cipher.seal("node", row["id"], row["payload"])} for row in rows]
     try:
-        yield Exec(st.INSERT_NODES, rows)
+        yield Exec(st.INSERT_NODES, stored)
         if exchange is not None:
             yield Exec(
                 st.INSERT_EXCHANGE,
@@ -239,8 +287,11 @@ class _Row:
         return self._values[name]
 
 
-def history(conversation_id: str, branch: str) -> Op[tuple[list[str], Head]]:
-    """The branch's steps as stored JSON texts, root first, and the head they end at."""
+def history(
+    conversation_id: str, branch: str, cipher: DataCipher | None = None
+) -> Op[tuple[list[str], Head]]:
+    """The branch's steps as stored JSON texts (opened by ``cipher`` when encrypted), root first, and the
+    head they end at."""
     result = yield Exec(st.HISTORY, {"conversation_id": conversation_id, "branch": branch})
     rows = result.all()
     if not rows:
@@ -249,16 +300,19 @@ def history(conversation_id: str, branch: str) -> Op[tuple[list[str], Head]]:
             raise (yield from _missing_branch_or_conversation(conversation_id, branch))
         return [], EMPTY_HEAD
     last = rows[-1]
-    return [row.payload for row in rows], Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+    payloads = [row.payload for row in rows] if cipher is None else cipher.open_nodes(rows)
+    return payloads, Head(last.id, last.depth, last.total_tokens, last.exchange_id)
 
 
-def path(conversation_id: str, branch: str, node_id: str | None) -> Op[list[Node]]:
+def path(
+    conversation_id: str, branch: str, node_id: str | None, cipher: DataCipher | None = None
+) -> Op[list[Node]]:
     """Nodes from the root to ``node_id`` (or to the branch head when None)."""
     if node_id is None:
         result = yield Exec(st.PATH_FROM_BRANCH, {"conversation_id": conversation_id, "branch": branch})
     else:
         result = yield Exec(st.PATH_FROM_NODE, {"conversation_id": conversation_id, "node_id": node_id})
-    nodes = [node_from_row(conversation_id, row) for row in result]
+    nodes = [node_from_row(conversation_id, row, cipher) for row in result]
     if not nodes:
         if node_id is not None:
             check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
@@ -271,7 +325,7 @@ def path(conversation_id: str, branch: str, node_id: str | None) -> Op[list[Node
     return nodes
 
 
-def node(conversation_id: str, node_id: str) -> Op[Node]:
+def node(conversation_id: str, node_id: str, cipher: DataCipher | None = None) -> Op[Node]:
     result = yield Exec(st.NODE, {"conversation_id": conversation_id, "node_id": node_id})
     row = result.first()
     if row is None:
@@ -279,7 +333,7 @@ def node(conversation_id: str, node_id: str) -> Op[Node]:
         if check.first() is None:
             raise ConversationNotFoundError(conversation_id)
         raise NodeNotFoundError(conversation_id, node_id)
-    return node_from_row(conversation_id, row)
+    return node_from_row(conversation_id, row, cipher)
 
 
 def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
@@ -313,17 +367,35 @@ def list_branches(conversation_id: str) -> Op[list[Branch]]:
     return found
 
 
-def tree(conversation_id: str) -> Op[Tree]:
+def tree(conversation_id: str, cipher: DataCipher | None = None) -> Op[Tree]:
     result = yield Exec(st.TREE_NODES, {"conversation_id": conversation_id})
-    found = [node_from_row(conversation_id, row) for row in result]
+    found = [node_from_row(conversation_id, row, cipher) for row in result]
     branch_list = yield from list_branches(conversation_id)
     return Tree(conversation_id=conversation_id, nodes=found, branches=branch_list)
 
 
-def delete_conversation(conversation_id: str, owner: str | None = None) -> Op[None]:
-    visible = yield Exec(st.CONVERSATION_VISIBLE, {"conversation_id": conversation_id, "owner": owner})
-    if visible.first() is None:
+def visible(conversation_id: str, owner: str | None = None) -> Op[str | None]:
+    """The conversation's encryption scheme (None: plaintext), if ``owner`` may see it.
+
+    Raises:
+        ConversationNotFoundError: it does not exist, or belongs to another owner.
+    """
+    found = (
+        yield Exec(st.CONVERSATION_VISIBLE, {"conversation_id": conversation_id, "owner": owner})
+    ).first()
+    if found is None:
         raise ConversationNotFoundError(conversation_id)
+    return found.encryption  # type: ignore[no-any-return]
+
+
+def delete_conversation(
+    conversation_id: str, owner: str | None = None, *, inline_keys: bool = True
+) -> Op[None]:
+    """Delete every row of a conversation. With ``inline_keys`` (the default key store, in this database) its
+    data key goes first, in the same transaction: crypto-shredding, then the rows."""
+    yield from visible(conversation_id, owner)
+    if inline_keys:
+        yield from _keys.delete_op(conversation_id)
     params = {"conversation_id": conversation_id}
     yield Exec(st.DELETE_SUMMARIES, params)
     yield Exec(st.DELETE_EXCHANGES, params)
@@ -336,7 +408,8 @@ def delete_conversation(conversation_id: str, owner: str | None = None) -> Op[No
 
 def list_conversations(
     limit: int, cursor: tuple[datetime, str] | None, owner: str | None = None
-) -> Op[tuple[list[ConversationInfo], tuple[datetime, str] | None]]:
+) -> Op[tuple[list[Any], tuple[datetime, str] | None]]:
+    """One page of conversation rows (map them with ``info_from_row``) and the next page's cursor."""
     if cursor is None:
         result = yield Exec(st.LIST_FIRST, {"limit": limit + 1, "owner": owner})
     else:
@@ -344,12 +417,12 @@ def list_conversations(
             st.LIST_AFTER,
             {"limit": limit + 1, "cursor_created_at": cursor[0], "cursor_id": cursor[1], "owner": owner},
         )
-    infos = [info_from_row(row) for row in result]
+    rows = list(result)
     next_cursor = None
-    if len(infos) > limit:
-        infos = infos[:limit]
-        next_cursor = (infos[-1].created_at, infos[-1].id)
-    return infos, next_cursor
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = (rows[-1].created_at, rows[-1].id)
+    return rows, next_cursor
 
 
 def exchange_from_row(row: Any) -> Exchange:
@@ -470,8 +543,10 @@ def window(  # noqa: PLR0917 -- an internal operation; every caller passes all o
     fixed_tokens: int,
     require_history: bool,
     head_hint: Head,
+    cipher: DataCipher | None = None,
 ) -> Op[Window]:
-    """Fetch and choose the window of a branch that fits ``budget`` (see ``convstore.budget``)."""
+    """Fetch and choose the window of a branch that fits ``budget`` (see ``convstore.budget``); ``cipher``
+    opens the kept payloads of an encrypted conversation."""
     plain = available_tokens(budget, Calibration(), fixed_tokens=fixed_tokens)
     threshold = fetch_threshold(head_hint.total_tokens, plain)
     rows = yield from _fetch_window(conversation_id, branch, threshold)
@@ -522,8 +597,11 @@ def window(  # noqa: PLR0917 -- an internal operation; every caller passes all o
         if found is None:
             needs_summary = True
         else:
-            summary = (found.payload, found.token_count)
+            text = found.payload if cipher is None else cipher.open("summary", kept[0].id, found.payload)
+            summary = (text, found.token_count)
             history_tokens += found.token_count
+    if cipher is not None:
+        pinned, kept = _opened(pinned, cipher), _opened(kept, cipher)
     return Window(
         pinned=pinned,
         rows=kept,
@@ -535,14 +613,23 @@ def window(  # noqa: PLR0917 -- an internal operation; every caller passes all o
     )
 
 
-def store_summary(
-    conversation_id: str, node_id: str, payload: str, token_count: int, now: datetime
+def _opened(rows: Sequence[Any], cipher: DataCipher) -> list[Any]:
+    return [_Row({**row._mapping, "payload": cipher.open("node", row.id, row.payload)}) for row in rows]
+
+
+def store_summary(  # noqa: PLR0917 -- an internal operation; every caller passes all of it
+    conversation_id: str,
+    node_id: str,
+    payload: str,
+    token_count: int,
+    now: datetime,
+    cipher: DataCipher | None = None,
 ) -> Op[None]:
     """Keep a compaction summary for a window start; a concurrent writer's identical key wins quietly."""
     row = {
         "conversation_id": conversation_id,
         "node_id": node_id,
-        "payload": payload,
+        "payload": payload if cipher is None else cipher.seal("summary", node_id, payload),
         "token_count": token_count,
         "created_at": now,
     }
@@ -556,3 +643,22 @@ def stale_conversations(cutoff: datetime, owner: str | None) -> Op[list[str]]:
     """Conversations (of ``owner``) created before ``cutoff`` with no branch moved since."""
     result = yield Exec(st.STALE_CONVERSATIONS, {"cutoff": cutoff, "owner": owner})
     return [row.id for row in result]
+
+
+def encrypted_conversations(owner: str | None) -> Op[list[str]]:
+    """The ids of the encrypted conversations ``owner`` (None: anyone) may see, oldest first."""
+    result = yield Exec(st.ENCRYPTED_CONVERSATIONS, {"owner": owner})
+    return [row.id for row in result]
+
+
+def rewrap(conversation_id: str, keyring: Keyring) -> Op[bool]:
+    """Re-wrap a conversation's data key (default key store) with the keyring's active key, if another key
+    wrapped it. Payloads are untouched. Returns whether it was re-wrapped."""
+    wrapped = yield from _keys.get_op(conversation_id)
+    if wrapped is None:
+        return False
+    rewrapped = keyring.rewrap(conversation_id, wrapped)
+    if rewrapped is None:
+        return False
+    yield from _keys.put_op(conversation_id, rewrapped)
+    return True

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from convstore import codec
 from convstore._ids import is_id, new_id
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Redactor",
+    "call",
+    "call_async",
     "check_branch_name",
     "check_owner",
     "conversation_row",
@@ -102,6 +105,7 @@ def conversation_row(
         ),
         "tools": _json_text(None if tools is None else [dict(tool) for tool in tools], "tools"),
         "metadata": _json_text(None if metadata is None else dict(metadata), "metadata"),
+        "encryption": None,  # plaintext; the store seals the settings of an encrypted conversation
     }
 
 
@@ -220,6 +224,19 @@ def window_json(window: Window) -> str:
         parts.append(window.summary[0][1:-1])
     parts.extend(row.payload for row in window.rows)
     return "[" + ",".join(parts) + "]"
+
+
+T = TypeVar("T")
+
+
+async def call_async(function: Callable[..., T], *args: Any) -> T:
+    """A blocking call (a user's ``KeyStore``) from async code: run in a worker thread."""
+    return await asyncio.to_thread(function, *args)
+
+
+def call(function: Callable[..., T], *args: Any) -> T:
+    """``call_async`` for the sync store: a plain call."""
+    return function(*args)
 
 
 async def resolve_async(value: Any) -> Any:

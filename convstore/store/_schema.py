@@ -28,6 +28,7 @@ __all__ = [
     "branches",
     "conversations",
     "exchanges",
+    "keys",
     "metadata",
     "nodes",
     "summaries",
@@ -81,6 +82,7 @@ conversations = sa.Table(
     sa.Column("tools", sa.Text(), nullable=True),
     sa.Column("metadata", sa.Text(), nullable=True),
     sa.Column("owner", sa.String(255), nullable=True),
+    sa.Column("encryption", sa.String(32), nullable=True),
     sa.Index(None, "created_at", "id"),
     sa.Index(None, "owner", "created_at", "id"),
 )
@@ -147,4 +149,15 @@ summaries = sa.Table(
     sa.Column("token_count", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(["conversation_id", "node_id"], [nodes.c.conversation_id, nodes.c.id]),
+)
+
+# Wrapped data keys (encryption at rest), for the key store kept in a database: the store's own by default,
+# or one of its own (``SQLKeyStore``). No foreign key to conversations: the key store may be a database apart.
+keys = sa.Table(
+    f"{PREFIX}keys",
+    metadata,
+    sa.Column("conversation_id", Id, primary_key=True),
+    sa.Column("key_id", sa.String(255), nullable=False),
+    sa.Column("wrapped", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
 )

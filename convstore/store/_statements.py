@@ -25,6 +25,7 @@ __all__ = [
     "DELETE_EXCHANGES",
     "DELETE_NODES",
     "DELETE_SUMMARIES",
+    "ENCRYPTED_CONVERSATIONS",
     "EXCHANGE",
     "EXCHANGES",
     "EXCHANGE_CONTINUES",
@@ -78,7 +79,14 @@ _OWNER = sa.bindparam("owner", type_=sa.String(255))
 OWNED_BY = sa.or_(_OWNER.is_(None), c.c.owner == _OWNER)
 
 # A conversation, if it exists and the store's owner may see it.
-CONVERSATION_VISIBLE = sa.select(c.c.id).where(c.c.id == sa.bindparam("conversation_id"), OWNED_BY)
+CONVERSATION_VISIBLE = sa.select(c.c.id, c.c.encryption).where(
+    c.c.id == sa.bindparam("conversation_id"), OWNED_BY
+)
+
+# The encrypted conversations an owner (None: anyone) may see, for key rotation.
+ENCRYPTED_CONVERSATIONS = (
+    sa.select(c.c.id).where(OWNED_BY, c.c.encryption.is_not(None)).order_by(c.c.created_at, c.c.id)
+)
 
 # Conversations untouched since a cutoff: created before it, no branch moved after it.
 STALE_CONVERSATIONS = sa.select(c.c.id).where(
@@ -104,6 +112,7 @@ LOAD_CONVERSATION = (
         c.c.generation_config,
         c.c.tools,
         c.c.metadata,
+        c.c.encryption,
         b.c.name,
         b.c.head_id,
         n.c.depth,
@@ -269,6 +278,7 @@ def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
         c.c.generation_config,
         c.c.tools,
         c.c.metadata,
+        c.c.encryption,
     ).where(OWNED_BY)
     if after:
         query = query.where(

@@ -50,6 +50,7 @@ __all__ = [
     "FORMAT",
     "VERSION",
     "ConversationDump",
+    "ConversationEncryptedError",
     "ConversationExistsError",
     "TransferFormatError",
     "check_dump",
@@ -93,6 +94,21 @@ class ConversationExistsError(StoreError, ValueError):
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(f"conversation {conversation_id!r} already exists in the target store")
+
+
+class ConversationEncryptedError(StoreError, ValueError):
+    """The conversation is encrypted at rest: export refuses it.
+
+    Its rows are ciphertext whose data key lives in this store's key store, so an export of them could not be
+    read anywhere else, and an export of the plaintext would be the very copy encryption exists to prevent.
+    """
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation {conversation_id!r} is encrypted at rest; export refuses encrypted conversations "
+            "(their data key stays in this store's key store)"
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -189,6 +205,7 @@ def export_ops(conversation_id: str) -> Op[ConversationDump]:
 
     Raises:
         ConversationNotFoundError.
+        ConversationEncryptedError: the conversation is encrypted at rest (nothing of it is exported).
     """
     if not is_id(conversation_id):
         raise ConversationNotFoundError(str(conversation_id))
@@ -196,6 +213,8 @@ def export_ops(conversation_id: str) -> Op[ConversationDump]:
     found = (yield Exec(SELECT["conversation"], params)).first()
     if found is None:
         raise ConversationNotFoundError(conversation_id)
+    if getattr(found, "encryption", None) is not None:
+        raise ConversationEncryptedError(conversation_id)
     rows: dict[str, list[dict[str, Any]]] = {}
     for kind in ("branch", "node", "summary", "exchange"):  # branches before nodes: every head is read
         if kind in TABLES:
@@ -317,6 +336,12 @@ def check_dump(dump: ConversationDump) -> None:
     Raises:
         TransferFormatError: naming the row by its place in the dump.
     """
+    if dump.conversation.get("encryption") is not None:
+        raise TransferFormatError(
+            "an encrypted conversation cannot be imported (export writes plaintext conversations only)",
+            where="conversation",
+            field="encryption",
+        )
     check = _TreeCheck(dump.id)
     for kind in ("node", "summary", "branch", "exchange"):
         for index, row in enumerate(getattr(dump, _PLURAL[kind])):
@@ -508,6 +533,13 @@ def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
     row, problem = _decode_row("conversation", obj)
     if problem is not None:
         raise TransferFormatError(problem[1], line=number, where="conversation", field=problem[0])
+    if row.get("encryption") is not None:
+        raise TransferFormatError(
+            "an encrypted conversation cannot be imported",
+            line=number,
+            where="conversation",
+            field="encryption",
+        )
     if row["id"] in seen:
         raise TransferFormatError("a second conversation with this id", line=number, where="conversation")
     seen.add(row["id"])
