@@ -231,6 +231,22 @@ def test_ls_limit(db):
     assert "--limit" in listed.stdout
 
 
+def test_ls_lists_encrypted_conversations_and_show_says_a_keyring_is_needed(db):
+    plain_id = _conversation(db)
+    keyring = convstore.Keyring({"k1": bytes(range(32))}, active="k1")
+    with convstore.Store(db, keyring=keyring) as store:
+        sealed = store.create_conversation(model="gemini-3-flash-preview", system_instruction="private")
+        sealed.append([user("private words"), answer("yes")])
+    listed = run_cli("ls", db=db)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines() if line[:1].isalnum()}
+    assert (rows[plain_id], rows[sealed.id]) == ("1", "encrypted")
+    assert "private" not in listed.stdout
+    refused = assert_one_line_error(run_cli("show", sealed.id, db=db), 1)
+    assert "KeyringRequiredError" in refused
+    assert sealed.id in refused
+
+
 # -- errors ----------------------------------------------------------------------------------------------
 
 

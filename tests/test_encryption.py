@@ -121,8 +121,15 @@ def test_an_encrypted_conversation_without_a_keyring_is_refused(make_store):
         assert conv.id in str(raised.value)
         assert raised.value.conversation_id == conv.id
         assert SECRET not in str(raised.value)
-    with pytest.raises(KeyringRequiredError):
-        plain.conversations()
+    # Listing works without the keyring: the encrypted ones come with their settings withheld.
+    listed = {info.id: info for info in plain.conversations().items}
+    for conv in (empty, full):
+        info = listed[conv.id]
+        shown = (info.encrypted, info.withheld, info.system_instruction, info.metadata)
+        assert shown == (True, True, None, None)
+    opened = {info.id: info for info in encrypted.conversations().items}
+    assert (opened[full.id].encrypted, opened[full.id].withheld) == (True, False)
+    assert opened[full.id].system_instruction == SECRET
     # A plaintext conversation in the same database stays readable by both stores.
     open_conv = plain.create_conversation(system_instruction="hello")
     open_conv.append([user("plain")])

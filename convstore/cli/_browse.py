@@ -81,8 +81,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
         page = store.conversations(limit=args.limit)
         rows = []
         for info in page.items:
-            branches = open_conversation(store, info.id).branches()
-            rows.append([info.id, format_time(info.created_at), info.model or "-", str(len(branches))])
+            # An encrypted conversation cannot be opened without its keyring: listed, not counted.
+            if info.withheld:
+                branches = "encrypted"
+            else:
+                branches = str(len(open_conversation(store, info.id).branches()))
+            rows.append([info.id, format_time(info.created_at), info.model or "-", branches])
     if not rows:
         out.note("no conversations yet: `convstore chat` starts one, `convstore demo` shows the tour")
         return 0

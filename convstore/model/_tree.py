@@ -76,7 +76,13 @@ class Branch:
 
 @attrs.frozen(kw_only=True)
 class ConversationInfo:
-    """A conversation's record: its id, when it was made, and the request settings it carries."""
+    """A conversation's record: its id, when it was made, and the request settings it carries.
+
+    Attributes:
+        encrypted: Whether the conversation is encrypted at rest. A store without a keyring lists encrypted
+            conversations with ``withheld=True`` and their settings (system instruction, generation config,
+            tools, metadata) as None: it cannot read them.
+    """
 
     id: str
     created_at: datetime
@@ -85,6 +91,8 @@ class ConversationInfo:
     generation_config: Mapping[str, Any] | None = attrs.field(repr=False)
     tools: Sequence[Mapping[str, Any]] | None = attrs.field(repr=False)
     metadata: Mapping[str, Any] | None = attrs.field(repr=False)
+    encrypted: bool = False
+    withheld: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -60,6 +60,7 @@ __all__ = [
     "tree",
     "visible",
     "window",
+    "withheld_info",
 ]
 
 
@@ -106,6 +107,7 @@ def seal_settings(row: Mapping[str, Any], cipher: DataCipher) -> dict[str, Any]:
 
 def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInfo:
     """The record of a conversation row; ``cipher`` opens the settings of an encrypted one."""
+    encrypted = getattr(row, "encryption", None) is not None
     if cipher is None:
         values = [row.system_instruction, row.generation_config, row.tools, row.metadata]
     else:
@@ -119,6 +121,22 @@ def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInf
         generation_config=_json_or_none(generation_config),
         tools=_json_or_none(tools),
         metadata=_json_or_none(metadata),
+        encrypted=encrypted,
+    )
+
+
+def withheld_info(row: Any) -> ConversationInfo:
+    """The record of an encrypted conversation listed by a store that cannot open it: no settings."""
+    return ConversationInfo(
+        id=row.id,
+        created_at=row.created_at,
+        model=row.model,
+        system_instruction=None,
+        generation_config=None,
+        tools=None,
+        metadata=None,
+        encrypted=True,
+        withheld=True,
     )
 
 

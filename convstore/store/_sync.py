@@ -310,6 +310,9 @@ class Store:
     def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.
 
+        Without a keyring, encrypted conversations are listed with their settings withheld
+        (``ConversationInfo.withheld``); opening one raises ``KeyringRequiredError``.
+
         Args:
             limit: Page size (1 to 1000).
             cursor: ``next_cursor`` of the previous page; None for the first page.
@@ -317,7 +320,12 @@ class Store:
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
-        items = [_ops.info_from_row(row, self._cipher(row.id, row.encryption)) for row in rows]
+        items = [
+            _ops.withheld_info(row)
+            if row.encryption is not None and self.keyring is None
+            else _ops.info_from_row(row, self._cipher(row.id, row.encryption))
+            for row in rows
+        ]
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
     def iter_conversations(self, *, page_size: int = 200) -> Iterator[ConversationInfo]:
