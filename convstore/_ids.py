@@ -10,7 +10,7 @@ import os
 import time
 import uuid
 
-__all__ = ["is_id", "new_id"]
+__all__ = ["canonical_id", "is_id", "new_id"]
 
 
 def new_id() -> str:
@@ -31,3 +31,11 @@ def is_id(value: object) -> bool:
         return str(uuid.UUID(value)) == value
     except ValueError:
         return False
+
+
+def canonical_id(raw: object) -> str:
+    """An id as a driver returns it for a column read without SQLAlchemy's UUID conversion (32 hex digits
+    from SQLite, a ``uuid.UUID`` from psycopg), in its canonical text form."""
+    if isinstance(raw, str) and len(raw) == 36:
+        return raw
+    return str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))

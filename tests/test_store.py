@@ -299,3 +299,14 @@ def test_random_steps_round_trip_through_the_store(store, exchange_list):
     expected = [step for exchange in exchange_list for step in exchange]
     assert conv.history() == expected
     assert store.conversation(conv.id).history() == expected
+
+
+def test_canonical_id_reads_every_form_a_driver_returns():
+    import uuid  # noqa: PLC0415
+
+    from convstore._ids import canonical_id, new_id  # noqa: PLC0415
+
+    value = new_id()
+    parsed = uuid.UUID(value)
+    # SQLite's 32 hex digits, psycopg's UUID object, and the canonical text itself.
+    assert canonical_id(parsed.hex) == canonical_id(parsed) == canonical_id(value) == value

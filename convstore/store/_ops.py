@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 from sqlalchemy import exc
 
-from convstore._ids import new_id
+from convstore._ids import canonical_id, new_id
 from convstore.budget._window import (
     Calibration,
     TokenBudget,
@@ -318,8 +318,17 @@ def history(
             raise (yield from _missing_branch_or_conversation(conversation_id, branch))
         return [], EMPTY_HEAD
     last = rows[-1]
-    payloads = [row.payload for row in rows] if cipher is None else cipher.open_nodes(rows)
-    return payloads, Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+    if cipher is None:
+        payloads = [row.payload for row in rows]
+    else:
+        payloads = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
+    head = Head(canonical_id(last.id), last.depth, last.total_tokens, canonical_id(last.exchange_id))
+    return payloads, head
+
+
+class _IdPayload(NamedTuple):
+    id: str
+    payload: str
 
 
 def path(
