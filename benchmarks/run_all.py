@@ -142,6 +142,28 @@ def schema_size(schema: common.PostgresSchema) -> Callable[[], int]:
     return size
 
 
+def analyze(schema: common.PostgresSchema) -> Callable[[], None]:
+    """ANALYZE every table of the schema: planner statistics, as autovacuum would have gathered them."""
+
+    def run() -> None:
+        with schema.connect() as conn:
+            tables = conn.execute(
+                "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind = 'r'",
+                (schema.schema,),
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(f'ANALYZE "{table}"')
+
+    return run
+
+
+def maintain(system: peers.System) -> None:
+    hook = getattr(system, "maintain", None)
+    if hook is not None:
+        hook()
+
+
 SYSTEMS = ("convstore", "floor", "openai-agents", "openai-advanced", "adk", "langchain", "langgraph")
 
 
@@ -189,6 +211,8 @@ def open_system(name: str, backend: str, postgres_url: str) -> Iterator[peers.Sy
             else:
                 raise ValueError(name)
         system.backend = backend
+        if backend == "postgres":
+            system.maintain = analyze(schema)  # type: ignore[attr-defined]
         try:
             yield system
         finally:
@@ -243,6 +267,7 @@ def run_grow(system: peers.System, config: Config, exchanges: list[list[dict[str
         at_steps.append(steps)
         if pending and steps >= pending[0]:
             pending.pop(0)
+            maintain(system)
             point: dict[str, Any] = {"steps": steps, "size_bytes": system.size_bytes()}
             point["load_ns"], point["load_items"] = repeat(lambda: system.load(h), config.reads)
             try:
@@ -289,6 +314,7 @@ def run_turns(
         if pending and turn >= pending[0]:
             pending.pop(0)
             sizes.append({"turns": turn, "bytes": system.size_bytes() - base})
+            maintain(system)
         over = time.monotonic() - started > config.cap_seconds
         if over and fast_forward_at is None and turn < config.turns - config.last_turns:
             fast_forward_at = turn
@@ -319,24 +345,29 @@ def run_turns(
 def run_forks(system: peers.System, config: Config, h: peers.Handle) -> dict[str, Any]:
     exchanges = len(h.lengths)
     middle = exchanges // 2
+    maintain(system)
     before = system.size_bytes()
     fork_samples, read_samples = [], []
     items = None
+    started = time.monotonic()
     for index in range(config.forks):
+        if index >= 2 and time.monotonic() - started > config.cap_seconds / 2:
+            break
         elapsed, f = timed(lambda i=index: system.fork(h, middle, f"fork-{i:04d}"))
         fork_samples.append(elapsed)
         elapsed, out = timed(lambda f=f: system.read_fork(f))
         read_samples.append(elapsed)
         items = len(out)
     after = system.size_bytes()
+    done = len(fork_samples)
     return {
         "at_exchange": middle,
         "of_exchanges": exchanges,
-        "forks": config.forks,
+        "forks": done,
         "fork_median_ns": median_ns(fork_samples),
         "read_median_ns": median_ns(read_samples),
         "fork_items": items,
-        "bytes_per_fork": (after - before) / config.forks,
+        "bytes_per_fork": (after - before) / done,
     }
 
 
@@ -387,18 +418,42 @@ def run_listing(backend: str, postgres_url: str, config: Config) -> dict[str, An
         for _ in range(config.conversations):
             setup.create_conversation(model=peers.MODEL)
         setup.close()
+        if backend == "postgres":
+            analyze(schema)()
         store = convstore.Store(url)
         stack.callback(store.close)
         columns = "id, created_at, model, system_instruction, generation_config, tools, metadata"
-        first_sql = (
-            f"SELECT {columns} FROM convstore_conversations WHERE owner IS NULL "
-            f"ORDER BY created_at DESC, id DESC LIMIT {placeholder}"
-        )
-        after_sql = (
-            f"SELECT {columns} FROM convstore_conversations WHERE owner IS NULL AND (created_at, id) < "
-            f"({placeholder}, {placeholder}) ORDER BY created_at DESC, id DESC LIMIT {placeholder}"
-        )
+        # The floor lists what convstore's store without an owner lists: every conversation. A variant
+        # restricted to ``owner IS NULL`` can walk the (owner, created_at, id) index instead of sorting.
+        variants = {
+            "floor": "",
+            "floor_owner_null": "owner IS NULL AND ",
+        }
         limit = 50
+        order = f"ORDER BY created_at DESC, id DESC LIMIT {placeholder}"
+        floors: dict[str, Callable[[], int]] = {}
+        plans: dict[str, Any] = {}
+        for variant, owner_sql in variants.items():
+            first_sql = f"SELECT {columns} FROM convstore_conversations WHERE {owner_sql}1 = 1 {order}"
+            after_sql = (
+                f"SELECT {columns} FROM convstore_conversations WHERE {owner_sql}(created_at, id) < "
+                f"({placeholder}, {placeholder}) {order}"
+            )
+            explain = "EXPLAIN QUERY PLAN " if backend == "sqlite" else "EXPLAIN "
+            plans[variant] = [str(row[-1]) for row in fetch(explain + first_sql, (limit + 1,))]
+
+            def walk(first_sql: str = first_sql, after_sql: str = after_sql) -> int:
+                rows = fetch(first_sql, (limit + 1,))
+                n = 0
+                while True:
+                    n += min(len(rows), limit)
+                    if len(rows) <= limit:
+                        return n
+                    last = rows[limit - 1]
+                    rows = fetch(after_sql, (last[1], last[0], limit + 1))
+
+            floors[variant] = walk
+            floors[variant + "_first"] = lambda first_sql=first_sql: fetch(first_sql, (limit + 1,))
 
         def ours_all() -> int:
             n, cursor = 0, None
@@ -409,31 +464,22 @@ def run_listing(backend: str, postgres_url: str, config: Config) -> dict[str, An
                     return n
                 cursor = page.next_cursor
 
-        def floor_all() -> int:
-            rows = fetch(first_sql, (limit + 1,))
-            n = 0
-            while True:
-                n += min(len(rows), limit)
-                if len(rows) <= limit:
-                    return n
-                last = rows[limit - 1]
-                rows = fetch(after_sql, (last[1], last[0], limit + 1))
-
-        assert ours_all() == floor_all() == config.conversations
-        ours_first = repeat(lambda: store.conversations(limit=limit).items, 21)[0]
-        floor_first = repeat(lambda: fetch(first_sql, (limit + 1,)), 21)[0]
+        assert ours_all() == floors["floor"]() == floors["floor_owner_null"]() == config.conversations
         pages = -(-config.conversations // limit)
-        ours_walk = median_ns([timed(ours_all)[0] for _ in range(3)])
-        floor_walk = median_ns([timed(floor_all)[0] for _ in range(3)])
-    return {
-        "conversations": config.conversations,
-        "page_size": limit,
-        "pages": pages,
-        "convstore_first_page_ns": ours_first,
-        "floor_first_page_ns": floor_first,
-        "convstore_per_page_ns": ours_walk / pages,
-        "floor_per_page_ns": floor_walk / pages,
-    }
+        result: dict[str, Any] = {
+            "conversations": config.conversations,
+            "page_size": limit,
+            "pages": pages,
+            "plans": plans,
+            "convstore_first_page_ns": repeat(lambda: store.conversations(limit=limit).items, 21)[0],
+            "convstore_per_page_ns": median_ns([timed(ours_all)[0] for _ in range(3)]) / pages,
+        }
+        for variant in variants:
+            result[f"{variant}_first_page_ns"] = repeat(floors[variant + "_first"], 21)[0]
+            result[f"{variant}_per_page_ns"] = (
+                median_ns([timed(floors[variant])[0] for _ in range(3)]) / pages
+            )
+    return result
 
 
 # Profiles.
@@ -649,8 +695,18 @@ def tables(backend: str, results: dict[str, Any], config: Config) -> list[common
                         ratio(listing["convstore_first_page_ns"], listing["floor_first_page_ns"]),
                     ],
                     ["floor", ms(listing["floor_first_page_ns"]), ms(listing["floor_per_page_ns"]), ""],
+                    [
+                        "floor, owner IS NULL",
+                        ms(listing["floor_owner_null_first_page_ns"]),
+                        ms(listing["floor_owner_null_per_page_ns"]),
+                        "",
+                    ],
                 ],
-                "Peers: no paged listing in OpenAI SQLAlchemySession or LangChain SQLChatMessageHistory; ADK "
+                "floor: the same rows as convstore (every conversation: the store has no owner), keyset SQL; "
+                "floor, owner IS NULL: only ownerless ones, which can walk the (owner, created_at, id) "
+                "index. "
+                f"Plans: {json.dumps(listing['plans'], ensure_ascii=False)}. Peers: no paged listing in "
+                "OpenAI SQLAlchemySession or LangChain SQLChatMessageHistory; ADK "
                 "list_sessions returns all sessions at once; LangGraph lists checkpoints, not threads.",
             )
         )
