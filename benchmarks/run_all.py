@@ -170,6 +170,15 @@ def maintain(system: peers.System) -> None:
         hook()
 
 
+COLORS = {
+    "convstore": "tab:blue",
+    "floor": "black",
+    "openai-agents": "tab:green",
+    "openai-advanced": "tab:olive",
+    "adk": "tab:red",
+    "langchain": "tab:purple",
+    "langgraph": "tab:orange",
+}
 SYSTEMS = ("convstore", "floor", "openai-agents", "openai-advanced", "adk", "langchain", "langgraph")
 
 
@@ -748,12 +757,17 @@ def plot(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
             for name, r in report["backends"][backend]["systems"].items():
                 if "error" in r:
                     continue
+                color = COLORS.get(name)
                 if key == "turn":
                     xs = [p[0] for p in r["turns"]["turn_binned"]]
                     ys = [p[1] / 1e6 for p in r["turns"]["turn_binned"]]
-                    if r["turns"]["fast_forward_at"]:
-                        xs += [k for k, _ in r["turns"]["turn_last_samples"]]
-                        ys += [s / 1e6 for _, s in r["turns"]["turn_last_samples"]]
+                    if r["turns"]["fast_forward_at"]:  # the turns timed after the fast-forward, unjoined
+                        ax.plot(
+                            [k for k, _ in r["turns"]["turn_last_samples"]],
+                            [s / 1e6 for _, s in r["turns"]["turn_last_samples"]],
+                            "x",
+                            color=color,
+                        )
                 elif key == "storage":
                     xs = [s["turns"] for s in r["turns"]["sizes"]]
                     ys = [max(1, s["bytes"]) for s in r["turns"]["sizes"]]
@@ -764,9 +778,8 @@ def plot(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
                     xs = [p["steps"] for p in r["grow"]["points"]]
                     ys = [p["load_ns"] / 1e6 for p in r["grow"]["points"]]
                 style = "-" if key in ("turn", "append") else "-o"
-                ax.plot(
-                    xs, ys, style, label=name, linewidth=2.2 if name == "convstore" else 1.3, markersize=4
-                )
+                width = 2.4 if name == "convstore" else 1.3
+                ax.plot(xs, ys, style, label=name, color=color, linewidth=width, markersize=4)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(f"{backend}: {title}")
@@ -774,6 +787,16 @@ def plot(report: dict[str, Any], out: Path, stem: str) -> list[Path]:
             ax.set_ylabel(ylabel)
             ax.grid(True, which="major", alpha=0.4)
             ax.legend(fontsize=8)
+            if key == "turn":
+                ax.text(
+                    0.99,
+                    0.01,
+                    "x: timed after an untimed fast-forward",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                )
         fig.tight_layout()
         path = out / f"{stem}-{key}.png"
         fig.savefig(path, dpi=110)
