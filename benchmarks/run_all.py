@@ -23,7 +23,10 @@ Workloads, per system and backend:
    database's growth per fork.
 4. ``list``: 10,000 conversations (1,000) listed newest first and paged 50 at a time, convstore against the
    floor (hand-written keyset SQL on the same table). The peers have no paged listing (see the report).
-5. Profiles (cProfile) of convstore's append, history, window and request on SQLite.
+5. ``big``: convstore and the floor only, a branch of 100,000 steps (10,000) written in bulk as
+   bench_budget.py does: history() against the floor's reader, the 32k window, and 134 appends on top.
+   ``--only-big REPORT_JSON`` runs just this phase and adds it to an earlier report.
+6. Profiles (cProfile) of convstore's append, history, window and request on SQLite.
 
 Writes ``peers.md`` / ``peers.json`` (``peers-quick.*`` with ``--quick``) and PNG plots into ``--out``.
 """
@@ -84,6 +87,7 @@ class Config:
     turn_cap_seconds: float  # turns phase, per system
     fork_cap_seconds: float  # forks phase, per system (at least one fork)
     last_turns: int  # timed after a fast-forward
+    big_steps: int  # convstore and the floor only: a bulk-built branch of this many steps
 
 
 FULL = Config(
@@ -98,6 +102,7 @@ FULL = Config(
     turn_cap_seconds=55.0,
     fork_cap_seconds=10.0,
     last_turns=5,
+    big_steps=100_000,
 )
 QUICK = Config(
     grow_steps=1_000,
@@ -111,6 +116,7 @@ QUICK = Config(
     turn_cap_seconds=5.0,
     fork_cap_seconds=2.0,
     last_turns=3,
+    big_steps=10_000,
 )
 
 
@@ -506,6 +512,44 @@ def run_listing(backend: str, postgres_url: str, config: Config) -> dict[str, An
     return result
 
 
+# A long branch: convstore and the floor only.
+
+
+def run_big(backend: str, postgres_url: str, config: Config, seed: int) -> dict[str, Any]:
+    """A branch of ``big_steps`` steps written in bulk (untimed, as bench_budget.py does), then history(),
+    the floor's history (bench_request.py's reader of convstore's tables), the 32k window, and appends."""
+    import bench_budget  # noqa: PLC0415
+    import bench_request  # noqa: PLC0415
+
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-big-")))
+            path = directory / "big.db"
+            store = convstore.Store(f"sqlite:///{path}")
+            stack.callback(store.close)
+            conv = bench_budget.bulk_branch(store, config.big_steps)
+            floor = bench_request.sqlite_floor(path, conv.id)
+        else:
+            schema = stack.enter_context(common.postgres_schema(postgres_url, prefix="peers_big"))
+            store = convstore.Store(schema.url)
+            stack.callback(store.close)
+            conv = bench_budget.bulk_branch(store, config.big_steps)
+            analyze(schema)()
+            floor = bench_request.postgres_floor(schema, conv.id)
+        stack.callback(floor.close)
+        budget = convstore.TokenBudget(max_input_tokens=peers.BUDGET_TOKENS)
+        assert conv.history() == floor.history("main")
+        result: dict[str, Any] = {"steps": config.big_steps}
+        result["convstore_history_ns"] = repeat(conv.history, 2)[0]
+        result["floor_history_ns"] = repeat(lambda: floor.history("main"), 2)[0]
+        result["convstore_window_ns"] = repeat(lambda: conv.history(budget=budget), 11)[0]
+        extra = common.conversation_exchanges(400, seed=seed + 2)
+        samples = [timed(lambda e=e: conv.append(e))[0] for e in extra]
+        result["convstore_append_ns"] = median_ns(samples)
+        result["appends"] = len(samples)
+    return result
+
+
 # Profiles.
 
 
@@ -704,6 +748,28 @@ def tables(backend: str, results: dict[str, Any], config: Config) -> list[common
             rows,
         )
     )
+    big = results.get("big")
+    if big:
+        grow = ours["grow"]["append_median_ns"] if ours else None
+        out.append(
+            common.TableData(
+                f"{backend}: a {big['steps']:,}-step branch (written in bulk), convstore and the floor",
+                ["", "convstore", "floor", "convstore/floor"],
+                [
+                    [
+                        "history()",
+                        ms(big["convstore_history_ns"]),
+                        ms(big["floor_history_ns"]),
+                        ratio(big["convstore_history_ns"], big["floor_history_ns"]),
+                    ],
+                    ["32k-token window", ms(big["convstore_window_ns"]), "", ""],
+                    [f"append ({big['appends']} exchanges)", ms(big["convstore_append_ns"]), "", ""],
+                ],
+                f"Append at {big['steps']:,} steps against convstore's own median in the grow phase: "
+                f"{ratio(big['convstore_append_ns'], grow)}."
+                + (f" Measured {big['date']} by `{big['command']}`." if "date" in big else ""),
+            )
+        )
     listing = results.get("listing")
     if listing:
         out.append(
@@ -827,6 +893,26 @@ def targets(report: dict[str, Any]) -> list[str]:
                 f"- {backend}: history() ≤ 3x floor at {g['points'][-1]['steps']:,} steps: {r:.2f}x — "
                 f"{'PASS' if r <= 3 else 'MISS'}"
             )
+        big = b.get("big")
+        if big:
+            r = big["convstore_history_ns"] / big["floor_history_ns"]
+            lines.append(
+                f"- {backend}: history() ≤ 3x floor at {big['steps']:,} steps: {r:.2f}x — "
+                f"{'PASS' if r <= 3 else 'MISS'}"
+            )
+            r = big["convstore_append_ns"] / g["append_median_ns"]
+            lines.append(
+                f"- {backend}: append at {big['steps']:,} steps vs the grow phase's median: {r:.2f}x — "
+                f"{'PASS' if r <= 1.2 else 'MISS'} (target ≤ 1.2)"
+            )
+            big_window = [p for p in g["points"] if p["steps"] >= 1000 and p.get("window_ns")]
+            if big_window:
+                r = big["convstore_window_ns"] / big_window[0]["window_ns"]
+                lines.append(
+                    f"- {backend}: window at {big['steps']:,} vs {big_window[0]['steps']:,} steps: "
+                    f"{r:.2f}x — "
+                    f"{'PASS' if r <= 1.5 else 'MISS'} (target ≤ 1.5)"
+                )
         windows = [p["window_ns"] for p in g["points"] if p.get("window_ns")]
         big = [p for p in g["points"] if p["steps"] >= 1000 and p.get("window_ns")]
         if len(big) >= 2:
@@ -923,6 +1009,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=common.DEFAULT_SEED)
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument(
+        "--only-big",
+        type=Path,
+        metavar="REPORT_JSON",
+        help="run only the long-branch phase and add it to this earlier report (re-rendered in --out)",
+    )
+    parser.add_argument(
         "--postgres-url", default=os.environ.get(common.POSTGRES_ENV, common.DEFAULT_POSTGRES_URL)
     )
     args = parser.parse_args(argv)
@@ -930,6 +1022,20 @@ def main(argv: list[str] | None = None) -> int:
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
     chosen = [s for s in args.systems.split(",") if s]
     started = time.monotonic()
+    if args.only_big is not None:
+        report = json.loads(args.only_big.read_text(encoding="utf-8"))
+        for backend in backends:
+            print(f"  {backend}: {config.big_steps:,}-step branch", file=sys.stderr, flush=True)
+            big = run_big(backend, args.postgres_url, config, args.seed)
+            big["date"] = common.machine_info()["date"]
+            big["command"] = " ".join(
+                ["python", "benchmarks/run_all.py", *(sys.argv[1:] if argv is None else argv)]
+            )
+            report["backends"][backend]["big"] = big
+        report["targets"] = targets(report)
+        path = write_report(args.out, "peers-quick" if args.quick else "peers", report, config)
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
     grow = common.conversation_exchanges(config.grow_steps, seed=args.seed)
     turns_data = common.conversation_exchanges(config.turns * 4, seed=args.seed + 1)[: config.turns]
     data = {"grow": grow, "turns": turns_data}
@@ -957,6 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
         if "convstore" in chosen:
             print(f"  {backend}: listing", file=sys.stderr, flush=True)
             b["listing"] = run_listing(backend, args.postgres_url, config)
+            print(f"  {backend}: {config.big_steps:,}-step branch", file=sys.stderr, flush=True)
+            b["big"] = run_big(backend, args.postgres_url, config, args.seed)
         report["backends"][backend] = b
     if not args.no_profile and "convstore" in chosen:
         print("profiles", file=sys.stderr, flush=True)
