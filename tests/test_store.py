@@ -310,3 +310,43 @@ def test_canonical_id_reads_every_form_a_driver_returns():
     parsed = uuid.UUID(value)
     # SQLite's 32 hex digits, psycopg's UUID object, and the canonical text itself.
     assert canonical_id(parsed.hex) == canonical_id(parsed) == canonical_id(value) == value
+
+
+def test_history_after_another_writer_moved_the_branch_is_the_new_one(store):
+    mine = store.create_conversation()
+    mine.append([user("one"), model("1")])
+    assert mine.history() == [user("one"), model("1")]  # read, and kept by this object
+    theirs = store.conversation(mine.id)
+    theirs.append([user("two"), model("2")])
+    # The head moved under it: the kept texts are not reused, the branch is read again.
+    assert mine.history() == [user("one"), model("1"), user("two"), model("2")]
+    mine.append([user("three"), model("3")])
+    assert mine.history() == theirs.history()
+    assert len(theirs.history()) == 6
+    # A fork made from it starts from the shared prefix and goes its own way.
+    alt = mine.fork(at=mine.nodes()[1].id, branch="alt")
+    alt.append([user("other")])
+    assert alt.history() == [user("one"), model("1"), user("other")]
+    assert len(mine.history()) == 6
+
+
+def test_history_of_an_unmoved_branch_reads_only_its_head(tmp_path):
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    with convstore.Store(f"sqlite:///{tmp_path / 'replay.db'}") as sync_store:
+        conv = sync_store.create_conversation()
+        for n in range(20):
+            conv.append([user(f"q{n}"), model(f"a{n}")])
+        expected = conv.history()
+        statements: list[str] = []
+        sa.event.listen(
+            sync_store.engine, "before_cursor_execute", lambda *args: statements.append(args[2])
+        )
+        assert conv.history() == expected
+        assert not [sql for sql in statements if "RECURSIVE" in sql.upper()]
+        conv.append([user("q20"), model("a20")])
+        assert conv.history() == [*expected, user("q20"), model("a20")]  # its own append, kept too
+        assert not [sql for sql in statements if "RECURSIVE" in sql.upper()]
+        # A fresh object knows nothing yet and walks the branch once.
+        assert sync_store.conversation(conv.id).history() == conv.history()
+        assert [sql for sql in statements if "RECURSIVE" in sql.upper()]

@@ -414,6 +414,9 @@ class AsyncConversation:
         self._branch = branch
         self._head = head
         self._cipher = cipher  # the data key of an encrypted conversation; None for plaintext
+        # The branch's step texts up to the head this object last read or wrote: the next history() reuses
+        # them while the branch head has not moved (about the size of the history, held in memory).
+        self._replay: _ops.Replay | None = None
 
     def __repr__(self) -> str:
         return f"AsyncConversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
@@ -494,7 +497,10 @@ class AsyncConversation:
             write=True,
         )
         last = nodes[-1]
-        self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+        before, self._head = self._head, _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+        replay = self._replay
+        if replay is not None and replay.head.node_id == before.node_id:
+            self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
         return nodes
 
     async def history(self, budget: TokenBudget | None = None) -> list[dict[str, Any]]:
@@ -515,9 +521,9 @@ class AsyncConversation:
             counter = budget.counter or self._store.counter
             fixed = settings_tokens(self._info, counter)
             return window_json(await self._window(budget, fixed_tokens=fixed, require_history=True))
-        payloads, head = await self._store._run(_ops.history(self.id, self._branch, self._cipher))
-        self._head = head
-        return "[" + ",".join(payloads) + "]"
+        replay = await self._store._run(_ops.history(self.id, self._branch, self._cipher, self._replay))
+        self._replay, self._head = replay, replay.head
+        return "[" + ",".join(replay.payloads) + "]"
 
     async def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _ops.Window:
         window = await self._store._run(

@@ -40,6 +40,7 @@ from convstore.store._engine import Exec, Op
 __all__ = [
     "Head",
     "Loaded",
+    "Replay",
     "append",
     "chain_point",
     "create_conversation",
@@ -305,25 +306,46 @@ class _Row:
         return self._values[name]
 
 
+@attrs.frozen
+class Replay:
+    """The step texts of a branch from its root to ``head``, as a conversation last read or wrote them.
+
+    Nodes are immutable, so while the branch head is still ``head`` these are exactly its history: a
+    conversation keeps them and the next ``history`` checks only the head (one primary-key lookup)
+    instead of walking the whole branch again.
+    """
+
+    head: Head
+    payloads: list[str]
+
+    def extended(self, head: Head, payloads: Sequence[str]) -> Replay:
+        return Replay(head, [*self.payloads, *payloads])
+
+
 def history(
-    conversation_id: str, branch: str, cipher: DataCipher | None = None
-) -> Op[tuple[list[str], Head]]:
+    conversation_id: str, branch: str, cipher: DataCipher | None = None, known: Replay | None = None
+) -> Op[Replay]:
     """The branch's steps as stored JSON texts (opened by ``cipher`` when encrypted), root first, and the
-    head they end at."""
+    head they end at. ``known``: what the caller last read; reused when the head has not moved."""
+    if known is not None and known.head.node_id is not None:
+        result = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        row = result.first()
+        if row is not None and row.head_id == known.head.node_id:
+            return known
     result = yield Exec(st.HISTORY, {"conversation_id": conversation_id, "branch": branch})
     rows = result.all()
     if not rows:
         check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
         if check.first() is None:
             raise (yield from _missing_branch_or_conversation(conversation_id, branch))
-        return [], EMPTY_HEAD
+        return Replay(EMPTY_HEAD, [])
     last = rows[-1]
     if cipher is None:
         payloads = [row.payload for row in rows]
     else:
         payloads = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
     head = Head(canonical_id(last.id), last.depth, last.total_tokens, canonical_id(last.exchange_id))
-    return payloads, head
+    return Replay(head, payloads)
 
 
 class _IdPayload(NamedTuple):
