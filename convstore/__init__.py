@@ -80,6 +80,7 @@ from convstore.model import (
     VideoContent,
 )
 from convstore.model._interaction import Interaction, Usage
+from convstore.store._check import CheckReport, Problem
 
 __version__ = "0.1.0"
 
@@ -96,6 +97,7 @@ __all__ = [
     "BranchExistsError",
     "BranchNotFoundError",
     "BudgetExceededError",
+    "CheckReport",
     "CodeExecutionCallStep",
     "CodeExecutionResultStep",
     "CodecError",
@@ -129,6 +131,7 @@ __all__ = [
     "NodeNotFoundError",
     "NotFoundError",
     "Page",
+    "Problem",
     "ProcessingCallStep",
     "ProcessingResultStep",
     "RetrievalCallStep",

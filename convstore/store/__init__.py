@@ -5,6 +5,17 @@ the calls that talk to the API.
 """
 
 from convstore.store._async import AsyncConversation, AsyncStore
+from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, SqlCheck
 from convstore.store._sync import Conversation, Store
 
-__all__ = ["AsyncConversation", "AsyncStore", "Conversation", "Store"]
+__all__ = [
+    "DEFAULT_CHECKS",
+    "AsyncConversation",
+    "AsyncStore",
+    "Check",
+    "CheckReport",
+    "Conversation",
+    "Problem",
+    "SqlCheck",
+    "Store",
+]
