@@ -37,6 +37,20 @@ __all__ = [
 ]
 
 MAX_BRANCH_NAME = 255
+MAX_STEP_TYPE = 64  # the nodes.type column
+
+
+def _column_text_problem(value: str, max_length: int | None = None) -> str | None:
+    """Why ``value`` cannot go into a text column as it is (drivers raise raw errors on these), or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if max_length is not None and len(value) > max_length:
+        return f"longer than {max_length} characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    return None
 
 
 def utcnow() -> datetime:
@@ -49,9 +63,10 @@ def valid_id(value: object) -> bool:
 
 
 def check_branch_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_BRANCH_NAME or "\x00" in name:
+    if not isinstance(name, str) or not name or _column_text_problem(name, MAX_BRANCH_NAME) is not None:
         raise ValueError(
-            f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL"
+            f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL or "
+            "lone surrogates"
         )
     return name
 
@@ -78,8 +93,8 @@ def conversation_row(
     problems = []
     if model is not None and not isinstance(model, str):
         problems.append(("model", "expected a string"))
-    elif model is not None and "\x00" in model:
-        problems.append(("model", "contains a NUL character"))
+    elif model is not None and (problem := _column_text_problem(model)) is not None:
+        problems.append(("model", problem))
     if system_instruction is not None and not isinstance(system_instruction, str):
         problems.append(("system_instruction", "expected a string"))
     if generation_config is not None and not isinstance(generation_config, Mapping):
@@ -110,8 +125,10 @@ Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 def check_owner(owner: object) -> str | None:
-    if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > 255 or "\x00" in owner):
-        raise ValueError("an owner is a non-empty string of at most 255 characters, without NUL")
+    if owner is not None and (not isinstance(owner, str) or not owner or _column_text_problem(owner, 255)):
+        raise ValueError(
+            "an owner is a non-empty string of at most 255 characters, without NUL or lone surrogates"
+        )
     return owner
 
 
@@ -143,6 +160,9 @@ def prepare_wires(
         wires = codec.normalize_steps([redact(dict(wire)) for wire in wires], prefix="redacted")
     prepared = []
     for index, wire in enumerate(wires):
+        problem = _column_text_problem(wire["type"], MAX_STEP_TYPE)
+        if problem is not None:
+            raise CodecError([(f"steps[{index}].type", problem)])
         try:
             prepared.append((wire["type"], codec.dumps(wire), counter.count_step(wire)))
         except CodecError:
