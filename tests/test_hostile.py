@@ -31,6 +31,7 @@ from convstore.client._events import EventDecoder, parse_event
 from convstore.client._sse import SSEDecoder
 from convstore.client._stream import HopAssembler
 from convstore.store._engine import run
+from convstore.store._schema import branches
 from convstore.store._transfer import (
     TransferFormatError,
     dump_lines,
@@ -367,10 +368,12 @@ def _import_loop(url: str, count: int) -> dict[str, int]:
             report = store.check()
             assert report.ok, (report.lines(), mutated)
             # What was written is readable and is deleted again for the next round.
-            for info in list(store.iter_conversations()):
-                for branch in store.conversation(info.id).branches():
-                    store.conversation(info.id, branch.name).history()
-                store.delete_conversation(info.id)
+            with engine.connect() as conn:
+                found = conn.execute(sa.select(branches.c.conversation_id, branches.c.name)).all()
+            for conversation_id, name in found:  # whichever branches the mutation left
+                store.conversation(conversation_id, name).history()
+            for conversation_id in {cid for cid, _ in found}:
+                store.delete_conversation(conversation_id)
     print(f"\nimport fuzz on {url.split(':', maxsplit=1)[0]}: {tallies}")
     return tallies
 
@@ -513,3 +516,12 @@ def test_an_import_that_would_break_an_invariant_is_refused(tmp_path, edit, says
         with pytest.raises(TransferFormatError, match=says):
             _import(store.engine, lines)
         assert count_rows(store.engine) == (0, 0, 0, 0)
+
+
+def test_a_file_name_the_system_refuses_is_one_line(tmp_path, capsys):
+    """Found by the command-line loop: ``import`` of a 300-character name was an "unexpected OSError"."""
+    code, err = _cli(["import", "x" * 300], f"sqlite:///{tmp_path / 'cli.db'}", capsys)
+    assert code == 1
+    assert err.startswith("convstore: error: cannot use ")
+    assert "File name too long" in err
+    assert "unexpected" not in err
