@@ -525,3 +525,17 @@ def test_a_file_name_the_system_refuses_is_one_line(tmp_path, capsys):
     assert err.startswith("convstore: error: cannot use ")
     assert "File name too long" in err
     assert "unexpected" not in err
+
+
+def test_an_import_of_a_branch_the_store_cannot_open_is_refused(tmp_path):
+    """Found by the long import loop: a branch named "" imported, and then no call could open it."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    lines = _exported(url)
+    at = next(i for i, line in enumerate(lines) if json.loads(line).get("kind") == "branch")
+    row = json.loads(lines[at])
+    row["name"] = ""
+    lines[at] = json.dumps(row)
+    with convstore.Store(url) as store:
+        with pytest.raises(TransferFormatError, match="must not be empty"):
+            _import(store.engine, lines)
+        assert count_rows(store.engine) == (0, 0, 0, 0)

@@ -419,6 +419,9 @@ def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
     return None
 
 
+_NON_EMPTY = {("branch", "name"), ("conversation", "owner")}  # as Store refuses them: check_branch_name
+
+
 def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     if not isinstance(value, str):
         return "expected a string"
@@ -428,6 +431,8 @@ def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return "not valid Unicode (a lone surrogate)"
+    if not value and (kind, column.name) in _NON_EMPTY:
+        return "must not be empty (the store cannot open it)"
     length = getattr(column.type, "length", None)
     if length is not None and len(value) > length:
         return f"longer than {length} characters"
