@@ -539,3 +539,18 @@ def test_an_import_of_a_branch_the_store_cannot_open_is_refused(tmp_path):
         with pytest.raises(TransferFormatError, match="must not be empty"):
             _import(store.engine, lines)
         assert count_rows(store.engine) == (0, 0, 0, 0)
+
+
+def test_an_import_of_settings_the_store_cannot_read_is_refused(tmp_path):
+    """Found by the long import loop: a system_instruction that was not JSON text imported, and opening the
+    conversation then raised json's JSONDecodeError."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    lines = _exported(url)
+    at = next(i for i, line in enumerate(lines) if json.loads(line).get("kind") == "conversation")
+    row = json.loads(lines[at])
+    row["system_instruction"] = ""
+    lines[at] = json.dumps(row)
+    with convstore.Store(url) as store:
+        with pytest.raises(TransferFormatError, match="system_instruction: expected JSON text"):
+            _import(store.engine, lines)
+        assert count_rows(store.engine) == (0, 0, 0, 0)

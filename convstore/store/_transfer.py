@@ -139,6 +139,7 @@ _PLURAL = {"node": "nodes", "summary": "summaries", "branch": "branches", "excha
 
 # Text columns that hold JSON, and the JSON type each must be.
 _JSON_COLUMNS: dict[tuple[str, str], type] = {
+    ("conversation", "system_instruction"): str,  # the user's text as a JSON string (it may hold NUL)
     ("conversation", "generation_config"): dict,
     ("conversation", "tools"): list,
     ("conversation", "metadata"): dict,
@@ -440,13 +441,16 @@ def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     return None if expected is None else _json_problem(value, expected)
 
 
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string"}
+
+
 def _json_problem(value: str, expected: type) -> str | None:
     try:
         decoded = json.loads(value)
     except ValueError:
         return "expected JSON text"
     if not isinstance(decoded, expected):
-        return f"expected the JSON text of an {'object' if expected is dict else 'array'}"
+        return f"expected the JSON text of {_JSON_NAMES[expected]}"
     return None
 
 
