@@ -441,7 +441,7 @@ def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     return None if expected is None else _json_problem(value, expected)
 
 
-_JSON_NAMES = {dict: "an object", list: "an array", str: "a string"}
+_JSON_NAMES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
 
 
 def _json_problem(value: str, expected: type) -> str | None:
