@@ -554,3 +554,32 @@ def test_an_import_of_settings_the_store_cannot_read_is_refused(tmp_path):
         with pytest.raises(TransferFormatError, match="system_instruction: expected JSON text"):
             _import(store.engine, lines)
         assert count_rows(store.engine) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [{"id": "int\ud800", "status": "completed"}, {"id": "int-1", "status": "completed\x00"}],
+    ids=["id-surrogate", "status-nul"],
+)
+def test_a_reply_with_text_no_database_can_store_is_refused(store, reply):
+    """Found after the loops: a reply id with a lone surrogate reached the driver (UnicodeEncodeError)."""
+    conv = store.create_conversation(model="gemini-3-flash-preview")
+    body = conv.request("hi")
+    before = count_rows(store.engine)
+    with pytest.raises(CodecError) as raised:
+        conv.record(body, {**reply, "steps": [model("ok")]})
+    assert "\ud800" not in str(raised.value)
+    assert count_rows(store.engine) == before
+    assert store.check().ok
+
+
+def test_a_usage_count_beyond_the_columns_is_kept_in_the_usage_json_only(store):
+    """Found after the loops: on PostgreSQL a count over 2**31 - 1 was a DatabaseError, the turn lost."""
+    conv = store.create_conversation(model="gemini-3-flash-preview")
+    body = conv.request("hi")
+    usage = {"total_input_tokens": 2**40, "total_tokens": -5, "total_output_tokens": 3}
+    conv.record(body, {"id": "int-1", "status": "completed", "usage": usage, "steps": [model("ok")]})
+    (recorded,) = conv.exchanges()
+    assert (recorded.input_tokens, recorded.total_tokens, recorded.output_tokens) == (None, None, 3)
+    assert recorded.usage["total_input_tokens"] == 2**40
+    assert store.check().ok

@@ -38,6 +38,7 @@ __all__ = [
 
 MAX_BRANCH_NAME = 255
 MAX_STEP_TYPE = 64  # the nodes.type column
+_MAX_INT32 = 2**31 - 1  # the exchanges table's token columns
 
 
 def _column_text_problem(value: str, max_length: int | None = None) -> str | None:
@@ -189,7 +190,18 @@ def exchange_row(
     status: str | None,
     usage: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The exchanges-table row of a recorded turn (keys and time are added by the operation)."""
+    """The exchanges-table row of a recorded turn (keys and time are added by the operation).
+
+    Raises:
+        CodecError: the reply's id, model or status is text no database can store (NUL, a lone surrogate).
+    """
+    problems = [
+        (field, problem)
+        for field, value in (("id", interaction_id), ("model", model), ("status", status))
+        if isinstance(value, str) and (problem := _column_text_problem(value)) is not None
+    ]
+    if problems:
+        raise CodecError(problems)
     row: dict[str, Any] = {
         "interaction_id": interaction_id,
         "stored": bool(stored),
@@ -200,7 +212,8 @@ def exchange_row(
     }
     for column, field in _USAGE_COLUMNS.items():
         value = usage.get(field) if usage is not None else None
-        row[column] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        counted = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT32
+        row[column] = value if counted else None  # an absurd count stays in the usage JSON only
     return row
 
 
