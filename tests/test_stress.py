@@ -104,7 +104,8 @@ def _process(url: str, plan: dict[str, Any], first_writer: int, queue: Any) -> N
             for thread in threads:
                 thread.join()
     except BaseException as exc:
-        queue.put({"error": repr(exc), "done": [], "forks": [], "conflicts": 0})
+        for _ in range(plan["threads"]):  # one report a writer, so the parent is not left waiting
+            queue.put({"error": repr(exc), "done": [], "forks": [], "conflicts": 0})
         return
     for out in results:
         queue.put(out)
