@@ -86,6 +86,7 @@ from convstore.model import (
 )
 from convstore.model._interaction import Interaction, Usage
 from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
+from convstore.store._check import CheckReport, Problem
 
 __version__ = "0.1.0"
 
@@ -102,6 +103,7 @@ __all__ = [
     "BranchExistsError",
     "BranchNotFoundError",
     "BudgetExceededError",
+    "CheckReport",
     "CodeExecutionCallStep",
     "CodeExecutionResultStep",
     "CodecError",
@@ -142,6 +144,7 @@ __all__ = [
     "NodeNotFoundError",
     "NotFoundError",
     "Page",
+    "Problem",
     "ProcessingCallStep",
     "ProcessingResultStep",
     "RetrievalCallStep",

@@ -66,6 +66,9 @@ def _report(error: Exception) -> int:
         return _fail(str(error), 1)
     if isinstance(error, convstore.ConvstoreError):
         return _fail(f"{type(error).__name__}: {error}", 1)
+    if isinstance(error, OSError) and error.filename is not None:
+        # A file named on the command line that cannot be used (a name too long, a folder, no permission).
+        return _fail(f"cannot use {error.filename}: {error.strerror or type(error).__name__}", 1)
     if os.environ.get("CONVSTORE_DEBUG"):
         traceback.print_exc()
     return _fail(f"unexpected {type(error).__name__}: {error} (set CONVSTORE_DEBUG=1 for the traceback)", 1)

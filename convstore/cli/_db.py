@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from convstore.cli._common import Parser, add_db_option, display_url, open_store, resolve_db
@@ -14,8 +15,8 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     db = sub.add_parser(
         "db",
-        help="The database schema: upgrade it, or show its revision.",
-        description="The database schema: upgrade it, or show its revision.",
+        help="The database: upgrade its schema, show its revision, check its integrity.",
+        description="The database: upgrade its schema, show its revision, check its integrity.",
     )
     actions = db.add_subparsers(dest="action", metavar="ACTION", title="actions", parser_class=Parser)
     actions.required = True
@@ -26,6 +27,11 @@ def register(sub: Any) -> None:
             cmd_upgrade,
         ),
         ("current", "Show a database's schema revision, and whether it is this convstore's.", cmd_current),
+        (
+            "check",
+            "Verify every stored tree's invariants; one line per problem, exit status 1 if any.",
+            cmd_check,
+        ),
     ):
         action = actions.add_parser(name, help=summary, description=summary)
         action.add_argument(
@@ -61,3 +67,20 @@ def cmd_current(args: argparse.Namespace) -> int:
         state = f"this convstore needs {head}: run `convstore db upgrade`"
     print(f"{revision or 'none'}  ({state})")
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    url = resolve_db(args.url or args.db)
+    with open_store(url) as store:
+        report = store.check()
+    for line in report.lines():
+        print(line)
+    counted = (
+        f"{report.conversations} conversations, {report.nodes} nodes, {report.branches} branches, "
+        f"{report.exchanges} exchanges"
+    )
+    if report.ok:
+        print(f"{display_url(url)}: ok ({counted}; {len(report.checks)} checks)")
+        return 0
+    print(f"{display_url(url)}: {len(report.problems)} problems ({counted})", file=sys.stderr)
+    return 1

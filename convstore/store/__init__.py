@@ -5,17 +5,23 @@ the calls that talk to the API.
 """
 
 from convstore.store._async import AsyncConversation, AsyncStore
+from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, SqlCheck
 from convstore.store._crypto import Keyring, WrappedKey
 from convstore.store._keys import KeyStore, SQLKeyStore
 from convstore.store._sync import Conversation, Store
 
 __all__ = [
+    "DEFAULT_CHECKS",
     "AsyncConversation",
     "AsyncStore",
+    "Check",
+    "CheckReport",
     "Conversation",
     "KeyStore",
     "Keyring",
+    "Problem",
     "SQLKeyStore",
+    "SqlCheck",
     "Store",
     "WrappedKey",
 ]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -37,6 +38,7 @@ __all__ = [
     "Op",
     "adopt_async_engine",
     "adopt_engine",
+    "busy_errors",
     "configure_engine",
     "drive",
     "drive_async",
@@ -192,6 +194,19 @@ def translate(error: exc.DBAPIError) -> ConvstoreError:
         return StoreBusyError(f"the database did not grant a lock in time (SQLSTATE {sqlstate})")
     detail = f", SQLSTATE {sqlstate}" if sqlstate else ""
     return DatabaseError(f"database error ({type(orig).__name__ if orig is not None else 'unknown'}{detail})")
+
+
+@contextmanager
+def busy_errors() -> Iterator[None]:
+    """Lock timeouts become ``StoreBusyError``; other database errors pass unchanged, for callers that
+    explain them better (the schema check on open, whose failures the command line reports as they are)."""
+    try:
+        yield
+    except exc.DBAPIError as error:
+        translated = translate(error)
+        if isinstance(translated, StoreBusyError):
+            raise translated from None
+        raise
 
 
 def run(engine: Engine, op: Op[T], *, write: bool) -> T:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 from convstore.errors import SchemaOutdatedError, SchemaUnknownError
+from convstore.store._engine import busy_errors
 from convstore.store._schema import PREFIX
 
 __all__ = [
@@ -151,35 +152,38 @@ def revision_on(conn: Connection) -> str | None:
 
 
 def check_schema(engine: Engine) -> None:
-    with engine.connect() as conn:
+    with busy_errors(), engine.connect() as conn:
         check_schema_on(conn)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    with engine.connect() as conn:
+    with busy_errors(), engine.connect() as conn:
         upgrade_on(conn, revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with engine.connect() as conn:
+    with busy_errors(), engine.connect() as conn:
         downgrade_on(conn, revision)
 
 
 def revision(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    with busy_errors(), engine.connect() as conn:
         return revision_on(conn)
 
 
 async def check_schema_async(engine: AsyncEngine) -> None:
-    async with engine.connect() as conn:
-        await conn.run_sync(check_schema_on)
+    with busy_errors():
+        async with engine.connect() as conn:
+            await conn.run_sync(check_schema_on)
 
 
 async def upgrade_async(engine: AsyncEngine, revision: str = "head") -> None:
-    async with engine.connect() as conn:
-        await conn.run_sync(upgrade_on, revision)
+    with busy_errors():
+        async with engine.connect() as conn:
+            await conn.run_sync(upgrade_on, revision)
 
 
 async def revision_async(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(revision_on)
+    with busy_errors():
+        async with engine.connect() as conn:
+            return await conn.run_sync(revision_on)

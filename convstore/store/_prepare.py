@@ -40,6 +40,21 @@ __all__ = [
 ]
 
 MAX_BRANCH_NAME = 255
+MAX_STEP_TYPE = 64  # the nodes.type column
+_MAX_INT32 = 2**31 - 1  # the exchanges table's token columns
+
+
+def _column_text_problem(value: str, max_length: int | None = None) -> str | None:
+    """Why ``value`` cannot go into a text column as it is (drivers raise raw errors on these), or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if max_length is not None and len(value) > max_length:
+        return f"longer than {max_length} characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    return None
 
 
 def utcnow() -> datetime:
@@ -52,9 +67,10 @@ def valid_id(value: object) -> bool:
 
 
 def check_branch_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name) > MAX_BRANCH_NAME or "\x00" in name:
+    if not isinstance(name, str) or not name or _column_text_problem(name, MAX_BRANCH_NAME) is not None:
         raise ValueError(
-            f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL"
+            f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL or "
+            "lone surrogates"
         )
     return name
 
@@ -81,8 +97,8 @@ def conversation_row(
     problems = []
     if model is not None and not isinstance(model, str):
         problems.append(("model", "expected a string"))
-    elif model is not None and "\x00" in model:
-        problems.append(("model", "contains a NUL character"))
+    elif model is not None and (problem := _column_text_problem(model)) is not None:
+        problems.append(("model", problem))
     if system_instruction is not None and not isinstance(system_instruction, str):
         problems.append(("system_instruction", "expected a string"))
     if generation_config is not None and not isinstance(generation_config, Mapping):
@@ -114,8 +130,10 @@ Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 def check_owner(owner: object) -> str | None:
-    if owner is not None and (not isinstance(owner, str) or not owner or len(owner) > 255 or "\x00" in owner):
-        raise ValueError("an owner is a non-empty string of at most 255 characters, without NUL")
+    if owner is not None and (not isinstance(owner, str) or not owner or _column_text_problem(owner, 255)):
+        raise ValueError(
+            "an owner is a non-empty string of at most 255 characters, without NUL or lone surrogates"
+        )
     return owner
 
 
@@ -147,6 +165,9 @@ def prepare_wires(
         wires = codec.normalize_steps([redact(dict(wire)) for wire in wires], prefix="redacted")
     prepared = []
     for index, wire in enumerate(wires):
+        problem = _column_text_problem(wire["type"], MAX_STEP_TYPE)
+        if problem is not None:
+            raise CodecError([(f"steps[{index}].type", problem)])
         try:
             prepared.append((wire["type"], codec.dumps(wire), counter.count_step(wire)))
         except CodecError:
@@ -173,7 +194,18 @@ def exchange_row(
     status: str | None,
     usage: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
-    """The exchanges-table row of a recorded turn (keys and time are added by the operation)."""
+    """The exchanges-table row of a recorded turn (keys and time are added by the operation).
+
+    Raises:
+        CodecError: the reply's id, model or status is text no database can store (NUL, a lone surrogate).
+    """
+    problems = [
+        (field, problem)
+        for field, value in (("id", interaction_id), ("model", model), ("status", status))
+        if isinstance(value, str) and (problem := _column_text_problem(value)) is not None
+    ]
+    if problems:
+        raise CodecError(problems)
     row: dict[str, Any] = {
         "interaction_id": interaction_id,
         "stored": bool(stored),
@@ -184,7 +216,8 @@ def exchange_row(
     }
     for column, field in _USAGE_COLUMNS.items():
         value = usage.get(field) if usage is not None else None
-        row[column] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        counted = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_INT32
+        row[column] = value if counted else None  # an absurd count stays in the usage JSON only
     return row
 
 

@@ -30,7 +30,7 @@ from convstore.errors import (
     NodeNotFoundError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _keys, _migrate, _ops
+from convstore.store import _check, _keys, _migrate, _ops
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import Op, adopt_engine, is_engine, make_engine, run
 from convstore.store._keys import KeyStore
@@ -236,6 +236,26 @@ class Store:
     def schema_revision(self) -> str | None:
         """The database's schema revision (None when convstore's tables do not exist)."""
         return _migrate.revision(self._engine)
+
+    def check(self, checks: Sequence[_check.Check] | None = None) -> _check.CheckReport:
+        """Verify every invariant of the stored trees, in one read transaction, by a few bulk queries.
+
+        Parents exist in the same conversation, depths are consecutive, running token totals add up, branch
+        heads exist, each exchange is one unbroken chain and its record has its steps. The report names ids
+        and the broken rule, never content.
+
+        Args:
+            checks: The checks to run (default: ``DEFAULT_CHECKS``); add your own beside them.
+
+        Returns:
+            The report; ``report.ok`` when nothing is wrong.
+
+        Raises:
+            ValueError: the store is bound to an owner (the check reads every conversation).
+        """
+        if self.owner is not None:
+            raise ValueError("check() reads every conversation: use a store without an owner")
+        return self._run(_check.run_checks(checks))
 
     # Conversations
 

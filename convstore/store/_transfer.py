@@ -155,6 +155,7 @@ _PLURAL = {"node": "nodes", "summary": "summaries", "branch": "branches", "excha
 
 # Text columns that hold JSON, and the JSON type each must be.
 _JSON_COLUMNS: dict[tuple[str, str], type] = {
+    ("conversation", "system_instruction"): str,  # the user's text as a JSON string (it may hold NUL)
     ("conversation", "generation_config"): dict,
     ("conversation", "tools"): list,
     ("conversation", "metadata"): dict,
@@ -292,6 +293,10 @@ class _TreeCheck:
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         self.depths: dict[str, int] = {}
+        self.totals: dict[str, int] = {}
+        self.exchange_of: dict[str, str] = {}
+        # Per exchange: [nodes, nodes whose parent is outside it, least depth, greatest depth].
+        self.exchanges: dict[str, list[int]] = {}
         self.exchange_ids: set[str] = set()
         self.seen: dict[str, set[Any]] = {"summary": set(), "branch": set(), "exchange": set()}
 
@@ -322,12 +327,30 @@ class _TreeCheck:
             return "parent_id", "names no earlier node of this conversation (parents come first)"
         elif row["depth"] != self.depths[parent] + 1:
             return "depth", "is not its parent's depth + 1"
+        if row["total_tokens"] != row["token_count"] + (0 if parent is None else self.totals[parent]):
+            return "total_tokens", "is not its parent's total_tokens + its token_count"
         self.depths[row["id"]] = row["depth"]
-        self.exchange_ids.add(row["exchange_id"])
+        self.totals[row["id"]] = row["total_tokens"]
+        exchange_id = row["exchange_id"]
+        self.exchange_of[row["id"]] = exchange_id
+        self.exchange_ids.add(exchange_id)
+        starts = parent is None or self.exchange_of[parent] != exchange_id
+        tally = self.exchanges.setdefault(exchange_id, [0, 0, row["depth"], row["depth"]])
+        tally[0] += 1
+        tally[1] += starts
+        tally[2] = min(tally[2], row["depth"])
+        tally[3] = max(tally[3], row["depth"])
         return None
 
-    def finish(self) -> str | None:
-        return None if self.seen["branch"] else "a conversation needs at least one branch"
+    def finish(self) -> tuple[str, str] | None:
+        """``(where, problem)`` when the rows as a whole break a rule, else None."""
+        for exchange_id, (size, starts, least, greatest) in self.exchanges.items():
+            # One chain: one start, and as many levels as nodes (what Store.check() verifies too).
+            if starts != 1 or greatest - least + 1 != size:
+                return "nodes", f"the nodes of exchange {exchange_id} do not form one chain"
+        for exchange_id in self.seen["exchange"] - self.exchange_ids:
+            return "exchanges", f"exchange {exchange_id} names no exchange of this conversation's nodes"
+        return None if self.seen["branch"] else ("branches", "a conversation needs at least one branch")
 
 
 def check_dump(dump: ConversationDump) -> None:
@@ -353,7 +376,7 @@ def check_dump(dump: ConversationDump) -> None:
                 raise TransferFormatError(problem[1], where=f"{_PLURAL[kind]}[{index}]", field=problem[0])
     last = check.finish()
     if last is not None:
-        raise TransferFormatError(last, where="branches")
+        raise TransferFormatError(last[1], where=last[0])
 
 
 # -- the JSONL format ------------------------------------------------------------------------------------
@@ -422,16 +445,28 @@ def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
     return None
 
 
+_NON_EMPTY = {("branch", "name"), ("conversation", "owner")}  # as Store refuses them: check_branch_name
+
+
 def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     if not isinstance(value, str):
         return "expected a string"
     if "\x00" in value:
         return "contains a NUL character (PostgreSQL cannot store it)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    if not value and (kind, column.name) in _NON_EMPTY:
+        return "must not be empty (the store cannot open it)"
     length = getattr(column.type, "length", None)
     if length is not None and len(value) > length:
         return f"longer than {length} characters"
     expected = _JSON_COLUMNS.get((kind, column.name))
     return None if expected is None else _json_problem(value, expected)
+
+
+_JSON_NAMES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
 
 
 def _json_problem(value: str, expected: type) -> str | None:
@@ -440,7 +475,7 @@ def _json_problem(value: str, expected: type) -> str | None:
     except ValueError:
         return "expected JSON text"
     if not isinstance(decoded, expected):
-        return f"expected the JSON text of an {'object' if expected is dict else 'array'}"
+        return f"expected the JSON text of {_JSON_NAMES[expected]}"
     return None
 
 
@@ -512,7 +547,7 @@ class _Pending:
     def dump(self) -> tuple[int, ConversationDump]:
         problem = self.check.finish()
         if problem is not None:
-            raise TransferFormatError(problem, line=self.line, where="conversation")
+            raise TransferFormatError(problem[1], line=self.line, where="conversation")
         rows = {_PLURAL[kind]: found for kind, found in self.rows.items()}
         return self.line, ConversationDump(conversation=self.conversation, **rows)
 

@@ -1,0 +1,296 @@
+"""The integrity check: every invariant of the stored trees, verified by a few bulk queries.
+
+``Store.check()`` and ``convstore db check`` run the checks below, each one statement over whole tables (a
+join on primary keys or one ``GROUP BY``), so the cost is a handful of scans whatever the number of
+conversations: no per-node round trips. The report names conversations, nodes, branches and exchanges by id
+and the broken rule by kind, with numbers where they help (a depth, a total); never step content.
+
+A check is anything with a ``name``, the ``kinds`` of problem it reports and an ``op()`` operation that
+yields statements and returns problems, so checks that need Python (decrypting payloads, say) fit beside the
+SQL ones: pass them to ``check(checks=[*DEFAULT_CHECKS, mine])``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.sql import Select
+
+from convstore.store._engine import Exec, Op
+from convstore.store._schema import branches as b
+from convstore.store._schema import conversations as c
+from convstore.store._schema import exchanges as x
+from convstore.store._schema import nodes as n
+from convstore.store._schema import summaries as sm
+
+__all__ = [
+    "DEFAULT_CHECKS",
+    "Check",
+    "CheckReport",
+    "Problem",
+    "SqlCheck",
+    "run_checks",
+]
+
+
+@attrs.frozen(kw_only=True)
+class Problem:
+    """One broken invariant.
+
+    Attributes:
+        kind: Which rule is broken (``missing_parent``, ``bad_depth``... see ``CheckReport.kinds``).
+        conversation_id: The conversation it is in.
+        subject: What is broken: ``node``, ``branch``, ``exchange`` or ``summary``.
+        id: The node id, branch name or exchange id (a summary: its node id).
+        detail: Numbers that explain it (``depth 3, expected 2``); never content.
+    """
+
+    kind: str
+    conversation_id: str
+    subject: str
+    id: str
+    detail: str = ""
+
+    def line(self) -> str:
+        """One line for a terminal or a log."""
+        extra = f" ({self.detail})" if self.detail else ""
+        return f"{self.kind}: conversation {self.conversation_id} {self.subject} {self.id}{extra}"
+
+
+@attrs.frozen(kw_only=True)
+class CheckReport:
+    """What ``check()`` found.
+
+    Attributes:
+        problems: Every problem found, grouped by check, then by conversation and id.
+        checks: The names of the checks that ran.
+        conversations, nodes, branches, exchanges: How many rows were looked at.
+    """
+
+    problems: tuple[Problem, ...]
+    checks: tuple[str, ...]
+    conversations: int
+    nodes: int
+    branches: int
+    exchanges: int
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+    def kinds(self) -> set[str]:
+        """The kinds of problem found."""
+        return {problem.kind for problem in self.problems}
+
+    def lines(self) -> list[str]:
+        """One line per problem."""
+        return [problem.line() for problem in self.problems]
+
+
+class Check(Protocol):
+    """One integrity check: ``op()`` yields statements (see ``_ops``) and returns what it found."""
+
+    @property
+    def name(self) -> str: ...
+
+    def op(self) -> Op[list[Problem]]: ...
+
+
+@attrs.frozen
+class SqlCheck:
+    """A check that is one SELECT: each row it returns is a problem.
+
+    The statement selects ``conversation_id`` and ``id`` and may select more columns; ``kind`` and ``detail``
+    turn a row into the problem's kind and its explanation.
+    """
+
+    name: str
+    subject: str
+    statement: Select[Any]
+    kind: Callable[[Any], str]
+    detail: Callable[[Any], str] = lambda _row: ""
+
+    def op(self) -> Op[list[Problem]]:
+        result = yield Exec(self.statement)
+        return [
+            Problem(
+                kind=self.kind(row),
+                conversation_id=str(row.conversation_id),
+                subject=self.subject,
+                id=str(row.id),
+                detail=self.detail(row),
+            )
+            for row in result
+        ]
+
+
+def _fixed(kind: str) -> Callable[[Any], str]:
+    return lambda _row: kind
+
+
+p = n.alias("parent")
+other = n.alias("other")
+
+# A node whose parent is not a node of its conversation: gone, or (where the foreign key was bypassed) a
+# node of another conversation.
+_PARENTS = (
+    sa.select(
+        n.c.conversation_id,
+        n.c.id,
+        sa.exists()
+        .where(other.c.id == n.c.parent_id, other.c.conversation_id != n.c.conversation_id)
+        .label("elsewhere"),
+    )
+    .select_from(n.outerjoin(p, sa.and_(p.c.conversation_id == n.c.conversation_id, p.c.id == n.c.parent_id)))
+    .where(n.c.parent_id.is_not(None), p.c.id.is_(None))
+    .order_by(n.c.conversation_id, n.c.id)
+)
+
+# Depth and running total: a root has depth 0 and total = its own count; any other node its parent's
+# depth + 1 and its parent's total + its own count. Token counts are never negative.
+_expected_depth = sa.case((n.c.parent_id.is_(None), 0), else_=p.c.depth + 1)
+_expected_total = sa.case(
+    (n.c.parent_id.is_(None), n.c.token_count), else_=p.c.total_tokens + n.c.token_count
+)
+_ARITHMETIC = (
+    sa.select(
+        n.c.conversation_id,
+        n.c.id,
+        n.c.depth,
+        _expected_depth.label("expected_depth"),
+        n.c.token_count,
+        n.c.total_tokens,
+        _expected_total.label("expected_total"),
+    )
+    .select_from(n.outerjoin(p, sa.and_(p.c.conversation_id == n.c.conversation_id, p.c.id == n.c.parent_id)))
+    .where(
+        sa.or_(n.c.parent_id.is_(None), p.c.id.is_not(None)),  # a missing parent is reported above
+        sa.or_(
+            n.c.depth != _expected_depth,
+            n.c.total_tokens != _expected_total,
+            n.c.token_count < 0,
+        ),
+    )
+    .order_by(n.c.conversation_id, n.c.id)
+)
+
+
+def _arithmetic_kind(row: Any) -> str:
+    if row.depth != row.expected_depth:
+        return "bad_depth"
+    if row.token_count < 0:
+        return "bad_token_count"
+    return "bad_total"
+
+
+def _arithmetic_detail(row: Any) -> str:
+    if row.depth != row.expected_depth:
+        return f"depth {row.depth}, expected {row.expected_depth}"
+    if row.token_count < 0:
+        return f"token count {row.token_count}"
+    return f"total {row.total_tokens}, expected {row.expected_total}"
+
+
+# A branch head that is not a node of the branch's conversation.
+_HEADS = (
+    sa.select(b.c.conversation_id, b.c.name.label("id"))
+    .select_from(b.outerjoin(n, sa.and_(n.c.conversation_id == b.c.conversation_id, n.c.id == b.c.head_id)))
+    .where(b.c.head_id.is_not(None), n.c.id.is_(None))
+    .order_by(b.c.conversation_id, b.c.name)
+)
+
+# An exchange's nodes form one chain: exactly one of them starts it (its parent is outside the exchange),
+# and its depths span exactly as many levels as it has nodes. With parent pointers and consecutive depths
+# (checked above) that is a single path, written in one transaction; anything else is a torn or interleaved
+# exchange.
+_starts = sa.func.sum(sa.case((sa.or_(p.c.id.is_(None), p.c.exchange_id != n.c.exchange_id), 1), else_=0))
+_EXCHANGE_CHAINS = (
+    sa.select(
+        n.c.conversation_id,
+        n.c.exchange_id.label("id"),
+        sa.func.count().label("size"),
+        _starts.label("starts"),
+        (sa.func.max(n.c.depth) - sa.func.min(n.c.depth) + 1).label("span"),
+    )
+    .select_from(n.outerjoin(p, sa.and_(p.c.conversation_id == n.c.conversation_id, p.c.id == n.c.parent_id)))
+    .group_by(n.c.conversation_id, n.c.exchange_id)
+    .having(sa.or_(_starts != 1, sa.func.max(n.c.depth) - sa.func.min(n.c.depth) + 1 != sa.func.count()))
+    .order_by(n.c.conversation_id, n.c.exchange_id)
+)
+
+# An exchange record (usage, interaction id) whose steps are not in the store.
+_EXCHANGE_ROWS = (
+    sa.select(x.c.conversation_id, x.c.exchange_id.label("id"))
+    .where(~sa.exists().where(n.c.conversation_id == x.c.conversation_id, n.c.exchange_id == x.c.exchange_id))
+    .order_by(x.c.conversation_id, x.c.exchange_id)
+)
+
+# A compaction summary kept for a window start that is not a node.
+_SUMMARIES = (
+    sa.select(sm.c.conversation_id, sm.c.node_id.label("id"))
+    .where(~sa.exists().where(n.c.conversation_id == sm.c.conversation_id, n.c.id == sm.c.node_id))
+    .order_by(sm.c.conversation_id, sm.c.node_id)
+)
+
+
+def _orphans(table: sa.Table, id_column: sa.ColumnElement[Any]) -> Select[Any]:
+    """Rows of ``table`` whose conversation does not exist."""
+    return (
+        sa.select(table.c.conversation_id, id_column.label("id"))
+        .where(~sa.exists().where(c.c.id == table.c.conversation_id))
+        .order_by(table.c.conversation_id, id_column)
+    )
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (
+    SqlCheck("conversations of nodes", "node", _orphans(n, n.c.id), _fixed("missing_conversation")),
+    SqlCheck("conversations of branches", "branch", _orphans(b, b.c.name), _fixed("missing_conversation")),
+    SqlCheck(
+        "conversations of exchanges", "exchange", _orphans(x, x.c.exchange_id), _fixed("missing_conversation")
+    ),
+    SqlCheck(
+        "parents",
+        "node",
+        _PARENTS,
+        lambda row: "parent_in_other_conversation" if row.elsewhere else "missing_parent",
+    ),
+    SqlCheck("depths and totals", "node", _ARITHMETIC, _arithmetic_kind, _arithmetic_detail),
+    SqlCheck("branch heads", "branch", _HEADS, _fixed("missing_head")),
+    SqlCheck(
+        "exchange chains",
+        "exchange",
+        _EXCHANGE_CHAINS,
+        _fixed("broken_exchange"),
+        lambda row: f"{row.size} nodes, {row.starts} starts, depths span {row.span}",
+    ),
+    SqlCheck("exchange records", "exchange", _EXCHANGE_ROWS, _fixed("exchange_without_nodes")),
+    SqlCheck("summaries", "summary", _SUMMARIES, _fixed("summary_without_node")),
+)
+
+_COUNTS = sa.select(
+    sa.select(sa.func.count()).select_from(c).scalar_subquery().label("conversations"),
+    sa.select(sa.func.count()).select_from(n).scalar_subquery().label("nodes"),
+    sa.select(sa.func.count()).select_from(b).scalar_subquery().label("branches"),
+    sa.select(sa.func.count()).select_from(x).scalar_subquery().label("exchanges"),
+)
+
+
+def run_checks(checks: Sequence[Check] | None = None) -> Op[CheckReport]:
+    """Run ``checks`` (default: ``DEFAULT_CHECKS``) in one read transaction and report what they found."""
+    chosen = DEFAULT_CHECKS if checks is None else tuple(checks)
+    counts = (yield Exec(_COUNTS)).one()
+    problems: list[Problem] = []
+    for check in chosen:
+        problems.extend((yield from check.op()))
+    return CheckReport(
+        problems=tuple(problems),
+        checks=tuple(check.name for check in chosen),
+        conversations=counts.conversations,
+        nodes=counts.nodes,
+        branches=counts.branches,
+        exchanges=counts.exchanges,
+    )
