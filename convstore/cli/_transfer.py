@@ -174,6 +174,11 @@ def cmd_import(args: argparse.Namespace) -> int:
                     ) from None
                 imported += int(done)
                 skipped += int(not done)
+        if imported and store.engine.dialect.name == "postgresql":
+            # Fresh statistics: before a table's first ANALYZE, PostgreSQL may plan the recursive history
+            # query as a hash join over the whole conversation at every level (seconds for a long one).
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE convstore_nodes, convstore_branches, convstore_exchanges")
     note = f", skipped {skipped} already in the store" if skipped else ""
     print(f"imported {imported} conversations into {display_url(url)}{note}")
     return 0
