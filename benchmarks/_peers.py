@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _common as common
 import bench_store
 from _common import PostgresSchema
 
@@ -163,13 +164,14 @@ class Convstore(System):
         h.lengths.append(len(steps))
 
     def load(self, h: Handle) -> list[Any]:
-        return h.ref.history()
+        return common.cold(h.ref).history()
 
     def window(self, h: Handle) -> list[Any]:
         return h.ref.history(budget=self.budget)
 
     def turn(self, h: Handle, steps: list[dict[str, Any]]) -> None:
-        body = h.ref.request(steps[0])
+        # As a stateless service handles a turn: nothing kept from the last one (a fresh Conversation).
+        body = common.cold(h.ref).request(steps[0])
         h.turns += 1
         nodes = h.ref.record(
             body, {"id": f"int_{h.turns}", "status": "completed", "model": MODEL, "steps": steps[1:]}

@@ -372,8 +372,8 @@ class AsyncStoreContender(Contender):
     async def read(self, convs: list[Any], rounds: int) -> Phase:
         async def task(conv: Any) -> list[dict[str, Any]]:
             for _ in range(rounds - 1):
-                await conv.history()
-            return await conv.history()  # type: ignore[no-any-return]
+                await common.cold(conv).history()
+            return await common.cold(conv).history()  # type: ignore[no-any-return]
 
         before = self.connects.count
         start = now_ns()

@@ -77,6 +77,9 @@ class Contender:
     def history_json(self) -> str:
         return self.conv.history_json()
 
+    def cold(self) -> None:
+        common.cold(self.conv)
+
     def open(self) -> None:
         self.store.conversation(self.conv.id)
 
@@ -145,6 +148,7 @@ def run_backend(backend: Backend, config: Config, exchanges: list[list[dict[str,
             getattr(contender, method)()  # warm-up
         for index in range(runs):
             for contender in _alternating(contenders, index):
+                contender.cold()  # time the read, not the replay of kept texts
                 samples[contender.name].setdefault(method, []).append(_timed(getattr(contender, method)))
     for index in range(config.open_runs):
         for contender in _alternating(contenders, index):

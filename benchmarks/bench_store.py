@@ -126,6 +126,9 @@ class ConvstoreContender:
     def branch_at(self, node_id: str, branch: str) -> None:
         self.branches[branch] = self.conv.fork(at=node_id, branch=branch)
 
+    def before_read(self, branch: str) -> None:
+        common.cold(self.branches[branch])
+
     def history(self, branch: str) -> list[dict[str, Any]]:
         return self.branches[branch].history()
 
@@ -437,6 +440,7 @@ def run_history(run: BackendRun, sizes: Sequence[int], runs: Sequence[int]) -> N
             for index in range(repeats):
                 for contender in _pair(index, run.contenders):
                     call = getattr(contender, method)
+                    getattr(contender, "before_read", lambda _branch: None)(branch)
                     start = now_ns()
                     call(branch)
                     samples[contender.name].append(now_ns() - start)
