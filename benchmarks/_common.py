@@ -6,6 +6,7 @@ module puts the repository root on ``sys.path`` so ``convstore`` imports from th
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -258,7 +259,44 @@ def render_markdown(table: TableData) -> str:
     return "\n".join(out) + "\n"
 
 
-def _version(distribution: str) -> str | None:
+# The floor's replay: convstore's HISTORY recursive CTE written by hand (``?`` placeholders; ``to_pg`` for
+# psycopg). Parameters: conversation id, branch name, conversation id.
+FLOOR_HISTORY = """
+WITH RECURSIVE path(id, parent_id, depth, exchange_id, total_tokens, payload) AS (
+    SELECT n.id, n.parent_id, n.depth, n.exchange_id, n.total_tokens, n.payload
+    FROM convstore_nodes AS n
+    JOIN convstore_branches AS b ON b.conversation_id = n.conversation_id AND b.head_id = n.id
+    WHERE b.conversation_id = ? AND b.name = ?
+    UNION ALL
+    SELECT p.id, p.parent_id, p.depth, p.exchange_id, p.total_tokens, p.payload
+    FROM convstore_nodes AS p, path
+    WHERE p.conversation_id = ? AND p.id = path.parent_id
+)
+SELECT id, parent_id, depth, exchange_id, total_tokens, payload FROM path ORDER BY depth
+"""
+
+
+def to_pg(sql: str) -> str:
+    """A ``?``-placeholder statement for psycopg (a compare-and-swap on a NULL head included)."""
+    return sql.replace("?", "%s").replace("head_id IS %s", "head_id IS NOT DISTINCT FROM %s")
+
+
+def store_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options the store benchmarks share: --backend, --quick, --out, --seed, --postgres-url."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n", 1)[0])
+    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI smoke run)")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES_URL),
+        help=f"SQLAlchemy URL of a PostgreSQL database (default ${POSTGRES_ENV} or %(default)s)",
+    )
+    return parser
+
+
+def package_version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -274,9 +312,9 @@ def machine_info(postgres_server: str | None = None) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "sqlalchemy": _version("SQLAlchemy"),
-        "psycopg": _version("psycopg"),
-        "alembic": _version("alembic"),
+        "sqlalchemy": package_version("SQLAlchemy"),
+        "psycopg": package_version("psycopg"),
+        "alembic": package_version("alembic"),
         "sqlite_library": sqlite3.sqlite_version,
         "postgresql_server": postgres_server,
         "convstore_git": _git_state(),

@@ -49,7 +49,6 @@ PostgreSQL: ``CONVSTORE_TEST_POSTGRES_URL`` or ``--postgres-url`` (default the l
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import cProfile
 import gc
@@ -66,7 +65,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +104,7 @@ def make_work(config: Config, seed: int) -> Work:
     ]
 
 
-# The floor's SQL: as convstore's statements, written by hand (SQLite parameter style; see _pg).
+# The floor's SQL: as convstore's statements, written by hand (SQLite parameter style; see common.to_pg).
 
 _INSERT_CONVERSATION = "INSERT INTO convstore_conversations (id, created_at, model) VALUES (?, ?, ?)"
 _INSERT_BRANCH = (
@@ -121,23 +119,8 @@ _MOVE_HEAD = (
     "UPDATE convstore_branches SET head_id = ?, updated_at = ? "
     "WHERE conversation_id = ? AND name = ? AND head_id IS ?"
 )
-_HISTORY = """
-WITH RECURSIVE path(id, parent_id, depth, exchange_id, total_tokens, payload) AS (
-    SELECT n.id, n.parent_id, n.depth, n.exchange_id, n.total_tokens, n.payload
-    FROM convstore_nodes AS n
-    JOIN convstore_branches AS b ON b.conversation_id = n.conversation_id AND b.head_id = n.id
-    WHERE b.conversation_id = ? AND b.name = ?
-    UNION ALL
-    SELECT p.id, p.parent_id, p.depth, p.exchange_id, p.total_tokens, p.payload
-    FROM convstore_nodes AS p, path
-    WHERE p.conversation_id = ? AND p.id = path.parent_id
-)
-SELECT id, parent_id, depth, exchange_id, total_tokens, payload FROM path ORDER BY depth
-"""
 
 
-def _pg(sql: str) -> str:
-    return sql.replace("?", "%s").replace("head_id IS %s", "head_id IS NOT DISTINCT FROM %s")
 
 
 def new_id() -> str:
@@ -230,7 +213,7 @@ class SqliteDriver:
         conv.head = (last[1], last[3], last[7])
 
     async def history(self, conn: aiosqlite.Connection, conv: FloorConversation) -> list[dict[str, Any]]:
-        return splice(await conn.execute_fetchall(_HISTORY, (conv.id, "main", conv.id)))
+        return splice(await conn.execute_fetchall(common.FLOOR_HISTORY, (conv.id, "main", conv.id)))
 
     async def close(self, conn: aiosqlite.Connection) -> None:
         await conn.close()
@@ -239,11 +222,11 @@ class SqliteDriver:
 class PostgresDriver:
     def __init__(self, schema: common.PostgresSchema) -> None:
         self.schema = schema
-        self.insert_conversation = _pg(_INSERT_CONVERSATION)
-        self.insert_branch = _pg(_INSERT_BRANCH)
-        self.insert_nodes = _pg(_INSERT_NODES)
-        self.move_head = _pg(_MOVE_HEAD)
-        self.history_sql = _pg(_HISTORY)
+        self.insert_conversation = common.to_pg(_INSERT_CONVERSATION)
+        self.insert_branch = common.to_pg(_INSERT_BRANCH)
+        self.insert_nodes = common.to_pg(_INSERT_NODES)
+        self.move_head = common.to_pg(_MOVE_HEAD)
+        self.history_sql = common.to_pg(common.FLOOR_HISTORY)
 
     @staticmethod
     def now() -> datetime:
@@ -926,24 +909,10 @@ def write_reports(
     return md_path, json_path
 
 
-def _version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI smoke run)")
-    parser.add_argument("--out", type=Path, default=common.REPO / "benchmarks" / "results")
-    parser.add_argument("--seed", type=int, default=common.DEFAULT_SEED)
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(common.POSTGRES_ENV, common.DEFAULT_POSTGRES_URL),
-        help=f"SQLAlchemy URL of a PostgreSQL database (default ${common.POSTGRES_ENV} or %(default)s)",
-    )
+    parser = common.store_parser(__doc__)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
@@ -954,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join(
             ["python", "benchmarks/bench_async.py", *(sys.argv[1:] if argv is None else argv)]
         ),
-        "machine": common.machine_info(server) | {"aiosqlite": _version("aiosqlite")},
+        "machine": common.machine_info(server) | {"aiosqlite": common.package_version("aiosqlite")},
         "config": asdict(config) | {"quick": args.quick, "threads": THREADS, "floor_pool": POOL_SIZE},
         "workload": {
             "seed": args.seed,

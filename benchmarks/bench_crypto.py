@@ -24,7 +24,6 @@ Before the reads, the benchmark runs ANALYZE on both schemas.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -198,16 +197,7 @@ def table_for(backend: str, results: dict[str, Any], steps: int) -> TableData:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI smoke run)")
-    parser.add_argument("--out", type=Path, default=common.REPO / "benchmarks" / "results")
-    parser.add_argument("--seed", type=int, default=common.DEFAULT_SEED)
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(common.POSTGRES_ENV, common.DEFAULT_POSTGRES_URL),
-        help=f"SQLAlchemy URL of a PostgreSQL database (default ${common.POSTGRES_ENV} or %(default)s)",
-    )
+    parser = common.store_parser(__doc__)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)

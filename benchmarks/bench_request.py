@@ -33,11 +33,9 @@ tables get ``VACUUM ANALYZE`` after the writes, as autovacuum would have done by
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import gc
 import json
-import os
 import pstats
 import sqlite3
 import sys
@@ -94,19 +92,6 @@ QUICK = Config(total_steps=2_000, small_steps=200, runs=(7, 3), send_runs=(5, 3)
 # The floor: convstore's HISTORY statement written by hand (same columns, same anchor, same recursion, same
 # ORDER BY), run through the raw driver; then one json.loads of the spliced payloads and the body dict.
 
-_FLOOR_HISTORY = """
-WITH RECURSIVE path(id, parent_id, depth, exchange_id, total_tokens, payload) AS (
-    SELECT n.id, n.parent_id, n.depth, n.exchange_id, n.total_tokens, n.payload
-    FROM convstore_nodes AS n
-    JOIN convstore_branches AS b ON b.conversation_id = n.conversation_id AND b.head_id = n.id
-    WHERE b.conversation_id = ? AND b.name = ?
-    UNION ALL
-    SELECT p.id, p.parent_id, p.depth, p.exchange_id, p.total_tokens, p.payload
-    FROM convstore_nodes AS p, path
-    WHERE p.conversation_id = ? AND p.id = path.parent_id
-)
-SELECT id, parent_id, depth, exchange_id, total_tokens, payload FROM path ORDER BY depth
-"""
 
 
 class Floor:
@@ -149,7 +134,7 @@ def sqlite_floor(path: Path, conversation_id: str) -> Floor:
         return conn.execute(sql, params).fetchall()
 
     # SQLAlchemy's Uuid stores 32 hex digits in SQLite.
-    return Floor(conn, uuid.UUID(conversation_id).hex, _FLOOR_HISTORY, run)
+    return Floor(conn, uuid.UUID(conversation_id).hex, common.FLOOR_HISTORY, run)
 
 
 def postgres_floor(schema: common.PostgresSchema, conversation_id: str) -> Floor:
@@ -159,7 +144,7 @@ def postgres_floor(schema: common.PostgresSchema, conversation_id: str) -> Floor
         with conn.cursor() as cur:
             return cur.execute(sql, params).fetchall()
 
-    return Floor(conn, conversation_id, _FLOOR_HISTORY.replace("?", "%s"), run)
+    return Floor(conn, conversation_id, common.FLOOR_HISTORY.replace("?", "%s"), run)
 
 
 # The database: one conversation of N steps written through convstore, a branch at N/10.
@@ -598,26 +583,10 @@ def write_reports(
     return md_path, json_path
 
 
-def _version(distribution: str) -> str | None:
-    from importlib import metadata  # noqa: PLC0415
-
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI smoke run)")
-    parser.add_argument("--out", type=Path, default=common.REPO / "benchmarks" / "results")
-    parser.add_argument("--seed", type=int, default=common.DEFAULT_SEED)
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(common.POSTGRES_ENV, common.DEFAULT_POSTGRES_URL),
-        help=f"SQLAlchemy URL of a PostgreSQL database (default ${common.POSTGRES_ENV} or %(default)s)",
-    )
+    parser = common.store_parser(__doc__)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
@@ -628,7 +597,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "command": " ".join(
             ["python", "benchmarks/bench_request.py", *(sys.argv[1:] if argv is None else argv)]
         ),
-        "machine": common.machine_info(server) | {"httpx": _version("httpx")},
+        "machine": common.machine_info(server) | {"httpx": common.package_version("httpx")},
         "config": asdict(config) | {"quick": args.quick},
         "workload": {
             "seed": args.seed,

@@ -32,7 +32,6 @@ benchmark runs ANALYZE on both schemas.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import math
@@ -188,23 +187,8 @@ _FLOOR_INSERT_BRANCH = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 _FLOOR_INSERT_CONVERSATION = "INSERT INTO convstore_conversations (id, created_at, model) VALUES (?, ?, ?)"
-_FLOOR_HISTORY = """
-WITH RECURSIVE path(id, parent_id, depth, exchange_id, total_tokens, payload) AS (
-    SELECT n.id, n.parent_id, n.depth, n.exchange_id, n.total_tokens, n.payload
-    FROM convstore_nodes AS n
-    JOIN convstore_branches AS b ON b.conversation_id = n.conversation_id AND b.head_id = n.id
-    WHERE b.conversation_id = ? AND b.name = ?
-    UNION ALL
-    SELECT p.id, p.parent_id, p.depth, p.exchange_id, p.total_tokens, p.payload
-    FROM convstore_nodes AS p, path
-    WHERE p.conversation_id = ? AND p.id = path.parent_id
-)
-SELECT id, parent_id, depth, exchange_id, total_tokens, payload FROM path ORDER BY depth
-"""
 
 
-def _pg(sql: str) -> str:
-    return sql.replace("?", "%s").replace("head_id IS %s", "head_id IS NOT DISTINCT FROM %s")
 
 
 class _Floor:
@@ -220,7 +204,7 @@ class _Floor:
         self.sql_insert_nodes = to_dialect(_FLOOR_INSERT_NODES)
         self.sql_move_head = to_dialect(_FLOOR_MOVE_HEAD)
         self.sql_insert_branch = to_dialect(_FLOOR_INSERT_BRANCH)
-        self.sql_history = to_dialect(_FLOOR_HISTORY)
+        self.sql_history = to_dialect(common.FLOOR_HISTORY)
 
     def now(self) -> Any:
         raise NotImplementedError
@@ -328,7 +312,7 @@ class SqliteFloor(_Floor):
 
 class PostgresFloor(_Floor):
     def __init__(self, schema: common.PostgresSchema, size_bytes: Callable[[], int]) -> None:
-        super().__init__(size_bytes, _pg)
+        super().__init__(size_bytes, common.to_pg)
         # Autocommit: a write runs in ``conn.transaction()`` (BEGIN ... COMMIT); a one-statement read or
         # insert is a transaction of its own.
         self.conn = schema.connect(autocommit=True)
@@ -718,16 +702,7 @@ def write_reports(out: Path, stem: str, report: dict[str, Any], tables: list[Tab
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgres", "all"), default="all")
-    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats (CI smoke run)")
-    parser.add_argument("--out", type=Path, default=common.REPO / "benchmarks" / "results")
-    parser.add_argument("--seed", type=int, default=common.DEFAULT_SEED)
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get(common.POSTGRES_ENV, common.DEFAULT_POSTGRES_URL),
-        help=f"SQLAlchemy URL of a PostgreSQL database (default ${common.POSTGRES_ENV} or %(default)s)",
-    )
+    parser = common.store_parser(__doc__)
     args = parser.parse_args(argv)
     config = QUICK if args.quick else FULL
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
