@@ -296,6 +296,28 @@ def store_parser(doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def store_args(doc: str | None, argv: Sequence[str] | None) -> tuple[argparse.Namespace, tuple[str, ...]]:
+    """Parse a store benchmark's options; returns them and the backends to run."""
+    args = store_parser(doc).parse_args(argv)
+    backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
+    return args, backends
+
+
+def report_head(
+    script: str,
+    argv: Sequence[str] | None,
+    args: argparse.Namespace,
+    backends: Sequence[str],
+    **versions: str | None,
+) -> dict[str, Any]:
+    """The ``command`` and ``machine`` entries every report starts with (``versions``: more packages)."""
+    server = postgres_server_version(args.postgres_url) if "postgres" in backends else None
+    return {
+        "command": " ".join(["python", f"benchmarks/{script}", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": machine_info(server) | versions,
+    }
+
+
 def package_version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)

@@ -909,21 +909,15 @@ def write_reports(
     return md_path, json_path
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = common.store_parser(__doc__)
-    args = parser.parse_args(argv)
+    args, backends = common.store_args(__doc__, argv)
     config = QUICK if args.quick else FULL
-    backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
 
     work = make_work(config, args.seed)
-    server = common.postgres_server_version(args.postgres_url) if "postgres" in backends else None
     report: dict[str, Any] = {
-        "command": " ".join(
-            ["python", "benchmarks/bench_async.py", *(sys.argv[1:] if argv is None else argv)]
+        **common.report_head(
+            "bench_async.py", argv, args, backends, aiosqlite=common.package_version("aiosqlite")
         ),
-        "machine": common.machine_info(server) | {"aiosqlite": common.package_version("aiosqlite")},
         "config": asdict(config) | {"quick": args.quick, "threads": THREADS, "floor_pool": POOL_SIZE},
         "workload": {
             "seed": args.seed,

@@ -197,17 +197,11 @@ def table_for(backend: str, results: dict[str, Any], steps: int) -> TableData:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = common.store_parser(__doc__)
-    args = parser.parse_args(argv)
+    args, backends = common.store_args(__doc__, argv)
     config = QUICK if args.quick else FULL
-    backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
     exchanges = common.conversation_exchanges(config.total_steps, seed=args.seed)
-    server = common.postgres_server_version(args.postgres_url) if "postgres" in backends else None
     report: dict[str, Any] = {
-        "command": " ".join(
-            ["python", "benchmarks/bench_crypto.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "machine": common.machine_info(server),
+        **common.report_head("bench_crypto.py", argv, args, backends),
         "config": asdict(config) | {"quick": args.quick},
         "workload": {
             "seed": args.seed,

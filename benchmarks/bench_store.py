@@ -702,19 +702,13 @@ def write_reports(out: Path, stem: str, report: dict[str, Any], tables: list[Tab
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = common.store_parser(__doc__)
-    args = parser.parse_args(argv)
+    args, backends = common.store_args(__doc__, argv)
     config = QUICK if args.quick else FULL
-    backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
 
     exchanges = common.conversation_exchanges(config.total_steps, seed=args.seed)
     mean_bytes = common.mean_step_bytes(exchanges)
-    server = common.postgres_server_version(args.postgres_url) if "postgres" in backends else None
     report: dict[str, Any] = {
-        "command": " ".join(
-            ["python", "benchmarks/bench_store.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "machine": common.machine_info(server),
+        **common.report_head("bench_store.py", argv, args, backends),
         "config": asdict(config) | {"quick": args.quick},
         "workload": {
             "seed": args.seed,
