@@ -61,7 +61,10 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def db(tmp_path, home) -> str:
-    return f"sqlite:///{tmp_path / 'cli.db'}"
+    """An empty store, built (commands that only read refuse a database file that does not exist)."""
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    convstore.Store(url).close()
+    return url
 
 
 def convstore_now() -> datetime:
@@ -111,7 +114,26 @@ def test_default_store_is_in_the_user_data_folder(home):
     result = run_cli("ls")
     assert result.returncode == 0, result.stderr
     assert "no conversations yet" in result.stdout
-    assert (home / "convstore" / "convstore.db").is_file()
+    assert not (home / "convstore" / "convstore.db").exists()  # listing nothing makes nothing
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ls"],
+        ["show", "01a21405-8db3-7b7a-af47-2eb734a127bd"],
+        ["delete", "01a21405-8db3-7b7a-af47-2eb734a127bd"],
+        ["purge", "--older-than", "1d"],
+        ["export", "01a21405-8db3-7b7a-af47-2eb734a127bd"],
+        ["db", "check"],
+        ["db", "current"],
+    ],
+)
+def test_a_command_that_reads_refuses_a_missing_sqlite_file_and_makes_none(tmp_path, home, args):
+    typo = tmp_path / "chta.db"
+    line = assert_one_line_error(run_cli(*args, db=str(typo)), 1)
+    assert f"no database at {typo}" in line
+    assert not typo.exists()
 
 
 def test_db_option_and_environment_and_plain_paths(tmp_path, home, monkeypatch):
@@ -120,9 +142,10 @@ def test_db_option_and_environment_and_plain_paths(tmp_path, home, monkeypatch):
     monkeypatch.setenv("CONVSTORE_DB", "sqlite:///from-env.db")
     assert resolve_db(None) == "sqlite:///from-env.db"
     # --db after the command works as well as before it.
-    result = run_cli("ls", "--db", str(tmp_path / "after.db"))
+    result = run_cli("db", "upgrade", "--db", str(tmp_path / "after.db"))
     assert result.returncode == 0
     assert (tmp_path / "after.db").is_file()
+    assert run_cli("ls", "--db", str(tmp_path / "after.db")).returncode == 0
 
 
 # -- demo ------------------------------------------------------------------------------------------------
@@ -258,7 +281,8 @@ def test_ls_lists_encrypted_conversations_and_show_says_a_keyring_is_needed(db):
         (["fork", "01a21405-8db3-7b7a-af47-2eb734a127bd", "--at", "x"], 1, "not found"),
         (["delete", "01a21405-8db3-7b7a-af47-2eb734a127bd"], 1, "not found"),
         (["--db", "nosuchdriver://x/y", "ls"], 1, "no database driver"),
-        (["--db", "sqlite:////no/such/folder/x.db", "ls"], 1, "cannot use the database"),
+        (["--db", "sqlite:////no/such/folder/x.db", "ls"], 1, "no database at /no/such/folder/x.db"),
+        (["--db", "sqlite:////no/such/folder/x.db", "db", "upgrade"], 1, "cannot use the database"),
         (["--db", "postgresql+psycopg://u:hunter2@127.0.0.1:1/db", "ls"], 1, "cannot use the database"),
         (["import", "/no/such/file.jsonl"], 1, "no such file"),
         (["purge", "--older-than", "30x"], 2, "not a duration"),

@@ -431,7 +431,13 @@ def _cli_loop(tmp_path: Path, capsys, count: int) -> int:
         if "--help" in argv or "demo" in argv:
             continue  # prints help / runs the offline tour on its own database: both fine
         tried += 1
+        before_files = set(Path.cwd().iterdir())
         code, err = _cli(argv, db, capsys)
+        # Only a command that creates a database (import, db upgrade) may make one at a word taken as a path.
+        made = set(Path.cwd().iterdir()) - before_files
+        assert not made or {"import", "upgrade"} & set(argv), (argv, made)
+        for path in made:
+            path.unlink()
         assert "Traceback" not in err, (argv, err)
         assert "unexpected" not in err, (argv, err)
         if code != 0:
@@ -447,6 +453,7 @@ def _cli_loop(tmp_path: Path, capsys, count: int) -> int:
 
 def test_cli_fuzz_loop(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)  # a word taken as a file name (`--db fork`) must not land in the checkout
     monkeypatch.delenv("CONVSTORE_DB", raising=False)
     assert _cli_loop(tmp_path, capsys, iterations(slow=False) // 3) > 0
 
@@ -454,6 +461,7 @@ def test_cli_fuzz_loop(tmp_path, capsys, monkeypatch):
 @pytest.mark.slow
 def test_cli_fuzz_loop_at_length(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)  # a word taken as a file name (`--db fork`) must not land in the checkout
     monkeypatch.delenv("CONVSTORE_DB", raising=False)
     _cli_loop(tmp_path, capsys, iterations(slow=True))
 

@@ -10,6 +10,8 @@ import convstore
 from convstore.cli._common import (
     CliError,
     command,
+    default_db_path,
+    missing_sqlite_file,
     open_conversation,
     open_store,
     parse_duration,
@@ -77,7 +79,11 @@ def register(sub: Any) -> None:
 
 def cmd_ls(args: argparse.Namespace) -> int:
     out = Output()
-    with open_store(resolve_db(args.db)) as store:
+    url = resolve_db(args.db)
+    if missing_sqlite_file(url) == default_db_path():  # the first run: nothing stored yet, nothing to make
+        out.note("no conversations yet: `convstore chat` starts one, `convstore demo` shows the tour")
+        return 0
+    with open_store(url, existing=True) as store:
         page = store.conversations(limit=args.limit)
         rows = []
         for info in page.items:
@@ -123,7 +129,7 @@ def _node_json(node: convstore.Node) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db)) as store:
+    with open_store(resolve_db(args.db), existing=True) as store:
         conv = open_conversation(store, args.id, args.branch)
         if args.json:
             _show_json(conv, whole_tree=args.tree)
@@ -205,7 +211,7 @@ def resolve_node(conv: convstore.Conversation, text: str) -> str:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db)) as store:
+    with open_store(resolve_db(args.db), existing=True) as store:
         conv = open_conversation(store, args.id)
         node = resolve_node(conv, args.at)
         try:
@@ -217,14 +223,14 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db)) as store:
+    with open_store(resolve_db(args.db), existing=True) as store:
         store.delete_conversation(args.id)
     print(f"deleted conversation {args.id}")
     return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db)) as store:
+    with open_store(resolve_db(args.db), existing=True) as store:
         count = store.purge(older_than=args.older_than)
     print(f"purged {count} conversation{'' if count == 1 else 's'}")
     return 0

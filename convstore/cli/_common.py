@@ -32,6 +32,7 @@ __all__ = [
     "default_db_path",
     "display_url",
     "free_branch_name",
+    "missing_sqlite_file",
     "open_conversation",
     "open_store",
     "parse_duration",
@@ -117,10 +118,33 @@ def database_errors(url: str) -> Iterator[None]:
         raise CliError(f"{shown}: {error}") from None
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when no such file exists yet (opening it would create it), else None."""
+    try:
+        parsed = sa.make_url(url)
+    except exc.ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # a URI filename: SQLite's own business
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
 @contextmanager
-def open_store(url: str, *, check_schema: bool = True) -> Iterator[convstore.Store]:
+def open_store(url: str, *, check_schema: bool = True, existing: bool = False) -> Iterator[convstore.Store]:
     """The store at ``url``, closed afterwards (an empty database is built; an outdated one is refused with
-    the command that upgrades it). Database failures inside the block become ``CliError``s too."""
+    the command that upgrades it). Database failures inside the block become ``CliError``s too.
+
+    ``existing``: a command that only reads or changes what is there refuses a SQLite file that does not
+    exist, rather than leaving an empty database behind a mistyped path.
+    """
+    if existing and (path := missing_sqlite_file(url)) is not None:
+        raise CliError(
+            f"no database at {path} (`convstore chat`, `convstore import` or `convstore db upgrade` "
+            "creates one)"
+        )
     with database_errors(url):
         store = convstore.Store(url, check_schema=check_schema)
         with store:

@@ -93,7 +93,7 @@ def _output(path: str | None) -> Iterator[Callable[[str], None]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
-    with open_store(url) as store:
+    with open_store(url, existing=True) as store:
         ids: list[str] = list(dict.fromkeys(args.ids))
         for conversation_id in ids:  # every id is checked before anything is written
             if not run(store.engine, conversation_exists(conversation_id), write=False):
