@@ -22,6 +22,7 @@ results, media): conversations are private, and exception messages end up in log
     │   ├── BranchExistsError (ValueError)   a branch of that name exists already
     │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
     │   ├── DatabaseError                    any other database failure, translated
+    │   ├── CorruptionError                  stored rows break an invariant reading relies on
     │   ├── EncryptionError                  encryption at rest: a key is missing or does not fit
     │   │   ├── KeyringRequiredError         an encrypted conversation, opened without a keyring
     │   │   ├── KeyNotFoundError (LookupError)       the application key id is not in the keyring
@@ -49,6 +50,7 @@ __all__ = [
     "ConflictError",
     "ConversationNotFoundError",
     "ConvstoreError",
+    "CorruptionError",
     "DataKeyNotFoundError",
     "DatabaseError",
     "DecryptionError",
@@ -200,6 +202,15 @@ class DatabaseError(StoreError):
 
     The message names the driver's error class and SQLSTATE where there is one; never statement parameters.
     """
+
+
+class CorruptionError(StoreError):
+    """Stored rows break an invariant that reading them relies on (a node names a media string its
+    conversation does not hold). ``Store.check()`` lists every such problem; the message names ids."""
+
+    def __init__(self, message: str, conversation_id: str) -> None:
+        super().__init__(f"{message} (conversation {conversation_id})")
+        self.conversation_id = conversation_id
 
 
 class EncryptionError(StoreError):

@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
 from convstore.store._engine import Exec, Op
+from convstore.store._media import plain_digest, stored_hashes
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
+from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._schema import summaries as sm
 
@@ -30,6 +32,7 @@ __all__ = [
     "DEFAULT_CHECKS",
     "Check",
     "CheckReport",
+    "MediaCheck",
     "Problem",
     "SqlCheck",
     "run_checks",
@@ -43,8 +46,9 @@ class Problem:
     Attributes:
         kind: Which rule is broken (``missing_parent``, ``bad_depth``... see ``CheckReport.kinds``).
         conversation_id: The conversation it is in.
-        subject: What is broken: ``node``, ``branch``, ``exchange`` or ``summary``.
-        id: The node id, branch name or exchange id (a summary: its node id).
+        subject: What is broken: ``node``, ``branch``, ``exchange``, ``summary``, ``media`` or
+            ``conversation``.
+        id: The node id, branch name, exchange id or media hash (a summary: its node id).
         detail: Numbers that explain it (``depth 3, expected 2``); never content.
     """
 
@@ -246,6 +250,68 @@ def _orphans(table: sa.Table, id_column: sa.ColumnElement[Any]) -> Select[Any]:
     )
 
 
+_MEDIA_REFS = (
+    sa.select(n.c.conversation_id, n.c.id, n.c.media)
+    .where(n.c.media.is_not(None))
+    .order_by(n.c.conversation_id, n.c.id)
+)
+_MEDIA_HELD = sa.select(m.c.conversation_id, m.c.hash)
+# Media strings of plaintext conversations, whose hash is their SHA-256 (an encrypted one's are named by a
+# keyed hash and authenticated when opened).
+_PLAIN_MEDIA = (
+    sa.select(m.c.conversation_id, m.c.hash.label("id"), m.c.data)
+    .select_from(m.join(c, c.c.id == m.c.conversation_id))
+    .where(c.c.encryption.is_(None))
+    .order_by(m.c.conversation_id, m.c.hash)
+)
+
+
+@attrs.frozen
+class MediaCheck:
+    """Every media string a node names is stored in its conversation, and a plaintext one still hashes
+    to its name."""
+
+    name: str = "media"
+
+    def op(self) -> Op[list[Problem]]:
+        held = {(str(row.conversation_id), row.hash) for row in (yield Exec(_MEDIA_HELD))}
+        problems = []
+        for row in (yield Exec(_MEDIA_REFS)):
+            conversation_id = str(row.conversation_id)
+            try:
+                hashes = stored_hashes(row.media)
+            except (ValueError, TypeError):
+                problems.append(
+                    Problem(
+                        kind="bad_media_refs", conversation_id=conversation_id, subject="node", id=str(row.id)
+                    )
+                )
+                continue
+            problems.extend(
+                Problem(
+                    kind="missing_media",
+                    conversation_id=conversation_id,
+                    subject="node",
+                    id=str(row.id),
+                    detail=f"media {digest[:16]}",
+                )
+                for digest in hashes
+                if (conversation_id, digest) not in held
+            )
+        for row in (yield Exec(_PLAIN_MEDIA)):
+            if plain_digest(row.data) != row.id:
+                problems.append(
+                    Problem(
+                        kind="bad_media",
+                        conversation_id=str(row.conversation_id),
+                        subject="media",
+                        id=row.id,
+                        detail="content does not match its hash",
+                    )
+                )
+        return problems
+
+
 DEFAULT_CHECKS: tuple[Check, ...] = (
     SqlCheck("conversations of nodes", "node", _orphans(n, n.c.id), _fixed("missing_conversation")),
     SqlCheck("conversations of branches", "branch", _orphans(b, b.c.name), _fixed("missing_conversation")),
@@ -269,6 +335,8 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     ),
     SqlCheck("exchange records", "exchange", _EXCHANGE_ROWS, _fixed("exchange_without_nodes")),
     SqlCheck("summaries", "summary", _SUMMARIES, _fixed("summary_without_node")),
+    SqlCheck("conversations of media", "media", _orphans(m, m.c.hash), _fixed("missing_conversation")),
+    MediaCheck(),
 )
 
 _COUNTS = sa.select(

@@ -26,6 +26,7 @@ hardware-accelerated AES-GCM, maintained by the Python Cryptographic Authority. 
 from __future__ import annotations
 
 import binascii
+import hmac
 import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -180,12 +181,15 @@ class Keyring:
 class DataCipher:
     """Seals and opens the values of one conversation with its data key (AES-256-GCM, random nonces)."""
 
-    __slots__ = ("_aes", "_prefix", "conversation_id")
+    __slots__ = ("_aes", "_mac_key", "_prefix", "conversation_id")
 
     def __init__(self, conversation_id: str, data_key: bytes) -> None:
         self.conversation_id = conversation_id
         self._aes = _aesgcm()(data_key)
         self._prefix = f"convstore/v1\x00{conversation_id}\x00".encode()
+        # A key of its own for naming media strings, derived from the data key (HMAC as a PRF, the
+        # extract-free half of HKDF): the hash of a file never serves to recognise it.
+        self._mac_key = hmac.digest(data_key, b"convstore/v1 media names", "sha256")
 
     def __repr__(self) -> str:
         return f"DataCipher(conversation_id={self.conversation_id!r})"
@@ -194,8 +198,8 @@ class DataCipher:
         return self._prefix + f"{kind}\x00{where}".encode()
 
     def seal(self, kind: str, where: str, text: str) -> str:
-        """``text`` sealed for one place: ``kind`` (``node``, ``summary``, ``conversation``) and ``where``
-        (a node id, or a field name)."""
+        """``text`` sealed for one place: ``kind`` (``node``, ``summary``, ``media``, ``conversation``) and
+        ``where`` (a node id, a media hash, or a field name)."""
         nonce = os.urandom(NONCE_BYTES)
         sealed = self._aes.encrypt(nonce, text.encode("utf-8", "surrogatepass"), self._aad(kind, where))
         return MARKER + binascii.b2a_base64(nonce + sealed, newline=False).decode("ascii")
@@ -217,6 +221,11 @@ class DataCipher:
         except (ValueError, binascii.Error, _invalid_tag()):
             raise DecryptionError(self.conversation_id, label) from None
         return plain.decode("utf-8", "surrogatepass")
+
+    def media_digest(self, content: str) -> str:
+        """The name of a media string in this conversation: HMAC-SHA256 under a key derived from the data
+        key (hex), so equal strings share one row here and nothing with any other conversation."""
+        return hmac.new(self._mac_key, content.encode("utf-8", "surrogatepass"), "sha256").hexdigest()
 
     def seal_or_none(self, kind: str, where: str, text: str | None) -> str | None:
         return None if text is None else self.seal(kind, where, text)

@@ -29,6 +29,7 @@ __all__ = [
     "conversations",
     "exchanges",
     "keys",
+    "media",
     "metadata",
     "nodes",
     "summaries",
@@ -100,6 +101,8 @@ nodes = sa.Table(
     sa.Column("total_tokens", sa.BigInteger(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("payload", sa.Text(), nullable=False),
+    # Where the payload's large inline media strings go back (``_media``), or NULL: the payload is whole.
+    sa.Column("media", sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(
         ["conversation_id", "parent_id"], [f"{PREFIX}nodes.conversation_id", f"{PREFIX}nodes.id"]
     ),
@@ -149,6 +152,16 @@ summaries = sa.Table(
     sa.Column("token_count", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(["conversation_id", "node_id"], [nodes.c.conversation_id, nodes.c.id]),
+)
+
+# Inline media strings of a conversation's steps, once per content hash (see ``_media``): the JSON text of a
+# ``data`` string, sealed like the payloads in an encrypted conversation.
+media = sa.Table(
+    f"{PREFIX}media",
+    metadata,
+    sa.Column("conversation_id", Id, sa.ForeignKey(conversations.c.id), primary_key=True),
+    sa.Column("hash", sa.String(64), primary_key=True),
+    sa.Column("data", sa.Text(), nullable=False),
 )
 
 # Wrapped data keys (encryption at rest), for the key store kept in a database: the store's own by default,

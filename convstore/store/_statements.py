@@ -7,11 +7,13 @@ these same objects. Every value reaches SQL as a bound parameter, and every stat
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
+from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._schema import summaries as sm
 
@@ -23,6 +25,7 @@ __all__ = [
     "DELETE_BRANCHES",
     "DELETE_CONVERSATION",
     "DELETE_EXCHANGES",
+    "DELETE_MEDIA",
     "DELETE_NODES",
     "DELETE_SUMMARIES",
     "ENCRYPTED_CONVERSATIONS",
@@ -36,10 +39,13 @@ __all__ = [
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
     "INSERT_EXCHANGE",
+    "INSERT_MEDIA",
     "INSERT_NODES",
     "INSERT_SUMMARY",
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
+    "MEDIA",
+    "MEDIA_STORED",
     "MOVE_HEAD",
     "NODE",
     "NODE_COLUMNS",
@@ -65,6 +71,7 @@ NODE_COLUMNS = (
     n.c.total_tokens,
     n.c.created_at,
     n.c.payload,
+    n.c.media,
 )
 
 INSERT_CONVERSATION = sa.insert(c)
@@ -215,6 +222,20 @@ EXCHANGE_CONTINUES = (
     .limit(1)
 )
 
+# Media strings (``_media``): which of some hashes a conversation holds already, their texts, and an insert
+# that leaves one a concurrent writer stored first as it is. ON CONFLICT DO NOTHING is the same SQL on SQLite
+# and PostgreSQL, and PostgreSQL's construct of it compiles for both.
+MEDIA_STORED = sa.select(m.c.hash).where(
+    m.c.conversation_id == sa.bindparam("conversation_id"),
+    m.c.hash.in_(sa.bindparam("hashes", expanding=True)),
+)
+MEDIA = sa.select(m.c.hash, m.c.data).where(
+    m.c.conversation_id == sa.bindparam("conversation_id"),
+    m.c.hash.in_(sa.bindparam("hashes", expanding=True)),
+)
+INSERT_MEDIA = postgresql.insert(m).on_conflict_do_nothing(index_elements=[m.c.conversation_id, m.c.hash])
+
+DELETE_MEDIA = sa.delete(m).where(m.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_SUMMARIES = sa.delete(sm).where(sm.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
@@ -237,7 +258,7 @@ def _ancestry(
     columns = (
         NODE_COLUMNS
         if full
-        else (n.c.id, n.c.parent_id, n.c.depth, n.c.exchange_id, n.c.total_tokens, n.c.payload)
+        else (n.c.id, n.c.parent_id, n.c.depth, n.c.exchange_id, n.c.total_tokens, n.c.payload, n.c.media)
     )
     anchor = sa.select(*columns)
     if from_branch:
@@ -260,6 +281,7 @@ def _ancestry(
         sa.type_coerce(path.c.exchange_id, raw).label("exchange_id"),
         path.c.total_tokens,
         path.c.payload,
+        path.c.media,
     ).order_by(path.c.depth)
 
 
@@ -317,6 +339,7 @@ _WINDOW_COLUMNS = (
     n.c.token_count,
     n.c.total_tokens,
     n.c.payload,
+    n.c.media,
 )
 
 

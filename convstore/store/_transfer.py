@@ -45,6 +45,7 @@ from convstore._ids import is_id
 from convstore.errors import ConversationNotFoundError, ConvstoreError, StoreError
 from convstore.store import _schema
 from convstore.store._engine import Exec, Op
+from convstore.store._ops import payload_texts, stored_rows, write_media
 
 __all__ = [
     "FORMAT",
@@ -151,6 +152,16 @@ TABLES: dict[str, sa.Table] = {
     "branch": _schema.branches,
     "exchange": _schema.exchanges,
 }
+# Columns of how a store keeps rows, not of what they hold: a dump carries each payload whole (its media
+# strings put back, see ``_media``), and an import keeps them apart again as the target store does.
+_INTERNAL = {("node", "media")}
+
+
+def columns(kind: str) -> list[sa.Column[Any]]:
+    """The columns of a kind's rows in a dump."""
+    return [column for column in TABLES[kind].columns if (kind, column.name) not in _INTERNAL]
+
+
 _PLURAL = {"node": "nodes", "summary": "summaries", "branch": "branches", "exchange": "exchanges"}
 
 # Text columns that hold JSON, and the JSON type each must be.
@@ -179,9 +190,9 @@ CONVERSATION_EXISTS = sa.select(_schema.conversations.c.id).where(_owner(_schema
 # -- operations ------------------------------------------------------------------------------------------
 
 
-def _row(table: sa.Table, found: Any) -> dict[str, Any]:
+def _row(kind: str, found: Any) -> dict[str, Any]:
     mapping = found._mapping
-    return {column.name: mapping[column.name] for column in table.columns}
+    return {column.name: mapping[column.name] for column in columns(kind)}
 
 
 def _sort_key(kind: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -219,14 +230,21 @@ def export_ops(conversation_id: str) -> Op[ConversationDump]:
     rows: dict[str, list[dict[str, Any]]] = {}
     for kind in ("branch", "node", "summary", "exchange"):  # branches before nodes: every head is read
         if kind in TABLES:
-            result = yield Exec(SELECT[kind], params)
-            rows[kind] = sorted((_row(TABLES[kind], r) for r in result), key=_sort_key(kind))
+            result = (yield Exec(SELECT[kind], params)).all()
+            if kind == "node":
+                texts = yield from payload_texts(conversation_id, result, None)
+                rows[kind] = [
+                    {**_row(kind, r), "payload": text} for r, text in zip(result, texts, strict=True)
+                ]
+                rows[kind].sort(key=_sort_key(kind))
+            else:
+                rows[kind] = sorted((_row(kind, r) for r in result), key=_sort_key(kind))
     if not rows["branch"]:
         raise ConversationNotFoundError(conversation_id)  # deleted while it was read
     node_ids = {r["id"] for r in rows["node"]}
     exchange_ids = {r["exchange_id"] for r in rows["node"]}
     return ConversationDump(
-        conversation=_row(TABLES["conversation"], found),
+        conversation=_row("conversation", found),
         nodes=rows["node"],
         summaries=[r for r in rows.get("summary", []) if r["node_id"] in node_ids],
         branches=rows["branch"],
@@ -269,6 +287,9 @@ def import_ops(
         progress(1)
     for kind in ("node", "summary", "branch", "exchange"):
         rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
+        if kind == "node":
+            rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
+            yield from write_media(dump.id, blobs, None)
         if rows and kind not in TABLES:
             raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
         for start in range(0, len(rows), CHUNK):
@@ -368,7 +389,7 @@ def check_dump(dump: ConversationDump) -> None:
     check = _TreeCheck(dump.id)
     for kind in ("node", "summary", "branch", "exchange"):
         for index, row in enumerate(getattr(dump, _PLURAL[kind])):
-            missing = [c.name for c in TABLES[kind].columns if c.name not in row] if kind in TABLES else []
+            missing = [c.name for c in columns(kind) if c.name not in row] if kind in TABLES else []
             if missing:
                 raise TransferFormatError("missing", where=f"{_PLURAL[kind]}[{index}]", field=missing[0])
             problem = check.add(kind, row)
@@ -480,12 +501,12 @@ def _json_problem(value: str, expected: type) -> str | None:
 
 
 def _decode_row(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
-    table = TABLES[kind]
-    unknown = sorted(set(obj) - {"kind"} - set(table.columns.keys()))
+    names = columns(kind)
+    unknown = sorted(set(obj) - {"kind"} - {column.name for column in names})
     if unknown:
         return {}, (unknown[0], "no such column in this store (importing it would lose it)")
     row: dict[str, Any] = {}
-    for column in table.columns:
+    for column in names:
         if column.name not in obj:
             if not column.nullable:
                 return {}, (column.name, "missing")
