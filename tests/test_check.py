@@ -272,3 +272,58 @@ def test_db_check_command_exit_status_and_lines(db_url, tmp_path):
         f"missing_head: conversation {conv.id} branch main",
     ]
     assert "2 problems" in broken.stderr
+
+
+# -- encrypted conversations: every sealed value decrypts ------------------------------------------------
+
+
+def _encrypted(make_store):
+    pytest.importorskip("cryptography")
+    keyring = convstore.Keyring({"k1": bytes(range(32))}, active="k1")
+    store = make_store(keyring=keyring)
+    conv = store.create_conversation(system_instruction="private")
+    conv.append(three_step("a"))
+    conv.append([{"type": "user_input", "content": [{"type": "image", "data": "QUJD" * 400}]}])
+    return store, conv, keyring
+
+
+def test_with_a_keyring_every_sealed_value_is_decrypted(make_store, db_url):
+    store, conv, _ = _encrypted(make_store)
+    report = store.check()
+    assert report.ok, report.lines()
+    assert (report.encrypted, report.unopened) == (1, 0)
+    first, second = conv.nodes()[:2]
+    with store.engine.connect() as conn:
+        sealed = conn.execute(sa.select(nodes.c.payload).where(nodes.c.id == first.id)).scalar_one()
+    corrupt(
+        db_url,
+        sa.update(nodes).where(nodes.c.id == second.id).values(payload=sealed),  # moved to another node
+        sa.text("UPDATE convstore_media SET data = 'enc1:AAAA'"),
+        sa.update(conversations).where(conversations.c.id == conv.id).values(tools=sealed),
+    )
+    found = {
+        (p.kind, p.subject, p.detail if p.subject == "conversation" else p.id) for p in store.check().problems
+    }
+    media_hash = next(p.id for p in store.check().problems if p.subject == "media")
+    assert found == {
+        ("undecryptable", "node", second.id),
+        ("undecryptable", "media", media_hash),
+        ("undecryptable", "conversation", "tools"),
+    }
+
+
+def test_a_lost_data_key_or_application_key_is_reported(make_store, db_url):
+    store, conv, _ = _encrypted(make_store)
+    other = make_store(keyring=convstore.Keyring({"k2": bytes(32)}, active="k2"))
+    assert [(p.kind, p.detail) for p in other.check().problems] == [("unknown_key", "key k1")]
+    corrupt(db_url, sa.text("DELETE FROM convstore_keys"))
+    assert [(p.kind, p.id) for p in store.check().problems] == [("missing_data_key", conv.id)]
+
+
+def test_without_a_keyring_encrypted_conversations_are_counted_as_unopened(make_store):
+    _encrypted(make_store)
+    plain = make_store()
+    plain.create_conversation().append(three_step("b"))
+    report = plain.check()
+    assert report.ok
+    assert (report.encrypted, report.unopened) == (1, 1)

@@ -79,6 +79,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{report.conversations} conversations, {report.nodes} nodes, {report.branches} branches, "
         f"{report.exchanges} exchanges"
     )
+    if report.unopened:
+        counted += f"; {report.unopened} encrypted conversations checked without decrypting (no keyring)"
     if report.ok:
         print(f"{display_url(url)}: ok ({counted}; {len(report.checks)} checks)")
         return 0

@@ -19,6 +19,9 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.sql import Select
 
+from convstore._ids import canonical_id
+from convstore.errors import DecryptionError
+from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
 from convstore.store._media import plain_digest, stored_hashes
 from convstore.store._schema import branches as b
@@ -30,6 +33,7 @@ from convstore.store._schema import summaries as sm
 
 __all__ = [
     "DEFAULT_CHECKS",
+    "SEALED_KINDS",
     "Check",
     "CheckReport",
     "MediaCheck",
@@ -72,6 +76,9 @@ class CheckReport:
         problems: Every problem found, grouped by check, then by conversation and id.
         checks: The names of the checks that ran.
         conversations, nodes, branches, exchanges: How many rows were looked at.
+        encrypted: How many conversations are encrypted at rest.
+        unopened: How many of those were not decrypted, because the store has no keyring: their sealed
+            values are unverified (their structure is checked like any other).
     """
 
     problems: tuple[Problem, ...]
@@ -80,6 +87,8 @@ class CheckReport:
     nodes: int
     branches: int
     exchanges: int
+    encrypted: int = 0
+    unopened: int = 0
 
     @property
     def ok(self) -> bool:
@@ -345,6 +354,62 @@ _COUNTS = sa.select(
     sa.select(sa.func.count()).select_from(b).scalar_subquery().label("branches"),
     sa.select(sa.func.count()).select_from(x).scalar_subquery().label("exchanges"),
 )
+
+
+_SEALED_NODES = sa.select(n.c.id, n.c.payload).where(n.c.conversation_id == sa.bindparam("conversation_id"))
+_SEALED_SUMMARIES = sa.select(sm.c.node_id.label("id"), sm.c.payload).where(
+    sm.c.conversation_id == sa.bindparam("conversation_id")
+)
+_SEALED_MEDIA = sa.select(m.c.hash.label("id"), m.c.data.label("payload")).where(
+    m.c.conversation_id == sa.bindparam("conversation_id")
+)
+_SEALED_SETTINGS = sa.select(c.c.system_instruction, c.c.generation_config, c.c.tools, c.c.metadata).where(
+    c.c.id == sa.bindparam("conversation_id")
+)
+_ENCRYPTED_COUNT = sa.select(sa.func.count()).select_from(c).where(c.c.encryption.is_not(None))
+
+SEALED_KINDS = ("undecryptable", "missing_data_key", "unknown_key")
+"""The kinds of problem the decryption of encrypted conversations reports (with a keyring only)."""
+
+
+def sealed_problems(conversation_id: str, cipher: DataCipher) -> Op[list[Problem]]:
+    """Open every sealed value of one encrypted conversation: its settings, payloads, summaries and media.
+    Each that fails to authenticate (altered, moved, or sealed under another key) is an ``undecryptable``
+    problem naming the row."""
+    params = {"conversation_id": conversation_id}
+    problems: list[Problem] = []
+
+    def fails(kind: str, where: str, value: str | None) -> bool:
+        try:
+            cipher.open_or_none(kind, where, value)
+        except DecryptionError:
+            return True
+        return False
+
+    settings = (yield Exec(_SEALED_SETTINGS, params)).first()
+    if settings is not None:
+        problems.extend(
+            Problem(kind="undecryptable", conversation_id=conversation_id, subject="conversation",
+                    id=conversation_id, detail=field)
+            for field in ("system_instruction", "generation_config", "tools", "metadata")
+            if fails("conversation", field, getattr(settings, field))
+        )  # fmt: skip
+    for statement, kind in (
+        (_SEALED_NODES, "node"),
+        (_SEALED_SUMMARIES, "summary"),
+        (_SEALED_MEDIA, "media"),
+    ):
+        for row in (yield Exec(statement, params)):
+            where = row.id if kind == "media" else canonical_id(row.id)
+            if fails(kind, where, row.payload):
+                problems.append(
+                    Problem(kind="undecryptable", conversation_id=conversation_id, subject=kind, id=where)
+                )
+    return problems
+
+
+def encrypted_count() -> Op[int]:
+    return (yield Exec(_ENCRYPTED_COUNT)).scalar_one()  # type: ignore[no-any-return]
 
 
 def run_checks(checks: Sequence[Check] | None = None) -> Op[CheckReport]:

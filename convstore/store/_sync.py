@@ -25,7 +25,9 @@ from convstore.errors import (
     BudgetExceededError,
     ConversationNotFoundError,
     DataKeyNotFoundError,
+    DecryptionError,
     EncryptionError,
+    KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
 )
@@ -241,8 +243,11 @@ class Store:
         """Verify every invariant of the stored trees, in one read transaction, by a few bulk queries.
 
         Parents exist in the same conversation, depths are consecutive, running token totals add up, branch
-        heads exist, each exchange is one unbroken chain and its record has its steps. The report names ids
-        and the broken rule, never content.
+        heads exist, each exchange is one unbroken chain and its record has its steps, every media string a
+        step names is stored and matches its hash. With a keyring, every sealed value of every encrypted
+        conversation is decrypted too (settings, payloads, summaries, media; one read transaction per
+        conversation); without one, ``report.unopened`` counts the conversations left unverified. The
+        report names ids and the broken rule, never content.
 
         Args:
             checks: The checks to run (default: ``DEFAULT_CHECKS``); add your own beside them.
@@ -255,7 +260,40 @@ class Store:
         """
         if self.owner is not None:
             raise ValueError("check() reads every conversation: use a store without an owner")
-        return self._run(_check.run_checks(checks))
+        report = self._run(_check.run_checks(checks))
+        encrypted = self._run(_check.encrypted_count())
+        if self.keyring is None:
+            return attrs.evolve(report, encrypted=encrypted, unopened=encrypted)
+        problems = list(report.problems)
+        for conversation_id in self._run(_ops.encrypted_conversations(None)):
+            problems.extend(self._sealed_problems(conversation_id))
+        return attrs.evolve(report, problems=tuple(problems), encrypted=encrypted)
+
+    def _sealed_problems(self, conversation_id: str) -> list[_check.Problem]:
+        """Decrypt everything of one encrypted conversation; what fails, as problems."""
+
+        def problem(kind: str, detail: str = "") -> list[_check.Problem]:
+            return [
+                _check.Problem(
+                    kind=kind,
+                    conversation_id=conversation_id,
+                    subject="conversation",
+                    id=conversation_id,
+                    detail=detail,
+                )
+            ]
+
+        try:
+            cipher = self._cipher(conversation_id, ENCRYPTION)
+        except DataKeyNotFoundError:
+            return problem("missing_data_key")
+        except KeyNotFoundError as error:
+            return problem("unknown_key", f"key {error.key_id}")
+        except DecryptionError:
+            return problem("undecryptable", "data key")
+        if cipher is None:  # not reached: the scheme passed is an encrypted one
+            return []
+        return self._run(_check.sealed_problems(conversation_id, cipher))
 
     # Conversations
 
