@@ -1,16 +1,17 @@
 """A writer killed with SIGKILL at random moments: the store opens, ``check()`` is clean, and everything the
 writer saw succeed is there.
 
-The writer appends exchanges (1 to 30 steps) to the branches of one conversation, forks, creates scratch
-conversations and deletes them, in a random order, forever. After each call returns it writes one line to a
-log and flushes it (the kernel keeps what was written when the process dies). The test kills it after a
-random delay, then checks the store against the log (all of it, so a later crash that broke earlier data
-would show). ``CONVSTORE_CRASH_KILLS`` sets the number of kills
-per backend (default 10; 200 in the ``slow`` variant).
+The writer appends exchanges (1 to 30 steps, some with an inline image) to the branches of one
+conversation, forks, creates scratch conversations and deletes them, in a random order, forever. After each
+call returns it writes one line to a log and flushes it (the kernel keeps what was written when the process
+dies). The test kills it after a random delay, then checks the store against the log (all of it, so a later
+crash that broke earlier data would show). ``CONVSTORE_CRASH_KILLS`` sets the number of kills per backend
+(default 10; 200 in the ``slow`` variant).
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import signal
@@ -29,6 +30,15 @@ def kills(slow: bool) -> int:
     return int(os.environ.get("CONVSTORE_CRASH_KILLS", "200" if slow else "10"))
 
 
+# Inline media above the size kept apart (``_media``): a kill may land between a media row and its nodes.
+IMAGES = [base64.b64encode(bytes([n]) * 3_000).decode("ascii") for n in range(3)]
+
+
+def with_image(text: str, data: str) -> dict:
+    content = [{"type": "text", "text": text}, {"type": "image", "data": data, "mime_type": "image/png"}]
+    return {"type": "user_input", "content": content}
+
+
 def _writer(url: str, target: str, log_path: str, seed: int) -> None:
     rng = random.Random(seed)
     with convstore.Store(url) as store, open(log_path, "a", encoding="utf-8") as log:
@@ -45,7 +55,9 @@ def _writer(url: str, target: str, log_path: str, seed: int) -> None:
             if roll < 0.6:
                 branches = store.conversation(target).branches()
                 conv = store.conversation(target, rng.choice(branches).name)
-                steps = [user(f"{seed}-{counter}")] + [model(f"part {i}") for i in range(rng.randrange(30))]
+                first = with_image(f"{seed}-{counter}", rng.choice(IMAGES)) if rng.random() < 0.3 else None
+                steps = [first or user(f"{seed}-{counter}")]
+                steps += [model(f"part {i}") for i in range(rng.randrange(30))]
                 try:
                     nodes = conv.append(steps)
                 except ConflictError:
@@ -59,7 +71,7 @@ def _writer(url: str, target: str, log_path: str, seed: int) -> None:
                 scratch = store.create_conversation()
                 note("create", scratch.id)
                 for _ in range(2):
-                    nodes = scratch.append([user("scratch"), model("reply")])
+                    nodes = scratch.append([with_image("scratch", rng.choice(IMAGES)), model("reply")])
                     note("append", scratch.id, nodes[0].exchange_id)
             else:
                 others = [info.id for info in store.conversations(limit=50).items if info.id != target]
