@@ -25,9 +25,9 @@ import convstore
 from convstore import ConflictError, StoreBusyError
 
 SMALL = {"tasks": 16, "exchanges": 6}
-LARGE = {"tasks": 64, "exchanges": 40}
+LARGE = {"tasks": 64, "exchanges": 20}
 SMALL_PROCESSES = {"processes": 2, "tasks": 8, "exchanges": 6}
-LARGE_PROCESSES = {"processes": 4, "tasks": 16, "exchanges": 40}
+LARGE_PROCESSES = {"processes": 4, "tasks": 16, "exchanges": 20}
 
 
 def backend(url: str) -> str:
