@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from conftest import user
+from test_stress import steps_of
 
 import convstore
 from convstore.model._interaction import Interaction
@@ -120,6 +122,44 @@ def test_cancelling_a_stream_midway_writes_nothing(db_url):
 
     asyncio.run(main())
     assert count_rows(db_url) == (0, 0, 1)
+
+
+def test_appends_cancelled_at_any_point_leave_the_pool_whole(db_url):
+    # Cancelled inside a driver call, aiosqlite's connection close could wait forever and psycopg's
+    # connection was dropped unreturned; the transaction now stops between statements, whole.
+    tasks, appends = 4, 60
+
+    async def writer(store: convstore.AsyncStore, seed: int) -> tuple[str, list[str]]:
+        rng = random.Random(seed)
+        conv = await store.create_conversation()
+        written = []
+        for i in range(appends):
+            try:
+                await asyncio.wait_for(conv.append(steps_of(f"u{i}")), timeout=rng.uniform(0, 0.01))
+                written.append(f"u{i}")
+            except asyncio.TimeoutError:
+                await conv.refresh()
+        return conv.id, written
+
+    async def main() -> list[tuple[list[str], list[dict]]]:
+        async with convstore.AsyncStore(db_url) as store:
+            results = await asyncio.gather(*(writer(store, seed) for seed in range(tasks)))
+            assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+            assert (await store.check()).ok
+            histories = []
+            for conversation_id, written in results:
+                conv = await store.conversation(conversation_id)
+                await conv.append([user("after")])
+                histories.append((written, await conv.history()))
+            return histories
+
+    for written, history in asyncio.run(asyncio.wait_for(main(), timeout=120)):
+        texts = [step["content"][0]["text"] for step in history if step["type"] == "user_input"]
+        assert texts[-1] == "after"
+        assert history[:-1] == [step for text in texts[:-1] for step in steps_of(text)]
+        assert set(written) <= set(texts)  # a cancelled append is there or not; one that returned is there
+        assert texts[:-1] == sorted(set(texts[:-1]), key=lambda t: int(t[1:]))
+        assert len(written) < appends  # some were cancelled
 
 
 def test_the_async_store_and_the_sync_store_share_one_database(db_url):

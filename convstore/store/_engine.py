@@ -14,10 +14,11 @@ rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run besid
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -237,27 +238,62 @@ def drive(conn: Connection, op: Op[T]) -> T:
 
 
 async def run_async(engine: AsyncEngine, op: Op[T], *, write: bool) -> T:
-    """``run`` on an asyncio engine: the same operation, awaited. Cancelled: rolled back, nothing written."""
+    """``run`` on an asyncio engine: the same operation, awaited, in one transaction.
+
+    A cancellation never interrupts a call into the driver: cancelled mid-call, SQLAlchemy's asyncio
+    drivers drop the connection without returning it to the pool (psycopg) or wait forever in its close
+    (aiosqlite). So the transaction runs in a task of its own, shielded. Cancelled, it stops before its next
+    statement or its commit, rolls back and returns its connection whole; then the caller's
+    ``CancelledError`` is raised. A cancellation that arrives while the commit is under way finds it
+    committed (the caller still sees ``CancelledError``).
+    """
+    stop = asyncio.Event()
+    work = asyncio.ensure_future(_transaction(engine, op, write, stop))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        while not work.done():  # further cancellations are the same one: wait for the rollback
+            with suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(work)
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller is told of the cancellation instead
+        raise
+
+
+class _Stopped(Exception):
+    """Raised inside a cancelled operation's transaction, so that it rolls back."""
+
+
+async def _transaction(engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event) -> T:
     try:
         async with engine.connect() as conn:
             if write:
                 await conn.execution_options(**{_WRITE_OPTION: True})
             async with conn.begin():
-                return await drive_async(conn, op)
+                return await drive_async(conn, op, stop)
     except exc.DBAPIError as error:
         raise translate(error) from None
 
 
-async def drive_async(conn: AsyncConnection, op: Op[T]) -> T:
-    """``drive`` for an asyncio connection, whose ``execute`` returns the same buffered ``Result``."""
+async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | None = None) -> T:
+    """``drive`` for an asyncio connection, whose ``execute`` returns the same buffered ``Result``.
+
+    Once ``stop`` is set, the next statement is not run and the operation is abandoned (``_Stopped``).
+    """
     try:
         step = next(op)
         while True:
+            if stop is not None and stop.is_set():
+                op.close()
+                raise _Stopped
             try:
                 result = await conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
                 step = op.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+    except StopIteration as stop_iteration:
+        if stop is not None and stop.is_set():
+            raise _Stopped from None  # not committed after all
+        return stop_iteration.value  # type: ignore[no-any-return]
