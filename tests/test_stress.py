@@ -38,6 +38,23 @@ def process_context() -> Any:
     return ctx
 
 
+def run_processes(
+    target: Any, db_url: str, plan: dict[str, Any], processes: int, each: int
+) -> tuple[list[dict[str, Any]], float]:
+    """``processes`` processes of ``target(db_url, plan, first_writer, queue)``, ``each`` writers apiece, each
+    writer putting one report on the queue: the reports, and the seconds they all took."""
+    ctx = process_context()
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=target, args=(db_url, plan, p * each, queue)) for p in range(processes)]
+    started = time.perf_counter()
+    for proc in procs:
+        proc.start()
+    outs = [queue.get(timeout=600) for _ in range(processes * each)]
+    for proc in procs:
+        proc.join(timeout=60)
+    return outs, time.perf_counter() - started
+
+
 def sizes(slow: bool, small: dict[str, int] = SMALL, large: dict[str, int] = LARGE) -> dict[str, int]:
     base = large if slow else small
     return {k: int(os.environ.get(f"CONVSTORE_STRESS_{k.upper()}", v)) for k, v in base.items()}
@@ -128,19 +145,7 @@ def run_stress(db_url: str, mode: str, slow: bool) -> dict[str, Any]:
         else:
             targets = [(store.create_conversation().id, "main")]
         plan = {"mode": mode, "targets": targets, "exchanges": size["exchanges"], "threads": size["threads"]}
-        ctx = process_context()
-        queue = ctx.Queue()
-        procs = [
-            ctx.Process(target=_process, args=(db_url, plan, p * size["threads"], queue))
-            for p in range(size["processes"])
-        ]
-        started = time.perf_counter()
-        for proc in procs:
-            proc.start()
-        outs = [queue.get(timeout=600) for _ in range(writers)]
-        for proc in procs:
-            proc.join(timeout=60)
-        elapsed = time.perf_counter() - started
+        outs, elapsed = run_processes(_process, db_url, plan, size["processes"], size["threads"])
         errors = [out["error"] for out in outs if out.get("error")]
         assert errors == []
         done = [d for out in outs for d in out["done"]]

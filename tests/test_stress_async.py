@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import pytest
-from test_stress import MODES, process_context, sizes, steps_of, verify
+from test_stress import MODES, run_processes, sizes, steps_of, verify
 
 import convstore
 from convstore import ConflictError, StoreBusyError
@@ -177,19 +177,7 @@ def run_process_stress(db_url: str, mode: str, slow: bool) -> None:
         "exchanges": size["exchanges"],
         "tasks": size["tasks"],
     }
-    ctx = process_context()
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(target=_process, args=(db_url, plan, p * size["tasks"], queue))
-        for p in range(size["processes"])
-    ]
-    started = time.perf_counter()
-    for proc in procs:
-        proc.start()
-    outs = [queue.get(timeout=600) for _ in range(writers)]
-    for proc in procs:
-        proc.join(timeout=60)
-    elapsed = time.perf_counter() - started
+    outs, elapsed = run_processes(_process, db_url, plan, size["processes"], size["tasks"])
     conflicts = check_outs(db_url, outs, mode, writers, size["exchanges"])
     with convstore.Store(db_url) as reader:
         report = reader.check()
