@@ -318,6 +318,24 @@ def report_head(
     }
 
 
+def report_opening(
+    title: str, report: dict[str, Any], *, when: str = "", more: dict[str, Any] | None = None
+) -> list[str]:
+    """The first lines of every markdown report: the title, the command and date, the machine (and ``more``
+    rows, package versions say) as a table."""
+    rows = {**report["machine"], **(more or {})}
+    return [
+        f"# {title}",
+        "",
+        f"`{report['command']}`, {report['machine']['date']}{when}",
+        "",
+        "| machine | |",
+        "|:--|:--|",
+        *(f"| {key} | {value} |" for key, value in rows.items()),
+        "",
+    ]
+
+
 def package_version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)

@@ -121,8 +121,6 @@ _MOVE_HEAD = (
 )
 
 
-
-
 def new_id() -> str:
     """A UUIDv7 as 32 hex digits: SQLAlchemy's Uuid text in SQLite, and valid ``uuid`` input for PG."""
     value = (time.time_ns() // 1_000_000 & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
@@ -878,17 +876,13 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    machine = report["machine"]
     workload = report["workload"]
     lines = [
-        "# convstore async benchmarks: many conversations at once, against the raw async driver (the floor)",
-        "",
-        f"`{report['command']}`, {machine['date']}",
-        "",
-        "| machine | |",
-        "|:--|:--|",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
-        "",
+        *common.report_opening(
+            "convstore async benchmarks: many conversations at once, against the raw async driver "
+            "(the floor)",
+            report,
+        ),
         f"Workload: {workload['conversations']} conversations, {workload['exchanges']} exchanges each "
         f"({workload['steps']:,} steps, step JSON {workload['mean_step_bytes']:,.0f} bytes on average; "
         f"seeds {workload['seed']} + conversation index), one transaction per exchange, written by "

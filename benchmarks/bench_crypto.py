@@ -227,16 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = "crypto-quick" if args.quick else "crypto"
     json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    machine = report["machine"]
     lines = [
-        "# convstore encryption at rest: encrypted store against plain",
-        "",
-        f"`{report['command']}`, {machine['date']}",
-        "",
-        "| machine | |",
-        "|:--|:--|",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
-        "",
+        *common.report_opening("convstore encryption at rest: encrypted store against plain", report),
         *(common.render_markdown(table) for table in tables),
     ]
     md_path.write_text("\n".join(lines), encoding="utf-8")

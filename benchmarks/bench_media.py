@@ -501,17 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = "media-quick" if args.quick else "media"
     json_path, md_path = args.out / f"{stem}.json", args.out / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    machine = report["machine"]
     work = report["workload"]
     lines = [
-        "# convstore inline media stored once per content hash: convstore against the floor",
-        "",
-        f"`{report['command']}`, {machine['date']}",
-        "",
-        "| machine | |",
-        "|:--|:--|",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
-        "",
+        *common.report_opening(
+            "convstore inline media stored once per content hash: convstore against the floor", report
+        ),
         f"Workload (seed {work['seed']}): a {fmt_bytes(work['image_raw_bytes'])} image, base64 "
         f"({fmt_bytes(work['image_string_chars'])} of JSON string), on {work['image_turns']} of "
         f"{config.turns} turns; the conversation and {config.replays} replays from its start, "

@@ -93,7 +93,6 @@ QUICK = Config(total_steps=2_000, small_steps=200, runs=(7, 3), send_runs=(5, 3)
 # ORDER BY), run through the raw driver; then one json.loads of the spliced payloads and the body dict.
 
 
-
 class Floor:
     """The hand-written reader of convstore's conversation, on its own raw connection."""
 
@@ -557,17 +556,12 @@ def write_reports(
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    machine = report["machine"]
     workload = report["workload"]
     lines = [
-        "# convstore request benchmarks: the stateless request body, against the raw driver (the floor)",
-        "",
-        f"`{report['command']}`, {machine['date']}",
-        "",
-        "| machine | |",
-        "|:--|:--|",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
-        "",
+        *common.report_opening(
+            "convstore request benchmarks: the stateless request body, against the raw driver (the floor)",
+            report,
+        ),
         f"Workload: one conversation of {workload['steps']:,} steps in {workload['exchanges']:,} exchanges "
         f"(seed {workload['seed']}), step JSON {workload['mean_step_bytes']:,.0f} bytes on average, written "
         "through convstore.Store; a branch forked at "

@@ -189,8 +189,6 @@ _FLOOR_INSERT_BRANCH = (
 _FLOOR_INSERT_CONVERSATION = "INSERT INTO convstore_conversations (id, created_at, model) VALUES (?, ?, ?)"
 
 
-
-
 class _Floor:
     """The hand-written side; subclasses supply the connection, timestamps and the SQL dialect."""
 
@@ -679,16 +677,10 @@ def write_reports(out: Path, stem: str, report: dict[str, Any], tables: list[Tab
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    machine = report["machine"]
     lines = [
-        "# convstore store benchmarks: convstore against the raw driver (the floor)",
-        "",
-        f"`{report['command']}`, {machine['date']}",
-        "",
-        "| machine | |",
-        "|:--|:--|",
-        *(f"| {key} | {value} |" for key, value in machine.items()),
-        "",
+        *common.report_opening(
+            "convstore store benchmarks: convstore against the raw driver (the floor)", report
+        ),
         f"Workload: {report['workload']['steps']:,} steps in {report['workload']['exchanges']:,} exchanges "
         f"(seed {report['workload']['seed']}), step JSON {report['workload']['mean_step_bytes']:,.0f} bytes "
         "on average. Each contender has a fresh database built by convstore's migrations; the floor writes "

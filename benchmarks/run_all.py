@@ -953,17 +953,13 @@ def write_report(out: Path, stem: str, report: dict[str, Any], config: Config) -
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
     pngs = plot(report, out, stem)
-    machine = report["machine"]
     lines = [
-        "# convstore against the floor and its peers",
-        "",
-        f"`{report['command']}`, {machine['date']}, {report['seconds']} s.",
-        "",
-        "| machine | |",
-        "|:--|:--|",
-        *(f"| {k} | {v} |" for k, v in machine.items()),
-        *(f"| {k} | {v} |" for k, v in report["versions"].items()),
-        "",
+        *common.report_opening(
+            "convstore against the floor and its peers",
+            report,
+            when=f", {report['seconds']} s.",
+            more=report["versions"],
+        ),
         f"Workload: the shared seeded generator (seed {report['seed']}), exchanges of 2-4 Gemini steps, step "
         f"JSON about {report['mean_step_bytes']:,.0f} bytes. Each system has its own fresh database and runs "
         "alone; timings are wall-clock medians. Ratios: `vs floor` = system/floor, `vs convstore` = "
