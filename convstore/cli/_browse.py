@@ -77,13 +77,16 @@ def register(sub: Any) -> None:
     purge.set_defaults(func=cmd_purge)
 
 
+_NOTHING_YET = "no conversations yet: `convstore chat` starts one, `convstore demo` shows the tour"
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     out = Output()
     url = resolve_db(args.db)
     if missing_sqlite_file(url) == default_db_path():  # the first run: nothing stored yet, nothing to make
-        out.note("no conversations yet: `convstore chat` starts one, `convstore demo` shows the tour")
+        out.note(_NOTHING_YET)
         return 0
-    with open_store(url, existing=True) as store:
+    with open_store(url) as store:
         page = store.conversations(limit=args.limit)
         rows = []
         for info in page.items:
@@ -94,7 +97,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 branches = str(len(open_conversation(store, info.id).branches()))
             rows.append([info.id, format_time(info.created_at), info.model or "-", branches])
     if not rows:
-        out.note("no conversations yet: `convstore chat` starts one, `convstore demo` shows the tour")
+        out.note(_NOTHING_YET)
         return 0
     out.table(["id", "created (UTC)", "model", "branches"], rows)
     if page.next_cursor is not None:
@@ -129,7 +132,7 @@ def _node_json(node: convstore.Node) -> dict[str, Any]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db), existing=True) as store:
+    with open_store(resolve_db(args.db)) as store:
         conv = open_conversation(store, args.id, args.branch)
         if args.json:
             _show_json(conv, whole_tree=args.tree)
@@ -211,7 +214,7 @@ def resolve_node(conv: convstore.Conversation, text: str) -> str:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db), existing=True) as store:
+    with open_store(resolve_db(args.db)) as store:
         conv = open_conversation(store, args.id)
         node = resolve_node(conv, args.at)
         try:
@@ -223,14 +226,14 @@ def cmd_fork(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db), existing=True) as store:
+    with open_store(resolve_db(args.db)) as store:
         store.delete_conversation(args.id)
     print(f"deleted conversation {args.id}")
     return 0
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db), existing=True) as store:
+    with open_store(resolve_db(args.db)) as store:
         count = store.purge(older_than=args.older_than)
     print(f"purged {count} conversation{'' if count == 1 else 's'}")
     return 0

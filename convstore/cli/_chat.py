@@ -249,7 +249,7 @@ def _result(call: dict[str, Any], result: Any) -> dict[str, Any]:
 def cmd_chat(args: argparse.Namespace) -> int:
     budget = make_budget(args.budget)
     url = resolve_db(args.db)
-    with model_client(offline=args.offline) as (client, _), open_store(url) as store:
+    with model_client(offline=args.offline) as (client, _), open_store(url, create=True) as store:
         overrides: dict[str, Any] = {} if budget is None else {"budget": budget}
         if args.conversation:
             conv = open_conversation(store, args.conversation, args.branch)

@@ -133,14 +133,15 @@ def missing_sqlite_file(url: str) -> Path | None:
 
 
 @contextmanager
-def open_store(url: str, *, check_schema: bool = True, existing: bool = False) -> Iterator[convstore.Store]:
-    """The store at ``url``, closed afterwards (an empty database is built; an outdated one is refused with
-    the command that upgrades it). Database failures inside the block become ``CliError``s too.
+def open_store(url: str, *, check_schema: bool = True, create: bool = False) -> Iterator[convstore.Store]:
+    """The store at ``url``, closed afterwards (an outdated one is refused with the command that upgrades
+    it). Database failures inside the block become ``CliError``s too.
 
-    ``existing``: a command that only reads or changes what is there refuses a SQLite file that does not
-    exist, rather than leaving an empty database behind a mistyped path.
+    A SQLite file that does not exist is refused, rather than an empty database left behind a mistyped
+    path, unless ``create``: the commands that write a conversation or the schema (chat, import, demo,
+    db upgrade) build an empty database there.
     """
-    if existing and (path := missing_sqlite_file(url)) is not None:
+    if not create and (path := missing_sqlite_file(url)) is not None:
         raise CliError(
             f"no database at {path} (`convstore chat`, `convstore import` or `convstore db upgrade` "
             "creates one)"

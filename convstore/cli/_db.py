@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
 
 def cmd_upgrade(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
-    with open_store(url, check_schema=False) as store:
+    with open_store(url, check_schema=False, create=True) as store:
         before = store.schema_revision()
         store.upgrade()
         after = store.schema_revision()
@@ -56,7 +56,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_current(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
-    with open_store(url, check_schema=False, existing=True) as store:
+    with open_store(url, check_schema=False) as store:
         revision = store.schema_revision()
     head = head_revision()
     if revision is None:
@@ -71,7 +71,7 @@ def cmd_current(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
-    with open_store(url, existing=True) as store:
+    with open_store(url) as store:
         report = store.check()
     for line in report.lines():
         print(line)

@@ -47,7 +47,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             url = f"sqlite:///{folder}/demo.db"
             where = f"{url} (temporary; --db URL keeps it)"
         client, emulator = stack.enter_context(model_client(offline=True))
-        store = stack.enter_context(open_store(url))
+        store = stack.enter_context(open_store(url, create=True))
         assert emulator is not None  # noqa: S101 -- offline clients always come with their emulator
         _Tour(Output(), store, client, emulator).run(where, keep=bool(args.db))
     return 0

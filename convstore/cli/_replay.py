@@ -108,7 +108,7 @@ def _match_calls(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, An
 
 def cmd_replay(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
-    with model_client(offline=args.offline) as (client, _), open_store(url, existing=True) as store:
+    with model_client(offline=args.offline) as (client, _), open_store(url) as store:
         old = open_conversation(store, args.id, args.branch)
         nodes = old.nodes()
         exchanges = input_exchanges(nodes)

@@ -93,7 +93,7 @@ def _output(path: str | None) -> Iterator[Callable[[str], None]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
-    with open_store(url, existing=True) as store:
+    with open_store(url) as store:
         ids: list[str] = list(dict.fromkeys(args.ids))
         for conversation_id in ids:  # every id is checked before anything is written
             if not run(store.engine, conversation_exists(conversation_id), write=False):
@@ -146,7 +146,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 found.extend((line, dump.id, dump.row_count) for line, dump in read_dumps(_lines(handle)))
         except TransferFormatError as error:
             raise CliError(f"{args.file}: {error}; nothing was imported") from None
-        store = stack.enter_context(open_store(url))
+        store = stack.enter_context(open_store(url, create=True))
         present = {cid for _, cid, _ in found if run(store.engine, conversation_exists(cid), write=False)}
         if present and not args.skip_existing:
             line, cid = next((line, cid) for line, cid, _ in found if cid in present)

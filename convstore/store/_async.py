@@ -260,13 +260,12 @@ class AsyncStore:
         if self.owner is not None:
             raise ValueError("check() reads every conversation: use a store without an owner")
         report = await self._run(_check.run_checks(checks))
-        encrypted = await self._run(_check.encrypted_count())
         if self.keyring is None:
-            return attrs.evolve(report, encrypted=encrypted, unopened=encrypted)
+            return attrs.evolve(report, unopened=report.encrypted)
         problems = list(report.problems)
         for conversation_id in await self._run(_ops.encrypted_conversations(None)):
             problems.extend(await self._sealed_problems(conversation_id))
-        return attrs.evolve(report, problems=tuple(problems), encrypted=encrypted)
+        return attrs.evolve(report, problems=tuple(problems))
 
     async def _sealed_problems(self, conversation_id: str) -> list[_check.Problem]:
         """Decrypt everything of one encrypted conversation; what fails, as problems."""

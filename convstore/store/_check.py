@@ -24,6 +24,7 @@ from convstore.errors import DecryptionError
 from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
 from convstore.store._media import plain_digest, stored_hashes
+from convstore.store._ops import SETTINGS
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
@@ -33,7 +34,6 @@ from convstore.store._schema import summaries as sm
 
 __all__ = [
     "DEFAULT_CHECKS",
-    "SEALED_KINDS",
     "Check",
     "CheckReport",
     "MediaCheck",
@@ -353,6 +353,11 @@ _COUNTS = sa.select(
     sa.select(sa.func.count()).select_from(n).scalar_subquery().label("nodes"),
     sa.select(sa.func.count()).select_from(b).scalar_subquery().label("branches"),
     sa.select(sa.func.count()).select_from(x).scalar_subquery().label("exchanges"),
+    sa.select(sa.func.count())
+    .select_from(c)
+    .where(c.c.encryption.is_not(None))
+    .scalar_subquery()
+    .label("encrypted"),
 )
 
 
@@ -363,13 +368,9 @@ _SEALED_SUMMARIES = sa.select(sm.c.node_id.label("id"), sm.c.payload).where(
 _SEALED_MEDIA = sa.select(m.c.hash.label("id"), m.c.data.label("payload")).where(
     m.c.conversation_id == sa.bindparam("conversation_id")
 )
-_SEALED_SETTINGS = sa.select(c.c.system_instruction, c.c.generation_config, c.c.tools, c.c.metadata).where(
+_SEALED_SETTINGS = sa.select(*(c.c[field] for field in SETTINGS)).where(
     c.c.id == sa.bindparam("conversation_id")
 )
-_ENCRYPTED_COUNT = sa.select(sa.func.count()).select_from(c).where(c.c.encryption.is_not(None))
-
-SEALED_KINDS = ("undecryptable", "missing_data_key", "unknown_key")
-"""The kinds of problem the decryption of encrypted conversations reports (with a keyring only)."""
 
 
 def sealed_problems(conversation_id: str, cipher: DataCipher) -> Op[list[Problem]]:
@@ -391,7 +392,7 @@ def sealed_problems(conversation_id: str, cipher: DataCipher) -> Op[list[Problem
         problems.extend(
             Problem(kind="undecryptable", conversation_id=conversation_id, subject="conversation",
                     id=conversation_id, detail=field)
-            for field in ("system_instruction", "generation_config", "tools", "metadata")
+            for field in SETTINGS
             if fails("conversation", field, getattr(settings, field))
         )  # fmt: skip
     for statement, kind in (
@@ -408,10 +409,6 @@ def sealed_problems(conversation_id: str, cipher: DataCipher) -> Op[list[Problem
     return problems
 
 
-def encrypted_count() -> Op[int]:
-    return (yield Exec(_ENCRYPTED_COUNT)).scalar_one()  # type: ignore[no-any-return]
-
-
 def run_checks(checks: Sequence[Check] | None = None) -> Op[CheckReport]:
     """Run ``checks`` (default: ``DEFAULT_CHECKS``) in one read transaction and report what they found."""
     chosen = DEFAULT_CHECKS if checks is None else tuple(checks)
@@ -426,4 +423,5 @@ def run_checks(checks: Sequence[Check] | None = None) -> Op[CheckReport]:
         nodes=counts.nodes,
         branches=counts.branches,
         exchanges=counts.exchanges,
+        encrypted=counts.encrypted,
     )

@@ -25,6 +25,7 @@ __all__ = [
     "call_async",
     "check_branch_name",
     "check_owner",
+    "column_text_problem",
     "conversation_row",
     "decode_cursor",
     "encode_cursor",
@@ -44,10 +45,10 @@ MAX_STEP_TYPE = 64  # the nodes.type column
 _MAX_INT32 = 2**31 - 1  # the exchanges table's token columns
 
 
-def _column_text_problem(value: str, max_length: int | None = None) -> str | None:
+def column_text_problem(value: str, max_length: int | None = None) -> str | None:
     """Why ``value`` cannot go into a text column as it is (drivers raise raw errors on these), or None."""
     if "\x00" in value:
-        return "contains a NUL character"
+        return "contains a NUL character (PostgreSQL cannot store it)"
     if max_length is not None and len(value) > max_length:
         return f"longer than {max_length} characters"
     try:
@@ -67,7 +68,7 @@ def valid_id(value: object) -> bool:
 
 
 def check_branch_name(name: object) -> str:
-    if not isinstance(name, str) or not name or _column_text_problem(name, MAX_BRANCH_NAME) is not None:
+    if not isinstance(name, str) or not name or column_text_problem(name, MAX_BRANCH_NAME) is not None:
         raise ValueError(
             f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL or "
             "lone surrogates"
@@ -97,7 +98,7 @@ def conversation_row(
     problems = []
     if model is not None and not isinstance(model, str):
         problems.append(("model", "expected a string"))
-    elif model is not None and (problem := _column_text_problem(model)) is not None:
+    elif model is not None and (problem := column_text_problem(model)) is not None:
         problems.append(("model", problem))
     if system_instruction is not None and not isinstance(system_instruction, str):
         problems.append(("system_instruction", "expected a string"))
@@ -130,7 +131,7 @@ Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 def check_owner(owner: object) -> str | None:
-    if owner is not None and (not isinstance(owner, str) or not owner or _column_text_problem(owner, 255)):
+    if owner is not None and (not isinstance(owner, str) or not owner or column_text_problem(owner, 255)):
         raise ValueError(
             "an owner is a non-empty string of at most 255 characters, without NUL or lone surrogates"
         )
@@ -165,7 +166,7 @@ def prepare_wires(
         wires = codec.normalize_steps([redact(dict(wire)) for wire in wires], prefix="redacted")
     prepared = []
     for index, wire in enumerate(wires):
-        problem = _column_text_problem(wire["type"], MAX_STEP_TYPE)
+        problem = column_text_problem(wire["type"], MAX_STEP_TYPE)
         if problem is not None:
             raise CodecError([(f"steps[{index}].type", problem)])
         try:
@@ -202,7 +203,7 @@ def exchange_row(
     problems = [
         (field, problem)
         for field, value in (("id", interaction_id), ("model", model), ("status", status))
-        if isinstance(value, str) and (problem := _column_text_problem(value)) is not None
+        if isinstance(value, str) and (problem := column_text_problem(value)) is not None
     ]
     if problems:
         raise CodecError(problems)

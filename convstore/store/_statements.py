@@ -225,14 +225,12 @@ EXCHANGE_CONTINUES = (
 # Media strings (``_media``): which of some hashes a conversation holds already, their texts, and an insert
 # that leaves one a concurrent writer stored first as it is. ON CONFLICT DO NOTHING is the same SQL on SQLite
 # and PostgreSQL, and PostgreSQL's construct of it compiles for both.
-MEDIA_STORED = sa.select(m.c.hash).where(
+_MEDIA_NAMED = sa.and_(
     m.c.conversation_id == sa.bindparam("conversation_id"),
     m.c.hash.in_(sa.bindparam("hashes", expanding=True)),
 )
-MEDIA = sa.select(m.c.hash, m.c.data).where(
-    m.c.conversation_id == sa.bindparam("conversation_id"),
-    m.c.hash.in_(sa.bindparam("hashes", expanding=True)),
-)
+MEDIA_STORED = sa.select(m.c.hash).where(_MEDIA_NAMED)
+MEDIA = sa.select(m.c.hash, m.c.data).where(_MEDIA_NAMED)
 INSERT_MEDIA = postgresql.insert(m).on_conflict_do_nothing(index_elements=[m.c.conversation_id, m.c.hash])
 
 DELETE_MEDIA = sa.delete(m).where(m.c.conversation_id == sa.bindparam("conversation_id"))

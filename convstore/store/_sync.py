@@ -261,13 +261,12 @@ class Store:
         if self.owner is not None:
             raise ValueError("check() reads every conversation: use a store without an owner")
         report = self._run(_check.run_checks(checks))
-        encrypted = self._run(_check.encrypted_count())
         if self.keyring is None:
-            return attrs.evolve(report, encrypted=encrypted, unopened=encrypted)
+            return attrs.evolve(report, unopened=report.encrypted)
         problems = list(report.problems)
         for conversation_id in self._run(_ops.encrypted_conversations(None)):
             problems.extend(self._sealed_problems(conversation_id))
-        return attrs.evolve(report, problems=tuple(problems), encrypted=encrypted)
+        return attrs.evolve(report, problems=tuple(problems))
 
     def _sealed_problems(self, conversation_id: str) -> list[_check.Problem]:
         """Decrypt everything of one encrypted conversation; what fails, as problems."""

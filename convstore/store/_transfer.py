@@ -46,6 +46,7 @@ from convstore.errors import ConversationNotFoundError, ConvstoreError, StoreErr
 from convstore.store import _schema
 from convstore.store._engine import Exec, Op
 from convstore.store._ops import payload_texts, stored_rows, write_media
+from convstore.store._prepare import column_text_problem
 
 __all__ = [
     "FORMAT",
@@ -472,17 +473,11 @@ _NON_EMPTY = {("branch", "name"), ("conversation", "owner")}  # as Store refuses
 def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     if not isinstance(value, str):
         return "expected a string"
-    if "\x00" in value:
-        return "contains a NUL character (PostgreSQL cannot store it)"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not valid Unicode (a lone surrogate)"
+    problem = column_text_problem(value, getattr(column.type, "length", None))
+    if problem is not None:
+        return problem
     if not value and (kind, column.name) in _NON_EMPTY:
         return "must not be empty (the store cannot open it)"
-    length = getattr(column.type, "length", None)
-    if length is not None and len(value) > length:
-        return f"longer than {length} characters"
     expected = _JSON_COLUMNS.get((kind, column.name))
     return None if expected is None else _json_problem(value, expected)
 
