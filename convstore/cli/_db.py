@@ -38,6 +38,15 @@ def register(sub: Any) -> None:
             "url", nargs="?", metavar="URL", help="the database (default: --db, as elsewhere)"
         )
         add_db_option(action)
+        if name == "upgrade":
+            action.add_argument(
+                "--distribute",
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help="on Citus: distribute every convstore table by conversation id (--distribute), or "
+                "leave them local (--no-distribute); by default a new database is distributed and an "
+                "existing one is kept as it is",
+            )
         action.set_defaults(func=func)
 
 
@@ -45,7 +54,7 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
     with open_store(url, check_schema=False, create=True) as store:
         before = store.schema_revision()
-        store.upgrade()
+        store.upgrade(distribute=args.distribute)
         after = store.schema_revision()
     if before == after:
         print(f"{display_url(url)} is at revision {after}, this convstore's: nothing to do")

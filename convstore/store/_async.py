@@ -230,9 +230,15 @@ class AsyncStore:
 
     # Schema
 
-    async def upgrade(self, revision: str = "head") -> None:
-        """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date."""
-        await _migrate.upgrade_async(self._engine, revision)
+    async def upgrade(self, revision: str = "head", *, distribute: bool | None = None) -> None:
+        """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date.
+
+        On PostgreSQL with the Citus extension, the tables are then distributed by conversation id and
+        colocated. ``distribute=None`` (default) distributes a new database and keeps an existing one as it
+        is (tables a migration adds follow the conversations table); ``True`` distributes every convstore
+        table that is not yet, data included; ``False`` never distributes. Elsewhere it does nothing.
+        """
+        await _migrate.upgrade_async(self._engine, revision, distribute=distribute)
 
     async def schema_revision(self) -> str | None:
         """The database's schema revision (None when convstore's tables do not exist)."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 from convstore.errors import SchemaOutdatedError, SchemaUnknownError
+from convstore.store._citus import distribute_on
 from convstore.store._engine import busy_errors
 from convstore.store._schema import PREFIX
 
@@ -125,8 +126,11 @@ def check_schema_on(conn: Connection) -> None:
         upgrade_on(conn, only_if_empty=True)
 
 
-def upgrade_on(conn: Connection, revision: str = "head", *, only_if_empty: bool = False) -> None:
-    """Upgrade to ``revision`` (head by default), keeping the data, under the schema lock."""
+def upgrade_on(
+    conn: Connection, revision: str = "head", *, only_if_empty: bool = False, distribute: bool | None = None
+) -> None:
+    """Upgrade to ``revision`` (head by default), keeping the data, under the schema lock; then, on Citus,
+    distribute the tables as ``distribute`` says (see ``_citus``), in the same transaction."""
     conn.execution_options(convstore_write=True)
     with conn.begin():
         _lock(conn)
@@ -136,6 +140,7 @@ def upgrade_on(conn: Connection, revision: str = "head", *, only_if_empty: bool 
             _verify(initialised, current)
             return
         command.upgrade(alembic_config(conn), revision)
+        distribute_on(conn, distribute, new=not initialised)
 
 
 def downgrade_on(conn: Connection, revision: str) -> None:
@@ -156,9 +161,9 @@ def check_schema(engine: Engine) -> None:
         check_schema_on(conn)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "head", *, distribute: bool | None = None) -> None:
     with busy_errors(), engine.connect() as conn:
-        upgrade_on(conn, revision)
+        upgrade_on(conn, revision, distribute=distribute)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -177,10 +182,12 @@ async def check_schema_async(engine: AsyncEngine) -> None:
             await conn.run_sync(check_schema_on)
 
 
-async def upgrade_async(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade_async(
+    engine: AsyncEngine, revision: str = "head", *, distribute: bool | None = None
+) -> None:
     with busy_errors():
         async with engine.connect() as conn:
-            await conn.run_sync(upgrade_on, revision)
+            await conn.run_sync(lambda sync: upgrade_on(sync, revision, distribute=distribute))
 
 
 async def revision_async(engine: AsyncEngine) -> str | None:

@@ -231,9 +231,15 @@ class Store:
 
     # Schema
 
-    def upgrade(self, revision: str = "head") -> None:
-        """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date."""
-        _migrate.upgrade(self._engine, revision)
+    def upgrade(self, revision: str = "head", *, distribute: bool | None = None) -> None:
+        """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date.
+
+        On PostgreSQL with the Citus extension, the tables are then distributed by conversation id and
+        colocated. ``distribute=None`` (default) distributes a new database and keeps an existing one as it
+        is (tables a migration adds follow the conversations table); ``True`` distributes every convstore
+        table that is not yet, data included; ``False`` never distributes. Elsewhere it does nothing.
+        """
+        _migrate.upgrade(self._engine, revision, distribute=distribute)
 
     def schema_revision(self) -> str | None:
         """The database's schema revision (None when convstore's tables do not exist)."""
