@@ -37,6 +37,7 @@ __all__ = [
     "Check",
     "CheckReport",
     "MediaCheck",
+    "ParentCheck",
     "Problem",
     "SqlCheck",
     "run_checks",
@@ -146,22 +147,46 @@ def _fixed(kind: str) -> Callable[[Any], str]:
 
 
 p = n.alias("parent")
-other = n.alias("other")
 
 # A node whose parent is not a node of its conversation: gone, or (where the foreign key was bypassed) a
-# node of another conversation.
+# node of another conversation. Every join of the checks pairs rows of one conversation, so each runs shard
+# by shard on a distributed database (Citus); which other conversation holds a missing parent is a second
+# lookup by id, for the few nodes found.
 _PARENTS = (
-    sa.select(
-        n.c.conversation_id,
-        n.c.id,
-        sa.exists()
-        .where(other.c.id == n.c.parent_id, other.c.conversation_id != n.c.conversation_id)
-        .label("elsewhere"),
-    )
+    sa.select(n.c.conversation_id, n.c.id, n.c.parent_id)
     .select_from(n.outerjoin(p, sa.and_(p.c.conversation_id == n.c.conversation_id, p.c.id == n.c.parent_id)))
     .where(n.c.parent_id.is_not(None), p.c.id.is_(None))
     .order_by(n.c.conversation_id, n.c.id)
 )
+_NODES_BY_ID = sa.select(n.c.conversation_id, n.c.id).where(n.c.id.in_(sa.bindparam("ids", expanding=True)))
+_LOOKUP_CHUNK = 500
+
+
+@attrs.frozen
+class ParentCheck:
+    """Every node's parent is a node of its own conversation (``missing_parent``), and one that is a node of
+    another conversation is named so (``parent_in_other_conversation``)."""
+
+    name: str = "parents"
+
+    def op(self) -> Op[list[Problem]]:
+        orphans = list((yield Exec(_PARENTS)))
+        wanted = sorted({str(row.parent_id) for row in orphans})
+        found: set[tuple[str, str]] = set()
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            rows = yield Exec(_NODES_BY_ID, {"ids": wanted[start : start + _LOOKUP_CHUNK]})
+            found.update((str(row.conversation_id), str(row.id)) for row in rows)
+        holders = {node_id for _, node_id in found}
+        return [
+            Problem(
+                kind="parent_in_other_conversation" if str(row.parent_id) in holders else "missing_parent",
+                conversation_id=str(row.conversation_id),
+                subject="node",
+                id=str(row.id),
+            )
+            for row in orphans
+        ]
+
 
 # Depth and running total: a root has depth 0 and total = its own count; any other node its parent's
 # depth + 1 and its parent's total + its own count. Token counts are never negative.
@@ -327,12 +352,7 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     SqlCheck(
         "conversations of exchanges", "exchange", _orphans(x, x.c.exchange_id), _fixed("missing_conversation")
     ),
-    SqlCheck(
-        "parents",
-        "node",
-        _PARENTS,
-        lambda row: "parent_in_other_conversation" if row.elsewhere else "missing_parent",
-    ),
+    ParentCheck(),
     SqlCheck("depths and totals", "node", _ARITHMETIC, _arithmetic_kind, _arithmetic_detail),
     SqlCheck("branch heads", "branch", _HEADS, _fixed("missing_head")),
     SqlCheck(
