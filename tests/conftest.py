@@ -1,8 +1,11 @@
-"""Fixtures: every store test runs on a real SQLite file and on a real PostgreSQL server.
+"""Fixtures: every store test runs on a real SQLite file, a real PostgreSQL server and a real Citus cluster.
 
-PostgreSQL tests need ``CONVSTORE_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/test``).
-Without it they are skipped with that reason; with it, a server that cannot be reached fails them (CI sets it,
-so CI cannot pass without running them). Each test gets its own PostgreSQL schema, dropped afterwards.
+PostgreSQL tests need ``CONVSTORE_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/test``),
+Citus tests ``CONVSTORE_TEST_CITUS_URL`` (a coordinator with the ``citus`` extension and its workers; CI
+starts one with ``../shared/citus/up.sh``). Without the variable those tests are skipped with that reason;
+with it, a server that cannot be reached fails them (CI sets both, so CI cannot pass without running them).
+Each test gets its own schema, dropped afterwards; on Citus its tables are distributed when the store builds
+them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,10 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 POSTGRES_ENV = "CONVSTORE_TEST_POSTGRES_URL"
+CITUS_ENV = "CONVSTORE_TEST_CITUS_URL"
+# Shards per distributed table in the tests' schemas: enough to spread conversations over both workers,
+# few enough that building a schema per test stays quick (Citus's default is 32).
+CITUS_SHARDS = 4
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "interactions"
 
@@ -61,28 +68,55 @@ def postgres_base_url() -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-def _postgres_admin() -> Iterator[object]:
+def citus_base_url() -> str:
+    url = os.environ.get(CITUS_ENV)
+    if not url:
+        pytest.skip(
+            f"Citus tests need {CITUS_ENV}, a Citus coordinator "
+            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5440/test from ../shared/citus/up.sh)"
+        )
+    return url
+
+
+def _admin_engine(url: str, env: str, what: str) -> Iterator[object]:
     import sqlalchemy as sa  # noqa: PLC0415
 
-    engine = sa.create_engine(postgres_base_url())
+    engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:
-        pytest.fail(f"{POSTGRES_ENV} is set but PostgreSQL cannot be reached: {type(exc).__name__}: {exc}")
+        pytest.fail(f"{env} is set but {what} cannot be reached: {type(exc).__name__}: {exc}")
     yield engine
     engine.dispose()
 
 
-def _pg_schema_url(admin: object, base: str) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def _postgres_admin() -> Iterator[object]:
+    yield from _admin_engine(postgres_base_url(), POSTGRES_ENV, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def _citus_admin() -> Iterator[object]:
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    for engine in _admin_engine(citus_base_url(), CITUS_ENV, "the Citus coordinator"):
+        assert isinstance(engine, sa.Engine)
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'citus'").first()
+        if found is None:
+            pytest.fail(f"{CITUS_ENV} names a database without the citus extension")
+        yield engine
+
+
+def _pg_schema_url(admin: object, base: str, options: str = "") -> Iterator[str]:
     import sqlalchemy as sa  # noqa: PLC0415
 
     assert isinstance(admin, sa.Engine)
     schema = f"t_{uuid.uuid4().hex[:16]}"
     with admin.begin() as conn:
         conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}{options}"})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
@@ -90,14 +124,29 @@ def _pg_schema_url(admin: object, base: str) -> Iterator[str]:
             conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def citus_schema_url(admin: object) -> Iterator[str]:
+    """A fresh schema on the Citus coordinator, whose sessions make small distributed tables."""
+    return _pg_schema_url(admin, citus_base_url(), f" -ccitus.shard_count={CITUS_SHARDS}")
+
+
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("citus", marks=pytest.mark.citus),
+]
+
+
+@pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A URL of an empty database: a SQLite file, or a fresh PostgreSQL schema."""
+    """A URL of an empty database: a SQLite file, a fresh PostgreSQL schema, or one on a Citus cluster."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
-    else:
+    elif request.param == "postgres":
         admin = request.getfixturevalue("_postgres_admin")
         yield from _pg_schema_url(admin, postgres_base_url())
+    else:
+        admin = request.getfixturevalue("_citus_admin")
+        yield from citus_schema_url(admin)
 
 
 @pytest.fixture(scope="session")

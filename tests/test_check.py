@@ -1,8 +1,8 @@
 """The integrity check: a clean store passes; each kind of corruption, made by raw SQL, is named by its id.
 
 The corruptions bypass the database's own guards (SQLite: a plain connection, foreign keys off; PostgreSQL:
-``session_replication_role = replica``, which skips foreign-key triggers), as a buggy tool or a torn restore
-would.
+``session_replication_role = replica``, which skips foreign-key triggers; on Citus that setting is sent on
+to the workers, where the shards' triggers run), as a buggy tool or a torn restore would.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def corrupt(db_url: str, *statements: sa.Executable) -> None:
     try:
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
+                if conn.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'citus'").first():
+                    conn.exec_driver_sql("SET LOCAL citus.propagate_set_commands = 'local'")
                 conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
             for statement in statements:
                 conn.execute(statement)
