@@ -14,15 +14,14 @@ import binascii
 import contextlib
 import json
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import anyio
 import anyio.to_thread
 import jinja2
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -42,6 +41,8 @@ USAGE_BUDGET = 20_000  # path steps walked to read every branch's recorded usage
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
 OWNER_STORES = 16
+FORM_TYPE = "application/x-www-form-urlencoded"  # the page's forms; parsed here (no multipart package)
+MAX_FORM = 16 * 1024
 
 # Media types a browser may show from the page; anything else is offered as a download.
 SHOWN = ("image/", "audio/", "video/")
@@ -179,7 +180,7 @@ class _Site:
 
         return wrapped
 
-    def write(self, handler: Callable[[Request, FormData], Response]) -> Callable[[Request], Any]:
+    def write(self, handler: Callable[[Request, Mapping[str, str]], Response]) -> Callable[[Request], Any]:
         """A POST handler behind the checks: writes allowed, same origin, the CSRF token."""
 
         async def wrapped(request: Request) -> Response:
@@ -188,7 +189,12 @@ class _Site:
             origin = request.headers.get("origin")
             if origin is not None and origin not in _origins(request):
                 return Response("cross-origin write refused\n", 403)
-            form = await request.form()
+            if request.headers.get("content-type", "").split(";")[0] != FORM_TYPE:
+                return Response(f"expected a form ({FORM_TYPE})\n", 415)
+            body = await request.body()
+            if len(body) > MAX_FORM:
+                return Response("form too large\n", 413)
+            form = {k: v[0] for k, v in parse_qs(body.decode("latin-1"), max_num_fields=8).items()}
             if not valid_csrf(self.settings.token, form.get("csrf")):
                 return Response("missing or wrong CSRF token: reload the page\n", 403)
             return await anyio.to_thread.run_sync(self.page(lambda r: handler(r, form)), request)
@@ -314,7 +320,7 @@ class _Site:
             headers={"x-accel-buffering": "no"},
         )
 
-    def fork(self, request: Request, form: FormData) -> Response:
+    def fork(self, request: Request, form: Mapping[str, str]) -> Response:
         cid = request.path_params["cid"]
         at, name = str(form.get("at", "")), str(form.get("name", "")).strip() or None
         try:
@@ -323,7 +329,7 @@ class _Site:
             raise _Page(400, str(error)) from None
         return RedirectResponse(_url(f"/c/{cid}/branch", b=new.branch), status_code=303)
 
-    def delete(self, request: Request, form: FormData) -> Response:
+    def delete(self, request: Request, form: Mapping[str, str]) -> Response:
         self.stores.main.delete_conversation(request.path_params["cid"])
         return RedirectResponse("/", status_code=303)
 
