@@ -260,7 +260,7 @@ def test_pages_carry_the_security_headers(sample):
             assert "default-src 'self'" in CSP
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["x-frame-options"] == "DENY"
-            assert headers["referrer-policy"] == "no-referrer"
+            assert headers["referrer-policy"] == "same-origin"  # never to another site; "no-referrer" makes Origin null
             assert headers["cache-control"] == "no-store"
 
 
@@ -521,7 +521,7 @@ def test_the_tree_names_branches_marks_heads_and_forks(db_url):
         page = client.get(f"/c/{conv.id}").text
     assert "3 branches" in page
     assert page.count('class="branch"') == 3  # each head marked once
-    assert page.count("⑂ 2 ways") == 2  # the forks after the first and the third step
+    assert page.count("fork: 2 ways") == 2  # the forks after the first and the third step
     rows = re.findall(r'<tr data-branch="([^"]*)">(.*?)</tr>', page, re.S)
     usage = {name: re.findall(r"<td>([^<]*)</td>", row) for name, row in rows}
     # steps, node tokens, exchanges, API input, output, thought (then the time)

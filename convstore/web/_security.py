@@ -9,7 +9,8 @@ address the server listens on, which keeps DNS-rebinding pages out even before t
 Writes are POSTs whose form carries a CSRF token (derived from the access token, never sent in a URL) and,
 when the browser sends one, an ``Origin`` that is this server. Every response gets a Content-Security-Policy
 that allows no inline script or style and nothing from elsewhere, and headers that keep it out of frames,
-caches and ``Referer``.
+caches and other sites' ``Referer`` (same-origin: with no referrer at all, browsers send
+``Origin: null`` on the page's own forms).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
