@@ -260,7 +260,8 @@ def test_pages_carry_the_security_headers(sample):
             assert "default-src 'self'" in CSP
             assert headers["x-content-type-options"] == "nosniff"
             assert headers["x-frame-options"] == "DENY"
-            assert headers["referrer-policy"] == "same-origin"  # never to another site; "no-referrer" makes Origin null
+            # Never to another site; "no-referrer" would make the forms' Origin null.
+            assert headers["referrer-policy"] == "same-origin"
             assert headers["cache-control"] == "no-store"
 
 
