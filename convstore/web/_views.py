@@ -37,12 +37,12 @@ __all__ = [
 
 SHORT_ID = 12  # a node id's last characters: random in a UUIDv7, so unique in a conversation
 MAX_PREFIX = 72  # characters of tree connectors shown before a row; deeper rows show the level instead
-PREVIEW = 96
+PREVIEW = 80
 RAW_MEDIA_MIN = 256  # media strings at least this long are left out of raw JSON (they are shown as media)
 
 
 def _one_line(text: str, width: int = PREVIEW) -> str:
-    flat = " ".join(text.split())
+    flat = " ".join(text[: width * 2].split())  # a preview needs the start only
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -64,10 +64,12 @@ def preview(step: Mapping[str, Any], width: int = PREVIEW) -> str:
     elif kind == "thought":
         text = _content_text(step.get("summary")) or "(signature only)"
     elif kind == "function_call":
-        text = f"{step.get('name')}({json.dumps(step.get('arguments', {}), ensure_ascii=False)})"
+        arguments = step.get("arguments", {})
+        shown = json.dumps(arguments, ensure_ascii=False)[: width * 2] if arguments else ""
+        text = f"{step.get('name')}({shown})"
     elif kind == "function_result":
         result = step.get("result")
-        shown = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+        shown = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)[: width * 2]
         text = f"{step.get('name') or step.get('call_id')} -> {shown}"
     else:
         text = ""
@@ -86,11 +88,12 @@ class SegmentRow:
         level: How many forks lie above the row.
         first, last: The chain's first and last nodes (the same node for a one-step chain).
         steps: Nodes in the chain.
-        types: ``(type, count)`` of its steps, most frequent first.
+        types: Its step types with their counts, most frequent first (``3 user_input, 2 thought``).
         heads: Branch names whose head is ``last``.
         forks: Children of ``last`` when it is a fork point (2 or more), else 0.
         branch: A branch whose history holds the chain (to open it there).
-        first_preview, last_preview: One line of each end's content.
+        first_preview, last_preview: One line of each end's content (the last end's only at a head or a
+            leaf: a chain that ends at a fork is followed by rows that show where it went).
     """
 
     prefix: str
@@ -98,7 +101,7 @@ class SegmentRow:
     first: convstore.Node
     last: convstore.Node
     steps: int
-    types: tuple[tuple[str, int], ...]
+    types: str
     heads: tuple[str, ...]
     forks: int
     branch: str | None
@@ -144,7 +147,7 @@ def segments(tree: convstore.Tree) -> list[SegmentRow]:
             chain.append(kids[0])
         end = chain[-1]
         kids = tree.children(end.id)
-        counted = Counter(node.type for node in chain).most_common()
+        counted = ", ".join(f"{n} {kind}" for kind, n in Counter(n.type for n in chain).most_common())
         rows.append(
             SegmentRow(
                 prefix=_clip(first_prefix, level),
@@ -152,12 +155,13 @@ def segments(tree: convstore.Tree) -> list[SegmentRow]:
                 first=start,
                 last=end,
                 steps=len(chain),
-                types=tuple(counted),
+                types=counted,
                 heads=tuple(sorted(heads.get(end.id, []))),
                 forks=len(kids) if len(kids) > 1 else 0,
                 branch=reach.get(start.id),
                 first_preview=preview(start.data),
-                last_preview=preview(end.data) if end is not start else "",
+                # The far end of a chain is previewed where it matters: at a branch head or a leaf.
+                last_preview=preview(end.data) if end is not start and (end.id in heads or not kids) else "",
             )
         )
         if len(kids) == 1:
