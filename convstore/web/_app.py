@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import json
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -88,21 +89,25 @@ class _Stores:
         self._settings = settings
         self.main = convstore.Store(settings.url, keyring=settings.keyring)
         self._owned: OrderedDict[str, convstore.Store] = OrderedDict()
+        self._lock = threading.Lock()  # handlers run in several threads
 
     def owned(self, owner: str) -> convstore.Store:
-        if owner in self._owned:
-            self._owned.move_to_end(owner)
-            return self._owned[owner]
-        store = convstore.Store(self._settings.url, keyring=self._settings.keyring, owner=owner)
-        self._owned[owner] = store
-        if len(self._owned) > OWNER_STORES:
-            self._owned.popitem(last=False)[1].close()
-        return store
+        with self._lock:
+            if owner in self._owned:
+                self._owned.move_to_end(owner)
+                return self._owned[owner]
+            store = convstore.Store(self._settings.url, keyring=self._settings.keyring, owner=owner)
+            self._owned[owner] = store
+            if len(self._owned) > OWNER_STORES:
+                # Disposed, not broken: a request still using it gets a new pool.
+                self._owned.popitem(last=False)[1].close()
+            return store
 
     def close(self) -> None:
-        for store in self._owned.values():
-            store.close()
-        self.main.close()
+        with self._lock:
+            for store in self._owned.values():
+                store.close()
+            self.main.close()
 
 
 def _environment() -> jinja2.Environment:
@@ -139,16 +144,19 @@ class _Site:
         self.settings = settings
         self.env = _environment()
         self._stores: _Stores | None = None
+        self._lock = threading.Lock()
 
     @property
     def stores(self) -> _Stores:
-        if self._stores is None:
-            self._stores = _Stores(self.settings)
-        return self._stores
+        with self._lock:
+            if self._stores is None:
+                self._stores = _Stores(self.settings)
+            return self._stores
 
     def close(self) -> None:
-        if self._stores is not None:
-            self._stores.close()
+        with self._lock:
+            if self._stores is not None:
+                self._stores.close()
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = self.env.get_template(name).render(
