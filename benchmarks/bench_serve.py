@@ -15,6 +15,8 @@ in-process: the guard, the handler, the store, the templates; no socket):
    chains, the branch table with each head's steps and running token total, rendered to HTML. Per-branch API
    usage is read only while the branches' lengths sum to at most 20,000 steps (the store walks each branch
    to list its exchanges), so at this size the table leaves it to each branch's page.
+   Each also with the process's CPU time over the request (every thread's: the TestClient runs the app in a
+   thread of its own), which other work on a shared machine inflates less than the wall clock.
 2. Its parts, untimed in the page: ``conv.tree()`` alone and ``segments()`` alone.
 3. The page of main (``GET /c/{id}/branch``, its newest 200 steps of ~5,000 rendered), the page of a fork,
    and the comparison of main with a fork (``GET /c/{id}/compare``).
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import random
 import sys
 import tempfile
@@ -125,14 +128,18 @@ def build(url: str, config: Config, seed: int) -> dict[str, Any]:
     }
 
 
-def _timed(runs: int, call: Callable[[], Any]) -> tuple[list[int], Any]:
+def _timed(runs: int, call: Callable[[], Any], cpu: list[int] | None = None) -> tuple[list[int], Any]:
+    """Wall-clock samples of ``call`` (and, into ``cpu``, the process's CPU time over each: every thread's,
+    the TestClient's app thread included, which a machine shared with other work inflates less)."""
     result = call()  # warm-up
     samples = []
     gc.collect()
     for _ in range(runs):
-        start = now_ns()
+        start, start_cpu = now_ns(), time.process_time_ns()
         result = call()
         samples.append(now_ns() - start)
+        if cpu is not None:
+            cpu.append(time.process_time_ns() - start_cpu)
     return samples, result
 
 
@@ -144,6 +151,7 @@ def run_backend(url: str, before_reads: Callable[[], None], config: Config, seed
 
     started = time.monotonic()
     built = build(url, config, seed)
+    load = [round(x, 2) for x in os.getloadavg()]
     before_reads()
     cid = built["conversation_id"]
     pages = {
@@ -153,7 +161,7 @@ def run_backend(url: str, before_reads: Callable[[], None], config: Config, seed
         f"compare main with {built['fork']}": f"/c/{cid}/compare?a=main&b={built['fork']}",
         "conversation list, first page": "/",
     }
-    results: dict[str, Any] = {"workload": built, "pages": {}, "parts": {}}
+    results: dict[str, Any] = {"workload": built, "pages": {}, "parts": {}, "load_average": load}
     with TestClient(create_app(Settings(url, token=TOKEN))) as client:
         client.cookies.set("convstore_token", TOKEN)
 
@@ -167,14 +175,21 @@ def run_backend(url: str, before_reads: Callable[[], None], config: Config, seed
             return call
 
         for label, path in pages.items():
-            samples, size = _timed(config.runs, get(path))
+            cpu: list[int] = []
+            samples, size = _timed(config.runs, get(path), cpu)
             results["pages"][label] = {
                 "path": path,
                 "median_ns": median_ns(samples),
+                "cpu_median_ns": median_ns(cpu),
                 "bytes": size,
                 "samples_ns": samples,
+                "cpu_samples_ns": cpu,
             }
-            print(f"  {label}: {fmt_ns(median_ns(samples))}", file=sys.stderr, flush=True)
+            print(
+                f"  {label}: {fmt_ns(median_ns(samples))} (CPU {fmt_ns(median_ns(cpu))})",
+                file=sys.stderr,
+                flush=True,
+            )
     with convstore.Store(url) as store:
         conv = store.conversation(cid)
         samples, tree = _timed(config.runs, conv.tree)
@@ -192,17 +207,20 @@ def run_backend(url: str, before_reads: Callable[[], None], config: Config, seed
 def table_for(backend: str, results: dict[str, Any], config: Config) -> TableData:
     work = results["workload"]
     rows = [
-        [label, fmt_ns(entry["median_ns"]), fmt_bytes(entry["bytes"])]
+        [label, fmt_ns(entry["median_ns"]), fmt_ns(entry["cpu_median_ns"]), fmt_bytes(entry["bytes"])]
         for label, entry in results["pages"].items()
     ]
-    rows += [[f"part: {label}", fmt_ns(entry["median_ns"]), ""] for label, entry in results["parts"].items()]
+    rows += [
+        [f"part: {label}", fmt_ns(entry["median_ns"]), "", ""] for label, entry in results["parts"].items()
+    ]
     return TableData(
         f"{backend}: {work['steps']:,} steps, {work['branches']:,} branches "
         f"(main {work['main_steps']:,} steps)",
-        ["GET through the ASGI app", f"median of {config.runs}", "HTML"],
+        ["GET through the ASGI app", f"median of {config.runs}", "CPU (process)", "HTML"],
         rows,
         f"tree rows (chains between forks and heads): {results['parts']['segments(tree)']['rows']:,}; "
-        f"built in {work['build_seconds']} s",
+        f"built in {work['build_seconds']} s; load average at the start "
+        f"{results['load_average']}",
     )
 
 

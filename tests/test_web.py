@@ -560,6 +560,23 @@ def test_compare_marks_the_differences(sample):
     assert "0 exchanges side by side" in same
 
 
+def test_the_comparison_pages(sample, monkeypatch):
+    from convstore.web import _app  # noqa: PLC0415
+
+    monkeypatch.setattr(_app, "COMPARE_PAGE", 2)
+    conv = sample["conv"]
+    with make_client(sample["url"]) as client:
+        first = client.get(f"/c/{conv.id}/compare?a=main&b=alt").text
+        later = client.get(f"/c/{conv.id}/compare?a=main&b=alt&start=2").text
+        assert client.get(f"/c/{conv.id}/compare?start=x").status_code == 400
+    assert first.count('class="pair ') == 2
+    assert "exchanges that differ: 3 of 3" in first  # the summary counts them all
+    assert "later →" in first
+    assert later.count('class="pair ') == 1
+    assert "← earlier" in later
+    assert "Take an umbrella." in later
+
+
 def test_the_branch_page_and_paging(sqlite_url, monkeypatch):
     from convstore.web import _app  # noqa: PLC0415
 

@@ -38,6 +38,7 @@ __all__ = ["Settings", "create_app"]
 PAGE_SIZE = 50  # conversations a page
 SEARCH_PAGES = 20  # store pages of 200 scanned by one search request before it offers to go on
 STEPS_PAGE = 200  # steps of a branch a page (the newest by default)
+COMPARE_PAGE = 50  # exchanges side by side a page (the summary counts them all)
 USAGE_BUDGET = 20_000  # path steps walked to read every branch's recorded usage; bigger trees: per branch
 POLL_SECONDS = 0.5
 HEARTBEAT_SECONDS = 15.0
@@ -289,6 +290,10 @@ class _Site:
         a = request.query_params.get("a") or (names[0] if names else "main")
         b = request.query_params.get("b") or (names[1] if len(names) > 1 else a)
         comparison = _views.compare(base.checkout(a).nodes(), base.checkout(b).nodes())
+        try:
+            start = max(0, int(request.query_params.get("start", 0)))
+        except ValueError:
+            raise _Page(400, "start: not a number") from None
         return self.render(
             "compare.html",
             conv=base,
@@ -296,6 +301,9 @@ class _Site:
             b=b,
             branches=names,
             comparison=comparison,
+            shown=comparison.pairs[start : start + COMPARE_PAGE],
+            start=start,
+            page=COMPARE_PAGE,
             step_view=_views.step_view,
         )
 
