@@ -241,6 +241,8 @@ class _Site:
             conv=conv,
             rows=_views.segments(tree),
             branches=_views.branch_rows(tree, usage),
+            # One URL a branch, made once: a big tree names each branch on many rows.
+            branch_urls={b.name: _url(f"/c/{conv.id}/branch", b=b.name) for b in tree.branches},
             usage_read=usage is not None,
             nodes=len(tree.nodes),
         )
