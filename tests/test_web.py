@@ -710,3 +710,20 @@ def test_the_wheel_ships_the_page(tmp_path):
     }
     assert expected
     assert expected <= names
+
+
+def test_the_command_line_works_without_the_web_extra_loaded():
+    code = (
+        "import sys, convstore.cli; convstore.cli.build_parser(); "
+        "assert not {'starlette', 'jinja2', 'uvicorn'} & set(sys.modules), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+
+
+def test_only_the_command_line_imports_the_web_page():
+    package = REPO / "convstore"
+    for path in package.rglob("*.py"):
+        part = path.relative_to(package).parts[0]
+        if part in {"web", "cli"}:
+            continue
+        assert "convstore.web" not in path.read_text(encoding="utf-8"), path
