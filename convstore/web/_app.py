@@ -3,7 +3,8 @@
 Every page reads through convstore's public API (``Store``, ``conversations()``, ``Conversation``,
 ``tree()``, ``nodes()``, ``node()``, ``exchanges()``), so encrypted payloads and inline media kept apart read
 exactly as the library reads them, and an encrypted conversation stays closed unless the server was given
-the keyring. Handlers are plain functions (Starlette runs them in its thread pool; the store is
+the keyring. One helper comes from the command line, ``open_conversation``, which opens a conversation on
+``main`` or else its oldest branch, as every ``convstore`` command does. Handlers are plain functions (Starlette runs them in its thread pool; the store is
 thread-safe); the event stream is the one coroutine, polling the branch heads in a worker thread.
 """
 
