@@ -17,6 +17,8 @@ in-process: the guard, the handler, the store, the templates; no socket):
    to list its exchanges), so at this size the table leaves it to each branch's page.
    Each also with the process's CPU time over the request (every thread's: the TestClient runs the app in a
    thread of its own), which other work on a shared machine inflates less than the wall clock.
+   The report also gives the contention: wall clock over CPU time of a fixed pure-Python loop, 1.0 on an
+   idle core.
 2. Its parts, untimed in the page: ``conv.tree()`` alone and ``segments()`` alone.
 3. The page of main (``GET /c/{id}/branch``, its newest 200 steps of ~5,000 rendered), the page of a fork,
    and the comparison of main with a fork (``GET /c/{id}/compare``).
@@ -128,6 +130,20 @@ def build(url: str, config: Config, seed: int) -> dict[str, Any]:
     }
 
 
+def contention() -> float:
+    """Wall clock over CPU time of a fixed pure-Python loop: 1.0 on an idle core, k when this process gets
+    1/k of one (a machine shared with other work). The wall-clock figures divided by it estimate an idle
+    machine's."""
+    ratios = []
+    for _ in range(3):
+        wall, cpu = now_ns(), time.process_time_ns()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i
+        ratios.append((now_ns() - wall) / max(1, time.process_time_ns() - cpu))
+    return round(sorted(ratios)[1], 2)
+
+
 def _timed(runs: int, call: Callable[[], Any], cpu: list[int] | None = None) -> tuple[list[int], Any]:
     """Wall-clock samples of ``call`` (and, into ``cpu``, the process's CPU time over each: every thread's,
     the TestClient's app thread included, which a machine shared with other work inflates less)."""
@@ -152,6 +168,7 @@ def run_backend(url: str, before_reads: Callable[[], None], config: Config, seed
     started = time.monotonic()
     built = build(url, config, seed)
     load = [round(x, 2) for x in os.getloadavg()]
+    slowdown = contention()
     before_reads()
     cid = built["conversation_id"]
     pages = {
@@ -161,7 +178,13 @@ def run_backend(url: str, before_reads: Callable[[], None], config: Config, seed
         f"compare main with {built['fork']}": f"/c/{cid}/compare?a=main&b={built['fork']}",
         "conversation list, first page": "/",
     }
-    results: dict[str, Any] = {"workload": built, "pages": {}, "parts": {}, "load_average": load}
+    results: dict[str, Any] = {
+        "workload": built,
+        "pages": {},
+        "parts": {},
+        "load_average": load,
+        "contention": slowdown,
+    }
     with TestClient(create_app(Settings(url, token=TOKEN))) as client:
         client.cookies.set("convstore_token", TOKEN)
 
@@ -219,8 +242,8 @@ def table_for(backend: str, results: dict[str, Any], config: Config) -> TableDat
         ["GET through the ASGI app", f"median of {config.runs}", "CPU (process)", "HTML"],
         rows,
         f"tree rows (chains between forks and heads): {results['parts']['segments(tree)']['rows']:,}; "
-        f"built in {work['build_seconds']} s; load average at the start "
-        f"{results['load_average']}",
+        f"built in {work['build_seconds']} s; load average at the start {results['load_average']}; "
+        f"contention (wall/CPU of a fixed loop, 1.0 = an idle core): {results['contention']}",
     )
 
 
