@@ -4,8 +4,9 @@ Every page reads through convstore's public API (``Store``, ``conversations()``,
 ``tree()``, ``nodes()``, ``node()``, ``exchanges()``), so encrypted payloads and inline media kept apart read
 exactly as the library reads them, and an encrypted conversation stays closed unless the server was given
 the keyring. One helper comes from the command line, ``open_conversation``, which opens a conversation on
-``main`` or else its oldest branch, as every ``convstore`` command does. Handlers are plain functions (Starlette runs them in its thread pool; the store is
-thread-safe); the event stream is the one coroutine, polling the branch heads in a worker thread.
+``main`` or else its oldest branch, as every ``convstore`` command does. Handlers are plain functions
+(Starlette runs them in its thread pool; the store is thread-safe); the event stream is the one coroutine,
+polling the branch heads in a worker thread.
 """
 
 from __future__ import annotations
@@ -285,6 +286,8 @@ class _Site:
         if after and after not in ids:
             raise _Page(409, "the branch no longer holds that node: reload")
         shown = nodes[ids.index(after) + 1 :] if after else nodes
+        if len(shown) > STEPS_PAGE:
+            raise _Page(409, "more new steps than a page: reload")
         return self.render("steps_part.html", conv=conv, views=[_views.step_view(n) for n in shown])
 
     def compare(self, request: Request) -> Response:
