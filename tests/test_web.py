@@ -512,6 +512,7 @@ def test_the_list_pages_and_searches(tmp_path):
         assert by_owner == [hers.id]
         assert "No conversation matches" in client.get("/?owner=bob").text
         assert client.get("/?cursor=garbage").status_code == 400
+        assert client.get("/?owner=" + "x" * 300).status_code == 400
 
 
 def test_the_tree_names_branches_marks_heads_and_forks(db_url):

@@ -219,7 +219,10 @@ class _Site:
         q = request.query_params.get("q", "").strip()
         owner = request.query_params.get("owner", "").strip()
         cursor = request.query_params.get("cursor") or None
-        source = self.stores.owned(owner) if owner else self.stores.main
+        try:
+            source = self.stores.owned(owner) if owner else self.stores.main
+        except ValueError as error:  # not an owner id (too long, a NUL)
+            raise _Page(400, str(error)) from None
         try:
             items, next_cursor = _search(source, q, cursor)
         except ValueError:  # a cursor that is not one of ours
