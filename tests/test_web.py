@@ -578,6 +578,30 @@ def test_the_comparison_pages(sample, monkeypatch):
     assert "Take an umbrella." in later
 
 
+def test_odd_requests_are_answered_with_a_4xx_page(sample):
+    conv, node = sample["conv"], sample["first"][0]
+    odd = [
+        f"/c/{conv.id}/branch?b=%00",
+        f"/c/{conv.id}/branch?b=" + "x" * 300,
+        f"/c/{conv.id}/compare?a=%00&b=main",
+        f"/c/{conv.id}/compare?a=main&b=nope",
+        f"/c/{conv.id}/branch/after?b=main&node=%00",
+        f"/c/{conv.id}/media/{node.id}/99",
+        f"/c/{conv.id}/media/%00/0",
+        f"/c/{conv.id}/media/{node.id}/-1",
+        "/c/%00",
+        f"/c/{conv.id}/nothing",
+        "/?q=%00&owner=%00",
+        "/?cursor=" + "A" * 500,
+    ]
+    client = TestClient(create_app(Settings(sample["url"], token=TOKEN)), raise_server_exceptions=False)
+    client.cookies.set("convstore_token", TOKEN)
+    with client:
+        for path in odd:
+            response = client.get(path)
+            assert 400 <= response.status_code < 500, (path, response.status_code)
+
+
 def test_the_branch_page_and_paging(sqlite_url, monkeypatch):
     from convstore.web import _app  # noqa: PLC0415
 

@@ -188,6 +188,8 @@ class _Site:
                 return self.render("error.html", 403, message=f"{type(error).__name__}: {error}")
             except convstore.NotFoundError as error:
                 return self.render("error.html", 404, message=str(error))
+            except ValueError as error:  # a branch name or id the store refuses (a NUL, too long)
+                return self.render("error.html", 400, message=str(error).splitlines()[0])
 
         return wrapped
 
