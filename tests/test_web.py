@@ -9,6 +9,7 @@ the keyring, search and paging, the tree, the comparison, media, the event strea
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -752,3 +753,44 @@ def test_only_the_command_line_imports_the_web_page():
         if part in {"web", "cli"}:
             continue
         assert "convstore.web" not in path.read_text(encoding="utf-8"), path
+
+
+def test_ctrl_c_ends_the_event_streams_and_the_server(sample):
+    import signal  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "convstore", "serve", "--db", sample["url"], "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        process.stdout.readline()
+        line = process.stdout.readline().strip()
+        match = re.fullmatch(r"open (http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
+        assert match
+        base, port, token = match.groups()
+        received: list[str] = []
+
+        def listen() -> None:
+            cookies = {f"convstore_token_{port}": token}
+            with (
+                contextlib.suppress(httpx.HTTPError),
+                httpx.Client(base_url=base, cookies=cookies, timeout=30) as client,
+                client.stream("GET", f"/c/{sample['conv'].id}/events") as events,
+            ):
+                received.extend(events.iter_lines())
+
+        listener = threading.Thread(target=listen)
+        listener.start()
+        deadline = time.monotonic() + 30
+        while not any(line.startswith("event: heads") for line in received):
+            assert time.monotonic() < deadline, "no event"
+            time.sleep(0.05)
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, errors = process.communicate(timeout=30)
+        listener.join(timeout=30)
+    assert time.monotonic() - started < 10
+    assert "Traceback" not in errors  # the stream ended at its next poll: nothing was cancelled

@@ -83,6 +83,9 @@ class Settings:
         self.hosts = hosts
         self.cookie = cookie
         self.poll_seconds = poll_seconds
+        # Set when the server begins to stop: the event streams end at their next poll, so the server does
+        # not have to cancel them.
+        self.stopping = threading.Event()
 
 
 class _Stores:
@@ -342,7 +345,7 @@ class _Site:
         except convstore.ConvstoreError:
             return Response("not found\n", status_code=404, media_type="text/plain")
         return StreamingResponse(
-            _event_stream(request, conv, self.settings.poll_seconds),
+            _event_stream(request, conv, self.settings.poll_seconds, self.settings.stopping),
             media_type="text/event-stream",
             headers={"x-accel-buffering": "no"},
         )
@@ -433,12 +436,14 @@ def _heads(conv: convstore.Conversation) -> dict[str, str | None]:
     return {b.name: b.head_id for b in conv.branches()}
 
 
-async def _event_stream(request: Request, conv: convstore.Conversation, poll: float) -> AsyncIterator[str]:
+async def _event_stream(
+    request: Request, conv: convstore.Conversation, poll: float, stopping: threading.Event
+) -> AsyncIterator[str]:
     """Server-sent events: ``heads`` (branch name -> head id) at the start and whenever one moves."""
     seen: dict[str, str | None] | None = None
     quiet = 0.0
     yield "retry: 2000\n\n"
-    while not await request.is_disconnected():
+    while not stopping.is_set() and not await request.is_disconnected():
         try:
             heads = await anyio.to_thread.run_sync(_heads, conv)
         except convstore.ConversationNotFoundError:

@@ -99,5 +99,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         create_app(settings), log_level="warning", access_log=False, timeout_graceful_shutdown=1
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    server = _server_class()(config)
+    server.stopping = settings.stopping
+    server.run(sockets=[listener])
     return 0
+
+
+def _server_class() -> Any:
+    import uvicorn  # noqa: PLC0415 -- the web extra
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, which first tells the event streams to end (they poll), then stops."""
+
+        stopping: Any = None
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.stopping is not None:
+                self.stopping.set()
+            super().handle_exit(sig, frame)
+
+    return Server
