@@ -17,10 +17,11 @@ from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
 from convstore.model._interaction import Interaction
 from convstore.model._steps import KNOWN_STEP_TYPES
+from convstore.store._ops import Head
 
 __all__ = [
     "REQUEST_FIELDS",
-    "InputSteps",
+    "RequestBody",
     "build_body",
     "interaction_from_reply",
     "new_input_steps",
@@ -159,19 +160,50 @@ def build_body(
     body["store"] = store
     if previous_interaction_id is not None:
         body["previous_interaction_id"] = previous_interaction_id
-    body["input"] = InputSteps(input_steps)
+    body["input"] = input_steps
     return body
 
 
-class InputSteps(list[Any]):
-    """The ``input`` list of a body ``request()`` built: a plain list that can be referenced weakly.
+class RequestBody(dict[str, Any]):
+    """A create body built by a conversation: a plain ``dict`` to everything that sends it (the official
+    SDK's ``client.interactions.create(**body)``, ``json.dumps``, ``InteractionsClient.create``), which also
+    knows where it was built.
 
-    ``record()`` recognises the bodies its conversation built by this list's identity, to know which of its
-    steps were history without reading the branch again. The conversation holds it weakly: a body the
-    caller dropped is freed, however long the history it carried.
+    ``record(body, reply)`` writes the steps of ``input`` after its ``history_length`` history steps, and
+    only if the branch is still at the head the body was built on: a reply the model produced without
+    seeing another writer's turn is never stored after that turn, whatever the conversation read since.
+    A copy (``dict(body)``, ``{**body}``) is a plain dict again; ``record`` then checks it against the
+    branch's history instead.
+
+    Attributes:
+        conversation_id: The conversation it was built for.
+        branch: The branch it was built for.
+        history_length: How many leading steps of ``input`` are the branch's history (0 for a body that
+            chains on ``previous_interaction_id``).
+        estimated_input_tokens: The estimated tokens of the body's input, stored with the exchange.
     """
 
-    __slots__ = ("__weakref__",)
+    def __init__(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        conversation_id: str,
+        branch: str,
+        head: Head,
+        history_length: int,
+        estimated_input_tokens: int | None = None,
+    ) -> None:
+        super().__init__(fields)
+        self.conversation_id = conversation_id
+        self.branch = branch
+        self.history_length = history_length
+        self.estimated_input_tokens = estimated_input_tokens
+        self._head = head
+
+    @property
+    def head_id(self) -> str | None:
+        """The branch head the body was built on (None: the branch was empty)."""
+        return self._head.node_id
 
 
 def _plain(value: Any) -> Any:
