@@ -119,3 +119,25 @@ def test_the_conversation_keeps_no_body_alive(store):
     assert freed() is None
     conv.record(kept, reply())
     assert conv.history()[-2:] == [user("two"), model("ok")]
+
+
+def test_request_with_store_builds_the_chained_body_send_would(store, client, emulator):
+    conv = store.create_conversation(model=MODEL)
+    first_body = conv.request("I have 2 dogs.", store=True)
+    assert first_body["store"] is True
+    assert "previous_interaction_id" not in first_body  # nothing stored to chain on yet: a replay
+    first = client.create(first_body)
+    conv.record(first_body, first)
+    body = conv.request("How many paws?", store=True)
+    assert body["previous_interaction_id"] == first.id
+    assert body["input"] == [user("How many paws?")]
+    assert body.history_length == 0
+    conv.record(body, client.create(body))
+    assert emulator.requests[-1].body == body  # the emulator kept the first turn and accepted the chain
+    assert [s["type"] for s in conv.history()] == ["user_input", "thought", "model_output"] * 2
+    assert [e.stored for e in conv.exchanges()] == [True, True]
+    # A local append breaks the chain: the next stateful body replays.
+    conv.append([user("a note kept only here"), model("noted")])
+    replayed = conv.request("And now?", store=True)
+    assert "previous_interaction_id" not in replayed
+    assert replayed["input"] == [*conv.history(), user("And now?")]

@@ -47,13 +47,21 @@ class Conversation(store_sync.Conversation):
     """One branch of a conversation, with the calls that talk to the API (see ``convstore.store``)."""
 
     def request(
-        self, input: Any, *, budget: TokenBudget | None = None, **overrides: Any
+        self,
+        input: Any,
+        *,
+        store: bool = False,
+        budget: TokenBudget | None = None,
+        **overrides: Any,
     ) -> RequestBody:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
 
         Args:
             input: A string, a content item or list of them (one ``user_input``), or a step or list of
                 steps (``function_result`` steps answering the model's calls, say).
+            store: As for ``send``: True builds a stateful body, chained on the branch head's stored
+                interaction with ``previous_interaction_id`` (input = the new steps only) while the head
+                is one, replaying the history with ``store: true`` otherwise.
             budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
                 and the new input always go.
             **overrides: Request settings for this call only (``model``, ``generation_config``,
@@ -68,7 +76,7 @@ class Conversation(store_sync.Conversation):
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
-        return self._body(input, False, overrides, budget)
+        return self._body(input, store, overrides, budget)
 
     def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], _ops.Head, int | None]:
         """The steps of ``body["input"]`` that the branch does not hold yet, the head they go after, and the
