@@ -62,7 +62,7 @@ def test_plain_prompt_generation_config_and_system_instruction(store, client, em
     assert sent["model"] == MODEL
     conv.send("Again", client=client, generation_config={"thinking_level": "high"}, system_instruction=None)
     sent = emulator.requests[-1].body
-    assert sent["generation_config"] == {"thinking_level": "high"}
+    assert sent["generation_config"] == {"thinking_level": "high", "temperature": 1.0}  # only that key
     assert "system_instruction" not in sent
     assert sent["input"][0] == user("Hello there")
 

@@ -141,3 +141,33 @@ def test_request_with_store_builds_the_chained_body_send_would(store, client, em
     replayed = conv.request("And now?", store=True)
     assert "previous_interaction_id" not in replayed
     assert replayed["input"] == [*conv.history(), user("And now?")]
+
+
+def test_a_generation_config_override_changes_only_the_keys_it_names(store):
+    conv = store.create_conversation(
+        model=MODEL, generation_config={"thinking_level": "low", "temperature": 1.0}, system_instruction="Hi."
+    )
+    assert conv.request("a", generation_config={"temperature": 0.2})["generation_config"] == {
+        "thinking_level": "low",
+        "temperature": 0.2,
+    }
+    assert conv.request("a", generation_config={"temperature": None, "seed": 7})["generation_config"] == {
+        "thinking_level": "low",
+        "seed": 7,
+    }
+    assert "generation_config" not in conv.request("a", generation_config=None)
+    emptied = conv.request("a", generation_config={"thinking_level": None, "temperature": None})
+    assert "generation_config" not in emptied
+    assert conv.generation_config == {"thinking_level": "low", "temperature": 1.0}  # the conversation's own
+    # Settings that are not mappings are replaced whole, and None removes them.
+    body = conv.request("a", system_instruction=None, model="gemini-3.1-pro-preview")
+    assert "system_instruction" not in body
+    assert body["model"] == "gemini-3.1-pro-preview"
+    # A mapping with no conversation setting beneath it is sent without its None keys.
+    assert conv.request("a", labels={"team": "x", "gone": None})["labels"] == {"team": "x"}
+
+
+def test_send_sends_the_merged_generation_config(store, client, emulator):
+    conv = store.create_conversation(model=MODEL, generation_config={"thinking_level": "low"})
+    conv.send("hi", client=client, generation_config={"temperature": 0.2})
+    assert emulator.requests[-1].body["generation_config"] == {"thinking_level": "low", "temperature": 0.2}

@@ -130,7 +130,9 @@ def build_body(
     Args:
         info: The conversation's settings.
         input_steps: The full ``input``: replayed history and the new steps.
-        overrides: Per-request settings; a value of None removes the conversation's setting.
+        overrides: Per-request settings. A value replaces the conversation's setting, except that a
+            mapping laid over a mapping (``generation_config``) changes only the keys it names, a key set
+            to None removing that key; a value of None removes the setting whole.
         store: The API's ``store`` flag (False: stateless, the API keeps nothing).
         previous_interaction_id: Chain on a stored interaction instead of replaying (``store`` must be True).
 
@@ -145,13 +147,14 @@ def build_body(
             "(input, store, stream and continuation are set by convstore)"
         )
     body: dict[str, Any] = {}
-    settings = {
+    settings: dict[str, Any] = {
         "model": info.model,
         "system_instruction": info.system_instruction,
         "generation_config": info.generation_config,
         "tools": info.tools,
-        **overrides,
     }
+    for key, value in overrides.items():
+        settings[key] = _overlay(settings.get(key), value)
     for key, value in settings.items():
         if value is not None:
             body[key] = _plain(value)
@@ -204,6 +207,24 @@ class RequestBody(dict[str, Any]):
     def head_id(self) -> str | None:
         """The branch head the body was built on (None: the branch was empty)."""
         return self._head.node_id
+
+
+def _overlay(setting: Any, override: Any) -> Any:
+    """A per-request override laid over the conversation's setting.
+
+    A mapping over a mapping changes the keys it names and keeps the others (one level deep: a nested
+    value is replaced whole); a key set to None removes that key, and a mapping left empty is no setting.
+    Anything else replaces the setting; None removes it.
+    """
+    if not isinstance(override, Mapping):
+        return override
+    merged = dict(setting) if isinstance(setting, Mapping) else {}
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged or None
 
 
 def _plain(value: Any) -> Any:

@@ -65,7 +65,9 @@ class Conversation(store_sync.Conversation):
             budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
                 and the new input always go.
             **overrides: Request settings for this call only (``model``, ``generation_config``,
-                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one.
+                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one. A mapping
+                over the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only
+                the keys it names; a key set to None removes that key.
 
         Returns:
             A ``RequestBody``: a JSON-ready dict that ``InteractionsClient.create`` and the official SDK's
