@@ -16,6 +16,7 @@ from convstore.errors import CodecError
 from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
 from convstore.model._interaction import Interaction
+from convstore.model._sdk import is_sdk_object, sdk_interaction_json, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES
 from convstore.store._ops import Head
 
@@ -72,6 +73,9 @@ def new_input_steps(value: Any) -> list[dict[str, Any]]:
     - a content item, or a list of them: one ``user_input`` step holding them;
     - a step, or a list of steps (function results, for instance): those steps.
 
+    Items may be wire JSON, convstore's model objects or the official SDK's objects (``TextContent``,
+    ``FunctionResultStep``, ...).
+
     Raises:
         CodecError: a malformed item, or a list mixing contents and steps (the API refuses that too).
     """
@@ -79,6 +83,7 @@ def new_input_steps(value: Any) -> list[dict[str, Any]]:
         return [{"type": "user_input", "content": [{"type": "text", "text": value}]}]
     if isinstance(value, Mapping) or not isinstance(value, Sequence):
         value = [value]
+    value = [sdk_json(v) if is_sdk_object(v) else v for v in value]  # the official SDK's steps and contents
     items = [codec.encode_step(v) if not isinstance(v, Mapping) and _is_step(v) else v for v in value]
     items = [codec.encode_content(v) if not isinstance(v, Mapping) and _is_content(v) else v for v in items]
     if not items:
@@ -247,8 +252,8 @@ def interaction_from_reply(reply: Any) -> Interaction:
         return reply
     if isinstance(reply, (str, bytes)):
         reply = json.loads(reply)
-    elif not isinstance(reply, Mapping) and hasattr(reply, "model_dump"):
-        reply = reply.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    elif is_sdk_object(reply):
+        reply = sdk_interaction_json(reply)
     if not isinstance(reply, Mapping):
         raise CodecError([("interaction", f"expected an interaction, got {type(reply).__name__}")])
     steps = reply.get("steps", [])
