@@ -218,7 +218,9 @@ def test_record_accepts_plain_dicts_and_refuses_foreign_bodies(store):
     conv.record(body, {"id": "i1", "status": "completed", "steps": [{"type": "model_output", "content": []}]})
     assert [s["type"] for s in conv.history()] == ["user_input", "model_output"]
     with pytest.raises(CodecError, match="history"):
-        conv.record({"model": MODEL, "input": [user("not from here")]}, {"status": "completed", "steps": []})
+        conv.record(
+            {"model": MODEL, "input": [user("not from here")]}, {"status": "completed", "steps": [model("x")]}
+        )
     with pytest.raises(CodecError):
         conv.record(conv.request("x"), {"status": "completed", "steps": [{"no": "type"}]})
 
@@ -239,7 +241,7 @@ def test_record_after_another_writer_moved_the_branch_conflicts(store):
     body = conv.request("hi")
     store.conversation(conv.id).append([user("someone else")])
     with pytest.raises(ConflictError):
-        conv.record(body, {"status": "completed", "steps": []})
+        conv.record(body, {"status": "completed", "steps": [model("x")]})
 
 
 def test_request_validates_its_input_and_overrides(store):

@@ -18,12 +18,8 @@ from typing import Any, Protocol
 
 from convstore import codec
 from convstore.budget import TokenBudget
-from convstore.conversation._request import (
-    RequestBody,
-    build_body,
-    interaction_from_reply,
-    new_input_steps,
-)
+from convstore.conversation import _replies
+from convstore.conversation._request import RequestBody, build_body, new_input_steps
 from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
@@ -109,7 +105,10 @@ class AsyncConversation(store_async.AsyncConversation):
 
         Args:
             body: The create body that was sent (as ``request`` returned it).
-            interaction: The reply: a convstore ``Interaction``, the API's JSON, or the official SDK's object.
+            interaction: The reply: a convstore ``Interaction``, the API's JSON, or the official SDK's object;
+                or, for a streamed call, the stream (the SDK's, consumed here; convstore's client's, consumed
+                or not) or the list of all its events (the SDK's or convstore's), reassembled into exactly
+                what the non-streamed call returns.
 
         Returns:
             The new nodes.
@@ -119,7 +118,7 @@ class AsyncConversation(store_async.AsyncConversation):
                 object has read since); nothing written.
             CodecError: a malformed reply, or a body this branch did not build.
         """
-        reply = interaction_from_reply(interaction)
+        reply = await self._reply_of(interaction)
         new, head, estimated = await self._new_steps_of(body)
         prepared = prepare_wires(
             codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
@@ -133,6 +132,18 @@ class AsyncConversation(store_async.AsyncConversation):
             usage=reply.usage.to_json() if reply.usage is not None else None,
         )
         return await self._append(prepared, exchange, head)
+
+    async def _reply_of(self, reply: Any) -> Interaction:
+        """The interaction of a reply, reading a stream to its end (see ``record``)."""
+        if not _replies.is_interaction_like(reply):
+            if hasattr(reply, "get_final_interaction"):  # convstore's client's stream, consumed or not
+                return _replies.interaction_from_reply(await reply.get_final_interaction())
+            if hasattr(reply, "__aiter__"):  # the SDK's stream
+                events = []
+                async for event in reply:
+                    events.append(event)
+                return _replies.interaction_from_events(events)
+        return _replies.interaction_from_reply(reply)
 
     async def _body(
         self, input: Any, store: bool, overrides: Mapping[str, Any], budget: TokenBudget | None

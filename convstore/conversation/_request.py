@@ -7,7 +7,6 @@ the API keeps none of them between requests, so every body carries them again), 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,8 +14,7 @@ from convstore import codec
 from convstore.errors import CodecError
 from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
-from convstore.model._interaction import Interaction
-from convstore.model._sdk import is_sdk_object, sdk_interaction_json, sdk_json
+from convstore.model._sdk import is_sdk_object, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES
 from convstore.store._ops import Head
 
@@ -24,7 +22,6 @@ __all__ = [
     "REQUEST_FIELDS",
     "RequestBody",
     "build_body",
-    "interaction_from_reply",
     "new_input_steps",
 ]
 
@@ -239,24 +236,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
-
-
-def interaction_from_reply(reply: Any) -> Interaction:
-    """Our ``Interaction`` from a reply given as ours, as API JSON (a dict or its text), or as an object
-    of the official ``google-genai`` SDK (anything with pydantic's ``model_dump``).
-
-    Raises:
-        CodecError: the reply is none of these, or has no ``steps`` list.
-    """
-    if isinstance(reply, Interaction):
-        return reply
-    if isinstance(reply, (str, bytes)):
-        reply = json.loads(reply)
-    elif is_sdk_object(reply):
-        reply = sdk_interaction_json(reply)
-    if not isinstance(reply, Mapping):
-        raise CodecError([("interaction", f"expected an interaction, got {type(reply).__name__}")])
-    steps = reply.get("steps", [])
-    if not isinstance(steps, list):
-        raise CodecError([("interaction.steps", "expected an array")])
-    return Interaction.from_json(reply)
