@@ -396,3 +396,22 @@ def test_what_cannot_be_recorded_whole_is_refused_and_nothing_is_written(store):
     assert conv.exchanges() == []
     conv.record(body, events)  # the whole list is the whole reply
     assert [s["type"] for s in conv.history()] == ["user_input", "thought", "model_output"]
+
+
+def test_events_as_wire_json_unknown_events_and_an_error_event(store):
+    emulator = Emulator()
+    emulator.script(text_reply("one"))
+    conv = store.create_conversation(model=MODEL)
+    body = conv.request("hi")
+    with httpx.Client(transport=emulator.transport()) as http:
+        stream = convstore.InteractionsClient("k", http_client=http).stream(body)
+        wire = [event.raw for event in stream]  # the events' JSON, as the service sent them
+    assert wire[0]["event_type"] == "interaction.created"
+    newer = {"event_type": "interaction.in_progress", "interaction_id": wire[0]["interaction"]["id"]}
+    failed = [*wire[:-1], {"event_type": "error", "error": {"code": "internal", "message": "boom"}}]
+    with pytest.raises(convstore.APIError):
+        conv.record(body, failed)
+    assert conv.history() == []
+    conv.record(body, [newer, *wire[:3], newer, *wire[3:]])  # events of a type nobody knows are skipped
+    assert [s["type"] for s in conv.history()] == ["user_input", "thought", "model_output"]
+    assert conv.history()[-1] == model("one")

@@ -116,7 +116,10 @@ class AsyncConversation(store_async.AsyncConversation):
         Raises:
             ConflictError: the branch moved since the body was built (another writer's turn, even one this
                 object has read since); nothing written.
-            CodecError: a malformed reply, or a body this branch did not build.
+            CodecError: a malformed reply, a reply that cannot be recorded whole (a stream's final
+                interaction, which carries no steps; events missing their start or their end), or a body
+                this branch did not build.
+            APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
         reply = await self._reply_of(interaction)
         new, head, estimated = await self._new_steps_of(body)

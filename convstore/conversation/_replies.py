@@ -147,6 +147,8 @@ def interaction_from_events(events: Sequence[Any]) -> Interaction:
                 if event.reason == "checkpoint":
                     turn.rewind_to_checkpoint()
                 continue
+            if isinstance(event, UnknownEvent):
+                continue  # an event type this version does not know carries nothing to assemble
             if isinstance(event, InteractionCreated):
                 broken = turn.current.interaction_id
                 if broken is not None and broken != event.interaction["id"]:

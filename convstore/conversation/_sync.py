@@ -117,7 +117,10 @@ class Conversation(store_sync.Conversation):
         Raises:
             ConflictError: the branch moved since the body was built (another writer's turn, even one this
                 object has read since); nothing written.
-            CodecError: a malformed reply, or a body this branch did not build.
+            CodecError: a malformed reply, a reply that cannot be recorded whole (a stream's final
+                interaction, which carries no steps; events missing their start or their end), or a body
+                this branch did not build.
+            APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
         reply = self._reply_of(interaction)
         new, head, estimated = self._new_steps_of(body)
