@@ -15,6 +15,7 @@ from convstore.conversation import (
     AsyncStore,
     AsyncTurnStream,
     Conversation,
+    RequestBody,
     Store,
     TurnStream,
 )
@@ -149,6 +150,7 @@ __all__ = [
     "Problem",
     "ProcessingCallStep",
     "ProcessingResultStep",
+    "RequestBody",
     "RetrievalCallStep",
     "RetrievalResultStep",
     "SQLKeyStore",

@@ -33,6 +33,7 @@ from cattrs.errors import (
 from convstore.errors import CodecError
 from convstore.model._base import UNSET, Unset, WireObject, _UnsetType
 from convstore.model._content import KNOWN_CONTENT_TYPES, Content, UnknownContent
+from convstore.model._sdk import is_sdk_object, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES, Step, UnknownStep
 
 __all__ = [
@@ -353,10 +354,12 @@ def dumps(value: Any) -> str:
 
 
 def normalize_step(value: Step | Mapping[str, Any], *, path: str = "") -> dict[str, Any]:
-    """Validate a step given as a model object or as wire JSON, and return its wire JSON.
+    """Validate a step given as a model object, an object of the official SDK or wire JSON, and return its
+    wire JSON.
 
     A mapping is validated by decoding it and then returned as given (as a plain dict), so a field this
-    version does not model is stored exactly as the API sent it.
+    version does not model is stored exactly as the API sent it. An SDK object (``UserInputStep``, ...)
+    becomes the JSON it stands for, its keys in the wire's order (``convstore.model._sdk``).
 
     Raises:
         CodecError: see ``decode_step``.
@@ -367,6 +370,10 @@ def normalize_step(value: Step | Mapping[str, Any], *, path: str = "") -> dict[s
         return wire
     if isinstance(value, (WireObject, UnknownStep)):
         return encode_step(value)
+    if is_sdk_object(value):
+        sdk_wire = sdk_json(value)
+        decode_step(sdk_wire, path=path)
+        return typing.cast(dict[str, Any], sdk_wire)
     raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
 
 

@@ -26,4 +26,5 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     assert "['user_input', 'thought', 'model_output', 'user_input']" in out
     assert "Take an umbrella." in out
     assert "user_input True\nTrue\n" in out  # the token budget example
+    assert "1 True\n" in out  # the SDK's stateful turn chains
     namespace["store"].close()  # type: ignore[attr-defined]

@@ -13,18 +13,13 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from convstore import codec
 from convstore.budget import TokenBudget
-from convstore.conversation._request import (
-    InputSteps,
-    build_body,
-    interaction_from_reply,
-    new_input_steps,
-)
+from convstore.conversation import _replies
+from convstore.conversation._request import RequestBody, build_body, new_input_steps
 from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
@@ -46,84 +41,88 @@ class _Streams(Protocol):
 class AsyncConversation(store_async.AsyncConversation):
     """One branch of a conversation, with the calls that talk to the API (see ``convstore.store``)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Bodies built here: id of the input list -> (a weak reference to that list, how many of its steps
-        # were history, the estimated input tokens of the body). An entry goes when its list is freed.
-        self._requests: dict[int, tuple[weakref.ref[InputSteps], int, int | None]] = {}
-
     async def request(
-        self, input: Any, *, budget: TokenBudget | None = None, **overrides: Any
-    ) -> dict[str, Any]:
+        self,
+        input: Any,
+        *,
+        store: bool = False,
+        budget: TokenBudget | None = None,
+        **overrides: Any,
+    ) -> RequestBody:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
 
         Args:
             input: A string, a content item or list of them (one ``user_input``), or a step or list of
                 steps (``function_result`` steps answering the model's calls, say).
+            store: As for ``send``: True builds a stateful body, chained on the branch head's stored
+                interaction with ``previous_interaction_id`` (input = the new steps only) while the head
+                is one, replaying the history with ``store: true`` otherwise.
             budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
                 and the new input always go.
             **overrides: Request settings for this call only (``model``, ``generation_config``,
-                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one.
+                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one. A mapping
+                over the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only
+                the keys it names; a key set to None removes that key.
 
         Returns:
-            A JSON-ready dict that ``InteractionsClient.create`` and the official SDK's
-            ``client.interactions.create(**body)`` both accept. Pass it to ``record`` with the reply.
+            A ``RequestBody``: a JSON-ready dict that ``InteractionsClient.create`` and the official SDK's
+            ``client.interactions.create(**body)`` both accept, which remembers the branch head it was built
+            on. Pass it to ``record`` with the reply.
 
         Raises:
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
-        return await self._body(input, False, overrides, budget)
+        return await self._body(input, store, overrides, budget)
 
-    def _remember(self, body: dict[str, Any], history_length: int, estimated: int | None) -> None:
-        steps: InputSteps = body["input"]
-        key = id(steps)
-        requests = self._requests
-
-        def forget(ref: weakref.ref[InputSteps]) -> None:
-            if requests.get(key, (None,))[0] is ref:
-                del requests[key]
-
-        if len(requests) >= 16:
-            requests.pop(next(iter(requests)))
-        requests[key] = (weakref.ref(steps, forget), history_length, estimated)
-
-    async def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], int | None]:
-        """The steps of ``body["input"]`` that the branch does not hold yet, and the body's estimated cost."""
+    async def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], _ops.Head, int | None]:
+        """The steps of ``body["input"]`` that the branch does not hold yet, the head they go after, and the
+        body's estimated input tokens."""
+        if isinstance(body, RequestBody):
+            if body.conversation_id != self.id or body.branch != self._branch:
+                raise CodecError(
+                    [("body", f"built for conversation {body.conversation_id!r}, branch {body.branch!r}")]
+                )
+            sent = body.get("input")
+            if not isinstance(sent, list) or len(sent) < body.history_length:
+                raise CodecError([("input", "shorter than the history request() put in it")])
+            return sent[body.history_length :], body._head, body.estimated_input_tokens
+        # A body this conversation did not build (a copy, say): its input must extend the branch as it is.
         sent = body.get("input")
         if not isinstance(sent, list):
-            return new_input_steps(sent), None
-        remembered = self._requests.pop(id(sent), None)
-        if remembered is not None:
-            ref, history_length, estimated = remembered
-            kept = ref()
-            if kept is not None and kept is sent:
-                return kept[history_length:], estimated
+            return new_input_steps(sent), self._head, None
         if body.get("previous_interaction_id") is not None:
-            return sent, None
+            return sent, self._head, None
         history = await self.history()
         if sent[: len(history)] != history:
             raise CodecError(
                 [("input", "does not start with this branch's history: record the body request() returned")]
             )
-        return sent[len(history) :], None
+        return sent[len(history) :], self._head, None
 
     async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
 
         Args:
             body: The create body that was sent (as ``request`` returned it).
-            interaction: The reply: a convstore ``Interaction``, the API's JSON, or the official SDK's object.
+            interaction: The reply: a convstore ``Interaction``, the API's JSON, or the official SDK's object;
+                or, for a streamed call, the stream (the SDK's, consumed here; convstore's client's, consumed
+                or not) or the list of all its events (the SDK's or convstore's), reassembled into exactly
+                what the non-streamed call returns.
 
         Returns:
             The new nodes.
 
         Raises:
-            ConflictError: the branch moved since the body was built; nothing written.
-            CodecError: a malformed reply, or a body this branch did not build.
+            ConflictError: the branch moved since the body was built (another writer's turn, even one this
+                object has read since); nothing written.
+            CodecError: a malformed reply, a reply that cannot be recorded whole (a stream's final
+                interaction, which carries no steps; events missing their start or their end), or a body
+                this branch did not build.
+            APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
-        reply = interaction_from_reply(interaction)
-        new, estimated = await self._new_steps_of(body)
+        reply = await self._reply_of(interaction)
+        new, head, estimated = await self._new_steps_of(body)
         prepared = prepare_wires(
             codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
         )
@@ -135,11 +134,23 @@ class AsyncConversation(store_async.AsyncConversation):
             status=reply.status,
             usage=reply.usage.to_json() if reply.usage is not None else None,
         )
-        return await self._append(prepared, exchange)
+        return await self._append(prepared, exchange, head)
+
+    async def _reply_of(self, reply: Any) -> Interaction:
+        """The interaction of a reply, reading a stream to its end (see ``record``)."""
+        if not _replies.is_interaction_like(reply):
+            if hasattr(reply, "get_final_interaction"):  # convstore's client's stream, consumed or not
+                return _replies.interaction_from_reply(await reply.get_final_interaction())
+            if hasattr(reply, "__aiter__"):  # the SDK's stream
+                events = []
+                async for event in reply:
+                    events.append(event)
+                return _replies.interaction_from_events(events)
+        return _replies.interaction_from_reply(reply)
 
     async def _body(
         self, input: Any, store: bool, overrides: Mapping[str, Any], budget: TokenBudget | None
-    ) -> dict[str, Any]:
+    ) -> RequestBody:
         new = new_input_steps(input)
         counter = budget.counter if budget is not None and budget.counter is not None else self._store.counter
         fixed = settings_tokens(self._info, counter) + sum(counter.count_step(step) for step in new)
@@ -148,8 +159,7 @@ class AsyncConversation(store_async.AsyncConversation):
             chain = await self._chain_from()
             if chain is not None:
                 body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
-                self._remember(body, 0, None)
-                return body
+                return self._built(body, 0, None)
         if budget is None:
             history_text = await self.history_json()
             history_tokens = self._head.total_tokens
@@ -160,8 +170,18 @@ class AsyncConversation(store_async.AsyncConversation):
             history_tokens = window.history_tokens
         history = json.loads(history_text)
         body = build_body(self._info, [*history, *new], overrides, store=store)
-        self._remember(body, len(history), fixed + history_tokens)
-        return body
+        return self._built(body, len(history), fixed + history_tokens)
+
+    def _built(self, body: dict[str, Any], history_length: int, estimated: int | None) -> RequestBody:
+        """``body`` as built on the head this object just read."""
+        return RequestBody(
+            body,
+            conversation_id=self.id,
+            branch=self._branch,
+            head=self._head,
+            history_length=history_length,
+            estimated_input_tokens=estimated,
+        )
 
     async def _chain_from(self) -> str | None:
         """The stored interaction the branch head came from, if the next turn can chain on it.
@@ -237,7 +257,7 @@ class AsyncConversation(store_async.AsyncConversation):
 class AsyncTurnStream:
     """The events of one streamed turn; the turn is written to the branch once the stream completes."""
 
-    def __init__(self, conversation: AsyncConversation, body: dict[str, Any], stream: Any) -> None:
+    def __init__(self, conversation: AsyncConversation, body: RequestBody, stream: Any) -> None:
         self._conversation = conversation
         self._body = body
         self._stream = stream

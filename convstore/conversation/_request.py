@@ -7,7 +7,6 @@ the API keeps none of them between requests, so every body carries them again), 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,14 +14,14 @@ from convstore import codec
 from convstore.errors import CodecError
 from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
-from convstore.model._interaction import Interaction
+from convstore.model._sdk import is_sdk_object, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES
+from convstore.store._ops import Head
 
 __all__ = [
     "REQUEST_FIELDS",
-    "InputSteps",
+    "RequestBody",
     "build_body",
-    "interaction_from_reply",
     "new_input_steps",
 ]
 
@@ -71,6 +70,9 @@ def new_input_steps(value: Any) -> list[dict[str, Any]]:
     - a content item, or a list of them: one ``user_input`` step holding them;
     - a step, or a list of steps (function results, for instance): those steps.
 
+    Items may be wire JSON, convstore's model objects or the official SDK's objects (``TextContent``,
+    ``FunctionResultStep``, ...).
+
     Raises:
         CodecError: a malformed item, or a list mixing contents and steps (the API refuses that too).
     """
@@ -78,6 +80,7 @@ def new_input_steps(value: Any) -> list[dict[str, Any]]:
         return [{"type": "user_input", "content": [{"type": "text", "text": value}]}]
     if isinstance(value, Mapping) or not isinstance(value, Sequence):
         value = [value]
+    value = [sdk_json(v) if is_sdk_object(v) else v for v in value]  # the official SDK's steps and contents
     items = [codec.encode_step(v) if not isinstance(v, Mapping) and _is_step(v) else v for v in value]
     items = [codec.encode_content(v) if not isinstance(v, Mapping) and _is_content(v) else v for v in items]
     if not items:
@@ -129,7 +132,9 @@ def build_body(
     Args:
         info: The conversation's settings.
         input_steps: The full ``input``: replayed history and the new steps.
-        overrides: Per-request settings; a value of None removes the conversation's setting.
+        overrides: Per-request settings. A value replaces the conversation's setting, except that a
+            mapping laid over a mapping (``generation_config``) changes only the keys it names, a key set
+            to None removing that key; a value of None removes the setting whole.
         store: The API's ``store`` flag (False: stateless, the API keeps nothing).
         previous_interaction_id: Chain on a stored interaction instead of replaying (``store`` must be True).
 
@@ -144,13 +149,14 @@ def build_body(
             "(input, store, stream and continuation are set by convstore)"
         )
     body: dict[str, Any] = {}
-    settings = {
+    settings: dict[str, Any] = {
         "model": info.model,
         "system_instruction": info.system_instruction,
         "generation_config": info.generation_config,
         "tools": info.tools,
-        **overrides,
     }
+    for key, value in overrides.items():
+        settings[key] = _overlay(settings.get(key), value)
     for key, value in settings.items():
         if value is not None:
             body[key] = _plain(value)
@@ -159,19 +165,68 @@ def build_body(
     body["store"] = store
     if previous_interaction_id is not None:
         body["previous_interaction_id"] = previous_interaction_id
-    body["input"] = InputSteps(input_steps)
+    body["input"] = input_steps
     return body
 
 
-class InputSteps(list[Any]):
-    """The ``input`` list of a body ``request()`` built: a plain list that can be referenced weakly.
+class RequestBody(dict[str, Any]):
+    """A create body built by a conversation: a plain ``dict`` to everything that sends it (the official
+    SDK's ``client.interactions.create(**body)``, ``json.dumps``, ``InteractionsClient.create``), which also
+    knows where it was built.
 
-    ``record()`` recognises the bodies its conversation built by this list's identity, to know which of its
-    steps were history without reading the branch again. The conversation holds it weakly: a body the
-    caller dropped is freed, however long the history it carried.
+    ``record(body, reply)`` writes the steps of ``input`` after its ``history_length`` history steps, and
+    only if the branch is still at the head the body was built on: a reply the model produced without
+    seeing another writer's turn is never stored after that turn, whatever the conversation read since.
+    A copy (``dict(body)``, ``{**body}``) is a plain dict again; ``record`` then checks it against the
+    branch's history instead.
+
+    Attributes:
+        conversation_id: The conversation it was built for.
+        branch: The branch it was built for.
+        history_length: How many leading steps of ``input`` are the branch's history (0 for a body that
+            chains on ``previous_interaction_id``).
+        estimated_input_tokens: The estimated tokens of the body's input, stored with the exchange.
     """
 
-    __slots__ = ("__weakref__",)
+    def __init__(
+        self,
+        fields: Mapping[str, Any],
+        *,
+        conversation_id: str,
+        branch: str,
+        head: Head,
+        history_length: int,
+        estimated_input_tokens: int | None = None,
+    ) -> None:
+        super().__init__(fields)
+        self.conversation_id = conversation_id
+        self.branch = branch
+        self.history_length = history_length
+        self.estimated_input_tokens = estimated_input_tokens
+        self._head = head
+
+    @property
+    def head_id(self) -> str | None:
+        """The branch head the body was built on (None: the branch was empty)."""
+        return self._head.node_id
+
+
+def _overlay(setting: Any, override: Any) -> Any:
+    """A per-request override laid over the conversation's setting.
+
+    A mapping over a mapping changes the keys it names and keeps the others (one level deep: a nested
+    value is replaced whole); a key set to None removes that key, and a mapping left empty is no setting.
+    Anything else replaces the setting; None removes it.
+    """
+    if not isinstance(override, Mapping):
+        return override
+    merged = dict(setting) if isinstance(setting, Mapping) else {}
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged or None
 
 
 def _plain(value: Any) -> Any:
@@ -181,24 +236,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
-
-
-def interaction_from_reply(reply: Any) -> Interaction:
-    """Our ``Interaction`` from a reply given as ours, as API JSON (a dict or its text), or as an object
-    of the official ``google-genai`` SDK (anything with pydantic's ``model_dump``).
-
-    Raises:
-        CodecError: the reply is none of these, or has no ``steps`` list.
-    """
-    if isinstance(reply, Interaction):
-        return reply
-    if isinstance(reply, (str, bytes)):
-        reply = json.loads(reply)
-    elif not isinstance(reply, Mapping) and hasattr(reply, "model_dump"):
-        reply = reply.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    if not isinstance(reply, Mapping):
-        raise CodecError([("interaction", f"expected an interaction, got {type(reply).__name__}")])
-    steps = reply.get("steps", [])
-    if not isinstance(steps, list):
-        raise CodecError([("interaction.steps", "expected an array")])
-    return Interaction.from_json(reply)

@@ -553,14 +553,19 @@ class AsyncConversation:
         return await self._append(prepare_exchange(steps, self._store.counter, self._store.redact), None)
 
     async def _append(
-        self, prepared: list[tuple[str, str, int]], exchange: Mapping[str, Any] | None
+        self,
+        prepared: list[tuple[str, str, int]],
+        exchange: Mapping[str, Any] | None,
+        head: _ops.Head | None = None,
     ) -> list[Node]:
+        """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
+        before = self._head if head is None else head
         nodes = await self._store._run(
-            _ops.append(self.id, self._branch, self._head, prepared, utcnow(), exchange, self._cipher),
+            _ops.append(self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher),
             write=True,
         )
         last = nodes[-1]
-        before, self._head = self._head, _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+        self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id:
             self._replay = replay.extended(self._head, [text for _, text, _ in prepared])

@@ -15,6 +15,7 @@ from convstore._ids import is_id, new_id
 from convstore.budget import TokenCounter
 from convstore.errors import CodecError, InvalidExchangeError
 from convstore.model import ConversationInfo, Step
+from convstore.model._sdk import is_sdk_object
 
 if TYPE_CHECKING:
     from convstore.store._ops import Window
@@ -147,7 +148,7 @@ def prepare_exchange(
         InvalidExchangeError: ``steps`` is a single step rather than a list of them, or is empty.
         CodecError: a step is malformed; the paths name each problem (``steps[1].content[0].text``).
     """
-    if isinstance(steps, (Mapping, str, bytes)) or not isinstance(steps, Iterable):
+    if isinstance(steps, (Mapping, str, bytes)) or not isinstance(steps, Iterable) or is_sdk_object(steps):
         raise InvalidExchangeError(
             f"append takes a list of steps (one exchange), not a {type(steps).__name__}; wrap a single step "
             "in a list"
