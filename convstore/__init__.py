@@ -8,7 +8,13 @@ This module is the public surface; everything not listed in ``__all__`` is priva
 """
 
 from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
-from convstore.client import AsyncInteractionsClient, InteractionsClient, Stream
+from convstore.client import (
+    AsyncGenAIClient,
+    AsyncInteractionsClient,
+    GenAIClient,
+    InteractionsClient,
+    Stream,
+)
 from convstore.codec import decode_content, decode_step, encode_content, encode_step, make_converter
 from convstore.conversation import (
     AsyncConversation,
@@ -96,6 +102,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "AsyncConversation",
+    "AsyncGenAIClient",
     "AsyncInteractionsClient",
     "AsyncStore",
     "AsyncTurnStream",
@@ -125,6 +132,7 @@ __all__ = [
     "FileSearchResultStep",
     "FunctionCallStep",
     "FunctionResultStep",
+    "GenAIClient",
     "GoogleMapsCallStep",
     "GoogleMapsResultStep",
     "GoogleSearchCallStep",
