@@ -109,7 +109,9 @@ def sdk_call(request: httpx.Request) -> SDKCall:
             raise ValueError("a create request's body must be a JSON object")
         return SDKCall(method="create", kwargs={**body, "automatic_continuation": False})
     if request.method == "GET":
-        interaction_id = unquote(request.url.path.rsplit("/", 1)[-1])
+        # The raw path: an id holding a "/" is sent escaped, and the decoded path would split it.
+        raw_path = request.url.raw_path.decode("ascii").split("?", 1)[0]
+        interaction_id = unquote(raw_path.rsplit("/", 1)[-1])
         kwargs: dict[str, Any] = {"stream": request.url.params.get("stream") == "true"}
         last_event_id = request.url.params.get("last_event_id")
         if last_event_id:
