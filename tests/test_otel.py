@@ -21,35 +21,17 @@ MODEL = "gemini-3-flash-preview"
 CONTENT = ("gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions")
 
 
-class Switchable(SimpleSpanProcessor):
-    """Exports only while this module's tests run: the global provider outlives them."""
-
-    enabled = True
-
-    def on_end(self, span):
-        if self.enabled:
-            super().on_end(span)
-
-
-@pytest.fixture(scope="module")
-def _provider():
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, sdk_trace.TracerProvider):
-        provider = sdk_trace.TracerProvider()
-        trace.set_tracer_provider(provider)  # once per process: OpenTelemetry refuses a second one
-    exporter = InMemorySpanExporter()
-    processor = Switchable(exporter)
-    provider.add_span_processor(processor)
-    yield exporter
-    processor.enabled = False
-    exporter.clear()
-
-
 @pytest.fixture
-def spans(_provider, monkeypatch):
+def spans(monkeypatch):
+    """The spans convstore makes, from a provider of this test's own: the global one is the app's (the
+    README sets it), and OpenTelemetry lets it be set once."""
+    exporter = InMemorySpanExporter()
+    provider = sdk_trace.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
     monkeypatch.delenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", raising=False)
-    _provider.clear()
-    return _provider
+    yield exporter
+    provider.shutdown()
 
 
 def by_name(finished):
