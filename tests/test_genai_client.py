@@ -25,6 +25,8 @@ from convstore.testing import (
     continuation_reply,
     error_reply,
     function_call_reply,
+    rate_limited,
+    stream_error_reply,
     text_reply,
 )
 
@@ -146,6 +148,15 @@ def stateless(conv, client, emulator):
     return [[reply.text for reply in replies], consume(turn)]
 
 
+def budget(conv, client, emulator):
+    limit = convstore.TokenBudget(max_input_tokens=160, policy="sliding")
+    for i in range(5):
+        conv.send(f"Question {i}: tell me something about the number {i}.", client=client, budget=limit)
+    sent = [len(r.body["input"]) for r in emulator.requests]
+    assert sent[-1] < len(conv.history()) - 3, "the budget cut nothing"
+    return sent
+
+
 SCENARIOS: dict[str, tuple[dict[str, Any], Callable[..., list[Any]]]] = {
     "plain": ({}, plain),
     "thinking": ({}, thinking),
@@ -159,6 +170,7 @@ SCENARIOS: dict[str, tuple[dict[str, Any], Callable[..., list[Any]]]] = {
     "streaming": ({}, streaming),
     "stateful": ({}, stateful),
     "stateless": ({}, stateless),
+    "budget": ({}, budget),
 }
 
 
@@ -248,8 +260,6 @@ def test_an_sdk_error_is_convstores_api_error_and_nothing_is_written(store, flav
 
 
 def test_a_stream_error_event_through_the_sdk_is_an_api_error(store, flavour, portal):
-    from convstore.testing import stream_error_reply  # noqa: PLC0415
-
     emulator = Emulator()
     emulator.script(stream_error_reply(code=500, message="Internal error."))
     with client_of("sdk", emulator, flavour, portal) as client:
@@ -282,3 +292,16 @@ def test_no_answer_through_the_sdk_is_an_api_connection_error(store, flavour, po
             portal.call(sdk.aio.aclose())
         sdk.close()
     assert conv.history() == []
+
+
+def test_the_sdk_retries_what_the_service_allows_to_retry():
+    emulator = Emulator()
+    emulator.script(rate_limited(0.01))
+    with EmulatorServer(emulator) as server:
+        sdk = sdk_for(server)
+        try:
+            reply = convstore.GenAIClient(sdk).create({"model": MODEL, "store": False, "input": "Hi"})
+        finally:
+            sdk.close()
+    assert reply.text == "Echo: Hi"
+    assert [r.path for r in emulator.requests] == ["/v1beta/interactions"] * 2
