@@ -61,12 +61,9 @@ _send_span: ContextVar[Any] = ContextVar("convstore_send_span", default=None)
 
 
 def _version() -> str:
-    from importlib import metadata  # noqa: PLC0415 -- only when tracing
+    from convstore import __version__  # noqa: PLC0415 -- convstore imports this module first
 
-    try:
-        return metadata.version("convstore")
-    except metadata.PackageNotFoundError:  # a source tree that was never installed
-        return "0+unknown"
+    return __version__
 
 
 def _capture_content() -> bool:

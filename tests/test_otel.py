@@ -45,6 +45,10 @@ def test_send_is_a_chat_span_with_the_conversation_the_model_and_the_usage(store
     named = by_name(spans)
     chat, record = named[f"chat {MODEL}"], named[f"record {MODEL}"]
     assert chat.kind == trace.SpanKind.CLIENT
+    assert (chat.instrumentation_scope.name, chat.instrumentation_scope.version) == (
+        "convstore",
+        convstore.__version__,
+    )
     assert record.kind == trace.SpanKind.INTERNAL
     assert record.parent.span_id == chat.context.span_id
     assert dict(chat.attributes) == {
