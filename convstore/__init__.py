@@ -8,7 +8,13 @@ This module is the public surface; everything not listed in ``__all__`` is priva
 """
 
 from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
-from convstore.client import AsyncInteractionsClient, InteractionsClient, Stream
+from convstore.client import (
+    AsyncGenAIClient,
+    AsyncInteractionsClient,
+    GenAIClient,
+    InteractionsClient,
+    Stream,
+)
 from convstore.codec import decode_content, decode_step, encode_content, encode_step, make_converter
 from convstore.conversation import (
     AsyncConversation,
@@ -97,6 +103,7 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "AsyncConversation",
+    "AsyncGenAIClient",
     "AsyncInteractionsClient",
     "AsyncStore",
     "AsyncTurnStream",
@@ -126,6 +133,7 @@ __all__ = [
     "FileSearchResultStep",
     "FunctionCallStep",
     "FunctionResultStep",
+    "GenAIClient",
     "GoogleMapsCallStep",
     "GoogleMapsResultStep",
     "GoogleSearchCallStep",

@@ -78,6 +78,30 @@ PAIRS["conversation"] = (
         (r"\bAsyncInteractionsClient\b", "InteractionsClient"),
     ],
 )
+# The google-genai adapter: the same executor with the SDK sending.
+PAIRS["genai"] = (
+    "convstore/client/_genai_async.py",
+    "convstore/client/_genai_sync.py",
+    [
+        (r"\bAsyncGenAIClient\b", "GenAIClient"),
+        (r"\bAsyncInteractionsClient\b", "InteractionsClient"),
+        (r"\bAsyncStream\b", "Stream"),
+        (r"\b_AsyncBody\b", "_SyncBody"),
+        (r"\bhttpx\.AsyncByteStream\b", "httpx.SyncByteStream"),
+        (r"from convstore\.client\._async import", "from convstore.client._sync import"),
+        (
+            r"async for chunk in self\._response\.aiter_bytes\(\):\n\s+yield chunk",
+            "yield from self._response.iter_bytes()",
+        ),
+        (r"genai\.Client \| genai\.client\.AsyncClient", "genai.Client"),
+        (
+            r"A ``genai\.Client`` \(its ``\.aio`` is used\) or ``genai\.Client\(\)\.aio``",
+            "A ``genai.Client``",
+        ),
+        (r"\basynchronous=True\b", "asynchronous=False"),
+        (r"\baiter_bytes\b", "iter_bytes"),
+    ],
+)
 SKIP: set[str] = set()
 
 

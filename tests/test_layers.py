@@ -59,7 +59,7 @@ def test_the_store_and_the_client_do_not_know_each_other():
         assert "store" not in _imports(path)
 
 
-@pytest.mark.parametrize("pair", ["client", "store", "conversation"])
+@pytest.mark.parametrize("pair", ["client", "store", "conversation", "genai"])
 def test_every_sync_module_is_generated_from_its_async_twin(pair):
     unasync = runpy.run_path(str(PACKAGE.parent / "scripts" / "unasync.py"))
     _, target, _ = unasync["PAIRS"][pair]

@@ -18,6 +18,7 @@ def test_the_readme_has_examples():
 
 def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     pytest.importorskip("google.genai")
+    pytest.importorskip("opentelemetry.sdk")
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "readme"}
     for block in python_blocks():
@@ -27,4 +28,11 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     assert "Take an umbrella." in out
     assert "user_input True\nTrue\n" in out  # the token budget example
     assert "1 True\n" in out  # the SDK's stateful turn chains
+    # The google-genai SDK doing the HTTP, every example of the API guide.
+    assert "Echo: Tell me a short joke about programming.\n['thought', 'model_output']\n" in out
+    assert "Echo: Describe the image.\nEcho: Explain quantum entanglement in simple terms.\n" in out
+    assert "6 [True, True]\n6 [False, False]\n" in out
+    # OpenTelemetry: the README set the process's tracer provider; it records nothing after this test.
+    assert "record gemini-3-flash-preview True True\nchat gemini-3-flash-preview True True\n" in out
+    namespace["provider"].shutdown()  # type: ignore[attr-defined]
     namespace["store"].close()  # type: ignore[attr-defined]

@@ -2,8 +2,9 @@
 
 ``InteractionsClient`` / ``AsyncInteractionsClient`` send ``POST /interactions`` (``create`` or ``stream``),
 retry what the service allows to retry, follow ``requires_continuation`` hops and merge them, and resume a
-broken stream. The pure pieces (SSE decoding, typed events, reassembly) are public too, for use with
-another transport.
+broken stream. ``GenAIClient`` / ``AsyncGenAIClient`` do the same with the official google-genai SDK
+sending each request (an optional dependency, imported when one is made). The pure pieces (SSE decoding,
+typed events, reassembly) are public too, for use with another transport.
 
 The client knows nothing of the store; ``convstore.conversation`` joins the two.
 """
@@ -23,6 +24,8 @@ from convstore.client._events import (
     UnknownEvent,
     parse_event,
 )
+from convstore.client._genai_async import AsyncGenAIClient
+from convstore.client._genai_sync import GenAIClient
 from convstore.client._http import DEFAULT_API_REVISION, DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from convstore.client._sse import ServerSentEvent, SSEDecoder
 from convstore.client._stream import HopAssembler, TurnAssembler
@@ -32,10 +35,12 @@ __all__ = [
     "DEFAULT_API_REVISION",
     "DEFAULT_API_VERSION",
     "DEFAULT_BASE_URL",
+    "AsyncGenAIClient",
     "AsyncInteractionsClient",
     "AsyncStream",
     "ErrorEvent",
     "EventDecoder",
+    "GenAIClient",
     "HopAssembler",
     "InteractionCompleted",
     "InteractionCreated",

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -30,6 +30,12 @@ from convstore.model._interaction import Interaction
 __all__ = ["AsyncInteractionsClient", "AsyncStream"]
 
 logger = logging.getLogger("convstore.client")
+
+
+class _Sends(Protocol):
+    """What a stream needs of its client: send a request, get the 2xx response (``GenAIClient`` too)."""
+
+    async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response: ...
 
 
 class AsyncInteractionsClient:
@@ -182,7 +188,7 @@ class AsyncStream:
         interaction: The final interaction, or ``None`` until the stream is exhausted.
     """
 
-    def __init__(self, client: AsyncInteractionsClient, call: StreamCall) -> None:
+    def __init__(self, client: _Sends, call: StreamCall) -> None:
         self._client = client
         self._call = call
         self._events = self._iterate()

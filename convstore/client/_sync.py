@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -31,6 +31,12 @@ from convstore.model._interaction import Interaction
 __all__ = ["InteractionsClient", "Stream"]
 
 logger = logging.getLogger("convstore.client")
+
+
+class _Sends(Protocol):
+    """What a stream needs of its client: send a request, get the 2xx response (``GenAIClient`` too)."""
+
+    def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response: ...
 
 
 class InteractionsClient:
@@ -183,7 +189,7 @@ class Stream:
         interaction: The final interaction, or ``None`` until the stream is exhausted.
     """
 
-    def __init__(self, client: InteractionsClient, call: StreamCall) -> None:
+    def __init__(self, client: _Sends, call: StreamCall) -> None:
         self._client = client
         self._call = call
         self._events = self._iterate()

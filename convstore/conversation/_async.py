@@ -16,7 +16,7 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
-from convstore import codec
+from convstore import _otel, codec
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
@@ -100,6 +100,7 @@ class AsyncConversation(store_async.AsyncConversation):
             )
         return sent[len(history) :], self._head, None
 
+    @_otel.traced_record
     async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
 
@@ -192,6 +193,7 @@ class AsyncConversation(store_async.AsyncConversation):
         await self.refresh()
         return await self._store._run(_ops.chain_point(self.id, self._head))
 
+    @_otel.traced_send
     async def send(
         self,
         input: Any,
@@ -264,6 +266,7 @@ class AsyncTurnStream:
         self.interaction: Interaction | None = None
         self.nodes: list[Node] | None = None
 
+    @_otel.traced_stream
     async def __aiter__(self) -> AsyncIterator[Any]:
         async with self._stream as events:
             async for event in events:

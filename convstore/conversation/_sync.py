@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-from convstore import codec
+from convstore import _otel, codec
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
@@ -101,6 +101,7 @@ class Conversation(store_sync.Conversation):
             )
         return sent[len(history) :], self._head, None
 
+    @_otel.traced_record
     def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
 
@@ -193,6 +194,7 @@ class Conversation(store_sync.Conversation):
         self.refresh()
         return self._store._run(_ops.chain_point(self.id, self._head))
 
+    @_otel.traced_send
     def send(
         self,
         input: Any,
@@ -265,6 +267,7 @@ class TurnStream:
         self.interaction: Interaction | None = None
         self.nodes: list[Node] | None = None
 
+    @_otel.traced_stream
     def __iter__(self) -> Iterator[Any]:
         with self._stream as events:
             yield from events
