@@ -26,4 +26,5 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     assert "['user_input', 'thought', 'model_output', 'user_input']" in out
     assert "Take an umbrella." in out
     assert "user_input True\nTrue\n" in out  # the token budget example
+    assert "20 40\n" in out  # one engine, many users
     namespace["store"].close()  # type: ignore[attr-defined]
