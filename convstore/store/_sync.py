@@ -398,8 +398,10 @@ class Store:
     def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.
 
-        Without a keyring, encrypted conversations are listed with their settings withheld
-        (``ConversationInfo.withheld``); opening one raises ``KeyringRequiredError``.
+        Every conversation is listed, readable or not. An encrypted one the store cannot read (no keyring,
+        its data key shredded or wrapped by a key the keyring lacks, a wrong key, an altered row) comes
+        with its settings withheld and ``ConversationInfo.unreadable`` saying why; opening it raises the
+        matching ``EncryptionError``.
 
         Args:
             limit: Page size (1 to 1000).
@@ -408,13 +410,17 @@ class Store:
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
-        items = [
-            _ops.withheld_info(row)
-            if row.encryption is not None and self.keyring is None
-            else _ops.info_from_row(row, self._cipher(row.id, row.encryption))
-            for row in rows
-        ]
+        items = [self._listed(row) for row in rows]
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
+
+    def _listed(self, row: Any) -> ConversationInfo:
+        """The record of a listed row: one broken key withholds its own conversation's settings only."""
+        if row.encryption is None:
+            return _ops.info_from_row(row)
+        try:
+            return _ops.info_from_row(row, self._cipher(row.id, row.encryption))
+        except EncryptionError as error:
+            return _ops.withheld_info(row, _ops.unreadable(error))
 
     def iter_conversations(self, *, page_size: int = 200) -> Iterator[ConversationInfo]:
         """Every conversation, newest first, fetched a page at a time."""
