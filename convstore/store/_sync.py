@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,7 +33,7 @@ from convstore.errors import (
     NodeNotFoundError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops
+from convstore.store import _check, _keys, _migrate, _ops, _transfer
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import Op, adopt_engine, is_engine, make_engine, run
 from convstore.store._keys import KeyStore
@@ -53,6 +53,7 @@ from convstore.store._prepare import (
     valid_id,
     window_json,
 )
+from convstore.store._transfer import ConversationDump
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -431,6 +432,94 @@ class Store:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
+
+    def export_conversation(self, conversation_id: str, *, plaintext: bool = False) -> ConversationDump:
+        """Every row of one conversation, ids kept, for ``import_conversation`` into any store.
+
+        An encrypted conversation is exported sealed: its ciphertexts as stored and its wrapped data key
+        (which names the application key that wrapped it). Only a store whose keyring holds that key can
+        read it; exporting it needs no keyring.
+
+        Args:
+            plaintext: Decrypt an encrypted conversation and export its content in clear, as a plaintext
+                conversation: whoever holds the export can then read it, and it imports unencrypted. Needs
+                the keyring. Plaintext conversations are exported the same either way.
+
+        Raises:
+            ConversationNotFoundError: no such conversation (of this store's owner).
+            DataKeyNotFoundError: the conversation is encrypted and its data key is gone (shredded).
+            KeyringRequiredError, KeyNotFoundError, DecryptionError: ``plaintext`` and the key cannot be
+                had.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        encryption = self._run(_ops.visible(conversation_id, self.owner))
+        if encryption is not None and plaintext:
+            cipher = self._cipher(conversation_id, encryption)
+            return self._run(_transfer.export_ops(conversation_id, owner=self.owner, cipher=cipher))
+        inline = encryption is not None and self.key_store is None
+        dump = self._run(_transfer.export_ops(conversation_id, owner=self.owner, inline_key=inline))
+        if dump.sealed and self.key_store is not None:
+            wrapped = call(self.key_store.get_key, conversation_id)
+            if wrapped is None:
+                raise DataKeyNotFoundError(conversation_id)
+            dump = attrs.evolve(dump, key=wrapped)
+        return dump
+
+    def import_conversation(
+        self,
+        dump: ConversationDump,
+        *,
+        skip_existing: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Write an exported conversation with its ids, in one transaction, all or nothing.
+
+        A sealed (encrypted) conversation needs, with a keyring, the application key that wrapped its data
+        key: every sealed value is checked to open before anything is written, and its data key is
+        re-wrapped by the active key when another one wrapped it, then kept in this store's key store. A
+        store without a keyring imports it as it is, unread (it could not open it either).
+
+        Args:
+            dump: From ``export_conversation``, or read from an export file.
+            skip_existing: When the id is in this store already, write nothing and return False.
+            progress: Called with the number of rows written after each batch.
+
+        Returns:
+            True when written, False when skipped.
+
+        Raises:
+            ConversationExistsError: the id is in this store already (and not ``skip_existing``).
+            TransferFormatError: the dump breaks a rule of the tree.
+            KeyNotFoundError, DecryptionError: the keyring cannot open the sealed conversation (nothing is
+                written).
+            ValueError: the conversation belongs to another owner than this store's.
+        """
+        if self.owner is not None and dump.conversation.get("owner") != self.owner:
+            raise ValueError(f"conversation {dump.id!r} belongs to another owner than this store's")
+        _transfer.check_dump(dump)
+        wrapped = dump.key
+        if dump.sealed and wrapped is not None and self.keyring is not None:
+            _transfer.open_sealed(dump, self.keyring.cipher(dump.id, wrapped))
+            wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
+        if not dump.sealed or wrapped is None or self.key_store is None:
+            op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
+            return self._run(op, write=True)
+        # A key store of its own: the key first, then the rows (as create_conversation does); never over
+        # the key of a conversation this store holds already.
+        if self._run(_transfer.conversation_exists(dump.id)):
+            if skip_existing:
+                return False
+            raise _transfer.ConversationExistsError(dump.id)
+        call(self.key_store.put_key, dump.id, wrapped)
+        try:
+            op = _transfer.import_ops(dump, skip_existing=False, progress=progress)
+            return self._run(op, write=True)
+        except BaseException:
+            call(self.key_store.delete_key, dump.id)
+            raise
 
     def purge(self, *, older_than: timedelta | datetime) -> int:
         """Delete every conversation (of this store's owner) untouched for ``older_than``: created before
