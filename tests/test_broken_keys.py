@@ -7,12 +7,17 @@ is wrapped by an application key the keyring no longer holds, and one has an alt
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from conftest import user
 
+import convstore
 from convstore import (
     DataKeyNotFoundError,
     DecryptionError,
@@ -121,3 +126,23 @@ def test_a_key_deleted_from_a_separate_key_store_breaks_only_its_conversation(ma
         assert [listed[conv.id].system_instruction for conv in convs] == ["s0", None, "s2", "s3"]
         with pytest.raises(DataKeyNotFoundError):
             store.conversation(convs[1].id)
+
+
+def test_the_command_lists_around_a_broken_key(db_url):
+    with convstore.Store(db_url, keyring=NEW_ONLY) as store:
+        convs = [store.create_conversation(model=f"model-{n}") for n in range(3)]
+        with store.engine.begin() as db:
+            db.execute(sa.delete(_schema.keys).where(_schema.keys.c.conversation_id == convs[1].id))
+    env = {k: v for k, v in os.environ.items() if k not in {"CONVSTORE_DB", "CONVSTORE_KEYRING"}}
+    env["CONVSTORE_KEYRING"] = f"new={base64.b64encode(NEW).decode()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "convstore.cli", "--db", db_url, "ls"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.decode()
+    assert all(conv.id in out for conv in convs)
+    assert out.count("unreadable: key missing") == 1
