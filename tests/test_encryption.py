@@ -26,7 +26,6 @@ from convstore import (
 )
 from convstore.store._engine import run
 from convstore.store._transfer import (
-    ConversationEncryptedError,
     TransferFormatError,
     dump_lines,
     export_ops,
@@ -316,24 +315,31 @@ def test_budget_windows_and_compaction_summaries_are_encrypted(make_store, db_ur
         assert db.execute(sa.text("SELECT payload FROM convstore_summaries")).scalar_one().startswith("enc1:")
 
 
-def test_export_refuses_an_encrypted_conversation(make_store):
+def test_export_writes_an_encrypted_conversation_sealed(make_store):
+    """Sealed transfer is tested in full in ``test_sealed_transfer.py``; here, the store's operation."""
     store = make_store(keyring=ring("k1"))
     conv = store.create_conversation()
     conv.append([user(SECRET)])
-    with pytest.raises(ConversationEncryptedError) as raised:
-        run(store.engine, export_ops(conv.id), write=False)
-    assert conv.id in str(raised.value)
+    dump = run(store.engine, export_ops(conv.id, inline_key=True), write=False)
+    assert dump.sealed
+    assert dump.key is not None
+    assert dump.key.key_id == "k1"
+    assert SECRET not in "\n".join(dump_lines(dump))
+    with store.engine.begin() as db:
+        db.execute(sa.text("DELETE FROM convstore_keys"))
+    with pytest.raises(DataKeyNotFoundError):  # the key store holds no key: nothing to export sealed
+        run(store.engine, export_ops(conv.id, inline_key=True), write=False)
     plain = make_store().create_conversation()
     plain.append([user("plain")])
     dump = run(store.engine, export_ops(plain.id), write=False)
     assert dump.conversation["encryption"] is None
     assert [n["type"] for n in dump.nodes] == ["user_input"]
-    # An export line claiming an encrypted conversation is refused on import, naming the field.
+    # An export line claiming an encrypted conversation with plaintext rows is refused, naming the field.
     lines = [header_line(), *dump_lines(dump)]
     lines[1] = lines[1].replace('"encryption": null', '"encryption": "aes-256-gcm/1"')
     with pytest.raises(TransferFormatError) as refused:
         list(read_dumps(lines))
-    assert (refused.value.line, refused.value.field) == (2, "encryption")
+    assert (refused.value.line, refused.value.field) == (3, "payload")
 
 
 def test_keyring_checks_its_keys_and_never_shows_them():

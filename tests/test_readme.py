@@ -35,4 +35,5 @@ def test_the_readme_examples_run(tmp_path, monkeypatch, capsys):
     # OpenTelemetry: the README set the process's tracer provider; it records nothing after this test.
     assert "record gemini-3-flash-preview True True\nchat gemini-3-flash-preview True True\n" in out
     namespace["provider"].shutdown()  # type: ignore[attr-defined]
+    assert "20 40\n" in out  # one engine, many users
     namespace["store"].close()  # type: ignore[attr-defined]

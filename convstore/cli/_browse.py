@@ -90,9 +90,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
         page = store.conversations(limit=args.limit)
         rows = []
         for info in page.items:
-            # An encrypted conversation cannot be opened without its keyring: listed, not counted.
-            if info.withheld:
+            # An encrypted conversation the store cannot open (no keyring, a broken key): listed, not counted.
+            if info.unreadable == "keyring_required":
                 branches = "encrypted"
+            elif info.unreadable is not None:
+                branches = f"unreadable: {info.unreadable.replace('_', ' ')}"
             else:
                 branches = str(len(open_conversation(store, info.id).branches()))
             rows.append([info.id, format_time(info.created_at), info.model or "-", branches])

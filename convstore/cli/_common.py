@@ -8,6 +8,8 @@ prints step content in an error: errors name ids, files and line numbers.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import os
 import re
 import sys
@@ -26,12 +28,14 @@ from convstore.store._ops import list_branches
 
 __all__ = [
     "DB_ENV",
+    "KEYRING_ENV",
     "CliError",
     "Parser",
     "add_db_option",
     "default_db_path",
     "display_url",
     "free_branch_name",
+    "keyring_from_env",
     "missing_sqlite_file",
     "open_conversation",
     "open_store",
@@ -40,6 +44,7 @@ __all__ = [
 ]
 
 DB_ENV = "CONVSTORE_DB"
+KEYRING_ENV = "CONVSTORE_KEYRING"  # "ID=BASE64,ID=BASE64": 32-byte application keys, the first one active
 
 
 class CliError(Exception):
@@ -87,6 +92,27 @@ def resolve_db(value: str | None) -> str:
     if "://" not in chosen:
         return f"sqlite:///{Path(chosen).expanduser().resolve()}"
     return chosen
+
+
+def keyring_from_env() -> convstore.Keyring | None:
+    """The keyring of ``$CONVSTORE_KEYRING`` (``ID=BASE64[,ID=BASE64...]``, the first key active), or None.
+
+    A malformed value is refused naming the variable and the entry's place, never a key.
+    """
+    value = os.environ.get(KEYRING_ENV)
+    if not value:
+        return None
+    keys: dict[str, bytes] = {}
+    for number, entry in enumerate(value.split(","), start=1):
+        key_id, _, encoded = entry.strip().partition("=")
+        try:
+            keys[key_id] = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise CliError(f"{KEYRING_ENV}: entry {number} is not ID=BASE64") from None
+    try:
+        return convstore.Keyring(keys, active=next(iter(keys)))
+    except ValueError as error:
+        raise CliError(f"{KEYRING_ENV}: {error}") from None
 
 
 def display_url(url: str) -> str:
@@ -147,7 +173,7 @@ def open_store(url: str, *, check_schema: bool = True, create: bool = False) -> 
             "creates one)"
         )
     with database_errors(url):
-        store = convstore.Store(url, check_schema=check_schema)
+        store = convstore.Store(url, check_schema=check_schema, keyring=keyring_from_env())
         with store:
             yield store
 

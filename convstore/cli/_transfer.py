@@ -4,6 +4,9 @@ The format and the store operations are in ``convstore.store._transfer``; this i
 export is written to a temporary file and renamed when complete (``-o``), and an import reads its file twice,
 first to check every line and every conversation id before anything is written, then to write each
 conversation in a transaction of its own.
+
+Encrypted conversations are exported sealed (ciphertexts and wrapped data key, readable only with the keyring
+that wrote them, from ``$CONVSTORE_KEYRING``) unless ``--plaintext`` asks for their content in clear.
 """
 
 from __future__ import annotations
@@ -20,15 +23,14 @@ from typing import IO, Any
 
 from convstore.cli._common import CliError, command, display_url, open_store, resolve_db
 from convstore.cli._progress import Progress
-from convstore.errors import ConversationNotFoundError
+from convstore.errors import ConversationNotFoundError, EncryptionError
+from convstore.store._crypto import WrappedKey
 from convstore.store._engine import run
 from convstore.store._transfer import (
     TransferFormatError,
     conversation_exists,
     dump_lines,
-    export_ops,
     header_line,
-    import_ops,
     read_dumps,
 )
 
@@ -41,10 +43,18 @@ def register(sub: Any) -> None:
         "export",
         "Write conversations (all, or the ids given) as JSONL: every node, branch and usage row, ids kept.",
         "Write conversations (all, or the ids given) as JSONL: every node, branch and usage row, ids kept.\n"
-        "`convstore import` reads it back into any store, SQLite or PostgreSQL, unchanged.",
+        "`convstore import` reads it back into any store, SQLite or PostgreSQL, unchanged. Encrypted\n"
+        "conversations are written sealed: as stored, with their wrapped data keys, readable only with\n"
+        "the keyring that wrote them.",
     )
     export.add_argument("ids", nargs="*", metavar="ID", help="conversations to export (default: all)")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    export.add_argument(
+        "--plaintext",
+        action="store_true",
+        help="decrypt encrypted conversations and write their content in clear: anyone with the file can "
+        "read them, and they import unencrypted (needs $CONVSTORE_KEYRING)",
+    )
     export.set_defaults(func=cmd_export)
 
     imp = command(
@@ -104,7 +114,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         with _output(args.output) as write, Progress("exporting", len(ids), unit="conversations") as bar:
             write(header_line(store.schema_revision()))
             for conversation_id in ids:
-                dump = run(store.engine, export_ops(conversation_id), write=False)
+                dump = store.export_conversation(conversation_id, plaintext=args.plaintext)
                 for line in dump_lines(dump):
                     write(line)
                 rows += dump.row_count
@@ -141,12 +151,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         source = _source(args.file, stack)
         found: list[tuple[int, str, int]] = []  # (line, conversation id, rows)
+        keys: dict[str, tuple[int, WrappedKey]] = {}  # the sealed conversations' wrapped data keys
         try:
             with source.open("rb") as handle:
-                found.extend((line, dump.id, dump.row_count) for line, dump in read_dumps(_lines(handle)))
+                for line, dump in read_dumps(_lines(handle)):
+                    found.append((line, dump.id, dump.row_count))
+                    if dump.key is not None:
+                        keys[dump.id] = (line, dump.key)
         except TransferFormatError as error:
             raise CliError(f"{args.file}: {error}; nothing was imported") from None
         store = stack.enter_context(open_store(url, create=True))
+        if store.keyring is not None:  # a keyring that cannot open one of them: refused before any write
+            for cid, (line, wrapped) in keys.items():
+                try:
+                    store.keyring.unwrap(cid, wrapped)
+                except EncryptionError as error:
+                    raise CliError(f"{args.file}: line {line}: {error}; nothing was imported") from None
         present = {cid for _, cid, _ in found if run(store.engine, conversation_exists(cid), write=False)}
         if present and not args.skip_existing:
             line, cid = next((line, cid) for line, cid, _ in found if cid in present)
@@ -163,12 +183,10 @@ def cmd_import(args: argparse.Namespace) -> int:
                     skipped += 1
                     continue
                 try:
-                    done = run(
-                        store.engine,
-                        import_ops(dump, skip_existing=args.skip_existing, progress=bar.advance),
-                        write=True,
+                    done = store.import_conversation(
+                        dump, skip_existing=args.skip_existing, progress=bar.advance
                     )
-                except TransferFormatError as error:
+                except (TransferFormatError, EncryptionError) as error:
                     raise CliError(
                         f"{args.file}: conversation at line {line}: {error}{_kept(imported)}"
                     ) from None

@@ -35,7 +35,7 @@ from convstore.model._steps import (
     UrlContextResultStep,
     UserInputStep,
 )
-from convstore.model._tree import Branch, ConversationInfo, Exchange, Node, Page, Tree
+from convstore.model._tree import Branch, ConversationInfo, Exchange, Node, Page, Tree, Unreadable
 
 __all__ = [
     "UNSET",
@@ -71,6 +71,7 @@ __all__ = [
     "Tree",
     "UnknownContent",
     "UnknownStep",
+    "Unreadable",
     "Unset",
     "UrlContextCallStep",
     "UrlContextResultStep",

@@ -10,15 +10,25 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 
 from convstore.model._steps import Step
 
-__all__ = ["Branch", "ConversationInfo", "Exchange", "Node", "Page", "Tree"]
+__all__ = ["Branch", "ConversationInfo", "Exchange", "Node", "Page", "Tree", "Unreadable"]
 
 T = TypeVar("T")
+
+Unreadable = Literal[
+    "keyring_required",
+    "key_missing",
+    "key_unknown",
+    "key_undecryptable",
+    "settings_undecryptable",
+    "scheme_unknown",
+]
+"""Why a listed encrypted conversation's settings are withheld (see ``ConversationInfo.unreadable``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -79,9 +89,21 @@ class ConversationInfo:
     """A conversation's record: its id, when it was made, and the request settings it carries.
 
     Attributes:
-        encrypted: Whether the conversation is encrypted at rest. A store without a keyring lists encrypted
-            conversations with ``withheld=True`` and their settings (system instruction, generation config,
-            tools, metadata) as None: it cannot read them.
+        encrypted: Whether the conversation is encrypted at rest.
+        unreadable: None when the settings were read. Otherwise the store could not read this encrypted
+            conversation, which a listing still returns, with its settings (system instruction, generation
+            config, tools, metadata) as None and the reason here; opening it raises the matching error:
+
+            - ``"keyring_required"``: the store has no keyring (``KeyringRequiredError``);
+            - ``"key_missing"``: the key store holds no data key for it: shredded, or the wrong key store
+              (``DataKeyNotFoundError``);
+            - ``"key_unknown"``: its data key is wrapped by an application key the keyring does not hold
+              (``KeyNotFoundError``);
+            - ``"key_undecryptable"``: the keyring's key does not unwrap its data key: wrong key bytes, or
+              an altered wrapped key (``DecryptionError``);
+            - ``"settings_undecryptable"``: the data key is fine but a stored setting fails authentication
+              (``DecryptionError``);
+            - ``"scheme_unknown"``: encrypted by a scheme this convstore does not know (``EncryptionError``).
     """
 
     id: str
@@ -92,7 +114,12 @@ class ConversationInfo:
     tools: Sequence[Mapping[str, Any]] | None = attrs.field(repr=False)
     metadata: Mapping[str, Any] | None = attrs.field(repr=False)
     encrypted: bool = False
-    withheld: bool = False
+    unreadable: Unreadable | None = None
+
+    @property
+    def withheld(self) -> bool:
+        """Whether the settings are withheld (``unreadable`` says why)."""
+        return self.unreadable is not None
 
 
 @attrs.frozen(kw_only=True)

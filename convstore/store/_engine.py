@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -25,6 +27,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine.base import OptionEngine
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.base import Executable
 from typing_extensions import TypeIs
@@ -149,37 +152,85 @@ def adopt_async_engine(
     return engine
 
 
+@attrs.frozen
+class _Settings:
+    """What ``configure_engine`` installed on an engine: SQLite's busy timeout (ms) and ``synchronous``."""
+
+    timeout_ms: int
+    synchronous: str
+
+
+# The settings installed on each engine, so that installing them is idempotent: any number of stores may
+# share one engine (one per request, say), and its listeners are added once. Weak: an engine the app drops
+# is not kept alive here.
+_CONFIGURED: weakref.WeakKeyDictionary[Engine, _Settings] = weakref.WeakKeyDictionary()
+_CONFIGURING = threading.Lock()
+
+
+def _root(engine: Engine) -> Engine:
+    """The engine an ``engine.execution_options(...)`` copy was made from: listeners belong there (the copy
+    shares its pool, and runs the listeners of the engine it came from)."""
+    while isinstance(engine, OptionEngine):
+        engine = engine._proxied  # SQLAlchemy keeps the parent only here
+    return engine
+
+
 def configure_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> None:
-    """Install convstore's per-connection settings on an engine (a user's engine too).
+    """Install convstore's per-connection settings on an engine (a user's engine too), once.
 
     SQLite: WAL, foreign keys, a busy timeout, ``synchronous`` (FULL by default: a committed turn survives a
     power loss), and explicit ``BEGIN``/``BEGIN IMMEDIATE``. Other backends need nothing.
+
+    Idempotent: an engine already set up (by another store on it) is left as it is, with its listeners
+    added once.
+
+    Raises:
+        ValueError: ``synchronous`` is not a SQLite level, or the engine was set up with other settings
+            (two stores cannot give one engine two busy timeouts).
     """
     if engine.dialect.name != "sqlite":
         return
     if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
         raise ValueError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous!r}")
-    timeout_ms = int(busy_timeout * 1000)
+    settings = _Settings(int(busy_timeout * 1000), synchronous.upper())
+    engine = _root(engine)
+    with _CONFIGURING:
+        installed = _CONFIGURED.get(engine)
+        if installed is None:
+            _install(engine, settings)
+            _CONFIGURED[engine] = settings
+    if installed is not None and installed != settings:
+        raise ValueError(
+            f"this engine is set up with busy_timeout={installed.timeout_ms / 1000:g} and "
+            f"sqlite_synchronous={installed.synchronous!r} by another store on it; pass the same settings "
+            "(or derive the store with store.for_owner(owner))"
+        )
+
+
+def _install(engine: Engine, settings: _Settings) -> None:
+    memory = engine.url.database in (None, "", ":memory:")
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # transactions are begun explicitly, below
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            cursor.execute(f"PRAGMA busy_timeout = {settings.timeout_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
-            if engine.url.database not in (None, "", ":memory:"):
+            if not memory:
                 cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            cursor.execute(f"PRAGMA synchronous = {settings.synchronous}")
             # Deleted content is overwritten, not left in free pages of the file.
             cursor.execute("PRAGMA secure_delete = ON")
         finally:
             cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    event.listen(engine, "begin", _on_begin)
+
+
+def _on_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get(_WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
 def translate(error: exc.DBAPIError) -> ConvstoreError:

@@ -31,9 +31,14 @@ from convstore.errors import (
     ConflictError,
     ConversationNotFoundError,
     CorruptionError,
+    DataKeyNotFoundError,
+    DecryptionError,
+    EncryptionError,
+    KeyNotFoundError,
+    KeyringRequiredError,
     NodeNotFoundError,
 )
-from convstore.model import Branch, ConversationInfo, Exchange, Node, Tree
+from convstore.model import Branch, ConversationInfo, Exchange, Node, Tree, Unreadable
 from convstore.store import _keys
 from convstore.store import _statements as st
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
@@ -62,6 +67,7 @@ __all__ = [
     "stale_conversations",
     "store_summary",
     "tree",
+    "unreadable",
     "visible",
     "window",
     "withheld_info",
@@ -129,7 +135,7 @@ def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInf
     )
 
 
-def withheld_info(row: Any) -> ConversationInfo:
+def withheld_info(row: Any, why: Unreadable = "keyring_required") -> ConversationInfo:
     """The record of an encrypted conversation listed by a store that cannot open it: no settings."""
     return ConversationInfo(
         id=row.id,
@@ -140,8 +146,21 @@ def withheld_info(row: Any) -> ConversationInfo:
         tools=None,
         metadata=None,
         encrypted=True,
-        withheld=True,
+        unreadable=why,
     )
+
+
+def unreadable(error: EncryptionError) -> Unreadable:
+    """Why a conversation whose opening raised ``error`` cannot be read (``ConversationInfo.unreadable``)."""
+    if isinstance(error, KeyringRequiredError):
+        return "keyring_required"
+    if isinstance(error, DataKeyNotFoundError):
+        return "key_missing"
+    if isinstance(error, KeyNotFoundError):
+        return "key_unknown"
+    if isinstance(error, DecryptionError):
+        return "key_undecryptable" if error.where == "data key" else "settings_undecryptable"
+    return "scheme_unknown"
 
 
 def node_from_row(conversation_id: str, row: Any, text: str) -> Node:

@@ -8,8 +8,9 @@ branch head the conversation last saw, which is what the next ``append`` compare
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,7 +33,7 @@ from convstore.errors import (
     NodeNotFoundError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops
+from convstore.store import _check, _keys, _migrate, _ops, _transfer
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import Op, adopt_engine, is_engine, make_engine, run
 from convstore.store._keys import KeyStore
@@ -52,6 +53,7 @@ from convstore.store._prepare import (
     valid_id,
     window_json,
 )
+from convstore.store._transfer import ConversationDump
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -210,6 +212,36 @@ class Store:
                 call(self.key_store.put_key, conversation_id, rewrapped)
                 rotated += 1
         return rotated
+
+    def for_owner(self, owner: str) -> Self:
+        """The same store bound to one owner: for one request of a multi-user app.
+
+        It shares everything but the owner with this store: the engine and its connection pool, the
+        keyring, the key store, the counter, the redaction hook and the checked schema, so making one costs
+        nothing (no connection, no query). Closing it releases nothing; close this store at shutdown.
+
+        Args:
+            owner: The user or tenant id (see ``owner`` in the class docstring).
+
+        Returns:
+            A store of the same class that sees only ``owner``'s conversations.
+
+        Raises:
+            ValueError: ``owner`` is not a valid owner, or this store is bound to another owner.
+
+        Example:
+            >>> app_store = Store(engine)  # doctest: +SKIP
+            >>> store = app_store.for_owner(user_id)  # per request  # doctest: +SKIP
+        """
+        if owner is None:
+            raise ValueError("for_owner needs an owner (a store without one sees every conversation)")
+        checked = check_owner(owner)
+        if self.owner is not None and self.owner != checked:
+            raise ValueError("this store is bound to another owner: derive per-owner stores from one without")
+        scoped = copy.copy(self)
+        scoped.owner = checked
+        scoped._owns_engine = False
+        return scoped
 
     def close(self) -> None:
         """Release the store's connections (a user-supplied engine is left open)."""
@@ -373,8 +405,10 @@ class Store:
     def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.
 
-        Without a keyring, encrypted conversations are listed with their settings withheld
-        (``ConversationInfo.withheld``); opening one raises ``KeyringRequiredError``.
+        Every conversation is listed, readable or not. An encrypted one the store cannot read (no keyring,
+        its data key shredded or wrapped by a key the keyring lacks, a wrong key, an altered row) comes
+        with its settings withheld and ``ConversationInfo.unreadable`` saying why; opening it raises the
+        matching ``EncryptionError``.
 
         Args:
             limit: Page size (1 to 1000).
@@ -383,13 +417,17 @@ class Store:
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
-        items = [
-            _ops.withheld_info(row)
-            if row.encryption is not None and self.keyring is None
-            else _ops.info_from_row(row, self._cipher(row.id, row.encryption))
-            for row in rows
-        ]
+        items = [self._listed(row) for row in rows]
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
+
+    def _listed(self, row: Any) -> ConversationInfo:
+        """The record of a listed row: one broken key withholds its own conversation's settings only."""
+        if row.encryption is None:
+            return _ops.info_from_row(row)
+        try:
+            return _ops.info_from_row(row, self._cipher(row.id, row.encryption))
+        except EncryptionError as error:
+            return _ops.withheld_info(row, _ops.unreadable(error))
 
     def iter_conversations(self, *, page_size: int = 200) -> Iterator[ConversationInfo]:
         """Every conversation, newest first, fetched a page at a time."""
@@ -400,6 +438,94 @@ class Store:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
+
+    def export_conversation(self, conversation_id: str, *, plaintext: bool = False) -> ConversationDump:
+        """Every row of one conversation, ids kept, for ``import_conversation`` into any store.
+
+        An encrypted conversation is exported sealed: its ciphertexts as stored and its wrapped data key
+        (which names the application key that wrapped it). Only a store whose keyring holds that key can
+        read it; exporting it needs no keyring.
+
+        Args:
+            plaintext: Decrypt an encrypted conversation and export its content in clear, as a plaintext
+                conversation: whoever holds the export can then read it, and it imports unencrypted. Needs
+                the keyring. Plaintext conversations are exported the same either way.
+
+        Raises:
+            ConversationNotFoundError: no such conversation (of this store's owner).
+            DataKeyNotFoundError: the conversation is encrypted and its data key is gone (shredded).
+            KeyringRequiredError, KeyNotFoundError, DecryptionError: ``plaintext`` and the key cannot be
+                had.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        encryption = self._run(_ops.visible(conversation_id, self.owner))
+        if encryption is not None and plaintext:
+            cipher = self._cipher(conversation_id, encryption)
+            return self._run(_transfer.export_ops(conversation_id, owner=self.owner, cipher=cipher))
+        inline = encryption is not None and self.key_store is None
+        dump = self._run(_transfer.export_ops(conversation_id, owner=self.owner, inline_key=inline))
+        if dump.sealed and self.key_store is not None:
+            wrapped = call(self.key_store.get_key, conversation_id)
+            if wrapped is None:
+                raise DataKeyNotFoundError(conversation_id)
+            dump = attrs.evolve(dump, key=wrapped)
+        return dump
+
+    def import_conversation(
+        self,
+        dump: ConversationDump,
+        *,
+        skip_existing: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Write an exported conversation with its ids, in one transaction, all or nothing.
+
+        A sealed (encrypted) conversation needs, with a keyring, the application key that wrapped its data
+        key: every sealed value is checked to open before anything is written, and its data key is
+        re-wrapped by the active key when another one wrapped it, then kept in this store's key store. A
+        store without a keyring imports it as it is, unread (it could not open it either).
+
+        Args:
+            dump: From ``export_conversation``, or read from an export file.
+            skip_existing: When the id is in this store already, write nothing and return False.
+            progress: Called with the number of rows written after each batch.
+
+        Returns:
+            True when written, False when skipped.
+
+        Raises:
+            ConversationExistsError: the id is in this store already (and not ``skip_existing``).
+            TransferFormatError: the dump breaks a rule of the tree.
+            KeyNotFoundError, DecryptionError: the keyring cannot open the sealed conversation (nothing is
+                written).
+            ValueError: the conversation belongs to another owner than this store's.
+        """
+        if self.owner is not None and dump.conversation.get("owner") != self.owner:
+            raise ValueError(f"conversation {dump.id!r} belongs to another owner than this store's")
+        _transfer.check_dump(dump)
+        wrapped = dump.key
+        if dump.sealed and wrapped is not None and self.keyring is not None:
+            _transfer.open_sealed(dump, self.keyring.cipher(dump.id, wrapped))
+            wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
+        if not dump.sealed or wrapped is None or self.key_store is None:
+            op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
+            return self._run(op, write=True)
+        # A key store of its own: the key first, then the rows (as create_conversation does); never over
+        # the key of a conversation this store holds already.
+        if self._run(_transfer.conversation_exists(dump.id)):
+            if skip_existing:
+                return False
+            raise _transfer.ConversationExistsError(dump.id)
+        call(self.key_store.put_key, dump.id, wrapped)
+        try:
+            op = _transfer.import_ops(dump, skip_existing=False, progress=progress)
+            return self._run(op, write=True)
+        except BaseException:
+            call(self.key_store.delete_key, dump.id)
+            raise
 
     def purge(self, *, older_than: timedelta | datetime) -> int:
         """Delete every conversation (of this store's owner) untouched for ``older_than``: created before

@@ -14,8 +14,8 @@ Two halves, pure except through the runner:
 - **The JSONL format**: ``header_line()``, ``dump_lines(dump)`` and ``read_dumps(lines)``, which checks every
   line and raises ``TransferFormatError`` naming the line and the field, never the content.
 
-Format, version 1: UTF-8, one JSON object a line, each with a ``"kind"``. Line 1 is the header
-(``{"kind": "header", "format": "convstore-export", "version": 1, ...}``). Then, for each conversation, its
+Format, version 2: UTF-8, one JSON object a line, each with a ``"kind"``. Line 1 is the header
+(``{"kind": "header", "format": "convstore-export", "version": 2, ...}``). Then, for each conversation, its
 ``conversation`` line, its ``node`` lines (parents first), its ``summary`` lines, its ``branch`` lines and its
 ``exchange`` lines. The other keys of a line are the columns of that kind's table, named as the columns and
 written as the database holds them: ids as canonical UUID text, times as ISO 8601 UTC with microseconds, JSON
@@ -23,6 +23,16 @@ settings and step payloads as their exact stored text (nothing is decoded and re
 read from the tables in ``_schema``, so a column a migration adds is exported without changes here. On
 import, a key for a column the target does not have is refused (its data would be lost); a missing key for a
 nullable column (an export from an older schema) imports as NULL.
+
+Sealed conversations (version 2; version 1 files hold plaintext ones only and still import): an encrypted
+conversation is exported as it is stored, never decrypted. Its ``conversation`` line keeps ``encryption`` and
+its sealed settings; a ``key`` line follows it (``conversation_id``, ``key_id``: the application key that
+wrapped the data key, ``wrapped``: the wrapped data key in base64); its node lines carry their sealed payloads
+and their ``media`` column, and its sealed media strings come as ``media`` lines after the nodes (``hash``,
+``data``). Without the application key named by ``key_id``, nothing of it can be read; a store with a keyring
+that holds that key imports it (``open_sealed`` checks every sealed value first). The plaintext of an
+encrypted conversation is exported only when asked for (``export_ops(..., cipher=...)``): it is then written
+as a plaintext conversation.
 
 Consistency: SQLite reads one snapshot. On PostgreSQL (READ COMMITTED) the reads are ordered so that a turn
 appended during the export is wholly in it or wholly out of it: branches are read before nodes (nodes are
@@ -32,6 +42,8 @@ nodes that were read.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -42,17 +54,18 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 from convstore._ids import is_id
-from convstore.errors import ConversationNotFoundError, ConvstoreError, StoreError
-from convstore.store import _schema
+from convstore.errors import ConversationNotFoundError, ConvstoreError, DataKeyNotFoundError, StoreError
+from convstore.store import _keys, _schema
+from convstore.store._crypto import ENCRYPTION, MAX_KEY_ID, DataCipher, WrappedKey, is_sealed
 from convstore.store._engine import Exec, Op
-from convstore.store._ops import payload_texts, stored_rows, write_media
-from convstore.store._prepare import column_text_problem
+from convstore.store._media import join_media, stored_hashes
+from convstore.store._ops import SETTINGS, payload_texts, stored_rows, write_media
+from convstore.store._prepare import column_text_problem, utcnow
 
 __all__ = [
     "FORMAT",
     "VERSION",
     "ConversationDump",
-    "ConversationEncryptedError",
     "ConversationExistsError",
     "TransferFormatError",
     "check_dump",
@@ -61,11 +74,12 @@ __all__ = [
     "export_ops",
     "header_line",
     "import_ops",
+    "open_sealed",
     "read_dumps",
 ]
 
 FORMAT = "convstore-export"
-VERSION = 1
+VERSION = 2  # 2: sealed conversations (key and media lines)
 CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
 
 
@@ -98,21 +112,6 @@ class ConversationExistsError(StoreError, ValueError):
         super().__init__(f"conversation {conversation_id!r} already exists in the target store")
 
 
-class ConversationEncryptedError(StoreError, ValueError):
-    """The conversation is encrypted at rest: export refuses it.
-
-    Its rows are ciphertext whose data key lives in this store's key store, so an export of them could not be
-    read anywhere else, and an export of the plaintext would be the very copy encryption exists to prevent.
-    """
-
-    def __init__(self, conversation_id: str) -> None:
-        self.conversation_id = conversation_id
-        super().__init__(
-            f"conversation {conversation_id!r} is encrypted at rest; export refuses encrypted conversations "
-            "(their data key stays in this store's key store)"
-        )
-
-
 @attrs.frozen(kw_only=True)
 class ConversationDump:
     """Every row of one conversation, as column -> value dicts (datetimes aware UTC, ids canonical text).
@@ -123,6 +122,9 @@ class ConversationDump:
         summaries: Summary rows (empty when the schema has none).
         branches: Branch rows, by creation time and name.
         exchanges: Exchange rows, by creation time and exchange id.
+        media: A sealed conversation's media rows (sealed media strings by hash); empty for a plaintext one,
+            whose payloads hold their media.
+        key: A sealed conversation's wrapped data key (None for a plaintext one).
     """
 
     conversation: dict[str, Any] = attrs.field(repr=False)
@@ -130,15 +132,23 @@ class ConversationDump:
     summaries: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     branches: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     exchanges: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
+    media: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
+    key: WrappedKey | None = None
 
     @property
     def id(self) -> str:
         return str(self.conversation["id"])
 
     @property
+    def sealed(self) -> bool:
+        """Whether the rows are an encrypted conversation's ciphertexts (see the module docstring)."""
+        return self.conversation.get("encryption") is not None
+
+    @property
     def row_count(self) -> int:
         """Rows in the dump, the conversation row included (what a progress bar counts)."""
-        return 1 + len(self.nodes) + len(self.summaries) + len(self.branches) + len(self.exchanges)
+        rows = (self.nodes, self.summaries, self.branches, self.exchanges, self.media)
+        return 1 + sum(map(len, rows)) + (self.key is not None)
 
 
 # -- tables and statements ---------------------------------------------------------------------------------
@@ -158,12 +168,30 @@ TABLES: dict[str, sa.Table] = {
 _INTERNAL = {("node", "media")}
 
 
-def columns(kind: str) -> list[sa.Column[Any]]:
-    """The columns of a kind's rows in a dump."""
+# A sealed conversation's rows travel as stored: its nodes keep their media column, its media rows come too.
+_SEALED_TABLES: dict[str, sa.Table] = {**TABLES, "media": _schema.media}
+# Columns that hold sealed text in a sealed conversation.
+_SEALED = {("conversation", field) for field in SETTINGS} | {
+    ("node", "payload"),
+    ("summary", "payload"),
+    ("media", "data"),
+}
+
+
+def columns(kind: str, sealed: bool = False) -> list[sa.Column[Any]]:
+    """The columns of a kind's rows in a dump (of a sealed conversation: every column, as stored)."""
+    if sealed:
+        return list(_SEALED_TABLES[kind].columns)
     return [column for column in TABLES[kind].columns if (kind, column.name) not in _INTERNAL]
 
 
-_PLURAL = {"node": "nodes", "summary": "summaries", "branch": "branches", "exchange": "exchanges"}
+_PLURAL = {
+    "node": "nodes",
+    "media": "media",
+    "summary": "summaries",
+    "branch": "branches",
+    "exchange": "exchanges",
+}
 
 # Text columns that hold JSON, and the JSON type each must be.
 _JSON_COLUMNS: dict[tuple[str, str], type] = {
@@ -174,6 +202,7 @@ _JSON_COLUMNS: dict[tuple[str, str], type] = {
     ("node", "payload"): dict,
     ("summary", "payload"): list,
     ("exchange", "usage"): dict,
+    ("node", "media"): list,  # a sealed node's media references
 }
 _NON_NEGATIVE = {"depth", "token_count", "total_tokens"}
 
@@ -183,17 +212,18 @@ def _owner(table: sa.Table) -> sa.ColumnElement[bool]:
     return column == sa.bindparam("conversation_id")
 
 
-SELECT = {kind: sa.select(table).where(_owner(table)) for kind, table in TABLES.items()}
-INSERT = {kind: sa.insert(table) for kind, table in TABLES.items()}
+SELECT = {kind: sa.select(table).where(_owner(table)) for kind, table in _SEALED_TABLES.items()}
+INSERT = {kind: sa.insert(table) for kind, table in _SEALED_TABLES.items()}
+INSERT_KEY = sa.insert(_schema.keys)
 CONVERSATION_EXISTS = sa.select(_schema.conversations.c.id).where(_owner(_schema.conversations))
 
 
 # -- operations ------------------------------------------------------------------------------------------
 
 
-def _row(kind: str, found: Any) -> dict[str, Any]:
+def _row(kind: str, found: Any, sealed: bool = False) -> dict[str, Any]:
     mapping = found._mapping
-    return {column.name: mapping[column.name] for column in columns(kind)}
+    return {column.name: mapping[column.name] for column in columns(kind, sealed)}
 
 
 def _sort_key(kind: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
@@ -201,6 +231,8 @@ def _sort_key(kind: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
         return lambda r: (r["depth"], r["created_at"], r["id"])
     if kind == "summary":
         return lambda r: (r["node_id"],)
+    if kind == "media":
+        return lambda r: (r["hash"],)
     if kind == "branch":
         return lambda r: (r["created_at"], r["name"])
     return lambda r: (r["created_at"], r["exchange_id"])
@@ -213,43 +245,83 @@ def conversation_exists(conversation_id: str) -> Op[bool]:
     return (yield Exec(CONVERSATION_EXISTS, {"conversation_id": conversation_id})).first() is not None
 
 
-def export_ops(conversation_id: str) -> Op[ConversationDump]:
+def export_ops(
+    conversation_id: str,
+    *,
+    owner: str | None = None,
+    cipher: DataCipher | None = None,
+    inline_key: bool = False,
+) -> Op[ConversationDump]:
     """Read every row of one conversation (see the module docstring on consistency).
+
+    A plaintext conversation's payloads come whole (media put back). An encrypted one comes sealed, as
+    stored, unless ``cipher`` (its data key) is given: then it is decrypted into a plaintext conversation.
+
+    Args:
+        owner: Only a conversation of this owner (another's is not found).
+        cipher: Decrypt an encrypted conversation with it (the plaintext export, for a store that asks).
+        inline_key: A sealed conversation's wrapped data key is read from this database's key table, in
+            the same transaction (the default key store); otherwise ``dump.key`` is None for the caller to
+            fill in from its key store.
 
     Raises:
         ConversationNotFoundError.
-        ConversationEncryptedError: the conversation is encrypted at rest (nothing of it is exported).
+        DataKeyNotFoundError: ``inline_key`` and the key table holds no key for it (it is shredded).
     """
     if not is_id(conversation_id):
         raise ConversationNotFoundError(str(conversation_id))
     params = {"conversation_id": conversation_id}
     found = (yield Exec(SELECT["conversation"], params)).first()
-    if found is None:
+    if found is None or (owner is not None and found.owner != owner):
         raise ConversationNotFoundError(conversation_id)
-    if getattr(found, "encryption", None) is not None:
-        raise ConversationEncryptedError(conversation_id)
+    encrypted = getattr(found, "encryption", None) is not None
+    cipher = cipher if encrypted else None
+    sealed = encrypted and cipher is None
     rows: dict[str, list[dict[str, Any]]] = {}
     for kind in ("branch", "node", "summary", "exchange"):  # branches before nodes: every head is read
         if kind in TABLES:
             result = (yield Exec(SELECT[kind], params)).all()
-            if kind == "node":
-                texts = yield from payload_texts(conversation_id, result, None)
+            if kind == "node" and not sealed:
+                texts = yield from payload_texts(conversation_id, result, cipher)
                 rows[kind] = [
                     {**_row(kind, r), "payload": text} for r, text in zip(result, texts, strict=True)
                 ]
-                rows[kind].sort(key=_sort_key(kind))
+            elif kind == "summary" and cipher is not None:
+                rows[kind] = [
+                    {**_row(kind, r), "payload": cipher.open("summary", r.node_id, r.payload)} for r in result
+                ]
             else:
-                rows[kind] = sorted((_row(kind, r) for r in result), key=_sort_key(kind))
+                rows[kind] = [_row(kind, r, sealed) for r in result]
+            rows[kind].sort(key=_sort_key(kind))
     if not rows["branch"]:
         raise ConversationNotFoundError(conversation_id)  # deleted while it was read
     node_ids = {r["id"] for r in rows["node"]}
     exchange_ids = {r["exchange_id"] for r in rows["node"]}
+    conversation = _row("conversation", found)
+    media: list[dict[str, Any]] = []
+    key = None
+    if sealed:
+        # Media rows after the nodes (written with them, never removed): every one a node names is read.
+        named = {h for r in rows["node"] if r["media"] is not None for h in stored_hashes(r["media"])}
+        result = (yield Exec(SELECT["media"], params)).all()
+        media = sorted((_row("media", r, True) for r in result if r.hash in named), key=_sort_key("media"))
+        if inline_key:
+            key = yield from _keys.get_op(conversation_id)
+            if key is None:
+                raise DataKeyNotFoundError(conversation_id)
+    elif cipher is not None:
+        opened = {
+            field: cipher.open_or_none("conversation", field, conversation[field]) for field in SETTINGS
+        }
+        conversation = {**conversation, **opened, "encryption": None}
     return ConversationDump(
-        conversation=_row("conversation", found),
+        conversation=conversation,
         nodes=rows["node"],
         summaries=[r for r in rows.get("summary", []) if r["node_id"] in node_ids],
         branches=rows["branch"],
         exchanges=[r for r in rows["exchange"] if r["exchange_id"] in exchange_ids],
+        media=media,
+        key=key,
     )
 
 
@@ -258,6 +330,7 @@ def import_ops(
     *,
     skip_existing: bool = False,
     progress: Callable[[int], None] | None = None,
+    key: WrappedKey | None = None,
 ) -> Op[bool]:
     """Write a dump with its ids, all or nothing (run it with ``write=True``: one transaction).
 
@@ -266,6 +339,8 @@ def import_ops(
         skip_existing: When the conversation id exists already, write nothing and return False instead of
             raising.
         progress: Called with the number of rows written after each batch.
+        key: A sealed conversation's wrapped data key, to write into this database's key table in the same
+            transaction (the default key store). None when the caller keeps keys in a key store apart.
 
     Returns:
         True when written, False when skipped.
@@ -284,14 +359,24 @@ def import_ops(
         yield Exec(INSERT["conversation"], dump.conversation)
     except exc.IntegrityError:
         raise ConversationExistsError(dump.id) from None  # written by someone else meanwhile
+    if key is not None:
+        yield Exec(
+            INSERT_KEY,
+            {
+                "conversation_id": dump.id,
+                "key_id": key.key_id,
+                "wrapped": key.wrapped,
+                "created_at": utcnow(),
+            },
+        )
     if progress is not None:
-        progress(1)
-    for kind in ("node", "summary", "branch", "exchange"):
+        progress(1 + (dump.key is not None))
+    for kind in ("node", "media", "summary", "branch", "exchange"):
         rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
-        if kind == "node":
+        if kind == "node" and not dump.sealed:  # kept apart as this store keeps media
             rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
             yield from write_media(dump.id, blobs, None)
-        if rows and kind not in TABLES:
+        if rows and kind not in _SEALED_TABLES:
             raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
         for start in range(0, len(rows), CHUNK):
             batch = rows[start : start + CHUNK]
@@ -304,6 +389,42 @@ def import_ops(
             if progress is not None:
                 progress(len(batch))
     return True
+
+
+def open_sealed(dump: ConversationDump, cipher: DataCipher) -> None:
+    """Check that every sealed value of a sealed dump opens with its data key, before it is imported:
+    settings, payloads (with their media put back, of the type their node says), summaries, media (named
+    by their keyed hash). Pure: no I/O.
+
+    Raises:
+        DecryptionError: a value fails authentication (named by field, node or media hash).
+        TransferFormatError: a payload is not of its node's type, or names media the dump does not hold.
+    """
+    for field in SETTINGS:
+        cipher.open_or_none("conversation", field, dump.conversation.get(field))
+    blobs = {}
+    for index, row in enumerate(dump.media):
+        content = cipher.open("media", row["hash"], row["data"])
+        if cipher.media_digest(content) != row["hash"]:
+            raise TransferFormatError(
+                "is not the hash of its media string", where=f"media[{index}]", field="hash"
+            )
+        blobs[row["hash"]] = content
+    for index, row in enumerate(dump.nodes):
+        text = cipher.open("node", row["id"], row["payload"])
+        if row.get("media") is not None:
+            try:
+                text = join_media(text, row["media"], blobs.__getitem__)
+            except (KeyError, ValueError, TypeError):
+                raise TransferFormatError(
+                    "names media strings the export does not hold", where=f"nodes[{index}]", field="media"
+                ) from None
+        if _json_problem(text, dict) is not None or json.loads(text).get("type") != row["type"]:
+            raise TransferFormatError(
+                "differs from the payload's type", where=f"nodes[{index}]", field="type"
+            )
+    for row in dump.summaries:
+        cipher.open("summary", row["node_id"], row["payload"])
 
 
 # -- checks ----------------------------------------------------------------------------------------------
@@ -320,15 +441,21 @@ class _TreeCheck:
         # Per exchange: [nodes, nodes whose parent is outside it, least depth, greatest depth].
         self.exchanges: dict[str, list[int]] = {}
         self.exchange_ids: set[str] = set()
-        self.seen: dict[str, set[Any]] = {"summary": set(), "branch": set(), "exchange": set()}
+        self.seen: dict[str, set[Any]] = {
+            "summary": set(),
+            "branch": set(),
+            "exchange": set(),
+            "media": set(),
+        }
+        self.media_named: set[str] = set()  # the media hashes sealed nodes name
 
     def add(self, kind: str, row: Mapping[str, Any]) -> tuple[str, str] | None:
         """``(field, problem)`` when ``row`` breaks a rule, else None (and the row is remembered)."""
         if row.get("conversation_id") != self.conversation_id:
             return "conversation_id", "does not match the conversation line it follows"
         if kind == "node":
-            return self._node(row)
-        key = {"summary": "node_id", "branch": "name", "exchange": "exchange_id"}[kind]
+            return self._media(row) or self._node(row)
+        key = {"summary": "node_id", "branch": "name", "exchange": "exchange_id", "media": "hash"}[kind]
         if row[key] in self.seen[kind]:
             return key, f"a second {kind} with this {key} in one conversation"
         if kind == "summary" and row["node_id"] not in self.depths:
@@ -364,6 +491,15 @@ class _TreeCheck:
         tally[3] = max(tally[3], row["depth"])
         return None
 
+    def _media(self, row: Mapping[str, Any]) -> tuple[str, str] | None:
+        """Remember the hashes a sealed node's media column names (a problem when it is malformed)."""
+        if row.get("media") is not None:
+            try:
+                self.media_named.update(stored_hashes(row["media"]))
+            except (ValueError, TypeError, AttributeError):
+                return "media", "expected the JSON of [[offset, hash], ...]"
+        return None
+
     def finish(self) -> tuple[str, str] | None:
         """``(where, problem)`` when the rows as a whole break a rule, else None."""
         for exchange_id, (size, starts, least, greatest) in self.exchanges.items():
@@ -372,6 +508,8 @@ class _TreeCheck:
                 return "nodes", f"the nodes of exchange {exchange_id} do not form one chain"
         for exchange_id in self.seen["exchange"] - self.exchange_ids:
             return "exchanges", f"exchange {exchange_id} names no exchange of this conversation's nodes"
+        if self.media_named - self.seen["media"]:
+            return "media", "nodes name media strings the export does not hold"
         return None if self.seen["branch"] else ("branches", "a conversation needs at least one branch")
 
 
@@ -381,16 +519,18 @@ def check_dump(dump: ConversationDump) -> None:
     Raises:
         TransferFormatError: naming the row by its place in the dump.
     """
-    if dump.conversation.get("encryption") is not None:
-        raise TransferFormatError(
-            "an encrypted conversation cannot be imported (export writes plaintext conversations only)",
-            where="conversation",
-            field="encryption",
-        )
+    sealed = dump.sealed
+    if sealed and dump.conversation["encryption"] != ENCRYPTION:
+        raise TransferFormatError("an encryption scheme this convstore does not know", where="conversation")
+    if sealed and dump.key is None:
+        raise TransferFormatError("a sealed conversation needs its wrapped data key", where="key")
+    if not sealed and (dump.media or dump.key is not None):
+        raise TransferFormatError("a plaintext conversation has no key or media rows", where="media")
     check = _TreeCheck(dump.id)
-    for kind in ("node", "summary", "branch", "exchange"):
+    for kind in ("node", "media", "summary", "branch", "exchange"):
         for index, row in enumerate(getattr(dump, _PLURAL[kind])):
-            missing = [c.name for c in columns(kind) if c.name not in row] if kind in TABLES else []
+            known = kind in TABLES or sealed
+            missing = [c.name for c in columns(kind, sealed) if c.name not in row] if known else []
             if missing:
                 raise TransferFormatError("missing", where=f"{_PLURAL[kind]}[{index}]", field=missing[0])
             problem = check.add(kind, row)
@@ -425,7 +565,10 @@ def header_line(schema_revision: str | None = None) -> str:
 def dump_lines(dump: ConversationDump) -> Iterator[str]:
     """The lines of one conversation (no newlines), in the format's order."""
     yield _line("conversation", dump.conversation)
-    for kind in ("node", "summary", "branch", "exchange"):
+    if dump.key is not None:
+        wrapped = binascii.b2a_base64(dump.key.wrapped, newline=False).decode("ascii")
+        yield _line("key", {"conversation_id": dump.id, "key_id": dump.key.key_id, "wrapped": wrapped})
+    for kind in ("node", "media", "summary", "branch", "exchange"):
         for row in getattr(dump, _PLURAL[kind]):
             yield _line(kind, row)
 
@@ -495,8 +638,18 @@ def _json_problem(value: str, expected: type) -> str | None:
     return None
 
 
-def _decode_row(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
-    names = columns(kind)
+def _sealed_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "expected a string"
+    return (
+        None if is_sealed(value) and column_text_problem(value, None) is None else "expected a sealed value"
+    )
+
+
+def _decode_row(
+    kind: str, obj: Mapping[str, Any], sealed: bool = False
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    names = columns(kind, sealed)
     unknown = sorted(set(obj) - {"kind"} - {column.name for column in names})
     if unknown:
         return {}, (unknown[0], "no such column in this store (importing it would lose it)")
@@ -507,13 +660,45 @@ def _decode_row(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tupl
                 return {}, (column.name, "missing")
             row[column.name] = None
             continue
-        value, problem = _field_value(kind, column, obj[column.name])
+        if sealed and (kind, column.name) in _SEALED and obj[column.name] is not None:
+            value, problem = obj[column.name], _sealed_problem(obj[column.name])
+        else:
+            value, problem = _field_value(kind, column, obj[column.name])
         if problem is not None:
             return {}, (column.name, problem)
         row[column.name] = value
-    if kind == "node" and json.loads(row["payload"]).get("type") != row["type"]:
+    if kind == "node" and not sealed and json.loads(row["payload"]).get("type") != row["type"]:
         return {}, ("type", "differs from the payload's type")
     return row, None
+
+
+_WRAPPED_BYTES = 60  # nonce (12) + the data key (32) + the tag (16)
+
+
+def _decode_key(
+    conversation_id: str, obj: Mapping[str, Any]
+) -> tuple[WrappedKey | None, tuple[str, str] | None]:
+    unknown = sorted(set(obj) - {"kind", "conversation_id", "key_id", "wrapped"})
+    if unknown:
+        return None, (unknown[0], "no such field in a key line")
+    if obj.get("conversation_id") != conversation_id:
+        return None, ("conversation_id", "does not match the conversation line it follows")
+    key_id = obj.get("key_id")
+    if (
+        not isinstance(key_id, str)
+        or not key_id
+        or len(key_id) > MAX_KEY_ID
+        or column_text_problem(key_id, None)
+    ):
+        return None, ("key_id", f"expected a key id (a string of 1 to {MAX_KEY_ID} characters)")
+    text = obj.get("wrapped")
+    try:
+        wrapped = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+    except binascii.Error:
+        wrapped = b""
+    if len(wrapped) != _WRAPPED_BYTES:
+        return None, ("wrapped", f"expected the base64 of a wrapped data key ({_WRAPPED_BYTES} bytes)")
+    return WrappedKey(key_id=key_id, wrapped=wrapped), None
 
 
 def _check_header(number: int, obj: Mapping[str, Any]) -> None:
@@ -531,7 +716,7 @@ def _check_header(number: int, obj: Mapping[str, Any]) -> None:
         )
 
 
-_ORDER = ("node", "summary", "branch", "exchange")
+_ORDER = ("key", "node", "media", "summary", "branch", "exchange")
 
 
 class _Pending:
@@ -541,7 +726,9 @@ class _Pending:
         self.line = line
         self.conversation = conversation
         self.check = _TreeCheck(conversation["id"])
-        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _ORDER}
+        self.sealed = conversation.get("encryption") is not None
+        self.key: WrappedKey | None = None
+        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _ORDER if kind != "key"}
         self.order = 0  # index in _ORDER of the last kind seen: kinds come in that order
 
     def add(self, number: int, kind: str, obj: Mapping[str, Any]) -> None:
@@ -553,7 +740,18 @@ class _Pending:
                 where=kind,
             )
         self.order = position
-        row, problem = _decode_row(kind, obj)
+        if kind in {"key", "media"} and not self.sealed:
+            raise TransferFormatError(
+                "belongs to sealed (encrypted) conversations only", line=number, where=kind
+            )
+        if kind == "key":
+            if self.key is not None:
+                raise TransferFormatError("a second key line for one conversation", line=number, where=kind)
+            self.key, problem = _decode_key(self.conversation["id"], obj)
+            if problem is not None:
+                raise TransferFormatError(problem[1], line=number, where=kind, field=problem[0])
+            return
+        row, problem = _decode_row(kind, obj, self.sealed)
         if problem is None:
             problem = self.check.add(kind, row)
         if problem is not None:
@@ -564,8 +762,12 @@ class _Pending:
         problem = self.check.finish()
         if problem is not None:
             raise TransferFormatError(problem[1], line=self.line, where="conversation")
+        if self.sealed and self.key is None:
+            raise TransferFormatError(
+                "a sealed conversation needs its key line", line=self.line, where="conversation"
+            )
         rows = {_PLURAL[kind]: found for kind, found in self.rows.items()}
-        return self.line, ConversationDump(conversation=self.conversation, **rows)
+        return self.line, ConversationDump(conversation=self.conversation, key=self.key, **rows)
 
 
 def _parse(number: int, text: str) -> dict[str, Any]:
@@ -581,16 +783,17 @@ def _parse(number: int, text: str) -> dict[str, Any]:
 
 
 def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
-    row, problem = _decode_row("conversation", obj)
-    if problem is not None:
-        raise TransferFormatError(problem[1], line=number, where="conversation", field=problem[0])
-    if row.get("encryption") is not None:
+    encryption = obj.get("encryption")
+    if encryption is not None and encryption != ENCRYPTION:
         raise TransferFormatError(
-            "an encrypted conversation cannot be imported",
+            "an encryption scheme this convstore does not know",
             line=number,
             where="conversation",
             field="encryption",
         )
+    row, problem = _decode_row("conversation", obj, encryption is not None)
+    if problem is not None:
+        raise TransferFormatError(problem[1], line=number, where="conversation", field=problem[0])
     if row["id"] in seen:
         raise TransferFormatError("a second conversation with this id", line=number, where="conversation")
     seen.add(row["id"])
@@ -625,7 +828,7 @@ def read_dumps(lines: Iterable[str]) -> Iterator[tuple[int, ConversationDump]]:
             if pending is not None:
                 yield pending.dump()
             pending = _start(number, obj, seen)
-        elif not isinstance(kind, str) or kind not in TABLES:
+        elif not isinstance(kind, str) or kind not in _ORDER:
             raise TransferFormatError("unknown kind", line=number, field="kind")
         elif pending is None:
             raise TransferFormatError("comes before any conversation line", line=number, where=kind)
