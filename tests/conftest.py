@@ -34,7 +34,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 POSTGRES_ENV = "CONVSTORE_TEST_POSTGRES_URL"
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "interactions"
+# The API wire fixtures (tests/fixtures/interactions/README.md says what each stands for). Everything a test
+# reads is inside the repository: test_self_contained.py keeps it so.
+FIXTURES = REPO / "tests" / "fixtures" / "interactions"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
