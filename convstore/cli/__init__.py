@@ -16,12 +16,15 @@ from collections.abc import Sequence
 import convstore
 from convstore.cli import _browse, _chat, _db, _demo, _replay, _transfer
 from convstore.cli._common import DB_ENV, CliError, Parser, add_db_option, default_db_path
+from convstore.cli._render import HAVE_RICH
 
 __all__ = ["build_parser", "main"]
 
 _EPILOG = f"""\
 The store is a SQLite file, {default_db_path()}, unless --db URL or ${DB_ENV} names another
 (sqlite:///path/chat.db or postgresql+psycopg://user@host/db). `convstore demo` takes the tour offline."""
+_PLAIN = """
+Output is plain text: pip install "convstore[cli]" adds colour, tables and progress bars (rich)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="convstore",
         description="Keep Gemini Interactions API conversations on the client, as trees you can branch.",
-        epilog=_EPILOG,
+        epilog=_EPILOG if HAVE_RICH else _EPILOG + _PLAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"convstore {convstore.__version__}")

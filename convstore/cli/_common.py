@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 import convstore
+from convstore._extras import MissingExtraError
 from convstore.store._engine import run
 from convstore.store._ops import list_branches
 
@@ -109,6 +110,8 @@ def database_errors(url: str) -> Iterator[None]:
         raise CliError(
             f"not a database URL: {shown} (e.g. sqlite:///chat.db, postgresql+psycopg://...)"
         ) from None
+    except MissingExtraError as error:  # a ModuleNotFoundError too: first
+        raise CliError(f"{shown}: {error}") from None
     except ModuleNotFoundError as error:
         raise CliError(f"the driver for {shown} is not installed ({error.name})") from None
     except exc.DBAPIError as error:
