@@ -22,7 +22,14 @@ __all__ = ["build_parser", "main"]
 
 _EPILOG = f"""\
 The store is a SQLite file, {default_db_path()}, unless --db URL or ${DB_ENV} names another
-(sqlite:///path/chat.db or postgresql+psycopg://user@host/db). `convstore demo` takes the tour offline."""
+(sqlite:///path/chat.db or postgresql+psycopg://user@host/db). `convstore demo` takes the tour offline.
+Ids: a conversation's or a node's full id, or its last 8 or more characters. COMMAND --help for more.
+
+examples:
+  convstore demo
+  convstore chat --offline
+  convstore ls
+  convstore show 5f3c9a2e41d7 --tree"""
 _PLAIN = """
 Output is plain text: pip install "convstore[cli]" adds colour, tables and progress bars (rich)."""
 
