@@ -62,3 +62,17 @@ def test_each_readme_example_runs_on_its_own(group, tmp_path, monkeypatch, capsy
     for snippet, printed in EXPECTED.items():
         if snippet in text:
             assert printed in out
+
+
+def test_the_quickstart_the_readme_names_runs(tmp_path):
+    # `python examples/quickstart.py`, from a folder of its own (it may leave a database behind).
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = REPO / "examples" / "quickstart.py"
+    assert f"python {script.relative_to(REPO)}" in (REPO / "README.md").read_text(encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "<- main" in result.stdout
