@@ -14,9 +14,8 @@ import traceback
 from collections.abc import Sequence
 
 import convstore
-from convstore.cli import _browse, _chat, _db, _demo, _replay, _transfer
+from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _transfer
 from convstore.cli._common import DB_ENV, CliError, Parser, add_db_option, default_db_path
-from convstore.cli._render import HAVE_RICH
 
 __all__ = ["build_parser", "main"]
 
@@ -39,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="convstore",
         description="Keep Gemini Interactions API conversations on the client, as trees you can branch.",
-        epilog=_EPILOG if HAVE_RICH else _EPILOG + _PLAIN,
+        epilog=_EPILOG if _render.HAVE_RICH else _EPILOG + _PLAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"convstore {convstore.__version__}")
