@@ -7,7 +7,8 @@ module converts between the two with a cattrs converter built by ``make_converte
   raw object, written back unchanged (cattrs' own tagged-union support would rewrite the tag, so the union
   hooks here dispatch by hand).
 - Fields the class does not declare go to ``extra`` and come back out; an absent optional field is ``UNSET``,
-  a JSON ``null`` is ``None``, and each is written back as it came.
+  a JSON ``null`` is ``None``, and each is written back as it came. The keys come back in the order they
+  came in (``WireObject.key_order``), so ``encode_step(decode_step(d))`` is ``d`` down to its JSON text.
 - Primitive hooks are strict: a number where a string belongs is an error, not a silent ``str()``.
 - Every problem is collected with its path (``content[0].text``) into one ``CodecError``. Messages say what
   kind of value was wrong, never the value: step content is private.
@@ -31,7 +32,7 @@ from cattrs.errors import (
 )
 
 from convstore.errors import CodecError
-from convstore.model._base import UNSET, Unset, WireObject, _UnsetType
+from convstore.model._base import BOOKKEEPING, UNSET, Unset, WireObject, _UnsetType
 from convstore.model._content import KNOWN_CONTENT_TYPES, Content, UnknownContent
 from convstore.model._sdk import is_sdk_object, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES, Step, UnknownStep
@@ -139,7 +140,7 @@ def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Cal
     hints = typing.get_type_hints(cls)
     specs = []
     for field in attrs.fields(cls):
-        if field.name == "extra":
+        if field.name in BOOKKEEPING:
             continue
         inner, nullable, optional = _split_optional(hints[field.name])
         required = field.default is attrs.NOTHING
@@ -170,7 +171,7 @@ def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Cal
         if errors:
             raise ClassValidationError(f"invalid {cls.TYPE}", errors, cls)
         extra = {key: item for key, item in value.items() if key not in known}
-        return cls(**kwargs, extra=extra)
+        return cls(**kwargs, extra=extra, key_order=tuple(value))
 
     return hook
 
@@ -209,14 +210,20 @@ def _structure_result(converter: cattrs.Converter, value: Any, allow_object: boo
 def _unstructure_object(converter: cattrs.Converter, obj: WireObject) -> dict[str, Any]:
     out: dict[str, Any] = {"type": obj.TYPE}
     for field in attrs.fields(type(obj)):
-        if field.name == "extra":
+        if field.name in BOOKKEEPING:
             continue
         value = getattr(obj, field.name)
         if value is UNSET:
             continue
         out[field.name] = converter.unstructure(value)
     out.update(obj.extra)
-    return out
+    if not obj.key_order:
+        return out
+    # Back in the order the object was decoded from; keys set since (attrs.evolve) go last.
+    ordered = {key: out[key] for key in obj.key_order if key in out}
+    if len(ordered) < len(out):
+        ordered.update((key, item) for key, item in out.items() if key not in ordered)
+    return ordered
 
 
 def make_converter() -> cattrs.Converter:
@@ -322,7 +329,10 @@ def decode_content(value: Any, *, path: str = "") -> Content:
 
 
 def encode_step(step: Step) -> dict[str, Any]:
-    """Encode a model step to wire JSON; ``decode_step(encode_step(s)) == s`` and back."""
+    """Encode a model step to wire JSON; ``decode_step(encode_step(s)) == s`` and back.
+
+    A decoded step encodes to the JSON it was decoded from, keys in the same order at every level.
+    """
     return typing.cast(dict[str, Any], _converter().unstructure(step))
 
 

@@ -41,7 +41,9 @@ CITUS_ENV = "CONVSTORE_TEST_CITUS_URL"
 # few enough that building a schema per test stays quick (Citus's default is 32).
 CITUS_SHARDS = 4
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "interactions"
+# The API wire fixtures (tests/fixtures/interactions/README.md says what each stands for). Everything a test
+# reads is inside the repository: test_self_contained.py keeps it so.
+FIXTURES = REPO / "tests" / "fixtures" / "interactions"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

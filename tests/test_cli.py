@@ -213,7 +213,7 @@ def test_ls_show_fork_delete_round_trip(db):
     listed = run_cli("ls", db=db)
     assert listed.returncode == 0
     [row] = [line for line in listed.stdout.splitlines() if line.startswith(conversation_id)]
-    assert row.split()[-2:] == ["gemini-3-flash-preview", "1"]
+    assert row.split()[5:9] == ["gemini-3-flash-preview", "4", "1", "I"]  # model, steps, branches, message
 
     shown = run_cli("show", conversation_id, db=db)
     assert shown.returncode == 0
@@ -225,8 +225,8 @@ def test_ls_show_fork_delete_round_trip(db):
     forked = run_cli("fork", conversation_id, "--at", first_answer[-12:], "--name", "alt", db=db)
     assert forked.returncode == 0, forked.stderr
     assert "alt" in forked.stdout
-    listed = run_cli("ls", db=db)
-    assert listed.stdout.splitlines()[1].split()[-1] == "2"
+    [listed_json] = json.loads(run_cli("ls", "--json", db=db).stdout)
+    assert (listed_json["steps"], listed_json["branches"]) == (4, 2)
 
     tree = run_cli("show", conversation_id, "--tree", db=db)
     assert tree.returncode == 0
@@ -263,7 +263,7 @@ def test_ls_lists_encrypted_conversations_and_show_says_a_keyring_is_needed(db):
     listed = run_cli("ls", db=db)
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line.split()[-1] for line in listed.stdout.splitlines() if line[:1].isalnum()}
-    assert (rows[plain_id], rows[sealed.id]) == ("1", "encrypted")
+    assert (rows[plain_id], rows[sealed.id]) == ("house.", "(encrypted)")
     assert "private" not in listed.stdout
     refused = assert_one_line_error(run_cli("show", sealed.id, db=db), 1)
     assert "KeyringRequiredError" in refused
@@ -277,7 +277,7 @@ def test_ls_lists_encrypted_conversations_and_show_says_a_keyring_is_needed(db):
     ("args", "code", "says"),
     [
         (["show", "01a21405-8db3-7b7a-af47-2eb734a127bd"], 1, "not found"),
-        (["show", "no-such-id"], 1, "not found"),
+        (["show", "no-such-id"], 1, "not a conversation id"),
         (["fork", "01a21405-8db3-7b7a-af47-2eb734a127bd", "--at", "x"], 1, "not found"),
         (["delete", "01a21405-8db3-7b7a-af47-2eb734a127bd"], 1, "not found"),
         (["--db", "nosuchdriver://x/y", "ls"], 1, "no database driver"),

@@ -68,8 +68,6 @@ def test_plain_prompt_generation_config_and_system_instruction(store, client, em
 
 
 def test_multimodal_input_by_uri_and_inline(store, client, emulator):
-    if not (FIXTURES / "request_multimodal_user_input.json").exists():
-        pytest.skip("fixture missing")
     fixture = json.loads((FIXTURES / "request_multimodal_user_input.json").read_text())
     contents = fixture["input"][0]["content"]
     conv = store.create_conversation(model=MODEL)

@@ -17,12 +17,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "convstore"
 ALLOWED = {
     "errors": set(),
     "_ids": set(),
+    "_extras": set(),  # which pip install brings an optional module: any part may say so
     "model": {"errors", "codec"},  # model's Node.step decodes lazily through the codec
     "codec": {"errors", "model"},
     # The store writes each node's token count and chooses budget windows with budget's pure functions.
-    "store": {"errors", "model", "codec", "_ids", "budget"},
+    "store": {"errors", "model", "codec", "_ids", "_extras", "budget"},
     "client": {"errors", "model", "codec"},
-    "budget": {"errors", "model", "codec"},
+    "budget": {"errors", "model", "codec", "_extras"},
 }
 
 

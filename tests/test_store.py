@@ -57,8 +57,6 @@ def test_history_is_the_exact_input_of_the_next_request(store):
 
 def test_fixture_history_is_stored_byte_for_byte(store):
     path = FIXTURES / "stateless_function_call_history_after_turn2.json"
-    if not path.exists():
-        pytest.skip(f"fixture missing: {path}")
     history = json.loads(path.read_text())
     conv = store.create_conversation()
     conv.append(history[:3])

@@ -19,6 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from convstore._extras import require
+
 __all__ = ["HeuristicCounter", "MediaCosts", "SentencePieceCounter", "TokenCounter"]
 
 
@@ -130,10 +132,7 @@ class SentencePieceCounter:
     """
 
     def __init__(self, model_file: str, *, media: MediaCosts | None = None, per_step: int = 4) -> None:
-        try:
-            import sentencepiece  # noqa: PLC0415 -- optional extra
-        except ImportError as exc:  # pragma: no cover -- depends on the environment
-            raise ImportError('SentencePieceCounter needs: pip install "convstore[sentencepiece]"') from exc
+        sentencepiece = require("sentencepiece", needed_by="SentencePieceCounter")  # the sentencepiece extra
         processor = sentencepiece.SentencePieceProcessor(model_file=model_file)
         self._encode: Callable[[str], list[int]] = processor.encode
         self._media = media or MediaCosts()

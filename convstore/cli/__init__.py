@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 import convstore
-from convstore.cli import _browse, _chat, _db, _demo, _replay, _transfer
+from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _transfer
 from convstore.cli._common import DB_ENV, CliError, Parser, add_db_option, default_db_path
 from convstore.web import _command as _serve
 
@@ -22,7 +22,16 @@ __all__ = ["build_parser", "main"]
 
 _EPILOG = f"""\
 The store is a SQLite file, {default_db_path()}, unless --db URL or ${DB_ENV} names another
-(sqlite:///path/chat.db or postgresql+psycopg://user@host/db). `convstore demo` takes the tour offline."""
+(sqlite:///path/chat.db or postgresql+psycopg://user@host/db). `convstore demo` takes the tour offline.
+Ids: a conversation's or a node's full id, or its last 8 or more characters. COMMAND --help for more.
+
+examples:
+  convstore demo
+  convstore chat --offline
+  convstore ls
+  convstore show 5f3c9a2e41d7 --tree"""
+_PLAIN = """
+Output is plain text: pip install "convstore[cli]" adds colour, tables and progress bars (rich)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="convstore",
         description="Keep Gemini Interactions API conversations on the client, as trees you can branch.",
-        epilog=_EPILOG,
+        epilog=_EPILOG if _render.HAVE_RICH else _EPILOG + _PLAIN,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"convstore {convstore.__version__}")

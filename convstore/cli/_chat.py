@@ -3,26 +3,33 @@ branch the conversation as you go (``/fork``, ``/edit N``, ``/branch``), all kep
 
 Each turn is ``conv.request()`` (with the token budget, if one is given), ``client.stream(body)``, then
 ``conv.record()``: a turn is recorded only once its stream completed, so an interrupted or failed turn
-leaves the branch as it was.
+leaves the branch as it was. A new conversation is created in the store with its first recorded turn, so a
+chat left at once, or whose only turn failed (or did not fit the budget), leaves nothing behind; until
+then it is a draft in an in-memory store, which builds the first request exactly as the real one would.
+On the way out, chat says how to continue (``convstore chat --conversation ID``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
+import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import convstore
 from convstore.cli._common import (
     CliError,
     command,
+    display_url,
     free_branch_name,
     open_conversation,
     open_store,
     positive_int,
+    resolve_conversation,
     resolve_db,
 )
 from convstore.cli._offline import DEFAULT_MODEL, WEATHER_TOOL, fake_weather, model_client
@@ -48,12 +55,24 @@ def register(sub: Any) -> None:
         "chat",
         "Chat in the terminal, replies streamed as they arrive, the conversation kept in the store.",
         "Chat in the terminal, replies streamed as they arrive, the conversation kept in the store.\n"
-        "Talks to Gemini with GEMINI_API_KEY, or to the offline emulator with --offline.\n\n" + HELP,
+        "Talks to Gemini with GEMINI_API_KEY, or to the offline emulator with --offline. A new\n"
+        "conversation is stored with its first recorded turn; leaving, chat says how to continue it.\n\n"
+        + HELP,
+        examples=[
+            "convstore chat --offline",
+            'convstore chat --model gemini-3-flash-preview --system "Be brief." --budget 8000',
+            "convstore chat --conversation 5f3c9a2e41d7 --branch edit-1",
+            "echo 'What is the weather in Porto?' | convstore chat --offline",
+        ],
     )
     chat.add_argument(
         "--model", metavar="M", help=f"the model (default: the conversation's, or {DEFAULT_MODEL})"
     )
-    chat.add_argument("--conversation", metavar="ID", help="continue this conversation (default: a new one)")
+    chat.add_argument(
+        "--conversation",
+        metavar="ID",
+        help="continue this conversation: its id, or the last 8+ characters of it (default: a new one)",
+    )
     chat.add_argument("--branch", metavar="B", help="the branch to chat on (default: main)")
     chat.add_argument("--budget", type=positive_int, metavar="N", help="send at most N input tokens a turn")
     chat.add_argument("--system", metavar="TEXT", help="the system instruction")
@@ -99,8 +118,14 @@ class ChatSession:
         *,
         offline: bool,
         overrides: dict[str, Any],
+        create: Callable[[], convstore.Conversation] | None = None,
+        discard: Callable[[str], None] | None = None,
     ) -> None:
         self.conv = conv
+        # A new conversation: ``conv`` is a draft until ``create`` makes the real one at the first turn
+        # (``discard`` deletes it again if that turn cannot be recorded after all).
+        self.create = create
+        self.discard = discard or (lambda _: None)
         self.client = client
         self.out = out
         self.offline = offline
@@ -152,7 +177,7 @@ class ChatSession:
                 interaction = events.get_final_interaction()
             if started:
                 self.out.write("\n")
-            self.conv.record(body, interaction)
+            self._record(body, interaction)
         except KeyboardInterrupt:
             self.out.line("\n(interrupted: nothing of this turn was recorded)")
             return
@@ -173,6 +198,29 @@ class ChatSession:
             self.pending = list(calls)
             self.out.note(f"type the result of {calls[0].get('name')}(...) (JSON or text) to send it back")
 
+    @property
+    def stored(self) -> bool:
+        """Whether the conversation is in the store (False while a new one has no recorded turn yet)."""
+        return self.create is None
+
+    def _require_stored(self) -> None:
+        if not self.stored:
+            raise CliError("nothing is recorded yet: send a message first")
+
+    def _record(self, body: dict[str, Any], interaction: Any) -> None:
+        if self.create is None:
+            self.conv.record(body, interaction)
+            return
+        conv = self.create()  # the first recorded turn: now the conversation exists
+        try:
+            # The body was built by the draft, another conversation: as a plain dict it is checked against
+            # the new conversation's (empty) history instead of the draft's head.
+            conv.record(dict(body), interaction)
+        except BaseException:
+            self.discard(conv.id)
+            raise
+        self.conv, self.create = conv, None
+
     def command(self, line: str) -> bool:
         """Run an in-chat command; False to leave."""
         name, _, rest = line[1:].partition(" ")
@@ -186,6 +234,8 @@ class ChatSession:
     def _command(self, name: str, rest: str) -> bool:
         if name in {"quit", "exit", "q"}:
             return False
+        if name in {"fork", "edit"} or (name == "branch" and rest):
+            self._require_stored()
         if name == "help":
             self.out.line(HELP)
         elif name == "fork":
@@ -246,31 +296,69 @@ def _result(call: dict[str, Any], result: Any) -> dict[str, Any]:
     return {"type": "function_result", "call_id": call.get("id"), "name": call.get("name"), "result": result}
 
 
+def resume_hint(args: argparse.Namespace, conv: convstore.Conversation) -> str:
+    """The command line that continues this chat where it was left."""
+    words = ["convstore", "chat", "--conversation", conv.id]
+    if conv.branch != "main":
+        words += ["--branch", conv.branch]
+    if args.offline:
+        words.append("--offline")
+    if args.db:
+        words += ["--db", display_url(args.db) if "://" in args.db else args.db]
+    return shlex.join(words)
+
+
 def cmd_chat(args: argparse.Namespace) -> int:
     budget = make_budget(args.budget)
     url = resolve_db(args.db)
-    with model_client(offline=args.offline) as (client, _), open_store(url, create=True) as store:
+    with contextlib.ExitStack() as stack:
+        client, emulator = stack.enter_context(model_client(offline=args.offline))
+        store = stack.enter_context(open_store(url, create=True))
         overrides: dict[str, Any] = {} if budget is None else {"budget": budget}
+        create: Callable[[], convstore.Conversation] | None = None
         if args.conversation:
-            conv = open_conversation(store, args.conversation, args.branch)
+            conv = open_conversation(store, resolve_conversation(store, args.conversation), args.branch)
+            if emulator is not None:  # offline: this emulator replays what an earlier one answered
+                for branch in conv.branches():
+                    emulator.adopt_history(conv.checkout(branch.name).history())
             if args.model and args.model != conv.model:
                 overrides["model"] = args.model
             if args.system is not None:
                 overrides["system_instruction"] = args.system
         else:
-            conv = store.create_conversation(
-                model=args.model or DEFAULT_MODEL,
-                system_instruction=args.system,
-                tools=[WEATHER_TOOL] if args.offline else None,
-                branch=args.branch or "main",
-            )
+            settings: dict[str, Any] = {
+                "model": args.model or DEFAULT_MODEL,
+                "system_instruction": args.system,
+                "tools": [WEATHER_TOOL] if args.offline else None,
+                "branch": args.branch or "main",
+            }
+            drafts = stack.enter_context(convstore.Store("sqlite://"))  # in memory, gone at the end
+            conv = drafts.create_conversation(**settings)
+            create = functools.partial(store.create_conversation, **settings)
+
         out = Output()
         where = "the offline emulator" if args.offline else "Gemini"
+        named = f"conversation {conv.id}" if create is None else "new conversation (stored at its first turn)"
         out.note(
-            f"conversation {conv.id}, branch {conv.branch!r}, model {overrides.get('model', conv.model)} "
-            f"on {where}. /help lists the commands."
+            f"{named}, branch {conv.branch!r}, model {overrides.get('model', conv.model)} on {where}. "
+            "/help lists the commands."
         )
         if args.offline and not args.conversation:
             out.note("offline, the model echoes you; ask about the weather in a city to see a function call")
-        ChatSession(conv, client, out, offline=args.offline, overrides=overrides).run(_lines())
+        session = ChatSession(
+            conv,
+            client,
+            out,
+            offline=args.offline,
+            overrides=overrides,
+            create=create,
+            discard=store.delete_conversation,
+        )
+        try:
+            session.run(_lines())
+        finally:
+            if session.stored:
+                out.note(f"to continue: {resume_hint(args, session.conv)}")
+            else:
+                out.note("nothing was recorded, so no conversation was created")
     return 0

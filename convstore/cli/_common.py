@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 import convstore
+from convstore._extras import MissingExtraError
+from convstore._ids import is_id
 from convstore.store._engine import run
 from convstore.store._ops import list_branches
 
@@ -32,15 +35,19 @@ __all__ = [
     "CliError",
     "Parser",
     "add_db_option",
+    "confirm",
     "default_db_path",
     "display_url",
     "free_branch_name",
     "keyring_from_env",
+    "load_keyring",
     "missing_sqlite_file",
     "open_conversation",
     "open_store",
     "parse_duration",
+    "resolve_conversation",
     "resolve_db",
+    "short_id",
 ]
 
 DB_ENV = "CONVSTORE_DB"
@@ -135,6 +142,8 @@ def database_errors(url: str) -> Iterator[None]:
         raise CliError(
             f"not a database URL: {shown} (e.g. sqlite:///chat.db, postgresql+psycopg://...)"
         ) from None
+    except MissingExtraError as error:  # a ModuleNotFoundError too: first
+        raise CliError(f"{shown}: {error}") from None
     except ModuleNotFoundError as error:
         raise CliError(f"the driver for {shown} is not installed ({error.name})") from None
     except exc.DBAPIError as error:
@@ -159,9 +168,16 @@ def missing_sqlite_file(url: str) -> Path | None:
 
 
 @contextmanager
-def open_store(url: str, *, check_schema: bool = True, create: bool = False) -> Iterator[convstore.Store]:
+def open_store(
+    url: str,
+    *,
+    check_schema: bool = True,
+    create: bool = False,
+    keyring: convstore.Keyring | None = None,
+) -> Iterator[convstore.Store]:
     """The store at ``url``, closed afterwards (an outdated one is refused with the command that upgrades
-    it). Database failures inside the block become ``CliError``s too.
+    it). Database failures inside the block become ``CliError``s too. Its keyring is ``keyring`` (from a
+    command's ``--keyring FILE``) or else the keys of ``$CONVSTORE_KEYRING``, or none.
 
     A SQLite file that does not exist is refused, rather than an empty database left behind a mistyped
     path, unless ``create``: the commands that write a conversation or the schema (chat, import, demo,
@@ -173,9 +189,103 @@ def open_store(url: str, *, check_schema: bool = True, create: bool = False) -> 
             "creates one)"
         )
     with database_errors(url):
-        store = convstore.Store(url, check_schema=check_schema, keyring=keyring_from_env())
+        store = convstore.Store(
+            url, check_schema=check_schema, keyring=keyring if keyring is not None else keyring_from_env()
+        )
         with store:
             yield store
+
+
+def add_keyring_option(parser: argparse.ArgumentParser) -> None:
+    """``--keyring FILE``, for the commands that read encrypted conversations."""
+    parser.add_argument(
+        "--keyring",
+        metavar="FILE",
+        default=None,
+        help="a JSON keyring to read encrypted conversations (default: the keys of "
+        f"${KEYRING_ENV}, ID=BASE64[,ID=BASE64...]):\n"
+        '{"active": "K1", "keys": {"K1": "<32 bytes, base64>"}}',
+    )
+
+
+def load_keyring(path: str | None) -> convstore.Keyring | None:
+    """The ``convstore.Keyring`` of a JSON keyring file, or None without one. Errors name the file only."""
+    if path is None:
+        return None
+    try:
+        document = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CliError(f"no keyring file at {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise CliError(f"{path}: not a JSON keyring file") from None
+    keys = document.get("keys") if isinstance(document, dict) else None
+    active = document.get("active") if isinstance(document, dict) else None
+    if not isinstance(keys, dict) or not isinstance(active, str):
+        raise CliError(f'{path}: a keyring file is {{"active": KEY_ID, "keys": {{KEY_ID: BASE64, ...}}}}')
+    decoded: dict[str, bytes] = {}
+    for key_id, text in keys.items():
+        try:
+            decoded[key_id] = base64.b64decode(str(text), validate=True)
+        except (binascii.Error, ValueError):
+            raise CliError(f"{path}: key {key_id!r} is not base64") from None
+    try:
+        return convstore.Keyring(decoded, active=active)
+    except ValueError as error:
+        raise CliError(f"{path}: {error}") from None
+
+
+SHORT_ID = 12  # how much of an id the command line shows; any 8 or more last characters are accepted
+MIN_SUFFIX = 8
+_ID_TEXT = re.compile(r"^[0-9a-f-]+$")
+
+
+def short_id(full: str) -> str:
+    """The last characters of an id, as listings show it."""
+    return full[-SHORT_ID:]
+
+
+def match_id(text: str, candidates: Iterable[str], *, what: str, where: str) -> str:
+    """The one id among ``candidates`` that is ``text`` or ends in it (``MIN_SUFFIX`` characters or more).
+
+    Raises:
+        CliError: ``text`` is not (part of) an id, none matches, or several do.
+    """
+    wanted = text.strip().lower()
+    if not _ID_TEXT.match(wanted) or (len(wanted) < MIN_SUFFIX and not is_id(wanted)):
+        raise CliError(
+            f"not a {what} id: {text!r} (give the id, or its last {MIN_SUFFIX} or more characters, "
+            f"as {where} prints it)"
+        )
+    found = [candidate for candidate in candidates if candidate == wanted or candidate.endswith(wanted)]
+    exact = [candidate for candidate in found if candidate == wanted]
+    if exact:
+        return exact[0]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise CliError(f"{text!r} is the ending of {len(found)} {what}s: give more of the id")
+    raise CliError(f"no {what} {'is' if is_id(wanted) else 'ends in'} {wanted!r} ({where} lists them)")
+
+
+def resolve_conversation(store: convstore.Store, text: str) -> str:
+    """A conversation id from its full id or the last 8+ characters of it, as ``ls`` shows them."""
+    wanted = text.strip().lower()
+    if is_id(wanted):
+        return wanted  # opening it says whether it exists
+    return match_id(
+        text, (info.id for info in store.iter_conversations()), what="conversation", where="`convstore ls`"
+    )
+
+
+def confirm(question: str, *, assume_yes: bool) -> bool:
+    """Ask a yes/no question on a terminal (default no); without one, or with ``assume_yes``, go ahead."""
+    if assume_yes or not sys.stdin.isatty():
+        return True
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    return answer.strip().lower() in {"y", "yes"}
 
 
 def open_conversation(
@@ -223,6 +333,13 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+def examples_epilog(examples: Sequence[str]) -> str | None:
+    """The ``examples:`` block that ends a command's --help."""
+    if not examples:
+        return None
+    return "examples:\n" + "\n".join(f"  {example}" for example in examples)
+
+
 def positive_int(text: str) -> int:
     """argparse ``type=`` for a count."""
     try:
@@ -234,10 +351,17 @@ def positive_int(text: str) -> int:
     return value
 
 
-def command(sub: Any, name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
-    """A subcommand parser with ``--db``, its one-line summary in the command list and atop its --help."""
+def command(
+    sub: Any, name: str, summary: str, description: str | None = None, *, examples: Sequence[str] = ()
+) -> argparse.ArgumentParser:
+    """A subcommand parser with ``--db``, its one-line summary in the command list and atop its --help,
+    and its examples at the end of its --help (each a whole command line, ``convstore ...``)."""
     parser: argparse.ArgumentParser = sub.add_parser(
-        name, help=summary, description=description or summary, formatter_class=argparse.RawTextHelpFormatter
+        name,
+        help=summary,
+        description=description or summary,
+        epilog=examples_epilog(examples),
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     add_db_option(parser)
     return parser

@@ -6,7 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from convstore.cli._common import Parser, add_db_option, display_url, open_store, resolve_db
+from convstore.cli._common import (
+    Parser,
+    add_db_option,
+    display_url,
+    examples_epilog,
+    open_store,
+    resolve_db,
+)
 from convstore.store._migrate import head_revision
 
 __all__ = ["register"]
@@ -17,23 +24,38 @@ def register(sub: Any) -> None:
         "db",
         help="The database: upgrade its schema, show its revision, check its integrity.",
         description="The database: upgrade its schema, show its revision, check its integrity.",
+        epilog=examples_epilog(["convstore db upgrade", "convstore db check sqlite:///chat.db"]),
+        formatter_class=argparse.RawTextHelpFormatter,
     )
     actions = db.add_subparsers(dest="action", metavar="ACTION", title="actions", parser_class=Parser)
     actions.required = True
-    for name, summary, func in (
+    for name, summary, func, examples in (
         (
             "upgrade",
             "Upgrade a database's schema to this convstore's revision, keeping its data.",
             cmd_upgrade,
+            ["convstore db upgrade", "convstore db upgrade postgresql+psycopg://me@db/convstore"],
         ),
-        ("current", "Show a database's schema revision, and whether it is this convstore's.", cmd_current),
+        (
+            "current",
+            "Show a database's schema revision, and whether it is this convstore's.",
+            cmd_current,
+            ["convstore db current", "convstore db current sqlite:///chat.db"],
+        ),
         (
             "check",
             "Verify every stored tree's invariants; one line per problem, exit status 1 if any.",
             cmd_check,
+            ["convstore db check", "convstore db check --db chat.db"],
         ),
     ):
-        action = actions.add_parser(name, help=summary, description=summary)
+        action = actions.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=examples_epilog(examples),
+            formatter_class=argparse.RawTextHelpFormatter,
+        )
         action.add_argument(
             "url", nargs="?", metavar="URL", help="the database (default: --db, as elsewhere)"
         )

@@ -33,6 +33,7 @@ def register(sub: Any) -> None:
         "and the exact JSON input of the last request. It talks to convstore's emulator of the\n"
         "Interactions API, in process: no API key, no network. The store is a temporary SQLite file\n"
         "unless --db names one (then the conversation stays there to look at).",
+        examples=["convstore demo", "convstore demo --db demo.db && convstore ls --db demo.db"],
     )
     demo.set_defaults(func=cmd_demo)
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 import convstore
+from convstore.cli._common import SHORT_ID
 
 __all__ = ["Output", "branch_usage", "format_time", "preview", "tree_label"]
 
@@ -74,7 +75,7 @@ def format_time(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-SHORT_ID = 12  # a node id's last characters: random in a UUIDv7, so unique in a conversation
+# SHORT_ID: a node id's last characters, random in a UUIDv7, so unique in a conversation
 
 
 def tree_label(node: convstore.Node, width: int = 56) -> str:

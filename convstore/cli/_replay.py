@@ -21,6 +21,7 @@ from convstore.cli._common import (
     free_branch_name,
     open_conversation,
     open_store,
+    resolve_conversation,
     resolve_db,
 )
 from convstore.cli._offline import model_client
@@ -39,8 +40,12 @@ def register(sub: Any) -> None:
         "Re-send a branch's inputs to a model, its answers on a new branch; say where the two differ.",
         "Re-send a branch's inputs (your messages and function results, exchange by exchange) to a\n"
         "model, writing its answers as a new branch beside the old one, then say where the two differ.",
+        examples=[
+            "convstore replay 5f3c9a2e41d7 --model gemini-3.1-pro-preview",
+            "convstore replay 5f3c9a2e41d7 --branch edit-1 --model gemini-2.5-flash --offline",
+        ],
     )
-    replay.add_argument("id", metavar="ID", help="the conversation's id")
+    replay.add_argument("id", metavar="ID", help="the conversation's id, or its last 8+ characters")
     replay.add_argument("--branch", metavar="B", default="main", help="the branch to replay (default: main)")
     replay.add_argument("--model", metavar="M", help="the model to ask (default: the conversation's)")
     replay.add_argument("--name", metavar="NEW", help="the new branch's name (default: B@MODEL)")
@@ -109,7 +114,7 @@ def _match_calls(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, An
 def cmd_replay(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
     with model_client(offline=args.offline) as (client, _), open_store(url) as store:
-        old = open_conversation(store, args.id, args.branch)
+        old = open_conversation(store, resolve_conversation(store, args.id), args.branch)
         nodes = old.nodes()
         exchanges = input_exchanges(nodes)
         if not exchanges:

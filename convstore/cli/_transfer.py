@@ -21,7 +21,14 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from convstore.cli._common import CliError, command, display_url, open_store, resolve_db
+from convstore.cli._common import (
+    CliError,
+    command,
+    display_url,
+    open_store,
+    resolve_conversation,
+    resolve_db,
+)
 from convstore.cli._progress import Progress
 from convstore.errors import ConversationNotFoundError, EncryptionError
 from convstore.store._crypto import WrappedKey
@@ -46,8 +53,15 @@ def register(sub: Any) -> None:
         "`convstore import` reads it back into any store, SQLite or PostgreSQL, unchanged. Encrypted\n"
         "conversations are written sealed: as stored, with their wrapped data keys, readable only with\n"
         "the keyring that wrote them.",
+        examples=[
+            "convstore export > all.jsonl",
+            "convstore export 5f3c9a2e41d7 8d0b6e7c21aa -o two.jsonl",
+            "convstore export --db chat.db | convstore import - --db postgresql+psycopg://me@db/convstore",
+        ],
     )
-    export.add_argument("ids", nargs="*", metavar="ID", help="conversations to export (default: all)")
+    export.add_argument(
+        "ids", nargs="*", metavar="ID", help="conversations to export, or their ids' last 8+ characters"
+    )
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     export.add_argument(
         "--plaintext",
@@ -64,6 +78,7 @@ def register(sub: Any) -> None:
         "Read a JSONL export into the store: each conversation in one transaction, with its own ids.\n"
         "Every line is checked before anything is written. A conversation whose id is already in the\n"
         "store stops the import (nothing written) unless --skip-existing.",
+        examples=["convstore import all.jsonl", "convstore import all.jsonl --skip-existing --db other.db"],
     )
     imp.add_argument("file", metavar="FILE", help="the export (- for stdin)")
     imp.add_argument(
@@ -104,7 +119,7 @@ def _output(path: str | None) -> Iterator[Callable[[str], None]]:
 def cmd_export(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
     with open_store(url) as store:
-        ids: list[str] = list(dict.fromkeys(args.ids))
+        ids: list[str] = list(dict.fromkeys(resolve_conversation(store, text) for text in args.ids))
         for conversation_id in ids:  # every id is checked before anything is written
             if not run(store.engine, conversation_exists(conversation_id), write=False):
                 raise ConversationNotFoundError(conversation_id)

@@ -34,6 +34,9 @@ Unset = Literal[_UnsetType.UNSET]
 
 _EMPTY: Mapping[str, Any] = {}
 
+BOOKKEEPING = frozenset({"extra", "key_order"})
+"""``WireObject`` attributes that are not wire fields of their own."""
+
 
 @attrs.frozen(kw_only=True, repr=False)
 class WireObject:
@@ -41,6 +44,10 @@ class WireObject:
 
     Attributes:
         extra: Fields this version of convstore does not know, kept so they are written back unchanged.
+        key_order: The keys of the wire JSON the object was decoded from, in their order, so that encoding
+            writes them back in it (JSON text equal to the original). Empty for an object built in code,
+            which encodes as ``type``, its fields in declaration order, then ``extra``. Not compared: two
+            objects decoded from the same JSON with its keys in another order are equal.
     """
 
     TYPE: ClassVar[str] = ""
@@ -50,6 +57,7 @@ class WireObject:
     )
 
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    key_order: tuple[str, ...] = attrs.field(default=(), repr=False, eq=False)
 
     @property
     def type(self) -> str:
@@ -59,7 +67,7 @@ class WireObject:
     def __repr__(self) -> str:
         parts = []
         for field in attrs.fields(type(self)):
-            if field.name == "extra":
+            if field.name in BOOKKEEPING:
                 continue
             value = getattr(self, field.name)
             if value is UNSET:

@@ -219,26 +219,22 @@ class Tree:
             return f"{text}  <- {', '.join(sorted(names))}" if names else text
 
         # Iterative walk (trees can be far deeper than Python's recursion limit). A chain stays at one
-        # indentation; only where a node has several children do they indent, each under its own connector.
+        # indentation; only where there are several nodes (roots, or children of one node) do they indent,
+        # each under its own connector. Each entry: the node, the prefix of its own line, and the prefix of
+        # the lines below it (its chain and its subtree), always of the same width.
         stack: list[tuple[Node, str, str]] = []
-        roots = self.roots
-        for i, root in reversed(list(enumerate(roots))):
-            last = i == len(roots) - 1
-            stack.append(
-                (
-                    root,
-                    "" if len(roots) == 1 else ("└─ " if last else "├─ "),
-                    "" if len(roots) == 1 or last else "│  ",
-                )
-            )
+
+        def push_all(nodes: list[Node], rest: str) -> None:
+            if len(nodes) == 1:
+                stack.append((nodes[0], rest, rest))
+                return
+            for i, kid in reversed(list(enumerate(nodes))):
+                last = i == len(nodes) - 1
+                stack.append((kid, rest + ("└─ " if last else "├─ "), rest + ("   " if last else "│  ")))
+
+        push_all(self.roots, "")
         while stack:
             node, first, rest = stack.pop()
             lines.append(f"{first}{describe(node)}")
-            kids = self.children(node.id)
-            if len(kids) == 1:
-                stack.append((kids[0], rest, rest))
-                continue
-            for i, kid in reversed(list(enumerate(kids))):
-                last = i == len(kids) - 1
-                stack.append((kid, rest + ("└─ " if last else "├─ "), rest + ("   " if last else "│  ")))
+            push_all(self.children(node.id), rest)
         return "\n".join(lines)

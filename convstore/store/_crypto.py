@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from convstore._extras import require
 from convstore.errors import DecryptionError, KeyNotFoundError
 
 if TYPE_CHECKING:
@@ -55,13 +56,9 @@ MAX_KEY_ID = 255
 
 
 def _aesgcm() -> type[AESGCM]:
-    try:
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415 -- optional extra
-    except ImportError:  # pragma: no cover -- the test extra installs it
-        raise ImportError(
-            'encryption at rest needs the crypto extra: pip install "convstore[crypto]"'
-        ) from None
-    return AESGCM
+    aead = require("cryptography.hazmat.primitives.ciphers.aead")  # the crypto extra
+    aesgcm: type[AESGCM] = aead.AESGCM
+    return aesgcm
 
 
 def _invalid_tag() -> type[Exception]:

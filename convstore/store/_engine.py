@@ -35,6 +35,7 @@ from typing_extensions import TypeIs
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from convstore._extras import missing_extra, require
 from convstore.errors import ConvstoreError, DatabaseError, StoreBusyError
 
 __all__ = [
@@ -96,10 +97,29 @@ def _engine_args(url: str | sa.URL) -> tuple[sa.URL, dict[str, Any]]:
     return parsed, kwargs
 
 
+@contextmanager
+def _driver_extra() -> Iterator[None]:
+    """A database driver of an extra that is not installed (psycopg, aiosqlite): say which extra."""
+    try:
+        yield
+    except ImportError as error:
+        found = missing_extra(error)
+        if found is None:
+            raise
+        raise found from error
+
+
+def _require_greenlet() -> None:
+    # SQLAlchemy's asyncio layer imports without greenlet and fails at the first statement, with advice
+    # about SQLAlchemy's own extra: check first, and name convstore's.
+    require("greenlet", needed_by="AsyncStore")
+
+
 def make_engine(url: str | sa.URL, *, busy_timeout: float = 30.0, synchronous: str = "FULL") -> Engine:
     """Create an engine for ``url`` with convstore's settings (see ``configure_engine``)."""
     parsed, kwargs = _engine_args(url)
-    engine = sa.create_engine(parsed, **kwargs)
+    with _driver_extra():
+        engine = sa.create_engine(parsed, **kwargs)
     configure_engine(engine, busy_timeout=busy_timeout, synchronous=synchronous)
     return engine
 
@@ -111,6 +131,7 @@ def make_async_engine(
 
     A plain ``sqlite://`` URL is given the aiosqlite driver.
     """
+    _require_greenlet()
     from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415 -- needs the asyncio extra
 
     parsed, kwargs = _engine_args(url)
@@ -122,7 +143,8 @@ def make_async_engine(
         if _NO_ROWS not in logger.filters:
             logger.addFilter(_NO_ROWS)
     kwargs.pop("connect_args", None)
-    engine = create_async_engine(parsed, **kwargs)
+    with _driver_extra():
+        engine = create_async_engine(parsed, **kwargs)
     configure_engine(engine.sync_engine, busy_timeout=busy_timeout, synchronous=synchronous)
     return engine
 
@@ -148,6 +170,7 @@ def adopt_async_engine(
     engine: AsyncEngine, *, busy_timeout: float = 30.0, synchronous: str = "FULL"
 ) -> AsyncEngine:
     """A user's asyncio engine, with convstore's connection settings installed."""
+    _require_greenlet()
     configure_engine(engine.sync_engine, busy_timeout=busy_timeout, synchronous=synchronous)
     return engine
 

@@ -29,7 +29,7 @@ import hashlib
 import json
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -147,6 +147,16 @@ class Emulator:
         """Queues replies for the next create requests (continuation hops do not consume the queue)."""
         with self._lock:
             self._queue.extend(replies)
+
+    def adopt_history(self, steps: Sequence[JSONObject]) -> None:
+        """Accept a history's thoughts and signatures as this emulator's own.
+
+        For a conversation recorded against another emulator (an earlier process: ``convstore chat
+        --offline`` continued later): its replayed model turns then pass the signature checks, as the real
+        API accepts its own signatures in a later session.
+        """
+        with self._lock:
+            self._signatures.adopt(steps)
 
     @property
     def stored_ids(self) -> list[str]:

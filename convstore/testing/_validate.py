@@ -251,6 +251,20 @@ class SignatureBook:
             elif thoughts:
                 self._thoughts_for.setdefault(canonical(step), set()).update(thoughts)
 
+    def adopt(self, steps: Sequence[JSONObject]) -> None:
+        """Takes the model turns of a history as issued here (recorded against another emulator)."""
+        turn: list[JSONObject] = []
+        for step in [*steps, {"type": "user_input"}]:  # the sentinel ends the last turn
+            if step.get("type") not in CLIENT_STEP_TYPES:
+                turn.append(step)
+                continue
+            for thought in turn:
+                signature = thought.get("signature")
+                if thought.get("type") == "thought" and isinstance(signature, str):
+                    self.issue(signature)
+            self.record_hop(turn)
+            turn = []
+
     def check(self, steps: Sequence[JSONObject]) -> None:
         """Checks the model turns of a request's input.
 

@@ -1,4 +1,4 @@
-"""Helpers of the client tests: the shared wire fixtures, and one driver for both client flavours.
+"""Helpers of the client tests: the wire fixtures, and one driver for both client flavours.
 
 Not a ``conftest.py``: the repository's ``tests/conftest.py`` is imported as ``conftest`` by other tests,
 and a second one here (no packages under ``tests/``) would shadow it. Test modules import from here.
@@ -15,18 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from convstore.client import AsyncInteractionsClient, InteractionsClient
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "interactions"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "interactions"
 
 
 def load(name: str) -> Any:
-    """A wire fixture's JSON (bytes for ``.sse``); skips the calling test when the fixtures are absent."""
-    if not FIXTURES.is_dir():
-        pytest.skip(f"wire fixtures not found at {FIXTURES} (expected beside the repository)")
+    """A wire fixture's JSON (bytes for ``.sse``), from ``tests/fixtures/interactions``."""
     path = FIXTURES / name
     return path.read_bytes() if name.endswith(".sse") else json.loads(path.read_text(encoding="utf-8"))
 
