@@ -540,3 +540,24 @@ def test_a_reader_that_keeps_the_wal_busy_is_reported_not_ignored(make_store, db
         reader.close()
     store.checkpoint()
     assert secret.encode() not in b"".join(_files(path).values()), "gone once the reader is done"
+
+
+def test_a_key_store_that_cannot_compare_and_swap_is_refused_by_rotation_only(make_store, key_db):
+    class ThreeMethods:  # a KeyStore as it was before replace_key
+        def get_key(self, conversation_id: str) -> WrappedKey | None:
+            return key_db.get_key(conversation_id)
+
+        def put_key(self, conversation_id: str, wrapped: WrappedKey) -> None:
+            key_db.put_key(conversation_id, wrapped)
+
+        def delete_key(self, conversation_id: str) -> None:
+            key_db.delete_key(conversation_id)
+
+    store = make_store(keyring=ring("k1"), key_store=ThreeMethods())
+    conv = store.create_conversation()
+    conv.append(turn("kept"))
+    with pytest.raises(TypeError, match="replace_key"):
+        make_store(keyring=ring("k1", "k2"), key_store=ThreeMethods()).rotate_keys()
+    assert key_db.get_key(conv.id).key_id == "k1"  # untouched
+    store.delete_conversation(conv.id)
+    assert key_db.get_key(conv.id) is None
