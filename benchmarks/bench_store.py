@@ -19,6 +19,10 @@ Workloads:
 3. Forks in the middle of the N-step conversation; rows added per fork must be exactly one branch row.
 4. Database size at a few step counts (SQLite file after ``wal_checkpoint(TRUNCATE)``; PostgreSQL
    ``pg_total_relation_size`` of the three tables), measured between appends, outside the timings.
+5. Deleting conversations of about 30 steps each (untimed set-up; 200 deletes, 50 with ``--quick``):
+   ``delete_conversation`` (the delete transaction, which locks the conversation row first, then on SQLite
+   the WAL checkpointed and truncated so that no file keeps what was deleted), the same delete transaction
+   alone (what a delete cost before the WAL was truncated), and the floor's six DELETEs in one transaction.
 
 PostgreSQL: ``CONVSTORE_TEST_POSTGRES_URL`` or ``--postgres-url`` (default the local ``test`` database).
 Each connection caches the plans of its foreign-key checks, often made on a new, empty ``convstore_nodes``.
@@ -52,6 +56,8 @@ import _common as common
 from _common import TableData, fmt_bytes, fmt_ns, fmt_ratio, median_ns, now_ns, percentile_ns
 
 import convstore
+from convstore.store import _ops
+from convstore.store._engine import run as run_op
 
 TABLES = ("convstore_conversations", "convstore_nodes", "convstore_branches")
 MODEL = "gemini-3-flash-preview"
@@ -66,6 +72,7 @@ class Config:
     history_runs: tuple[int, ...]  # timed runs for each history size (after one warm-up run)
     size_points: tuple[int, ...]
     forks: int
+    deletes: int = 200
 
 
 FULL = Config(
@@ -81,6 +88,7 @@ QUICK = Config(
     history_runs=(9, 5),
     size_points=(500, 1_000, 2_000),
     forks=50,
+    deletes=50,
 )
 
 
@@ -104,6 +112,11 @@ class Contender(Protocol):
 
     def count_rows(self) -> tuple[int, int]:
         """(branch rows, node rows) in the contender's database."""
+
+    def seed_conversation(self, exchanges: Sequence[list[dict[str, Any]]]) -> str:
+        """Set-up, untimed: a new conversation holding ``exchanges``; its id."""
+
+    def delete(self, conversation_id: str) -> None: ...
 
     def size_bytes(self) -> int: ...
 
@@ -137,6 +150,15 @@ class ConvstoreContender:
     def fork(self, node_id: str, branch: str) -> None:
         self.conv.fork(at=node_id, branch=branch)
 
+    def seed_conversation(self, exchanges: Sequence[list[dict[str, Any]]]) -> str:
+        conv = self.store.create_conversation(model=MODEL)
+        for exchange in exchanges:
+            conv.append(exchange)
+        return conv.id
+
+    def delete(self, conversation_id: str) -> None:
+        self.store.delete_conversation(conversation_id)
+
     def count_rows(self) -> tuple[int, int]:
         with self.store.engine.connect() as conn:
             branches = conn.exec_driver_sql("SELECT count(*) FROM convstore_branches").scalar_one()
@@ -148,6 +170,23 @@ class ConvstoreContender:
 
     def close(self) -> None:
         self.store.close()
+
+
+class TransactionOnlyDelete:
+    """convstore's delete transaction without what ``delete_conversation`` does after it (SQLite: empty and
+    truncate the WAL): what a delete cost before the WAL was truncated. Shares the convstore contender's
+    store."""
+
+    name = "convstore, transaction only"
+
+    def __init__(self, ours: ConvstoreContender) -> None:
+        self.ours = ours
+
+    def seed_conversation(self, exchanges: Sequence[list[dict[str, Any]]]) -> str:
+        return self.ours.seed_conversation(exchanges)
+
+    def delete(self, conversation_id: str) -> None:
+        run_op(self.ours.store.engine, _ops.delete_conversation(conversation_id), write=True)
 
 
 def new_id() -> str:
@@ -187,6 +226,18 @@ _FLOOR_INSERT_BRANCH = (
     "VALUES (?, ?, ?, ?, ?)"
 )
 _FLOOR_INSERT_CONVERSATION = "INSERT INTO convstore_conversations (id, created_at, model) VALUES (?, ?, ?)"
+_FLOOR_SET_HEAD = "UPDATE convstore_branches SET head_id = ? WHERE conversation_id = ? AND name = ?"
+_FLOOR_DELETES = tuple(
+    f"DELETE FROM convstore_{table} WHERE {column} = ?"
+    for table, column in (
+        ("summaries", "conversation_id"),
+        ("exchanges", "conversation_id"),
+        ("branches", "conversation_id"),
+        ("nodes", "conversation_id"),
+        ("media", "conversation_id"),
+        ("conversations", "id"),
+    )
+)
 
 
 class _Floor:
@@ -203,6 +254,37 @@ class _Floor:
         self.sql_move_head = to_dialect(_FLOOR_MOVE_HEAD)
         self.sql_insert_branch = to_dialect(_FLOOR_INSERT_BRANCH)
         self.sql_history = to_dialect(common.FLOOR_HISTORY)
+        self.sql_set_head = to_dialect(_FLOOR_SET_HEAD)
+        self.sql_deletes = [to_dialect(sql) for sql in _FLOOR_DELETES]
+
+    def transaction(self) -> Any:
+        raise NotImplementedError
+
+    def seed_conversation(self, exchanges: Sequence[list[dict[str, Any]]]) -> str:
+        """A conversation with its main branch and every step, in one transaction (set-up)."""
+        main_id, main_head = self.conversation_id, self.head
+        self.conversation_id, self.head = new_id(), (None, -1, 0)
+        try:
+            now = self.now()
+            rows = []
+            for exchange in exchanges:
+                rows += self.rows_for(exchange, now)
+                last = rows[-1]
+                self.head = (last[1], last[3], last[7])
+            cid = self.conversation_id
+            with self.transaction():
+                self.conn.execute(self.sql_insert_conversation, (cid, now, MODEL))
+                self.conn.execute(self.sql_insert_branch, (cid, "main", None, now, now))
+                self.conn.cursor().executemany(self.sql_insert_nodes, rows)
+                self.conn.execute(self.sql_set_head, (rows[-1][1], cid, "main"))
+            return cid
+        finally:
+            self.conversation_id, self.head = main_id, main_head
+
+    def delete(self, conversation_id: str) -> None:
+        with self.transaction():
+            for sql in self.sql_deletes:
+                self.conn.execute(sql, (conversation_id,))
 
     def now(self) -> Any:
         raise NotImplementedError
@@ -279,6 +361,16 @@ class SqliteFloor(_Floor):
         self.conn.execute(self.sql_insert_branch, (self.conversation_id, "main", None, now, now))
         self.conn.execute("COMMIT")
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
     def now(self) -> str:
         # SQLAlchemy's SQLite DATETIME text: naive UTC, microseconds always written.
         return datetime.now(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -318,6 +410,9 @@ class PostgresFloor(_Floor):
         with self.conn.transaction():
             self.conn.execute(self.sql_insert_conversation, (self.conversation_id, now, MODEL))
             self.conn.execute(self.sql_insert_branch, (self.conversation_id, "main", None, now, now))
+
+    def transaction(self) -> Any:
+        return self.conn.transaction()
 
     def now(self) -> datetime:
         return datetime.now(timezone.utc)
@@ -469,6 +564,41 @@ def run_forks(run: BackendRun, forks: int) -> None:
     run.results["fork"] = result
 
 
+DELETE_EXCHANGES = 10  # exchanges in each conversation deleted (about 30 steps)
+
+
+def run_deletes(run: BackendRun, deletes: int, exchanges: Exchanges) -> None:
+    ours = next(c for c in run.contenders if isinstance(c, ConvstoreContender))
+    contenders: list[Any] = [*run.contenders, TransactionOnlyDelete(ours)]
+    def batch(i: int) -> list[list[dict[str, Any]]]:
+        return [exchanges[(i * DELETE_EXCHANGES + j) % len(exchanges)] for j in range(DELETE_EXCHANGES)]
+
+    doomed = {c.name: [c.seed_conversation(batch(i)) for i in range(deletes)] for c in contenders}
+    run.backend.before_reads()
+    samples: dict[str, list[int]] = {c.name: [] for c in contenders}
+    gc.collect()
+    for index in range(deletes):
+        order = contenders[index % len(contenders) :] + contenders[: index % len(contenders)]
+        for contender in order:
+            start = now_ns()
+            contender.delete(doomed[contender.name][index])
+            samples[contender.name].append(now_ns() - start)
+    floor = median_ns(samples["floor"])
+    run.results["delete"] = {
+        "deletes": deletes,
+        "steps_each": sum(len(e) for e in exchanges[:DELETE_EXCHANGES]),
+        **{
+            name: {
+                "median_ns": median_ns(values),
+                "p95_ns": percentile_ns(values, 95),
+                "ratio_to_floor": median_ns(values) / floor,
+                "samples_ns": values,
+            }
+            for name, values in samples.items()
+        },
+    }
+
+
 def run_backend(backend: Backend, config: Config, exchanges: Exchanges) -> dict[str, Any]:
     run = BackendRun(backend)
     started = time.monotonic()
@@ -476,6 +606,7 @@ def run_backend(backend: Backend, config: Config, exchanges: Exchanges) -> dict[
     backend.before_reads()
     run_history(run, config.history_sizes, config.history_runs)
     run_forks(run, config.forks)
+    run_deletes(run, config.deletes, exchanges)
     run.results["seconds"] = round(time.monotonic() - started, 1)
     return run.results
 
@@ -636,6 +767,29 @@ def tables_for(backend: str, results: dict[str, Any], mean_step_bytes: float) ->
             ["", "median", "p95", "branch rows/fork", "node rows/fork"],
             rows,
             f"convstore/floor, median fork: {fmt_ratio(fork['ratio'])}; floor = one INSERT of a branch row",
+        )
+    )
+    delete = results["delete"]
+    rows = [
+        [
+            name,
+            fmt_ns(delete[name]["median_ns"]),
+            fmt_ns(delete[name]["p95_ns"]),
+            fmt_ratio(delete[name]["ratio_to_floor"]),
+        ]
+        for name in ("floor", "convstore, transaction only", "convstore")
+    ]
+    after_over_before = delete["convstore"]["median_ns"] / delete["convstore, transaction only"]["median_ns"]
+    tables.append(
+        TableData(
+            f"{backend}: delete a conversation of {delete['steps_each']} steps, {delete['deletes']} deletes",
+            ["", "median", "p95", "/floor"],
+            rows,
+            "convstore = delete_conversation: the conversation row locked first, then key and rows"
+            + (", then the WAL checkpointed and truncated" if backend == "sqlite" else "")
+            + "; transaction only = the same delete transaction without what follows it (the cost of a "
+            f"delete before the WAL was truncated); delete_conversation / transaction only: "
+            f"{fmt_ratio(after_over_before)}",
         )
     )
     rows = []

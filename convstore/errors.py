@@ -13,6 +13,7 @@ results, media): conversations are private, and exception messages end up in log
     ├── CodecError (ValueError)              malformed wire JSON; .path names the field
     ├── InvalidExchangeError (ValueError)    an exchange that cannot be written (empty, not a list)
     ├── BudgetExceededError (ValueError)     the newest exchange alone does not fit the token budget
+    ├── InvalidAgeError (ValueError)         a purge age that is not positive, or a cutoff in the future
     ├── StoreError
     │   ├── NotFoundError (LookupError)
     │   │   ├── ConversationNotFoundError
@@ -21,6 +22,7 @@ results, media): conversations are private, and exception messages end up in log
     │   ├── ConflictError                    the branch head moved under a writer (retry after refresh)
     │   ├── BranchExistsError (ValueError)   a branch of that name exists already
     │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
+    │   │   └── ShredPendingError            deleted, but a SQLite reader kept the WAL from being emptied
     │   ├── DatabaseError                    any other database failure, translated
     │   ├── CorruptionError                  stored rows break an invariant reading relies on
     │   ├── EncryptionError                  encryption at rest: a key is missing or does not fit
@@ -55,6 +57,7 @@ __all__ = [
     "DatabaseError",
     "DecryptionError",
     "EncryptionError",
+    "InvalidAgeError",
     "InvalidExchangeError",
     "KeyNotFoundError",
     "KeyringRequiredError",
@@ -63,6 +66,7 @@ __all__ = [
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaUnknownError",
+    "ShredPendingError",
     "StoreBusyError",
     "StoreError",
     "StreamError",
@@ -90,6 +94,11 @@ class CodecError(ConvstoreError, ValueError):
 
 class InvalidExchangeError(ConvstoreError, ValueError):
     """An exchange that cannot be written as given (for example an empty list of steps)."""
+
+
+class InvalidAgeError(ConvstoreError, ValueError):
+    """A retention age that would delete what is being written now: ``purge(older_than=...)`` takes a
+    positive ``timedelta`` or a cutoff time in the past (an aware UTC ``datetime``)."""
 
 
 class BudgetExceededError(ConvstoreError, ValueError):
@@ -195,6 +204,26 @@ class BranchExistsError(StoreError, ValueError):
 
 class StoreBusyError(StoreError, TimeoutError):
     """The database stayed locked by other writers for longer than the configured busy timeout."""
+
+
+class ShredPendingError(StoreBusyError):
+    """A delete committed, but its old pages are still on disk: another connection kept reading or writing
+    the SQLite database (or a ``SQLKeyStore``'s) for longer than the busy timeout, so its WAL file could not
+    be emptied and still holds what was deleted. The rows are gone from every query; the next delete, purge
+    or ``store.checkpoint()`` empties the WAL once that connection is done.
+
+    Attributes:
+        conversation_ids: The conversations deleted (whose content may still be in the WAL).
+    """
+
+    def __init__(self, conversation_ids: list[str]) -> None:
+        self.conversation_ids = conversation_ids
+        shown = ", ".join(_shown(i) for i in conversation_ids[:5])
+        more = f" and {len(conversation_ids) - 5} more" if len(conversation_ids) > 5 else ""
+        super().__init__(
+            f"deleted {shown}{more}, but another connection kept the SQLite WAL busy past the busy timeout: "
+            "the deleted pages stay in the -wal file until store.checkpoint() (or the next delete) succeeds"
+        )
 
 
 class DatabaseError(StoreError):

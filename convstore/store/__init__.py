@@ -7,7 +7,7 @@ the calls that talk to the API.
 from convstore.store._async import AsyncConversation, AsyncStore
 from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, SqlCheck
 from convstore.store._crypto import Keyring, WrappedKey
-from convstore.store._keys import KeyStore, SQLKeyStore
+from convstore.store._keys import KeyStore, ReplacingKeyStore, SQLKeyStore
 from convstore.store._sync import Conversation, Store
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "KeyStore",
     "Keyring",
     "Problem",
+    "ReplacingKeyStore",
     "SQLKeyStore",
     "SqlCheck",
     "Store",

@@ -27,15 +27,25 @@ from convstore.errors import (
     DataKeyNotFoundError,
     DecryptionError,
     EncryptionError,
+    InvalidAgeError,
     KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
+    ShredPendingError,
+    StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
 from convstore.store import _check, _keys, _migrate, _ops, _transfer
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
-from convstore.store._engine import Op, adopt_async_engine, is_async_engine, make_async_engine, run_async
-from convstore.store._keys import KeyStore
+from convstore.store._engine import (
+    Op,
+    adopt_async_engine,
+    checkpoint_async,
+    is_async_engine,
+    make_async_engine,
+    run_async,
+)
+from convstore.store._keys import KeyStore, ReplacingKeyStore
 from convstore.store._prepare import (
     Redactor,
     call_async,
@@ -190,25 +200,39 @@ class AsyncStore:
         wrapped, with the keyring's active key. Payloads are not re-encrypted: one small write a
         conversation. Afterwards, only the active key is needed to read them.
 
+        A key deleted while the rotation runs stays deleted: each key is replaced only if it is still the
+        one that was read (in the key store's own transaction for a ``key_store``).
+
         Returns:
             How many data keys were re-wrapped.
 
         Raises:
             ValueError: the store has no keyring.
+            TypeError: the ``key_store`` has no ``replace_key`` (see ``ReplacingKeyStore``).
             KeyNotFoundError: a data key was wrapped by a key the keyring does not hold (it stays as it was;
                 the ones before it are re-wrapped).
         """
         if self.keyring is None:
             raise ValueError("rotate_keys needs a store opened with keyring=")
+        key_store = self.key_store
+        if key_store is not None and not isinstance(key_store, ReplacingKeyStore):
+            raise TypeError(
+                "rotate_keys needs a key store with replace_key(conversation_id, old, new), which replaces a "
+                "key only while it is still the old one (so that a rotation never writes back a deleted key)"
+            )
         rotated = 0
         for conversation_id in await self._run(_ops.encrypted_conversations(self.owner)):
-            if self.key_store is None:
+            if key_store is None:
                 rotated += await self._run(_ops.rewrap(conversation_id, self.keyring), write=True)
                 continue
-            wrapped = await call_async(self.key_store.get_key, conversation_id)
-            rewrapped = None if wrapped is None else self.keyring.rewrap(conversation_id, wrapped)
-            if rewrapped is not None:
-                await call_async(self.key_store.put_key, conversation_id, rewrapped)
+            wrapped = await call_async(key_store.get_key, conversation_id)
+            if wrapped is None:
+                continue  # deleted meanwhile
+            rewrapped = self.keyring.rewrap(conversation_id, wrapped)
+            # A compare-and-swap: a key deleted (or re-wrapped) since it was read stays as it is.
+            if rewrapped is not None and await call_async(
+                key_store.replace_key, conversation_id, wrapped, rewrapped
+            ):
                 rotated += 1
         return rotated
 
@@ -529,47 +553,100 @@ class AsyncStore:
 
     async def purge(self, *, older_than: timedelta | datetime) -> int:
         """Delete every conversation (of this store's owner) untouched for ``older_than``: created before
-        the cutoff and with no branch moved since. Each is deleted as ``delete_conversation`` does.
+        the cutoff and with no branch moved since. Each is deleted as ``delete_conversation`` does, in a
+        transaction that first locks it and tests again that it is still untouched: a conversation that
+        receives a turn while the purge runs is kept, with the turn, and a turn that comes after its delete
+        gets ``ConversationNotFoundError``. "Moved" is the time its writer stamped on the turn.
 
         Args:
-            older_than: An age (``timedelta(days=30)``) or a UTC cutoff time.
+            older_than: A positive age (``timedelta(days=30)``) or a UTC cutoff time in the past.
 
         Returns:
             How many conversations were deleted.
+
+        Raises:
+            InvalidAgeError: ``older_than`` is zero or negative, a cutoff in the future, or a naive datetime
+                (each would delete conversations being written now).
+            ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
+                busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
         """
-        cutoff = older_than if isinstance(older_than, datetime) else utcnow() - older_than
-        if cutoff.tzinfo is None:
-            raise ValueError("older_than: pass an aware UTC datetime or a timedelta")
+        now = utcnow()
+        if isinstance(older_than, datetime):
+            if older_than.tzinfo is None:
+                raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
+            if older_than > now:
+                raise InvalidAgeError(
+                    "older_than: the cutoff is in the future; it would delete conversations being written now"
+                )
+            cutoff = older_than
+        elif isinstance(older_than, timedelta):
+            if older_than <= timedelta(0):
+                raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
+            cutoff = now - older_than
+        else:
+            raise InvalidAgeError("older_than: pass a timedelta or an aware UTC datetime")
         stale = await self._run(_ops.stale_conversations(cutoff, self.owner))
-        deleted = 0
+        deleted: list[str] = []
+        key_wal_busy = False
         for conversation_id in stale:
             try:
-                await self.delete_conversation(conversation_id)
+                outcome = await self._delete(conversation_id, stale_before=cutoff)
             except ConversationNotFoundError:
                 continue  # deleted meanwhile
-            deleted += 1
-        return deleted
+            if outcome != _ops.KEPT:
+                deleted.append(conversation_id)
+            key_wal_busy = key_wal_busy or outcome == _ops.KEY_WAL_BUSY
+        await self._shred_wal(deleted, key_wal_busy=key_wal_busy)
+        return len(deleted)
 
     async def delete_conversation(self, conversation_id: str) -> None:
         """Delete a conversation with all its nodes and branches.
 
-        An encrypted conversation's data key is destroyed first (crypto-shredding): in the same transaction
-        for the default key store, before the rows for a ``key_store`` of its own. Once it is gone, no copy
-        of the rows (a backup, a replica) can be decrypted.
+        One transaction locks the conversation, destroys an encrypted conversation's data key
+        (crypto-shredding; a ``key_store``'s ``delete_key`` is called inside it), then deletes every row. An
+        append that commits first is deleted with it; one that comes after gets
+        ``ConversationNotFoundError``. On SQLite the WAL is then emptied into the database file and
+        truncated (``checkpoint``), and ``secure_delete`` has overwritten the deleted rows there: once this
+        returns, neither file holds them (nor, for a ``SQLKeyStore``, its files the key).
 
         Raises:
             ConversationNotFoundError.
+            ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
+                timeout, so the deleted pages are still in a ``-wal`` file (see ``checkpoint``).
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        if self.key_store is not None:
-            encryption = await self._run(_ops.visible(conversation_id, self.owner))
-            if encryption is not None:
-                await call_async(self.key_store.delete_key, conversation_id)
-        await self._run(
-            _ops.delete_conversation(conversation_id, self.owner, inline_keys=self.key_store is None),
+        outcome = await self._delete(conversation_id)
+        await self._shred_wal([conversation_id], key_wal_busy=outcome == _ops.KEY_WAL_BUSY)
+
+    async def _delete(self, conversation_id: str, stale_before: datetime | None = None) -> str:
+        return await self._run(
+            _ops.delete_conversation(
+                conversation_id,
+                self.owner,
+                inline_keys=self.key_store is None,
+                stale_before=stale_before,
+                delete_key=None if self.key_store is None else self.key_store.delete_key,
+            ),
             write=True,
         )
+
+    async def _shred_wal(self, deleted: list[str], *, key_wal_busy: bool) -> None:
+        """After deletes: empty the SQLite WAL, or say that it still holds them."""
+        if deleted and (not await checkpoint_async(self._engine) or key_wal_busy):
+            raise ShredPendingError(deleted)
+
+    async def checkpoint(self) -> None:
+        """SQLite: copy every page of the WAL into the database file and truncate the WAL to zero bytes, as
+        each delete does; it waits up to the busy timeout for other connections' transactions to end.
+        PostgreSQL: nothing (it keeps deleted rows until ``VACUUM``; see the README's Privacy section).
+
+        Raises:
+            StoreBusyError: another connection's transaction outlasted the busy timeout.
+        """
+        await self._ready()
+        if not await checkpoint_async(self._engine):
+            raise StoreBusyError("another connection kept the SQLite WAL busy past the busy timeout")
 
 
 class _AttrRow:

@@ -28,6 +28,7 @@ from convstore.store._ops import SETTINGS
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
+from convstore.store._schema import keys as k
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._schema import summaries as sm
@@ -51,7 +52,7 @@ class Problem:
     Attributes:
         kind: Which rule is broken (``missing_parent``, ``bad_depth``... see ``CheckReport.kinds``).
         conversation_id: The conversation it is in.
-        subject: What is broken: ``node``, ``branch``, ``exchange``, ``summary``, ``media`` or
+        subject: What is broken: ``node``, ``branch``, ``exchange``, ``summary``, ``media``, ``data_key`` or
             ``conversation``.
         id: The node id, branch name, exchange id or media hash (a summary: its node id).
         detail: Numbers that explain it (``depth 3, expected 2``); never content.
@@ -365,6 +366,14 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     SqlCheck("exchange records", "exchange", _EXCHANGE_ROWS, _fixed("exchange_without_nodes")),
     SqlCheck("summaries", "summary", _SUMMARIES, _fixed("summary_without_node")),
     SqlCheck("conversations of media", "media", _orphans(m, m.c.hash), _fixed("missing_conversation")),
+    # A data key (default key store) whose conversation is gone: a shredded key written back, which would
+    # open any copy of the conversation's rows taken before its delete. Named by its application key id.
+    SqlCheck(
+        "conversations of data keys",
+        "data_key",
+        _orphans(k, k.c.key_id),
+        _fixed("data_key_without_conversation"),
+    ),
     MediaCheck(),
 )
 

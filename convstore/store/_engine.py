@@ -19,7 +19,7 @@ import logging
 import sys
 import threading
 import weakref
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,11 +39,14 @@ from convstore._extras import missing_extra, require
 from convstore.errors import ConvstoreError, DatabaseError, StoreBusyError
 
 __all__ = [
+    "Call",
     "Exec",
     "Op",
     "adopt_async_engine",
     "adopt_engine",
     "busy_errors",
+    "checkpoint",
+    "checkpoint_async",
     "configure_engine",
     "drive",
     "drive_async",
@@ -69,8 +72,18 @@ class Exec:
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
 
 
-Op = Generator[Exec, Any, T]
-"""A store operation: yields statements, receives each one's ``Result``, returns its value."""
+@attrs.frozen
+class Call:
+    """A blocking call for the runner to make inside the operation's transaction, between its statements (a
+    ``KeyStore`` method, which must happen while the transaction holds its locks): a plain call in the sync
+    store, a worker thread in the async one. Its return value is sent back; its exception thrown back in."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+Op = Generator[Exec | Call, Any, T]
+"""A store operation: yields statements (and calls), receives each one's result, returns its value."""
 
 
 # Engines convstore makes log through a logger of their own, a child of SQLAlchemy's engine logger, so
@@ -301,6 +314,14 @@ def drive(conn: Connection, op: Op[T]) -> T:
     try:
         step = next(op)
         while True:
+            if isinstance(step, Call):
+                try:
+                    value = step.function(*step.args)
+                except Exception as error:
+                    step = op.throw(error)
+                else:
+                    step = op.send(value)
+                continue
             try:
                 result = conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
@@ -361,6 +382,14 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
             if stop is not None and stop.is_set():
                 op.close()
                 raise _Stopped
+            if isinstance(step, Call):
+                try:
+                    value = await asyncio.to_thread(step.function, *step.args)
+                except Exception as error:
+                    step = op.throw(error)
+                else:
+                    step = op.send(value)
+                continue
             try:
                 result = await conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
@@ -371,3 +400,47 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
         if stop is not None and stop.is_set():
             raise _Stopped from None  # not committed after all
         return stop_iteration.value  # type: ignore[no-any-return]
+
+
+def _wal_file(engine: Engine) -> bool:
+    """Whether the engine's database is a SQLite file (in WAL mode: ``configure_engine``)."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+
+
+def _truncate_wal(conn: Connection) -> bool:
+    """``PRAGMA wal_checkpoint(TRUNCATE)`` on the raw connection, outside any transaction (the ``begin``
+    listener would open one): every frame of the WAL is copied into the database file and the WAL is cut to
+    zero bytes. It waits (the busy timeout) for writers and for readers still using the WAL; True when it
+    got them all, False when one outlasted the timeout and the WAL keeps its frames."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        row = cursor.fetchone()
+    except Exception as error:
+        if "locked" in str(error) or "busy" in str(error):
+            return False
+        raise
+    finally:
+        cursor.close()
+    return row is not None and row[0] == 0
+
+
+def checkpoint(engine: Engine) -> bool:
+    """Empty a SQLite file's WAL into the database file and truncate it (see ``_truncate_wal``), so that what
+    was deleted (overwritten in the file by ``secure_delete``) is in no file any more. Other backends: True.
+
+    Returns:
+        Whether the WAL is empty (False: a reader or a writer kept it busy past the busy timeout).
+    """
+    if not _wal_file(engine):
+        return True
+    with engine.connect() as conn:
+        return _truncate_wal(conn)
+
+
+async def checkpoint_async(engine: AsyncEngine) -> bool:
+    """``checkpoint`` for an asyncio engine."""
+    if not _wal_file(engine.sync_engine):
+        return True
+    async with engine.connect() as conn:
+        return await conn.run_sync(_truncate_wal)

@@ -4,11 +4,17 @@
 external KMS or secrets service. Two built-ins keep the keys in a database's ``convstore_keys`` table:
 
 - the default: the store's own database. The key operations then run inside the store's own
-  transactions (``get_op``/``put_op``/``delete_op`` below), so creating a conversation writes its key
-  atomically with it and deleting one destroys the key first in the same transaction. A backup of that
+  transactions (``get_op``/``put_op``/``replace_op``/``delete_op`` below), so creating a conversation writes
+  its key atomically with it and deleting one destroys the key in the same transaction. A backup of that
   database holds the keys too.
 - ``SQLKeyStore(url)``: a database of its own, so a backup of the data holds no key: once a conversation's
-  key is deleted there, no copy of its rows can be read.
+  key is deleted there, a copy of its rows taken before cannot be read (unless a copy of the key store from
+  before the delete is kept as well).
+
+A key, once deleted, never comes back: a new conversation's key is inserted (never written over another), and
+rotation replaces a key only if it is still the one it read (a compare-and-swap), so a rotation racing a
+delete finds nothing to replace instead of writing the key back. On SQLite, ``SQLKeyStore.delete_key`` also
+empties the key database's WAL, so no file of it holds the deleted key when it returns.
 """
 
 from __future__ import annotations
@@ -20,13 +26,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from typing_extensions import Self
 
+from convstore.errors import ShredPendingError
 from convstore.store import _migrate
 from convstore.store._crypto import WrappedKey
-from convstore.store._engine import Exec, Op, is_engine, make_engine, run
+from convstore.store._engine import Exec, Op, checkpoint, is_engine, make_engine, run
 from convstore.store._prepare import utcnow
 from convstore.store._schema import keys as k
 
-__all__ = ["KeyStore", "SQLKeyStore", "delete_op", "get_op", "put_op"]
+__all__ = ["KeyStore", "ReplacingKeyStore", "SQLKeyStore", "delete_op", "get_op", "put_op", "replace_op"]
 
 
 @runtime_checkable
@@ -34,25 +41,42 @@ class KeyStore(Protocol):
     """Where wrapped data keys live. Implement it to keep them in a KMS or a secrets service.
 
     Methods are called from any thread (an ``AsyncStore`` calls them in a worker thread). ``put_key`` is
-    called before a new conversation's rows are written and again by ``rotate_keys``; ``delete_key`` before
-    a conversation's rows are deleted, and must destroy the key for good (that is what shreds the data).
+    called once, before a new conversation's rows are written; ``replace_key`` by ``rotate_keys``;
+    ``delete_key`` while the store's transaction that deletes the conversation's rows holds the
+    conversation (so no turn is written to it meanwhile), and must destroy the key for good: that is what
+    shreds the data. A key store without ``replace_key`` works for everything but ``rotate_keys``.
     """
 
     def get_key(self, conversation_id: str) -> WrappedKey | None:
         """The conversation's wrapped data key, or None when there is none (never made, or deleted)."""
 
     def put_key(self, conversation_id: str, wrapped: WrappedKey) -> None:
-        """Keep ``wrapped`` for the conversation, replacing the one there (rotation)."""
+        """Keep the key of a new conversation (there is none yet)."""
 
     def delete_key(self, conversation_id: str) -> None:
         """Destroy the conversation's wrapped data key; nothing when there is none."""
 
 
+@runtime_checkable
+class ReplacingKeyStore(KeyStore, Protocol):
+    """A ``KeyStore`` that ``rotate_keys`` can use: it replaces a key only while it is still the old one."""
+
+    def replace_key(self, conversation_id: str, old: WrappedKey, new: WrappedKey) -> bool:
+        """Replace the conversation's key by ``new`` if it is still ``old``, atomically; False (nothing
+        written) when it is gone or changed. Never creates a key: a deleted key must stay deleted."""
+
+
 _GET = sa.select(k.c.key_id, k.c.wrapped).where(k.c.conversation_id == sa.bindparam("conversation_id"))
 _INSERT = sa.insert(k)
-_UPDATE = (
+# Rotation's compare-and-swap: the key is replaced only if it is still the one read; a deleted key matches
+# nothing and stays deleted (never an upsert).
+_REPLACE = (
     sa.update(k)
-    .where(k.c.conversation_id == sa.bindparam("in_conversation"))
+    .where(
+        k.c.conversation_id == sa.bindparam("in_conversation"),
+        k.c.key_id == sa.bindparam("old_key_id"),
+        k.c.wrapped == sa.bindparam("old_wrapped", type_=k.c.wrapped.type),
+    )
     .values(key_id=sa.bindparam("key_id"), wrapped=sa.bindparam("wrapped"), created_at=sa.bindparam("now"))
 )
 _DELETE = sa.delete(k).where(k.c.conversation_id == sa.bindparam("conversation_id"))
@@ -64,20 +88,29 @@ def get_op(conversation_id: str) -> Op[WrappedKey | None]:
 
 
 def put_op(conversation_id: str, wrapped: WrappedKey) -> Op[None]:
-    """Insert or replace (an update first: a rotation replaces; a new conversation inserts)."""
-    now = utcnow()
-    params = {"in_conversation": conversation_id, "key_id": wrapped.key_id, "wrapped": wrapped.wrapped}
-    updated = yield Exec(_UPDATE, {**params, "now": now})
-    if updated.rowcount == 0:
-        yield Exec(
-            _INSERT,
-            {
-                "conversation_id": conversation_id,
-                "key_id": wrapped.key_id,
-                "wrapped": wrapped.wrapped,
-                "created_at": now,
-            },
-        )
+    """Insert a new conversation's key (never over another: a conversation id is new when its key is)."""
+    yield Exec(
+        _INSERT,
+        {
+            "conversation_id": conversation_id,
+            "key_id": wrapped.key_id,
+            "wrapped": wrapped.wrapped,
+            "created_at": utcnow(),
+        },
+    )
+
+
+def replace_op(conversation_id: str, old: WrappedKey, new: WrappedKey) -> Op[bool]:
+    """Replace the key by ``new`` if it is still ``old``; False when it was deleted or replaced meanwhile."""
+    params = {
+        "in_conversation": conversation_id,
+        "old_key_id": old.key_id,
+        "old_wrapped": old.wrapped,
+        "key_id": new.key_id,
+        "wrapped": new.wrapped,
+        "now": utcnow(),
+    }
+    return (yield Exec(_REPLACE, params)).rowcount == 1  # type: ignore[no-any-return]
 
 
 def delete_op(conversation_id: str) -> Op[None]:
@@ -125,8 +158,23 @@ class SQLKeyStore:
     def put_key(self, conversation_id: str, wrapped: WrappedKey) -> None:
         run(self._engine, put_op(conversation_id, wrapped), write=True)
 
+    def replace_key(self, conversation_id: str, old: WrappedKey, new: WrappedKey) -> bool:
+        return run(self._engine, replace_op(conversation_id, old, new), write=True)
+
     def delete_key(self, conversation_id: str) -> None:
+        """Delete the key; on SQLite, then empty the WAL so that no file holds it.
+
+        Raises:
+            ShredPendingError: the key is deleted, but another connection kept the key database's WAL busy
+                past the busy timeout, so its old pages are still in the ``-wal`` file.
+        """
         run(self._engine, delete_op(conversation_id), write=True)
+        if not checkpoint(self._engine):
+            raise ShredPendingError([conversation_id])
+
+    def checkpoint(self) -> bool:
+        """SQLite: empty the key database's WAL into its file (see ``Store.checkpoint``). True when done."""
+        return checkpoint(self._engine)
 
     def close(self) -> None:
         if self._owns_engine:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -37,12 +37,13 @@ from convstore.errors import (
     KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
+    ShredPendingError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Tree, Unreadable
 from convstore.store import _keys
 from convstore.store import _statements as st
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
-from convstore.store._engine import Exec, Op
+from convstore.store._engine import Call, Exec, Op
 from convstore.store._media import join_media, plain_digest, refs_json, split_media, stored_hashes
 
 __all__ = [
@@ -346,6 +347,20 @@ def load(
     return Loaded(row, head, wrapped)
 
 
+def hold_conversation(conversation_id: str) -> Op[None]:
+    """A write's first statement: a KEY SHARE lock on the conversation row (PostgreSQL), which a delete's
+    FOR UPDATE waits for and which waits for a delete. Taken first, before any row the write touches (a
+    parent node, a branch), so a write and a delete lock in the same order and never deadlock; the foreign
+    key checks take the same lock again later, but in an order PostgreSQL does not promise.
+
+    Raises:
+        ConversationNotFoundError: it was deleted.
+    """
+    found = yield Exec(st.HOLD_CONVERSATION, {"conversation_id": conversation_id})
+    if found.first() is None:
+        raise ConversationNotFoundError(conversation_id)
+
+
 def _missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exception]:
     """After a statement matched nothing: which of the two is gone."""
     result = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
@@ -371,6 +386,7 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     """
     rows = build_node_rows(conversation_id, head, steps, now)
     stored, blobs = stored_rows(rows, cipher)
+    yield from hold_conversation(conversation_id)
     try:
         yield from write_media(conversation_id, blobs, cipher)
         yield Exec(st.INSERT_NODES, stored)
@@ -507,6 +523,7 @@ def node(conversation_id: str, node_id: str, cipher: DataCipher | None = None) -
 def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
     """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied."""
     params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
+    yield from hold_conversation(conversation_id)
     try:
         result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
     except exc.IntegrityError:
@@ -556,15 +573,51 @@ def visible(conversation_id: str, owner: str | None = None) -> Op[str | None]:
     return found.encryption  # type: ignore[no-any-return]
 
 
+KEPT, DELETED, KEY_WAL_BUSY = "kept", "deleted", "key_wal_busy"  # what a delete did
+
+
 def delete_conversation(
-    conversation_id: str, owner: str | None = None, *, inline_keys: bool = True
-) -> Op[None]:
-    """Delete every row of a conversation. With ``inline_keys`` (the default key store, in this database) its
-    data key goes first, in the same transaction: crypto-shredding, then the rows."""
-    yield from visible(conversation_id, owner)
-    if inline_keys:
-        yield from _keys.delete_op(conversation_id)
+    conversation_id: str,
+    owner: str | None = None,
+    *,
+    inline_keys: bool = True,
+    stale_before: datetime | None = None,
+    delete_key: Callable[[str], None] | None = None,
+) -> Op[str]:
+    """Delete every row of a conversation, in one transaction that holds the conversation row first.
+
+    Args:
+        inline_keys: The data key is in this database (the default key store): it goes first, in the
+            same transaction (crypto-shredding, then the rows).
+        stale_before: Purge: delete only if the conversation is still untouched since this cutoff, tested
+            in this transaction after the lock, so a turn that committed before it is seen (and kept).
+        delete_key: A key store's ``delete_key``, called inside this transaction, after the lock (so no turn
+            can be written meanwhile) and before the rows go.
+
+    Returns:
+        ``KEPT`` (touched since ``stale_before``: nothing deleted), ``DELETED``, or ``KEY_WAL_BUSY``
+        (deleted, but the key store's ``ShredPendingError`` said its WAL still holds the key).
+
+    Raises:
+        ConversationNotFoundError: it does not exist (or belongs to another owner).
+    """
     params = {"conversation_id": conversation_id}
+    found = (yield Exec(st.LOCK_CONVERSATION, {**params, "owner": owner})).first()
+    if found is None:
+        raise ConversationNotFoundError(conversation_id)
+    if stale_before is not None:
+        stale = yield Exec(st.STALE_CONVERSATION, {**params, "cutoff": stale_before})
+        if stale.first() is None:
+            return KEPT
+    outcome = DELETED
+    if found.encryption is not None:
+        if inline_keys:
+            yield from _keys.delete_op(conversation_id)
+        elif delete_key is not None:
+            try:
+                yield Call(delete_key, (conversation_id,))
+            except ShredPendingError:
+                outcome = KEY_WAL_BUSY  # the key is deleted; its WAL is not empty yet
     yield Exec(st.DELETE_SUMMARIES, params)
     yield Exec(st.DELETE_EXCHANGES, params)
     yield Exec(st.DELETE_BRANCHES, params)
@@ -573,6 +626,7 @@ def delete_conversation(
     result = yield Exec(st.DELETE_CONVERSATION, params)
     if result.rowcount != 1:
         raise ConversationNotFoundError(conversation_id)
+    return outcome
 
 
 def list_conversations(
@@ -805,6 +859,7 @@ def store_summary(  # noqa: PLR0917 -- an internal operation; every caller passe
         "token_count": token_count,
         "created_at": now,
     }
+    yield from hold_conversation(conversation_id)
     try:
         yield Exec(st.INSERT_SUMMARY, row)
     except exc.IntegrityError:
@@ -825,12 +880,12 @@ def encrypted_conversations(owner: str | None) -> Op[list[str]]:
 
 def rewrap(conversation_id: str, keyring: Keyring) -> Op[bool]:
     """Re-wrap a conversation's data key (default key store) with the keyring's active key, if another key
-    wrapped it. Payloads are untouched. Returns whether it was re-wrapped."""
+    wrapped it. Payloads are untouched. Returns whether it was re-wrapped: not when the key was deleted (or
+    re-wrapped) by another transaction meanwhile: the compare-and-swap finds it and leaves it as it is."""
     wrapped = yield from _keys.get_op(conversation_id)
     if wrapped is None:
         return False
     rewrapped = keyring.rewrap(conversation_id, wrapped)
     if rewrapped is None:
         return False
-    yield from _keys.put_op(conversation_id, rewrapped)
-    return True
+    return (yield from _keys.replace_op(conversation_id, wrapped, rewrapped))

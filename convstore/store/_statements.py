@@ -36,6 +36,7 @@ __all__ = [
     "FORK_AT_NODE",
     "FORK_EMPTY",
     "HISTORY",
+    "HOLD_CONVERSATION",
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
     "INSERT_EXCHANGE",
@@ -44,6 +45,7 @@ __all__ = [
     "INSERT_SUMMARY",
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
+    "LOCK_CONVERSATION",
     "MEDIA",
     "MEDIA_STORED",
     "MOVE_HEAD",
@@ -54,6 +56,7 @@ __all__ = [
     "PATH_FROM_BRANCH",
     "PATH_FROM_NODE",
     "ROOTS",
+    "STALE_CONVERSATION",
     "STALE_CONVERSATIONS",
     "SUMMARY",
     "TREE_NODES",
@@ -95,14 +98,27 @@ ENCRYPTED_CONVERSATIONS = (
     sa.select(c.c.id).where(OWNED_BY, c.c.encryption.is_not(None)).order_by(c.c.created_at, c.c.id)
 )
 
+# What a delete takes first, before any other row of the conversation: the conversation row itself, FOR
+# UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE holds the whole database already). Every write to a
+# conversation (nodes, media, exchanges, branches) checks its foreign key to this row, which takes a KEY SHARE
+# lock on it that FOR UPDATE waits for and then blocks: a delete and the appends to its conversation are
+# ordered by this one row, in the same order in both, so they never deadlock, and an append that comes
+# after the delete finds the conversation gone.
+LOCK_CONVERSATION = CONVERSATION_VISIBLE.with_for_update()
+# What every write to a conversation takes first: FOR KEY SHARE, the lock its foreign-key checks take anyway,
+# taken before any other row so that writes and deletes lock in one order (SQLite: a plain lookup).
+HOLD_CONVERSATION = CONVERSATION_EXISTS.with_for_update(read=True, key_share=True)
+
 # Conversations untouched since a cutoff: created before it, no branch moved after it.
-STALE_CONVERSATIONS = sa.select(c.c.id).where(
-    OWNED_BY,
+_STALE = sa.and_(
     c.c.created_at < sa.bindparam("cutoff", type_=c.c.created_at.type),
     ~sa.exists().where(
         b.c.conversation_id == c.c.id, b.c.updated_at >= sa.bindparam("cutoff", type_=b.c.updated_at.type)
     ),
 )
+STALE_CONVERSATIONS = sa.select(c.c.id).where(OWNED_BY, _STALE)
+# The same test for one conversation, inside the transaction that deletes it (after LOCK_CONVERSATION).
+STALE_CONVERSATION = sa.select(c.c.id).where(c.c.id == sa.bindparam("conversation_id"), _STALE)
 
 BRANCH_EXISTS = sa.select(b.c.head_id).where(
     b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")
