@@ -30,7 +30,8 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
-from convstore.errors import CodecError
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
+from convstore.errors import CodecError, LimitExceededError
 from convstore.model._base import UNSET, Unset, WireObject, _UnsetType
 from convstore.model._content import KNOWN_CONTENT_TYPES, Content, UnknownContent
 from convstore.model._steps import KNOWN_STEP_TYPES, Step, UnknownStep
@@ -41,6 +42,7 @@ __all__ = [
     "dumps",
     "encode_content",
     "encode_step",
+    "loads",
     "make_converter",
     "normalize_step",
 ]
@@ -352,33 +354,51 @@ def dumps(value: Any) -> str:
     return text
 
 
-def normalize_step(value: Step | Mapping[str, Any], *, path: str = "") -> dict[str, Any]:
+def normalize_step(
+    value: Step | Mapping[str, Any], *, path: str = "", limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
     """Validate a step given as a model object or as wire JSON, and return its wire JSON.
 
     A mapping is validated by decoding it and then returned as given (as a plain dict), so a field this
-    version does not model is stored exactly as the API sent it.
+    version does not model is stored exactly as the API sent it. A model object is encoded and its wire
+    JSON decoded again, so a field given the wrong type (``UserInputStep(content="text")``) is refused
+    here rather than when the stored step is read.
 
     Raises:
         CodecError: see ``decode_step``.
+        LimitExceededError: nested deeper than ``limits.max_depth``, or (estimated) longer than
+            ``limits.max_step_bytes``; checked before anything is decoded or encoded.
     """
     if isinstance(value, Mapping):
+        check_value(value, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         wire = value if isinstance(value, dict) else dict(value)
         decode_step(wire, path=path)
         return wire
     if isinstance(value, (WireObject, UnknownStep)):
-        return encode_step(value)
+        try:
+            wire = encode_step(value)
+        except RecursionError:  # a model object holding JSON nested beyond any limit
+            raise LimitExceededError("max_depth", limits.max_depth, path=path) from None
+        check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
+        decode_step(wire, path=path)
+        return wire
     raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
 
 
 def normalize_steps(
-    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps"
+    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps", limits: Limits = DEFAULT_LIMITS
 ) -> list[dict[str, Any]]:
-    """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``."""
+    """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``.
+
+    Raises:
+        CodecError: every malformed step, each by its path.
+        LimitExceededError: the first step beyond a limit (at once: the rest is not looked at).
+    """
     out: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
     for index, value in enumerate(values):
         try:
-            out.append(normalize_step(value, path=f"{prefix}[{index}]"))
+            out.append(normalize_step(value, path=f"{prefix}[{index}]", limits=limits))
         except CodecError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -7,11 +7,11 @@ the API keeps none of them between requests, so every body carries them again), 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convstore import codec
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
 from convstore.errors import CodecError
 from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
@@ -183,17 +183,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def interaction_from_reply(reply: Any) -> Interaction:
+def interaction_from_reply(reply: Any, limits: Limits = DEFAULT_LIMITS) -> Interaction:
     """Our ``Interaction`` from a reply given as ours, as API JSON (a dict or its text), or as an object
     of the official ``google-genai`` SDK (anything with pydantic's ``model_dump``).
 
     Raises:
-        CodecError: the reply is none of these, or has no ``steps`` list.
+        CodecError: the reply is none of these, is not strict JSON, or has no ``steps`` list.
+        LimitExceededError: the reply is nested deeper than ``limits.max_depth`` or longer than
+            ``limits.max_reply_bytes``.
     """
     if isinstance(reply, Interaction):
         return reply
     if isinstance(reply, (str, bytes)):
-        reply = json.loads(reply)
+        reply = loads(
+            reply,
+            path="interaction",
+            limits=limits,
+            max_bytes=limits.max_reply_bytes,
+            limit_name="max_reply_bytes",
+        )
+    elif isinstance(reply, Mapping):
+        check_value(reply, path="interaction", limits=limits)
     elif not isinstance(reply, Mapping) and hasattr(reply, "model_dump"):
         reply = reply.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if not isinstance(reply, Mapping):

@@ -123,10 +123,14 @@ class Conversation(store_sync.Conversation):
             ConflictError: the branch moved since the body was built; nothing written.
             CodecError: a malformed reply, or a body this branch did not build.
         """
-        reply = interaction_from_reply(interaction)
+        limits = self._store.limits
+        reply = interaction_from_reply(interaction, limits)
         new, estimated = self._new_steps_of(body)
         prepared = prepare_wires(
-            codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
+            codec.normalize_steps([*new, *reply.steps], limits=limits),
+            self._store.counter,
+            self._store.redact,
+            limits,
         )
         exchange = exchange_row(
             estimated_input_tokens=estimated,

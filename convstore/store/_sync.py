@@ -20,6 +20,7 @@ from typing_extensions import Self
 
 from convstore import codec
 from convstore._ids import new_id
+from convstore._limits import Limits, checked_limits
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
 from convstore.errors import (
     BudgetExceededError,
@@ -87,6 +88,8 @@ class Store:
         key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
             of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
             does not close it.
+        limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
+            exchange); beyond one, ``LimitExceededError`` and nothing is written.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -112,6 +115,7 @@ class Store:
         redact: Redactor | None = None,
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -122,6 +126,7 @@ class Store:
         self.counter: TokenCounter = counter or HeuristicCounter()
         self.owner = check_owner(owner)
         self.redact = redact
+        self.limits = checked_limits(limits)
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -329,6 +334,7 @@ class Store:
             tools=tools,
             metadata=metadata,
             now=now,
+            limits=self.limits,
         )
         row["owner"] = self.owner
         info = _ops.info_from_row(_AttrRow(row))
@@ -374,6 +380,8 @@ class Store:
             limit: Page size (1 to 1000).
             cursor: ``next_cursor`` of the previous page; None for the first page.
         """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit: expected an integer, got {type(limit).__name__}")
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
@@ -405,6 +413,10 @@ class Store:
         Returns:
             How many conversations were deleted.
         """
+        if not isinstance(older_than, (datetime, timedelta)):
+            raise TypeError(
+                f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}"
+            )
         cutoff = older_than if isinstance(older_than, datetime) else utcnow() - older_than
         if cutoff.tzinfo is None:
             raise ValueError("older_than: pass an aware UTC datetime or a timedelta")
@@ -544,7 +556,8 @@ class Conversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        return self._append(prepare_exchange(steps, self._store.counter, self._store.redact), None)
+        store = self._store
+        return self._append(prepare_exchange(steps, store.counter, store.redact, store.limits), None)
 
     def _append(
         self, prepared: list[tuple[str, str, int]], exchange: Mapping[str, Any] | None
