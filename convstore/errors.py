@@ -342,6 +342,8 @@ class APIError(ConvstoreError):
         code: the error's ``code`` (an int in Google's standard shape, a string in the SDK's).
         status: Google's status name such as ``INVALID_ARGUMENT``, when given.
         message: the service's message (it describes the request, never the conversation).
+        retry_after: the wait in seconds the server asked for, when it was beyond ``Limits.max_retry_wait``
+            and so not slept (the error is raised at once instead).
     """
 
     def __init__(
@@ -351,11 +353,13 @@ class APIError(ConvstoreError):
         status_code: int | None = None,
         code: int | str | None = None,
         status: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.message = message
         self.status_code = status_code
         self.code = code
         self.status = status
+        self.retry_after = retry_after
         prefix = f"HTTP {status_code}" if status_code is not None else "API error"
         detail = f" {status}" if status else ""
         super().__init__(f"{prefix}{detail}: {message}")
