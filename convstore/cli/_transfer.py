@@ -3,7 +3,9 @@
 The format and the store operations are in ``convstore.store._transfer``; this is the file handling: an
 export is written to a temporary file and renamed when complete (``-o``), and an import reads its file twice,
 first to check every line and every conversation id before anything is written, then to write each
-conversation in a transaction of its own.
+conversation in a transaction of its own. Neither pass holds a conversation whole: lines are read one at a
+time (none longer than ``Limits.max_import_line_bytes``), and the second pass writes each conversation in
+batches inside its transaction.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from convstore._limits import DEFAULT_LIMITS
 from convstore.cli._common import CliError, command, display_url, open_store, resolve_db
 from convstore.cli._progress import Progress
-from convstore.errors import ConversationNotFoundError
+from convstore.errors import ConversationNotFoundError, LimitExceededError
 from convstore.store._engine import run
 from convstore.store._transfer import (
     TransferFormatError,
@@ -28,8 +31,8 @@ from convstore.store._transfer import (
     dump_lines,
     export_ops,
     header_line,
-    import_ops,
-    read_dumps,
+    import_rows_ops,
+    read_conversations,
 )
 
 __all__ = ["register"]
@@ -113,9 +116,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(handle: IO[bytes]) -> Iterator[str]:
-    """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error."""
-    for number, raw in enumerate(handle, start=1):
+def _lines(handle: IO[bytes], limit: int = DEFAULT_LIMITS.max_import_line_bytes) -> Iterator[str]:
+    """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error,
+    and so is a line longer than ``limit`` bytes, found without reading more than ``limit + 1`` of it."""
+    number = 0
+    while raw := handle.readline(limit + 1):
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            raise LimitExceededError("max_import_line_bytes", limit, path=f"line {number}")
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -143,8 +151,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         found: list[tuple[int, str, int]] = []  # (line, conversation id, rows)
         try:
             with source.open("rb") as handle:
-                found.extend((line, dump.id, dump.row_count) for line, dump in read_dumps(_lines(handle)))
-        except TransferFormatError as error:
+                for conversation in read_conversations(_lines(handle)):
+                    for _ in conversation.rows():  # checked, counted and let go
+                        pass
+                    found.append((conversation.line, conversation.id, conversation.row_count))
+        except (TransferFormatError, LimitExceededError) as error:
             raise CliError(f"{args.file}: {error}; nothing was imported") from None
         store = stack.enter_context(open_store(url, create=True))
         present = {cid for _, cid, _ in found if run(store.engine, conversation_exists(cid), write=False)}
@@ -158,19 +169,19 @@ def cmd_import(args: argparse.Namespace) -> int:
         total = sum(rows for _, cid, rows in found if cid not in present)
         imported = skipped = 0
         with source.open("rb") as handle, Progress("importing", total, unit="rows") as bar:
-            for line, dump in read_dumps(_lines(handle)):
-                if dump.id in present:
+            for conversation in read_conversations(_lines(handle), counter=store.counter):
+                if conversation.id in present:
                     skipped += 1
                     continue
                 try:
                     done = run(
                         store.engine,
-                        import_ops(dump, skip_existing=args.skip_existing, progress=bar.advance),
+                        import_rows_ops(conversation, skip_existing=args.skip_existing, progress=bar.advance),
                         write=True,
                     )
-                except TransferFormatError as error:
+                except (TransferFormatError, LimitExceededError) as error:
                     raise CliError(
-                        f"{args.file}: conversation at line {line}: {error}{_kept(imported)}"
+                        f"{args.file}: conversation at line {conversation.line}: {error}{_kept(imported)}"
                     ) from None
                 imported += int(done)
                 skipped += int(not done)

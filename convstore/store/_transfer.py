@@ -41,8 +41,17 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from convstore import codec
 from convstore._ids import is_id
-from convstore.errors import ConversationNotFoundError, ConvstoreError, StoreError
+from convstore._limits import DEFAULT_LIMITS, Limits, loads
+from convstore.budget import HeuristicCounter, TokenCounter
+from convstore.errors import (
+    CodecError,
+    ConversationNotFoundError,
+    ConvstoreError,
+    LimitExceededError,
+    StoreError,
+)
 from convstore.store import _schema
 from convstore.store._engine import Exec, Op
 from convstore.store._ops import payload_texts, stored_rows, write_media
@@ -54,6 +63,7 @@ __all__ = [
     "ConversationDump",
     "ConversationEncryptedError",
     "ConversationExistsError",
+    "ConversationRows",
     "TransferFormatError",
     "check_dump",
     "conversation_exists",
@@ -61,6 +71,8 @@ __all__ = [
     "export_ops",
     "header_line",
     "import_ops",
+    "import_rows_ops",
+    "read_conversations",
     "read_dumps",
 ]
 
@@ -306,6 +318,63 @@ def import_ops(
     return True
 
 
+def import_rows_ops(
+    conversation: ConversationRows,
+    *,
+    skip_existing: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Op[bool]:
+    """``import_ops`` for a conversation read lazily (``read_conversations``): its rows are read, checked
+    and written a batch at a time inside the one transaction, so memory stays bounded by a batch whatever
+    the conversation's size. A line that fails its check raises and rolls the whole conversation back.
+
+    Returns:
+        True when written, False when skipped (its rows are still read, so the file can go on).
+
+    Raises:
+        ConversationExistsError: the id exists already (and ``skip_existing`` is false).
+        TransferFormatError: a line breaks a rule (nothing of the conversation is written).
+    """
+    params = {"conversation_id": conversation.id}
+    if (yield Exec(CONVERSATION_EXISTS, params)).first() is not None:
+        if skip_existing:
+            return False
+        raise ConversationExistsError(conversation.id)
+    try:
+        yield Exec(INSERT["conversation"], conversation.conversation)
+    except exc.IntegrityError:
+        raise ConversationExistsError(conversation.id) from None
+    if progress is not None:
+        progress(1)
+    batch: list[dict[str, Any]] = []
+    batch_kind = ""
+    for kind, row in conversation.rows():
+        if batch and (kind != batch_kind or len(batch) >= CHUNK):
+            yield from _write_batch(conversation.id, batch_kind, batch, progress)
+            batch = []
+        batch_kind = kind
+        batch.append(row)
+    if batch:
+        yield from _write_batch(conversation.id, batch_kind, batch, progress)
+    return True
+
+
+def _write_batch(
+    conversation_id: str, kind: str, rows: list[dict[str, Any]], progress: Callable[[int], None] | None
+) -> Op[None]:
+    if kind == "node":
+        rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
+        yield from write_media(conversation_id, blobs, None)
+    try:
+        yield Exec(INSERT[kind], rows)
+    except exc.IntegrityError:
+        raise TransferFormatError(
+            "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
+        ) from None
+    if progress is not None:
+        progress(len(rows))
+
+
 # -- checks ----------------------------------------------------------------------------------------------
 
 
@@ -430,7 +499,9 @@ def dump_lines(dump: ConversationDump) -> Iterator[str]:
             yield _line(kind, row)
 
 
-def _field_value(kind: str, column: sa.Column[Any], value: Any) -> tuple[Any, str | None]:
+def _field_value(
+    kind: str, column: sa.Column[Any], value: Any, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, str | None]:
     """The column value for a JSON value, or a problem."""
     if value is None:
         return None, (None if column.nullable else "must not be null")
@@ -443,7 +514,7 @@ def _field_value(kind: str, column: sa.Column[Any], value: Any) -> tuple[Any, st
         return value, (None if isinstance(value, bool) else "expected true or false")
     if isinstance(column_type, sa.Integer):
         return value, _int_problem(column, value)
-    return value, _text_problem(kind, column, value)
+    return value, _text_problem(kind, column, value, limits)
 
 
 def _time_value(value: Any) -> tuple[Any, str | None]:
@@ -455,7 +526,10 @@ def _time_value(value: Any) -> tuple[Any, str | None]:
         return None, "expected an ISO 8601 time"
     if parsed.tzinfo is None:
         return None, "expected a time with its UTC offset"
-    return parsed.astimezone(timezone.utc), None
+    try:
+        return parsed.astimezone(timezone.utc), None
+    except OverflowError:  # year 9999 at an offset west of UTC, say: no UTC time to store
+        return None, "a time out of range in UTC"
 
 
 def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
@@ -470,7 +544,7 @@ def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
 _NON_EMPTY = {("branch", "name"), ("conversation", "owner")}  # as Store refuses them: check_branch_name
 
 
-def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
+def _text_problem(kind: str, column: sa.Column[Any], value: Any, limits: Limits) -> str | None:
     if not isinstance(value, str):
         return "expected a string"
     problem = column_text_problem(value, getattr(column.type, "length", None))
@@ -479,23 +553,64 @@ def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     if not value and (kind, column.name) in _NON_EMPTY:
         return "must not be empty (the store cannot open it)"
     expected = _JSON_COLUMNS.get((kind, column.name))
-    return None if expected is None else _json_problem(value, expected)
+    if expected is None or column.name == "payload":  # payloads: by the codec, in _payload_problem
+        return None
+    return _json_problem(value, expected, limits)
 
 
 _JSON_NAMES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
 
 
-def _json_problem(value: str, expected: type) -> str | None:
+def _json_problem(value: str, expected: type, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    return _strict_json(value, expected, limits)[1]
+
+
+def _strict_json(value: str, expected: type, limits: Limits) -> tuple[Any, str | None]:
+    """The value of a JSON column's text, by the rules of ``append``: strict JSON (no NaN, no key twice),
+    within ``max_depth`` and ``max_step_bytes``."""
+    if len(value) > limits.max_step_bytes:
+        return None, f"longer than max_step_bytes={limits.max_step_bytes}"
     try:
-        decoded = json.loads(value)
-    except ValueError:
-        return "expected JSON text"
+        decoded = loads(value, limits=limits)
+    except LimitExceededError as error:
+        return None, f"nested deeper than {error.limit}={error.maximum}"
+    except CodecError as error:
+        where = f" at {error.path}" if error.path else ""
+        return None, f"expected JSON text, strict ({error.problems[0][1]}{where})"
     if not isinstance(decoded, expected):
-        return f"expected the JSON text of {_JSON_NAMES[expected]}"
+        return None, f"expected the JSON text of {_JSON_NAMES[expected]}"
+    return decoded, None
+
+
+def _payload_problem(
+    kind: str, row: Mapping[str, Any], limits: Limits, counter: TokenCounter | None
+) -> tuple[str, str] | None:
+    """A node's or summary's payload checked as ``append`` checks a step: by the codec, its type and its
+    token count against the store's counter."""
+    decoded, problem = _strict_json(row["payload"], dict if kind == "node" else list, limits)
+    if problem is not None:
+        return "payload", problem
+    steps = [decoded] if kind == "node" else decoded
+    try:
+        codec.normalize_steps(steps, prefix="payload", limits=limits)
+    except CodecError as error:
+        return error.path or "payload", f"refused by the codec: {error.problems[0][1]}"
+    except LimitExceededError as error:
+        return "payload", f"beyond {error.limit}={error.maximum}"
+    if kind == "node":
+        if decoded.get("type") != row["type"]:
+            return "type", "differs from the payload's type"
+        if counter is not None and row["token_count"] != (expected := counter.count_step(decoded)):
+            return "token_count", f"is not the payload's count ({expected} by this store's token counter)"
     return None
 
 
-def _decode_row(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, str] | None]:
+def _decode_row(
+    kind: str,
+    obj: Mapping[str, Any],
+    limits: Limits = DEFAULT_LIMITS,
+    counter: TokenCounter | None = None,
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
     names = columns(kind)
     unknown = sorted(set(obj) - {"kind"} - {column.name for column in names})
     if unknown:
@@ -507,12 +622,14 @@ def _decode_row(kind: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], tupl
                 return {}, (column.name, "missing")
             row[column.name] = None
             continue
-        value, problem = _field_value(kind, column, obj[column.name])
+        value, problem = _field_value(kind, column, obj[column.name], limits)
         if problem is not None:
             return {}, (column.name, problem)
         row[column.name] = value
-    if kind == "node" and json.loads(row["payload"]).get("type") != row["type"]:
-        return {}, ("type", "differs from the payload's type")
+    if kind in ("node", "summary"):
+        found = _payload_problem(kind, row, limits, counter)
+        if found is not None:
+            return {}, found
     return row, None
 
 
@@ -535,16 +652,20 @@ _ORDER = ("node", "summary", "branch", "exchange")
 
 
 class _Pending:
-    """A conversation being read: its rows so far and the checks of its tree."""
+    """A conversation being read: the checks of its tree, and where in the order of kinds it is."""
 
-    def __init__(self, line: int, conversation: dict[str, Any]) -> None:
+    def __init__(
+        self, line: int, conversation: dict[str, Any], limits: Limits, counter: TokenCounter | None
+    ) -> None:
         self.line = line
         self.conversation = conversation
         self.check = _TreeCheck(conversation["id"])
-        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _ORDER}
         self.order = 0  # index in _ORDER of the last kind seen: kinds come in that order
+        self._limits = limits
+        self._counter = counter
 
-    def add(self, number: int, kind: str, obj: Mapping[str, Any]) -> None:
+    def add(self, number: int, kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """The row of a line, checked (not kept: the caller keeps it or writes it)."""
         position = _ORDER.index(kind)
         if position < self.order:
             raise TransferFormatError(
@@ -553,35 +674,41 @@ class _Pending:
                 where=kind,
             )
         self.order = position
-        row, problem = _decode_row(kind, obj)
+        row, problem = _decode_row(kind, obj, self._limits, self._counter)
         if problem is None:
             problem = self.check.add(kind, row)
         if problem is not None:
             raise TransferFormatError(problem[1], line=number, where=kind, field=problem[0])
-        self.rows[kind].append(row)
+        return row
 
-    def dump(self) -> tuple[int, ConversationDump]:
+    def finish(self) -> None:
         problem = self.check.finish()
         if problem is not None:
             raise TransferFormatError(problem[1], line=self.line, where="conversation")
-        rows = {_PLURAL[kind]: found for kind, found in self.rows.items()}
-        return self.line, ConversationDump(conversation=self.conversation, **rows)
 
 
-def _parse(number: int, text: str) -> dict[str, Any]:
+def _parse(number: int, text: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """One line as a JSON object, strictly (no NaN, no key twice) and within the limits."""
     try:
-        obj = json.loads(text)
-    except ValueError as error:
-        column = getattr(error, "colno", None)
-        where = f" (column {column})" if column is not None else ""
-        raise TransferFormatError(f"not valid JSON{where}", line=number) from None
+        obj = loads(
+            text,
+            path=f"line {number}",
+            limits=limits,
+            max_bytes=limits.max_import_line_bytes,
+            limit_name="max_import_line_bytes",
+        )
+    except CodecError as error:
+        field = error.path.removeprefix(f"line {number}").lstrip(".")
+        raise TransferFormatError(error.problems[0][1], line=number, field=field) from None
     if not isinstance(obj, dict):
         raise TransferFormatError("expected a JSON object", line=number)
     return obj
 
 
-def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
-    row, problem = _decode_row("conversation", obj)
+def _start(
+    number: int, obj: Mapping[str, Any], seen: set[str], limits: Limits, counter: TokenCounter | None
+) -> _Pending:
+    row, problem = _decode_row("conversation", obj, limits)
     if problem is not None:
         raise TransferFormatError(problem[1], line=number, where="conversation", field=problem[0])
     if row.get("encryption") is not None:
@@ -594,14 +721,126 @@ def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
     if row["id"] in seen:
         raise TransferFormatError("a second conversation with this id", line=number, where="conversation")
     seen.add(row["id"])
-    return _Pending(number, row)
+    return _Pending(number, row, limits, counter)
 
 
-def read_dumps(lines: Iterable[str]) -> Iterator[tuple[int, ConversationDump]]:
-    """Parse and check an export, one conversation at a time.
+class _Lines:
+    """The non-blank lines of a file, parsed one at a time, with one line of look-ahead."""
+
+    def __init__(self, lines: Iterable[str], limits: Limits) -> None:
+        self._lines = enumerate(lines, start=1)
+        self._limits = limits
+        self._back: tuple[int, dict[str, Any]] | None = None
+        self.number = 0
+
+    def next(self) -> tuple[int, dict[str, Any]] | None:
+        if self._back is not None:
+            item, self._back = self._back, None
+            return item
+        for number, text in self._lines:
+            self.number = number
+            if text.strip():
+                return number, _parse(number, text, self._limits)
+        return None
+
+    def push(self, item: tuple[int, dict[str, Any]]) -> None:
+        self._back = item
+
+
+class ConversationRows:
+    """One conversation of an import file, read lazily: ``rows()`` parses and checks its lines one at a
+    time as it is iterated, so a conversation of any size is never held whole.
+
+    Attributes:
+        line: The number of its ``conversation`` line.
+        conversation: The conversation row.
+        row_count: Rows read so far, the conversation row included (all of them once ``rows()`` ended).
+    """
+
+    def __init__(self, reader: _Lines, pending: _Pending) -> None:
+        self._reader = reader
+        self._pending = pending
+        self.line = pending.line
+        self.conversation = pending.conversation
+        self.row_count = 1
+        self.done = False
+
+    @property
+    def id(self) -> str:
+        return str(self.conversation["id"])
+
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(kind, row)`` of each of its lines, in file order.
+
+        Raises:
+            TransferFormatError: the first line that is not right (after the rows before it were yielded).
+        """
+        reader = self._reader
+        while not self.done:
+            item = reader.next()
+            if item is None or item[1].get("kind") == "conversation":
+                if item is not None:
+                    reader.push(item)
+                self._pending.finish()
+                self.done = True
+                return
+            number, obj = item
+            kind = obj.get("kind")
+            if not isinstance(kind, str) or kind not in TABLES or kind == "conversation":
+                raise TransferFormatError("unknown kind", line=number, field="kind")
+            row = self._pending.add(number, kind, obj)
+            self.row_count += 1
+            yield kind, row
+
+
+def read_conversations(
+    lines: Iterable[str], *, limits: Limits = DEFAULT_LIMITS, counter: TokenCounter | None = None
+) -> Iterator[ConversationRows]:
+    """Parse and check an export one conversation at a time, and each conversation one line at a time.
+
+    Each line is checked as ``append`` checks what it writes: strict JSON (no NaN or Infinity, no key given
+    twice) within ``limits``, every step payload by the codec, and every node's ``token_count`` against
+    ``counter``'s count of its payload (``HeuristicCounter`` when None, as ``Store`` counts by default).
 
     Args:
         lines: The file's lines (with or without newlines); blank lines are ignored.
+        limits: Bounds on a line (``max_import_line_bytes``), a payload and nesting.
+        counter: The importing store's token counter.
+
+    Yields:
+        One ``ConversationRows`` for each conversation, in file order. Rows its caller did not read are read
+        (and checked) before the next one is yielded.
+
+    Raises:
+        TransferFormatError: the first line that is not right, by number and field.
+        LimitExceededError: a line longer than ``limits.max_import_line_bytes`` (named by number).
+    """
+    counter = counter if counter is not None else HeuristicCounter()
+    reader = _Lines(lines, limits)
+    seen: set[str] = set()
+    first = reader.next()
+    if first is None:
+        raise TransferFormatError(f"empty: expected the {FORMAT} header line", line=reader.number + 1)
+    _check_header(*first)
+    while (item := reader.next()) is not None:
+        number, obj = item
+        kind = obj.get("kind")
+        if kind == "conversation":
+            conversation = ConversationRows(reader, _start(number, obj, seen, limits, counter))
+            yield conversation
+            for _ in conversation.rows():
+                pass
+        elif not isinstance(kind, str) or kind not in TABLES:
+            raise TransferFormatError("unknown kind", line=number, field="kind")
+        else:
+            raise TransferFormatError("comes before any conversation line", line=number, where=kind)
+
+
+def read_dumps(
+    lines: Iterable[str], *, limits: Limits = DEFAULT_LIMITS, counter: TokenCounter | None = None
+) -> Iterator[tuple[int, ConversationDump]]:
+    """Parse and check an export, one conversation at a time, each held whole (see ``read_conversations``
+    for the checks, and for reading a conversation without holding it).
 
     Yields:
         ``(line number of the conversation line, dump)`` for each conversation, in file order.
@@ -609,29 +848,8 @@ def read_dumps(lines: Iterable[str]) -> Iterator[tuple[int, ConversationDump]]:
     Raises:
         TransferFormatError: the first line that is not right, by number and field.
     """
-    pending: _Pending | None = None
-    seen: set[str] = set()
-    number = 0
-    header = False
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        obj = _parse(number, text)
-        kind = obj.get("kind")
-        if not header:
-            _check_header(number, obj)
-            header = True
-        elif kind == "conversation":
-            if pending is not None:
-                yield pending.dump()
-            pending = _start(number, obj, seen)
-        elif not isinstance(kind, str) or kind not in TABLES:
-            raise TransferFormatError("unknown kind", line=number, field="kind")
-        elif pending is None:
-            raise TransferFormatError("comes before any conversation line", line=number, where=kind)
-        else:
-            pending.add(number, kind, obj)
-    if not header:
-        raise TransferFormatError(f"empty: expected the {FORMAT} header line", line=number + 1)
-    if pending is not None:
-        yield pending.dump()
+    for conversation in read_conversations(lines, limits=limits, counter=counter):
+        rows: dict[str, list[dict[str, Any]]] = {_PLURAL[kind]: [] for kind in _ORDER}
+        for kind, row in conversation.rows():
+            rows[_PLURAL[kind]].append(row)
+        yield conversation.line, ConversationDump(conversation=conversation.conversation, **rows)
