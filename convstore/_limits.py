@@ -126,10 +126,17 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _Marked(dict[str, Any]):
     """An object that had a key twice (only built to find where, after ``_Duplicate``)."""
 
+    twice = ""
+
 
 def _mark_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     value = dict(pairs)
-    return _Marked(value) if len(value) != len(pairs) else value
+    if len(value) == len(pairs):
+        return value
+    marked = _Marked(value)
+    seen: set[str] = set()
+    marked.twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+    return marked
 
 
 def _no_constant(name: str) -> Any:
@@ -152,7 +159,7 @@ def _duplicate_path(text: str, path: str) -> str:
     while stack:
         value, where = stack.pop()
         if isinstance(value, _Marked):
-            return where
+            return f"{where}.{value.twice}" if where else value.twice
         if isinstance(value, dict):
             stack.extend((item, f"{where}.{key}" if where else str(key)) for key, item in value.items())
         elif isinstance(value, list):

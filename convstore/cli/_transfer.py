@@ -118,16 +118,33 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _lines(handle: IO[bytes], limit: int = DEFAULT_LIMITS.max_import_line_bytes) -> Iterator[str]:
     """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error,
-    and so is a line longer than ``limit`` bytes, found without reading more than ``limit + 1`` of it."""
+    and so is a line longer than ``limit`` bytes, refused once ``limit`` bytes of it were read (a megabyte
+    at a time)."""
     number = 0
-    while raw := handle.readline(limit + 1):
+    while True:
+        parts: list[bytes] = []
+        size = 0
+        while piece := handle.readline(_PIECE):
+            parts.append(piece)
+            size += len(piece)
+            if piece.endswith(b"\n"):
+                break
+            if size > limit:
+                raise LimitExceededError("max_import_line_bytes", limit, path=f"line {number + 1}")
+        if not parts:
+            return
         number += 1
-        if len(raw) > limit and not raw.endswith(b"\n"):
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        del parts
+        if len(raw) > limit + 1:
             raise LimitExceededError("max_import_line_bytes", limit, path=f"line {number}")
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
             raise TransferFormatError("not UTF-8 text", line=number) from None
+
+
+_PIECE = 1024 * 1024
 
 
 def _source(path: str, stack: ExitStack) -> Path:

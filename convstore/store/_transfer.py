@@ -79,6 +79,7 @@ __all__ = [
 FORMAT = "convstore-export"
 VERSION = 1
 CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
+BATCH_BYTES = 4 * 1024 * 1024  # ... or fewer, so a streamed import holds at most about this much of payloads
 
 
 class TransferFormatError(ConvstoreError, ValueError):
@@ -348,12 +349,15 @@ def import_rows_ops(
         progress(1)
     batch: list[dict[str, Any]] = []
     batch_kind = ""
+    batch_bytes = 0
     for kind, row in conversation.rows():
-        if batch and (kind != batch_kind or len(batch) >= CHUNK):
+        if batch and (kind != batch_kind or len(batch) >= CHUNK or batch_bytes >= BATCH_BYTES):
             yield from _write_batch(conversation.id, batch_kind, batch, progress)
-            batch = []
+            batch, batch_bytes = [], 0
         batch_kind = kind
         batch.append(row)
+        payload = row.get("payload")
+        batch_bytes += len(payload) if isinstance(payload, str) else 0
     if batch:
         yield from _write_batch(conversation.id, batch_kind, batch, progress)
     return True
