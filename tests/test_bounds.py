@@ -18,6 +18,7 @@ Three parts:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -43,7 +44,15 @@ from convstore.client._events import EventDecoder, parse_event
 from convstore.client._sse import SSEDecoder
 from convstore.store._engine import run
 from convstore.store._schema import metadata as schema_metadata
-from convstore.store._transfer import TransferFormatError, dump_lines, export_ops, header_line, read_dumps
+from convstore.store._transfer import (
+    TransferFormatError,
+    dump_lines,
+    export_ops,
+    header_line,
+    import_rows_ops,
+    read_conversations,
+    read_dumps,
+)
 
 HERE = Path(__file__).resolve().parent / "fixtures" / "hostile"
 DEEP = 100_000
@@ -427,6 +436,32 @@ def test_a_200_megabyte_reply_is_refused_within_its_limit():
     figure("max_reply_bytes (unary)", peak, "limit 1 MiB, body of 200 MB")
 
 
+def test_the_async_client_reads_within_the_limits():
+    async def body() -> Any:
+        for chunk in _streamed(b'{"id":"i","status":"completed","x":"', b"a" * 65536, 200 * MiB):
+            yield chunk
+
+    async def call(stream: bool) -> None:
+        def handler(request: httpx.Request) -> httpx.Response:
+            headers = {"content-type": "text/event-stream"} if stream else {}
+            return httpx.Response(200, headers=headers, content=body())
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+            client = convstore.AsyncInteractionsClient(
+                "k", http_client=http, limits=Limits(max_reply_bytes=MiB)
+            )
+            if stream:
+                async with client.stream({"model": "m", "input": "hi"}) as events:
+                    async for _ in events:
+                        pass
+            else:
+                await client.create({"model": "m", "input": "hi"})
+
+    for stream in (False, True):
+        with pytest.raises(LimitExceededError):
+            asyncio.run(call(stream))
+
+
 def test_a_declared_content_length_beyond_the_limit_is_refused_unread():
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, headers={"content-length": str(10**12)}, content=iter([b"{}"]))
@@ -618,12 +653,17 @@ def _fuzz_loop(db_url: str, count: int) -> dict[str, int]:
                         decoder.feed(data[start : start + 97])
                     decoder.end()
                 else:
-                    for _, dump in read_dumps(data.decode("utf-8", "replace").split("\n")):
-                        for node in dump.nodes:
-                            codec.loads(node["payload"])
+                    lines = data.decode("utf-8", "replace").split("\n")
+                    for conversation in read_conversations(lines):
+                        if run(store.engine, import_rows_ops(conversation), write=True):
+                            store.conversation(conversation.id).history()
+                            store.delete_conversation(conversation.id)
             except ConvstoreError:
                 tally["refused"] += 1
                 assert tables(store.engine) == before, ("a refused write changed the store", entry)
+                continue
+            except UnicodeEncodeError as error:  # our own .decode("utf-8", "replace") never makes these
+                escaped.append(f"entry {entry}: {error}")
                 continue
             except Exception as error:  # what the suite exists to find
                 escaped.append(f"entry {entry}: {type(error).__name__}: {error}"[:300])
