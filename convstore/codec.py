@@ -322,14 +322,25 @@ def decode_content(value: Any, *, path: str = "") -> Content:
     return typing.cast(Content, _decode(value, Content, path))
 
 
+def _unstructure(value: Any) -> dict[str, Any]:
+    try:
+        return typing.cast(dict[str, Any], _converter().unstructure(value))
+    except RecursionError:  # a field holding JSON nested beyond any limit
+        raise LimitExceededError("max_depth", DEFAULT_LIMITS.max_depth) from None
+
+
 def encode_step(step: Step) -> dict[str, Any]:
-    """Encode a model step to wire JSON; ``decode_step(encode_step(s)) == s`` and back."""
-    return typing.cast(dict[str, Any], _converter().unstructure(step))
+    """Encode a model step to wire JSON; ``decode_step(encode_step(s)) == s`` and back.
+
+    Raises:
+        LimitExceededError: a field holds JSON nested too deep to encode.
+    """
+    return _unstructure(step)
 
 
 def encode_content(content: Content) -> dict[str, Any]:
-    """Encode a content item to wire JSON."""
-    return typing.cast(dict[str, Any], _converter().unstructure(content))
+    """Encode a content item to wire JSON (see ``encode_step``)."""
+    return _unstructure(content)
 
 
 def dumps(value: Any) -> str:
@@ -346,6 +357,8 @@ def dumps(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise CodecError([("", f"not representable as JSON ({type(exc).__name__})")]) from None
+    except RecursionError:  # callers bound the depth first (check_value); this is the last guard
+        raise LimitExceededError("max_depth", DEFAULT_LIMITS.max_depth) from None
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -377,7 +390,7 @@ def normalize_step(
     if isinstance(value, (WireObject, UnknownStep)):
         try:
             wire = encode_step(value)
-        except RecursionError:  # a model object holding JSON nested beyond any limit
+        except LimitExceededError:
             raise LimitExceededError("max_depth", limits.max_depth, path=path) from None
         check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         decode_step(wire, path=path)

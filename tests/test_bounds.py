@@ -198,6 +198,18 @@ def test_a_deep_import_line_is_one_error_line(tmp_path, capsys):
     assert "max_depth" in err
 
 
+def test_the_codec_refuses_deep_values_by_a_typed_error():
+    step = convstore.FunctionCallStep(id="c", name="f", arguments={"x": deep_list()})
+    with pytest.raises(LimitExceededError):
+        codec.encode_step(step)
+    with pytest.raises(LimitExceededError):
+        codec.dumps(deep_list())
+    with pytest.raises(LimitExceededError, match=r"\[0\].v"):
+        codec.normalize_steps([{"type": "x", "v": deep_list()}])
+    with pytest.raises(LimitExceededError):
+        codec.loads(deep_text())
+
+
 # -- symptoms: builtin errors from deep inside -------------------------------------------------------------
 
 
@@ -216,6 +228,21 @@ def test_a_cursor_of_the_wrong_type_is_a_type_error(store, cursor):
 def test_a_malformed_cursor_is_a_codec_error(store):
     with pytest.raises(CodecError, match="cursor"):
         store.conversations(cursor="!!!")
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        lambda s: s.create_conversation(branch=5),
+        lambda s: s.conversation("01a2b3c4-0000-7000-8000-000000000000", branch=None),
+        lambda s: s.purge(older_than="30d"),
+        lambda s: s.create_conversation().fork(branch=b"x"),
+    ],
+    ids=["create-branch", "open-branch", "purge", "fork"],
+)
+def test_arguments_of_the_wrong_type_are_type_errors(store, attempt):
+    with pytest.raises(TypeError):
+        attempt(store)
 
 
 @pytest.mark.parametrize("limit", ["5", 2.5, None])

@@ -69,7 +69,9 @@ def valid_id(value: object) -> bool:
 
 
 def check_branch_name(name: object) -> str:
-    if not isinstance(name, str) or not name or column_text_problem(name, MAX_BRANCH_NAME) is not None:
+    if not isinstance(name, str):
+        raise TypeError(f"branch: expected a string, got {type(name).__name__}")
+    if not name or column_text_problem(name, MAX_BRANCH_NAME) is not None:
         raise CodecError(
             [
                 (
@@ -156,6 +158,8 @@ Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 def check_owner(owner: object) -> str | None:
+    if owner is not None and not isinstance(owner, str):
+        raise TypeError(f"owner: expected a string or None, got {type(owner).__name__}")
     if owner is not None and (not isinstance(owner, str) or not owner or column_text_problem(owner, 255)):
         raise CodecError(
             [
