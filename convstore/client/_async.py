@@ -135,9 +135,9 @@ class AsyncInteractionsClient:
 
         ``strict``: beyond the limit raise ``LimitExceededError``; else (an error body) keep what fit.
         """
-        size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
         chunks: list[bytes] = []
         try:
+            size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
             async for chunk in response.aiter_bytes():
                 if not strict and size.count + len(chunk) > size.maximum:
                     break

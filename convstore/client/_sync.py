@@ -136,9 +136,9 @@ class InteractionsClient:
 
         ``strict``: beyond the limit raise ``LimitExceededError``; else (an error body) keep what fit.
         """
-        size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
         chunks: list[bytes] = []
         try:
+            size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
             for chunk in response.iter_bytes():
                 if not strict and size.count + len(chunk) > size.maximum:
                     break
