@@ -155,7 +155,10 @@ def _finite(text: str) -> float:
 
 
 def _duplicate_path(text: str, path: str) -> str:
-    stack: list[tuple[Any, str]] = [(json.loads(text, object_pairs_hook=_mark_duplicates), path)]
+    marked = json.loads(
+        text, object_pairs_hook=_mark_duplicates, parse_constant=_no_constant, parse_float=_finite
+    )
+    stack: list[tuple[Any, str]] = [(marked, path)]
     while stack:
         value, where = stack.pop()
         if isinstance(value, _Marked):
@@ -205,16 +208,21 @@ def loads(
             text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite
         )
     except _Duplicate:
-        where = _duplicate_path(text, path)
+        try:
+            where = _duplicate_path(text, path)
+        except (ValueError, RecursionError, _NonFinite) as exc:  # the text breaks later too: not JSON
+            raise CodecError([(path, _not_json(exc))]) from None
         raise CodecError([(where, "an object gives a key twice (the API would read only one)")]) from None
-    except _NonFinite:
-        raise CodecError([(path, "NaN or an infinite number is not JSON")]) from None
-    except json.JSONDecodeError as exc:
-        raise CodecError(
-            [(path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")]
-        ) from None
-    except (ValueError, RecursionError) as exc:  # an integer of more digits than int() takes
-        raise CodecError([(path, f"not valid JSON ({type(exc).__name__})")]) from None
+    except (ValueError, RecursionError, _NonFinite) as exc:  # ValueError: an int of too many digits too
+        raise CodecError([(path, _not_json(exc))]) from None
+
+
+def _not_json(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    if isinstance(exc, _NonFinite):
+        return "NaN or an infinite number is not JSON"
+    return f"not valid JSON ({type(exc).__name__})"
 
 
 def _scalar_size(value: Any) -> int:

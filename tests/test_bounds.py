@@ -386,6 +386,14 @@ def test_an_import_line_with_nan_is_refused(tmp_path):
         list(read_dumps(lines))
 
 
+def test_a_key_twice_before_a_syntax_error_is_one_codec_error():
+    """Found by the bounds fuzz loop: the second parse that looks for the repeated key met the later
+    syntax error and raised json's JSONDecodeError."""
+    for text in ['{"a":{"b":1,"b":2}, x', '{"a":1,"a":2,"c":NaN}']:
+        with pytest.raises(CodecError, match="not valid JSON|NaN"):
+            codec.loads(text)
+
+
 def test_a_reply_text_with_a_key_twice_is_refused_at_record(store):
     conv = store.create_conversation(model="gemini-3-flash-preview")
     text = '{"id":"i","status":"completed","steps":[{"type":"model_output","content":[],"content":[]}]}'
