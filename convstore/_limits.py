@@ -33,12 +33,16 @@ MAX_DEPTH_CEILING: Final = 200  # json and cattrs recurse once per level: stay f
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise TypeError(f"{attribute.name}: expected a positive number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{attribute.name}: expected a number, got {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{attribute.name}: expected a positive number")
 
 
 def _depth(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH_CEILING:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name}: expected an integer, got {type(value).__name__}")
+    if not 1 <= value <= MAX_DEPTH_CEILING:
         raise ValueError(f"{attribute.name}: expected an integer from 1 to {MAX_DEPTH_CEILING}")
 
 

@@ -533,8 +533,10 @@ def test_limits_are_per_store(make_store):
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="max_depth"):
         Limits(max_depth=10_000)
-    with pytest.raises(TypeError, match="max_step_bytes"):
+    with pytest.raises(ValueError, match="max_step_bytes"):
         Limits(max_step_bytes=0)
+    with pytest.raises(TypeError, match="max_retry_wait"):
+        Limits(max_retry_wait="60")
 
 
 def test_an_import_line_beyond_its_limit_is_refused_unread(tmp_path, capsys):
