@@ -203,7 +203,13 @@ def interaction_from_reply(reply: Any, limits: Limits = DEFAULT_LIMITS) -> Inter
             limit_name="max_reply_bytes",
         )
     elif isinstance(reply, Mapping):
-        check_value(reply, path="interaction", limits=limits)
+        check_value(
+            reply,
+            path="interaction",
+            limits=limits,
+            max_bytes=limits.max_reply_bytes,
+            limit_name="max_reply_bytes",
+        )
     elif not isinstance(reply, Mapping) and hasattr(reply, "model_dump"):
         reply = reply.model_dump(mode="json", by_alias=True, exclude_unset=True)
     if not isinstance(reply, Mapping):
