@@ -20,6 +20,7 @@ from typing_extensions import Self
 
 from convstore import codec
 from convstore._ids import new_id
+from convstore._limits import Limits, checked_limits
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
 from convstore.errors import (
     BudgetExceededError,
@@ -88,6 +89,8 @@ class AsyncStore:
         key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
             of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
             does not close it.
+        limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
+            exchange); beyond one, ``LimitExceededError`` and nothing is written.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -113,6 +116,7 @@ class AsyncStore:
         redact: Redactor | None = None,
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -123,6 +127,7 @@ class AsyncStore:
         self.counter: TokenCounter = counter or HeuristicCounter()
         self.owner = check_owner(owner)
         self.redact = redact
+        self.limits = checked_limits(limits)
         if is_async_engine(url_or_engine):
             self._engine = adopt_async_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -366,6 +371,7 @@ class AsyncStore:
             tools=tools,
             metadata=metadata,
             now=now,
+            limits=self.limits,
         )
         row["owner"] = self.owner
         info = _ops.info_from_row(_AttrRow(row))
@@ -413,6 +419,8 @@ class AsyncStore:
             limit: Page size (1 to 1000).
             cursor: ``next_cursor`` of the previous page; None for the first page.
         """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit: expected an integer, got {type(limit).__name__}")
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = await self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
@@ -485,8 +493,10 @@ class AsyncStore:
 
         A sealed (encrypted) conversation needs, with a keyring, the application key that wrapped its data
         key: every sealed value is checked to open before anything is written, and its data key is
-        re-wrapped by the active key when another one wrapped it, then kept in this store's key store. A
-        store without a keyring imports it as it is, unread (it could not open it either).
+        re-wrapped by the active key when another one wrapped it, then kept in this store's key store. What
+        opens is checked as a plaintext line is read (strict JSON within this store's ``limits``, payloads
+        by the codec, token counts by its counter). A store without a keyring imports it as it is, unread
+        (it could not open it either).
 
         Args:
             dump: From ``export_conversation``, or read from an export file.
@@ -508,7 +518,8 @@ class AsyncStore:
         _transfer.check_dump(dump)
         wrapped = dump.key
         if dump.sealed and wrapped is not None and self.keyring is not None:
-            _transfer.open_sealed(dump, self.keyring.cipher(dump.id, wrapped))
+            cipher = self.keyring.cipher(dump.id, wrapped)
+            _transfer.open_sealed(dump, cipher, limits=self.limits, counter=self.counter)
             wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
         if not dump.sealed or wrapped is None or self.key_store is None:
             op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
@@ -537,6 +548,10 @@ class AsyncStore:
         Returns:
             How many conversations were deleted.
         """
+        if not isinstance(older_than, (datetime, timedelta)):
+            raise TypeError(
+                f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}"
+            )
         cutoff = older_than if isinstance(older_than, datetime) else utcnow() - older_than
         if cutoff.tzinfo is None:
             raise ValueError("older_than: pass an aware UTC datetime or a timedelta")
@@ -676,7 +691,8 @@ class AsyncConversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        return await self._append(prepare_exchange(steps, self._store.counter, self._store.redact), None)
+        store = self._store
+        return await self._append(prepare_exchange(steps, store.counter, store.redact, store.limits), None)
 
     async def _append(
         self,
