@@ -15,11 +15,11 @@ what to pass instead.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from convstore import codec
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
 from convstore.client._events import (
     ErrorEvent,
     InteractionCompleted,
@@ -34,7 +34,6 @@ from convstore.client._events import (
     parse_event,
 )
 from convstore.client._stream import TurnAssembler
-from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
 from convstore.errors import CodecError, StreamError
 from convstore.model._interaction import Interaction
 from convstore.model._sdk import is_sdk_object, sdk_interaction_json, sdk_json

@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convstore import codec
-from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
 from convstore.errors import CodecError
 from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
