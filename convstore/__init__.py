@@ -7,6 +7,7 @@ conversations branch without copying anything.
 This module is the public surface; everything not listed in ``__all__`` is private.
 """
 
+from convstore._limits import Limits
 from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
 from convstore.client import (
     AsyncGenAIClient,
@@ -44,6 +45,7 @@ from convstore.errors import (
     InvalidExchangeError,
     KeyNotFoundError,
     KeyringRequiredError,
+    LimitExceededError,
     NodeNotFoundError,
     NotFoundError,
     SchemaError,
@@ -150,6 +152,8 @@ __all__ = [
     "KeyStore",
     "Keyring",
     "KeyringRequiredError",
+    "LimitExceededError",
+    "Limits",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
     "MediaCosts",

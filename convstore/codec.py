@@ -31,7 +31,8 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
-from convstore.errors import CodecError
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
+from convstore.errors import CodecError, LimitExceededError
 from convstore.model._base import BOOKKEEPING, UNSET, Unset, WireObject, _UnsetType
 from convstore.model._content import KNOWN_CONTENT_TYPES, Content, UnknownContent
 from convstore.model._sdk import is_sdk_object, sdk_json
@@ -43,6 +44,7 @@ __all__ = [
     "dumps",
     "encode_content",
     "encode_step",
+    "loads",
     "make_converter",
     "normalize_step",
 ]
@@ -328,17 +330,27 @@ def decode_content(value: Any, *, path: str = "") -> Content:
     return typing.cast(Content, _decode(value, Content, path))
 
 
+def _unstructure(value: Any) -> dict[str, Any]:
+    try:
+        return typing.cast(dict[str, Any], _converter().unstructure(value))
+    except RecursionError:  # a field holding JSON nested beyond any limit
+        raise LimitExceededError("max_depth", DEFAULT_LIMITS.max_depth) from None
+
+
 def encode_step(step: Step) -> dict[str, Any]:
     """Encode a model step to wire JSON; ``decode_step(encode_step(s)) == s`` and back.
 
     A decoded step encodes to the JSON it was decoded from, keys in the same order at every level.
+
+    Raises:
+        LimitExceededError: a field holds JSON nested too deep to encode.
     """
-    return typing.cast(dict[str, Any], _converter().unstructure(step))
+    return _unstructure(step)
 
 
 def encode_content(content: Content) -> dict[str, Any]:
-    """Encode a content item to wire JSON."""
-    return typing.cast(dict[str, Any], _converter().unstructure(content))
+    """Encode a content item to wire JSON (see ``encode_step``)."""
+    return _unstructure(content)
 
 
 def dumps(value: Any) -> str:
@@ -355,6 +367,8 @@ def dumps(value: Any) -> str:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise CodecError([("", f"not representable as JSON ({type(exc).__name__})")]) from None
+    except RecursionError:  # callers bound the depth first (check_value); this is the last guard
+        raise LimitExceededError("max_depth", DEFAULT_LIMITS.max_depth) from None
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -363,39 +377,58 @@ def dumps(value: Any) -> str:
     return text
 
 
-def normalize_step(value: Step | Mapping[str, Any], *, path: str = "") -> dict[str, Any]:
+def normalize_step(
+    value: Step | Mapping[str, Any], *, path: str = "", limits: Limits = DEFAULT_LIMITS
+) -> dict[str, Any]:
     """Validate a step given as a model object, an object of the official SDK or wire JSON, and return its
     wire JSON.
 
     A mapping is validated by decoding it and then returned as given (as a plain dict), so a field this
-    version does not model is stored exactly as the API sent it. An SDK object (``UserInputStep``, ...)
-    becomes the JSON it stands for, its keys in the wire's order (``convstore.model._sdk``).
+    version does not model is stored exactly as the API sent it. A model object is encoded and its wire
+    JSON decoded again, so a field given the wrong type (``UserInputStep(content="text")``) is refused
+    here rather than when the stored step is read. An SDK object (``UserInputStep``, ...) becomes the JSON
+    it stands for, its keys in the wire's order (``convstore.model._sdk``).
 
     Raises:
         CodecError: see ``decode_step``.
+        LimitExceededError: nested deeper than ``limits.max_depth``, or (estimated) longer than
+            ``limits.max_step_bytes``; checked before anything is decoded or encoded.
     """
     if isinstance(value, Mapping):
+        check_value(value, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         wire = value if isinstance(value, dict) else dict(value)
         decode_step(wire, path=path)
         return wire
     if isinstance(value, (WireObject, UnknownStep)):
-        return encode_step(value)
+        try:
+            wire = encode_step(value)
+        except LimitExceededError:
+            raise LimitExceededError("max_depth", limits.max_depth, path=path) from None
+        check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
+        decode_step(wire, path=path)
+        return wire
     if is_sdk_object(value):
-        sdk_wire = sdk_json(value)
+        sdk_wire = typing.cast(dict[str, Any], sdk_json(value))
+        check_value(sdk_wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         decode_step(sdk_wire, path=path)
-        return typing.cast(dict[str, Any], sdk_wire)
+        return sdk_wire
     raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
 
 
 def normalize_steps(
-    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps"
+    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps", limits: Limits = DEFAULT_LIMITS
 ) -> list[dict[str, Any]]:
-    """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``."""
+    """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``.
+
+    Raises:
+        CodecError: every malformed step, each by its path.
+        LimitExceededError: the first step beyond a limit (at once: the rest is not looked at).
+    """
     out: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
     for index, value in enumerate(values):
         try:
-            out.append(normalize_step(value, path=f"{prefix}[{index}]"))
+            out.append(normalize_step(value, path=f"{prefix}[{index}]", limits=limits))
         except CodecError as exc:
             problems.extend(exc.problems)
     if problems:

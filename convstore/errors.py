@@ -14,6 +14,7 @@ results, media): conversations are private, and exception messages end up in log
     ├── InvalidExchangeError (ValueError)    an exchange that cannot be written (empty, not a list)
     ├── BudgetExceededError (ValueError)     the newest exchange alone does not fit the token budget
     ├── InvalidAgeError (ValueError)         a purge age that is not positive, or a cutoff in the future
+    ├── LimitExceededError (ValueError)      input beyond a configured bound (convstore.Limits); .limit
     ├── StoreError
     │   ├── NotFoundError (LookupError)
     │   │   ├── ConversationNotFoundError
@@ -61,6 +62,7 @@ __all__ = [
     "InvalidExchangeError",
     "KeyNotFoundError",
     "KeyringRequiredError",
+    "LimitExceededError",
     "NodeNotFoundError",
     "NotFoundError",
     "SchemaError",
@@ -99,6 +101,27 @@ class InvalidExchangeError(ConvstoreError, ValueError):
 class InvalidAgeError(ConvstoreError, ValueError):
     """A retention age that would delete what is being written now: ``purge(older_than=...)`` takes a
     positive ``timedelta`` or a cutoff time in the past (an aware UTC ``datetime``)."""
+
+
+class LimitExceededError(ConvstoreError, ValueError):
+    """Input beyond one of the bounds of ``convstore.Limits``; nothing was written, parsed whole or slept.
+
+    Attributes:
+        limit: The name of the ``Limits`` field that was exceeded (``max_depth``, ``max_step_bytes``, ...).
+        maximum: Its value.
+        actual: How much the input had, when known (for a depth, the scan stops at ``maximum + 1``).
+        path: Where: a field path (``steps[1].arguments``), ``line 7`` of an import, ``reply``, ``stream``.
+    """
+
+    def __init__(self, limit: str, maximum: float, *, path: str = "", actual: float | None = None) -> None:
+        self.limit = limit
+        self.maximum = maximum
+        self.actual = actual
+        self.path = path
+        where = f"{path}: " if path else ""
+        has = f" (got {actual})" if actual is not None else ""
+        what = "nesting deeper than" if limit == "max_depth" else "more than"
+        super().__init__(f"{where}{what} {limit}={maximum}{has}; raise it with convstore.Limits({limit}=...)")
 
 
 class BudgetExceededError(ConvstoreError, ValueError):
@@ -348,6 +371,8 @@ class APIError(ConvstoreError):
         code: the error's ``code`` (an int in Google's standard shape, a string in the SDK's).
         status: Google's status name such as ``INVALID_ARGUMENT``, when given.
         message: the service's message (it describes the request, never the conversation).
+        retry_after: the wait in seconds the server asked for, when it was beyond ``Limits.max_retry_wait``
+            and so not slept (the error is raised at once instead).
     """
 
     def __init__(
@@ -357,11 +382,13 @@ class APIError(ConvstoreError):
         status_code: int | None = None,
         code: int | str | None = None,
         status: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         self.message = message
         self.status_code = status_code
         self.code = code
         self.status = status
+        self.retry_after = retry_after
         prefix = f"HTTP {status_code}" if status_code is not None else "API error"
         detail = f" {status}" if status else ""
         super().__init__(f"{prefix}{detail}: {message}")

@@ -30,11 +30,15 @@ from convstore import (
     SQLKeyStore,
     TokenBudget,
 )
+from convstore.store._crypto import WrappedKey
+from convstore.store._engine import run
 from convstore.store._transfer import (
     ConversationExistsError,
     TransferFormatError,
     dump_lines,
     header_line,
+    import_rows_ops,
+    read_conversations,
     read_dumps,
 )
 
@@ -298,3 +302,87 @@ def test_the_command_exports_sealed_and_plaintext_only_with_its_flag(db_url, oth
     assert imported.returncode == 0, imported.stderr
     with convstore.Store(other_url, keyring=ring(k1=K1)) as target:
         assert readings(target, conversation_id) == expected
+
+
+# -- with the import as strict as append (issue 15): what can be checked of a sealed conversation is -------
+
+
+def _resealed(lines: list[str], edit: Any, keyring: Keyring) -> list[str]:
+    """The lines with the last node's payload opened, changed by ``edit`` (text -> text) and sealed again
+    with the conversation's own data key: an export that authenticates, made by someone holding the key."""
+    key = json.loads(lines[2])
+    wrapped = WrappedKey(key_id=key["key_id"], wrapped=base64.b64decode(key["wrapped"]))
+    cipher = keyring.cipher(key["conversation_id"], wrapped)
+    at = max(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "node")
+    row = json.loads(lines[at])
+    row["payload"] = cipher.seal("node", row["id"], edit(cipher.open("node", row["id"], row["payload"])))
+    return [*lines[:at], json.dumps(row), *lines[at + 1 :]]
+
+
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda text: text[:-1] + ', "type": "model_output"}', "a key twice"),
+        (lambda text: text.replace('"sure"', "NaN"), "payload: expected JSON text"),
+        (lambda text: json.dumps({**json.loads(text), "content": "str"}), "refused by the codec"),
+        (lambda text: json.dumps(model("sure " * 400)), "token_count"),
+    ],
+    ids=["key-twice", "nan", "codec", "token-count"],
+)
+def test_a_sealed_payload_is_checked_as_strictly_once_opened(make_store, other_url, edit, says):
+    keyring = ring(k1=K1)
+    source = make_store(keyring=keyring)
+    lines = _resealed(sealed_lines(source, build(source)), edit, keyring)
+    ((_, dump),) = read_dumps(lines)  # ciphertexts: nothing to see before they are opened
+    with convstore.Store(other_url, keyring=ring(k1=K1)) as target:
+        with pytest.raises(TransferFormatError, match=says) as raised:
+            target.import_conversation(dump)
+        assert raised.value.where.startswith("nodes[")
+        assert list(target.iter_conversations()) == []
+        with target.engine.connect() as db:
+            assert db.execute(sa.text("SELECT count(*) FROM convstore_keys")).scalar_one() == 0
+
+
+def test_sealed_lines_are_parsed_strictly_and_within_the_line_limit(make_store):
+    source = make_store(keyring=ring(k1=K1))
+    lines = sealed_lines(source, build(source))
+    twice = [*lines[:2], lines[2][:-1] + ', "key_id": "k1"}', *lines[3:]]
+    with pytest.raises(TransferFormatError, match="line 3: key_id: an object gives a key twice"):
+        list(read_dumps(twice))
+    media = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "media")
+    small = convstore.Limits(max_import_line_bytes=len(lines[media]) - 1)
+    with pytest.raises(convstore.LimitExceededError, match="max_import_line_bytes") as raised:
+        list(read_dumps(lines, limits=small))
+    assert raised.value.path == f"line {media + 1}"
+
+
+def test_a_sealed_conversation_is_not_streamed(make_store, other_url):
+    source = make_store(keyring=ring(k1=K1))
+    lines = sealed_lines(source, build(source))
+    with convstore.Store(other_url, keyring=ring(k1=K1)) as target:
+        for conversation in read_conversations(lines):
+            assert conversation.sealed
+            with pytest.raises(TransferFormatError, match="verified whole"):
+                run(target.engine, import_rows_ops(conversation), write=True)
+        assert list(target.iter_conversations()) == []
+
+
+def test_the_command_imports_plaintext_and_sealed_conversations_of_one_file(db_url, other_url, tmp_path):
+    with convstore.Store(db_url, keyring=ring(k1=K1)) as source:
+        sealed_id = build(source)
+        with convstore.Store(db_url) as plain:  # no keyring: its conversations are plaintext
+            conv = plain.create_conversation(model="m")
+            conv.append([user("in clear"), model("yes")])
+            expected = readings(source, sealed_id), conv.history()
+    path = tmp_path / "both.jsonl"
+    done = run_cli("export", "-o", str(path), db=db_url)
+    assert done.returncode == 0, done.stderr
+    kinds = [json.loads(line)["kind"] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert kinds.count("conversation") == 2
+    assert "key" in kinds
+    imported = run_cli("import", str(path), db=other_url, keyring=f"k1={base64.b64encode(K1).decode()}")
+    assert imported.returncode == 0, imported.stderr
+    assert b"imported 2 conversations" in imported.stdout
+    with convstore.Store(other_url, keyring=ring(k1=K1)) as target:
+        assert (readings(target, sealed_id), target.conversation(conv.id).history()) == expected
+        assert target.check().ok

@@ -3,7 +3,10 @@
 The format and the store operations are in ``convstore.store._transfer``; this is the file handling: an
 export is written to a temporary file and renamed when complete (``-o``), and an import reads its file twice,
 first to check every line and every conversation id before anything is written, then to write each
-conversation in a transaction of its own.
+conversation in a transaction of its own. Neither pass holds a plaintext conversation whole: lines are read
+one at a time (none longer than ``Limits.max_import_line_bytes``), and the second pass writes each such
+conversation in batches inside its transaction. A sealed conversation is held whole while it is verified:
+``Store.import_conversation`` opens every sealed value before anything of it is written.
 
 Encrypted conversations are exported sealed (ciphertexts and wrapped data key, readable only with the keyring
 that wrote them, from ``$CONVSTORE_KEYRING``) unless ``--plaintext`` asks for their content in clear.
@@ -21,6 +24,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import convstore
+from convstore._limits import DEFAULT_LIMITS
 from convstore.cli._common import (
     CliError,
     command,
@@ -30,15 +35,17 @@ from convstore.cli._common import (
     resolve_db,
 )
 from convstore.cli._progress import Progress
-from convstore.errors import ConversationNotFoundError, EncryptionError
+from convstore.errors import ConversationNotFoundError, EncryptionError, LimitExceededError
 from convstore.store._crypto import WrappedKey
 from convstore.store._engine import run
 from convstore.store._transfer import (
+    ConversationRows,
     TransferFormatError,
     conversation_exists,
     dump_lines,
     header_line,
-    read_dumps,
+    import_rows_ops,
+    read_conversations,
 )
 
 __all__ = ["register"]
@@ -138,13 +145,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(handle: IO[bytes]) -> Iterator[str]:
-    """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error."""
-    for number, raw in enumerate(handle, start=1):
+def _lines(handle: IO[bytes], limit: int = DEFAULT_LIMITS.max_import_line_bytes) -> Iterator[str]:
+    """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error,
+    and so is a line longer than ``limit`` bytes, refused once ``limit`` bytes of it were read (a megabyte
+    at a time)."""
+    number = 0
+    while True:
+        parts: list[bytes] = []
+        size = 0
+        while piece := handle.readline(_PIECE):
+            parts.append(piece)
+            size += len(piece)
+            if piece.endswith(b"\n"):
+                break
+            if size > limit:
+                raise LimitExceededError("max_import_line_bytes", limit, path=f"line {number + 1}")
+        if not parts:
+            return
+        number += 1
+        raw = parts[0] if len(parts) == 1 else b"".join(parts)
+        del parts
+        if len(raw) > limit + 1:
+            raise LimitExceededError("max_import_line_bytes", limit, path=f"line {number}")
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
             raise TransferFormatError("not UTF-8 text", line=number) from None
+
+
+_PIECE = 1024 * 1024
 
 
 def _source(path: str, stack: ExitStack) -> Path:
@@ -169,11 +198,13 @@ def cmd_import(args: argparse.Namespace) -> int:
         keys: dict[str, tuple[int, WrappedKey]] = {}  # the sealed conversations' wrapped data keys
         try:
             with source.open("rb") as handle:
-                for line, dump in read_dumps(_lines(handle)):
-                    found.append((line, dump.id, dump.row_count))
-                    if dump.key is not None:
-                        keys[dump.id] = (line, dump.key)
-        except TransferFormatError as error:
+                for conversation in read_conversations(_lines(handle)):
+                    for _ in conversation.rows():  # checked, counted and let go
+                        pass
+                    found.append((conversation.line, conversation.id, conversation.row_count))
+                    if conversation.key is not None:
+                        keys[conversation.id] = (conversation.line, conversation.key)
+        except (TransferFormatError, LimitExceededError) as error:
             raise CliError(f"{args.file}: {error}; nothing was imported") from None
         store = stack.enter_context(open_store(url, create=True))
         if store.keyring is not None:  # a keyring that cannot open one of them: refused before any write
@@ -193,17 +224,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         total = sum(rows for _, cid, rows in found if cid not in present)
         imported = skipped = 0
         with source.open("rb") as handle, Progress("importing", total, unit="rows") as bar:
-            for line, dump in read_dumps(_lines(handle)):
-                if dump.id in present:
+            for conversation in read_conversations(_lines(handle), counter=store.counter):
+                if conversation.id in present:
                     skipped += 1
                     continue
                 try:
-                    done = store.import_conversation(
-                        dump, skip_existing=args.skip_existing, progress=bar.advance
-                    )
-                except (TransferFormatError, EncryptionError) as error:
+                    done = _import_one(store, conversation, args.skip_existing, bar.advance)
+                except (TransferFormatError, LimitExceededError, EncryptionError) as error:
                     raise CliError(
-                        f"{args.file}: conversation at line {line}: {error}{_kept(imported)}"
+                        f"{args.file}: conversation at line {conversation.line}: {error}{_kept(imported)}"
                     ) from None
                 imported += int(done)
                 skipped += int(not done)
@@ -215,6 +244,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     note = f", skipped {skipped} already in the store" if skipped else ""
     print(f"imported {imported} conversations into {display_url(url)}{note}")
     return 0
+
+
+def _import_one(
+    store: convstore.Store,
+    conversation: ConversationRows,
+    skip_existing: bool,
+    progress: Callable[[int], None],
+) -> bool:
+    """Write one conversation of the file: a plaintext one streamed (checked and written in batches inside
+    its transaction), a sealed one held whole while ``import_conversation`` verifies that every sealed value
+    opens, before anything of it is written."""
+    if conversation.sealed:
+        dump = conversation.dump()
+        return store.import_conversation(dump, skip_existing=skip_existing, progress=progress)
+    op = import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
+    return run(store.engine, op, write=True)
 
 
 def _kept(imported: int) -> str:

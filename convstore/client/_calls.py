@@ -15,6 +15,7 @@ import httpx
 from convstore.client._events import EventDecoder, StreamEvent, StreamResumed
 from convstore.client._http import (
     ClientConfig,
+    ReplySize,
     build_create_request,
     build_get_request,
     continuation_body,
@@ -89,7 +90,7 @@ class UnaryCall:
             APIError: The body is not a JSON object.
             CodecError: The body is not an interaction (no ``status``).
         """
-        hop = parse_json_body(response)
+        hop = parse_json_body(response, self._config.limits)
         Interaction.from_json(hop)  # validate now, where the failing hop is known
         self._hops.append(hop)
         token = _next_token(hop, self._sent_token) if self._auto and len(self._hops) < MAX_HOPS else None
@@ -144,7 +145,8 @@ class StreamCall:
         token = self._body.get("continuation_token")
         self._sent_token: str | None = token if isinstance(token, str) and token else None
         self.turn = TurnAssembler()
-        self._decoder = EventDecoder()
+        self._decoder = EventDecoder(config.limits)
+        self._size: ReplySize | None = None
         self._next: httpx.Request | None = build_create_request(config, self._body, stream=True)
         self._marker: StreamResumed | None = None
         self._failed_resumes = 0
@@ -171,7 +173,8 @@ class StreamCall:
         content_type = response.headers.get("content-type", "")
         if not content_type.startswith("text/event-stream"):
             raise StreamError(f"expected text/event-stream, got {content_type or 'no content type'!r}")
-        self._decoder = EventDecoder()
+        self._decoder = EventDecoder(self._config.limits)
+        self._size = ReplySize(response.request, self._config.limits, response.headers)
         marker, self._marker = self._marker, None
         return [marker] if marker is not None else []
 
@@ -181,9 +184,12 @@ class StreamCall:
         Raises:
             APIError: An ``error`` event arrived.
             StreamError: The stream is malformed.
+            LimitExceededError: The response, a line or an event of it is beyond ``Limits``.
         """
         # Large chunks (a buffered body) are decoded in slices: the events of one slice are built together,
         # and a few hundred at a time keeps memory flat and the garbage collector quiet.
+        if self._size is not None:
+            self._size.add(len(chunk))
         for start in range(0, len(chunk), _SLICE):
             for event in self._decoder.feed(chunk[start : start + _SLICE]):
                 self.turn.feed(event)

@@ -10,14 +10,14 @@ Reprs hide content: steps and deltas show their ``type`` only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal
 
 import attrs
 
+from convstore._limits import DEFAULT_LIMITS, Limits, loads
 from convstore.client._sse import SSEDecoder
-from convstore.errors import StreamError
+from convstore.errors import CodecError, StreamError
 
 __all__ = [
     "ErrorEvent",
@@ -270,25 +270,27 @@ _PARSERS: Final[Mapping[str, Callable[[_Fields, str | None], StreamEvent]]] = {
 }
 
 
-def parse_event(data: str, *, position: int = 0) -> StreamEvent:
+def parse_event(data: str, *, position: int = 0, limits: Limits = DEFAULT_LIMITS) -> StreamEvent:
     """Parses the ``data`` of one SSE event into a typed event.
 
     Args:
         data: The event's data: a JSON object with an ``event_type``.
         position: The event's 0-based position in the stream, for error messages.
+        limits: ``max_depth`` bounds the data's nesting (scanned before it is parsed).
 
     Returns:
         The typed event (``UnknownEvent`` for an unknown ``event_type``).
 
     Raises:
-        StreamError: The data is not a JSON object, has no string ``event_type``, or a known event lacks a
-            required field.
+        StreamError: The data is not a JSON object (or not strict JSON: NaN, a key given twice), has no
+            string ``event_type``, or a known event lacks a required field.
+        LimitExceededError: The data is nested deeper than ``limits.max_depth``.
     """
     where = f"stream event #{position}"
     try:
-        d = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise StreamError(f"{where}: data is not valid JSON ({exc.msg} at position {exc.pos})") from None
+        d = loads(data, path=where, limits=limits)
+    except CodecError as exc:
+        raise StreamError(f"data is not valid JSON: {exc}") from None
     if not isinstance(d, dict):
         raise StreamError(f"{where}: data must be a JSON object, got {type(d).__name__}")
     event_type = d.get("event_type")
@@ -321,8 +323,9 @@ class EventDecoder:
         count: How many events were decoded (including ``[DONE]``).
     """
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
+        self._sse = SSEDecoder(max_line=limits.max_sse_line_bytes, max_event=limits.max_sse_event_bytes)
         self.done = False
         self.count = 0
 
@@ -350,7 +353,7 @@ class EventDecoder:
                 break
             if not data.strip():
                 continue  # an empty keep-alive event carries nothing
-            out.append(parse_event(data, position=position))
+            out.append(parse_event(data, position=position, limits=self._limits))
         return out
 
     def end(self) -> bool:

@@ -6,7 +6,11 @@ async clients only execute what these functions decide, so both flavours behave 
 Errors (reference §1, E6): ``{"error": {"code", "message", ...}}`` where ``code`` is Google's int with a
 ``status`` name, or the SDK's string. Retries: statuses 408, 409, 429 and 5xx and transport errors, at most
 ``max_retries`` times, waiting ``0.5 s * 2**n`` capped at 8 s minus 0-25 % jitter, unless ``retry-after-ms``
-or ``Retry-After`` (seconds or an HTTP date) says otherwise.
+or ``Retry-After`` (seconds or an HTTP date) says otherwise. A server wait beyond ``Limits.max_retry_wait``
+is not slept: the error is raised at once, with the wait it asked for (``APIError.retry_after``).
+
+Bodies are read incrementally against ``Limits.max_reply_bytes`` (``ReplySize``); nothing beyond the bound is
+held, and a ``Content-Length`` beyond it is refused before the body is read.
 
 The API key lives in ``ClientConfig.api_key`` (hidden from its repr) and in the ``x-goog-api-key`` header;
 no message built here contains it.
@@ -26,13 +30,15 @@ from urllib.parse import quote
 import attrs
 import httpx
 
-from convstore.errors import APIConnectionError, APIError
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, checked_limits, loads
+from convstore.errors import APIConnectionError, APIError, CodecError, LimitExceededError
 
 __all__ = [
     "DEFAULT_API_REVISION",
     "DEFAULT_API_VERSION",
     "DEFAULT_BASE_URL",
     "ClientConfig",
+    "ReplySize",
     "RetryState",
     "backoff_delay",
     "build_create_request",
@@ -44,6 +50,7 @@ __all__ = [
     "is_retryable_status",
     "make_config",
     "parse_json_body",
+    "read_response",
     "retry_after",
 ]
 
@@ -77,6 +84,7 @@ class ClientConfig:
         timeout: Seconds per request (connect, read, write, pool); ``None`` waits forever.
         max_retries: Retries after the first attempt of opening a request.
         auto_continue: Follow ``requires_continuation`` by default.
+        limits: Bounds on what is read: reply and event sizes, nesting, the longest server wait slept.
     """
 
     api_key: str
@@ -86,6 +94,7 @@ class ClientConfig:
     timeout: float | None = 60.0
     max_retries: int = 4
     auto_continue: bool = True
+    limits: Limits = DEFAULT_LIMITS
 
     def __repr__(self) -> str:
         return (
@@ -105,6 +114,7 @@ def make_config(
     timeout: float | None = 60.0,
     max_retries: int = 4,
     auto_continue: bool = True,
+    limits: Limits | None = None,
 ) -> ClientConfig:
     """Validates the client's arguments into a ``ClientConfig``.
 
@@ -117,12 +127,14 @@ def make_config(
         timeout: Seconds per request.
         max_retries: Retries after the first attempt, ``>= 0``.
         auto_continue: Default for following ``requires_continuation``.
+        limits: Bounds on what is read (``convstore.Limits``; the defaults when ``None``).
 
     Returns:
         The configuration.
 
     Raises:
         ValueError: No API key was given or found, or ``max_retries`` is negative.
+        TypeError: ``limits`` is not a ``Limits``.
     """
     key = api_key if api_key is not None else environ.get(API_KEY_ENV)
     if not key:
@@ -137,6 +149,7 @@ def make_config(
         timeout=timeout,
         max_retries=max_retries,
         auto_continue=auto_continue,
+        limits=checked_limits(limits),
     )
 
 
@@ -172,12 +185,16 @@ def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, strea
 
     Returns:
         The request, ready to send (and to re-send on retry).
+
+    Raises:
+        LimitExceededError: The body is nested deeper than ``config.limits.max_depth``.
     """
     payload = dict(body)
     if stream:
         payload["stream"] = True
     else:
         payload.pop("stream", None)
+    check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
     content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     return httpx.Request(
         "POST",
@@ -275,8 +292,8 @@ def error_from_response(status_code: int, content: bytes) -> APIError:
         body itself is never quoted).
     """
     try:
-        body = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+        body = loads(content)
+    except (CodecError, LimitExceededError):
         body = None
     if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
         return error_from_payload(body["error"], status_code=status_code)
@@ -285,15 +302,23 @@ def error_from_response(status_code: int, content: bytes) -> APIError:
     )
 
 
-def parse_json_body(response: httpx.Response) -> JSONObject:
+def parse_json_body(response: httpx.Response, limits: Limits = DEFAULT_LIMITS) -> JSONObject:
     """The JSON object of a successful, read response.
 
     Raises:
-        APIError: The body is not a JSON object.
+        APIError: The body is not a JSON object (or not strict JSON: NaN, a key given twice).
+        LimitExceededError: The body is longer than ``limits.max_reply_bytes`` or nested deeper than
+            ``limits.max_depth``.
     """
     try:
-        body = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+        body = loads(
+            response.content,
+            path="reply",
+            limits=limits,
+            max_bytes=limits.max_reply_bytes,
+            limit_name="max_reply_bytes",
+        )
+    except CodecError:
         body = None
     if not isinstance(body, dict):
         raise APIError(
@@ -308,6 +333,15 @@ def connection_error(request: httpx.Request, exc: Exception, attempts: int) -> A
     return APIConnectionError(
         f"{request.method} {request.url.path} failed after {attempts} attempt(s): {type(exc).__name__}"
     )
+
+
+_BODY_HEADERS = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
+def read_response(response: httpx.Response, content: bytes) -> httpx.Response:
+    """A copy of a streamed ``response`` holding its (decoded) ``content``, read within the limits."""
+    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
+    return httpx.Response(response.status_code, headers=headers, content=content, request=response.request)
 
 
 def is_retryable_status(status_code: int) -> bool:
@@ -359,19 +393,45 @@ class RetryState:
 
     Attributes:
         attempts: Attempts made so far.
+        refused_wait: A server wait (seconds) beyond ``max_wait`` that made it give up, else ``None``.
     """
 
-    def __init__(self, max_retries: int, *, rand: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        max_retries: int,
+        *,
+        rand: Callable[[], float] = random.random,
+        max_wait: float = DEFAULT_LIMITS.max_retry_wait,
+    ) -> None:
         self._max_retries = max_retries
         self._rand = rand
+        self._max_wait = max_wait
         self.attempts = 0
+        self.refused_wait: float | None = None
 
     def _next(self, server_wait: float | None) -> float | None:
         retry = self.attempts
         self.attempts += 1
         if retry >= self._max_retries:
             return None
+        if server_wait is not None and server_wait > self._max_wait:
+            self.refused_wait = server_wait
+            return None
         return server_wait if server_wait is not None else backoff_delay(retry, rand=self._rand())
+
+    def error(self, status_code: int, content: bytes) -> APIError:
+        """The error to raise for the last response, saying so when its wait was beyond ``max_wait``."""
+        error = error_from_response(status_code, content)
+        if self.refused_wait is not None:
+            error = APIError(
+                f"{error.message} (not retried: the server asked to wait {self.refused_wait:g} s, more than "
+                f"max_retry_wait={self._max_wait:g})",
+                status_code=error.status_code,
+                code=error.code,
+                status=error.status,
+                retry_after=self.refused_wait,
+            )
+        return error
 
     def after_transport_error(self) -> float | None:
         """The wait before the next attempt after a network failure or timeout, or ``None`` to give up."""
@@ -383,3 +443,35 @@ class RetryState:
             self.attempts += 1
             return None
         return self._next(retry_after(headers))
+
+
+class ReplySize:
+    """Counts the bytes of one response body as it is read, against ``limits.max_reply_bytes``.
+
+    Usage by an executor: ``size = ReplySize(request, limits, response.headers)`` (refuses a too-long
+    ``Content-Length`` at once), then ``size.add(len(chunk))`` for each chunk read.
+    """
+
+    def __init__(
+        self, request: httpx.Request, limits: Limits, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.maximum = limits.max_reply_bytes
+        self.count = 0
+        self._where = f"reply of {request.method} {request.url.path}"
+        declared = (headers or {}).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.maximum and "content-encoding" not in (headers or {}):
+            raise LimitExceededError("max_reply_bytes", self.maximum, path=self._where, actual=int(declared))
+
+    def add(self, size: int) -> None:
+        """Counts ``size`` more bytes.
+
+        Raises:
+            LimitExceededError: The body is now longer than the limit.
+        """
+        self.count += size
+        if self.count > self.maximum:
+            raise LimitExceededError("max_reply_bytes", self.maximum, path=self._where)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.maximum

@@ -17,6 +17,10 @@ It follows the WHATWG HTML "event stream interpretation" algorithm
 At the end of the stream, an event not yet closed by a blank line is **discarded**, as the spec says (the
 SDK's parser does the same). ``SSEDecoder.end`` reports whether something was discarded, so the caller can
 tell a truncated stream from a clean one.
+
+Bounds: a line longer than ``max_line`` characters, or an event whose ``data`` grows beyond ``max_event``,
+raises ``LimitExceededError`` as soon as the chunk that crosses the bound arrives; nothing beyond the bound
+is held.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ import re
 from typing import Final
 
 import attrs
+
+from convstore._limits import DEFAULT_LIMITS
+from convstore.errors import LimitExceededError
 
 __all__ = ["SSEDecoder", "ServerSentEvent"]
 
@@ -68,9 +75,18 @@ class SSEDecoder:
         retry: The reconnection time most recently given by a ``retry`` field, or ``None``.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        max_line: int = DEFAULT_LIMITS.max_sse_line_bytes,
+        max_event: int = DEFAULT_LIMITS.max_sse_event_bytes,
+    ) -> None:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._max_line = max_line
+        self._max_event = max_event
         self._pending: list[str] = []  # text of the current, unterminated line
+        self._pending_length = 0
+        self._data_length = 0  # characters in self._data
         self._skip_lf = False  # the previous chunk ended in CR: a leading LF belongs to it
         self._started = False  # the BOM check happened
         self._event = ""
@@ -125,29 +141,45 @@ class SSEDecoder:
             if not text:
                 return []
         if "\n" not in text and "\r" not in text:
-            self._pending.append(text)
+            self._hold(text)
             return []
         if self._pending:
             self._pending.append(text)
             text = "".join(self._pending)
             self._pending.clear()
+            self._pending_length = 0
         lines = text.split("\n") if "\r" not in text else _LINE_END.split(text)
         rest = lines.pop()
         if rest:
-            self._pending.append(rest)
+            self._hold(rest)
         elif text[-1] == "\r":
             self._skip_lf = True
         events: list[ServerSentEvent] = []
         data = self._data
+        max_line, max_event = self._max_line, self._max_event
         for line in lines:
             if not line:
                 self._dispatch(events)
                 data = self._data
-            elif line[:5] == "data:":  # the hot path: most lines are data lines
+                continue
+            if len(line) > max_line:
+                raise LimitExceededError("max_sse_line_bytes", max_line, path="stream", actual=len(line))
+            if line[:5] == "data:":  # the hot path: most lines are data lines
                 data.append(line[6:] if line[5:6] == " " else line[5:])
+                self._data_length += len(line) - 4
+                if self._data_length > max_event:
+                    raise LimitExceededError("max_sse_event_bytes", max_event, path="stream")
             elif line[0] != ":":
                 self._field(line)
         return events
+
+    def _hold(self, text: str) -> None:
+        """Keeps the start of an unterminated line, up to the bound on a line."""
+        self._pending_length += len(text)
+        if self._pending_length > self._max_line:
+            self._pending.clear()
+            raise LimitExceededError("max_sse_line_bytes", self._max_line, path="stream")
+        self._pending.append(text)
 
     def _field(self, line: str) -> None:
         name, colon, value = line.partition(":")
@@ -155,6 +187,9 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_length += len(value) + 1
+            if self._data_length > self._max_event:
+                raise LimitExceededError("max_sse_event_bytes", self._max_event, path="stream")
         elif name == "event":
             self._event = value
         elif name == "id":
@@ -174,5 +209,6 @@ class SSEDecoder:
                 )
             )
             self._data = []
+        self._data_length = 0
         self._event = ""
         self._block_retry = None

@@ -20,10 +20,10 @@ and the last ``event_id`` (a stored interaction's events can be replayed after i
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from convstore._limits import loads
 from convstore.client._events import (
     ErrorEvent,
     InteractionCompleted,
@@ -35,7 +35,7 @@ from convstore.client._events import (
     StreamEvent,
 )
 from convstore.client._http import error_from_payload
-from convstore.errors import StreamError
+from convstore.errors import CodecError, StreamError
 
 __all__ = ["HopAssembler", "TurnAssembler"]
 
@@ -146,11 +146,9 @@ class _StepBuilder:
         self.flush_text()
         if self.fragments is not None:
             try:
-                self.step["arguments"] = json.loads("".join(self.fragments))
-            except json.JSONDecodeError as exc:
-                raise StreamError(
-                    f"step {index}: arguments fragments are not valid JSON ({exc.msg} at position {exc.pos})"
-                ) from None
+                self.step["arguments"] = loads("".join(self.fragments), path=f"step {index}.arguments")
+            except CodecError as exc:
+                raise StreamError(f"arguments fragments are not valid JSON: {exc}") from None
             self.fragments = None
         return self.step
 

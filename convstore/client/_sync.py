@@ -15,15 +15,17 @@ from typing import Any, Protocol
 
 import httpx
 
+from convstore._limits import Limits
 from convstore.client._calls import StreamCall, UnaryCall
 from convstore.client._events import StreamEvent
 from convstore.client._http import (
     DEFAULT_API_REVISION,
     DEFAULT_API_VERSION,
+    ReplySize,
     RetryState,
     connection_error,
-    error_from_response,
     make_config,
+    read_response,
 )
 from convstore.client._sleep import SyncSleep, default_sleep
 from convstore.model._interaction import Interaction
@@ -55,9 +57,12 @@ class InteractionsClient:
             a broken stream without progress.
         auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
         sleep: Blocking sleep used between retries (tests pass a recorder).
+        limits: Bounds on what is read (``convstore.Limits``): the bytes of a reply body, of an event
+            stream's lines and events, JSON nesting, and the longest ``Retry-After`` that is slept.
 
     Raises:
         ValueError: No API key was given or found.
+        TypeError: ``limits`` is not a ``convstore.Limits``.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class InteractionsClient:
         max_retries: int = 4,
         auto_continue: bool = True,
         sleep: SyncSleep | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self._config = make_config(
             api_key,
@@ -82,6 +88,7 @@ class InteractionsClient:
             timeout=timeout,
             max_retries=max_retries,
             auto_continue=auto_continue,
+            limits=limits,
         )
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client()
@@ -130,17 +137,38 @@ class InteractionsClient:
         """
         return Stream(self, StreamCall(self._config, body, auto_continue=auto_continue))
 
+    def _read(self, response: httpx.Response, *, strict: bool) -> bytes:
+        """The body, read a chunk at a time against ``max_reply_bytes``; closes the response.
+
+        ``strict``: beyond the limit raise ``LimitExceededError``; else (an error body) keep what fit.
+        """
+        chunks: list[bytes] = []
+        try:
+            size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
+            for chunk in response.iter_bytes():
+                if not strict and size.count + len(chunk) > size.maximum:
+                    break
+                size.add(len(chunk))
+                chunks.append(chunk)
+        finally:
+            response.close()
+        return b"".join(chunks)
+
     def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
-        """Sends with retries; returns a 2xx response (read unless ``stream``) or raises ``APIError``."""
-        retry = RetryState(self._config.max_retries)
+        """Sends with retries; returns a 2xx response (read unless ``stream``) or raises ``APIError``.
+
+        Bodies are read incrementally, never beyond ``Limits.max_reply_bytes``.
+        """
+        limits = self._config.limits
+        retry = RetryState(self._config.max_retries, max_wait=limits.max_retry_wait)
         while True:
             try:
-                response = self._http.send(request, stream=stream)
+                response = self._http.send(request, stream=True)
                 if response.is_success:
-                    return response
-                if stream:
-                    response.read()
-                    response.close()
+                    if stream:
+                        return response
+                    return read_response(response, self._read(response, strict=True))
+                content = self._read(response, strict=False)
             except httpx.TransportError as exc:
                 delay = retry.after_transport_error()
                 if delay is None:
@@ -149,7 +177,7 @@ class InteractionsClient:
             else:
                 delay = retry.after_status(response.status_code, response.headers)
                 if delay is None:
-                    raise error_from_response(response.status_code, response.content)
+                    raise retry.error(response.status_code, content)
                 reason = f"HTTP {response.status_code}"
             logger.info(
                 "retrying %s %s after %s in %.2f s (attempt %d)",

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 from convstore import _otel, codec
+from convstore._limits import Limits
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
@@ -122,10 +123,14 @@ class AsyncConversation(store_async.AsyncConversation):
                 this branch did not build.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
-        reply = await self._reply_of(interaction)
+        limits = self._store.limits
+        reply = await self._reply_of(interaction, limits)
         new, head, estimated = await self._new_steps_of(body)
         prepared = prepare_wires(
-            codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
+            codec.normalize_steps([*new, *reply.steps], limits=limits),
+            self._store.counter,
+            self._store.redact,
+            limits,
         )
         exchange = exchange_row(
             estimated_input_tokens=estimated,
@@ -137,17 +142,17 @@ class AsyncConversation(store_async.AsyncConversation):
         )
         return await self._append(prepared, exchange, head)
 
-    async def _reply_of(self, reply: Any) -> Interaction:
+    async def _reply_of(self, reply: Any, limits: Limits) -> Interaction:
         """The interaction of a reply, reading a stream to its end (see ``record``)."""
         if not _replies.is_interaction_like(reply):
             if hasattr(reply, "get_final_interaction"):  # convstore's client's stream, consumed or not
-                return _replies.interaction_from_reply(await reply.get_final_interaction())
+                return _replies.interaction_from_reply(await reply.get_final_interaction(), limits)
             if hasattr(reply, "__aiter__"):  # the SDK's stream
                 events = []
                 async for event in reply:
                     events.append(event)
                 return _replies.interaction_from_events(events)
-        return _replies.interaction_from_reply(reply)
+        return _replies.interaction_from_reply(reply, limits)
 
     async def _body(
         self, input: Any, store: bool, overrides: Mapping[str, Any], budget: TokenBudget | None

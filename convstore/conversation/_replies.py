@@ -15,11 +15,11 @@ what to pass instead.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from convstore import codec
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, loads
 from convstore.client._events import (
     ErrorEvent,
     InteractionCompleted,
@@ -64,14 +64,16 @@ def is_interaction_like(reply: object) -> bool:
     return isinstance(reply, (Interaction, str, bytes, Mapping, list, tuple)) or is_sdk_object(reply)
 
 
-def interaction_from_reply(reply: Any) -> Interaction:
+def interaction_from_reply(reply: Any, limits: Limits = DEFAULT_LIMITS) -> Interaction:
     """Our ``Interaction`` from a reply: ours, the API's JSON (a dict or its text), an object of the
     official SDK, or the events of a streamed reply (a list of them, or an iterator such as the SDK's
     sync stream, which is consumed here).
 
     Raises:
-        CodecError: the reply is none of these, has no ``steps`` list, is an interaction that should have
-            steps and has none, or is a single stream event.
+        CodecError: the reply is none of these, is not strict JSON, has no ``steps`` list, is an interaction
+            that should have steps and has none, or is a single stream event.
+        LimitExceededError: the reply is nested deeper than ``limits.max_depth`` or longer than
+            ``limits.max_reply_bytes``.
     """
     if isinstance(reply, Interaction):
         interaction = reply
@@ -81,7 +83,21 @@ def interaction_from_reply(reply: Any) -> Interaction:
         raise CodecError([("interaction", f"a single stream event, not a reply: {_INSTEAD}")])
     else:
         if isinstance(reply, (str, bytes)):
-            reply = json.loads(reply)
+            reply = loads(
+                reply,
+                path="interaction",
+                limits=limits,
+                max_bytes=limits.max_reply_bytes,
+                limit_name="max_reply_bytes",
+            )
+        elif isinstance(reply, Mapping):
+            check_value(
+                reply,
+                path="interaction",
+                limits=limits,
+                max_bytes=limits.max_reply_bytes,
+                limit_name="max_reply_bytes",
+            )
         elif is_sdk_object(reply):
             reply = sdk_interaction_json(reply)
         elif not isinstance(reply, Mapping) and isinstance(reply, Iterable):

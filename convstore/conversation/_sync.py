@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from convstore import _otel, codec
+from convstore._limits import Limits
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
@@ -123,10 +124,14 @@ class Conversation(store_sync.Conversation):
                 this branch did not build.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
-        reply = self._reply_of(interaction)
+        limits = self._store.limits
+        reply = self._reply_of(interaction, limits)
         new, head, estimated = self._new_steps_of(body)
         prepared = prepare_wires(
-            codec.normalize_steps([*new, *reply.steps]), self._store.counter, self._store.redact
+            codec.normalize_steps([*new, *reply.steps], limits=limits),
+            self._store.counter,
+            self._store.redact,
+            limits,
         )
         exchange = exchange_row(
             estimated_input_tokens=estimated,
@@ -138,17 +143,17 @@ class Conversation(store_sync.Conversation):
         )
         return self._append(prepared, exchange, head)
 
-    def _reply_of(self, reply: Any) -> Interaction:
+    def _reply_of(self, reply: Any, limits: Limits) -> Interaction:
         """The interaction of a reply, reading a stream to its end (see ``record``)."""
         if not _replies.is_interaction_like(reply):
             if hasattr(reply, "get_final_interaction"):  # convstore's client's stream, consumed or not
-                return _replies.interaction_from_reply(reply.get_final_interaction())
+                return _replies.interaction_from_reply(reply.get_final_interaction(), limits)
             if hasattr(reply, "__iter__"):  # the SDK's stream
                 events = []
                 for event in reply:
                     events.append(event)
                 return _replies.interaction_from_events(events)
-        return _replies.interaction_from_reply(reply)
+        return _replies.interaction_from_reply(reply, limits)
 
     def _body(
         self, input: Any, store: bool, overrides: Mapping[str, Any], budget: TokenBudget | None

@@ -98,8 +98,18 @@ class Loaded:
     wrapped: WrappedKey | None = None
 
 
-def _json_or_none(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+def _json_or_none(text: str | None, conversation_id: str = "", field: str = "") -> Any:
+    """A stored setting's JSON text; text that is not JSON (ciphertext of a row whose ``encryption`` was
+    cleared, say) is a ``CorruptionError`` naming the field, never the text."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise CorruptionError(
+            f"the stored {field} setting is not JSON text (sealed, with the row's encryption cleared?)",
+            conversation_id,
+        ) from None
 
 
 # The conversation's settings that can hold user text, sealed when the conversation is encrypted (its model
@@ -128,10 +138,10 @@ def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInf
         id=row.id,
         created_at=row.created_at,
         model=row.model,
-        system_instruction=_json_or_none(system_instruction),
-        generation_config=_json_or_none(generation_config),
-        tools=_json_or_none(tools),
-        metadata=_json_or_none(metadata),
+        system_instruction=_json_or_none(system_instruction, row.id, "system_instruction"),
+        generation_config=_json_or_none(generation_config, row.id, "generation_config"),
+        tools=_json_or_none(tools, row.id, "tools"),
+        metadata=_json_or_none(metadata, row.id, "metadata"),
         encrypted=encrypted,
     )
 

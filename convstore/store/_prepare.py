@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from convstore import codec
 from convstore._ids import is_id, new_id
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value, text_bytes
 from convstore.budget import TokenCounter
-from convstore.errors import CodecError, InvalidExchangeError
+from convstore.errors import CodecError, InvalidExchangeError, LimitExceededError
 from convstore.model import ConversationInfo, Step
 from convstore.model._sdk import is_sdk_object
 
@@ -69,17 +70,25 @@ def valid_id(value: object) -> bool:
 
 
 def check_branch_name(name: object) -> str:
-    if not isinstance(name, str) or not name or column_text_problem(name, MAX_BRANCH_NAME) is not None:
-        raise ValueError(
-            f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, without NUL or "
-            "lone surrogates"
+    if not isinstance(name, str):
+        raise TypeError(f"branch: expected a string, got {type(name).__name__}")
+    if not name or column_text_problem(name, MAX_BRANCH_NAME) is not None:
+        raise CodecError(
+            [
+                (
+                    "branch",
+                    f"a branch name is a non-empty string of at most {MAX_BRANCH_NAME} characters, "
+                    "without NUL or lone surrogates",
+                )
+            ]
         )
     return name
 
 
-def _json_text(value: Any, field: str) -> str | None:
+def _json_text(value: Any, field: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
     if value is None:
         return None
+    check_value(value, path=field, limits=limits, max_bytes=limits.max_step_bytes)
     try:
         return codec.dumps(value)
     except CodecError:
@@ -94,8 +103,15 @@ def conversation_row(
     tools: Sequence[Mapping[str, Any]] | None,
     metadata: Mapping[str, Any] | None,
     now: datetime,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
-    """The row of a new conversation; checks the settings' JSON types and names any that is wrong."""
+    """The row of a new conversation; checks the settings' JSON types and names any that is wrong.
+
+    Raises:
+        CodecError: a setting of the wrong JSON type, or not representable as JSON.
+        LimitExceededError: a setting nested deeper than ``limits.max_depth`` or longer than
+            ``limits.max_step_bytes``.
+    """
     problems = []
     if model is not None and not isinstance(model, str):
         problems.append(("model", "expected a string"))
@@ -117,14 +133,25 @@ def conversation_row(
         "model": model,
         # JSON text like the other settings: it is the user's text, which may hold anything, NUL included
         # (PostgreSQL text cannot; a JSON string escapes it).
-        "system_instruction": _json_text(system_instruction, "system_instruction"),
+        "system_instruction": _json_text(system_instruction, "system_instruction", limits),
         "generation_config": _json_text(
-            None if generation_config is None else dict(generation_config), "generation_config"
+            None if generation_config is None else dict(generation_config), "generation_config", limits
         ),
-        "tools": _json_text(None if tools is None else [dict(tool) for tool in tools], "tools"),
-        "metadata": _json_text(None if metadata is None else dict(metadata), "metadata"),
+        "tools": _json_text(_tools(tools), "tools", limits),
+        "metadata": _json_text(None if metadata is None else dict(metadata), "metadata", limits),
         "encryption": None,  # plaintext; the store seals the settings of an encrypted conversation
     }
+
+
+def _tools(tools: Sequence[Mapping[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if tools is None:
+        return None
+    problems = [
+        (f"tools[{i}]", "expected an object") for i, tool in enumerate(tools) if not isinstance(tool, Mapping)
+    ]
+    if problems:
+        raise CodecError(problems)
+    return [dict(tool) for tool in tools]
 
 
 Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
@@ -132,48 +159,83 @@ Redactor = Callable[[dict[str, Any]], Mapping[str, Any]]
 
 
 def check_owner(owner: object) -> str | None:
+    if owner is not None and not isinstance(owner, str):
+        raise TypeError(f"owner: expected a string or None, got {type(owner).__name__}")
     if owner is not None and (not isinstance(owner, str) or not owner or column_text_problem(owner, 255)):
-        raise ValueError(
-            "an owner is a non-empty string of at most 255 characters, without NUL or lone surrogates"
+        raise CodecError(
+            [
+                (
+                    "owner",
+                    "an owner is a non-empty string of at most 255 characters, without NUL or lone "
+                    "surrogates",
+                )
+            ]
         )
     return owner
 
 
 def prepare_exchange(
-    steps: Iterable[Step | Mapping[str, Any]], counter: TokenCounter, redact: Redactor | None = None
+    steps: Iterable[Step | Mapping[str, Any]],
+    counter: TokenCounter,
+    redact: Redactor | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[tuple[str, str, int]]:
     """Validate an exchange; return ``(type, JSON text, tokens)`` for each step, before anything is written.
 
     Raises:
         InvalidExchangeError: ``steps`` is a single step rather than a list of them, or is empty.
         CodecError: a step is malformed; the paths name each problem (``steps[1].content[0].text``).
+        LimitExceededError: a step or the exchange is beyond ``limits`` (named in the error).
     """
     if isinstance(steps, (Mapping, str, bytes)) or not isinstance(steps, Iterable) or is_sdk_object(steps):
         raise InvalidExchangeError(
             f"append takes a list of steps (one exchange), not a {type(steps).__name__}; wrap a single step "
             "in a list"
         )
-    wires = codec.normalize_steps(steps)
+    wires = codec.normalize_steps(steps, limits=limits)
     if not wires:
         raise InvalidExchangeError("an exchange needs at least one step")
-    return prepare_wires(wires, counter, redact)
+    return prepare_wires(wires, counter, redact, limits)
 
 
 def prepare_wires(
-    wires: list[dict[str, Any]], counter: TokenCounter, redact: Redactor | None = None
+    wires: list[dict[str, Any]],
+    counter: TokenCounter,
+    redact: Redactor | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[tuple[str, str, int]]:
-    """``(type, JSON text, tokens)`` of validated wire steps, after the redaction hook."""
+    """``(type, JSON text, tokens)`` of validated wire steps, after the redaction hook.
+
+    Each step's nesting and size are bounded by ``limits`` before it is encoded, its exact encoded length
+    after, and the exchange's total as it grows.
+
+    Raises:
+        CodecError: a step is malformed or its type is text no database can store.
+        LimitExceededError: a step or the exchange is beyond ``limits``.
+    """
     if redact is not None:
-        wires = codec.normalize_steps([redact(dict(wire)) for wire in wires], prefix="redacted")
+        wires = codec.normalize_steps(
+            [redact(dict(wire)) for wire in wires], prefix="redacted", limits=limits
+        )
     prepared = []
+    total = 0
     for index, wire in enumerate(wires):
+        path = f"steps[{index}]"
+        check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         problem = column_text_problem(wire["type"], MAX_STEP_TYPE)
         if problem is not None:
-            raise CodecError([(f"steps[{index}].type", problem)])
+            raise CodecError([(f"{path}.type", problem)])
         try:
-            prepared.append((wire["type"], codec.dumps(wire), counter.count_step(wire)))
+            text = codec.dumps(wire)
         except CodecError:
-            raise CodecError([(f"steps[{index}]", "not representable as JSON")]) from None
+            raise CodecError([(path, "not representable as JSON")]) from None
+        size = text_bytes(text)
+        if size > limits.max_step_bytes:
+            raise LimitExceededError("max_step_bytes", limits.max_step_bytes, path=path, actual=size)
+        total += size
+        if total > limits.max_exchange_bytes:
+            raise LimitExceededError("max_exchange_bytes", limits.max_exchange_bytes, path=path, actual=total)
+        prepared.append((wire["type"], text, counter.count_step(wire)))
     return prepared
 
 
@@ -195,6 +257,7 @@ def exchange_row(
     model: str | None,
     status: str | None,
     usage: Mapping[str, Any] | None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """The exchanges-table row of a recorded turn (keys and time are added by the operation).
 
@@ -213,7 +276,7 @@ def exchange_row(
         "stored": bool(stored),
         "model": model,
         "status": status,
-        "usage": None if usage is None else _json_text(dict(usage), "usage"),
+        "usage": None if usage is None else _json_text(dict(usage), "usage", limits),
         "estimated_input_tokens": estimated_input_tokens,
     }
     for column, field in _USAGE_COLUMNS.items():
@@ -232,15 +295,24 @@ def encode_cursor(cursor: tuple[datetime, str] | None) -> str | None:
 
 
 def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """A ``Page.next_cursor`` back to its position.
+
+    Raises:
+        TypeError: ``cursor`` is not a string. ValueError: not a cursor this store gave out.
+    """
     if cursor is None:
         return None
+    if not isinstance(cursor, str):
+        raise TypeError(
+            f"cursor: expected a string (a Page.next_cursor) or None, got {type(cursor).__name__}"
+        )
     try:
         created, conversation_id = base64.urlsafe_b64decode(cursor.encode("ascii")).decode().split("|")
         created_at = datetime.fromisoformat(created)
     except (ValueError, UnicodeError, binascii.Error):
-        raise ValueError("invalid cursor: pass back a Page.next_cursor unchanged") from None
+        raise CodecError([("cursor", "not a cursor: pass back a Page.next_cursor unchanged")]) from None
     if created_at.tzinfo is None or not is_id(conversation_id):
-        raise ValueError("invalid cursor: pass back a Page.next_cursor unchanged")
+        raise CodecError([("cursor", "not a cursor: pass back a Page.next_cursor unchanged")])
     return created_at, conversation_id
 
 

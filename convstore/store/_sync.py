@@ -21,6 +21,7 @@ from typing_extensions import Self
 
 from convstore import codec
 from convstore._ids import new_id
+from convstore._limits import Limits, checked_limits
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
 from convstore.errors import (
     BudgetExceededError,
@@ -99,6 +100,8 @@ class Store:
         key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
             of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
             does not close it.
+        limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
+            exchange); beyond one, ``LimitExceededError`` and nothing is written.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -124,6 +127,7 @@ class Store:
         redact: Redactor | None = None,
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
+        limits: Limits | None = None,
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -134,6 +138,7 @@ class Store:
         self.counter: TokenCounter = counter or HeuristicCounter()
         self.owner = check_owner(owner)
         self.redact = redact
+        self.limits = checked_limits(limits)
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -391,6 +396,7 @@ class Store:
             tools=tools,
             metadata=metadata,
             now=now,
+            limits=self.limits,
         )
         row["owner"] = self.owner
         info = _ops.info_from_row(_AttrRow(row))
@@ -438,6 +444,8 @@ class Store:
             limit: Page size (1 to 1000).
             cursor: ``next_cursor`` of the previous page; None for the first page.
         """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise TypeError(f"limit: expected an integer, got {type(limit).__name__}")
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
@@ -509,8 +517,10 @@ class Store:
 
         A sealed (encrypted) conversation needs, with a keyring, the application key that wrapped its data
         key: every sealed value is checked to open before anything is written, and its data key is
-        re-wrapped by the active key when another one wrapped it, then kept in this store's key store. A
-        store without a keyring imports it as it is, unread (it could not open it either).
+        re-wrapped by the active key when another one wrapped it, then kept in this store's key store. What
+        opens is checked as a plaintext line is read (strict JSON within this store's ``limits``, payloads
+        by the codec, token counts by its counter). A store without a keyring imports it as it is, unread
+        (it could not open it either).
 
         Args:
             dump: From ``export_conversation``, or read from an export file.
@@ -532,7 +542,8 @@ class Store:
         _transfer.check_dump(dump)
         wrapped = dump.key
         if dump.sealed and wrapped is not None and self.keyring is not None:
-            _transfer.open_sealed(dump, self.keyring.cipher(dump.id, wrapped))
+            cipher = self.keyring.cipher(dump.id, wrapped)
+            _transfer.open_sealed(dump, cipher, limits=self.limits, counter=self.counter)
             wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
         if not dump.sealed or wrapped is None or self.key_store is None:
             op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
@@ -570,6 +581,10 @@ class Store:
             ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
                 busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
         """
+        if not isinstance(older_than, (datetime, timedelta)):
+            raise TypeError(
+                f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}"
+            )
         now = utcnow()
         if isinstance(older_than, datetime):
             if older_than.tzinfo is None:
@@ -579,12 +594,10 @@ class Store:
                     "older_than: the cutoff is in the future; it would delete conversations being written now"
                 )
             cutoff = older_than
-        elif isinstance(older_than, timedelta):
+        else:
             if older_than <= timedelta(0):
                 raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
             cutoff = now - older_than
-        else:
-            raise InvalidAgeError("older_than: pass a timedelta or an aware UTC datetime")
         stale = self._run(_ops.stale_conversations(cutoff, self.owner))
         deleted: list[str] = []
         key_wal_busy = False
@@ -753,7 +766,8 @@ class Conversation:
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
         """
-        return self._append(prepare_exchange(steps, self._store.counter, self._store.redact), None)
+        store = self._store
+        return self._append(prepare_exchange(steps, store.counter, store.redact, store.limits), None)
 
     def _append(
         self,

@@ -5,14 +5,18 @@ Two halves, pure except through the runner:
 
 - **Operations**, in the pattern of ``_ops`` (generators that yield ``Exec`` statements): ``export_ops`` reads
   one conversation's rows into a ``ConversationDump``; ``import_ops`` writes a dump back, ids and all, in one
-  transaction. Run them like every store operation::
+  transaction; ``import_rows_ops`` writes a plaintext conversation read lazily (``read_conversations``) in
+  batches inside its one transaction. Run them like every store operation::
 
       from convstore.store._engine import run        # run_async for an AsyncEngine
       dump = run(store.engine, export_ops(conversation_id), write=False)
       imported = run(store.engine, import_ops(dump, skip_existing=False), write=True)
 
-- **The JSONL format**: ``header_line()``, ``dump_lines(dump)`` and ``read_dumps(lines)``, which checks every
-  line and raises ``TransferFormatError`` naming the line and the field, never the content.
+- **The JSONL format**: ``header_line()``, ``dump_lines(dump)``, ``read_conversations(lines)`` (one
+  ``ConversationRows`` a conversation, its lines parsed and checked as they are read) and
+  ``read_dumps(lines)`` (each conversation held whole, as a ``ConversationDump``). Every line is checked
+  as ``append`` checks what it writes (strict JSON within ``Limits``, payloads by the codec, token counts
+  by the store's counter), and ``TransferFormatError`` names the line and the field, never the content.
 
 Format, version 2: UTF-8, one JSON object a line, each with a ``"kind"``. Line 1 is the header
 (``{"kind": "header", "format": "convstore-export", "version": 2, ...}``). Then, for each conversation, its
@@ -30,9 +34,15 @@ its sealed settings; a ``key`` line follows it (``conversation_id``, ``key_id``:
 wrapped the data key, ``wrapped``: the wrapped data key in base64); its node lines carry their sealed payloads
 and their ``media`` column, and its sealed media strings come as ``media`` lines after the nodes (``hash``,
 ``data``). Without the application key named by ``key_id``, nothing of it can be read; a store with a keyring
-that holds that key imports it (``open_sealed`` checks every sealed value first). The plaintext of an
-encrypted conversation is exported only when asked for (``export_ops(..., cipher=...)``): it is then written
-as a plaintext conversation.
+that holds that key imports it (``open_sealed`` checks every sealed value first, and, once opened, every
+payload and setting by the same rules as a plaintext line's). The plaintext of an encrypted conversation is
+exported only when asked for (``export_ops(..., cipher=...)``): it is then written as a plaintext
+conversation.
+
+Memory: a plaintext conversation is never held whole on import (``read_conversations`` and
+``import_rows_ops``: a line at a time, a batch of at most ``CHUNK`` rows or ``BATCH_BYTES`` of payloads). A
+sealed one is held whole while it is verified (``ConversationRows.dump()``): its media lines come after its
+nodes, and nothing of it is written before every sealed value opened.
 
 Consistency: SQLite reads one snapshot. On PostgreSQL (READ COMMITTED) the reads are ordered so that a turn
 appended during the export is wholly in it or wholly out of it: branches are read before nodes (nodes are
@@ -53,8 +63,18 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from convstore import codec
 from convstore._ids import is_id
-from convstore.errors import ConversationNotFoundError, ConvstoreError, DataKeyNotFoundError, StoreError
+from convstore._limits import DEFAULT_LIMITS, Limits, loads
+from convstore.budget import HeuristicCounter, TokenCounter
+from convstore.errors import (
+    CodecError,
+    ConversationNotFoundError,
+    ConvstoreError,
+    DataKeyNotFoundError,
+    LimitExceededError,
+    StoreError,
+)
 from convstore.store import _keys, _schema
 from convstore.store._crypto import ENCRYPTION, MAX_KEY_ID, DataCipher, WrappedKey, is_sealed
 from convstore.store._engine import Exec, Op
@@ -67,6 +87,7 @@ __all__ = [
     "VERSION",
     "ConversationDump",
     "ConversationExistsError",
+    "ConversationRows",
     "TransferFormatError",
     "check_dump",
     "conversation_exists",
@@ -74,13 +95,16 @@ __all__ = [
     "export_ops",
     "header_line",
     "import_ops",
+    "import_rows_ops",
     "open_sealed",
+    "read_conversations",
     "read_dumps",
 ]
 
 FORMAT = "convstore-export"
 VERSION = 2  # 2: sealed conversations (key and media lines)
 CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
+BATCH_BYTES = 4 * 1024 * 1024  # ... or fewer, so a streamed import holds at most about this much of payloads
 
 
 class TransferFormatError(ConvstoreError, ValueError):
@@ -391,17 +415,107 @@ def import_ops(
     return True
 
 
-def open_sealed(dump: ConversationDump, cipher: DataCipher) -> None:
+def import_rows_ops(
+    conversation: ConversationRows,
+    *,
+    skip_existing: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Op[bool]:
+    """``import_ops`` for a plaintext conversation read lazily (``read_conversations``): its rows are read,
+    checked and written a batch at a time inside the one transaction, so memory stays bounded by a batch
+    whatever the conversation's size. A line that fails its check raises and rolls the whole conversation
+    back.
+
+    A sealed conversation is refused before anything is written: its sealed values are verified whole
+    before it is written (``conversation.dump()``, then ``open_sealed`` and ``import_ops``, as
+    ``Store.import_conversation`` does).
+
+    Returns:
+        True when written, False when skipped (its rows are still read, so the file can go on).
+
+    Raises:
+        ConversationExistsError: the id exists already (and ``skip_existing`` is false).
+        TransferFormatError: a line breaks a rule (nothing of the conversation is written), or the
+            conversation is sealed.
+    """
+    if conversation.sealed:
+        raise TransferFormatError(
+            "a sealed conversation is verified whole before it is written (import its dump())",
+            line=conversation.line,
+            where="conversation",
+            field="encryption",
+        )
+    params = {"conversation_id": conversation.id}
+    if (yield Exec(CONVERSATION_EXISTS, params)).first() is not None:
+        if skip_existing:
+            return False
+        raise ConversationExistsError(conversation.id)
+    try:
+        yield Exec(INSERT["conversation"], conversation.conversation)
+    except exc.IntegrityError:
+        raise ConversationExistsError(conversation.id) from None
+    if progress is not None:
+        progress(1)
+    batch: list[dict[str, Any]] = []
+    batch_kind = ""
+    batch_bytes = 0
+    for kind, row in conversation.rows():
+        if batch and (kind != batch_kind or len(batch) >= CHUNK or batch_bytes >= BATCH_BYTES):
+            yield from _write_batch(conversation.id, batch_kind, batch, progress)
+            batch, batch_bytes = [], 0
+        batch_kind = kind
+        batch.append(row)
+        payload = row.get("payload")
+        batch_bytes += len(payload) if isinstance(payload, str) else 0
+    if batch:
+        yield from _write_batch(conversation.id, batch_kind, batch, progress)
+    return True
+
+
+def _write_batch(
+    conversation_id: str, kind: str, rows: list[dict[str, Any]], progress: Callable[[int], None] | None
+) -> Op[None]:
+    if kind == "node":
+        rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
+        yield from write_media(conversation_id, blobs, None)
+    if kind not in TABLES:
+        raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
+    try:
+        yield Exec(INSERT[kind], rows)
+    except exc.IntegrityError:
+        raise TransferFormatError(
+            "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
+        ) from None
+    if progress is not None:
+        progress(len(rows))
+
+
+def open_sealed(
+    dump: ConversationDump,
+    cipher: DataCipher,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    counter: TokenCounter | None = None,
+) -> None:
     """Check that every sealed value of a sealed dump opens with its data key, before it is imported:
-    settings, payloads (with their media put back, of the type their node says), summaries, media (named
-    by their keyed hash). Pure: no I/O.
+    settings, payloads (with their media put back), summaries, media (named by their keyed hash). Pure: no
+    I/O.
+
+    What was opened is then checked as a plaintext line's values are (``read_conversations``): settings as
+    strict JSON of their type, payloads by the codec and of their node's type within ``limits``, and each
+    node's ``token_count`` against ``counter`` (not checked when None).
 
     Raises:
         DecryptionError: a value fails authentication (named by field, node or media hash).
-        TransferFormatError: a payload is not of its node's type, or names media the dump does not hold.
+        TransferFormatError: an opened value breaks a rule, or a node names media the dump does not hold.
     """
     for field in SETTINGS:
-        cipher.open_or_none("conversation", field, dump.conversation.get(field))
+        text = cipher.open_or_none("conversation", field, dump.conversation.get(field))
+        problem = (
+            None if text is None else _json_problem(text, _JSON_COLUMNS[("conversation", field)], limits)
+        )
+        if problem is not None:
+            raise TransferFormatError(problem, where="conversation", field=field)
     blobs = {}
     for index, row in enumerate(dump.media):
         content = cipher.open("media", row["hash"], row["data"])
@@ -419,12 +533,14 @@ def open_sealed(dump: ConversationDump, cipher: DataCipher) -> None:
                 raise TransferFormatError(
                     "names media strings the export does not hold", where=f"nodes[{index}]", field="media"
                 ) from None
-        if _json_problem(text, dict) is not None or json.loads(text).get("type") != row["type"]:
-            raise TransferFormatError(
-                "differs from the payload's type", where=f"nodes[{index}]", field="type"
-            )
-    for row in dump.summaries:
-        cipher.open("summary", row["node_id"], row["payload"])
+        found = _payload_problem("node", {**row, "payload": text}, limits, counter)
+        if found is not None:
+            raise TransferFormatError(found[1], where=f"nodes[{index}]", field=found[0])
+    for index, row in enumerate(dump.summaries):
+        text = cipher.open("summary", row["node_id"], row["payload"])
+        found = _payload_problem("summary", {**row, "payload": text}, limits, counter)
+        if found is not None:
+            raise TransferFormatError(found[1], where=f"summaries[{index}]", field=found[0])
 
 
 # -- checks ----------------------------------------------------------------------------------------------
@@ -573,7 +689,9 @@ def dump_lines(dump: ConversationDump) -> Iterator[str]:
             yield _line(kind, row)
 
 
-def _field_value(kind: str, column: sa.Column[Any], value: Any) -> tuple[Any, str | None]:
+def _field_value(
+    kind: str, column: sa.Column[Any], value: Any, limits: Limits = DEFAULT_LIMITS
+) -> tuple[Any, str | None]:
     """The column value for a JSON value, or a problem."""
     if value is None:
         return None, (None if column.nullable else "must not be null")
@@ -586,7 +704,7 @@ def _field_value(kind: str, column: sa.Column[Any], value: Any) -> tuple[Any, st
         return value, (None if isinstance(value, bool) else "expected true or false")
     if isinstance(column_type, sa.Integer):
         return value, _int_problem(column, value)
-    return value, _text_problem(kind, column, value)
+    return value, _text_problem(kind, column, value, limits)
 
 
 def _time_value(value: Any) -> tuple[Any, str | None]:
@@ -598,7 +716,10 @@ def _time_value(value: Any) -> tuple[Any, str | None]:
         return None, "expected an ISO 8601 time"
     if parsed.tzinfo is None:
         return None, "expected a time with its UTC offset"
-    return parsed.astimezone(timezone.utc), None
+    try:
+        return parsed.astimezone(timezone.utc), None
+    except OverflowError:  # year 9999 at an offset west of UTC, say: no UTC time to store
+        return None, "a time out of range in UTC"
 
 
 def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
@@ -613,7 +734,7 @@ def _int_problem(column: sa.Column[Any], value: Any) -> str | None:
 _NON_EMPTY = {("branch", "name"), ("conversation", "owner")}  # as Store refuses them: check_branch_name
 
 
-def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
+def _text_problem(kind: str, column: sa.Column[Any], value: Any, limits: Limits) -> str | None:
     if not isinstance(value, str):
         return "expected a string"
     problem = column_text_problem(value, getattr(column.type, "length", None))
@@ -622,19 +743,56 @@ def _text_problem(kind: str, column: sa.Column[Any], value: Any) -> str | None:
     if not value and (kind, column.name) in _NON_EMPTY:
         return "must not be empty (the store cannot open it)"
     expected = _JSON_COLUMNS.get((kind, column.name))
-    return None if expected is None else _json_problem(value, expected)
+    if expected is None or column.name == "payload":  # payloads: by the codec, in _payload_problem
+        return None
+    return _json_problem(value, expected, limits)
 
 
 _JSON_NAMES: dict[type, str] = {dict: "an object", list: "an array", str: "a string"}
 
 
-def _json_problem(value: str, expected: type) -> str | None:
+def _json_problem(value: str, expected: type, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    return _strict_json(value, expected, limits)[1]
+
+
+def _strict_json(value: str, expected: type, limits: Limits) -> tuple[Any, str | None]:
+    """The value of a JSON column's text, by the rules of ``append``: strict JSON (no NaN, no key twice),
+    within ``max_depth`` and ``max_step_bytes``."""
+    if len(value) > limits.max_step_bytes:
+        return None, f"longer than max_step_bytes={limits.max_step_bytes}"
     try:
-        decoded = json.loads(value)
-    except ValueError:
-        return "expected JSON text"
+        decoded = loads(value, limits=limits)
+    except LimitExceededError as error:
+        return None, f"nested deeper than {error.limit}={error.maximum}"
+    except CodecError as error:
+        where = f" at {error.path}" if error.path else ""
+        return None, f"expected JSON text, strict ({error.problems[0][1]}{where})"
     if not isinstance(decoded, expected):
-        return f"expected the JSON text of {_JSON_NAMES[expected]}"
+        return None, f"expected the JSON text of {_JSON_NAMES[expected]}"
+    return decoded, None
+
+
+def _payload_problem(
+    kind: str, row: Mapping[str, Any], limits: Limits, counter: TokenCounter | None
+) -> tuple[str, str] | None:
+    """A node's or summary's payload checked as ``append`` checks a step: by the codec, its type and its
+    token count against the store's counter (a plaintext line's as it is read, a sealed one's once
+    ``open_sealed`` opened it)."""
+    decoded, problem = _strict_json(row["payload"], dict if kind == "node" else list, limits)
+    if problem is not None:
+        return "payload", problem
+    steps = [decoded] if kind == "node" else decoded
+    try:
+        codec.normalize_steps(steps, prefix="payload", limits=limits)
+    except CodecError as error:
+        return error.path or "payload", f"refused by the codec: {error.problems[0][1]}"
+    except LimitExceededError as error:
+        return "payload", f"beyond {error.limit}={error.maximum}"
+    if kind == "node":
+        if decoded.get("type") != row["type"]:
+            return "type", "differs from the payload's type"
+        if counter is not None and row["token_count"] != (expected := counter.count_step(decoded)):
+            return "token_count", f"is not the payload's count ({expected} by this store's token counter)"
     return None
 
 
@@ -647,8 +805,14 @@ def _sealed_problem(value: Any) -> str | None:
 
 
 def _decode_row(
-    kind: str, obj: Mapping[str, Any], sealed: bool = False
+    kind: str,
+    obj: Mapping[str, Any],
+    sealed: bool = False,
+    limits: Limits = DEFAULT_LIMITS,
+    counter: TokenCounter | None = None,
 ) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """A line's row, or ``(field, problem)``. A sealed conversation's sealed columns are only checked to be
+    sealed values here (their plaintext is checked by ``open_sealed``)."""
     names = columns(kind, sealed)
     unknown = sorted(set(obj) - {"kind"} - {column.name for column in names})
     if unknown:
@@ -663,12 +827,14 @@ def _decode_row(
         if sealed and (kind, column.name) in _SEALED and obj[column.name] is not None:
             value, problem = obj[column.name], _sealed_problem(obj[column.name])
         else:
-            value, problem = _field_value(kind, column, obj[column.name])
+            value, problem = _field_value(kind, column, obj[column.name], limits)
         if problem is not None:
             return {}, (column.name, problem)
         row[column.name] = value
-    if kind == "node" and not sealed and json.loads(row["payload"]).get("type") != row["type"]:
-        return {}, ("type", "differs from the payload's type")
+    if kind in ("node", "summary") and not sealed:
+        found = _payload_problem(kind, row, limits, counter)
+        if found is not None:
+            return {}, found
     return row, None
 
 
@@ -720,18 +886,27 @@ _ORDER = ("key", "node", "media", "summary", "branch", "exchange")
 
 
 class _Pending:
-    """A conversation being read: its rows so far and the checks of its tree."""
+    """A conversation being read: the checks of its tree, its key, and where in the order of kinds it is."""
 
-    def __init__(self, line: int, conversation: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        line: int,
+        conversation: dict[str, Any],
+        limits: Limits = DEFAULT_LIMITS,
+        counter: TokenCounter | None = None,
+    ) -> None:
         self.line = line
         self.conversation = conversation
         self.check = _TreeCheck(conversation["id"])
         self.sealed = conversation.get("encryption") is not None
         self.key: WrappedKey | None = None
-        self.rows: dict[str, list[dict[str, Any]]] = {kind: [] for kind in _ORDER if kind != "key"}
         self.order = 0  # index in _ORDER of the last kind seen: kinds come in that order
+        self._limits = limits
+        self._counter = counter
 
-    def add(self, number: int, kind: str, obj: Mapping[str, Any]) -> None:
+    def add(self, number: int, kind: str, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The row of a line, checked (not kept: the caller keeps it or writes it); None for the key line,
+        whose wrapped key is kept as ``key``."""
         position = _ORDER.index(kind)
         if position < self.order:
             raise TransferFormatError(
@@ -750,15 +925,15 @@ class _Pending:
             self.key, problem = _decode_key(self.conversation["id"], obj)
             if problem is not None:
                 raise TransferFormatError(problem[1], line=number, where=kind, field=problem[0])
-            return
-        row, problem = _decode_row(kind, obj, self.sealed)
+            return None
+        row, problem = _decode_row(kind, obj, self.sealed, self._limits, self._counter)
         if problem is None:
             problem = self.check.add(kind, row)
         if problem is not None:
             raise TransferFormatError(problem[1], line=number, where=kind, field=problem[0])
-        self.rows[kind].append(row)
+        return row
 
-    def dump(self) -> tuple[int, ConversationDump]:
+    def finish(self) -> None:
         problem = self.check.finish()
         if problem is not None:
             raise TransferFormatError(problem[1], line=self.line, where="conversation")
@@ -766,23 +941,33 @@ class _Pending:
             raise TransferFormatError(
                 "a sealed conversation needs its key line", line=self.line, where="conversation"
             )
-        rows = {_PLURAL[kind]: found for kind, found in self.rows.items()}
-        return self.line, ConversationDump(conversation=self.conversation, key=self.key, **rows)
 
 
-def _parse(number: int, text: str) -> dict[str, Any]:
+def _parse(number: int, text: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """One line as a JSON object, strictly (no NaN, no key twice) and within the limits."""
     try:
-        obj = json.loads(text)
-    except ValueError as error:
-        column = getattr(error, "colno", None)
-        where = f" (column {column})" if column is not None else ""
-        raise TransferFormatError(f"not valid JSON{where}", line=number) from None
+        obj = loads(
+            text,
+            path=f"line {number}",
+            limits=limits,
+            max_bytes=limits.max_import_line_bytes,
+            limit_name="max_import_line_bytes",
+        )
+    except CodecError as error:
+        field = error.path.removeprefix(f"line {number}").lstrip(".")
+        raise TransferFormatError(error.problems[0][1], line=number, field=field) from None
     if not isinstance(obj, dict):
         raise TransferFormatError("expected a JSON object", line=number)
     return obj
 
 
-def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
+def _start(
+    number: int,
+    obj: Mapping[str, Any],
+    seen: set[str],
+    limits: Limits = DEFAULT_LIMITS,
+    counter: TokenCounter | None = None,
+) -> _Pending:
     encryption = obj.get("encryption")
     if encryption is not None and encryption != ENCRYPTION:
         raise TransferFormatError(
@@ -791,20 +976,162 @@ def _start(number: int, obj: Mapping[str, Any], seen: set[str]) -> _Pending:
             where="conversation",
             field="encryption",
         )
-    row, problem = _decode_row("conversation", obj, encryption is not None)
+    row, problem = _decode_row("conversation", obj, encryption is not None, limits)
     if problem is not None:
         raise TransferFormatError(problem[1], line=number, where="conversation", field=problem[0])
     if row["id"] in seen:
         raise TransferFormatError("a second conversation with this id", line=number, where="conversation")
     seen.add(row["id"])
-    return _Pending(number, row)
+    return _Pending(number, row, limits, counter)
 
 
-def read_dumps(lines: Iterable[str]) -> Iterator[tuple[int, ConversationDump]]:
-    """Parse and check an export, one conversation at a time.
+class _Lines:
+    """The non-blank lines of a file, parsed one at a time, with one line of look-ahead."""
+
+    def __init__(self, lines: Iterable[str], limits: Limits) -> None:
+        self._lines = enumerate(lines, start=1)
+        self._limits = limits
+        self._back: tuple[int, dict[str, Any]] | None = None
+        self.number = 0
+
+    def next(self) -> tuple[int, dict[str, Any]] | None:
+        if self._back is not None:
+            item, self._back = self._back, None
+            return item
+        for number, text in self._lines:
+            self.number = number
+            if text.strip():
+                return number, _parse(number, text, self._limits)
+        return None
+
+    def push(self, item: tuple[int, dict[str, Any]]) -> None:
+        self._back = item
+
+
+class ConversationRows:
+    """One conversation of an import file, read lazily: ``rows()`` parses and checks its lines one at a
+    time as it is iterated, so a conversation of any size is never held whole.
+
+    A sealed (encrypted) conversation is read the same way, but it is imported whole: ``dump()`` gathers
+    its rows into a ``ConversationDump`` for ``open_sealed`` to verify before anything is written.
+
+    Attributes:
+        line: The number of its ``conversation`` line.
+        conversation: The conversation row.
+        sealed: Whether it is a sealed conversation (its rows ciphertexts, a ``key`` line after it).
+        row_count: Rows read so far, the conversation row and a key line included (all of them once
+            ``rows()`` ended).
+    """
+
+    def __init__(self, reader: _Lines, pending: _Pending) -> None:
+        self._reader = reader
+        self._pending = pending
+        self.line = pending.line
+        self.conversation = pending.conversation
+        self.sealed = pending.sealed
+        self.row_count = 1
+        self.started = False
+        self.done = False
+
+    @property
+    def id(self) -> str:
+        return str(self.conversation["id"])
+
+    @property
+    def key(self) -> WrappedKey | None:
+        """A sealed conversation's wrapped data key, once its key line was read (None before, and for a
+        plaintext conversation)."""
+        return self._pending.key
+
+    def rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(kind, row)`` of each of its lines but the key line, in file order.
+
+        Raises:
+            TransferFormatError: the first line that is not right (after the rows before it were yielded).
+        """
+        self.started = True
+        reader = self._reader
+        while not self.done:
+            item = reader.next()
+            if item is None or item[1].get("kind") == "conversation":
+                if item is not None:
+                    reader.push(item)
+                self._pending.finish()
+                self.done = True
+                return
+            number, obj = item
+            kind = obj.get("kind")
+            if not isinstance(kind, str) or kind not in _ORDER:
+                raise TransferFormatError("unknown kind", line=number, field="kind")
+            row = self._pending.add(number, kind, obj)
+            self.row_count += 1
+            if row is not None:
+                yield kind, row
+
+    def dump(self) -> ConversationDump:
+        """Every row of it, read and checked, held whole (what a sealed conversation's import needs).
+
+        Raises:
+            TransferFormatError: as ``rows()``; or its rows were read already.
+        """
+        if self.started:
+            raise TransferFormatError("its rows were read already", line=self.line, where="conversation")
+        rows: dict[str, list[dict[str, Any]]] = {_PLURAL[kind]: [] for kind in _ORDER if kind != "key"}
+        for kind, row in self.rows():
+            rows[_PLURAL[kind]].append(row)
+        return ConversationDump(conversation=self.conversation, key=self.key, **rows)
+
+
+def read_conversations(
+    lines: Iterable[str], *, limits: Limits = DEFAULT_LIMITS, counter: TokenCounter | None = None
+) -> Iterator[ConversationRows]:
+    """Parse and check an export one conversation at a time, and each conversation one line at a time.
+
+    Each line is checked as ``append`` checks what it writes: strict JSON (no NaN or Infinity, no key given
+    twice) within ``limits``, every step payload by the codec, and every node's ``token_count`` against
+    ``counter``'s count of its payload (``HeuristicCounter`` when None, as ``Store`` counts by default). A
+    sealed conversation's lines are parsed as strictly and within the same limits, but its payloads are
+    ciphertexts: they are checked once opened, by ``open_sealed``.
 
     Args:
         lines: The file's lines (with or without newlines); blank lines are ignored.
+        limits: Bounds on a line (``max_import_line_bytes``), a payload and nesting.
+        counter: The importing store's token counter.
+
+    Yields:
+        One ``ConversationRows`` for each conversation, in file order. Rows its caller did not read are read
+        (and checked) before the next one is yielded.
+
+    Raises:
+        TransferFormatError: the first line that is not right, by number and field.
+        LimitExceededError: a line longer than ``limits.max_import_line_bytes`` (named by number).
+    """
+    counter = counter if counter is not None else HeuristicCounter()
+    reader = _Lines(lines, limits)
+    seen: set[str] = set()
+    first = reader.next()
+    if first is None:
+        raise TransferFormatError(f"empty: expected the {FORMAT} header line", line=reader.number + 1)
+    _check_header(*first)
+    while (item := reader.next()) is not None:
+        number, obj = item
+        kind = obj.get("kind")
+        if kind == "conversation":
+            conversation = ConversationRows(reader, _start(number, obj, seen, limits, counter))
+            yield conversation
+            for _ in conversation.rows():
+                pass
+        elif not isinstance(kind, str) or kind not in _ORDER:
+            raise TransferFormatError("unknown kind", line=number, field="kind")
+        else:
+            raise TransferFormatError("comes before any conversation line", line=number, where=kind)
+
+
+def read_dumps(
+    lines: Iterable[str], *, limits: Limits = DEFAULT_LIMITS, counter: TokenCounter | None = None
+) -> Iterator[tuple[int, ConversationDump]]:
+    """Parse and check an export, one conversation at a time, each held whole (see ``read_conversations``
+    for the checks, and for reading a plaintext conversation without holding it).
 
     Yields:
         ``(line number of the conversation line, dump)`` for each conversation, in file order.
@@ -812,29 +1139,5 @@ def read_dumps(lines: Iterable[str]) -> Iterator[tuple[int, ConversationDump]]:
     Raises:
         TransferFormatError: the first line that is not right, by number and field.
     """
-    pending: _Pending | None = None
-    seen: set[str] = set()
-    number = 0
-    header = False
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        obj = _parse(number, text)
-        kind = obj.get("kind")
-        if not header:
-            _check_header(number, obj)
-            header = True
-        elif kind == "conversation":
-            if pending is not None:
-                yield pending.dump()
-            pending = _start(number, obj, seen)
-        elif not isinstance(kind, str) or kind not in _ORDER:
-            raise TransferFormatError("unknown kind", line=number, field="kind")
-        elif pending is None:
-            raise TransferFormatError("comes before any conversation line", line=number, where=kind)
-        else:
-            pending.add(number, kind, obj)
-    if not header:
-        raise TransferFormatError(f"empty: expected the {FORMAT} header line", line=number + 1)
-    if pending is not None:
-        yield pending.dump()
+    for conversation in read_conversations(lines, limits=limits, counter=counter):
+        yield conversation.line, conversation.dump()

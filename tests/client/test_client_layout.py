@@ -19,7 +19,7 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def test_client_imports_only_errors_the_interaction_model_and_itself() -> None:
-    allowed = {"convstore.errors", "convstore.model._interaction"}
+    allowed = {"convstore.errors", "convstore._limits", "convstore.model._interaction"}
     for path in sorted((ROOT / "convstore/client").glob("*.py")):
         for name in imported_modules(path):
             assert name in allowed or name.startswith("convstore.client"), f"{path.name} imports {name}"
