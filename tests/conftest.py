@@ -2,8 +2,9 @@
 
 PostgreSQL tests need ``CONVSTORE_TEST_POSTGRES_URL`` (e.g. ``postgresql+psycopg://postgres@127.0.0.1/test``),
 Citus tests ``CONVSTORE_TEST_CITUS_URL`` (a coordinator with the ``citus`` extension and its workers; CI
-starts one with ``../shared/citus/up.sh``). Without the variable those tests are skipped with that reason;
-with it, a server that cannot be reached fails them (CI sets both, so CI cannot pass without running them).
+starts one with the workplace's Citus ``up.sh``). Without the variable those tests are skipped with that
+reason; with it, a server that cannot be reached fails them (CI sets both, so CI cannot pass without
+running them).
 Each test gets its own schema, dropped afterwards; on Citus its tables are distributed when the store builds
 them.
 """
@@ -75,7 +76,7 @@ def citus_base_url() -> str:
     if not url:
         pytest.skip(
             f"Citus tests need {CITUS_ENV}, a Citus coordinator "
-            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5440/test from ../shared/citus/up.sh)"
+            "(e.g. postgresql+psycopg://postgres@127.0.0.1:5440/test from the workplace's Citus up.sh)"
         )
     return url
 

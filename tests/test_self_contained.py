@@ -21,7 +21,6 @@ TESTS = REPO / "tests"
 # (file relative to tests/, text in the string literal): why it is not a path the tests read.
 ALLOWED = {
     ("test_hostile.py", '"../../etc/passwd"'): "a hostile command-line argument the CLI must refuse",
-    ("conftest.py", "../shared/citus/up.sh"): "the script starting a Citus server, named for the developer",
 }
 
 
