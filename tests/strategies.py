@@ -118,3 +118,31 @@ unknown_steps = st.builds(
 )
 steps = st.one_of(known_steps, unknown_steps)
 exchanges = st.lists(steps, min_size=1, max_size=4)
+
+
+def mutate_bytes(
+    data: bytes, rng: Any, splices: list[bytes], *, repeat_keys: bool = False
+) -> bytes:
+    """One to three seeded byte-level mutations of ``data``: a byte changed, a run deleted, one of
+    ``splices`` inserted, the tail cut; with ``repeat_keys``, also a ``"key":value`` pair near the position
+    given twice. The fuzz loops of test_hostile and test_bounds share it."""
+    out = bytearray(data)
+    for _ in range(rng.randrange(1, 4)):
+        if not out:
+            break
+        position = rng.randrange(len(out))
+        action = rng.randrange(5 if repeat_keys else 4)
+        if action == 0:
+            out[position] = rng.randrange(256)
+        elif action == 1:
+            del out[position : position + rng.randrange(1, 20)]
+        elif action == 2:
+            out[position:position] = rng.choice(splices)
+        elif action == 3:
+            del out[position:]
+        else:
+            start = out.find(b'"', position)
+            end = out.find(b",", start)
+            if start >= 0 and end > start:
+                out[end:end] = b"," + out[start:end]
+    return bytes(out)

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+import strategies
 from conftest import model, user
 from hypothesis import given
 from hypothesis import strategies as st
@@ -633,26 +634,7 @@ SPLICES = [b"\xff", b"\x00", b"\n", b'"', b"}", b"{", b"[" * 70, b"[" * DEEP, b"
 
 
 def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randrange(1, 4)):
-        if not out:
-            break
-        position = rng.randrange(len(out))
-        action = rng.randrange(5)
-        if action == 0:
-            out[position] = rng.randrange(256)
-        elif action == 1:
-            del out[position : position + rng.randrange(1, 20)]
-        elif action == 2:
-            out[position:position] = rng.choice(SPLICES)
-        elif action == 3:
-            del out[position:]
-        else:  # a key given twice: repeat a `"key":value` pair found near the position
-            start = out.find(b'"', position)
-            end = out.find(b",", start)
-            if start >= 0 and end > start:
-                out[end:end] = b"," + out[start:end]
-    return bytes(out)
+    return strategies.mutate_bytes(data, rng, SPLICES, repeat_keys=True)
 
 
 def _fixtures(suffix: str) -> list[bytes]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import strategies
 from conftest import FIXTURES, model, user
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,21 +112,7 @@ SPLICES = [b"\xff", b"\x00", b"\n", b'"', b"}", b"{", b"\r\n\r\n", b"data: "]
 
 
 def mutate_bytes(data: bytes, rng: random.Random) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randrange(1, 4)):
-        if not out:
-            break
-        position = rng.randrange(len(out))
-        action = rng.randrange(4)
-        if action == 0:
-            out[position] = rng.randrange(256)
-        elif action == 1:
-            del out[position : position + rng.randrange(1, 20)]
-        elif action == 2:
-            out[position:position] = rng.choice(SPLICES)
-        else:
-            del out[position:]
-    return bytes(out)
+    return strategies.mutate_bytes(data, rng, SPLICES)
 
 
 def fixture_steps() -> list[dict]:
