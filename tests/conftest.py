@@ -227,3 +227,22 @@ def client(emulator: Emulator, flavour: str, request: pytest.FixtureRequest) -> 
     portal.call(async_http.aclose())
 
 
+
+
+@pytest.fixture(scope="session")
+def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+    """The file names in a wheel of this checkout, built once a session (the wheel tests share it)."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import zipfile  # noqa: PLC0415
+
+    pytest.importorskip("hatchling")
+    out = tmp_path_factory.mktemp("wheel")
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)]
+    subprocess.run(
+        [sys.executable, "-m", "pip", *build],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("convstore-*.whl")
+    return set(zipfile.ZipFile(wheel).namelist())
