@@ -81,6 +81,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind(("127.0.0.1", args.port))
+        # Listening before the URL is printed: a client that reads it and connects at once is queued in
+        # the backlog until uvicorn accepts, never refused.
+        listener.listen(128)
     except OSError as error:
         listener.close()
         raise CliError(f"cannot listen on 127.0.0.1:{args.port}: {error.strerror}") from None
