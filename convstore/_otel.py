@@ -38,6 +38,8 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any, Final, TypeVar
 
+from convstore._wire import plain_input
+
 __all__ = ["CAPTURE_CONTENT_ENV", "PROVIDER", "traced_record", "traced_send", "traced_stream"]
 
 PROVIDER: Final = "gcp.gemini"
@@ -147,7 +149,7 @@ def _content(spans: list[Any], body: Mapping[str, Any], interaction: Any) -> Non
         return
     reply = _reply(interaction)
     for span in spans:
-        span.set_attribute("gen_ai.input.messages", _json(body.get("input")))
+        span.set_attribute("gen_ai.input.messages", _json(plain_input(body.get("input"))))
         instruction = body.get("system_instruction")
         if instruction is not None:
             span.set_attribute("gen_ai.system_instructions", _json(instruction))

@@ -69,6 +69,9 @@ class AsyncGenAIClient:
         ImportError: The google-genai SDK is not installed (the message says how to install it).
     """
 
+    # conv.send and conv.stream may hand this client a body whose input is spliced (``convstore._wire``).
+    _takes_spliced_input = True
+
     def __init__(
         self,
         client: genai.Client | genai.client.AsyncClient | None = None,

@@ -31,6 +31,7 @@ import attrs
 import httpx
 
 from convstore._limits import DEFAULT_LIMITS, Limits, check_value, checked_limits, loads
+from convstore._wire import SplicedInput, body_json
 from convstore.errors import APIConnectionError, APIError, CodecError, LimitExceededError
 
 __all__ = [
@@ -194,8 +195,15 @@ def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, strea
         payload["stream"] = True
     else:
         payload.pop("stream", None)
-    check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
-    content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    spliced = payload.get("input")
+    if isinstance(spliced, SplicedInput):
+        # The history's stored texts were bounded when they were written; the rest is checked here.
+        rest = {**payload, "input": spliced.steps}
+        check_value(rest, path="body", limits=config.limits)
+        content = body_json(payload).encode()
+    else:
+        check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
+        content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     return httpx.Request(
         "POST",
         _url(config),

@@ -65,6 +65,9 @@ class InteractionsClient:
         TypeError: ``limits`` is not a ``convstore.Limits``.
     """
 
+    # conv.send and conv.stream may hand this client a body whose input is spliced (``convstore._wire``).
+    _takes_spliced_input = True
+
     def __init__(
         self,
         api_key: str | None = None,

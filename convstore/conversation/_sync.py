@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from convstore import _otel, codec
 from convstore._limits import Limits
+from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
@@ -27,7 +28,7 @@ from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _ops
 from convstore.store import _sync as store_sync
-from convstore.store._prepare import exchange_row, prepare_wires, settings_tokens, window_json
+from convstore.store._prepare import exchange_row, prepare_wires, settings_tokens, window_length, window_parts
 
 __all__ = ["Conversation", "Store", "TurnStream"]
 
@@ -75,7 +76,7 @@ class Conversation(store_sync.Conversation):
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
-        return self._body(input, store, overrides, budget)
+        return self._body(input, store, overrides, budget, spliced=False)
 
     def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], _ops.Head, int | None]:
         """The steps of ``body["input"]`` that the branch does not hold yet, the head they go after, and the
@@ -86,11 +87,13 @@ class Conversation(store_sync.Conversation):
                     [("body", f"built for conversation {body.conversation_id!r}, branch {body.branch!r}")]
                 )
             sent = body.get("input")
+            if isinstance(sent, SplicedInput):  # built by send() or stream()
+                return sent.steps, body._head, body.estimated_input_tokens
             if not isinstance(sent, list) or len(sent) < body.history_length:
                 raise CodecError([("input", "shorter than the history request() put in it")])
             return sent[body.history_length :], body._head, body.estimated_input_tokens
         # A body this conversation did not build (a copy, say): its input must extend the branch as it is.
-        sent = body.get("input")
+        sent = plain_input(body.get("input"))
         if not isinstance(sent, list):
             return new_input_steps(sent), self._head, None
         if body.get("previous_interaction_id") is not None:
@@ -156,8 +159,16 @@ class Conversation(store_sync.Conversation):
         return _replies.interaction_from_reply(reply, limits)
 
     def _body(
-        self, input: Any, store: bool, overrides: Mapping[str, Any], budget: TokenBudget | None
+        self,
+        input: Any,
+        store: bool,
+        overrides: Mapping[str, Any],
+        budget: TokenBudget | None,
+        *,
+        spliced: bool,
     ) -> RequestBody:
+        """The body of the next turn. ``spliced``: its ``input`` is a ``SplicedInput`` (the history's stored
+        texts, never decoded), for convstore's own clients; else plain wire JSON, decoded."""
         new = new_input_steps(input)
         counter = budget.counter if budget is not None and budget.counter is not None else self._store.counter
         fixed = settings_tokens(self._info, counter) + sum(counter.count_step(step) for step in new)
@@ -168,16 +179,21 @@ class Conversation(store_sync.Conversation):
                 body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
                 return self._built(body, 0, None)
         if budget is None:
-            history_text = self.history_json()
+            texts = self._history_texts()
+            history_length = len(texts)
             history_tokens = self._head.total_tokens
         else:
             needs_calls = bool(new) and new[0]["type"] != "user_input"
             window = self._window(budget, fixed_tokens=fixed, require_history=needs_calls)
-            history_text = window_json(window)
+            texts = window_parts(window)
+            history_length = window_length(window)
             history_tokens = window.history_tokens
-        history = json.loads(history_text)
-        body = build_body(self._info, [*history, *new], overrides, store=store)
-        return self._built(body, len(history), fixed + history_tokens)
+        if spliced:
+            steps: Any = SplicedInput(texts, new)
+        else:
+            steps = [*json.loads("[" + ",".join(texts) + "]"), *new]
+        body = build_body(self._info, steps, overrides, store=store)
+        return self._built(body, history_length, fixed + history_tokens)
 
     def _built(self, body: dict[str, Any], history_length: int, estimated: int | None) -> RequestBody:
         """``body`` as built on the head this object just read."""
@@ -228,7 +244,7 @@ class Conversation(store_sync.Conversation):
             APIError and its subclasses: the call failed; nothing was written.
             ConflictError: the branch moved while the call ran; nothing was written.
         """
-        body = self._body(input, store, overrides, budget)
+        body = self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
         interaction = client.create(body)
         self.record(body, interaction)
         return interaction
@@ -249,7 +265,7 @@ class Conversation(store_sync.Conversation):
             A ``TurnStream``: iterable over the client's events; ``.interaction`` and ``.nodes``
             afterwards.
         """
-        body = self._body(input, store, overrides, budget)
+        body = self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
         return TurnStream(self, body, client.stream(body))
 
     def edit(self, node_id: str, *, branch: str | None = None) -> Conversation:

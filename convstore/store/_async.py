@@ -806,9 +806,13 @@ class AsyncConversation:
             counter = budget.counter or self._store.counter
             fixed = settings_tokens(self._info, counter)
             return window_json(await self._window(budget, fixed_tokens=fixed, require_history=True))
+        return "[" + ",".join(await self._history_texts()) + "]"
+
+    async def _history_texts(self) -> list[str]:
+        """The branch's stored step texts, root first (kept, with the head they end at, for the next read)."""
         replay = await self._store._run(_ops.history(self.id, self._branch, self._cipher, self._replay))
         self._replay, self._head = replay, replay.head
-        return "[" + ",".join(replay.payloads) + "]"
+        return replay.payloads
 
     async def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _ops.Window:
         window = await self._store._run(

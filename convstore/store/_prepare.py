@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import inspect
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -40,6 +41,8 @@ __all__ = [
     "utcnow",
     "valid_id",
     "window_json",
+    "window_length",
+    "window_parts",
 ]
 
 MAX_BRANCH_NAME = 255
@@ -324,13 +327,24 @@ def settings_tokens(info: ConversationInfo, counter: TokenCounter) -> int:
     return tokens
 
 
-def window_json(window: Window) -> str:
-    """A window's steps as one JSON array text, spliced from the stored texts: pinned, summary, kept."""
+def window_parts(window: Window) -> list[str]:
+    """A window's steps as stored JSON texts, in order: pinned, summary (its steps comma-joined), kept."""
     parts = [row.payload for row in window.pinned]
     if window.summary is not None and window.summary[0] != "[]":
         parts.append(window.summary[0][1:-1])
     parts.extend(row.payload for row in window.rows)
-    return "[" + ",".join(parts) + "]"
+    return parts
+
+
+def window_length(window: Window) -> int:
+    """How many steps ``window_parts`` holds (a summary's steps decoded to be counted: a few at most)."""
+    summary = 0 if window.summary is None else len(json.loads(window.summary[0]))
+    return len(window.pinned) + summary + len(window.rows)
+
+
+def window_json(window: Window) -> str:
+    """A window's steps as one JSON array text, spliced from the stored texts: pinned, summary, kept."""
+    return "[" + ",".join(window_parts(window)) + "]"
 
 
 T = TypeVar("T")

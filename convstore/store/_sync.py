@@ -806,9 +806,13 @@ class Conversation:
             counter = budget.counter or self._store.counter
             fixed = settings_tokens(self._info, counter)
             return window_json(self._window(budget, fixed_tokens=fixed, require_history=True))
+        return "[" + ",".join(self._history_texts()) + "]"
+
+    def _history_texts(self) -> list[str]:
+        """The branch's stored step texts, root first (kept, with the head they end at, for the next read)."""
         replay = self._store._run(_ops.history(self.id, self._branch, self._cipher, self._replay))
         self._replay, self._head = replay, replay.head
-        return "[" + ",".join(replay.payloads) + "]"
+        return replay.payloads
 
     def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _ops.Window:
         window = self._store._run(

@@ -1,0 +1,70 @@
+"""Request bodies whose ``input`` is spliced from the stored step texts: the hot path of a stateless turn.
+
+A stored step's payload is the compact JSON text of its wire JSON (``codec.dumps``: no spaces, UTF-8 kept as
+is), exactly what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` writes for it inside a
+request body. So the request bytes of a turn can be joined from those texts without decoding the history
+and encoding it again: ``conv.send`` and ``conv.stream`` put a ``SplicedInput`` in the body they hand to
+convstore's own clients, and ``body_json`` writes the same bytes the dict path would have written.
+
+A body with a ``SplicedInput`` never reaches other code: a client that does not declare it takes one
+(``takes_spliced_input``) gets a plain body with the history decoded, as ``request()`` returns it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["SplicedInput", "body_json", "plain_input", "takes_spliced_input"]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class SplicedInput:
+    """A body's ``input``: the history as stored step texts, then the turn's new steps (wire JSON).
+
+    Attributes:
+        steps: The new steps of the turn, as ``record`` writes them.
+    """
+
+    __slots__ = ("_history", "steps")
+
+    def __init__(self, history: Sequence[str], steps: Sequence[Mapping[str, Any]]) -> None:
+        # ``history``: JSON texts, each one or more comma-joined array elements (a step; a summary: steps).
+        self._history = history
+        self.steps = list(steps)
+
+    def json_text(self) -> str:
+        """The JSON array text of the whole input, history spliced in undecoded."""
+        return "[" + ",".join([*self._history, *map(_dumps, self.steps)]) + "]"
+
+    def decode(self) -> list[Any]:
+        """The whole input as wire JSON (a fresh list: decodes the history)."""
+        history: list[Any] = json.loads("[" + ",".join(self._history) + "]")
+        return [*history, *self.steps]
+
+    def __repr__(self) -> str:  # no content: only sizes
+        return f"SplicedInput(history_parts={len(self._history)}, new_steps={len(self.steps)})"
+
+
+def plain_input(value: Any) -> Any:
+    """``value`` with a ``SplicedInput`` decoded (for code that reads a body's ``input`` as JSON)."""
+    return value.decode() if isinstance(value, SplicedInput) else value
+
+
+def body_json(body: Mapping[str, Any]) -> str:
+    """The compact JSON text of a create body: ``json.dumps(body, ensure_ascii=False, separators=(",",
+    ":"))``, with a ``SplicedInput`` written from its stored texts (the same text, without a decode)."""
+    items = []
+    for key, value in body.items():
+        text = value.json_text() if isinstance(value, SplicedInput) else _dumps(value)
+        items.append(f"{_dumps(key)}:{text}")
+    return "{" + ",".join(items) + "}"
+
+
+def takes_spliced_input(client: Any) -> bool:
+    """Whether ``client`` sends bodies through ``body_json`` (convstore's own clients say so)."""
+    return getattr(type(client), "_takes_spliced_input", False) is True
