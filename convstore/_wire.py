@@ -4,7 +4,7 @@ A stored step's payload is the compact JSON text of its wire JSON (``codec.dumps
 is), exactly what ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` writes for it inside a
 request body. So the request bytes of a turn can be joined from those texts without decoding the history
 and encoding it again: ``conv.send`` and ``conv.stream`` put a ``SplicedInput`` in the body they hand to
-convstore's own clients, and ``body_json`` writes the same bytes the dict path would have written.
+convstore's own clients, and ``body_bytes`` writes the same bytes the dict path would have written.
 
 A body with a ``SplicedInput`` never reaches other code: a client that does not declare it takes one
 (``takes_spliced_input``) gets a plain body with the history decoded, as ``request()`` returns it.
@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SplicedInput", "body_json", "plain_input", "takes_spliced_input"]
+__all__ = ["SplicedInput", "body_bytes", "plain_input", "takes_spliced_input"]
 
 
 def _dumps(value: Any) -> str:
@@ -32,22 +32,45 @@ class SplicedInput:
 
     __slots__ = ("_history", "steps")
 
-    def __init__(self, history: Sequence[str], steps: Sequence[Mapping[str, Any]]) -> None:
-        # ``history``: JSON texts, each one or more comma-joined array elements (a step; a summary: steps).
+    def __init__(self, history: Sequence[str | bytes], steps: Sequence[Mapping[str, Any]]) -> None:
+        # ``history``: JSON texts (or their UTF-8 bytes), each one or more comma-joined array elements (a
+        # step; a summary: its steps).
         self._history = history
         self.steps = list(steps)
 
-    def json_text(self) -> str:
-        """The JSON array text of the whole input, history spliced in undecoded."""
-        return "[" + ",".join([*self._history, *map(_dumps, self.steps)]) + "]"
+    def _pieces(self, into: list[bytes]) -> None:
+        """Append the UTF-8 pieces of the input's JSON array text to ``into`` (joined once, by the caller)."""
+        into.append(b"[")
+        first = True
+        for text in self._history:
+            if not first:
+                into.append(b",")
+            into.append(text.encode() if isinstance(text, str) else text)
+            first = False
+        for step in self.steps:
+            if not first:
+                into.append(b",")
+            into.append(_dumps(step).encode())
+            first = False
+        into.append(b"]")
+
+    def json_bytes(self) -> bytes:
+        """The UTF-8 JSON array text of the whole input, history spliced in undecoded."""
+        pieces: list[bytes] = []
+        self._pieces(pieces)
+        return b"".join(pieces)
 
     def decode(self) -> list[Any]:
         """The whole input as wire JSON (a fresh list: decodes the history)."""
-        history: list[Any] = json.loads("[" + ",".join(self._history) + "]")
+        history: list[Any] = json.loads(b"[" + b",".join(_utf8(text) for text in self._history) + b"]")
         return [*history, *self.steps]
 
     def __repr__(self) -> str:  # no content: only sizes
         return f"SplicedInput(history_parts={len(self._history)}, new_steps={len(self.steps)})"
+
+
+def _utf8(text: str | bytes) -> bytes:
+    return text.encode() if isinstance(text, str) else text
 
 
 def plain_input(value: Any) -> Any:
@@ -55,16 +78,24 @@ def plain_input(value: Any) -> Any:
     return value.decode() if isinstance(value, SplicedInput) else value
 
 
-def body_json(body: Mapping[str, Any]) -> str:
-    """The compact JSON text of a create body: ``json.dumps(body, ensure_ascii=False, separators=(",",
-    ":"))``, with a ``SplicedInput`` written from its stored texts (the same text, without a decode)."""
-    items = []
+def body_bytes(body: Mapping[str, Any]) -> bytes:
+    """The UTF-8 compact JSON of a create body: ``json.dumps(body, ensure_ascii=False, separators=(",",
+    ":")).encode()``, with a ``SplicedInput`` written from its stored texts (the same bytes, without a decode;
+    joined once, so a history of megabytes is copied once)."""
+    pieces: list[bytes] = []
+    separator = b"{"
     for key, value in body.items():
-        text = value.json_text() if isinstance(value, SplicedInput) else _dumps(value)
-        items.append(f"{_dumps(key)}:{text}")
-    return "{" + ",".join(items) + "}"
+        pieces.append(separator)
+        separator = b","
+        pieces.append(_dumps(key).encode() + b":")
+        if isinstance(value, SplicedInput):
+            value._pieces(pieces)
+        else:
+            pieces.append(_dumps(value).encode())
+    pieces.append(b"}" if pieces else b"{}")
+    return b"".join(pieces)
 
 
 def takes_spliced_input(client: Any) -> bool:
-    """Whether ``client`` sends bodies through ``body_json`` (convstore's own clients say so)."""
+    """Whether ``client`` sends bodies through ``body_bytes`` (convstore's own clients say so)."""
     return getattr(type(client), "_takes_spliced_input", False) is True

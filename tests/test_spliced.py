@@ -22,7 +22,7 @@ from strategies import exchanges
 
 import convstore
 from convstore import codec
-from convstore._wire import SplicedInput, body_json
+from convstore._wire import SplicedInput, body_bytes
 from convstore.errors import CodecError, ConvstoreError
 
 MODEL = "gemini-3-flash-preview"
@@ -179,7 +179,9 @@ def test_budgets_summaries_and_the_pinned_exchange_are_spliced_too(tmp_path, rec
         summaries.append(len(dropped))
         return [user("summary of what came before"), model(f"noted: {len(dropped)} steps")]
 
-    budget = convstore.TokenBudget(max_input_tokens=600, pin_first_exchange=True, compact=compact, summary_tokens=64)
+    budget = convstore.TokenBudget(
+        max_input_tokens=600, pin_first_exchange=True, compact=compact, summary_tokens=64
+    )
     with convstore.Store(f"sqlite:///{tmp_path / 'b.db'}") as store:
         conv = store.create_conversation(model=MODEL, system_instruction="rules")
         conv.append([user("the rules: be kind"), model("understood")])
@@ -216,9 +218,11 @@ def test_a_body_with_spliced_input_is_recorded_once_and_its_repr_holds_no_conten
     assert "secret" not in repr(spliced)
     assert spliced.decode() == [user("secret"), user("x")]
     body = {"model": MODEL, "store": False, "input": spliced}
-    assert body_json(body) == json.dumps(
-        {**body, "input": spliced.decode()}, ensure_ascii=False, separators=(",", ":")
-    )
+    assert body_bytes(body) == dict_path({**body, "input": spliced.decode()})
+    as_bytes = SplicedInput([text.encode() for text in ['{"type":"thought","signature":"é"}']], [user("ü")])
+    assert body_bytes({"input": as_bytes}) == dict_path({"input": as_bytes.decode()})
+    assert body_bytes({}) == b"{}"
+    assert body_bytes({"input": SplicedInput([], [])}) == b'{"input":[]}'
 
 
 def test_stored_texts_are_the_compact_json_the_dict_path_writes(tmp_path) -> None:

@@ -31,7 +31,7 @@ import attrs
 import httpx
 
 from convstore._limits import DEFAULT_LIMITS, Limits, check_value, checked_limits, loads
-from convstore._wire import SplicedInput, body_json
+from convstore._wire import SplicedInput, body_bytes
 from convstore.errors import APIConnectionError, APIError, CodecError, LimitExceededError
 
 __all__ = [
@@ -200,7 +200,7 @@ def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, strea
         # The history's stored texts were bounded when they were written; the rest is checked here.
         rest = {**payload, "input": spliced.steps}
         check_value(rest, path="body", limits=config.limits)
-        content = body_json(payload).encode()
+        content = body_bytes(payload)
     else:
         check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
         content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
