@@ -40,18 +40,20 @@ class SplicedInput:
 
     def _pieces(self, into: list[bytes]) -> None:
         """Append the UTF-8 pieces of the input's JSON array text to ``into`` (joined once, by the caller)."""
+        texts = self._history
+        # Joined first, encoded once: one encode of a megabyte is 4x faster than 2,000 small ones.
+        if not texts:
+            joined = []
+        elif all(isinstance(text, str) for text in texts):
+            joined = [",".join(texts).encode()]  # type: ignore[arg-type]  # all str, as tested
+        else:
+            joined = list(map(_utf8, texts))
+        joined.extend(_dumps(step).encode() for step in self.steps)
         into.append(b"[")
-        first = True
-        for text in self._history:
-            if not first:
+        for index, piece in enumerate(joined):
+            if index:
                 into.append(b",")
-            into.append(text.encode() if isinstance(text, str) else text)
-            first = False
-        for step in self.steps:
-            if not first:
-                into.append(b",")
-            into.append(_dumps(step).encode())
-            first = False
+            into.append(piece)
         into.append(b"]")
 
     def json_bytes(self) -> bytes:

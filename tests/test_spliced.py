@@ -121,6 +121,15 @@ def test_send_posts_the_dict_paths_bytes_on_every_fixture(tmp_path, recorder, cl
         assert [s["type"] for s in conv.history()[len(steps) :]] == ["user_input", "model_output"]
 
 
+def test_the_first_turn_of_an_empty_conversation_is_spliced_too(tmp_path, recorder, client) -> None:
+    with convstore.Store(f"sqlite:///{tmp_path / 'e.db'}") as store:
+        conv = store.create_conversation(model=MODEL)
+        expected = dict_path(conv.request("hello"))
+        conv.send("hello", client=client)
+        assert recorder.bodies[-1] == expected
+        assert json.loads(expected)["input"] == [user("hello")]
+
+
 def test_stream_posts_the_dict_paths_bytes(tmp_path, recorder, client) -> None:
     with convstore.Store(f"sqlite:///{tmp_path / 's.db'}") as store:
         conv = store.create_conversation(model=MODEL)
@@ -223,6 +232,10 @@ def test_a_body_with_spliced_input_is_recorded_once_and_its_repr_holds_no_conten
     assert body_bytes({"input": as_bytes}) == dict_path({"input": as_bytes.decode()})
     assert body_bytes({}) == b"{}"
     assert body_bytes({"input": SplicedInput([], [])}) == b'{"input":[]}'
+    first = SplicedInput([], [user("a"), user("b")])
+    assert body_bytes({"model": MODEL, "input": first}) == dict_path(
+        {"model": MODEL, "input": first.decode()}
+    )
 
 
 def test_stored_texts_are_the_compact_json_the_dict_path_writes(tmp_path) -> None:
