@@ -37,6 +37,11 @@ appended as the generator's own exchanges, so a 32k window never reaches a bulk 
 identical conversations as keep that growth under about 2% (one a repeat at 10 turns), used in turn. The
 systems alternate within each repeat (rotating who goes first), after one warm-up turn each.
 
+On PostgreSQL every table of each system's schema is ANALYZEd after each seeding (autovacuum may be off, as
+on the development server): without it, convstore's cold turn at 20,000 steps, after the smaller sizes had
+run on the same pool, once sat in its history query for minutes (killed; not root-caused: the same query
+EXPLAINed afresh on those tables, statistics or none, walks the primary key).
+
 Also: the SQL statements, transactions and connection checkouts of one convstore cold turn (SQLAlchemy
 engine events, counted after the timings), and on SQLite a cProfile of convstore's cold turn.
 """
@@ -426,10 +431,17 @@ def peer_available() -> bool:
 # The databases.
 
 
+def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Backend:
     name: str
     systems: list[Any]
+    # After seeding, before the timings: PostgreSQL's planner statistics gathered (ANALYZE), as autovacuum
+    # does in service (see the module notes).
+    after_seed: Callable[[], None] = _nothing
 
     @property
     def ours(self) -> Convstore:
@@ -442,6 +454,7 @@ def open_backend(name: str, postgres_url: str, wire: Wire, with_peer: bool) -> I
     schemas), removed on exit."""
     with ExitStack() as stack:
         systems: list[Any] = []
+        schemas: list[common.PostgresSchema] = []
         if name == "sqlite":
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="convstore-turn-")))
             systems.append(Convstore(common.SqliteFile(directory / "convstore.db").url, wire))
@@ -456,9 +469,21 @@ def open_backend(name: str, postgres_url: str, wire: Wire, with_peer: bool) -> I
                 systems.append(OpenAIAgents(name, theirs, wire))
             floor = stack.enter_context(common.postgres_schema(postgres_url, "turn"))
             systems.append(PostgresFloor(floor, wire))
+            schemas = [ours, *([theirs] if with_peer else []), floor]
         for system in systems:
             stack.callback(system.close)
-        yield Backend(name, systems)
+        yield Backend(name, systems, (lambda: analyze(schemas)) if schemas else _nothing)
+
+
+def analyze(schemas: Sequence[common.PostgresSchema]) -> None:
+    """ANALYZE every table of each schema (only these: other schemas of the database are others' work)."""
+    for schema in schemas:
+        with schema.connect() as conn:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema.schema,)
+            ).fetchall()
+            for (table,) in tables:
+                conn.execute(f'ANALYZE "{table}"')
 
 
 # The measurements.
@@ -471,6 +496,7 @@ def conversations_for(steps: int, repeats: int) -> int:
 
 
 def measure(
+    backend: Backend,
     systems: Sequence[Any],
     exchanges: Sequence[list[dict[str, Any]]],
     repeats: int,
@@ -482,6 +508,7 @@ def measure(
     started = time.monotonic()
     keys = {s.name: [s.seed(exchanges) for _ in range(count)] for s in systems}
     seed_seconds = time.monotonic() - started
+    backend.after_seed()
     for system in systems:  # warm-up, untimed
         system.turn(keys[system.name][0], wire.user_text, budgeted)
     samples: dict[str, list[int]] = {s.name: [] for s in systems}
@@ -569,10 +596,11 @@ def run_backend(backend: Backend, config: Config, wire: Wire, seed: int) -> dict
         print(
             f"{backend.name}: cold turn at {turns:,} turns ({2 * turns:,} steps)", file=sys.stderr, flush=True
         )
-        entry = measure(backend.systems, exchanges, repeats, wire, budgeted=False)
+        entry = measure(backend, backend.systems, exchanges, repeats, wire, budgeted=False)
         entry["turns"] = turns
         if turns == config.profile_turns or turns == max(config.turn_sizes):
             key = ours.seed(exchanges)
+            backend.after_seed()
             entry["sql"] = count_statements(ours, key, wire, budgeted=False)
             if turns == config.profile_turns and backend.name == "sqlite":
                 results["profile"] = {
@@ -585,9 +613,11 @@ def run_backend(backend: Backend, config: Config, wire: Wire, seed: int) -> dict
     for steps in config.budget_sizes:
         exchanges = common.conversation_exchanges(steps, seed=seed)
         print(f"{backend.name}: budgeted turn at {steps:,} steps", file=sys.stderr, flush=True)
-        entry = measure(budget_systems, exchanges, config.budget_repeats, wire, budgeted=True)
+        entry = measure(backend, budget_systems, exchanges, config.budget_repeats, wire, budgeted=True)
         if steps == max(config.budget_sizes):
-            entry["sql"] = count_statements(ours, ours.seed(exchanges), wire, budgeted=True)
+            key = ours.seed(exchanges)
+            backend.after_seed()
+            entry["sql"] = count_statements(ours, key, wire, budgeted=True)
         results["budgeted"].append(entry)
         del exchanges
     first, last = results["budgeted"][0], results["budgeted"][-1]
