@@ -570,6 +570,7 @@ DELETE_EXCHANGES = 10  # exchanges in each conversation deleted (about 30 steps)
 def run_deletes(run: BackendRun, deletes: int, exchanges: Exchanges) -> None:
     ours = next(c for c in run.contenders if isinstance(c, ConvstoreContender))
     contenders: list[Any] = [*run.contenders, TransactionOnlyDelete(ours)]
+
     def batch(i: int) -> list[list[dict[str, Any]]]:
         return [exchanges[(i * DELETE_EXCHANGES + j) % len(exchanges)] for j in range(DELETE_EXCHANGES)]
 
