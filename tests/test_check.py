@@ -102,7 +102,8 @@ def test_a_wrong_depth_is_reported(store, db_url, built):
 
 def test_a_root_of_nonzero_depth_is_reported(store, db_url, built):
     root = built["first"][0]
-    corrupt(db_url, sa.update(nodes).where(nodes.c.id == root.id).values(depth=1))
+    # Not depth 1: its child holds that depth in its segment, and the unique index refuses a second one.
+    corrupt(db_url, sa.update(nodes).where(nodes.c.id == root.id).values(depth=50))
     assert ("bad_depth", root.id) in found(store)
 
 
@@ -147,6 +148,7 @@ def test_an_exchange_that_branches_is_reported(store, db_url, built):
         "created_at": last.created_at,
         "payload": '{"type":"model_output"}',
     }
+    sibling["segment_id"] = sibling["id"]  # a sibling starts a segment of its own
     corrupt(db_url, sa.insert(nodes).values(sibling))
     report = store.check()
     assert {(p.kind, p.id) for p in report.problems} == {("broken_exchange", last.exchange_id)}
