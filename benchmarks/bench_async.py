@@ -113,7 +113,7 @@ _INSERT_BRANCH = (
 )
 _INSERT_NODES = (
     "INSERT INTO convstore_nodes (conversation_id, id, parent_id, depth, exchange_id, type, token_count, "
-    "total_tokens, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "total_tokens, created_at, payload, segment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _MOVE_HEAD = (
     "UPDATE convstore_branches SET head_id = ?, updated_at = ? "
@@ -136,13 +136,13 @@ class ConflictError(RuntimeError):
 @dataclass
 class FloorConversation:
     id: str
-    head: tuple[Any, int, int] = (None, -1, 0)  # head id, depth, token total: what the CAS expects
+    head: tuple[Any, int, int, Any] = (None, -1, 0, None)  # head id, depth, token total (the CAS), segment
 
 
 def node_rows(conv: FloorConversation, steps: list[dict[str, Any]], now: Any) -> list[tuple[Any, ...]]:
     """One exchange's rows, as convstore builds them (ids, parent chain, depths, token counts)."""
     exchange_id = new_id()
-    parent, depth, total = conv.head
+    parent, depth, total, segment = conv.head
     rows = []
     for step in steps:
         payload = json.dumps(step, ensure_ascii=False, separators=(",", ":"))
@@ -150,7 +150,9 @@ def node_rows(conv: FloorConversation, steps: list[dict[str, Any]], now: Any) ->
         count = max(1, math.ceil(len(payload) / 4))
         depth += 1
         total += count
-        rows.append((conv.id, node_id, parent, depth, exchange_id, step["type"], count, total, now, payload))
+        segment = segment or node_id  # one branch, appended at its tip: one segment, the root's
+        row = (conv.id, node_id, parent, depth, exchange_id, step["type"], count, total, now, payload)
+        rows.append((*row, segment))
         parent = node_id
     return rows
 
@@ -208,7 +210,7 @@ class SqliteDriver:
             await conn.execute("ROLLBACK")
             raise ConflictError(conv.id)
         await conn.execute("COMMIT")
-        conv.head = (last[1], last[3], last[7])
+        conv.head = (last[1], last[3], last[7], last[10])
 
     async def history(self, conn: aiosqlite.Connection, conv: FloorConversation) -> list[dict[str, Any]]:
         return splice(await conn.execute_fetchall(common.FLOOR_HISTORY, (conv.id, "main", conv.id)))
@@ -252,7 +254,7 @@ class PostgresDriver:
             await cur.execute(self.move_head, (last[1], now, conv.id, "main", conv.head[0]))
             if cur.rowcount != 1:
                 raise ConflictError(conv.id)
-        conv.head = (last[1], last[3], last[7])
+        conv.head = (last[1], last[3], last[7], last[10])
 
     async def history(self, conn: psycopg.AsyncConnection, conv: FloorConversation) -> list[dict[str, Any]]:
         async with conn.cursor() as cur:

@@ -54,10 +54,12 @@ def bulk_branch(store: convstore.Store, steps: int) -> convstore.Conversation:
     now = convstore.store._prepare.utcnow()  # type: ignore[attr-defined]
     for exchange in conversation_exchanges(steps):
         prepared = [(s["type"], codec.dumps(s), counter.count_step(s)) for s in exchange]
-        built = _ops.build_node_rows(conv.id, head, prepared, now)
+        built = _ops.build_node_rows(conv.id, head, prepared, now, continues=True)
         rows.extend(built)
         last = built[-1]
-        head = _ops.Head(last["id"], last["depth"], last["total_tokens"], last["exchange_id"])
+        head = _ops.Head(
+            last["id"], last["depth"], last["total_tokens"], last["exchange_id"], last["segment_id"]
+        )
     with store.engine.begin() as conn:
         for i in range(0, len(rows), 5000):
             conn.execute(st.INSERT_NODES, rows[i : i + 5000])

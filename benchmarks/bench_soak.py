@@ -82,7 +82,9 @@ def conversation_rows(
             node_id = _uuid7ish(rng)
             depth += 1
             total += count
-            out.append((cid, node_id, parent, depth, exchange_id, step_type, count, total, created, payload))
+            segment = out[0][1] if out else node_id  # one chain from the root: the root's segment
+            row = (cid, node_id, parent, depth, exchange_id, step_type, count, total, created, payload)
+            out.append((*row, segment))
             parent = node_id
     heads = [
         {
@@ -102,7 +104,7 @@ def conversation_rows(
 
 NODE_COLUMNS = [
     "conversation_id", "id", "parent_id", "depth", "exchange_id", "type",
-    "token_count", "total_tokens", "created_at", "payload",
+    "token_count", "total_tokens", "created_at", "payload", "segment_id",
 ]  # fmt: skip
 
 

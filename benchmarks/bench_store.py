@@ -215,7 +215,7 @@ class ConflictError(RuntimeError):
 # SQLite, but neither database promises that order, so the floor does not rely on it.
 _FLOOR_INSERT_NODES = (
     "INSERT INTO convstore_nodes (conversation_id, id, parent_id, depth, exchange_id, type, token_count, "
-    "total_tokens, created_at, payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "total_tokens, created_at, payload, segment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _FLOOR_MOVE_HEAD = (
     "UPDATE convstore_branches SET head_id = ?, updated_at = ? "
@@ -248,7 +248,8 @@ class _Floor:
     def __init__(self, size_bytes: Callable[[], int], to_dialect: Callable[[str], str]) -> None:
         self._size_bytes = size_bytes
         self.conversation_id = new_id()
-        self.head: tuple[Any, int, int] = (None, -1, 0)  # what append's compare-and-swap expects
+        # What append's compare-and-swap expects (head id, depth, total), and the head's segment.
+        self.head: tuple[Any, int, int, Any] = (None, -1, 0, None)
         self.sql_insert_conversation = to_dialect(_FLOOR_INSERT_CONVERSATION)
         self.sql_insert_nodes = to_dialect(_FLOOR_INSERT_NODES)
         self.sql_move_head = to_dialect(_FLOOR_MOVE_HEAD)
@@ -263,14 +264,14 @@ class _Floor:
     def seed_conversation(self, exchanges: Sequence[list[dict[str, Any]]]) -> str:
         """A conversation with its main branch and every step, in one transaction (set-up)."""
         main_id, main_head = self.conversation_id, self.head
-        self.conversation_id, self.head = new_id(), (None, -1, 0)
+        self.conversation_id, self.head = new_id(), (None, -1, 0, None)
         try:
             now = self.now()
             rows = []
             for exchange in exchanges:
                 rows += self.rows_for(exchange, now)
                 last = rows[-1]
-                self.head = (last[1], last[3], last[7])
+                self.head = (last[1], last[3], last[7], last[10])
             cid = self.conversation_id
             with self.transaction():
                 self.conn.execute(self.sql_insert_conversation, (cid, now, MODEL))
@@ -295,7 +296,7 @@ class _Floor:
     def rows_for(self, steps: list[dict[str, Any]], now: Any) -> list[tuple[Any, ...]]:
         """The exchange's node rows: JSON text, ids, parent chain, depths, token counts, as convstore's."""
         exchange_id = new_id()
-        parent, depth, total = self.head
+        parent, depth, total, segment = self.head
         rows = []
         for step in steps:
             payload = dumps(step)
@@ -303,8 +304,9 @@ class _Floor:
             count = max(1, math.ceil(len(payload) / 4))
             depth += 1
             total += count
+            segment = segment or node_id  # one branch, appended at its tip: one segment, the root's
             row = (self.conversation_id, node_id, parent, depth, exchange_id, step["type"], count, total, now)
-            rows.append((*row, payload))
+            rows.append((*row, payload, segment))
             parent = node_id
         return rows
 
@@ -392,7 +394,7 @@ class SqliteFloor(_Floor):
         if moved != 1:
             conn.execute("ROLLBACK")
             raise ConflictError(cid)
-        self.head = (last[1], last[3], last[7])
+        self.head = (last[1], last[3], last[7], last[10])
         return [row[1] for row in rows]
 
     def history_rows(self, branch: str) -> list[tuple[Any, ...]]:
@@ -426,7 +428,7 @@ class PostgresFloor(_Floor):
             cur.execute(self.sql_move_head, (last[1], now, self.conversation_id, "main", self.head[0]))
             if cur.rowcount != 1:
                 raise ConflictError(self.conversation_id)
-        self.head = (last[1], last[3], last[7])
+        self.head = (last[1], last[3], last[7], last[10])
         return [row[1] for row in rows]
 
     def history_rows(self, branch: str) -> list[tuple[Any, ...]]:

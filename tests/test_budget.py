@@ -273,3 +273,8 @@ def test_heuristic_counter_prices_media_per_item_not_by_base64_length():
     assert COUNTER.count_step(audio) == 4 + 32 * 60
     cheap = HeuristicCounter(media=MediaCosts(audio=320))
     assert cheap.count_step(audio) == 4 + 320
+
+
+def test_heuristic_counter_counts_an_unknown_field_whose_type_is_not_a_string():
+    """Unknown fields hold any JSON, a ``"type"`` that is a list included (found by hypothesis)."""
+    assert HeuristicCounter().count_step({"type": "user_input", "x_future": {"type": []}}) >= 0

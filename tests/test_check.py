@@ -17,7 +17,9 @@ from conftest import model, user
 
 import convstore
 from convstore._ids import new_id
+from convstore.errors import CorruptionError
 from convstore.store import DEFAULT_CHECKS, SqlCheck
+from convstore.store._check import NIL_SEGMENT
 from convstore.store._schema import branches, conversations, exchanges, nodes, summaries
 
 
@@ -102,7 +104,8 @@ def test_a_wrong_depth_is_reported(store, db_url, built):
 
 def test_a_root_of_nonzero_depth_is_reported(store, db_url, built):
     root = built["first"][0]
-    corrupt(db_url, sa.update(nodes).where(nodes.c.id == root.id).values(depth=1))
+    # Not depth 1: its child holds that depth in its segment, and the unique index refuses a second one.
+    corrupt(db_url, sa.update(nodes).where(nodes.c.id == root.id).values(depth=50))
     assert ("bad_depth", root.id) in found(store)
 
 
@@ -147,6 +150,7 @@ def test_an_exchange_that_branches_is_reported(store, db_url, built):
         "created_at": last.created_at,
         "payload": '{"type":"model_output"}',
     }
+    sibling["segment_id"] = sibling["id"]  # a sibling starts a segment of its own
     corrupt(db_url, sa.insert(nodes).values(sibling))
     report = store.check()
     assert {(p.kind, p.id) for p in report.problems} == {("broken_exchange", last.exchange_id)}
@@ -329,3 +333,34 @@ def test_without_a_keyring_encrypted_conversations_are_counted_as_unopened(make_
     report = plain.check()
     assert report.ok
     assert (report.encrypted, report.unopened) == (1, 1)
+
+
+def test_a_node_without_a_segment_is_reported(store, db_url, built):
+    node = built["second"][0]
+    corrupt(db_url, sa.update(nodes).where(nodes.c.id == node.id).values(segment_id=NIL_SEGMENT))
+    assert ("missing_segment", node.id) in found(store)
+
+
+def test_a_node_outside_its_parents_segment_is_reported(store, db_url, built):
+    """Moved into the segment of the edited root, whose only node is at depth 0: its parent is not there."""
+    node = built["second"][-1]
+    roots = [n for n in built["conv"].tree().nodes if n.parent_id is None]
+    edited = next(n for n in roots if n.id != built["first"][0].id)
+    corrupt(db_url, sa.update(nodes).where(nodes.c.id == node.id).values(segment_id=edited.id))
+    report = store.check()
+    assert {(p.kind, p.id) for p in report.problems} == {("broken_segment", node.id)}
+    with pytest.raises(CorruptionError, match="segment"):
+        built["conv"].history()
+
+
+def test_a_root_that_does_not_start_its_segment_is_reported(store, db_url, built):
+    root = built["other"].nodes()[0]
+    starts = built["first"][0].id  # a segment start of another conversation: not one of this one's nodes
+    corrupt(db_url, sa.update(nodes).where(nodes.c.id == root.id).values(segment_id=starts))
+    assert ("missing_segment_start", root.id) in found(store)
+
+
+def test_a_segment_named_by_no_node_is_reported(store, db_url, built):
+    node = built["fork"].nodes()[-1]
+    corrupt(db_url, sa.update(nodes).where(nodes.c.id == node.id).values(segment_id=new_id()))
+    assert found(store) == {("missing_segment_start", node.id)}

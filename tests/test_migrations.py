@@ -198,3 +198,71 @@ def test_data_written_at_an_older_revision_survives_upgrade_and_round_trips(db_u
                 _migrate.downgrade(store.engine, revision)
     finally:
         engine.dispose()
+
+
+def _shapes(store: convstore.Store, keyring_store: convstore.Store) -> list[str]:
+    """Conversations of every shape segments have to get right; returns their ids."""
+    linear = store.create_conversation()
+    for i in range(4):
+        linear.append([user(f"linear {i}"), model(f"reply {i}")])
+    forked = store.create_conversation()
+    first = forked.append([user("one"), model("a")])
+    forked.append([user("two"), model("b")])
+    forked.fork(at=first[0].id, branch="mid").append([user("from the middle")])
+    forked._fork(None, "edit").append([user("the first message, edited")])  # a second root
+    tip = forked.fork(branch="tip")  # at main's tip...
+    forked.append([user("three"), model("c")])  # ...which main continues first,
+    tip.append([user("tip's own")])  # so this one starts a segment
+    tip.fork(branch="tip2").append([user("continues tip")])
+    tip.append([user("tip again")])
+    sealed = keyring_store.create_conversation()
+    sealed.append([user("secret"), model("kept")])
+    sealed.fork(at=sealed.nodes()[0].id, branch="side").append([user("other secret")])
+    return [linear.id, forked.id, sealed.id]
+
+
+def _reads_of(store: convstore.Store, ids: list[str]) -> dict:
+    out = {}
+    for conversation_id in ids:
+        conv = store.conversation(conversation_id)
+        for branch in conv.branches():
+            view = store.conversation(conversation_id, branch.name)
+            nodes = view.nodes()
+            out[conversation_id, branch.name] = (
+                view.history(),
+                [node.id for node in nodes],
+                [[x.id for x in view.path(node.id)] for node in nodes],
+            )
+    return out
+
+
+def test_segments_are_backfilled_from_0007_and_reads_are_unchanged(db_url):
+    keyring = convstore.Keyring({"k1": b"k" * 32}, active="k1")
+    with convstore.Store(db_url) as store, convstore.Store(db_url, keyring=keyring) as sealed_store:
+        ids = _shapes(store, sealed_store)
+        before = _reads_of(sealed_store, ids)
+        _migrate.downgrade(store.engine, "0007")
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        columns = {column["name"] for column in sa.inspect(conn).get_columns(f"{PREFIX}nodes")}
+    engine.dispose()
+    assert "segment_id" not in columns
+    with convstore.Store(db_url, check_schema=False) as old:
+        old.upgrade()
+    with convstore.Store(db_url, keyring=keyring) as store:
+        report = store.check()
+        assert report.ok, report.lines()
+        assert report.unopened == 0
+        assert _reads_of(store, ids) == before
+        with store.engine.connect() as conn:
+            # The backfill's rule: the main branch of the linear conversation is one segment.
+            nodes = metadata.tables[f"{PREFIX}nodes"]
+            distinct = sa.func.count(sa.distinct(nodes.c.segment_id))
+            segments = conn.execute(sa.select(distinct).where(nodes.c.conversation_id == ids[0])).scalar_one()
+        assert segments == 1
+        for (conversation_id, branch), (history, _, _) in before.items():
+            view = store.conversation(conversation_id, branch)
+            view.append([user(f"after {branch}")])
+            assert view.history() == [*history, user(f"after {branch}")]
+        report = store.check()
+        assert report.ok, report.lines()

@@ -81,7 +81,8 @@ def text_and_media(step: Mapping[str, Any], media: MediaCosts) -> tuple[list[str
     while stack:
         value = stack.pop()
         if isinstance(value, Mapping):
-            if value is not step and value.get("type") in _MEDIA:
+            kind = value.get("type")
+            if value is not step and isinstance(kind, str) and kind in _MEDIA:  # unknown fields: any JSON
                 media_cost += media.cost(value)
             for key, item in value.items():
                 if key in _OPAQUE:

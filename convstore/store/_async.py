@@ -36,7 +36,7 @@ from convstore.errors import (
     StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _transfer
+from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -695,7 +695,7 @@ class AsyncConversation:
         self._cipher = cipher  # the data key of an encrypted conversation; None for plaintext
         # The branch's step texts up to the head this object last read or wrote: the next history() reuses
         # them while the branch head has not moved (about the size of the history, held in memory).
-        self._replay: _ops.Replay | None = None
+        self._replay: _reads.Replay | None = None
 
     def __repr__(self) -> str:
         return f"AsyncConversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
@@ -777,16 +777,15 @@ class AsyncConversation:
     ) -> list[Node]:
         """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
         before = self._head if head is None else head
-        nodes = await self._store._run(
+        appended = await self._store._run(
             _ops.append(self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher),
             write=True,
         )
-        last = nodes[-1]
-        self._head = _ops.Head(last.id, last.depth, last.total_tokens, last.exchange_id)
+        self._head = appended.head
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id:
             self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
-        return nodes
+        return appended.nodes
 
     async def history(self, budget: TokenBudget | None = None) -> list[dict[str, Any]]:
         """The branch's steps, root first: exactly the ``input`` array of the next stateless request.
@@ -810,22 +809,22 @@ class AsyncConversation:
 
     async def _history_texts(self) -> list[str]:
         """The branch's stored step texts, root first (kept, with the head they end at, for the next read)."""
-        replay = await self._store._run(_ops.history(self.id, self._branch, self._cipher, self._replay))
+        replay = await self._store._run(_reads.history(self.id, self._branch, self._cipher, self._replay))
         self._replay, self._head = replay, replay.head
         return replay.payloads
 
-    async def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _ops.Window:
+    async def _window(
+        self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
+    ) -> _reads.Window:
         window = await self._store._run(
-            _ops.window(
-                self.id, self._branch, budget, fixed_tokens, require_history, self._head, self._cipher
-            )
+            _reads.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
         if window.needs_summary:
             window = await self._compact(budget, window)
         self._head = window.head
         return window
 
-    async def _compact(self, budget: TokenBudget, window: _ops.Window) -> _ops.Window:
+    async def _compact(self, budget: TokenBudget, window: _reads.Window) -> _reads.Window:
         """Summarise what the window drops with the budget's hook, once, and keep the summary."""
         start = window.rows[0]
         pinned = {row.id for row in window.pinned}
@@ -856,7 +855,7 @@ class AsyncConversation:
 
     async def nodes(self) -> list[Node]:
         """The branch's nodes, root first."""
-        return await self._store._run(_ops.path(self.id, self._branch, None, self._cipher))
+        return await self._store._run(_reads.path(self.id, self._branch, None, self._cipher))
 
     async def path(self, node_id: str) -> list[Node]:
         """The nodes from the root to ``node_id``, inclusive: the history as it was at that node.
@@ -866,7 +865,7 @@ class AsyncConversation:
         """
         if not valid_id(node_id):
             raise NodeNotFoundError(self.id, str(node_id))
-        return await self._store._run(_ops.path(self.id, self._branch, node_id, self._cipher))
+        return await self._store._run(_reads.path(self.id, self._branch, node_id, self._cipher))
 
     async def fork(self, at: str | None = None, branch: str | None = None) -> Self:
         """Start a new branch at a node (default: this branch's head). O(1): one row; nothing is copied.

@@ -234,6 +234,40 @@ def _arithmetic_detail(row: Any) -> str:
     return f"total {row.total_tokens}, expected {row.expected_total}"
 
 
+# Segments (see ``_reads``): every node names one (NULL, or on SQLite the nil UUID its column defaults to,
+# is a node written without one); a node that does not start its segment (its segment id is not its own id)
+# has its parent in the same segment, one level up; and the node a segment id names, the segment's first,
+# exists. One depth per segment is the unique index's to keep. Joins pair rows of one conversation.
+NIL_SEGMENT = "00000000-0000-0000-0000-000000000000"
+first = n.alias("first")
+_no_segment = sa.or_(n.c.segment_id.is_(None), n.c.segment_id == NIL_SEGMENT)
+_continues = n.c.segment_id != n.c.id
+_unchained = sa.or_(
+    n.c.parent_id.is_(None),  # a root that does not start its segment
+    # (a missing parent is reported by the parents check)
+    sa.and_(p.c.id.is_not(None), sa.or_(p.c.segment_id != n.c.segment_id, p.c.depth != n.c.depth - 1)),
+)
+_SEGMENTS = (
+    sa.select(
+        n.c.conversation_id,
+        n.c.id,
+        sa.case(
+            (_no_segment, "missing_segment"),
+            (first.c.id.is_(None), "missing_segment_start"),
+            else_="broken_segment",
+        ).label("kind"),
+    )
+    .select_from(
+        n.outerjoin(
+            p, sa.and_(p.c.conversation_id == n.c.conversation_id, p.c.id == n.c.parent_id)
+        ).outerjoin(
+            first, sa.and_(first.c.conversation_id == n.c.conversation_id, first.c.id == n.c.segment_id)
+        )
+    )
+    .where(sa.or_(_no_segment, first.c.id.is_(None), sa.and_(_continues, _unchained)))
+    .order_by(n.c.conversation_id, n.c.id)
+)
+
 # A branch head that is not a node of the branch's conversation.
 _HEADS = (
     sa.select(b.c.conversation_id, b.c.name.label("id"))
@@ -355,6 +389,15 @@ DEFAULT_CHECKS: tuple[Check, ...] = (
     ),
     ParentCheck(),
     SqlCheck("depths and totals", "node", _ARITHMETIC, _arithmetic_kind, _arithmetic_detail),
+    SqlCheck(
+        "segments",
+        "node",
+        _SEGMENTS,
+        lambda row: str(row.kind),
+        lambda row: (
+            "its parent is not the node before it in its segment" if row.kind == "broken_segment" else ""
+        ),
+    ),
     SqlCheck("branch heads", "branch", _HEADS, _fixed("missing_head")),
     SqlCheck(
         "exchange chains",

@@ -9,22 +9,14 @@ pure: building rows, mapping rows to model objects, the tree rules.
 from __future__ import annotations
 
 import json
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import attrs
 from sqlalchemy import exc
 
-from convstore._ids import canonical_id, new_id
-from convstore.budget._window import (
-    Calibration,
-    TokenBudget,
-    available_tokens,
-    choose_window,
-    fetch_threshold,
-)
+from convstore._ids import new_id
 from convstore.errors import (
     BranchExistsError,
     BranchNotFoundError,
@@ -40,16 +32,27 @@ from convstore.errors import (
     ShredPendingError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Tree, Unreadable
-from convstore.store import _keys
+from convstore.store import _keys, _reads
 from convstore.store import _statements as st
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import Call, Exec, Op
-from convstore.store._media import join_media, plain_digest, refs_json, split_media, stored_hashes
+from convstore.store._media import plain_digest, refs_json, split_media
+from convstore.store._rows import (
+    EMPTY_HEAD,
+    Head,
+    Row,
+    missing_branch_or_conversation,
+    node_from_row,
+    nodes_of,
+    payload_texts,
+    put_back_media,
+)
 
 __all__ = [
+    "EMPTY_HEAD",
+    "Appended",
     "Head",
     "Loaded",
-    "Replay",
     "append",
     "chain_point",
     "create_conversation",
@@ -58,11 +61,11 @@ __all__ = [
     "exchange",
     "exchanges_of_branch",
     "fork",
-    "history",
     "list_branches",
     "list_conversations",
     "load",
-    "path",
+    "payload_texts",
+    "put_back_media",
     "rewrap",
     "seal_settings",
     "stale_conversations",
@@ -70,22 +73,8 @@ __all__ = [
     "tree",
     "unreadable",
     "visible",
-    "window",
     "withheld_info",
 ]
-
-
-@attrs.frozen
-class Head:
-    """Where a writer believes a branch head is: the CAS's expected value, and what new rows build on."""
-
-    node_id: str | None
-    depth: int  # -1 for an empty branch, so the first step gets depth 0
-    total_tokens: int
-    exchange_id: str | None = None
-
-
-EMPTY_HEAD = Head(None, -1, 0)
 
 
 @attrs.frozen
@@ -174,37 +163,6 @@ def unreadable(error: EncryptionError) -> Unreadable:
     return "scheme_unknown"
 
 
-def node_from_row(conversation_id: str, row: Any, text: str) -> Node:
-    """The node of a row; ``text``: its payload as written (opened, media put back)."""
-    return Node(
-        id=row.id,
-        conversation_id=conversation_id,
-        parent_id=row.parent_id,
-        depth=row.depth,
-        exchange_id=row.exchange_id,
-        type=row.type,
-        token_count=row.token_count,
-        total_tokens=row.total_tokens,
-        created_at=row.created_at,
-        raw_json=text,
-    )
-
-
-def payload_texts(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[str]]:
-    """The payloads of node rows read, as written: opened when sealed, media put back."""
-    if cipher is None:
-        texts = [row.payload for row in rows]
-    else:
-        texts = [cipher.open("node", row.id, row.payload) for row in rows]
-    yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
-    return texts
-
-
-def _nodes(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[Node]]:
-    texts = yield from payload_texts(conversation_id, rows, cipher)
-    return [node_from_row(conversation_id, row, text) for row, text in zip(rows, texts, strict=True)]
-
-
 def stored_rows(
     rows: Sequence[dict[str, Any]], cipher: DataCipher | None
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -247,37 +205,6 @@ def write_media(conversation_id: str, blobs: Mapping[str, str], cipher: DataCiph
         yield Exec(st.INSERT_MEDIA, missing)
 
 
-_MEDIA_BATCH = 500  # hashes per lookup, well inside every driver's parameter limit
-
-
-def put_back_media(
-    conversation_id: str,
-    texts: list[str],
-    refs: Sequence[str | None],
-    rows: Sequence[Any],
-    cipher: DataCipher | None,
-) -> Op[None]:
-    """Put the media strings back into the payload ``texts`` of ``rows`` (in place), ``refs`` being their
-    ``media`` columns: one lookup for all."""
-    if not any(refs):
-        return
-    pending = [(index, ref) for index, ref in enumerate(refs) if ref is not None]
-    hashes = list(dict.fromkeys(digest for _, ref in pending for digest in stored_hashes(ref)))
-    found: dict[str, str] = {}
-    for start in range(0, len(hashes), _MEDIA_BATCH):
-        params = {"conversation_id": conversation_id, "hashes": hashes[start : start + _MEDIA_BATCH]}
-        for row in (yield Exec(st.MEDIA, params)):
-            found[row.hash] = row.data if cipher is None else cipher.open("media", row.hash, row.data)
-    for index, ref in pending:
-        try:
-            texts[index] = join_media(texts[index], ref, found.__getitem__)
-        except KeyError:
-            raise CorruptionError(
-                f"node {canonical_id(rows[index].id)} names a media string that is not stored",
-                conversation_id,
-            ) from None
-
-
 def branch_from_row(conversation_id: str, row: Any) -> Branch:
     return Branch(
         conversation_id=conversation_id,
@@ -289,20 +216,31 @@ def branch_from_row(conversation_id: str, row: Any) -> Branch:
 
 
 def build_node_rows(
-    conversation_id: str, head: Head, steps: Sequence[tuple[str, str, int]], now: datetime
+    conversation_id: str,
+    head: Head,
+    steps: Sequence[tuple[str, str, int]],
+    now: datetime,
+    *,
+    continues: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows for one exchange appended after ``head``: a chain of parent pointers, depths and running totals.
+    """Rows for one exchange appended after ``head``: a chain of parent pointers, depths, running totals and
+    one segment (see ``_reads``).
 
     Args:
         steps: ``(type, payload JSON text, token count)`` for each step, in order.
+        continues: The head is its segment's last node (no node follows it there): the first row continues
+            ``head.segment_id``. Otherwise (an empty branch, a head something follows already: a fork or
+            edit point) the first row starts a segment of its own. The exchange's later rows continue it.
     """
     exchange_id = new_id()
     rows = []
     parent, depth, total = head.node_id, head.depth, head.total_tokens
+    segment = head.segment_id if continues and head.node_id is not None else None
     for step_type, payload, count in steps:
         node_id = new_id()
         depth += 1
         total += count
+        segment = segment or node_id
         rows.append(
             {
                 "conversation_id": conversation_id,
@@ -316,6 +254,7 @@ def build_node_rows(
                 "created_at": now,
                 "payload": payload,
                 "media": None,
+                "segment_id": segment,
             }
         )
         parent = node_id
@@ -349,7 +288,9 @@ def load(
     if row.name is None:
         raise BranchNotFoundError(conversation_id, branch)
     head = (
-        EMPTY_HEAD if row.head_id is None else Head(row.head_id, row.depth, row.total_tokens, row.exchange_id)
+        EMPTY_HEAD
+        if row.head_id is None
+        else Head(row.head_id, row.depth, row.total_tokens, row.exchange_id, row.segment_id)
     )
     wrapped = None
     if inline_keys and row.encryption is not None:
@@ -371,12 +312,46 @@ def hold_conversation(conversation_id: str) -> Op[None]:
         raise ConversationNotFoundError(conversation_id)
 
 
-def _missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exception]:
-    """After a statement matched nothing: which of the two is gone."""
-    result = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
-    if result.first() is None:
-        return ConversationNotFoundError(conversation_id)
-    return BranchNotFoundError(conversation_id, branch)
+def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
+    """Take the write's locks (``hold_conversation``'s first) and say whether ``head`` is still its
+    segment's last node, so that an exchange appended after it continues the segment.
+
+    SQLite serialises writers (BEGIN IMMEDIATE), so the test in the first statement is final. On PostgreSQL
+    two transactions appending after one tip on two branches must not both continue it: a successor seen is
+    final (nodes are immutable), but "none" is confirmed after locking the head row FOR NO KEY UPDATE,
+    which serialises the appenders after that node, by a statement of its own, which (READ COMMITTED) sees
+    a successor that the lock's previous holder committed.
+
+    Raises:
+        ConversationNotFoundError: it was deleted.
+    """
+    params = {
+        "conversation_id": conversation_id,
+        "segment_id": head.segment_id,
+        "depth": head.depth,
+    }
+    found = yield Exec(st.HOLD_AT_TIP, params)
+    row = found.first()
+    if row is None:
+        raise ConversationNotFoundError(conversation_id)
+    if head.node_id is None or head.segment_id is None or row.continued:
+        return False
+    if found.context.dialect.name == "sqlite":
+        return True
+    locked = yield Exec(st.LOCK_HEAD, {"conversation_id": conversation_id, "node_id": head.node_id})
+    if locked.first() is None:
+        # The head node is not there: the conversation was deleted (the insert's foreign key says so).
+        return False
+    successor = yield Exec(st.SUCCESSOR, params)
+    return successor.first() is None
+
+
+@attrs.frozen
+class Appended:
+    """What an append wrote: the new nodes, and the branch's new head (the last of them)."""
+
+    nodes: list[Node]
+    head: Head
 
 
 def append(  # noqa: PLR0917 -- an internal operation; every caller passes all six
@@ -387,16 +362,20 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     now: datetime,
     exchange: Mapping[str, Any] | None = None,
     cipher: DataCipher | None = None,
-) -> Op[list[Node]]:
+) -> Op[Appended]:
     """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
+
+    Statements: ``HOLD_AT_TIP``, (PostgreSQL, after a tip: ``LOCK_HEAD`` and ``SUCCESSOR``), the media
+    strings not stored yet (two, when there are any), the nodes (one executemany), the exchange record (when
+    given) and the compare-and-swap of the branch head.
 
     Args:
         exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
         cipher: Seals the payloads of an encrypted conversation (each bound to its node id).
     """
-    rows = build_node_rows(conversation_id, head, steps, now)
+    continues = yield from _at_tip(conversation_id, head)
+    rows = build_node_rows(conversation_id, head, steps, now, continues=continues)
     stored, blobs = stored_rows(rows, cipher)
-    yield from hold_conversation(conversation_id)
     try:
         yield from write_media(conversation_id, blobs, cipher)
         yield Exec(st.INSERT_NODES, stored)
@@ -410,7 +389,11 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
                     "created_at": now,
                 },
             )
-    except exc.IntegrityError:
+    except exc.IntegrityError as error:
+        if "segment_id" in str(error.orig):
+            # Another writer continued the head's segment first (the locks above make this unreachable;
+            # should it happen, it is that writer's win, as a moved branch head is).
+            raise ConflictError(conversation_id, branch, head.node_id) from None
         # The conversation (and so the head node) was deleted under us.
         raise ConversationNotFoundError(conversation_id) from None
     moved = yield Exec(
@@ -426,97 +409,13 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     if moved.rowcount != 1:
         check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
         if check.first() is None:
-            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
+            raise (yield from missing_branch_or_conversation(conversation_id, branch))
         raise ConflictError(conversation_id, branch, head.node_id)
-    return [node_from_row(conversation_id, _Row(row), row["payload"]) for row in rows]
-
-
-class _Row:
-    """Attribute access over an inserted row dict, so one mapper serves rows read and rows written."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: Mapping[str, Any]) -> None:
-        self._values = values
-
-    def __getattr__(self, name: str) -> Any:
-        return self._values[name]
-
-
-@attrs.frozen
-class Replay:
-    """The step texts of a branch from its root to ``head``, as a conversation last read or wrote them.
-
-    Nodes are immutable, so while the branch head is still ``head`` these are exactly its history: a
-    conversation keeps them and the next ``history`` checks only the head (one primary-key lookup)
-    instead of walking the whole branch again.
-    """
-
-    head: Head
-    payloads: list[str]
-
-    def extended(self, head: Head, payloads: Sequence[str]) -> Replay:
-        return Replay(head, [*self.payloads, *payloads])
-
-
-def history(
-    conversation_id: str, branch: str, cipher: DataCipher | None = None, known: Replay | None = None
-) -> Op[Replay]:
-    """The branch's steps as stored JSON texts (opened by ``cipher`` when encrypted), root first, and the
-    head they end at. ``known``: what the caller last read; reused when the head has not moved."""
-    if known is not None and known.head.node_id is not None:
-        result = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
-        row = result.first()
-        if row is not None and row.head_id == known.head.node_id:
-            return known
-    result = yield Exec(st.HISTORY, {"conversation_id": conversation_id, "branch": branch})
-    rows = result.all()
-    if not rows:
-        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
-        if check.first() is None:
-            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
-        return Replay(EMPTY_HEAD, [])
     last = rows[-1]
-    # By position: a Row's attribute access costs ten times its index (0.7 vs 0.07 us), and a replay reads
-    # every step of the branch.
-    if cipher is None:
-        payloads = list(map(_PAYLOAD, rows))
-    else:
-        payloads = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
-    yield from put_back_media(conversation_id, payloads, list(map(_MEDIA, rows)), rows, cipher)
-    head = Head(canonical_id(last.id), last.depth, last.total_tokens, canonical_id(last.exchange_id))
-    return Replay(head, payloads)
-
-
-_HISTORY_COLUMNS = list(st.HISTORY.selected_columns.keys())
-_PAYLOAD = operator.itemgetter(_HISTORY_COLUMNS.index("payload"))
-_MEDIA = operator.itemgetter(_HISTORY_COLUMNS.index("media"))
-
-
-class _IdPayload(NamedTuple):
-    id: str
-    payload: str
-
-
-def path(
-    conversation_id: str, branch: str, node_id: str | None, cipher: DataCipher | None = None
-) -> Op[list[Node]]:
-    """Nodes from the root to ``node_id`` (or to the branch head when None)."""
-    if node_id is None:
-        result = yield Exec(st.PATH_FROM_BRANCH, {"conversation_id": conversation_id, "branch": branch})
-    else:
-        result = yield Exec(st.PATH_FROM_NODE, {"conversation_id": conversation_id, "node_id": node_id})
-    nodes = yield from _nodes(conversation_id, result.all(), cipher)
-    if not nodes:
-        if node_id is not None:
-            check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
-            if check.first() is None:
-                raise ConversationNotFoundError(conversation_id)
-            raise NodeNotFoundError(conversation_id, node_id)
-        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
-        if check.first() is None:
-            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
-    return nodes
+    return Appended(
+        [node_from_row(conversation_id, Row(row), row["payload"]) for row in rows],
+        Head(last["id"], last["depth"], last["total_tokens"], last["exchange_id"], last["segment_id"]),
+    )
 
 
 def node(conversation_id: str, node_id: str, cipher: DataCipher | None = None) -> Op[Node]:
@@ -527,7 +426,7 @@ def node(conversation_id: str, node_id: str, cipher: DataCipher | None = None) -
         if check.first() is None:
             raise ConversationNotFoundError(conversation_id)
         raise NodeNotFoundError(conversation_id, node_id)
-    return (yield from _nodes(conversation_id, [row], cipher))[0]
+    return (yield from nodes_of(conversation_id, [row], cipher))[0]
 
 
 def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
@@ -549,7 +448,7 @@ def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[H
         return EMPTY_HEAD
     # In the same transaction: the new head's depth and running total, for the returned conversation.
     row = (yield Exec(st.NODE_HEAD, {"conversation_id": conversation_id, "node_id": at})).one()
-    return Head(at, row.depth, row.total_tokens, row.exchange_id)
+    return Head(at, row.depth, row.total_tokens, row.exchange_id, row.segment_id)
 
 
 def list_branches(conversation_id: str) -> Op[list[Branch]]:
@@ -564,7 +463,7 @@ def list_branches(conversation_id: str) -> Op[list[Branch]]:
 
 def tree(conversation_id: str, cipher: DataCipher | None = None) -> Op[Tree]:
     result = yield Exec(st.TREE_NODES, {"conversation_id": conversation_id})
-    found = yield from _nodes(conversation_id, result.all(), cipher)
+    found = yield from nodes_of(conversation_id, result.all(), cipher)
     branch_list = yield from list_branches(conversation_id)
     return Tree(conversation_id=conversation_id, nodes=found, branches=branch_list)
 
@@ -703,154 +602,12 @@ def chain_point(conversation_id: str, head: Head) -> Op[str | None]:
 
 def exchanges_of_branch(conversation_id: str, branch: str) -> Op[list[Exchange]]:
     """The recorded exchanges along a branch, oldest first."""
-    result = yield Exec(st.PATH_FROM_BRANCH, {"conversation_id": conversation_id, "branch": branch})
-    ids = list(dict.fromkeys(row.exchange_id for row in result))
+    ids = yield from _reads.path_exchange_ids(conversation_id, branch)
     if not ids:
         return []
     found = yield Exec(st.EXCHANGES, {"conversation_id": conversation_id, "exchange_ids": ids})
     by_id = {row.exchange_id: exchange_from_row(row) for row in found}
     return [by_id[i] for i in ids if i in by_id]
-
-
-@attrs.frozen(kw_only=True)
-class Window:
-    """What a budget keeps of a branch.
-
-    Attributes:
-        pinned: The first exchange's rows when pinned and not already in ``rows``.
-        rows: The kept rows, oldest first (from the window's start to the head).
-        summary: ``(steps JSON text, tokens)`` stored for the window's start, when compaction applies.
-        needs_summary: Compaction applies but no summary is stored yet for the window's start.
-        history_tokens: Estimated tokens of pinned rows, rows and summary.
-        calibration: The factor the estimates were scaled by.
-        head: The head the window ends at.
-    """
-
-    pinned: list[Any]
-    rows: list[Any]
-    summary: tuple[str, int] | None
-    needs_summary: bool
-    history_tokens: int
-    calibration: Calibration
-    head: Head
-
-    @property
-    def start_id(self) -> str | None:
-        return self.rows[0].id if self.rows else None
-
-
-def _fetch_window(conversation_id: str, branch: str, threshold: int) -> Op[list[Any]]:
-    result = yield Exec(
-        st.WINDOW, {"conversation_id": conversation_id, "branch": branch, "threshold": threshold}
-    )
-    return list(result.all())
-
-
-def _calibration(conversation_id: str, rows: Sequence[Any]) -> Op[Calibration]:
-    ids = list(dict.fromkeys(row.exchange_id for row in reversed(rows)))[:200]
-    result = yield Exec(st.CALIBRATION, {"conversation_id": conversation_id, "exchange_ids": ids})
-    found = result.first()
-    return Calibration() if found is None else Calibration.from_measurements(*found)
-
-
-def _first_exchange(conversation_id: str, rows: Sequence[Any]) -> Op[list[Any]]:
-    """The rows of the path's first exchange (the path through ``rows``)."""
-    if rows[0].parent_id is None:
-        root_exchange = rows[0].exchange_id
-    else:
-        roots = (yield Exec(st.ROOTS, {"conversation_id": conversation_id})).all()
-        if len(roots) == 1:
-            root_exchange = roots[0].exchange_id
-        else:
-            # The first message was edited: find which root this path has (a walk; rare).
-            walk = yield Exec(st.PATH_FROM_NODE, {"conversation_id": conversation_id, "node_id": rows[0].id})
-            root_exchange = walk.first().exchange_id
-    found = yield Exec(st.EXCHANGE_NODES, {"conversation_id": conversation_id, "exchange_id": root_exchange})
-    return list(found.all())
-
-
-def window(  # noqa: PLR0917 -- an internal operation; every caller passes all of it
-    conversation_id: str,
-    branch: str,
-    budget: TokenBudget,
-    fixed_tokens: int,
-    require_history: bool,
-    head_hint: Head,
-    cipher: DataCipher | None = None,
-) -> Op[Window]:
-    """Fetch and choose the window of a branch that fits ``budget`` (see ``convstore.budget``); ``cipher``
-    opens the kept payloads of an encrypted conversation."""
-    plain = available_tokens(budget, Calibration(), fixed_tokens=fixed_tokens)
-    threshold = fetch_threshold(head_hint.total_tokens, plain)
-    rows = yield from _fetch_window(conversation_id, branch, threshold)
-    if not rows:
-        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
-        if check.first() is None:
-            raise (yield from _missing_branch_or_conversation(conversation_id, branch))
-        choose_window([], budget=budget, available=plain, require_history=require_history)
-        return Window(
-            pinned=[],
-            rows=[],
-            summary=None,
-            needs_summary=False,
-            history_tokens=0,
-            calibration=Calibration(),
-            head=EMPTY_HEAD,
-        )
-    head_row = rows[-1]
-    head = Head(head_row.id, head_row.depth, head_row.total_tokens, head_row.exchange_id)
-    calibration = yield from _calibration(conversation_id, rows)
-    available = available_tokens(budget, calibration, fixed_tokens=fixed_tokens)
-    if rows[0].parent_id is not None and fetch_threshold(head.total_tokens, available) < threshold:
-        rows = yield from _fetch_window(
-            conversation_id, branch, fetch_threshold(head.total_tokens, available)
-        )
-    choice = choose_window(rows, budget=budget, available=available, require_history=require_history)
-    kept = rows[choice.start :] if choice.start is not None else []
-    pinned: list[Any] = []
-    if budget.pin_first_exchange and not (kept and kept[0].parent_id is None):
-        first = yield from _first_exchange(conversation_id, rows)
-        pinned_tokens = sum(row.token_count for row in first)
-        first_ids = {row.id for row in first}
-        after = [row for row in rows if row.id not in first_ids]
-        available = available_tokens(
-            budget, calibration, fixed_tokens=fixed_tokens, pinned_tokens=pinned_tokens
-        )
-        choice = choose_window(after, budget=budget, available=available, require_history=require_history)
-        kept = after[choice.start :] if choice.start is not None else []
-        pinned = first
-    history_tokens = sum(row.token_count for row in pinned) + choice.history_tokens
-    summary = None
-    needs_summary = False
-    dropped_something = (
-        kept and kept[0].parent_id is not None and kept[0].parent_id not in {r.id for r in pinned}
-    )
-    if budget.compact is not None and dropped_something:
-        found = (yield Exec(st.SUMMARY, {"conversation_id": conversation_id, "node_id": kept[0].id})).first()
-        if found is None:
-            needs_summary = True
-        else:
-            text = found.payload if cipher is None else cipher.open("summary", kept[0].id, found.payload)
-            summary = (text, found.token_count)
-            history_tokens += found.token_count
-    if cipher is not None or any(row.media is not None for row in (*pinned, *kept)):
-        pinned = yield from _opened(conversation_id, pinned, cipher)
-        kept = yield from _opened(conversation_id, kept, cipher)
-    return Window(
-        pinned=pinned,
-        rows=kept,
-        summary=summary,
-        needs_summary=needs_summary,
-        history_tokens=history_tokens,
-        calibration=calibration,
-        head=head,
-    )
-
-
-def _opened(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[Any]]:
-    """Window rows with their payloads as written: opened, media put back."""
-    texts = yield from payload_texts(conversation_id, rows, cipher)
-    return [_Row({**row._mapping, "payload": text}) for row, text in zip(rows, texts, strict=True)]
 
 
 def store_summary(  # noqa: PLR0917 -- an internal operation; every caller passes all of it

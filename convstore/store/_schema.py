@@ -103,6 +103,10 @@ nodes = sa.Table(
     sa.Column("payload", sa.Text(), nullable=False),
     # Where the payload's large inline media strings go back (``_media``), or NULL: the payload is whole.
     sa.Column("media", sa.Text(), nullable=True),
+    # The id of the first node of this node's segment (a chain in which each node is the child of the one
+    # before it, one level down): a branch is read as a few range scans, one per segment (migration 0008).
+    # NOT NULL on PostgreSQL; on SQLite the migration cannot add the constraint, and check() reports NULLs.
+    sa.Column("segment_id", Id, nullable=False),
     sa.ForeignKeyConstraint(
         ["conversation_id", "parent_id"], [f"{PREFIX}nodes.conversation_id", f"{PREFIX}nodes.id"]
     ),
@@ -110,6 +114,9 @@ nodes = sa.Table(
     # (conversation_id = $1 AND id = $2) on an empty table, and must not pick one of these (migration 0005).
     sa.Index(None, "parent_id", "conversation_id"),
     sa.Index(None, "exchange_id", "conversation_id"),
+    # One node per depth in a segment, and the ordered range scans of the flat reads (led by segment_id for
+    # the same reason as the two above).
+    sa.Index(None, "segment_id", "conversation_id", "depth", unique=True),
 )
 
 branches = sa.Table(

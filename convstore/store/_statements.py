@@ -32,10 +32,11 @@ __all__ = [
     "EXCHANGE",
     "EXCHANGES",
     "EXCHANGE_CONTINUES",
-    "EXCHANGE_NODES",
+    "FIRST_EXCHANGE_NODES",
     "FORK_AT_NODE",
     "FORK_EMPTY",
-    "HISTORY",
+    "HISTORY_SCAN",
+    "HOLD_AT_TIP",
     "HOLD_CONVERSATION",
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
@@ -46,6 +47,7 @@ __all__ = [
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
     "LOCK_CONVERSATION",
+    "LOCK_HEAD",
     "MEDIA",
     "MEDIA_STORED",
     "MOVE_HEAD",
@@ -53,14 +55,16 @@ __all__ = [
     "NODE_COLUMNS",
     "NODE_HEAD",
     "OWNED_BY",
-    "PATH_FROM_BRANCH",
-    "PATH_FROM_NODE",
-    "ROOTS",
+    "PATH_EXCHANGES_SCAN",
+    "PATH_SCAN",
+    "SEGMENTS_FROM_BRANCH",
+    "SEGMENTS_FROM_NODE",
     "STALE_CONVERSATION",
     "STALE_CONVERSATIONS",
+    "SUCCESSOR",
     "SUMMARY",
     "TREE_NODES",
-    "WINDOW",
+    "WINDOW_SCAN",
     "list_conversations",
 ]
 
@@ -109,6 +113,31 @@ LOCK_CONVERSATION = CONVERSATION_VISIBLE.with_for_update()
 # taken before any other row so that writes and deletes lock in one order (SQLite: a plain lookup).
 HOLD_CONVERSATION = CONVERSATION_EXISTS.with_for_update(read=True, key_share=True)
 
+# Whether a node follows ``depth`` in a segment: an append after the node at ``depth`` continues the segment
+# only when none does (the node is its segment's last). Unique index (segment_id, conversation_id, depth).
+_SUCCESSOR = sa.and_(
+    n.c.segment_id == sa.bindparam("segment_id"),
+    n.c.conversation_id == sa.bindparam("conversation_id"),
+    n.c.depth == sa.bindparam("depth", type_=sa.Integer()) + 1,
+)
+SUCCESSOR = sa.select(n.c.id).where(_SUCCESSOR).limit(1)
+# An append's first statement: HOLD_CONVERSATION, and in the same statement whether the head already has a
+# successor in its segment. Final on SQLite, whose writers are serialised (BEGIN IMMEDIATE); on PostgreSQL a
+# "no" is confirmed after LOCK_HEAD by SUCCESSOR, a statement of its own that sees what committed meanwhile.
+HOLD_AT_TIP = (
+    sa.select(c.c.id, sa.exists().where(_SUCCESSOR).label("continued"))
+    .where(c.c.id == sa.bindparam("conversation_id"))
+    .with_for_update(read=True, key_share=True, of=c)
+)
+# The head node, locked against other appenders after it (PostgreSQL; SQLite renders a plain lookup and does
+# not need it). FOR NO KEY UPDATE does not conflict with the KEY SHARE locks that foreign-key checks take
+# (a fork at the node, a child inserted under it), only with another appender's same lock.
+LOCK_HEAD = (
+    sa.select(n.c.id)
+    .where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id"))
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+)
+
 # Conversations untouched since a cutoff: created before it, no branch moved after it.
 _STALE = sa.and_(
     c.c.created_at < sa.bindparam("cutoff", type_=c.c.created_at.type),
@@ -141,6 +170,7 @@ LOAD_CONVERSATION = (
         n.c.depth,
         n.c.total_tokens,
         n.c.exchange_id,
+        n.c.segment_id,
     )
     .select_from(
         c.outerjoin(b, sa.and_(b.c.conversation_id == c.c.id, b.c.name == sa.bindparam("branch"))).outerjoin(
@@ -203,7 +233,7 @@ NODE = sa.select(*NODE_COLUMNS).where(
     n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
 )
 
-NODE_HEAD = sa.select(n.c.depth, n.c.total_tokens, n.c.exchange_id).where(
+NODE_HEAD = sa.select(n.c.depth, n.c.total_tokens, n.c.exchange_id, n.c.segment_id).where(
     n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
 )
 
@@ -257,64 +287,72 @@ DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversat
 DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
 
 
-def _ancestry(
-    anchor_where: sa.ColumnElement[bool], *, full: bool, from_branch: bool
-) -> Select[tuple[object, ...]]:
-    """Root-to-start path by one recursive CTE that both SQLite and PostgreSQL run.
+def _segments(anchor: Select[tuple[object, ...]]) -> Select[tuple[object, ...]]:
+    """The segments of a path, root first: ``(segment_id, top, total)`` for each, ``top`` the depth where the
+    path leaves it (the anchor's depth for the anchor's own segment) and ``total`` the running total there.
 
-    It walks parent pointers up from the start node (one primary-key lookup a step, every lookup naming the
-    conversation) and returns the path ordered by depth, i.e. in replay order.
-
-    Without ``full`` (a replay), the path's ids come back as the driver gives them (``_ids.canonical_id``
-    converts the few that are needed): converting every row's ids to UUIDs and back to text was 40% of the
-    time of a replay.
+    One recursive CTE that both SQLite and PostgreSQL run, one hop a segment (two primary-key lookups, each
+    naming the conversation): from a segment's first node (whose id is the segment's id) to its parent, in
+    the segment the path came from. A path has as many segments as fork points on the way up, not steps.
     """
-    columns = (
-        NODE_COLUMNS
-        if full
-        else (n.c.id, n.c.parent_id, n.c.depth, n.c.exchange_id, n.c.total_tokens, n.c.payload, n.c.media)
-    )
-    anchor = sa.select(*columns)
-    if from_branch:
-        anchor = anchor.select_from(
-            n.join(b, sa.and_(b.c.conversation_id == n.c.conversation_id, b.c.head_id == n.c.id))
+    found = anchor.cte("segments", recursive=True)
+    start, parent = n.alias("start"), n.alias("parent")
+    found = found.union_all(
+        sa.select(parent.c.segment_id, parent.c.depth, parent.c.total_tokens)
+        .select_from(
+            start.join(
+                parent,
+                sa.and_(
+                    parent.c.conversation_id == start.c.conversation_id, parent.c.id == start.c.parent_id
+                ),
+            )
         )
-    path = anchor.where(anchor_where).cte("path", recursive=True)
-    parent = n.alias("parent")
-    path = path.union_all(
-        sa.select(*(parent.c[col.name] for col in columns)).where(
-            parent.c.conversation_id == sa.bindparam("conversation_id"), parent.c.id == path.c.parent_id
+        .where(
+            start.c.conversation_id == sa.bindparam("conversation_id"),
+            start.c.id == found.c.segment_id,
+            parent.c.conversation_id == sa.bindparam("conversation_id"),
         )
     )
-    if full:
-        return sa.select(path).order_by(path.c.depth)
-    raw = sa.String()
-    return sa.select(
-        sa.type_coerce(path.c.id, raw).label("id"),
-        path.c.depth,
-        sa.type_coerce(path.c.exchange_id, raw).label("exchange_id"),
-        path.c.total_tokens,
-        path.c.payload,
-        path.c.media,
-    ).order_by(path.c.depth)
+    return sa.select(found.c.segment_id, found.c.top, found.c.total).order_by(found.c.top)
 
 
-_IN_CONVERSATION = n.c.conversation_id == sa.bindparam("conversation_id")
+_ANCHOR_COLUMNS = (n.c.segment_id, n.c.depth.label("top"), n.c.total_tokens.label("total"))
+SEGMENTS_FROM_BRANCH = _segments(
+    sa.select(*_ANCHOR_COLUMNS)
+    .select_from(n.join(b, sa.and_(b.c.conversation_id == n.c.conversation_id, b.c.head_id == n.c.id)))
+    .where(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch"))
+)
+SEGMENTS_FROM_NODE = _segments(
+    sa.select(*_ANCHOR_COLUMNS).where(
+        n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
+    )
+)
 
-# history(): what a request replays, from the branch head.
-HISTORY = _ancestry(
-    sa.and_(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")),
-    full=False,
-    from_branch=True,
+# One segment of a path: its nodes from its first up to ``top``, served in depth order by the unique index
+# (segment_id, conversation_id, depth) without a sort.
+_IN_SEGMENT = sa.and_(
+    n.c.segment_id == sa.bindparam("segment_id"),
+    n.c.conversation_id == sa.bindparam("conversation_id"),
+    n.c.depth <= sa.bindparam("top", type_=sa.Integer()),
 )
-PATH_FROM_BRANCH = _ancestry(
-    sa.and_(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch")),
-    full=True,
-    from_branch=True,
+_RAW = sa.String()
+# history(): what a request replays. Its ids come back as the driver gives them (``_ids.canonical_id``
+# converts the few that are needed): converting every row's ids to UUIDs and back to text was 40% of the
+# time of a replay.
+HISTORY_SCAN = (
+    sa.select(
+        sa.type_coerce(n.c.id, _RAW).label("id"),
+        n.c.depth,
+        sa.type_coerce(n.c.exchange_id, _RAW).label("exchange_id"),
+        n.c.total_tokens,
+        n.c.payload,
+        n.c.media,
+    )
+    .where(_IN_SEGMENT)
+    .order_by(n.c.depth)
 )
-PATH_FROM_NODE = _ancestry(
-    sa.and_(_IN_CONVERSATION, n.c.id == sa.bindparam("node_id")), full=True, from_branch=False
-)
+PATH_SCAN = sa.select(*NODE_COLUMNS).where(_IN_SEGMENT).order_by(n.c.depth)
+PATH_EXCHANGES_SCAN = sa.select(n.c.exchange_id).where(_IN_SEGMENT).order_by(n.c.depth)
 
 
 def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
@@ -356,43 +394,26 @@ _WINDOW_COLUMNS = (
     n.c.media,
 )
 
-
-def _window() -> Select[tuple[object, ...]]:
-    """The steps a budget may keep: from the branch head upwards while a step's prefix total (the running
-    total before it) is at least ``threshold``, plus the one step above the last of them, whose exchange id
-    tells whether that last one starts an exchange. Its cost grows with the window, not the conversation:
-    each recursion is one primary-key lookup, and running totals only grow along a path.
-    """
-    anchor = (
-        sa.select(*_WINDOW_COLUMNS)
-        .select_from(n.join(b, sa.and_(b.c.conversation_id == n.c.conversation_id, b.c.head_id == n.c.id)))
-        .where(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch"))
-        .cte("window", recursive=True)
-    )
-    parent = n.alias("parent")
-    window = anchor.union_all(
-        sa.select(*(parent.c[col.name] for col in _WINDOW_COLUMNS)).where(
-            parent.c.conversation_id == sa.bindparam("conversation_id"),
-            parent.c.id == anchor.c.parent_id,
-            anchor.c.total_tokens - anchor.c.token_count >= sa.bindparam("threshold", type_=sa.BigInteger()),
-        )
-    )
-    return sa.select(window).order_by(window.c.depth)
-
-
-WINDOW = _window()
-
-# First steps of the conversation (usually one: several when the first message itself was edited).
-ROOTS = sa.select(n.c.id, n.c.exchange_id).where(
-    n.c.conversation_id == sa.bindparam("conversation_id"), n.c.parent_id.is_(None)
+# A budget window is read from the head down, a batch at a time: the ``limit`` nodes of a segment at and
+# below ``top``, newest first (the same index, scanned backwards).
+WINDOW_SCAN = (
+    sa.select(*_WINDOW_COLUMNS)
+    .where(_IN_SEGMENT)
+    .order_by(n.c.depth.desc())
+    .limit(sa.bindparam("limit", type_=sa.Integer()))
 )
 
-EXCHANGE_NODES = (
+# The steps of a path's first exchange, from its root node (a segment's id names its first node, so the
+# root is the id of the path's first segment).
+_root = n.alias("root")
+_ROOT_EXCHANGE = (
+    sa.select(_root.c.exchange_id)
+    .where(_root.c.conversation_id == sa.bindparam("conversation_id"), _root.c.id == sa.bindparam("root_id"))
+    .scalar_subquery()
+)
+FIRST_EXCHANGE_NODES = (
     sa.select(*_WINDOW_COLUMNS)
-    .where(
-        n.c.conversation_id == sa.bindparam("conversation_id"),
-        n.c.exchange_id == sa.bindparam("exchange_id"),
-    )
+    .where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.exchange_id == _ROOT_EXCHANGE)
     .order_by(n.c.depth)
 )
 

@@ -189,7 +189,10 @@ TABLES: dict[str, sa.Table] = {
 }
 # Columns of how a store keeps rows, not of what they hold: a dump carries each payload whole (its media
 # strings put back, see ``_media``), and an import keeps them apart again as the target store does.
-_INTERNAL = {("node", "media")}
+_INTERNAL = {("node", "media"), ("node", "segment_id")}
+# How a store lays out its tree for reading (``_reads``): never in a dump, sealed or not; an import gives
+# the rows segments of its own (``Segments``).
+_LAYOUT = {("node", "segment_id")}
 
 
 # A sealed conversation's rows travel as stored: its nodes keep their media column, its media rows come too.
@@ -205,7 +208,7 @@ _SEALED = {("conversation", field) for field in SETTINGS} | {
 def columns(kind: str, sealed: bool = False) -> list[sa.Column[Any]]:
     """The columns of a kind's rows in a dump (of a sealed conversation: every column, as stored)."""
     if sealed:
-        return list(_SEALED_TABLES[kind].columns)
+        return [column for column in _SEALED_TABLES[kind].columns if (kind, column.name) not in _LAYOUT]
     return [column for column in TABLES[kind].columns if (kind, column.name) not in _INTERNAL]
 
 
@@ -240,6 +243,31 @@ SELECT = {kind: sa.select(table).where(_owner(table)) for kind, table in _SEALED
 INSERT = {kind: sa.insert(table) for kind, table in _SEALED_TABLES.items()}
 INSERT_KEY = sa.insert(_schema.keys)
 CONVERSATION_EXISTS = sa.select(_schema.conversations.c.id).where(_owner(_schema.conversations))
+
+
+class Segments:
+    """Segment ids for node rows imported parents first (see ``_reads``), by the rule migration 0008 applies
+    to existing rows: a root starts a segment; a node continues its parent's segment when it is the first of
+    the parent's children to come, and starts one of its own otherwise. Kept across the batches of one
+    conversation (one id and one flag a node, like the checks of its tree)."""
+
+    def __init__(self) -> None:
+        self._segment: dict[str, str] = {}
+        self._continued: set[str] = set()
+
+    def assign(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` with their ``segment_id``."""
+        out = []
+        for row in rows:
+            parent = row["parent_id"]
+            if parent is not None and parent in self._segment and parent not in self._continued:
+                self._continued.add(parent)
+                segment = self._segment[parent]
+            else:
+                segment = row["id"]
+            self._segment[row["id"]] = segment
+            out.append({**row, "segment_id": segment})
+        return out
 
 
 # -- operations ------------------------------------------------------------------------------------------
@@ -397,6 +425,8 @@ def import_ops(
         progress(1 + (dump.key is not None))
     for kind in ("node", "media", "summary", "branch", "exchange"):
         rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
+        if kind == "node":
+            rows = Segments().assign(rows)
         if kind == "node" and not dump.sealed:  # kept apart as this store keeps media
             rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
             yield from write_media(dump.id, blobs, None)
@@ -459,24 +489,29 @@ def import_rows_ops(
     batch: list[dict[str, Any]] = []
     batch_kind = ""
     batch_bytes = 0
+    segments = Segments()
     for kind, row in conversation.rows():
         if batch and (kind != batch_kind or len(batch) >= CHUNK or batch_bytes >= BATCH_BYTES):
-            yield from _write_batch(conversation.id, batch_kind, batch, progress)
+            yield from _write_batch(conversation.id, batch_kind, batch, progress, segments)
             batch, batch_bytes = [], 0
         batch_kind = kind
         batch.append(row)
         payload = row.get("payload")
         batch_bytes += len(payload) if isinstance(payload, str) else 0
     if batch:
-        yield from _write_batch(conversation.id, batch_kind, batch, progress)
+        yield from _write_batch(conversation.id, batch_kind, batch, progress, segments)
     return True
 
 
 def _write_batch(
-    conversation_id: str, kind: str, rows: list[dict[str, Any]], progress: Callable[[int], None] | None
+    conversation_id: str,
+    kind: str,
+    rows: list[dict[str, Any]],
+    progress: Callable[[int], None] | None,
+    segments: Segments,
 ) -> Op[None]:
     if kind == "node":
-        rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
+        rows, blobs = stored_rows([{**row, "media": None} for row in segments.assign(rows)], None)
         yield from write_media(conversation_id, blobs, None)
     if kind not in TABLES:
         raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])

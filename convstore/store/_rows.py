@@ -1,0 +1,134 @@
+"""What the store's writes (``_ops``) and reads (``_reads``) share: the head a writer builds on, node rows
+mapped to model objects, and payloads put back together (opened, media strings restored).
+
+Plain functions and small operations with no policy of their own; ``_ops`` and ``_reads`` both import this
+module and never each other's internals (``_ops`` may call ``_reads``, never the reverse).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from convstore._ids import canonical_id
+from convstore.errors import BranchNotFoundError, ConversationNotFoundError, CorruptionError
+from convstore.model import Node
+from convstore.store import _statements as st
+from convstore.store._crypto import DataCipher
+from convstore.store._engine import Exec, Op
+from convstore.store._media import join_media, stored_hashes
+
+__all__ = [
+    "EMPTY_HEAD",
+    "Head",
+    "Row",
+    "missing_branch_or_conversation",
+    "node_from_row",
+    "nodes_of",
+    "payload_texts",
+    "put_back_media",
+]
+
+
+@attrs.frozen
+class Head:
+    """Where a writer believes a branch head is: the CAS's expected value, and what new rows build on.
+
+    ``segment_id`` is the head node's segment (see ``_reads``): an append after the head continues it when
+    the head is still its segment's last node. None for an empty branch (and, for a head built without it,
+    the next append simply starts a segment of its own).
+    """
+
+    node_id: str | None
+    depth: int  # -1 for an empty branch, so the first step gets depth 0
+    total_tokens: int
+    exchange_id: str | None = None
+    segment_id: str | None = None
+
+
+EMPTY_HEAD = Head(None, -1, 0)
+
+
+class Row:
+    """Attribute access over a row dict, so one mapper serves rows read and rows written."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = values
+
+    def __getattr__(self, name: str) -> Any:
+        return self._values[name]
+
+
+def node_from_row(conversation_id: str, row: Any, text: str) -> Node:
+    """The node of a row; ``text``: its payload as written (opened, media put back)."""
+    return Node(
+        id=row.id,
+        conversation_id=conversation_id,
+        parent_id=row.parent_id,
+        depth=row.depth,
+        exchange_id=row.exchange_id,
+        type=row.type,
+        token_count=row.token_count,
+        total_tokens=row.total_tokens,
+        created_at=row.created_at,
+        raw_json=text,
+    )
+
+
+def payload_texts(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[str]]:
+    """The payloads of node rows read, as written: opened when sealed, media put back."""
+    if cipher is None:
+        texts = [row.payload for row in rows]
+    else:
+        texts = [cipher.open("node", row.id, row.payload) for row in rows]
+    yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
+    return texts
+
+
+def nodes_of(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[Node]]:
+    """The nodes of rows read with every node column."""
+    texts = yield from payload_texts(conversation_id, rows, cipher)
+    return [node_from_row(conversation_id, row, text) for row, text in zip(rows, texts, strict=True)]
+
+
+_MEDIA_BATCH = 500  # hashes per lookup, well inside every driver's parameter limit
+
+
+def put_back_media(
+    conversation_id: str,
+    texts: list[str],
+    refs: Sequence[str | None],
+    rows: Sequence[Any],
+    cipher: DataCipher | None,
+) -> Op[None]:
+    """Put the media strings back into the payload ``texts`` of ``rows`` (in place), ``refs`` being their
+    ``media`` columns: one lookup for all."""
+    if not any(refs):
+        return
+    pending = [(index, ref) for index, ref in enumerate(refs) if ref is not None]
+    hashes = list(dict.fromkeys(digest for _, ref in pending for digest in stored_hashes(ref)))
+    found: dict[str, str] = {}
+    for start in range(0, len(hashes), _MEDIA_BATCH):
+        params = {"conversation_id": conversation_id, "hashes": hashes[start : start + _MEDIA_BATCH]}
+        for row in (yield Exec(st.MEDIA, params)):
+            found[row.hash] = row.data if cipher is None else cipher.open("media", row.hash, row.data)
+    for index, ref in pending:
+        try:
+            texts[index] = join_media(texts[index], ref, found.__getitem__)
+        except KeyError:
+            raise CorruptionError(
+                f"node {canonical_id(rows[index].id)} names a media string that is not stored",
+                conversation_id,
+            ) from None
+
+
+def missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exception]:
+    """After a statement matched nothing: which of the two is gone."""
+    result = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+    if result.first() is None:
+        return ConversationNotFoundError(conversation_id)
+    return BranchNotFoundError(conversation_id, branch)
