@@ -68,3 +68,33 @@ def test_every_sync_module_is_generated_from_its_async_twin(pair):
     _, target, _ = unasync["PAIRS"][pair]
     actual = (PACKAGE.parent / target).read_text(encoding="utf-8")
     assert actual == unasync["generate"](pair), f"{target} is stale: run python scripts/unasync.py"
+
+
+# The store's operations by concern (see ``store/_ops.py``), and which of them each may import: one way.
+OPERATIONS = {
+    "_rows": set(),
+    "_reads": {"_rows"},
+    "_windows": {"_rows", "_reads"},
+    "_writes": {"_rows"},
+    "_keys": set(),
+    "_conversations": {"_rows", "_keys"},
+    "_ops": {"_rows", "_reads", "_windows", "_writes", "_keys", "_conversations"},
+}
+
+
+def _store_imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith("convstore.store._"):
+                found.add(node.module.split(".")[2])
+            elif node.module == "convstore.store":
+                found.update(alias.name for alias in node.names)
+    return found & set(OPERATIONS)
+
+
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_the_store_operations_import_one_way_and_read_in_one_sitting(name):
+    path = PACKAGE / "store" / f"{name}.py"
+    assert _store_imports(path) <= OPERATIONS[name], f"{name} imports {sorted(_store_imports(path))}"
+    assert len(path.read_text().splitlines()) <= 400, f"{name}.py has grown past 400 lines: split it"

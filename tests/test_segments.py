@@ -14,7 +14,7 @@ from sqlalchemy.sql import Select
 
 import convstore
 from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError
-from convstore.store import _reads
+from convstore.store import _reads, _windows
 from convstore.store._engine import Exec, Op, run
 from convstore.store._schema import branches as b
 from convstore.store._schema import nodes as n
@@ -75,7 +75,7 @@ OLD_WINDOW = _old_window()
 def _flat_window(conversation_id: str, branch: str, thresholds: list[int]) -> Op[list[list[str]]]:
     """The flat window's rows for each threshold, in turn (lower thresholds read on from the last)."""
     found = yield from _reads.segments(conversation_id, branch)
-    descent = _reads._Descent(conversation_id, found)
+    descent = _windows._Descent(conversation_id, found)
     out = []
     for threshold in thresholds:
         yield from descent.more(threshold)

@@ -27,7 +27,7 @@ import convstore
 from convstore._extras import MissingExtraError
 from convstore._ids import is_id
 from convstore.store._engine import run
-from convstore.store._ops import list_branches
+from convstore.store._reads import list_branches
 
 __all__ = [
     "DB_ENV",

@@ -16,7 +16,7 @@ from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
 from convstore.model._sdk import is_sdk_object, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES
-from convstore.store._ops import Head
+from convstore.store._rows import Head
 
 __all__ = [
     "REQUEST_FIELDS",

@@ -36,7 +36,7 @@ from convstore.errors import (
     StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer
+from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -815,16 +815,16 @@ class AsyncConversation:
 
     async def _window(
         self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
-    ) -> _reads.Window:
+    ) -> _windows.Window:
         window = await self._store._run(
-            _reads.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
+            _windows.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
         if window.needs_summary:
             window = await self._compact(budget, window)
         self._head = window.head
         return window
 
-    async def _compact(self, budget: TokenBudget, window: _reads.Window) -> _reads.Window:
+    async def _compact(self, budget: TokenBudget, window: _windows.Window) -> _windows.Window:
         """Summarise what the window drops with the budget's hook, once, and keep the summary."""
         start = window.rows[0]
         pinned = {row.id for row in window.pinned}

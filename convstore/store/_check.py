@@ -21,10 +21,10 @@ from sqlalchemy.sql import Select
 
 from convstore._ids import canonical_id
 from convstore.errors import DecryptionError
+from convstore.store._conversations import SETTINGS
 from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
 from convstore.store._media import plain_digest, stored_hashes
-from convstore.store._ops import SETTINGS
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x

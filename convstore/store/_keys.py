@@ -28,12 +28,23 @@ from typing_extensions import Self
 
 from convstore.errors import ShredPendingError
 from convstore.store import _migrate
-from convstore.store._crypto import WrappedKey
+from convstore.store import _statements as st
+from convstore.store._crypto import Keyring, WrappedKey
 from convstore.store._engine import Exec, Op, checkpoint, is_engine, make_engine, run
 from convstore.store._prepare import utcnow
 from convstore.store._schema import keys as k
 
-__all__ = ["KeyStore", "ReplacingKeyStore", "SQLKeyStore", "delete_op", "get_op", "put_op", "replace_op"]
+__all__ = [
+    "KeyStore",
+    "ReplacingKeyStore",
+    "SQLKeyStore",
+    "delete_op",
+    "encrypted_conversations",
+    "get_op",
+    "put_op",
+    "replace_op",
+    "rewrap",
+]
 
 
 @runtime_checkable
@@ -187,3 +198,22 @@ class SQLKeyStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def encrypted_conversations(owner: str | None) -> Op[list[str]]:
+    """The ids of the encrypted conversations ``owner`` (None: anyone) may see, oldest first."""
+    result = yield Exec(st.ENCRYPTED_CONVERSATIONS, {"owner": owner})
+    return [row.id for row in result]
+
+
+def rewrap(conversation_id: str, keyring: Keyring) -> Op[bool]:
+    """Re-wrap a conversation's data key (default key store) with the keyring's active key, if another key
+    wrapped it. Payloads are untouched. Returns whether it was re-wrapped: not when the key was deleted (or
+    re-wrapped) by another transaction meanwhile: the compare-and-swap finds it and leaves it as it is."""
+    wrapped = yield from get_op(conversation_id)
+    if wrapped is None:
+        return False
+    rewrapped = keyring.rewrap(conversation_id, wrapped)
+    if rewrapped is None:
+        return False
+    return (yield from replace_op(conversation_id, wrapped, rewrapped))

@@ -20,7 +20,7 @@ from convstore.model import ConversationInfo, Step
 from convstore.model._sdk import is_sdk_object
 
 if TYPE_CHECKING:
-    from convstore.store._reads import Window
+    from convstore.store._windows import Window
 
 __all__ = [
     "Redactor",

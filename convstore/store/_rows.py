@@ -7,6 +7,7 @@ module and never each other's internals (``_ops`` may call ``_reads``, never the
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "EMPTY_HEAD",
     "Head",
     "Row",
+    "json_or_none",
     "missing_branch_or_conversation",
     "node_from_row",
     "nodes_of",
@@ -132,3 +134,17 @@ def missing_branch_or_conversation(conversation_id: str, branch: str) -> Op[Exce
     if result.first() is None:
         return ConversationNotFoundError(conversation_id)
     return BranchNotFoundError(conversation_id, branch)
+
+
+def json_or_none(text: str | None, conversation_id: str = "", field: str = "") -> Any:
+    """A stored setting's JSON text; text that is not JSON (ciphertext of a row whose ``encryption`` was
+    cleared, say) is a ``CorruptionError`` naming the field, never the text."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise CorruptionError(
+            f"the stored {field} setting is not JSON text (sealed, with the row's encryption cleared?)",
+            conversation_id,
+        ) from None

@@ -76,11 +76,13 @@ from convstore.errors import (
     StoreError,
 )
 from convstore.store import _keys, _schema
+from convstore.store._conversations import SETTINGS
 from convstore.store._crypto import ENCRYPTION, MAX_KEY_ID, DataCipher, WrappedKey, is_sealed
 from convstore.store._engine import Exec, Op
 from convstore.store._media import join_media, stored_hashes
-from convstore.store._ops import SETTINGS, payload_texts, stored_rows, write_media
 from convstore.store._prepare import column_text_problem, utcnow
+from convstore.store._rows import payload_texts
+from convstore.store._writes import stored_rows, write_media
 
 __all__ = [
     "FORMAT",

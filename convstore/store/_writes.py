@@ -1,0 +1,295 @@
+"""Writes to a conversation's tree: appends (one exchange, a compare-and-swap of the branch head), forks and
+compaction summaries (operations: see ``_ops``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+from sqlalchemy import exc
+
+from convstore._ids import new_id
+from convstore.errors import (
+    BranchExistsError,
+    ConflictError,
+    ConversationNotFoundError,
+    NodeNotFoundError,
+)
+from convstore.model import Node
+from convstore.store import _statements as st
+from convstore.store._crypto import DataCipher
+from convstore.store._engine import Exec, Op
+from convstore.store._media import plain_digest, refs_json, split_media
+from convstore.store._rows import (
+    EMPTY_HEAD,
+    Head,
+    Row,
+    missing_branch_or_conversation,
+    node_from_row,
+)
+
+__all__ = [
+    "Appended",
+    "append",
+    "build_node_rows",
+    "fork",
+    "hold_conversation",
+    "store_summary",
+    "stored_rows",
+    "write_media",
+]
+
+
+def stored_rows(
+    rows: Sequence[dict[str, Any]], cipher: DataCipher | None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Node rows as they are written, and the media strings they name by hash (see ``_media``): each
+    payload with its large media strings cut out, then sealed when ``cipher`` is given."""
+    stored = []
+    blobs: dict[str, str] = {}
+    digest = plain_digest if cipher is None else cipher.media_digest
+    for row in rows:
+        text, found = split_media(row["payload"])
+        if not found and cipher is None:
+            stored.append(row)
+            continue
+        refs = None
+        if found:
+            hashes = [digest(content) for _, content in found]
+            blobs.update(zip(hashes, (content for _, content in found), strict=True))
+            refs = refs_json([offset for offset, _ in found], hashes)
+        payload = text if cipher is None else cipher.seal("node", row["id"], text)
+        stored.append({**row, "payload": payload, "media": refs})
+    return stored, blobs
+
+
+def write_media(conversation_id: str, blobs: Mapping[str, str], cipher: DataCipher | None) -> Op[None]:
+    """Store the media strings the conversation does not hold yet (one concurrent writer's copy wins)."""
+    if not blobs:
+        return
+    params = {"conversation_id": conversation_id, "hashes": list(blobs)}
+    held = {row.hash for row in (yield Exec(st.MEDIA_STORED, params))}
+    missing = [
+        {
+            "conversation_id": conversation_id,
+            "hash": digest,
+            "data": content if cipher is None else cipher.seal("media", digest, content),
+        }
+        for digest, content in blobs.items()
+        if digest not in held
+    ]
+    if missing:
+        yield Exec(st.INSERT_MEDIA, missing)
+
+
+def build_node_rows(
+    conversation_id: str,
+    head: Head,
+    steps: Sequence[tuple[str, str, int]],
+    now: datetime,
+    *,
+    continues: bool = False,
+) -> list[dict[str, Any]]:
+    """Rows for one exchange appended after ``head``: a chain of parent pointers, depths, running totals and
+    one segment (see ``_reads``).
+
+    Args:
+        steps: ``(type, payload JSON text, token count)`` for each step, in order.
+        continues: The head is its segment's last node (no node follows it there): the first row continues
+            ``head.segment_id``. Otherwise (an empty branch, a head something follows already: a fork or
+            edit point) the first row starts a segment of its own. The exchange's later rows continue it.
+    """
+    exchange_id = new_id()
+    rows = []
+    parent, depth, total = head.node_id, head.depth, head.total_tokens
+    segment = head.segment_id if continues and head.node_id is not None else None
+    for step_type, payload, count in steps:
+        node_id = new_id()
+        depth += 1
+        total += count
+        segment = segment or node_id
+        rows.append(
+            {
+                "conversation_id": conversation_id,
+                "id": node_id,
+                "parent_id": parent,
+                "depth": depth,
+                "exchange_id": exchange_id,
+                "type": step_type,
+                "token_count": count,
+                "total_tokens": total,
+                "created_at": now,
+                "payload": payload,
+                "media": None,
+                "segment_id": segment,
+            }
+        )
+        parent = node_id
+    return rows
+
+
+def hold_conversation(conversation_id: str) -> Op[None]:
+    """A write's first statement: a KEY SHARE lock on the conversation row (PostgreSQL), which a delete's
+    FOR UPDATE waits for and which waits for a delete. Taken first, before any row the write touches (a
+    parent node, a branch), so a write and a delete lock in the same order and never deadlock; the foreign
+    key checks take the same lock again later, but in an order PostgreSQL does not promise.
+
+    Raises:
+        ConversationNotFoundError: it was deleted.
+    """
+    found = yield Exec(st.HOLD_CONVERSATION, {"conversation_id": conversation_id})
+    if found.first() is None:
+        raise ConversationNotFoundError(conversation_id)
+
+
+def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
+    """Take the write's locks (``hold_conversation``'s first) and say whether ``head`` is still its
+    segment's last node, so that an exchange appended after it continues the segment.
+
+    SQLite serialises writers (BEGIN IMMEDIATE), so the test in the first statement is final. On PostgreSQL
+    two transactions appending after one tip on two branches must not both continue it: a successor seen is
+    final (nodes are immutable), but "none" is confirmed after locking the head row FOR NO KEY UPDATE,
+    which serialises the appenders after that node, by a statement of its own, which (READ COMMITTED) sees
+    a successor that the lock's previous holder committed.
+
+    Raises:
+        ConversationNotFoundError: it was deleted.
+    """
+    params = {
+        "conversation_id": conversation_id,
+        "segment_id": head.segment_id,
+        "depth": head.depth,
+    }
+    found = yield Exec(st.HOLD_AT_TIP, params)
+    row = found.first()
+    if row is None:
+        raise ConversationNotFoundError(conversation_id)
+    if head.node_id is None or head.segment_id is None or row.continued:
+        return False
+    if found.context.dialect.name == "sqlite":
+        return True
+    locked = yield Exec(st.LOCK_HEAD, {"conversation_id": conversation_id, "node_id": head.node_id})
+    if locked.first() is None:
+        # The head node is not there: the conversation was deleted (the insert's foreign key says so).
+        return False
+    successor = yield Exec(st.SUCCESSOR, params)
+    return successor.first() is None
+
+
+@attrs.frozen
+class Appended:
+    """What an append wrote: the new nodes, and the branch's new head (the last of them)."""
+
+    nodes: list[Node]
+    head: Head
+
+
+def append(  # noqa: PLR0917 -- an internal operation; every caller passes all six
+    conversation_id: str,
+    branch: str,
+    head: Head,
+    steps: Sequence[tuple[str, str, int]],
+    now: datetime,
+    exchange: Mapping[str, Any] | None = None,
+    cipher: DataCipher | None = None,
+) -> Op[Appended]:
+    """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
+
+    Statements: ``HOLD_AT_TIP``, (PostgreSQL, after a tip: ``LOCK_HEAD`` and ``SUCCESSOR``), the media
+    strings not stored yet (two, when there are any), the nodes (one executemany), the exchange record (when
+    given) and the compare-and-swap of the branch head.
+
+    Args:
+        exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
+        cipher: Seals the payloads of an encrypted conversation (each bound to its node id).
+    """
+    continues = yield from _at_tip(conversation_id, head)
+    rows = build_node_rows(conversation_id, head, steps, now, continues=continues)
+    stored, blobs = stored_rows(rows, cipher)
+    try:
+        yield from write_media(conversation_id, blobs, cipher)
+        yield Exec(st.INSERT_NODES, stored)
+        if exchange is not None:
+            yield Exec(
+                st.INSERT_EXCHANGE,
+                {
+                    **exchange,
+                    "conversation_id": conversation_id,
+                    "exchange_id": rows[0]["exchange_id"],
+                    "created_at": now,
+                },
+            )
+    except exc.IntegrityError as error:
+        if "segment_id" in str(error.orig):
+            # Another writer continued the head's segment first (the locks above make this unreachable;
+            # should it happen, it is that writer's win, as a moved branch head is).
+            raise ConflictError(conversation_id, branch, head.node_id) from None
+        # The conversation (and so the head node) was deleted under us.
+        raise ConversationNotFoundError(conversation_id) from None
+    moved = yield Exec(
+        st.MOVE_HEAD,
+        {
+            "in_conversation": conversation_id,
+            "branch": branch,
+            "expected_head": head.node_id,
+            "new_head": rows[-1]["id"],
+            "now": now,
+        },
+    )
+    if moved.rowcount != 1:
+        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        if check.first() is None:
+            raise (yield from missing_branch_or_conversation(conversation_id, branch))
+        raise ConflictError(conversation_id, branch, head.node_id)
+    last = rows[-1]
+    return Appended(
+        [node_from_row(conversation_id, Row(row), row["payload"]) for row in rows],
+        Head(last["id"], last["depth"], last["total_tokens"], last["exchange_id"], last["segment_id"]),
+    )
+
+
+def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
+    """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied."""
+    params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
+    yield from hold_conversation(conversation_id)
+    try:
+        result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
+    except exc.IntegrityError:
+        raise BranchExistsError(conversation_id, name) from None
+    if result.rowcount != 1:
+        if at is None:
+            raise ConversationNotFoundError(conversation_id)
+        check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+        if check.first() is None:
+            raise ConversationNotFoundError(conversation_id)
+        raise NodeNotFoundError(conversation_id, at)
+    if at is None:
+        return EMPTY_HEAD
+    # In the same transaction: the new head's depth and running total, for the returned conversation.
+    row = (yield Exec(st.NODE_HEAD, {"conversation_id": conversation_id, "node_id": at})).one()
+    return Head(at, row.depth, row.total_tokens, row.exchange_id, row.segment_id)
+
+
+def store_summary(  # noqa: PLR0917 -- an internal operation; every caller passes all of it
+    conversation_id: str,
+    node_id: str,
+    payload: str,
+    token_count: int,
+    now: datetime,
+    cipher: DataCipher | None = None,
+) -> Op[None]:
+    """Keep a compaction summary for a window start; a concurrent writer's identical key wins quietly."""
+    row = {
+        "conversation_id": conversation_id,
+        "node_id": node_id,
+        "payload": payload if cipher is None else cipher.seal("summary", node_id, payload),
+        "token_count": token_count,
+        "created_at": now,
+    }
+    yield from hold_conversation(conversation_id)
+    try:
+        yield Exec(st.INSERT_SUMMARY, row)
+    except exc.IntegrityError:
+        return
