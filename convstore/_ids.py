@@ -36,6 +36,9 @@ def is_id(value: object) -> bool:
 def canonical_id(raw: object) -> str:
     """An id as a driver returns it for a column read without SQLAlchemy's UUID conversion (32 hex digits
     from SQLite, a ``uuid.UUID`` from psycopg), in its canonical text form."""
-    if isinstance(raw, str) and len(raw) == 36:
-        return raw
+    if isinstance(raw, str):
+        if len(raw) == 36:
+            return raw
+        if len(raw) == 32 and raw.isalnum() and raw.islower():  # SQLite's form, as SQLAlchemy writes it
+            return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
     return str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))

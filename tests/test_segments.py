@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy.sql import Select
 
 import convstore
+from convstore._ids import canonical_id
 from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError
 from convstore.store import _reads, _windows
 from convstore.store._engine import Exec, Op, run
@@ -79,7 +80,7 @@ def _flat_window(conversation_id: str, branch: str, thresholds: list[int]) -> Op
     out = []
     for threshold in thresholds:
         yield from descent.more(threshold)
-        out.append([str(row.id) for row in descent.window(threshold)])
+        out.append([canonical_id(row.id) for row in descent.window(threshold)])  # read raw
     return out
 
 
@@ -227,3 +228,11 @@ def test_two_appends_after_one_tip_on_two_branches_keep_the_segments_whole(db_ur
                 assert history == [user("base"), model("base"), user(f"{round_}.{i}"), model(f"{round_}.{i}")]
         report = store.check()
         assert report.ok, report.lines()
+
+
+@given(st.uuids())
+def test_raw_ids_from_either_driver_become_the_canonical_form(value):
+    assert canonical_id(value.hex) == str(value)  # SQLite: 32 hex digits
+    assert canonical_id(value) == str(value)  # psycopg: a uuid.UUID
+    assert canonical_id(str(value)) == str(value)
+    assert canonical_id(value.hex.upper()) == str(value)  # not the fast path, still right

@@ -61,6 +61,10 @@ class Row:
     def __init__(self, values: Mapping[str, Any]) -> None:
         self._values = values
 
+    @property
+    def _mapping(self) -> Mapping[str, Any]:  # as a SQLAlchemy Row has it
+        return self._values
+
     def __getattr__(self, name: str) -> Any:
         return self._values[name]
 

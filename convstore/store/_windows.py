@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from convstore._ids import canonical_id
 from convstore.budget._window import (
     Calibration,
     TokenBudget,
@@ -169,9 +170,7 @@ def window(  # noqa: PLR0917 -- an internal operation; every caller passes all o
     threshold = fetch_threshold(found[-1].total, plain)
     yield from descent.more(threshold)
     rows = descent.window(threshold)
-    head_row = rows[-1]
-    segment_id = found[-1].segment_id
-    head = Head(head_row.id, head_row.depth, head_row.total_tokens, head_row.exchange_id, segment_id)
+    head = _head(rows[-1], found[-1].segment_id)
     calibration = yield from _calibration(conversation_id, rows)
     available = available_tokens(budget, calibration, fixed_tokens=fixed_tokens)
     lower = fetch_threshold(head.total_tokens, available)
@@ -192,6 +191,11 @@ def window(  # noqa: PLR0917 -- an internal operation; every caller passes all o
         choice = choose_window(after, budget=budget, available=available, require_history=require_history)
         kept = after[choice.start :] if choice.start is not None else []
         pinned = first
+    # The ids used from here on, in canonical form: the window's start (its summary is stored by it, and
+    # compaction reads the path above it) and the pinned rows; the other rows' ids are never read.
+    pinned = [_canonical(row) for row in pinned]
+    if kept:
+        kept[0] = _canonical(kept[0])
     history_tokens = sum(row.token_count for row in pinned) + choice.history_tokens
     summary = None
     needs_summary = False
@@ -228,5 +232,20 @@ def window(  # noqa: PLR0917 -- an internal operation; every caller passes all o
 
 def _opened(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[Any]]:
     """Window rows with their payloads as written: opened, media put back."""
+    rows = [_canonical(row) for row in rows]  # a sealed payload is bound to its node's id
     texts = yield from payload_texts(conversation_id, rows, cipher)
     return [Row({**row._mapping, "payload": text}) for row, text in zip(rows, texts, strict=True)]
+
+
+def _head(row: Any, segment_id: str) -> Head:
+    return Head(canonical_id(row.id), row.depth, row.total_tokens, canonical_id(row.exchange_id), segment_id)
+
+
+def _canonical(row: Any) -> Row:
+    """A window row with its ids in canonical form (the statements read them raw)."""
+    values = dict(row._mapping)
+    values["id"] = canonical_id(values["id"])
+    values["exchange_id"] = canonical_id(values["exchange_id"])
+    if values["parent_id"] is not None:
+        values["parent_id"] = canonical_id(values["parent_id"])
+    return Row(values)
