@@ -15,7 +15,7 @@ from sqlalchemy.sql import Select
 import convstore
 from convstore._ids import canonical_id
 from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError
-from convstore.store import _reads, _windows
+from convstore.store import _reads, _windows, _writes
 from convstore.store._engine import Exec, Op, run
 from convstore.store._schema import branches as b
 from convstore.store._schema import nodes as n
@@ -226,6 +226,74 @@ def test_two_appends_after_one_tip_on_two_branches_keep_the_segments_whole(db_ur
             for i, name in enumerate(["main", "other"]):
                 history = store.conversation(conv.id, name).history()
                 assert history == [user("base"), model("base"), user(f"{round_}.{i}"), model(f"{round_}.{i}")]
+        report = store.check()
+        assert report.ok, report.lines()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_the_append_that_loses_a_tip_to_another_branch_is_written_in_a_segment_of_its_own(
+    db_url, monkeypatch
+):
+    """The race forced every round: both appends have seen the tip free (their first statement ran) before
+    either inserts, so both try to continue its segment; the unique index stops the second, which is then
+    written again at once in a new segment. Both turns are kept, nothing raises, the invariants hold."""
+    lost: list[int] = []
+
+    class Counted(_writes.SegmentTaken):
+        def __init__(self) -> None:
+            super().__init__()
+            lost.append(1)
+
+    monkeypatch.setattr(_writes, "SegmentTaken", Counted)
+    with convstore.Store(db_url) as store:
+        gate = threading.Barrier(2, timeout=30)
+        racing = threading.Event()
+
+        first = threading.local()  # the first node insert of each racing append waits; its retry does not
+
+        def hold_inserts(conn, cursor, statement, parameters, context, executemany):
+            if racing.is_set() and statement.startswith("INSERT INTO convstore_nodes") and not first.done:
+                first.done = True
+                gate.wait()  # until the other append has seen the tip free too
+
+        sa.event.listen(store.engine, "before_cursor_execute", hold_inserts)
+        errors: list[BaseException] = []
+
+        def write(view: convstore.Conversation, tag: str) -> None:
+            first.done = False
+            try:
+                view.append([user(tag), model(tag)])
+            except BaseException as error:
+                errors.append(error)
+                gate.abort()
+
+        for round_ in range(5):
+            conv = store.create_conversation()
+            conv.append([user("base"), model("base")])
+            views = [conv, conv.fork(branch="other")]
+            gate.reset()
+            racing.set()
+            threads = [
+                threading.Thread(target=write, args=(view, f"{round_}.{i}")) for i, view in enumerate(views)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            racing.clear()
+            assert errors == []
+            for i, name in enumerate(["main", "other"]):
+                history = store.conversation(conv.id, name).history()
+                assert history == [user("base"), model("base"), user(f"{round_}.{i}"), model(f"{round_}.{i}")]
+            with store.engine.connect() as connection:
+                starts = connection.execute(
+                    sa.select(sa.func.count())
+                    .select_from(n)
+                    .where(n.c.conversation_id == conv.id, n.c.depth == 2, n.c.segment_id == n.c.id)
+                ).scalar_one()
+            assert starts == 1  # the loser started a segment; the winner continued the tip's
+            assert len(lost) == round_ + 1  # the loser's first try was refused by the index, once
         report = store.check()
         assert report.ok, report.lines()
 

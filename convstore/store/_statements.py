@@ -49,7 +49,6 @@ __all__ = [
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
     "LOCK_CONVERSATION",
-    "LOCK_HEAD",
     "MEDIA",
     "MEDIA_STORED",
     "MOVE_HEAD",
@@ -63,7 +62,6 @@ __all__ = [
     "SEGMENTS_FROM_NODE",
     "STALE_CONVERSATION",
     "STALE_CONVERSATIONS",
-    "SUCCESSOR",
     "SUMMARY",
     "TREE_NODES",
     "WINDOW_SCAN",
@@ -122,24 +120,14 @@ _SUCCESSOR = sa.and_(
     n.c.conversation_id == sa.bindparam("conversation_id"),
     n.c.depth == sa.bindparam("depth", type_=sa.Integer()) + 1,
 )
-SUCCESSOR = sa.select(n.c.id).where(_SUCCESSOR).limit(1)
 # An append's first statement: HOLD_CONVERSATION, and in the same statement whether the head already has a
 # successor in its segment. Final on SQLite, whose writers are serialised (BEGIN IMMEDIATE); on PostgreSQL a
-# "no" is confirmed after LOCK_HEAD by SUCCESSOR, a statement of its own that sees what committed meanwhile.
+# concurrent appender may continue the segment first, which the unique index then tells (``SegmentTaken``).
 HOLD_AT_TIP = (
     sa.select(c.c.id, sa.exists().where(_SUCCESSOR).label("continued"))
     .where(c.c.id == sa.bindparam("conversation_id"))
     .with_for_update(read=True, key_share=True, of=c)
 )
-# The head node, locked against other appenders after it (PostgreSQL; SQLite renders a plain lookup and does
-# not need it). FOR NO KEY UPDATE does not conflict with the KEY SHARE locks that foreign-key checks take
-# (a fork at the node, a child inserted under it), only with another appender's same lock.
-LOCK_HEAD = (
-    sa.select(n.c.id)
-    .where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id"))
-    .with_for_update(key_share=True)  # FOR NO KEY UPDATE
-)
-
 # Conversations untouched since a cutoff: created before it, no branch moved after it.
 _STALE = sa.and_(
     c.c.created_at < sa.bindparam("cutoff", type_=c.c.created_at.type),

@@ -37,7 +37,7 @@ from convstore.errors import (
     StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows
+from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows, _writes
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -777,10 +777,18 @@ class Conversation:
     ) -> list[Node]:
         """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
         before = self._head if head is None else head
-        appended = self._store._run(
-            _ops.append(self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher),
-            write=True,
-        )
+        now = utcnow()
+        try:
+            appended = self._store._run(
+                _ops.append(self.id, self._branch, before, prepared, now, exchange, self._cipher), write=True
+            )
+        except _writes.SegmentTaken:  # another branch continued the same tip first: a segment of its own
+            appended = self._store._run(
+                _ops.append(
+                    self.id, self._branch, before, prepared, now, exchange, self._cipher, new_segment=True
+                ),
+                write=True,
+            )
         self._head = appended.head
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id:

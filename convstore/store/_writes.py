@@ -144,15 +144,20 @@ def hold_conversation(conversation_id: str) -> Op[None]:
         raise ConversationNotFoundError(conversation_id)
 
 
-def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
-    """Take the write's locks (``hold_conversation``'s first) and say whether ``head`` is still its
-    segment's last node, so that an exchange appended after it continues the segment.
+class SegmentTaken(Exception):
+    """Another writer continued the head's segment first: the append is written again, at once, starting a
+    segment of its own (``append(..., new_segment=True)``)."""
 
-    SQLite serialises writers (BEGIN IMMEDIATE), so the test in the first statement is final. On PostgreSQL
-    two transactions appending after one tip on two branches must not both continue it: a successor seen is
-    final (nodes are immutable), but "none" is confirmed after locking the head row FOR NO KEY UPDATE,
-    which serialises the appenders after that node, by a statement of its own, which (READ COMMITTED) sees
-    a successor that the lock's previous holder committed.
+
+def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
+    """Take the write's first lock (``hold_conversation``'s) and say whether ``head`` is its segment's last
+    node, so that an exchange appended after it continues the segment.
+
+    SQLite serialises writers (BEGIN IMMEDIATE), so the answer is final. On PostgreSQL two transactions
+    appending after one tip on two branches may both see no successor; the unique index (segment_id,
+    conversation_id, depth) lets one of them continue the segment, and the other's insert fails (once the
+    first commits): ``append`` raises ``SegmentTaken`` and the store writes that exchange again in a new
+    segment. Optimistic, so an append costs no statement more than before segments in the usual case.
 
     Raises:
         ConversationNotFoundError: it was deleted.
@@ -166,16 +171,7 @@ def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
     row = found.first()
     if row is None:
         raise ConversationNotFoundError(conversation_id)
-    if head.node_id is None or head.segment_id is None or row.continued:
-        return False
-    if found.context.dialect.name == "sqlite":
-        return True
-    locked = yield Exec(st.LOCK_HEAD, {"conversation_id": conversation_id, "node_id": head.node_id})
-    if locked.first() is None:
-        # The head node is not there: the conversation was deleted (the insert's foreign key says so).
-        return False
-    successor = yield Exec(st.SUCCESSOR, params)
-    return successor.first() is None
+    return head.node_id is not None and head.segment_id is not None and not row.continued
 
 
 @attrs.frozen
@@ -194,18 +190,23 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     now: datetime,
     exchange: Mapping[str, Any] | None = None,
     cipher: DataCipher | None = None,
+    *,
+    new_segment: bool = False,
 ) -> Op[Appended]:
     """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
 
-    Statements: ``HOLD_AT_TIP``, (PostgreSQL, after a tip: ``LOCK_HEAD`` and ``SUCCESSOR``), the media
-    strings not stored yet (two, when there are any), the nodes (one executemany), the exchange record (when
-    given) and the compare-and-swap of the branch head.
+    Statements: ``HOLD_AT_TIP``, the media strings not stored yet (two, when there are any), the nodes (one
+    executemany), the exchange record (when given) and the compare-and-swap of the branch head.
 
     Args:
         exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
         cipher: Seals the payloads of an encrypted conversation (each bound to its node id).
+        new_segment: Start a segment even after a tip (the retry after ``SegmentTaken``).
+
+    Raises:
+        SegmentTaken: another writer continued the head's segment first (PostgreSQL); nothing written.
     """
-    continues = yield from _at_tip(conversation_id, head)
+    continues = (yield from _at_tip(conversation_id, head)) and not new_segment
     rows = build_node_rows(conversation_id, head, steps, now, continues=continues)
     stored, blobs = stored_rows(rows, cipher)
     try:
@@ -222,10 +223,8 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
                 },
             )
     except exc.IntegrityError as error:
-        if "segment_id" in str(error.orig):
-            # Another writer continued the head's segment first (the locks above make this unreachable;
-            # should it happen, it is that writer's win, as a moved branch head is).
-            raise ConflictError(conversation_id, branch, head.node_id) from None
+        if continues and "segment_id" in str(error.orig):
+            raise SegmentTaken from None  # another writer continued the segment after the same tip
         # The conversation (and so the head node) was deleted under us.
         raise ConversationNotFoundError(conversation_id) from None
     moved = yield Exec(
