@@ -40,6 +40,7 @@ __all__ = [
     "HISTORY_SCAN",
     "HOLD_AT_TIP",
     "HOLD_CONVERSATION",
+    "HOLD_FOR_FORK",
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
     "INSERT_EXCHANGE",
@@ -54,7 +55,6 @@ __all__ = [
     "MOVE_HEAD",
     "NODE",
     "NODE_COLUMNS",
-    "NODE_HEAD",
     "OWNED_BY",
     "PATH_EXCHANGES_SCAN",
     "PATH_SCAN",
@@ -112,6 +112,18 @@ LOCK_CONVERSATION = CONVERSATION_VISIBLE.with_for_update()
 # What every write to a conversation takes first: FOR KEY SHARE, the lock its foreign-key checks take anyway,
 # taken before any other row so that writes and deletes lock in one order (SQLite: a plain lookup).
 HOLD_CONVERSATION = CONVERSATION_EXISTS.with_for_update(read=True, key_share=True)
+# A fork's first statement: HOLD_CONVERSATION, and in the same statement the node it forks at (immutable, so
+# read before the insert): its depth, running total, exchange and segment, NULL when there is no such node.
+HOLD_FOR_FORK = (
+    sa.select(c.c.id, n.c.id.label("node_id"), n.c.depth, n.c.total_tokens, n.c.exchange_id, n.c.segment_id)
+    .select_from(
+        c.outerjoin(
+            n, sa.and_(n.c.conversation_id == c.c.id, n.c.id == sa.bindparam("at", type_=n.c.id.type))
+        )
+    )
+    .where(c.c.id == sa.bindparam("conversation_id"))
+    .with_for_update(read=True, key_share=True, of=c)
+)
 
 # Whether a node follows ``depth`` in a segment: an append after the node at ``depth`` continues the segment
 # only when none does (the node is its segment's last). Unique index (segment_id, conversation_id, depth).
@@ -182,6 +194,18 @@ MOVE_HEAD = (
     .values(head_id=sa.bindparam("new_head"), updated_at=sa.bindparam("now"))
 )
 
+
+def _at(column: str, node_id: sa.ColumnElement[object]) -> sa.ScalarSelect[object]:
+    """One column of the node ``node_id`` of the conversation: a scalar subquery on the whole primary key."""
+    probe = n.alias()
+    return (
+        sa.select(probe.c[column])
+        .where(probe.c.conversation_id == sa.bindparam("conversation_id"), probe.c.id == node_id)
+        .correlate_except(probe)  # every other table is the enclosing query's, however deep
+        .scalar_subquery()
+    )
+
+
 # A fork is one new branch row pointing at an existing node, or nothing when the node is not there.
 FORK_AT_NODE = (
     sa.insert(b)
@@ -220,10 +244,6 @@ LIST_BRANCHES = (
 )
 
 NODE = sa.select(*NODE_COLUMNS).where(
-    n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
-)
-
-NODE_HEAD = sa.select(n.c.depth, n.c.total_tokens, n.c.exchange_id, n.c.segment_id).where(
     n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id")
 )
 
@@ -275,17 +295,6 @@ DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conve
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
-
-
-def _at(column: str, node_id: sa.ColumnElement[object]) -> sa.ScalarSelect[object]:
-    """One column of the node ``node_id`` of the conversation: a scalar subquery on the whole primary key."""
-    probe = n.alias()
-    return (
-        sa.select(probe.c[column])
-        .where(probe.c.conversation_id == sa.bindparam("conversation_id"), probe.c.id == node_id)
-        .correlate_except(probe)  # every other table is the enclosing query's, however deep
-        .scalar_subquery()
-    )
 
 
 def _segments(anchor: Any) -> Select[tuple[object, ...]]:

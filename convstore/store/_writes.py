@@ -250,25 +250,29 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
 
 
 def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
-    """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied."""
+    """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied.
+
+    Two statements: the conversation's lock (see ``hold_conversation``) with the node ``at`` read in the
+    same statement, then the insert.
+    """
     params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
-    yield from hold_conversation(conversation_id)
+    if at is None:
+        yield from hold_conversation(conversation_id)
+    else:
+        held = (yield Exec(st.HOLD_FOR_FORK, params)).first()
+        if held is None:
+            raise ConversationNotFoundError(conversation_id)
+        if held.node_id is None:
+            raise NodeNotFoundError(conversation_id, at)
     try:
         result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
     except exc.IntegrityError:
         raise BranchExistsError(conversation_id, name) from None
-    if result.rowcount != 1:
-        if at is None:
-            raise ConversationNotFoundError(conversation_id)
-        check = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
-        if check.first() is None:
-            raise ConversationNotFoundError(conversation_id)
-        raise NodeNotFoundError(conversation_id, at)
+    if result.rowcount != 1:  # pragma: no cover -- the lock above keeps the conversation and its nodes
+        raise ConversationNotFoundError(conversation_id)
     if at is None:
         return EMPTY_HEAD
-    # In the same transaction: the new head's depth and running total, for the returned conversation.
-    row = (yield Exec(st.NODE_HEAD, {"conversation_id": conversation_id, "node_id": at})).one()
-    return Head(at, row.depth, row.total_tokens, row.exchange_id, row.segment_id)
+    return Head(at, held.depth, held.total_tokens, held.exchange_id, held.segment_id)
 
 
 def store_summary(  # noqa: PLR0917 -- an internal operation; every caller passes all of it
