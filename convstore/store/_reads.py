@@ -161,8 +161,8 @@ def history(
     yield from put_back_media(conversation_id, payloads, list(map(_MEDIA, rows)), rows, cipher)
     head = Head(
         canonical_id(last.id),
-        last.depth,
-        last.total_tokens,
+        found[-1].top,
+        found[-1].total,
         canonical_id(last.exchange_id),
         found[-1].segment_id,
     )
