@@ -12,7 +12,6 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
@@ -187,11 +186,8 @@ class AsyncConversation(store_async.AsyncConversation):
             texts = window_parts(window)
             history_length = window_length(window)
             history_tokens = window.history_tokens
-        if spliced:
-            steps: Any = SplicedInput(texts, new)
-        else:
-            steps = [*json.loads("[" + ",".join(texts) + "]"), *new]
-        body = build_body(self._info, steps, overrides, store=store)
+        steps = SplicedInput(texts, new)
+        body = build_body(self._info, steps if spliced else steps.decode(), overrides, store=store)
         return self._built(body, history_length, fixed + history_tokens)
 
     def _built(self, body: dict[str, Any], history_length: int, estimated: int | None) -> RequestBody:

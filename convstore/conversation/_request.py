@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from convstore import codec
+from convstore._wire import SplicedInput
 from convstore.errors import CodecError
 from convstore.model import ConversationInfo
 from convstore.model._content import KNOWN_CONTENT_TYPES
@@ -121,7 +122,7 @@ def _is_content(value: Any) -> bool:
 
 def build_body(
     info: ConversationInfo,
-    input_steps: list[dict[str, Any]],
+    input_steps: list[dict[str, Any]] | SplicedInput,
     overrides: Mapping[str, Any],
     *,
     store: bool = False,
@@ -131,7 +132,8 @@ def build_body(
 
     Args:
         info: The conversation's settings.
-        input_steps: The full ``input``: replayed history and the new steps.
+        input_steps: The full ``input``: replayed history and the new steps (wire JSON, or spliced from the
+            stored texts for convstore's own clients).
         overrides: Per-request settings. A value replaces the conversation's setting, except that a
             mapping laid over a mapping (``generation_config``) changes only the keys it names, a key set
             to None removing that key; a value of None removes the setting whole.

@@ -9,6 +9,7 @@ branch head the conversation last saw, which is what the next ``append`` compare
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -777,18 +778,13 @@ class Conversation:
     ) -> list[Node]:
         """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
         before = self._head if head is None else head
-        now = utcnow()
+        append = functools.partial(
+            _ops.append, self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher
+        )
         try:
-            appended = self._store._run(
-                _ops.append(self.id, self._branch, before, prepared, now, exchange, self._cipher), write=True
-            )
+            appended = self._store._run(append(), write=True)
         except _writes.SegmentTaken:  # another branch continued the same tip first: a segment of its own
-            appended = self._store._run(
-                _ops.append(
-                    self.id, self._branch, before, prepared, now, exchange, self._cipher, new_segment=True
-                ),
-                write=True,
-            )
+            appended = self._store._run(append(new_segment=True), write=True)
         self._head = appended.head
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id:
