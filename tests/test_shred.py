@@ -549,6 +549,43 @@ def test_a_reader_that_keeps_the_wal_busy_is_reported_not_ignored(make_store, db
     assert secret.encode() not in b"".join(_files(path).values()), "gone once the reader is done"
 
 
+def test_a_checkpoint_another_connection_holds_is_tried_again(make_store, db_url, monkeypatch):
+    """While a writer's automatic checkpoint runs, SQLite fails ``wal_checkpoint(TRUNCATE)`` at once, without
+    its busy handler (the checkpoint lock is never waited for): a delete then tries again within the busy
+    timeout instead of reporting ``ShredPendingError`` (CI met it with 8 writers appending beside deletes)."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the SQLite WAL")
+    from convstore.store import _engine  # noqa: PLC0415
+
+    real, busy = _engine._truncate_wal_once, [3]
+
+    def held_by_another_checkpoint(conn: Any) -> bool:
+        if busy[0]:
+            busy[0] -= 1
+            return False  # what SQLite answers while another connection holds the checkpoint lock
+        return real(conn)
+
+    monkeypatch.setattr(_engine, "_truncate_wal_once", held_by_another_checkpoint)
+    store = make_store(busy_timeout=5)
+    secret = f"the secret {uuid.uuid4().hex}"
+    conv = store.create_conversation()
+    conv.append([user(secret)])
+    store.delete_conversation(conv.id)  # no ShredPendingError
+    assert busy == [0]
+    path = Path(sa.make_url(db_url).database or "")
+    assert Path(f"{path}-wal").stat().st_size == 0
+    assert secret.encode() not in b"".join(_files(path).values())
+
+    busy[0] = 10**9  # held for good: reported once the busy timeout is spent, not retried for ever
+    store = make_store(busy_timeout=0.3)
+    conv = store.create_conversation()
+    conv.append([user(secret)])
+    started = time.monotonic()
+    with pytest.raises(ShredPendingError):
+        store.delete_conversation(conv.id)
+    assert 0.25 <= time.monotonic() - started < 5
+
+
 def test_a_key_store_that_cannot_compare_and_swap_is_refused_by_rotation_only(make_store, key_db):
     class ThreeMethods:  # a KeyStore as it was before replace_key
         def get_key(self, conversation_id: str) -> WrappedKey | None:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -410,8 +411,26 @@ def _wal_file(engine: Engine) -> bool:
 def _truncate_wal(conn: Connection) -> bool:
     """``PRAGMA wal_checkpoint(TRUNCATE)`` on the raw connection, outside any transaction (the ``begin``
     listener would open one): every frame of the WAL is copied into the database file and the WAL is cut to
-    zero bytes. It waits (the busy timeout) for writers and for readers still using the WAL; True when it
-    got them all, False when one outlasted the timeout and the WAL keeps its frames."""
+    zero bytes. True when it did; False when the WAL stayed busy for the whole busy timeout.
+
+    SQLite waits (its busy handler) for writers and for readers still using the WAL, but not for another
+    connection's checkpoint: while a writer's automatic checkpoint runs, the call fails at once without
+    waiting. So a busy result is tried again, with a short growing pause, until the busy timeout is spent.
+    """
+    settings = _CONFIGURED.get(_root(conn.engine))
+    timeout = (settings.timeout_ms if settings is not None else 30_000) / 1000
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        if _truncate_wal_once(conn):
+            return True
+        if time.monotonic() + pause > deadline:
+            return False
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _truncate_wal_once(conn: Connection) -> bool:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
