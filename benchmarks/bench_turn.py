@@ -71,6 +71,7 @@ import sqlalchemy as sa
 from _common import TableData, fmt_ns, fmt_ratio, median_ns, now_ns, percentile_ns
 
 import convstore
+from convstore.store import _engine
 
 MODEL = "gemini-3-flash-preview"
 BUDGET_TOKENS = 32_000
@@ -562,11 +563,22 @@ def count_statements(ours: Convstore, key: str, wire: Wire, budgeted: bool) -> d
         *((engine, kind, counting(kind)) for kind in ("begin", "commit", "rollback")),
         (engine.pool, "checkout", counting("checkout")),
     ]
+    # The branch scan goes to psycopg directly on PostgreSQL (binary results), past the engine's events:
+    # counted where convstore builds its SQL.
+    to_psycopg = _engine._psycopg_sql
+
+    def counted_psycopg_sql(conn: Any, step: Any) -> tuple[str, Any]:
+        sql, params = to_psycopg(conn, step)
+        statements.append("(psycopg, binary) " + " ".join(sql.split()))
+        return sql, params
+
     for target, name, fn in listeners:
         sa.event.listen(target, name, fn)
+    _engine._psycopg_sql = counted_psycopg_sql
     try:
         ours.turn(key, wire.user_text, budgeted)
     finally:
+        _engine._psycopg_sql = to_psycopg
         for target, name, fn in listeners:
             sa.event.remove(target, name, fn)
     return {"statements": len(statements), **counts, "sql": [s[:160] for s in statements]}
@@ -767,11 +779,12 @@ def tables_for(backend: str, results: dict[str, Any], quick: bool) -> list[Table
             )
     tables.append(
         TableData(
-            f"{backend}: what one convstore cold turn runs (SQLAlchemy engine events)",
+            f"{backend}: what one convstore cold turn runs",
             ["turn", "SQL statements", "begin", "commit", "rollback", "connection checkouts"],
             rows,
-            "statements: before_cursor_execute (BEGIN/COMMIT sent as SQL included); begin/commit/rollback: "
-            "the engine's transaction events; checkouts: the pool's.",
+            "statements: before_cursor_execute (BEGIN/COMMIT sent as SQL included), with the scans sent "
+            "to psycopg directly; begin/commit/rollback: the engine's transaction events; checkouts: the "
+            "pool's.",
         )
     )
     return tables

@@ -16,15 +16,23 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["SplicedInput", "body_bytes", "plain_input", "takes_spliced_input"]
+__all__ = ["SplicedInput", "body_bytes", "json_array", "plain_input", "takes_spliced_input"]
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def json_array(texts: Sequence[bytes]) -> bytes:
+    """The JSON array of the UTF-8 JSON ``texts`` (each one or more comma-joined elements)."""
+    return b"".join((b"[", b",".join(texts), b"]"))
+
+
 class SplicedInput:
     """A body's ``input``: the history as stored step texts, then the turn's new steps (wire JSON).
+
+    The history is the UTF-8 bytes of each stored text (a branch read whole) or the texts themselves (a
+    budget window); either way each is one or more comma-joined array elements (a step, a summary's steps).
 
     Attributes:
         steps: The new steps of the turn, as ``record`` writes them.
@@ -32,32 +40,38 @@ class SplicedInput:
 
     __slots__ = ("_history", "steps")
 
-    def __init__(self, history: Sequence[str], steps: Sequence[Mapping[str, Any]]) -> None:
-        # ``history``: JSON texts, each one or more comma-joined array elements (a step, a summary's steps).
+    def __init__(self, history: Sequence[bytes] | Sequence[str], steps: Sequence[Mapping[str, Any]]) -> None:
         self._history = history
         self.steps = list(steps)
 
-    def _pieces(self, into: list[str]) -> None:
-        """Append the pieces of the input's JSON array text to ``into`` (joined once, by the caller)."""
-        into.append("[")
+    def _history_bytes(self) -> bytes:
+        """The history's elements comma-joined, as UTF-8: one join of the stored bytes, no encode."""
+        history = self._history
+        if history and isinstance(history[0], str):
+            return ",".join(history).encode()  # type: ignore[arg-type]
+        return b",".join(history)  # type: ignore[arg-type]
+
+    def _pieces(self, into: list[bytes]) -> None:
+        """Append the pieces of the input's JSON array to ``into`` (joined once, by the caller)."""
+        into.append(b"[")
         history = self._history
         if history:
-            into.append(",".join(history))
+            into.append(self._history_bytes())
         for index, step in enumerate(self.steps):
             if index or history:
-                into.append(",")
-            into.append(_dumps(step))
-        into.append("]")
+                into.append(b",")
+            into.append(_dumps(step).encode())
+        into.append(b"]")
 
     def json_text(self) -> str:
         """The JSON array text of the whole input, history spliced in undecoded."""
-        pieces: list[str] = []
+        pieces: list[bytes] = []
         self._pieces(pieces)
-        return "".join(pieces)
+        return b"".join(pieces).decode()
 
     def decode(self) -> list[Any]:
         """The whole input as wire JSON (a fresh list: decodes the history)."""
-        history: list[Any] = json.loads("[" + ",".join(self._history) + "]")
+        history: list[Any] = json.loads(b"".join((b"[", self._history_bytes(), b"]")))
         return [*history, *self.steps]
 
     def __repr__(self) -> str:  # no content: only sizes
@@ -71,21 +85,21 @@ def plain_input(value: Any) -> Any:
 
 def body_bytes(body: Mapping[str, Any]) -> bytes:
     """The UTF-8 compact JSON of a create body: ``json.dumps(body, ensure_ascii=False, separators=(",",
-    ":")).encode()``, with a ``SplicedInput`` written from its stored texts: the same bytes, without a
-    decode, the pieces joined once and encoded once (a history of megabytes is copied twice, no more)."""
-    pieces: list[str] = []
-    separator = "{"
+    ":")).encode()``, with a ``SplicedInput`` written from its stored bytes: the same bytes, without a
+    decode or an encode of the history, joined once (a history of megabytes is copied twice, no more)."""
+    pieces: list[bytes] = []
+    separator = b"{"
     for key, value in body.items():
         pieces.append(separator)
-        separator = ","
-        pieces.append(_dumps(key))
-        pieces.append(":")
+        separator = b","
+        pieces.append(_dumps(key).encode())
+        pieces.append(b":")
         if isinstance(value, SplicedInput):
             value._pieces(pieces)
         else:
-            pieces.append(_dumps(value))
-    pieces.append("}" if pieces else "{}")
-    return "".join(pieces).encode()
+            pieces.append(_dumps(value).encode())
+    pieces.append(b"}" if pieces else b"{}")
+    return b"".join(pieces)
 
 
 def takes_spliced_input(client: Any) -> bool:

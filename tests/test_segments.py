@@ -14,8 +14,8 @@ from sqlalchemy.sql import Select
 
 import convstore
 from convstore._ids import canonical_id
-from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError
-from convstore.store import _reads, _windows, _writes
+from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError, StoreBusyError
+from convstore.store import _engine, _reads, _windows, _writes
 from convstore.store._engine import Exec, Op, run
 from convstore.store._schema import branches as b
 from convstore.store._schema import nodes as n
@@ -175,7 +175,10 @@ def test_a_conversation_deleted_between_the_statements_of_a_read_is_not_found(db
         def finish(result: object) -> None:
             while True:
                 step = op.send(result)
-                result = connection.execute(step.statement, step.params)
+                if step.rows:  # the branch's scan, read as the driver's rows
+                    result = _engine._driver_rows(connection, step)
+                else:
+                    result = connection.execute(step.statement, step.params)
 
         with store.engine.connect() as connection, connection.begin():
             step = next(op)
@@ -304,3 +307,26 @@ def test_raw_ids_from_either_driver_become_the_canonical_form(value):
     assert canonical_id(value) == str(value)  # psycopg: a uuid.UUID
     assert canonical_id(str(value)) == str(value)
     assert canonical_id(value.hex.upper()) == str(value)  # not the fast path, still right
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)
+def test_a_lock_timeout_in_the_drivers_scan_is_a_store_busy_error(db_url):
+    """The branch scan goes to psycopg directly (binary results): its errors still come out as SQLAlchemy's,
+    so the store's translation names a lock timeout ``StoreBusyError``."""
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation()
+        conv.append([user("one"), model("a")])
+        op = _reads.history(conv.id, "main")
+        step = next(op)
+        with store.engine.connect() as first:  # the segments, in a transaction of their own
+            step = op.send(first.execute(step.statement, step.params))
+        assert step.rows
+        with store.engine.connect() as locker, locker.begin():
+            locker.exec_driver_sql("LOCK TABLE convstore_nodes IN ACCESS EXCLUSIVE MODE")
+            with store.engine.connect() as connection, connection.begin():
+                connection.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
+                with pytest.raises(sa.exc.DBAPIError) as raised:
+                    _engine._driver_rows(connection, step)
+                assert isinstance(_engine.translate(raised.value), StoreBusyError)
+        assert store.conversation(conv.id).history() == [user("one"), model("a")]  # nothing left behind

@@ -259,3 +259,38 @@ def test_a_bad_new_input_is_refused_before_anything_is_sent(tmp_path, recorder, 
             conv.send([{"type": "user_input", "content": "not a list"}], client=client)
         assert recorder.bodies == []
         assert len(conv.history()) == 2
+
+
+# What a backend could get wrong reading payloads as bytes: PostgreSQL's text-to-bytea cast reads
+# backslashes as escapes (convstore uses convert_to), placeholders in the text, characters of every width.
+TRICKY = [
+    "back\\slash \\x41 \\u0041 \\\\ \\n \\000 end\\",
+    'a quote " and an escaped one \\" and a tab\t',
+    "ünïcödé ✓ 東京 🦜 e\u0301 \u2028 \U0001f600",
+    "%s %(top)s ? :top $1 -- /*",
+    "x" * 5000,
+]
+
+
+def _compact(step: Mapping[str, Any]) -> str:
+    return json.dumps(step, ensure_ascii=False, separators=(",", ":"))
+
+
+def test_every_backend_replays_tricky_texts_byte_for_byte(store, flavour, recorder, client) -> None:
+    """The branch is read as bytes (SQLite CAST AS BLOB, PostgreSQL convert_to with binary results), across
+    a fork's two segments; what comes back is what was appended, whatever the text holds."""
+    steps = [user(text) if index % 2 == 0 else model(text) for index, text in enumerate(TRICKY)]
+    conv = store.create_conversation(model=MODEL)
+    conv.append(steps[:2])
+    conv.append(steps[2:])
+    side = conv.fork(at=conv.nodes()[2].id, branch="side")
+    side.append([model(TRICKY[3]), user(TRICKY[0])])
+    for name, expected in [("main", steps), ("side", [*steps[:3], model(TRICKY[3]), user(TRICKY[0])])]:
+        cold = store.conversation(conv.id, name)
+        assert cold.history_json() == "[" + ",".join(map(_compact, expected)) + "]"
+        assert store.conversation(conv.id, name).history() == expected
+    if flavour == "sync":  # convstore's sync client posts the spliced bytes
+        store.conversation(conv.id).send("next", client=client)
+        posted = recorder.bodies[-1]
+        assert (",".join(map(_compact, steps)) + "," + _compact(user("next"))).encode() in posted
+        assert json.loads(posted)["input"] == [*steps, user("next")]

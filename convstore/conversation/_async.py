@@ -176,6 +176,7 @@ class AsyncConversation(store_async.AsyncConversation):
             if chain is not None:
                 body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
                 return self._built(body, 0, None)
+        texts: list[bytes] | list[str]
         if budget is None:
             texts = await self._history_texts()
             history_length = len(texts)

@@ -177,6 +177,7 @@ class Conversation(store_sync.Conversation):
             if chain is not None:
                 body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
                 return self._built(body, 0, None)
+        texts: list[bytes] | list[str]
         if budget is None:
             texts = self._history_texts()
             history_length = len(texts)

@@ -22,6 +22,7 @@ from typing_extensions import Self
 from convstore import codec
 from convstore._ids import new_id
 from convstore._limits import Limits, checked_limits
+from convstore._wire import json_array
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
 from convstore.errors import (
     BudgetExceededError,
@@ -801,7 +802,9 @@ class AsyncConversation:
         Raises:
             BudgetExceededError: the newest exchange alone does not fit ``budget``.
         """
-        return json.loads(await self.history_json(budget))  # type: ignore[no-any-return]
+        if budget is not None:
+            return json.loads(await self.history_json(budget))  # type: ignore[no-any-return]
+        return json.loads(json_array(await self._history_texts()))  # type: ignore[no-any-return]
 
     async def history_json(self, budget: TokenBudget | None = None) -> str:
         """``history()`` as JSON text, spliced from the stored step texts without decoding them."""
@@ -809,10 +812,11 @@ class AsyncConversation:
             counter = budget.counter or self._store.counter
             fixed = settings_tokens(self._info, counter)
             return window_json(await self._window(budget, fixed_tokens=fixed, require_history=True))
-        return "[" + ",".join(await self._history_texts()) + "]"
+        return json_array(await self._history_texts()).decode()
 
-    async def _history_texts(self) -> list[str]:
-        """The branch's stored step texts, root first (kept, with the head they end at, for the next read)."""
+    async def _history_texts(self) -> list[bytes]:
+        """The branch's stored step texts as UTF-8 bytes, root first (kept, with the head they end at, for
+        the next read)."""
         replay = await self._store._run(_reads.history(self.id, self._branch, self._cipher, self._replay))
         self._replay, self._head = replay, replay.head
         return replay.payloads

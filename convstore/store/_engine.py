@@ -15,6 +15,7 @@ rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run besid
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
@@ -67,10 +68,17 @@ _WRITE_OPTION = "convstore_write"
 
 @attrs.frozen
 class Exec:
-    """One statement for the runner to execute, with its parameters (a list of dicts: executemany)."""
+    """One statement for the runner to execute, with its parameters (a list of dicts: executemany).
+
+    ``rows``: send back the driver's rows (a list of tuples, no SQLAlchemy ``Row`` built, no result
+    processing), for the wide scans of a turn. On PostgreSQL with psycopg they are fetched with binary
+    results, by psycopg directly: a ``bytea`` then comes as its bytes instead of hex text (SQLAlchemy's
+    cursor events do not see that statement).
+    """
 
     statement: Executable
     params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None
+    rows: bool = False
 
 
 @attrs.frozen
@@ -324,7 +332,10 @@ def drive(conn: Connection, op: Op[T]) -> T:
                     step = op.send(value)
                 continue
             try:
-                result = conn.execute(step.statement, step.params)
+                if step.rows:
+                    result: Any = _driver_rows(conn, step)
+                else:
+                    result = conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
@@ -392,7 +403,10 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
                     step = op.send(value)
                 continue
             try:
-                result = await conn.execute(step.statement, step.params)
+                if step.rows:
+                    result: Any = await _driver_rows_async(conn, step)
+                else:
+                    result = await conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
@@ -401,6 +415,68 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
         if stop is not None and stop.is_set():
             raise _Stopped from None  # not committed after all
         return stop_iteration.value  # type: ignore[no-any-return]
+
+
+# -- the driver's rows ------------------------------------------------------------------------------------
+
+
+def _psycopg(dialect: Any) -> bool:
+    return dialect.name == "postgresql" and dialect.driver in ("psycopg", "psycopg_async")
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(statement: Executable, dialect: Any) -> Any:
+    return statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+
+
+def _psycopg_sql(conn: Connection | AsyncConnection, step: Exec) -> tuple[str, Mapping[str, Any]]:
+    """The statement as SQLAlchemy would send it to psycopg (named ``%(name)s`` parameters, each cast)."""
+    compiled = _compiled(step.statement, conn.dialect)
+    if not isinstance(step.params, Mapping | None):
+        raise TypeError("Exec(rows=True) takes one mapping of parameters")
+    return str(compiled), compiled.construct_params(step.params)
+
+
+def _driver_error(conn: Connection | AsyncConnection, sql: str, params: Any, error: Exception) -> Exception:
+    """A driver's error as SQLAlchemy would have raised it (a ``DBAPIError``), for ``translate``."""
+    return exc.DBAPIError.instance(
+        sql, params, error, conn.dialect.loaded_dbapi.Error, hide_parameters=True, dialect=conn.dialect
+    )
+
+
+def _result_rows(result: Any) -> list[Any]:
+    """The rows of a result as the driver's cursor gives them, then the result closed."""
+    try:
+        cursor = result.cursor
+        return [] if cursor is None else list(cursor.fetchall())
+    finally:
+        result.close()
+
+
+def _driver_rows(conn: Connection, step: Exec) -> list[Any]:
+    if not _psycopg(conn.dialect):
+        return _result_rows(conn.execute(step.statement, step.params))
+    sql, params = _psycopg_sql(conn, step)
+    driver: Any = conn.connection.driver_connection
+    try:
+        with driver.cursor(binary=True) as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise _driver_error(conn, sql, params, error) from error
+
+
+async def _driver_rows_async(conn: AsyncConnection, step: Exec) -> list[Any]:
+    if not _psycopg(conn.dialect):
+        return _result_rows(await conn.execute(step.statement, step.params))
+    sql, params = _psycopg_sql(conn, step)
+    driver: Any = (await conn.get_raw_connection()).driver_connection
+    try:
+        async with driver.cursor(binary=True) as cursor:
+            await cursor.execute(sql, params)
+            return list(await cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise _driver_error(conn, sql, params, error) from error
 
 
 def _wal_file(engine: Engine) -> bool:
