@@ -783,8 +783,9 @@ def tables_for(backend: str, results: dict[str, Any], quick: bool) -> list[Table
             ["turn", "SQL statements", "begin", "commit", "rollback", "connection checkouts"],
             rows,
             "statements: before_cursor_execute (BEGIN/COMMIT sent as SQL included), with the scans sent "
-            "to psycopg directly; begin/commit/rollback: the engine's transaction events; checkouts: the "
-            "pool's.",
+            "to psycopg directly; begin/commit/rollback: the engine's transaction events (on PostgreSQL "
+            "a read runs in autocommit: its begin and rollback are SQLAlchemy's bookkeeping, nothing is "
+            "sent); checkouts: the pool's.",
         )
     )
     return tables

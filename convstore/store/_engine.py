@@ -306,12 +306,24 @@ def busy_errors() -> Iterator[None]:
         raise
 
 
+def _autocommit_reads(dialect: Any) -> bool:
+    """Whether a read runs without a transaction: on PostgreSQL, whose READ COMMITTED statements each take
+    their own snapshot inside a transaction too, so a read's BEGIN and COMMIT would only add a round trip
+    (every read is written for that: see ``_reads``). SQLite's reads keep theirs, one snapshot for all
+    their statements."""
+    return dialect.name == "postgresql"
+
+
 def run(engine: Engine, op: Op[T], *, write: bool) -> T:
-    """Execute one operation in one transaction: committed if it returns, rolled back if it raises."""
+    """Execute one operation in one transaction: committed if it returns, rolled back if it raises. A read
+    on PostgreSQL runs its statements in autocommit instead (``_autocommit_reads``)."""
     try:
         with engine.connect() as conn:
             if write:
                 conn.execution_options(**{_WRITE_OPTION: True})
+            elif _autocommit_reads(conn.dialect):
+                conn.execution_options(isolation_level="AUTOCOMMIT")  # reset when the pool takes it back
+                return drive(conn, op)
             with conn.begin():
                 return drive(conn, op)
     except exc.DBAPIError as error:
@@ -377,6 +389,9 @@ async def _transaction(engine: AsyncEngine, op: Op[T], write: bool, stop: asynci
         async with engine.connect() as conn:
             if write:
                 await conn.execution_options(**{_WRITE_OPTION: True})
+            elif _autocommit_reads(conn.dialect):
+                await conn.execution_options(isolation_level="AUTOCOMMIT")
+                return await drive_async(conn, op, stop)
             async with conn.begin():
                 return await drive_async(conn, op, stop)
     except exc.DBAPIError as error:
