@@ -311,7 +311,7 @@ def _autocommit_reads(dialect: Any) -> bool:
     their own snapshot inside a transaction too, so a read's BEGIN and COMMIT would only add a round trip
     (every read is written for that: see ``_reads``). SQLite's reads keep theirs, one snapshot for all
     their statements."""
-    return dialect.name == "postgresql"
+    return bool(dialect.name == "postgresql")
 
 
 def run(engine: Engine, op: Op[T], *, write: bool) -> T:
