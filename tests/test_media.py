@@ -23,7 +23,7 @@ from convstore import codec
 from convstore._ids import canonical_id
 from convstore.store import _migrate
 from convstore.store._engine import run
-from convstore.store._media import MIN_MEDIA, join_media, refs_json, split_media
+from convstore.store._media import MIN_MEDIA, join_media, join_media_utf8, refs_json, split_media
 from convstore.store._statements import INSERT_MEDIA
 from convstore.store._transfer import dump_lines, export_ops, header_line, import_ops, read_dumps
 
@@ -82,6 +82,8 @@ def test_split_and_join_give_back_any_json_text_exactly(value):
     refs = refs_json([offset for offset, _ in found], [str(i) for i in range(len(found))])
     blobs = {str(i): content for i, (_, content) in enumerate(found)}
     assert join_media(stripped, refs, blobs.__getitem__) == text
+    # A replay reads the payload as UTF-8 bytes: joined as bytes (ASCII) or decoded first (the rest).
+    assert join_media_utf8(stripped.encode(), refs, blobs.__getitem__) == text.encode()
     json.loads(stripped)  # what is stored is still JSON
     for _, content in found:
         assert len(content) >= MIN_MEDIA

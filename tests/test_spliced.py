@@ -280,6 +280,9 @@ def test_every_backend_replays_tricky_texts_byte_for_byte(store, flavour, record
     """The branch is read as bytes (SQLite CAST AS BLOB, PostgreSQL convert_to with binary results), across
     a fork's two segments; what comes back is what was appended, whatever the text holds."""
     steps = [user(text) if index % 2 == 0 else model(text) for index, text in enumerate(TRICKY)]
+    mixed = _image(3000)  # media beside non-ASCII text: its payload is decoded to put the image back
+    mixed["content"].insert(0, {"type": "text", "text": TRICKY[2]})
+    steps += [_image(3000), model("one"), mixed, model("two")]
     conv = store.create_conversation(model=MODEL)
     conv.append(steps[:2])
     conv.append(steps[2:])

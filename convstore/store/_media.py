@@ -26,7 +26,15 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 
-__all__ = ["MIN_MEDIA", "join_media", "plain_digest", "refs_json", "split_media", "stored_hashes"]
+__all__ = [
+    "MIN_MEDIA",
+    "join_media",
+    "join_media_utf8",
+    "plain_digest",
+    "refs_json",
+    "split_media",
+    "stored_hashes",
+]
 
 MIN_MEDIA = 1024  # characters of a ``data`` string's JSON text; shorter ones stay in the payload
 
@@ -100,3 +108,19 @@ def join_media(stripped: str, refs: str, blob: Callable[[str], str]) -> str:
         done = offset
     parts.append(stripped[done:])
     return "".join(parts)
+
+
+def join_media_utf8(stripped: bytes, refs: str, blob: Callable[[str], str]) -> bytes:
+    """``join_media`` on a payload read as UTF-8 bytes, giving bytes. The offsets count characters: in an
+    ASCII payload (JSON escapes the rest unless it is text) they are byte offsets too, and the media strings
+    (base64, ASCII) join in without a decode; other payloads are decoded, joined and encoded."""
+    if not stripped.isascii():
+        return join_media(stripped.decode(), refs, blob).encode()
+    parts: list[bytes] = []
+    done = 0
+    for offset, digest in json.loads(refs):
+        parts.append(stripped[done:offset])
+        parts.append(blob(digest).encode())
+        done = offset
+    parts.append(stripped[done:])
+    return b"".join(parts)

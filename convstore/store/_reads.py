@@ -202,13 +202,9 @@ def history(
 def _put_back_media_bytes(
     conversation_id: str, payloads: list[bytes], medias: list[Any], rows: Sequence[Any]
 ) -> Op[None]:
-    """``put_back_media`` on the few payloads that name media (their offsets count characters)."""
-    indexes = [index for index, media in enumerate(medias) if media is not None]
-    texts = [payloads[index].decode() for index in indexes]
-    named = [_IdRow(rows[index][_ID]) for index in indexes]
-    yield from put_back_media(conversation_id, texts, [medias[index] for index in indexes], named, None)
-    for index, text in zip(indexes, texts, strict=True):
-        payloads[index] = text.encode()
+    """``put_back_media`` on a replay's bytes (only the rows with media carry their node's id)."""
+    named = [_IdRow(row[_ID]) for row in rows]
+    yield from put_back_media(conversation_id, payloads, medias, named, None)
 
 
 def path(

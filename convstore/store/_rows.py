@@ -19,7 +19,7 @@ from convstore.model import Node
 from convstore.store import _statements as st
 from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
-from convstore.store._media import join_media, stored_hashes
+from convstore.store._media import join_media, join_media_utf8, stored_hashes
 
 __all__ = [
     "EMPTY_HEAD",
@@ -106,13 +106,13 @@ _MEDIA_BATCH = 500  # hashes per lookup, well inside every driver's parameter li
 
 def put_back_media(
     conversation_id: str,
-    texts: list[str],
+    texts: list[str] | list[bytes],
     refs: Sequence[str | None],
     rows: Sequence[Any],
     cipher: DataCipher | None,
 ) -> Op[None]:
     """Put the media strings back into the payload ``texts`` of ``rows`` (in place), ``refs`` being their
-    ``media`` columns: one lookup for all."""
+    ``media`` columns: one lookup for all. ``texts`` may be the payloads' UTF-8 bytes (a replay)."""
     if not any(refs):
         return
     pending = [(index, ref) for index, ref in enumerate(refs) if ref is not None]
@@ -124,7 +124,11 @@ def put_back_media(
             found[row.hash] = row.data if cipher is None else cipher.open("media", row.hash, row.data)
     for index, ref in pending:
         try:
-            texts[index] = join_media(texts[index], ref, found.__getitem__)
+            text = texts[index]
+            if isinstance(text, bytes):
+                texts[index] = join_media_utf8(text, ref, found.__getitem__)  # type: ignore[call-overload]
+            else:
+                texts[index] = join_media(text, ref, found.__getitem__)  # type: ignore[call-overload]
         except KeyError:
             raise CorruptionError(
                 f"node {canonical_id(rows[index].id)} names a media string that is not stored",
