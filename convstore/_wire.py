@@ -63,12 +63,6 @@ class SplicedInput:
             into.append(_dumps(step).encode())
         into.append(b"]")
 
-    def json_text(self) -> str:
-        """The JSON array text of the whole input, history spliced in undecoded."""
-        pieces: list[bytes] = []
-        self._pieces(pieces)
-        return b"".join(pieces).decode()
-
     def decode(self) -> list[Any]:
         """The whole input as wire JSON (a fresh list: decodes the history)."""
         history: list[Any] = json.loads(b"".join((b"[", self._history_bytes(), b"]")))

@@ -356,9 +356,9 @@ _IN_SEGMENT = sa.and_(
     n.c.depth <= sa.bindparam("top", type_=sa.Integer()),
 )
 _RAW = sa.String()
-# history(): what a request replays. Its ids come back as the driver gives them (``_ids.canonical_id``
-# converts the few that are needed): converting every row's ids to UUIDs and back to text was 40% of the
-# time of a replay.
+# history() of an encrypted branch (each node's id opens its payload; a plaintext one is HISTORY_BYTES_SCAN).
+# Its ids come back as the driver gives them (``_ids.canonical_id`` converts the few that are needed):
+# converting every row's ids to UUIDs and back to text was 40% of the time of a replay.
 HISTORY_SCAN = (
     sa.select(
         # Cast to text by the server: psycopg would build a uuid.UUID for each of them (one per row, two
@@ -406,8 +406,8 @@ _AT_TOP = n.c.depth == sa.bindparam("top", type_=sa.Integer())
 # history() of a plaintext branch, the request's bytes: each payload as UTF-8 bytes (what the request sends,
 # joined without a decode or an encode) and its media column. Only the segment's last node names its ids
 # (the head, when it is the path's last segment), and a node with media its own (for an error that names
-# it): fetched for every row, the two ids were a fifth of the scan's time. Read as the driver's rows
-# (``Exec(rows=True)``): on PostgreSQL with binary results, as a bytea in text would be sent as hex.
+# it): the others are never used. Read as the driver's rows (``Exec(rows=True)``): on PostgreSQL with binary
+# results, as a bytea in text would be sent as hex.
 HISTORY_BYTES_SCAN = (
     sa.select(
         _only_where(sa.or_(_AT_TOP, n.c.media.is_not(None)), n.c.id).label("id"),
