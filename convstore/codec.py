@@ -416,9 +416,15 @@ def normalize_step(
 
 
 def normalize_steps(
-    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps", limits: Limits = DEFAULT_LIMITS
+    values: Iterable[Step | Mapping[str, Any]],
+    *,
+    prefix: str = "steps",
+    limits: Limits = DEFAULT_LIMITS,
+    start: int = 0,
 ) -> list[dict[str, Any]]:
     """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``.
+
+    ``start`` is the index the paths give the first value (``steps[2]`` for the reply after two new steps).
 
     Raises:
         CodecError: every malformed step, each by its path.
@@ -426,7 +432,7 @@ def normalize_steps(
     """
     out: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(values, start):
         try:
             out.append(normalize_step(value, path=f"{prefix}[{index}]", limits=limits))
         except CodecError as exc:

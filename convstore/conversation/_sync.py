@@ -13,21 +13,21 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from convstore import _otel, codec
-from convstore._limits import Limits
+from convstore import _otel
 from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
-from convstore.conversation._request import RequestBody, build_body, new_input_steps
+from convstore.conversation._request import RequestBody, new_input_steps
+from convstore.conversation._turn import Turn
 from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _ops
 from convstore.store import _sync as store_sync
-from convstore.store._prepare import exchange_row, prepare_wires, settings_tokens, window_length, window_parts
+from convstore.store._prepare import window_length, window_parts
 
 __all__ = ["Conversation", "Store", "TurnStream"]
 
@@ -73,38 +73,54 @@ class Conversation(store_sync.Conversation):
 
         Raises:
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
+            LimitExceededError: the new input is beyond the store's ``limits`` (checked before the branch is
+                read).
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
         return self._body(input, store, overrides, budget, spliced=False)
 
-    def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], _ops.Head, int | None]:
-        """The steps of ``body["input"]`` that the branch does not hold yet, the head they go after, and the
-        body's estimated input tokens."""
+    def _turn_of(self, body: Mapping[str, Any]) -> tuple[Turn, _ops.Head, int | None]:
+        """The turn ``body`` sends (checked when the body was built, or now for a body this conversation
+        did not build), the head it goes after, and the body's estimated input tokens."""
+        store = self._store
         if isinstance(body, RequestBody):
             if body.conversation_id != self.id or body.branch != self._branch:
                 raise CodecError(
                     [("body", f"built for conversation {body.conversation_id!r}, branch {body.branch!r}")]
                 )
+            turn = body._turn
             sent = body.get("input")
-            if isinstance(sent, SplicedInput):  # built by send() or stream()
-                return sent.steps, body._head, body.estimated_input_tokens
-            if not isinstance(sent, list) or len(sent) < body.history_length:
+            new: Sequence[Any]
+            if isinstance(sent, SplicedInput):  # built by send() or stream(): the turn's own steps
+                new = sent.steps
+            elif not isinstance(sent, list) or len(sent) < body.history_length:
                 raise CodecError([("input", "shorter than the history request() put in it")])
-            return sent[body.history_length :], body._head, body.estimated_input_tokens
+            else:
+                new = sent[body.history_length :]
+            if turn is None or not turn.sends(new):  # request()'s input, edited before it was sent
+                turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
+            return turn, body._head, body.estimated_input_tokens
         # A body this conversation did not build (a copy, say): its input must extend the branch as it is.
         sent = plain_input(body.get("input"))
         if not isinstance(sent, list):
-            return new_input_steps(sent), self._head, None
-        if body.get("previous_interaction_id") is not None:
-            return sent, self._head, None
-        history = self.history()
-        if sent[: len(history)] != history:
-            raise CodecError(
-                [("input", "does not start with this branch's history: record the body request() returned")]
-            )
-        return sent[len(history) :], self._head, None
+            new = new_input_steps(sent, store.limits)
+        elif body.get("previous_interaction_id") is not None:
+            new = sent
+        else:
+            history = self.history()
+            if sent[: len(history)] != history:
+                raise CodecError(
+                    [
+                        (
+                            "input",
+                            "does not start with this branch's history: record the body request() returned",
+                        )
+                    ]
+                )
+            new = sent[len(history) :]
+        turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
+        return turn, self._head, None
 
-    @_otel.traced_record
     def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
 
@@ -124,38 +140,33 @@ class Conversation(store_sync.Conversation):
             CodecError: a malformed reply, a reply that cannot be recorded whole (a stream's final
                 interaction, which carries no steps; events missing their start or their end), or a body
                 this branch did not build.
+            LimitExceededError: a step of the reply, or the exchange, beyond the store's ``limits``.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
-        limits = self._store.limits
-        reply = self._reply_of(interaction, limits)
-        new, head, estimated = self._new_steps_of(body)
-        prepared = prepare_wires(
-            codec.normalize_steps([*new, *reply.steps], limits=limits),
-            self._store.counter,
-            self._store.redact,
-            limits,
-        )
-        exchange = exchange_row(
-            estimated_input_tokens=estimated,
-            interaction_id=reply.id,
-            stored=bool(body.get("store", True)),
-            model=reply.model or body.get("model"),
-            status=reply.status,
-            usage=reply.usage.to_json() if reply.usage is not None else None,
-        )
-        return self._append(prepared, exchange, head)
+        with _otel.record_span(self, body) as span:
+            reply = self._reply_of(interaction)
+            turn, head, estimated = self._turn_of(body)
+            prepared, exchange = turn.exchange(
+                reply,
+                stored=bool(body.get("store", True)),
+                model=body.get("model"),
+                estimated_input_tokens=estimated,
+            )
+            span.replied(body, turn.interaction)
+            return self._append(prepared, exchange, head)
 
-    def _reply_of(self, reply: Any, limits: Limits) -> Interaction:
-        """The interaction of a reply, reading a stream to its end (see ``record``)."""
+    def _reply_of(self, reply: Any) -> Any:
+        """The reply with a stream read to its end (the list of its events, or its final interaction);
+        any other form as it is, for the turn to read once (see ``record``)."""
         if not _replies.is_interaction_like(reply):
             if hasattr(reply, "get_final_interaction"):  # convstore's client's stream, consumed or not
-                return _replies.interaction_from_reply(reply.get_final_interaction(), limits)
+                return reply.get_final_interaction()
             if hasattr(reply, "__iter__"):  # the SDK's stream
                 events = []
                 for event in reply:
                     events.append(event)
-                return _replies.interaction_from_events(events)
-        return _replies.interaction_from_reply(reply, limits)
+                return events
+        return reply
 
     def _body(
         self,
@@ -166,41 +177,44 @@ class Conversation(store_sync.Conversation):
         *,
         spliced: bool,
     ) -> RequestBody:
-        """The body of the next turn. ``spliced``: its ``input`` is a ``SplicedInput`` (the history's stored
-        texts, never decoded), for convstore's own clients; else plain wire JSON, decoded."""
-        new = new_input_steps(input)
-        counter = budget.counter if budget is not None and budget.counter is not None else self._store.counter
-        fixed = settings_tokens(self._info, counter) + sum(counter.count_step(step) for step in new)
-        if store and budget is None:
-            # Chaining sends the API's whole timeline, so a budget always replays instead.
+        """The body of the next turn, its input checked first (see ``Turn``). ``spliced``: its ``input`` is a
+        ``SplicedInput`` (the history's stored texts, never decoded), for convstore's own clients; else
+        plain wire JSON, decoded."""
+        own = self._store
+        turn = Turn(
+            input,
+            settings=self._info,
+            overrides=overrides,
+            store=store,
+            budget=budget,
+            limits=own.limits,
+            counter=own.counter,
+            redact=own.redact,
+        )
+        if turn.chains:
             chain = self._chain_from()
             if chain is not None:
-                body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
-                return self._built(body, 0, None)
+                return turn.chained(chain, conversation_id=self.id, branch=self._branch, head=self._head)
         texts: list[bytes] | list[str]
-        if budget is None:
+        if turn.budget is None:
             texts = self._history_texts()
             history_length = len(texts)
             history_tokens = self._head.total_tokens
         else:
-            needs_calls = bool(new) and new[0]["type"] != "user_input"
-            window = self._window(budget, fixed_tokens=fixed, require_history=needs_calls)
+            window = self._window(
+                turn.budget, fixed_tokens=turn.fixed_tokens, require_history=turn.needs_history
+            )
             texts = window_parts(window)
             history_length = window_length(window)
             history_tokens = window.history_tokens
-        steps = SplicedInput(texts, new)
-        body = build_body(self._info, steps if spliced else steps.decode(), overrides, store=store)
-        return self._built(body, history_length, fixed + history_tokens)
-
-    def _built(self, body: dict[str, Any], history_length: int, estimated: int | None) -> RequestBody:
-        """``body`` as built on the head this object just read."""
-        return RequestBody(
-            body,
+        return turn.replayed(
+            texts,
+            history_length=history_length,
+            history_tokens=history_tokens,
+            spliced=spliced,
             conversation_id=self.id,
             branch=self._branch,
             head=self._head,
-            history_length=history_length,
-            estimated_input_tokens=estimated,
         )
 
     def _chain_from(self) -> str | None:
@@ -285,8 +299,10 @@ class TurnStream:
         self.interaction: Interaction | None = None
         self.nodes: list[Node] | None = None
 
-    @_otel.traced_stream
     def __iter__(self) -> Iterator[Any]:
+        return _otel.traced_events(self._events(), self._conversation, self._body.get("model"))
+
+    def _events(self) -> Iterator[Any]:
         with self._stream as events:
             yield from events
             interaction = events.get_final_interaction()
