@@ -139,12 +139,14 @@ def _split_optional(annotation: Any) -> tuple[Any, bool, bool]:
 
 
 def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Callable[[Any, Any], Any]:
-    hints = typing.get_type_hints(cls)
+    # Resolved once, in the module that wrote them (convstore.__init__ resolves what it exports before
+    # naming it convstore's).
+    attrs.resolve_types(cls)
     specs = []
     for field in attrs.fields(cls):
         if field.name in BOOKKEEPING:
             continue
-        inner, nullable, optional = _split_optional(hints[field.name])
+        inner, nullable, optional = _split_optional(field.type)
         required = field.default is attrs.NOTHING
         specs.append((field.name, inner, nullable or optional, required))
     known = frozenset(name for name, *_ in specs) | {"type"}

@@ -8,7 +8,7 @@ the API keeps none of them between requests, so every body carries them again), 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from convstore import codec
 from convstore._limits import DEFAULT_LIMITS, Limits, check_value
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = [
     "REQUEST_FIELDS",
     "RequestBody",
+    "RequestSettings",
+    "StreamClient",
     "build_body",
     "new_input_steps",
     "request_settings",
@@ -58,6 +60,41 @@ REQUEST_FIELDS = frozenset(
 )
 # Fields a caller may override per request; the rest are convstore's to set.
 OVERRIDABLE = REQUEST_FIELDS - {"input", "store", "stream", "previous_interaction_id", "continuation_token"}
+
+
+class RequestSettings(TypedDict, total=False):
+    """The request settings a turn may override (``conv.send(..., model="...", generation_config={...})``).
+
+    A value replaces the conversation's setting for this call only; None removes it. A mapping laid over
+    the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only the keys it
+    names; a key set to None removes that key. Fields are the API's (see its reference), JSON as there.
+    ``input``, ``store``, ``stream`` and the continuation fields are convstore's to set.
+    """
+
+    model: str | None
+    agent: str | None
+    agent_config: Mapping[str, Any] | None
+    system_instruction: str | None
+    generation_config: Mapping[str, Any] | None
+    tools: Sequence[Mapping[str, Any]] | None
+    response_format: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+    response_modalities: Sequence[str] | None
+    background: bool | None
+    safety_settings: Sequence[Mapping[str, Any]] | None
+    service_tier: str | None
+    cached_content: str | None
+    labels: Mapping[str, str] | None
+    webhook_config: Mapping[str, Any] | None
+    environment: Any
+
+
+class StreamClient(Protocol):
+    """What ``Conversation.stream`` (and ``AsyncConversation.stream``) calls: ``InteractionsClient``,
+    ``GenAIClient``, their async twins, or any object with this ``stream``."""
+
+    def stream(self, body: Mapping[str, Any]) -> Any:
+        """A context manager over the events of ``body``'s streamed call, which also has
+        ``get_final_interaction()`` once they are read (as ``convstore.Stream`` has)."""
 
 
 def _kind(item: Any) -> str:

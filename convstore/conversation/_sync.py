@@ -16,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from typing_extensions import Unpack
+
 from convstore import _otel
 from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
-from convstore.conversation._request import RequestBody, new_input_steps
+from convstore.conversation._request import RequestBody, RequestSettings, StreamClient, new_input_steps
 from convstore.conversation._turn import Turn
 from convstore.errors import CodecError
 from convstore.model import Node
@@ -29,19 +31,25 @@ from convstore.store import _ops
 from convstore.store import _sync as store_sync
 from convstore.store._prepare import window_length, window_parts
 
-__all__ = ["Conversation", "Store", "TurnStream"]
+__all__ = ["Conversation", "CreateClient", "Store", "TurnStream"]
 
 
-class _Creates(Protocol):
-    def create(self, body: Mapping[str, Any]) -> Interaction: ...
+class CreateClient(Protocol):
+    """What ``Conversation.send`` calls: ``InteractionsClient``, ``AsyncGenAIClient``, or any
+    object with this ``create``."""
+
+    def create(self, body: Mapping[str, Any]) -> Interaction:
+        """Send ``body`` (a create request) and return the completed reply."""
 
 
-class _Streams(Protocol):
-    def stream(self, body: Mapping[str, Any]) -> Any: ...
+class Conversation(store_sync._ConversationBase):
+    """One branch of a conversation: its history, appends to it, forks from it, and the turns that talk to
+    the API (``request`` and ``record`` around any client, ``send`` and ``stream`` with convstore's).
 
-
-class Conversation(store_sync.Conversation):
-    """One branch of a conversation, with the calls that talk to the API (see ``convstore.store``)."""
+    It remembers the branch head it last saw (when opened, after ``append``, ``record`` and ``history``);
+    ``append`` and ``record`` move the head only if it is still there. Not thread-safe: give each thread
+    its own (``store.conversation(id, branch)`` is cheap); the store is thread-safe.
+    """
 
     def request(
         self,
@@ -49,7 +57,7 @@ class Conversation(store_sync.Conversation):
         *,
         store: bool = False,
         budget: TokenBudget | None = None,
-        **overrides: Any,
+        **overrides: Unpack[RequestSettings],
     ) -> RequestBody:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
 
@@ -61,8 +69,8 @@ class Conversation(store_sync.Conversation):
                 is one, replaying the history with ``store: true`` otherwise.
             budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
                 and the new input always go.
-            **overrides: Request settings for this call only (``model``, ``generation_config``,
-                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one. A mapping
+            **overrides: Request settings for this call only (``RequestSettings`` lists them: ``model``,
+                ``generation_config``, ``system_instruction``, ``tools``, ...); None removes one. A mapping
                 over the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only
                 the keys it names; a key set to None removes that key.
 
@@ -231,10 +239,10 @@ class Conversation(store_sync.Conversation):
         self,
         input: Any,
         *,
-        client: _Creates,
+        client: CreateClient,
         store: bool = False,
         budget: TokenBudget | None = None,
-        **overrides: Any,
+        **overrides: Unpack[RequestSettings],
     ) -> Interaction:
         """Send the next turn and record it: request, call, record.
 
@@ -264,17 +272,24 @@ class Conversation(store_sync.Conversation):
         self,
         input: Any,
         *,
-        client: _Streams,
+        client: StreamClient,
         store: bool = False,
         budget: TokenBudget | None = None,
-        **overrides: Any,
+        **overrides: Unpack[RequestSettings],
     ) -> TurnStream:
         """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
         stream completes (after the last event), and only then.
 
+        Args:
+            input: As for ``request``.
+            client: An ``InteractionsClient`` (or anything with ``stream(body)`` as it has).
+            store: As for ``send``.
+            budget: As for ``send``.
+            **overrides: As for ``request``.
+
         Returns:
-            A ``TurnStream``: iterable over the client's events; ``.interaction`` and ``.nodes``
-            afterwards.
+            The turn's stream (``TurnStream``): iterable over the client's events; ``.interaction`` and
+            ``.nodes`` afterwards.
         """
         body = self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
         return TurnStream(self, body, client.stream(body))
@@ -318,13 +333,41 @@ class TurnStream:
         return self.interaction
 
 
-class Store(store_sync.Store):
-    """The store whose conversations also have ``request``, ``record``, ``send`` and ``stream``."""
+class Store(store_sync._StoreBase[Conversation]):
+    """Conversation trees in SQLite or PostgreSQL, and the turns that talk to the API (see ``Conversation``).
+
+    Args:
+        url_or_engine: A database URL (``sqlite:///path/to/file.db``, ``postgresql+psycopg://...``) or an
+            SQLAlchemy ``Engine`` you own (convstore then installs its SQLite connection settings on it and
+            never disposes of it).
+        check_schema: Verify the schema revision on open (an empty database is built at once). Turn it off
+            only to call ``upgrade()`` on an outdated database.
+        busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
+        counter: Counts each step's tokens when it is written (``HeuristicCounter`` by default); budgets
+            build on these counts, calibrated by the API's reported usage.
+        owner: Bind the store to one owner (a user or tenant id): it then creates conversations for that
+            owner only and sees no other owner's; their ids behave exactly as ids that do not exist. A
+            store without an owner sees every conversation (for administration).
+        redact: Called on every step (wire JSON) before it is written, to scrub what must not be kept
+            (PII, say); returns the step to store. Its result is validated like any step.
+        sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
+            a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
+        keyring: Encrypt new conversations at rest (AES-256-GCM, a data key per conversation wrapped by the
+            keyring's active key), and read encrypted ones. Without it, conversations are written in
+            plaintext, and opening an encrypted one raises ``KeyringRequiredError``.
+        key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
+            of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
+            does not close it.
+        limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
+            exchange); beyond one, ``LimitExceededError`` and nothing is written.
+
+    Raises:
+        SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
+        SchemaUnknownError: the database is newer than this convstore, or not convstore's.
+
+    Example:
+        >>> store = Store("sqlite:///chat.db")  # doctest: +SKIP
+        >>> conv = store.create_conversation(model="gemini-3-flash-preview")  # doctest: +SKIP
+    """
 
     _conversation_class = Conversation
-
-    def create_conversation(self, *args: Any, **kwargs: Any) -> Conversation:
-        return super().create_conversation(*args, **kwargs)  # type: ignore[return-value]
-
-    def conversation(self, conversation_id: str, branch: str = "main") -> Conversation:
-        return super().conversation(conversation_id, branch)  # type: ignore[return-value]
