@@ -1,9 +1,13 @@
-"""Generate each sync module from its async twin, so every sync/async pair is one hand-written text.
+"""Generate the sync code from the async code, so every sync/async pair is one hand-written text.
 
-``python scripts/unasync.py`` rewrites the generated files; ``--check`` exits 1 when one is out of date (a
-test runs the check, so CI fails on drift). In the manner of httpcore's ``scripts/unasync.py``: whole-word
-substitutions applied in order, plus one directive: a line ``# unasync: CODE`` in the async source becomes
-``CODE`` in the sync one (the sync store checks its schema in ``__init__``, which the async one cannot).
+Every module in an ``_async/`` package of convstore is written by hand; its twin of the same name in the
+sibling ``_sync/`` package is generated from it (as httpcore does). ``python scripts/unasync.py`` rewrites the
+generated files; ``--check`` exits 1 when one is out of date (a test runs the check, so CI fails on drift).
+
+One table of whole-word substitutions, applied in order to every module, plus one directive: a line
+``# unasync: CODE`` in the async source becomes ``CODE`` in the sync one (the sync store checks its schema in
+``__init__``, which the async one cannot). A rule that matches nothing anywhere is an error: the table holds
+only what the code needs. The async sources say nothing that stops being true once these rules run.
 """
 
 from __future__ import annotations
@@ -13,100 +17,39 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "convstore"
 
-COMMON: list[tuple[str, str]] = [
-    (r"\bAsyncIterator\b", "Iterator"),
+RULES: list[tuple[str, str]] = [
+    # What the libraries call their blocking twins, where the async name does not just drop "Async".
+    (r"from sqlalchemy\.ext\.asyncio import AsyncEngine", "from sqlalchemy.engine import Engine"),
+    (r"\bhttpx\.AsyncByteStream\b", "httpx.SyncByteStream"),
     (r"\bAsyncGenerator\[(\w+), None\]", r"Generator[\1, None, None]"),
-    (r"\bAsyncGenerator\b", "Generator"),
-    (r"\basync def\b ?", "def "),
-    (r"\basync for\b ?", "for "),
-    (r"\basync with\b ?", "with "),
+    # Names: AsyncStore -> Store, _AsyncBody -> _Body, httpx.AsyncClient -> httpx.Client, AsyncIterator ...
+    (r"\b(_?)Async([A-Z]\w*)", r"\1\2"),
+    # Modules and functions: convstore.store._async -> ._sync, run_async -> run, make_async_engine -> ...
+    (r"\._async\b", "._sync"),
+    (r"\b(\w+)_async\b", r"\1"),
+    (r"\b(\w+)_async_(\w+)", r"\1_\2"),
+    (r"\basynchronous=True\b", "asynchronous=False"),
+    # Methods: aclose -> close, aread -> read, aiter_bytes -> iter_bytes, __aiter__ -> __iter__, ...
+    (r"\ba(close|read|iter_bytes)\b", r"\1"),
+    (r"\b__a(enter|exit|iter)__\b", r"__\1__"),
+    # The keywords.
+    (r"\basync (def|for|with) ", r"\1 "),
     (r"\bawait ", ""),
-    (r"\b__aenter__\b", "__enter__"),
-    (r"\b__aexit__\b", "__exit__"),
-    (r"\b__aiter__\b", "__iter__"),
-    (r"\baclose\b", "close"),
     (r"(?m)^(\s*)# unasync: (.*)$", r"\1\2"),
-]
-# Rules that keep the generated text clean under ruff: what reads well async, said the sync way.
-TIDY: list[tuple[str, str]] = [
-    (r"(?m)^(\s*)for (\w+) in ([\w.]+):\n\1    yield \2$", r"\1yield from \3"),
+    # What reads well async, said the sync way (ruff would ask for it).
+    (r"(?m)^(\s*)for (\w+) in ([\w.()]+):\n\1    yield \2$", r"\1yield from \3"),
 ]
 
-PAIRS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
-    "client": (
-        "convstore/client/_async.py",
-        "convstore/client/_sync.py",
-        [
-            (r"\bThe async client\b", "The sync client"),
-            (r"\bAsyncGenerator\[StreamEvent, None\]", "Generator[StreamEvent, None, None]"),
-            (r"\bAsyncInteractionsClient\b", "InteractionsClient"),
-            (r"\bAsyncStream\b", "Stream"),
-            (r"\bAsyncSleep\b", "SyncSleep"),
-            (r"\bdefault_asleep\b", "default_sleep"),
-            (r"\bhttpx\.AsyncClient\b", "httpx.Client"),
-            (r"\bAwaitable sleep\b", "Blocking sleep"),
-            (r"\baiter_bytes\b", "iter_bytes"),
-            (r"\baread\b", "read"),
-        ],
-    ),
-    "store": (
-        "convstore/store/_async.py",
-        "convstore/store/_sync.py",
-        [
-            (r"from sqlalchemy\.ext\.asyncio import AsyncEngine", "from sqlalchemy.engine import Engine"),
-            (r"\bAsyncStore\b", "Store"),
-            (r"\bAsyncConversation\b", "Conversation"),
-            (r"\b_AsyncStoreBase\b", "_StoreBase"),
-            (r"\b_AsyncConversationBase\b", "_ConversationBase"),
-            (r"\bAsyncEngine\b", "Engine"),
-            (r"\b(adopt|make|is)_async_engine\b", r"\1_engine"),
-            (r"\b(run|check_schema|upgrade|revision|resolve|call|checkpoint)_async\b", r"\1"),
-        ],
-    ),
-}
 
-
-PAIRS["conversation"] = (
-    "convstore/conversation/_async.py",
-    "convstore/conversation/_sync.py",
-    [
-        (r"\bAsyncStore\b", "Store"),
-        (r"\bAsyncConversation\b", "Conversation"),
-        (r"\bAsyncTurnStream\b", "TurnStream"),
-        (r"\bAsyncCreateClient\b", "CreateClient"),
-        (r"\b_AsyncStoreBase\b", "_StoreBase"),
-        (r"\b_AsyncConversationBase\b", "_ConversationBase"),
-        (r"import _async as store_async", "import _sync as store_sync"),
-        (r"\bstore_async\b", "store_sync"),
-        (r"\bAsyncInteractionsClient\b", "InteractionsClient"),
-    ],
-)
-# The google-genai adapter: the same executor with the SDK sending.
-PAIRS["genai"] = (
-    "convstore/client/_genai_async.py",
-    "convstore/client/_genai_sync.py",
-    [
-        (r"\bAsyncGenAIClient\b", "GenAIClient"),
-        (r"\bAsyncInteractionsClient\b", "InteractionsClient"),
-        (r"\bAsyncStream\b", "Stream"),
-        (r"\b_AsyncBody\b", "_SyncBody"),
-        (r"\bhttpx\.AsyncByteStream\b", "httpx.SyncByteStream"),
-        (r"from convstore\.client\._async import", "from convstore.client._sync import"),
-        (
-            r"async for chunk in self\._response\.aiter_bytes\(\):\n\s+yield chunk",
-            "yield from self._response.iter_bytes()",
-        ),
-        (r"genai\.Client \| genai\.client\.AsyncClient", "genai.Client"),
-        (
-            r"A ``genai\.Client`` \(its ``\.aio`` is used\) or ``genai\.Client\(\)\.aio``",
-            "A ``genai.Client``",
-        ),
-        (r"\basynchronous=True\b", "asynchronous=False"),
-        (r"\baiter_bytes\b", "iter_bytes"),
-    ],
-)
-SKIP: set[str] = set()
+def pairs() -> list[tuple[Path, Path]]:
+    """Every hand-written async module and the sync module generated from it."""
+    return [
+        (source, source.parent.parent / "_sync" / source.name)
+        for source in sorted(PACKAGE.rglob("_async/*.py"))
+        if source.name != "__init__.py"
+    ]
 
 
 def _sorted_import(match: re.Match[str]) -> str:
@@ -124,29 +67,33 @@ def _sorted_block(match: re.Match[str]) -> str:
     return "".join(sorted(lines, key=lambda line: [part.lower() for part in line.split()[1::2]]))
 
 
-def generate(name: str) -> str:
-    source, _, subs = PAIRS[name]
-    text = (ROOT / source).read_text(encoding="utf-8")
-    for pattern, replacement in [*subs, *COMMON, *TIDY]:
-        text = re.sub(pattern, replacement, text)
+def generate(source: Path, used: list[int] | None = None) -> str:
+    """The sync text of ``source``; ``used`` counts, rule by rule, how many places each rewrote."""
+    text = source.read_text(encoding="utf-8")
+    for index, (pattern, replacement) in enumerate(RULES):
+        text, count = re.subn(pattern, replacement, text)
+        if used is not None:
+            used[index] += count
     text = re.sub(r"(?m)^from ([\w.]+) import ([\w, ]+)$", _sorted_import, text)
     text = re.sub(r"(?m)(?:^from [\w.]+ import [\w, ]+$\n)+", _sorted_block, text)
-    header = f"# Generated from {source} by scripts/unasync.py: do not edit.\n"
+    header = f"# Generated from {source.relative_to(ROOT).as_posix()} by scripts/unasync.py: do not edit.\n"
     return header + text
 
 
 def main(argv: list[str]) -> int:
     stale = []
-    for name, (source, target, _) in PAIRS.items():
-        if name in SKIP or not (ROOT / source).exists():
-            continue
-        expected = generate(name)
-        path = ROOT / target
+    used = [0] * len(RULES)
+    for source, target in pairs():
+        expected = generate(source, used)
         if "--check" in argv:
-            if not path.exists() or path.read_text(encoding="utf-8") != expected:
-                stale.append(target)
+            if not target.exists() or target.read_text(encoding="utf-8") != expected:
+                stale.append(target.relative_to(ROOT).as_posix())
         else:
-            path.write_text(expected, encoding="utf-8")
+            target.write_text(expected, encoding="utf-8")
+    unused = [pattern for (pattern, _), count in zip(RULES, used, strict=True) if count == 0]
+    if unused:
+        print(f"rules that match nothing (remove them): {', '.join(unused)}", file=sys.stderr)
+        return 1
     if stale:
         print(f"out of date (run python scripts/unasync.py): {', '.join(stale)}", file=sys.stderr)
         return 1

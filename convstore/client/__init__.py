@@ -9,7 +9,8 @@ typed events, reassembly) are public too, for use with another transport.
 The client knows nothing of the store; ``convstore.conversation`` joins the two.
 """
 
-from convstore.client._async import AsyncInteractionsClient, AsyncStream
+from convstore.client._async.client import AsyncInteractionsClient, AsyncStream
+from convstore.client._async.genai import AsyncGenAIClient
 from convstore.client._events import (
     ErrorEvent,
     EventDecoder,
@@ -24,12 +25,11 @@ from convstore.client._events import (
     UnknownEvent,
     parse_event,
 )
-from convstore.client._genai_async import AsyncGenAIClient
-from convstore.client._genai_sync import GenAIClient
 from convstore.client._http import DEFAULT_API_REVISION, DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from convstore.client._sse import ServerSentEvent, SSEDecoder
 from convstore.client._stream import HopAssembler, TurnAssembler
-from convstore.client._sync import InteractionsClient, Stream
+from convstore.client._sync.client import InteractionsClient, Stream
+from convstore.client._sync.genai import GenAIClient
 
 __all__ = [
     "DEFAULT_API_REVISION",

@@ -7,9 +7,9 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
-__all__ = ["AsyncSleep", "SyncSleep", "default_asleep", "default_sleep"]
+__all__ = ["AsyncSleep", "Sleep", "default_sleep", "default_sleep_async"]
 
-SyncSleep = Callable[[float], None]
+Sleep = Callable[[float], None]
 """A blocking sleep taking seconds, like ``time.sleep``."""
 
 AsyncSleep = Callable[[float], Awaitable[None]]
@@ -21,6 +21,6 @@ def default_sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-async def default_asleep(seconds: float) -> None:
+async def default_sleep_async(seconds: float) -> None:
     """Waits ``seconds`` on whichever event loop runs (asyncio or trio, through anyio)."""
     await anyio.sleep(seconds)

@@ -4,10 +4,15 @@
 object each turn runs.
 """
 
-from convstore.conversation._async import AsyncConversation, AsyncCreateClient, AsyncStore, AsyncTurnStream
+from convstore.conversation._async.conversation import (
+    AsyncConversation,
+    AsyncCreateClient,
+    AsyncStore,
+    AsyncTurnStream,
+)
 from convstore.conversation._replies import interaction_from_events, interaction_from_reply
 from convstore.conversation._request import RequestBody, RequestSettings, StreamClient, new_input_steps
-from convstore.conversation._sync import Conversation, CreateClient, Store, TurnStream
+from convstore.conversation._sync.conversation import Conversation, CreateClient, Store, TurnStream
 from convstore.conversation._turn import Turn
 
 __all__ = [

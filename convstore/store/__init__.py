@@ -1,8 +1,8 @@
 """Persistence: conversation trees in SQLite or PostgreSQL through SQLAlchemy, built by Alembic migrations.
 
-The store's classes here (``_async._AsyncStoreBase``, ``_sync._StoreBase`` and their conversations) know
-nothing of HTTP and are private: ``convstore.Store`` and ``convstore.AsyncStore`` are them with the calls that
-talk to the API.
+The store's classes here (``_async.store._AsyncStoreBase``, ``_sync.store._StoreBase``, their
+conversations) know nothing of HTTP and are private: ``convstore.Store`` and ``convstore.AsyncStore`` are
+them with the calls that talk to the API.
 """
 
 from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, SqlCheck

@@ -1,7 +1,8 @@
-"""The async client: a thin executor of the pure call logic in ``_calls`` and ``_http``.
+"""The client: a thin executor of the pure call logic in ``_calls`` and ``_http``.
 
-``_sync.py`` is generated from ``_async.py`` by ``scripts/unasync.py``; a test fails when the two
-drift apart. Keep everything but sending and sleeping in the pure modules.
+Written once, for asyncio, in ``client/_async/``; ``scripts/unasync.py`` generates its blocking twin in
+``client/_sync/``, and a test fails when the two drift apart. Keep everything but sending and sleeping in the
+pure modules.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from convstore.client._http import (
     make_config,
     read_response,
 )
-from convstore.client._sleep import AsyncSleep, default_asleep
+from convstore.client._sleep import AsyncSleep, default_sleep_async
 from convstore.model._interaction import Interaction
 
 __all__ = ["AsyncInteractionsClient", "AsyncStream"]
@@ -55,7 +56,7 @@ class AsyncInteractionsClient:
         max_retries: Retries of opening a request (408, 409, 429, 5xx, transport errors), and resumes of
             a broken stream without progress.
         auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
-        sleep: Awaitable sleep used between retries (tests pass a recorder).
+        sleep: The sleep used between retries, seconds in (tests pass a recorder).
         limits: Bounds on what is read (``convstore.Limits``): the bytes of a reply body, of an event
             stream's lines and events, JSON nesting, and the longest ``Retry-After`` that is slept.
 
@@ -94,7 +95,7 @@ class AsyncInteractionsClient:
         )
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.AsyncClient()
-        self._sleep = sleep if sleep is not None else default_asleep
+        self._sleep = sleep if sleep is not None else default_sleep_async
 
     def __repr__(self) -> str:
         config = self._config
@@ -211,7 +212,7 @@ class AsyncInteractionsClient:
 class AsyncStream:
     """The events of one streamed turn, and the interaction they assemble into.
 
-    Iterate it once (``async for``); events are typed per ``event_type`` (``StepDelta``, ...) plus a
+    Iterate it once; events are typed per ``event_type`` (``StepDelta``, ...) plus a
     ``StreamResumed`` marker when the turn carries on in a new request. After the last event,
     ``interaction`` holds the assembled (and, over hops, merged) interaction.
 

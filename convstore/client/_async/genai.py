@@ -3,8 +3,8 @@
 It is an ``AsyncInteractionsClient`` in everything ``conv.send`` and ``conv.stream`` see (``create(body)``
 returns the merged ``Interaction``, ``stream(body)`` the same ``AsyncStream`` of typed events), and the same
 call state machines decide every request; only ``_send`` differs: the SDK's ``with_raw_response`` sends it
-(see ``_genai`` for the translation and the errors). The sync twin, ``_genai_sync.py``, is generated from
-``_genai_async.py`` by ``scripts/unasync.py``.
+(see ``_genai`` for the translation and the errors). Written once, for asyncio, in ``client/_async/``;
+``scripts/unasync.py`` generates its blocking twin in ``client/_sync/``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from convstore.client import _genai
-from convstore.client._async import AsyncStream
+from convstore.client._async.client import AsyncStream
 from convstore.client._calls import StreamCall, UnaryCall
 from convstore.model._interaction import Interaction
 
@@ -60,7 +60,8 @@ class AsyncGenAIClient:
     timeout and retries (``http_options``).
 
     Args:
-        client: A ``genai.Client`` (its ``.aio`` is used) or ``genai.Client().aio``; ``None`` makes a
+        client: The SDK's ``genai.Client`` (the asyncio client sends with its ``.aio``, and takes a
+            ``genai.Client().aio`` as well); ``None`` makes a
             ``genai.Client()`` from the environment (``GEMINI_API_KEY``), closed by ``aclose()``.
         auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
         max_resumes: Resumes of a broken stream without progress (opening a request is retried by the SDK).

@@ -1,8 +1,9 @@
-# Generated from convstore/client/_async.py by scripts/unasync.py: do not edit.
-"""The sync client: a thin executor of the pure call logic in ``_calls`` and ``_http``.
+# Generated from convstore/client/_async/client.py by scripts/unasync.py: do not edit.
+"""The client: a thin executor of the pure call logic in ``_calls`` and ``_http``.
 
-``_sync.py`` is generated from ``_async.py`` by ``scripts/unasync.py``; a test fails when the two
-drift apart. Keep everything but sending and sleeping in the pure modules.
+Written once, for asyncio, in ``client/_async/``; ``scripts/unasync.py`` generates its blocking twin in
+``client/_sync/``, and a test fails when the two drift apart. Keep everything but sending and sleeping in the
+pure modules.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from convstore.client._http import (
     make_config,
     read_response,
 )
-from convstore.client._sleep import SyncSleep, default_sleep
+from convstore.client._sleep import Sleep, default_sleep
 from convstore.model._interaction import Interaction
 
 __all__ = ["InteractionsClient", "Stream"]
@@ -56,7 +57,7 @@ class InteractionsClient:
         max_retries: Retries of opening a request (408, 409, 429, 5xx, transport errors), and resumes of
             a broken stream without progress.
         auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
-        sleep: Blocking sleep used between retries (tests pass a recorder).
+        sleep: The sleep used between retries, seconds in (tests pass a recorder).
         limits: Bounds on what is read (``convstore.Limits``): the bytes of a reply body, of an event
             stream's lines and events, JSON nesting, and the longest ``Retry-After`` that is slept.
 
@@ -79,7 +80,7 @@ class InteractionsClient:
         timeout: float | None = 60.0,
         max_retries: int = 4,
         auto_continue: bool = True,
-        sleep: SyncSleep | None = None,
+        sleep: Sleep | None = None,
         limits: Limits | None = None,
     ) -> None:
         self._config = make_config(
@@ -212,7 +213,7 @@ class InteractionsClient:
 class Stream:
     """The events of one streamed turn, and the interaction they assemble into.
 
-    Iterate it once (``for ``); events are typed per ``event_type`` (``StepDelta``, ...) plus a
+    Iterate it once; events are typed per ``event_type`` (``StepDelta``, ...) plus a
     ``StreamResumed`` marker when the turn carries on in a new request. After the last event,
     ``interaction`` holds the assembled (and, over hops, merged) interaction.
 
@@ -256,12 +257,10 @@ class Stream:
         while (request := call.next_request()) is not None:
             response = self._client._send(request, stream=True)
             try:
-                for event in call.open(response):
-                    yield event
+                yield from call.open(response)
                 try:
                     for chunk in response.iter_bytes():
-                        for event in call.feed(chunk):
-                            yield event
+                        yield from call.feed(chunk)
                         if call.response_done:
                             break
                 except httpx.TransportError as exc:

@@ -1,11 +1,11 @@
-# Generated from convstore/client/_genai_async.py by scripts/unasync.py: do not edit.
+# Generated from convstore/client/_async/genai.py by scripts/unasync.py: do not edit.
 """``GenAIClient``: convstore's client with the official google-genai SDK sending the requests.
 
 It is an ``InteractionsClient`` in everything ``conv.send`` and ``conv.stream`` see (``create(body)``
 returns the merged ``Interaction``, ``stream(body)`` the same ``Stream`` of typed events), and the same
 call state machines decide every request; only ``_send`` differs: the SDK's ``with_raw_response`` sends it
-(see ``_genai`` for the translation and the errors). The sync twin, ``_genai_sync.py``, is generated from
-``_genai_async.py`` by ``scripts/unasync.py``.
+(see ``_genai`` for the translation and the errors). Written once, for asyncio, in ``client/_async/``;
+``scripts/unasync.py`` generates its blocking twin in ``client/_sync/``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import httpx
 
 from convstore.client import _genai
 from convstore.client._calls import StreamCall, UnaryCall
-from convstore.client._sync import Stream
+from convstore.client._sync.client import Stream
 from convstore.model._interaction import Interaction
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["GenAIClient"]
 
 
-class _SyncBody(httpx.SyncByteStream):
+class _Body(httpx.SyncByteStream):
     """The body of the SDK's streamed response, with its HTTP library's network errors as httpx's."""
 
     def __init__(self, response: Any) -> None:
@@ -60,7 +60,8 @@ class GenAIClient:
     timeout and retries (``http_options``).
 
     Args:
-        client: A ``genai.Client``; ``None`` makes a
+        client: The SDK's ``genai.Client`` (the asyncio client sends with its ``.aio``, and takes a
+            ``genai.Client().aio`` as well); ``None`` makes a
             ``genai.Client()`` from the environment (``GEMINI_API_KEY``), closed by ``close()``.
         auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
         max_resumes: Resumes of a broken stream without progress (opening a request is retried by the SDK).
@@ -74,7 +75,7 @@ class GenAIClient:
 
     def __init__(
         self,
-        client: genai.Client | None = None,
+        client: genai.Client | genai.client.Client | None = None,
         *,
         auto_continue: bool = True,
         max_resumes: int = 4,
@@ -131,7 +132,7 @@ class GenAIClient:
         # Only the content type is kept: the body is decoded already, and the executor reads nothing else.
         status, headers = response.status_code, {"content-type": response.headers.get("content-type", "")}
         if stream:
-            return httpx.Response(status, headers=headers, stream=_SyncBody(response), request=request)
+            return httpx.Response(status, headers=headers, stream=_Body(response), request=request)
         return httpx.Response(status, headers=headers, content=response.content, request=request)
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
-"""The conversation facade: where the store and the API client meet. ``_sync.py`` is generated from this
-file by ``scripts/unasync.py``.
+"""The conversation facade: where the store and the API client meet. Written once, for asyncio, in
+``conversation/_async/``; ``scripts/unasync.py`` generates the blocking twin in ``conversation/_sync/``.
 
 ``request()`` builds the next create body from the branch; ``record()`` writes what was sent and what came
 back as one exchange; ``send()`` and ``stream()`` do both around a client call. A turn is atomic: nothing is
@@ -26,8 +26,8 @@ from convstore.conversation._turn import Turn
 from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
-from convstore.store import _async as store_async
 from convstore.store import _ops
+from convstore.store._async.store import _AsyncConversationBase, _AsyncStoreBase
 from convstore.store._prepare import window_length, window_parts
 
 __all__ = ["AsyncConversation", "AsyncCreateClient", "AsyncStore", "AsyncTurnStream"]
@@ -41,7 +41,7 @@ class AsyncCreateClient(Protocol):
         """Send ``body`` (a create request) and return the completed reply."""
 
 
-class AsyncConversation(store_async._AsyncConversationBase):
+class AsyncConversation(_AsyncConversationBase):
     """One branch of a conversation: its history, appends to it, forks from it, and the turns that talk to
     the API (``request`` and ``record`` around any client, ``send`` and ``stream`` with convstore's).
 
@@ -333,7 +333,7 @@ class AsyncTurnStream:
         return self.interaction
 
 
-class AsyncStore(store_async._AsyncStoreBase[AsyncConversation]):
+class AsyncStore(_AsyncStoreBase[AsyncConversation]):
     """Conversation trees in SQLite or PostgreSQL, and the turns that talk to the API (see ``Conversation``).
 
     Args:

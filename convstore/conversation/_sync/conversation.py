@@ -1,6 +1,6 @@
-# Generated from convstore/conversation/_async.py by scripts/unasync.py: do not edit.
-"""The conversation facade: where the store and the API client meet. ``_sync.py`` is generated from this
-file by ``scripts/unasync.py``.
+# Generated from convstore/conversation/_async/conversation.py by scripts/unasync.py: do not edit.
+"""The conversation facade: where the store and the API client meet. Written once, for asyncio, in
+``conversation/_async/``; ``scripts/unasync.py`` generates the blocking twin in ``conversation/_sync/``.
 
 ``request()`` builds the next create body from the branch; ``record()`` writes what was sent and what came
 back as one exchange; ``send()`` and ``stream()`` do both around a client call. A turn is atomic: nothing is
@@ -28,21 +28,21 @@ from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _ops
-from convstore.store import _sync as store_sync
 from convstore.store._prepare import window_length, window_parts
+from convstore.store._sync.store import _ConversationBase, _StoreBase
 
 __all__ = ["Conversation", "CreateClient", "Store", "TurnStream"]
 
 
 class CreateClient(Protocol):
-    """What ``Conversation.send`` calls: ``InteractionsClient``, ``AsyncGenAIClient``, or any
+    """What ``Conversation.send`` calls: ``InteractionsClient``, ``GenAIClient``, or any
     object with this ``create``."""
 
     def create(self, body: Mapping[str, Any]) -> Interaction:
         """Send ``body`` (a create request) and return the completed reply."""
 
 
-class Conversation(store_sync._ConversationBase):
+class Conversation(_ConversationBase):
     """One branch of a conversation: its history, appends to it, forks from it, and the turns that talk to
     the API (``request`` and ``record`` around any client, ``send`` and ``stream`` with convstore's).
 
@@ -333,7 +333,7 @@ class TurnStream:
         return self.interaction
 
 
-class Store(store_sync._StoreBase[Conversation]):
+class Store(_StoreBase[Conversation]):
     """Conversation trees in SQLite or PostgreSQL, and the turns that talk to the API (see ``Conversation``).
 
     Args:

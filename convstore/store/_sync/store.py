@@ -1,6 +1,7 @@
-# Generated from convstore/store/_async.py by scripts/unasync.py: do not edit.
-"""The store and its conversations, for asyncio. ``scripts/unasync.py`` generates the synchronous twin,
-``_sync.py``, from this file: the two are one text, and every query, rule and mapping lives in ``_ops``.
+# Generated from convstore/store/_async/store.py by scripts/unasync.py: do not edit.
+"""The store and its conversations. Written once, for asyncio, in ``store/_async/``; ``scripts/unasync.py``
+generates the blocking twin in ``store/_sync/``: the two are one text, and every query, rule and mapping
+lives in ``_ops``.
 
 Thin: each method checks its arguments, runs one operation from ``_ops`` in one transaction, and keeps the
 branch head the conversation last saw, which is what the next ``append`` compares and swaps against.
