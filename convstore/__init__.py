@@ -10,6 +10,7 @@ This module is the public surface; everything not listed in ``__all__`` is priva
 import attrs
 
 from convstore._limits import Limits
+from convstore._version import __version__
 from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
 from convstore.client import (
     AsyncGenAIClient,
@@ -110,8 +111,6 @@ from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
 from convstore.store._check import Check, CheckReport, Problem
 from convstore.store._prepare import Redactor
 from convstore.store._transfer import ConversationDump
-
-__version__ = "0.1.0"
 
 __all__ = [
     "UNSET",

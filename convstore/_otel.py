@@ -38,6 +38,7 @@ from contextvars import ContextVar
 from types import ModuleType
 from typing import Any, Final, TypeVar
 
+from convstore._version import __version__
 from convstore._wire import plain_input
 
 __all__ = ["CAPTURE_CONTENT_ENV", "PROVIDER", "record_span", "traced_events", "traced_send"]
@@ -62,12 +63,6 @@ _trace: Final = _load_trace()
 _turn_span: ContextVar[Any] = ContextVar("convstore_turn_span", default=None)
 
 
-def _version() -> str:
-    from convstore import __version__  # noqa: PLC0415 -- convstore imports this module first
-
-    return __version__
-
-
 def _capture_content() -> bool:
     return os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() == "true"
 
@@ -89,7 +84,7 @@ def _start(conversation: Any, operation: str, kind: str, model: Any) -> Any:
     if isinstance(model, str) and model:
         attributes["gen_ai.request.model"] = model
         name = f"{operation} {model}"
-    tracer = _trace.get_tracer("convstore", _version())
+    tracer = _trace.get_tracer("convstore", __version__)
     return tracer.start_span(name, kind=getattr(_trace.SpanKind, kind), attributes=attributes)
 
 
