@@ -204,6 +204,11 @@ def model(text: str) -> dict[str, object]:
     return {"type": "model_output", "content": [{"type": "text", "text": text}]}
 
 
+def completed_reply(text: str = "done", model_name: str = "gemini-3-flash-preview") -> dict[str, object]:
+    """The API's JSON of a completed interaction answering ``text`` (id ``v1_reply``)."""
+    return {"id": "v1_reply", "status": "completed", "model": model_name, "steps": [model(text)]}
+
+
 @pytest.fixture
 def emulator() -> Emulator:
     return Emulator()
@@ -225,8 +230,6 @@ def client(emulator: Emulator, flavour: str, request: pytest.FixtureRequest) -> 
     async_client = convstore.AsyncInteractionsClient("test-key", http_client=async_http, sleep=no_wait)
     yield SyncProxy(async_client, portal)  # type: ignore[misc]
     portal.call(async_http.aclose())
-
-
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FIXTURES, model, user
+from conftest import FIXTURES, completed_reply, model, user
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from strategies import exchanges
@@ -28,15 +28,6 @@ from convstore.errors import CodecError, ConvstoreError
 MODEL = "gemini-3-flash-preview"
 
 
-def _reply(text: str = "done") -> dict[str, Any]:
-    return {
-        "id": "v1_reply",
-        "status": "completed",
-        "model": MODEL,
-        "steps": [{"type": "model_output", "content": [{"type": "text", "text": text}]}],
-    }
-
-
 class Recorder:
     """An httpx transport that keeps every request body and answers with one completed interaction."""
 
@@ -46,8 +37,10 @@ class Recorder:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.bodies.append(request.content)
         if json.loads(request.content).get("stream"):
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=_sse(_reply()))
-        return httpx.Response(200, json=_reply())
+            return httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=_sse(completed_reply())
+            )
+        return httpx.Response(200, json=completed_reply())
 
 
 def _sse(interaction: dict[str, Any]) -> bytes:
@@ -211,7 +204,7 @@ def test_a_client_that_does_not_take_spliced_bodies_gets_a_plain_dict(tmp_path) 
         def create(self, body: Mapping[str, Any]) -> Any:
             seen.append(body)
             json.dumps(body)  # a plain JSON-ready dict, as request() returns
-            return _reply()
+            return completed_reply()
 
     with convstore.Store(f"sqlite:///{tmp_path / 'p.db'}") as store:
         conv = store.create_conversation(model=MODEL)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from conftest import completed_reply, model, user
 
 import convstore
 from convstore import LimitExceededError, Limits
@@ -19,15 +20,6 @@ from convstore.store._rows import EMPTY_HEAD
 
 MODEL = "gemini-3-flash-preview"
 SMALL = Limits(max_step_bytes=1000)
-
-
-def _reply(text: str = "done") -> dict[str, Any]:
-    return {
-        "id": "v1_reply",
-        "status": "completed",
-        "model": MODEL,
-        "steps": [{"type": "model_output", "content": [{"type": "text", "text": text}]}],
-    }
 
 
 @pytest.mark.parametrize("call", ["send", "stream", "request"])
@@ -94,7 +86,7 @@ def test_each_step_of_a_turn_is_bounded_once(store, client, bounded):
 
 def test_each_step_of_an_append_is_bounded_once(store, bounded):
     conv = store.create_conversation(model=MODEL)
-    conv.append([{"type": "user_input", "content": [{"type": "text", "text": "hi"}]}, _reply()["steps"][0]])
+    conv.append([user("hi"), model("done")])
     assert bounded == {"steps[0]": 1, "steps[1]": 1}
 
 
@@ -132,13 +124,14 @@ def test_a_reply_is_read_once(store, monkeypatch):
 
     monkeypatch.setattr(Interaction, "from_json", classmethod(counting))
     conv = store.create_conversation(model=MODEL)
-    conv.record(conv.request("hi"), _reply())
+    conv.record(conv.request("hi"), completed_reply())
     assert parsed == ["v1_reply"]
 
 
 def test_the_turn_object_does_no_io():
     """A ``Turn`` alone: the body from a given history, then the rows from a given reply."""
     from convstore.conversation import _turn  # noqa: PLC0415 -- new with the turn object
+
     info = convstore.ConversationInfo(
         id="c",
         created_at=datetime.now(timezone.utc),
@@ -169,10 +162,10 @@ def test_the_turn_object_does_no_io():
     )
     assert body["input"][1] == {"type": "user_input", "content": [{"type": "text", "text": "hi"}]}
     assert body.estimated_input_tokens == turn.fixed_tokens + 3
-    rows, exchange = turn.exchange(_reply(), stored=False, model=MODEL, estimated_input_tokens=None)
+    rows, exchange = turn.exchange(completed_reply(), stored=False, model=MODEL, estimated_input_tokens=None)
     assert [kind for kind, _, _ in rows] == ["user_input", "model_output"]
     assert exchange["interaction_id"] == "v1_reply"
     assert turn.interaction is not None
     with pytest.raises(LimitExceededError) as raised:
-        turn.exchange(_reply("y" * 5000), stored=False, model=MODEL, estimated_input_tokens=None)
+        turn.exchange(completed_reply("y" * 5000), stored=False, model=MODEL, estimated_input_tokens=None)
     assert raised.value.path == "steps[1]"
