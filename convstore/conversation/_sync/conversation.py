@@ -260,6 +260,8 @@ class Conversation(_ConversationBase):
             The reply (continuation hops already merged by the client).
 
         Raises:
+            CodecError, LimitExceededError, TypeError, ValueError: as for ``request``, before anything is
+                sent.
             APIError and its subclasses: the call failed; nothing was written.
             ConflictError: the branch moved while the call ran; nothing was written.
         """
@@ -286,6 +288,10 @@ class Conversation(_ConversationBase):
             store: As for ``send``.
             budget: As for ``send``.
             **overrides: As for ``request``.
+
+        Raises:
+            CodecError, LimitExceededError, TypeError, ValueError: as for ``request``, before anything is
+                sent (the call's and the recording's errors come while iterating).
 
         Returns:
             The turn's stream (``TurnStream``): iterable over the client's events; ``.interaction`` and
