@@ -7,7 +7,7 @@ conversations branch without copying anything.
 This module is the public surface; everything not listed in ``__all__`` is private.
 """
 
-import attrs
+import attrs as _attrs
 
 from convstore._limits import Limits
 from convstore._version import __version__
@@ -230,7 +230,7 @@ for _name in __all__:
     _value = globals()[_name]
     _named = isinstance(_value, type) or (callable(_value) and hasattr(_value, "__code__"))
     if _named and getattr(_value, "__module__", "").startswith("convstore."):
-        if attrs.has(_value):
-            attrs.resolve_types(_value)
+        if _attrs.has(_value):
+            _attrs.resolve_types(_value)
         _value.__module__ = "convstore"
 del _name, _named, _value

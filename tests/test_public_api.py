@@ -38,7 +38,7 @@ def test_all_is_sorted_unique_and_complete():
         assert hasattr(convstore, name), name
     public = {name for name in dir(convstore) if not name.startswith("_")}
     modules = {name for name in public if inspect.ismodule(getattr(convstore, name))}
-    assert public - modules - {"attrs"} <= set(names), sorted(public - modules - set(names))
+    assert public - modules <= set(names), sorted(public - modules - set(names))
 
 
 def test_exports_are_named_as_convstores():
