@@ -25,6 +25,9 @@ from hypothesis import HealthCheck, settings
 import convstore
 from convstore.testing import Emulator
 
+# pytester runs the pytest plugin (convstore.testing.pytest_plugin) in inner sessions: test_pytest_plugin.py.
+pytest_plugins = ["pytester"]
+
 settings.register_profile(
     "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -225,8 +228,6 @@ def client(emulator: Emulator, flavour: str, request: pytest.FixtureRequest) -> 
     async_client = convstore.AsyncInteractionsClient("test-key", http_client=async_http, sleep=no_wait)
     yield SyncProxy(async_client, portal)  # type: ignore[misc]
     portal.call(async_http.aclose())
-
-
 
 
 @pytest.fixture(scope="session")
