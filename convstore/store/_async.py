@@ -625,7 +625,7 @@ class AsyncStore:
         returns, neither file holds them (nor, for a ``SQLKeyStore``, its files the key).
 
         Raises:
-            ConversationNotFoundError.
+            ConversationNotFoundError: no such conversation (or it is another owner's).
             ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
                 timeout, so the deleted pages are still in a ``-wal`` file (see ``checkpoint``).
         """
@@ -905,7 +905,7 @@ class AsyncConversation:
         """The same conversation on another branch.
 
         Raises:
-            BranchNotFoundError.
+            BranchNotFoundError: the conversation has no branch of that name.
         """
         check_branch_name(branch)
         loaded = await self._store._run(_ops.load(self.id, branch, self._store.owner))
