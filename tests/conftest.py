@@ -27,11 +27,13 @@ from hypothesis import HealthCheck, settings
 import convstore
 from convstore.testing import Emulator
 
-# pytester runs the pytest plugin (convstore.testing.pytest_plugin) in inner sessions: test_pytest_plugin.py.
+# pytester runs the pytest plugin (convstore.pytest_plugin) in inner sessions: test_pytest_plugin.py.
 pytest_plugins = ["pytester"]
 
+# dev: the default run, quick (a third of the examples a test names, see strategies.examples); ci: what CI
+# runs (.ci/run sets HYPOTHESIS_PROFILE=ci); long: for a night.
 settings.register_profile(
-    "dev", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    "dev", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 settings.register_profile(
     "ci", max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -1,4 +1,4 @@
-"""The pytest plugin (entry point ``convstore`` -> convstore.testing.pytest_plugin) gives an app's tests a
+"""The pytest plugin (entry point ``convstore`` -> convstore.pytest_plugin) gives an app's tests a
 store, the emulator and a client bound to it; run here in pytester's inner sessions, as an app's suite would
 run it."""
 
@@ -41,7 +41,7 @@ def test_the_entry_point_names_the_plugin():
     found = [
         point for point in importlib.metadata.entry_points(group="pytest11") if point.name == "convstore"
     ]
-    assert [point.value for point in found] == ["convstore.testing.pytest_plugin"]
+    assert [point.value for point in found] == ["convstore.pytest_plugin"]
 
 
 def test_an_apps_tests_get_the_fixtures(pytester: pytest.Pytester):

@@ -17,7 +17,8 @@ def test_my_route(convstore_store, convstore_emulator, convstore_client):
 - ``convstore_emulator``: a fresh ``Emulator``; ``script()`` its replies, read ``requests`` afterwards.
 - ``convstore_client``: an ``InteractionsClient`` bound to the emulator, which never sleeps between retries.
 
-Nothing here reaches the network. The fixtures are function-scoped: every test starts empty.
+Nothing here reaches the network. The fixtures are function-scoped: every test starts empty. The plugin
+sits above ``convstore.testing`` (whose emulator imports nothing else of convstore) and the store.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import httpx
 import pytest
 
 import convstore
-from convstore.testing._emulator import Emulator
+from convstore.testing import Emulator
 
 DB_URL_ENV = "CONVSTORE_PYTEST_DB_URL"
 
