@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mkdocs.structure.files import File, Files
+if TYPE_CHECKING:
+    from mkdocs.structure.files import Files
 
 REPO = Path(__file__).resolve().parents[1]
 CLI_PAGE = "reference/cli.md"
@@ -65,6 +66,8 @@ def cli_reference() -> str:
 
 
 def on_files(files: Files, config: Any) -> Files:
+    from mkdocs.structure.files import File  # noqa: PLC0415 -- cli_reference() is tested without mkdocs
+
     files.append(File.generated(config, CLI_PAGE, content=cli_reference()))
     for plot in sorted((REPO / "benchmarks" / "report").glob("*.png")):
         files.append(File.generated(config, plot.name, abs_src_path=str(plot)))

@@ -77,3 +77,18 @@ def test_the_harness_reads_outputs_markers_and_continuations(tmp_path: Path):
     with pytest.raises(AssertionError, match="but the page says"):
         check(first, folder)
     assert [block.lang for block in blocks("```\nplain\n```\n```python\npass\n```\n")] == ["", "python"]
+
+
+def test_the_cli_reference_has_every_command_as_its_parser_prints_it():
+    import runpy  # noqa: PLC0415
+
+    from convstore.cli import build_parser  # noqa: PLC0415
+
+    hooks = runpy.run_path(str(REPO / "scripts" / "docs_hooks.py"))
+    page = hooks["cli_reference"]()
+    commands = [name for name, _ in hooks["_subcommands"](build_parser())]
+    assert {"demo", "chat", "ls", "show", "purge", "export", "import", "serve", "db upgrade"} <= set(commands)
+    for name in commands:
+        assert f"\n## convstore {name}\n" in page
+        assert f"usage: convstore {name}" in page
+    assert str(Path.home()) not in page  # the default store's path is shown as ~
