@@ -3,6 +3,7 @@ absent and null optional fields, and text that is hard to store (NUL, lone surro
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from hypothesis import strategies as st
@@ -146,3 +147,15 @@ def mutate_bytes(
             if start >= 0 and end > start:
                 out[end:end] = b"," + out[start:end]
     return bytes(out)
+
+
+# How many examples a property test with a count of its own runs, by HYPOTHESIS_PROFILE (conftest.py): the
+# default run (dev) takes a third of the count written in the test, CI (ci) the count itself, long ten times
+# it. Tests without a count follow the profile's max_examples.
+PROFILE_SCALE = {"dev": 1 / 3, "ci": 1, "long": 10}
+
+
+def examples(count: int) -> int:
+    """``count`` scaled for the running profile (at least 5)."""
+    scale = PROFILE_SCALE.get(os.environ.get("HYPOTHESIS_PROFILE", "dev"), 1)
+    return max(5, round(count * scale))

@@ -8,6 +8,7 @@ import pytest
 from conftest import user
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import examples
 
 from convstore import BudgetExceededError, TokenBudget
 from convstore.budget import HeuristicCounter, MediaCosts
@@ -64,7 +65,7 @@ def check_window(window: list[dict], written: list[list[dict]], budget: TokenBud
     assert (len(history) - len(rest), "user_input") in boundaries
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(
     written=exchanges(),
     limit=st.integers(20, 700),
@@ -98,7 +99,7 @@ def test_budgeted_history_keeps_every_invariant(store, written, limit, policy, p
             assert cost(history[earlier[-1] :]) > limit
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(written=exchanges(), limit=st.integers(60, 900))
 def test_request_windows_fit_with_the_new_input_and_settings(store, written, limit):
     conv = store.create_conversation(model=MODEL, system_instruction="Be brief and kind.")

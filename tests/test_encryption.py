@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from conftest import model, user
 from hypothesis import given, settings
 from hypothesis import strategies as hst
-from strategies import exchanges
+from strategies import examples, exchanges
 
 import convstore
 from convstore import (
@@ -361,7 +361,7 @@ def test_keyring_checks_its_keys_and_never_shows_them():
         convstore.Store("sqlite://", keyring={"k1": K1})  # type: ignore[arg-type]
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(exchange_list=hst.lists(exchanges, min_size=1, max_size=4))
 def test_random_steps_round_trip_through_an_encrypted_store(make_store, exchange_list):
     store = make_store(keyring=ring("k1"))

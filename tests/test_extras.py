@@ -110,7 +110,7 @@ def test_every_extra_of_the_package_is_known():
         "optional-dependencies"
     ]
     named = {extra for extra, _ in EXTRAS.values()}
-    assert named == set(extras) - {"bench", "test"}
+    assert named == set(extras) - {"bench", "test", "docs"}
 
 
 def test_other_import_errors_are_left_alone():

@@ -11,6 +11,7 @@ from conftest import model, user
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.sql import Select
+from strategies import examples
 
 import convstore
 from convstore._ids import canonical_id
@@ -118,7 +119,7 @@ def check_everything(store: convstore.Store, conv: convstore.Conversation, data:
             assert rows == run(store.engine, _old(conv.id, branch.name, threshold), write=False)
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(ops=operations, data=st.data())
 def test_flat_reads_agree_with_the_tree_whatever_its_shape(db_url, ops, data):
     with convstore.Store(db_url) as store:

@@ -18,7 +18,7 @@ import pytest
 from conftest import FIXTURES, completed_reply, model, user
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from strategies import exchanges
+from strategies import examples, exchanges
 
 import convstore
 from convstore import codec
@@ -134,7 +134,9 @@ def test_stream_posts_the_dict_paths_bytes(tmp_path, recorder, client) -> None:
         assert len(conv.history()) == 4
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(history=st.lists(exchanges, min_size=1, max_size=4))
 def test_spliced_bytes_equal_the_dict_paths_on_any_history(history) -> None:
     recorder = Recorder()

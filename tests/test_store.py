@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from conftest import FIXTURES, model, user
 from hypothesis import given, settings
 from hypothesis import strategies as hst
-from strategies import exchanges
+from strategies import examples, exchanges
 
 import convstore
 from convstore import (
@@ -288,7 +288,7 @@ def test_missing_things_are_not_found_errors(store):
         store.conversation(conv.id, branch="nope")
 
 
-@settings(max_examples=25)
+@settings(max_examples=examples(25))
 @given(exchange_list=hst.lists(exchanges, min_size=1, max_size=4))
 def test_random_steps_round_trip_through_the_store(store, exchange_list):
     conv = store.create_conversation()

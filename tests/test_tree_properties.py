@@ -6,7 +6,7 @@ import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import exchanges
+from strategies import examples, exchanges
 
 import convstore
 
@@ -48,7 +48,7 @@ def check_invariants(store: convstore.Store, conv: convstore.Conversation, expec
             assert by_id[node.parent_id].depth == node.depth - 1
 
 
-@settings(max_examples=30)
+@settings(max_examples=examples(30))
 @given(ops=operations)
 def test_appends_and_forks_keep_the_tree_invariants(store, ops):
     conv = store.create_conversation()

@@ -5,21 +5,24 @@ tables) is upgraded to head at once; a database at an older revision is refused 
 which says how to upgrade; a revision this library does not know (a newer convstore wrote it) is refused
 with ``SchemaUnknownError``. Upgrades take a lock first (``BEGIN IMMEDIATE`` on SQLite, an advisory lock on
 PostgreSQL), so two processes opening one new database at once do not both build it.
+
+Alembic itself (about 0.3 s of imports, most of ``import convstore``) is imported only to change a schema:
+checking a database against head reads the revision chain from the migration files' ``revision`` and
+``down_revision`` assignments (a test compares it with Alembic's ``ScriptDirectory``).
 """
 
 from __future__ import annotations
 
+import ast
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 if TYPE_CHECKING:
+    from alembic.config import Config
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 from convstore.errors import SchemaOutdatedError, SchemaUnknownError
@@ -55,6 +58,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config  # noqa: PLC0415 -- Alembic only when a schema changes
+
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
@@ -62,9 +67,49 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+def _declared(path: Path) -> dict[str, object]:
+    """The module-level ``revision`` and ``down_revision`` of a migration file, read without running it."""
+    found: dict[str, object] = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in {"revision", "down_revision"}:
+            found[target.id] = ast.literal_eval(value)
+    return found
+
+
+def _chain() -> list[str] | None:
+    """The revisions oldest first, read from the files; None unless they are one line (then Alembic reads)."""
+    parents: dict[str, str | None] = {}
+    for path in sorted((migrations_dir() / "versions").glob("*.py")):
+        declared = _declared(path)
+        revision, parent = declared.get("revision"), declared.get("down_revision")
+        if not isinstance(revision, str) or not (parent is None or isinstance(parent, str)):
+            return None
+        parents[revision] = parent
+    heads = set(parents) - set(parents.values())
+    if len(heads) != 1:
+        return None
+    ordered: list[str] = []
+    current: str | None = heads.pop()
+    while current is not None and current in parents and current not in ordered:
+        ordered.append(current)
+        current = parents[current]
+    return ordered[::-1] if len(ordered) == len(parents) and current is None else None
+
+
 @lru_cache(maxsize=1)
 def _scripts() -> tuple[str, frozenset[str], tuple[str, ...]]:
     """(head, every known revision, revisions oldest first); read once a process."""
+    chain = _chain()
+    if chain is not None:
+        return chain[-1], frozenset(chain), tuple(chain)
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 -- branches and merges: Alembic decides
+
     scripts = ScriptDirectory.from_config(alembic_config())
     heads = scripts.get_heads()
     if len(heads) != 1:
@@ -139,6 +184,8 @@ def upgrade_on(
             # Another process built it while we waited for the lock; just verify.
             _verify(initialised, current)
             return
+        from alembic import command  # noqa: PLC0415 -- Alembic only when a schema changes
+
         command.upgrade(alembic_config(conn), revision)
         distribute_on(conn, distribute, new=not initialised)
 
@@ -148,6 +195,8 @@ def downgrade_on(conn: Connection, revision: str) -> None:
     conn.execution_options(convstore_write=True)
     with conn.begin():
         _lock(conn)
+        from alembic import command  # noqa: PLC0415 -- Alembic only when a schema changes
+
         command.downgrade(alembic_config(conn), revision)
 
 

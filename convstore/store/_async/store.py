@@ -601,7 +601,7 @@ class _AsyncStoreBase(Generic[C]):
         returns, neither file holds them (nor, for a ``SQLKeyStore``, its files the key).
 
         Raises:
-            ConversationNotFoundError.
+            ConversationNotFoundError: no such conversation (or it is another owner's).
             ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
                 timeout, so the deleted pages are still in a ``-wal`` file (see ``checkpoint``).
         """
@@ -877,7 +877,7 @@ class _AsyncConversationBase:
         """The same conversation on another branch.
 
         Raises:
-            BranchNotFoundError.
+            BranchNotFoundError: the conversation has no branch of that name.
         """
         check_branch_name(branch)
         loaded = await self._store._run(_ops.load(self.id, branch, self._store.owner))
