@@ -27,6 +27,7 @@ from convstore.conversation import (
     TurnStream,
 )
 from convstore.errors import (
+    AmbiguousIdError,
     APIConnectionError,
     APIError,
     BranchExistsError,
@@ -97,7 +98,15 @@ from convstore.model import (
     VideoContent,
 )
 from convstore.model._interaction import Interaction, Usage
-from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
+from convstore.store import (
+    ConversationSummary,
+    Keyring,
+    KeyStore,
+    SchemaStatus,
+    SQLKeyStore,
+    WrappedKey,
+    schema_status,
+)
 from convstore.store._check import CheckReport, Problem
 
 __version__ = "0.1.0"
@@ -106,6 +115,7 @@ __all__ = [
     "UNSET",
     "APIConnectionError",
     "APIError",
+    "AmbiguousIdError",
     "AsyncConversation",
     "AsyncGenAIClient",
     "AsyncInteractionsClient",
@@ -125,6 +135,7 @@ __all__ = [
     "Conversation",
     "ConversationInfo",
     "ConversationNotFoundError",
+    "ConversationSummary",
     "ConvstoreError",
     "CorruptionError",
     "DataKeyNotFoundError",
@@ -171,6 +182,7 @@ __all__ = [
     "SQLKeyStore",
     "SchemaError",
     "SchemaOutdatedError",
+    "SchemaStatus",
     "SchemaUnknownError",
     "SentencePieceCounter",
     "ShredPendingError",
@@ -201,4 +213,5 @@ __all__ = [
     "encode_content",
     "encode_step",
     "make_converter",
+    "schema_status",
 ]

@@ -8,6 +8,7 @@ from convstore.store._async import AsyncConversation, AsyncStore
 from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, SqlCheck
 from convstore.store._crypto import Keyring, WrappedKey
 from convstore.store._keys import KeyStore, ReplacingKeyStore, SQLKeyStore
+from convstore.store._listing import ConversationSummary, SchemaStatus, schema_status
 from convstore.store._sync import Conversation, Store
 
 __all__ = [
@@ -17,12 +18,15 @@ __all__ = [
     "Check",
     "CheckReport",
     "Conversation",
+    "ConversationSummary",
     "KeyStore",
     "Keyring",
     "Problem",
     "ReplacingKeyStore",
     "SQLKeyStore",
+    "SchemaStatus",
     "SqlCheck",
     "Store",
     "WrappedKey",
+    "schema_status",
 ]

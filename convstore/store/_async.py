@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from typing_extensions import Self
 
 from convstore import codec
-from convstore._ids import new_id
+from convstore._ids import new_id, shortest_endings
 from convstore._limits import Limits, checked_limits
 from convstore._wire import json_array
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
@@ -38,7 +38,7 @@ from convstore.errors import (
     StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows, _writes
+from convstore.store import _check, _keys, _listing, _migrate, _ops, _reads, _transfer, _windows, _writes
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -49,6 +49,7 @@ from convstore.store._engine import (
     run_async,
 )
 from convstore.store._keys import KeyStore, ReplacingKeyStore
+from convstore.store._listing import ConversationSummary
 from convstore.store._prepare import (
     Redactor,
     call_async,
@@ -473,6 +474,105 @@ class AsyncStore:
                 return
             cursor = page.next_cursor
 
+    # What front ends list: summaries, ids a person can type, what a purge would delete
+
+    async def summaries(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        before: str | None = None,
+        preview_chars: int = 200,
+    ) -> Page[ConversationSummary]:
+        """One page of conversation summaries, newest first: what a list of conversations shows.
+
+        Each has the conversation's record, its shortest unique id ending (``resolve_id`` takes it back),
+        its step and branch counts, its last activity and the start of its first user message (withheld,
+        None, for an encrypted conversation this store cannot read). A few grouped queries a page, plus one
+        read of the first message of each conversation listed.
+
+        Args:
+            limit: Page size (1 to 1000).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+            before: Instead of a cursor: start after this conversation (its id, or an ending of it that
+                ``resolve_id`` accepts), listing older ones.
+            preview_chars: At most this many characters of each first message.
+
+        Raises:
+            ConversationNotFoundError, AmbiguousIdError: ``before`` names no conversation, or several.
+        """
+        if before is not None:
+            if cursor is not None:
+                raise ValueError("pass cursor or before, not both")
+            anchor = await self.resolve_id(before)
+            created = await self._run(_listing.created_at(anchor))
+            cursor = encode_cursor((created, anchor))
+        page = await self.conversations(limit=limit, cursor=cursor)
+        ids = [info.id for info in page.items]
+        counted = await self._run(_listing.counts(ids))
+        roots = await self._run(_listing.first_roots(ids))
+        endings = await self.short_ids(ids)
+        items = []
+        for info in page.items:
+            steps, branches, moved = counted[info.id]
+            first: str | None = None
+            if info.id in roots and not info.withheld:
+                cipher = await self._cipher(info.id, ENCRYPTION) if info.encrypted else None
+                node = await self._run(_ops.node(info.id, roots[info.id], cipher))
+                first = _listing.message_text(node.data, preview_chars)
+            items.append(
+                _listing.ConversationSummary(
+                    info=info,
+                    short_id=endings[info.id],
+                    steps=steps,
+                    branches=branches,
+                    last_activity=moved or info.created_at,
+                    first_message=first,
+                )
+            )
+        return Page(items=items, next_cursor=page.next_cursor)
+
+    async def short_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each conversation id's shortest ending (8 characters or more) that no other conversation's id
+        this store sees ends in: what a person types, and ``resolve_id`` takes back."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        return shortest_endings(wanted, await self._run(_listing.all_ids(self.owner)))
+
+    async def resolve_id(self, text: str) -> str:
+        """The id of the conversation whose id is ``text`` or ends in it (8 characters or more), among the
+        conversations this store sees.
+
+        Raises:
+            ConversationNotFoundError: none is, or ends in it.
+            AmbiguousIdError: several end in it.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a string, got {type(text).__name__}")
+        return _listing.match_ending(text, await self._run(_listing.all_ids(self.owner)))
+
+    async def branches(self, conversation_id: str) -> list[Branch]:
+        """A conversation's branches, oldest first, without opening it (works for one this store cannot
+        decrypt: names, heads and times are kept in clear).
+
+        Raises:
+            ConversationNotFoundError.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        await self._run(_ops.visible(conversation_id, self.owner))
+        return await self._run(_ops.list_branches(conversation_id))
+
+    async def stale_conversations(self, *, older_than: timedelta | datetime) -> list[str]:
+        """The ids of the conversations ``purge(older_than=...)`` would delete now, oldest first: created
+        before the cutoff, with no branch moved since. Nothing is deleted.
+
+        Raises:
+            InvalidAgeError: as ``purge``.
+        """
+        return await self._run(_ops.stale_conversations(_cutoff(older_than), self.owner))
+
     # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
 
     async def export_conversation(self, conversation_id: str, *, plaintext: bool = False) -> ConversationDump:
@@ -583,23 +683,7 @@ class AsyncStore:
             ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
                 busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
         """
-        if not isinstance(older_than, (datetime, timedelta)):
-            raise TypeError(
-                f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}"
-            )
-        now = utcnow()
-        if isinstance(older_than, datetime):
-            if older_than.tzinfo is None:
-                raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
-            if older_than > now:
-                raise InvalidAgeError(
-                    "older_than: the cutoff is in the future; it would delete conversations being written now"
-                )
-            cutoff = older_than
-        else:
-            if older_than <= timedelta(0):
-                raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
-            cutoff = now - older_than
+        cutoff = _cutoff(older_than)
         stale = await self._run(_ops.stale_conversations(cutoff, self.owner))
         deleted: list[str] = []
         key_wal_busy = False
@@ -662,6 +746,30 @@ class AsyncStore:
         await self._ready()
         if not await checkpoint_async(self._engine):
             raise StoreBusyError("another connection kept the SQLite WAL busy past the busy timeout")
+
+
+def _cutoff(older_than: timedelta | datetime) -> datetime:
+    """The purge cutoff of an age or a time: checked, in the past, aware."""
+    if not isinstance(older_than, (datetime, timedelta)):
+        raise TypeError(f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}")
+    now = utcnow()
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
+        if older_than > now:
+            raise InvalidAgeError(
+                "older_than: the cutoff is in the future; it would delete conversations being written now"
+            )
+        return older_than
+    if older_than <= timedelta(0):
+        raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
+    try:
+        return now - older_than
+    except OverflowError:
+        raise InvalidAgeError(
+            f"older_than: {older_than.days} days reaches before the year 1; the oldest age is "
+            f"{(now - datetime.min.replace(tzinfo=now.tzinfo)).days} days"
+        ) from None
 
 
 class _AttrRow:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from typing_extensions import Self
 
 from convstore import codec
-from convstore._ids import new_id
+from convstore._ids import new_id, shortest_endings
 from convstore._limits import Limits, checked_limits
 from convstore._wire import json_array
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
@@ -39,7 +39,7 @@ from convstore.errors import (
     StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows, _writes
+from convstore.store import _check, _keys, _listing, _migrate, _ops, _reads, _transfer, _windows, _writes
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -50,6 +50,7 @@ from convstore.store._engine import (
     run,
 )
 from convstore.store._keys import KeyStore, ReplacingKeyStore
+from convstore.store._listing import ConversationSummary
 from convstore.store._prepare import (
     Redactor,
     call,
@@ -238,9 +239,7 @@ class Store:
                 continue  # deleted meanwhile
             rewrapped = self.keyring.rewrap(conversation_id, wrapped)
             # A compare-and-swap: a key deleted (or re-wrapped) since it was read stays as it is.
-            if rewrapped is not None and call(
-                key_store.replace_key, conversation_id, wrapped, rewrapped
-            ):
+            if rewrapped is not None and call(key_store.replace_key, conversation_id, wrapped, rewrapped):
                 rotated += 1
         return rotated
 
@@ -427,9 +426,7 @@ class Store:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = self._run(
-            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
-        )
+        loaded = self._run(_ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys))
         cipher = self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
         return self._conversation_class(self, info, branch, loaded.head, cipher)
@@ -472,6 +469,105 @@ class Store:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    # What front ends list: summaries, ids a person can type, what a purge would delete
+
+    def summaries(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        before: str | None = None,
+        preview_chars: int = 200,
+    ) -> Page[ConversationSummary]:
+        """One page of conversation summaries, newest first: what a list of conversations shows.
+
+        Each has the conversation's record, its shortest unique id ending (``resolve_id`` takes it back),
+        its step and branch counts, its last activity and the start of its first user message (withheld,
+        None, for an encrypted conversation this store cannot read). A few grouped queries a page, plus one
+        read of the first message of each conversation listed.
+
+        Args:
+            limit: Page size (1 to 1000).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+            before: Instead of a cursor: start after this conversation (its id, or an ending of it that
+                ``resolve_id`` accepts), listing older ones.
+            preview_chars: At most this many characters of each first message.
+
+        Raises:
+            ConversationNotFoundError, AmbiguousIdError: ``before`` names no conversation, or several.
+        """
+        if before is not None:
+            if cursor is not None:
+                raise ValueError("pass cursor or before, not both")
+            anchor = self.resolve_id(before)
+            created = self._run(_listing.created_at(anchor))
+            cursor = encode_cursor((created, anchor))
+        page = self.conversations(limit=limit, cursor=cursor)
+        ids = [info.id for info in page.items]
+        counted = self._run(_listing.counts(ids))
+        roots = self._run(_listing.first_roots(ids))
+        endings = self.short_ids(ids)
+        items = []
+        for info in page.items:
+            steps, branches, moved = counted[info.id]
+            first: str | None = None
+            if info.id in roots and not info.withheld:
+                cipher = self._cipher(info.id, ENCRYPTION) if info.encrypted else None
+                node = self._run(_ops.node(info.id, roots[info.id], cipher))
+                first = _listing.message_text(node.data, preview_chars)
+            items.append(
+                _listing.ConversationSummary(
+                    info=info,
+                    short_id=endings[info.id],
+                    steps=steps,
+                    branches=branches,
+                    last_activity=moved or info.created_at,
+                    first_message=first,
+                )
+            )
+        return Page(items=items, next_cursor=page.next_cursor)
+
+    def short_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each conversation id's shortest ending (8 characters or more) that no other conversation's id
+        this store sees ends in: what a person types, and ``resolve_id`` takes back."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        return shortest_endings(wanted, self._run(_listing.all_ids(self.owner)))
+
+    def resolve_id(self, text: str) -> str:
+        """The id of the conversation whose id is ``text`` or ends in it (8 characters or more), among the
+        conversations this store sees.
+
+        Raises:
+            ConversationNotFoundError: none is, or ends in it.
+            AmbiguousIdError: several end in it.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a string, got {type(text).__name__}")
+        return _listing.match_ending(text, self._run(_listing.all_ids(self.owner)))
+
+    def branches(self, conversation_id: str) -> list[Branch]:
+        """A conversation's branches, oldest first, without opening it (works for one this store cannot
+        decrypt: names, heads and times are kept in clear).
+
+        Raises:
+            ConversationNotFoundError.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        self._run(_ops.visible(conversation_id, self.owner))
+        return self._run(_ops.list_branches(conversation_id))
+
+    def stale_conversations(self, *, older_than: timedelta | datetime) -> list[str]:
+        """The ids of the conversations ``purge(older_than=...)`` would delete now, oldest first: created
+        before the cutoff, with no branch moved since. Nothing is deleted.
+
+        Raises:
+            InvalidAgeError: as ``purge``.
+        """
+        return self._run(_ops.stale_conversations(_cutoff(older_than), self.owner))
 
     # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
 
@@ -583,23 +679,7 @@ class Store:
             ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
                 busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
         """
-        if not isinstance(older_than, (datetime, timedelta)):
-            raise TypeError(
-                f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}"
-            )
-        now = utcnow()
-        if isinstance(older_than, datetime):
-            if older_than.tzinfo is None:
-                raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
-            if older_than > now:
-                raise InvalidAgeError(
-                    "older_than: the cutoff is in the future; it would delete conversations being written now"
-                )
-            cutoff = older_than
-        else:
-            if older_than <= timedelta(0):
-                raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
-            cutoff = now - older_than
+        cutoff = _cutoff(older_than)
         stale = self._run(_ops.stale_conversations(cutoff, self.owner))
         deleted: list[str] = []
         key_wal_busy = False
@@ -662,6 +742,30 @@ class Store:
         self._ready()
         if not checkpoint(self._engine):
             raise StoreBusyError("another connection kept the SQLite WAL busy past the busy timeout")
+
+
+def _cutoff(older_than: timedelta | datetime) -> datetime:
+    """The purge cutoff of an age or a time: checked, in the past, aware."""
+    if not isinstance(older_than, (datetime, timedelta)):
+        raise TypeError(f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}")
+    now = utcnow()
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
+        if older_than > now:
+            raise InvalidAgeError(
+                "older_than: the cutoff is in the future; it would delete conversations being written now"
+            )
+        return older_than
+    if older_than <= timedelta(0):
+        raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
+    try:
+        return now - older_than
+    except OverflowError:
+        raise InvalidAgeError(
+            f"older_than: {older_than.days} days reaches before the year 1; the oldest age is "
+            f"{(now - datetime.min.replace(tzinfo=now.tzinfo)).days} days"
+        ) from None
 
 
 class _AttrRow:
@@ -821,9 +925,7 @@ class Conversation:
         self._replay, self._head = replay, replay.head
         return replay.payloads
 
-    def _window(
-        self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
-    ) -> _windows.Window:
+    def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _windows.Window:
         window = self._store._run(
             _windows.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
