@@ -14,9 +14,15 @@ import traceback
 from collections.abc import Sequence
 
 import convstore
-from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _transfer
-from convstore.cli._common import DB_ENV, CliError, Parser, add_db_option, default_db_path
-from convstore.web import _command as _serve
+from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _serve, _transfer
+from convstore.cli._common import (
+    DB_ENV,
+    KEYRING_HINT,
+    CliError,
+    Parser,
+    add_db_option,
+    default_db_path,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -70,18 +76,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _report(error: Exception) -> int:
-    if isinstance(error, CliError):
-        return _fail(str(error), error.code)
-    if isinstance(error, convstore.NotFoundError):
-        return _fail(str(error), 1)
+    message = _sentence(error)
+    if message is None:
+        if os.environ.get("CONVSTORE_DEBUG"):
+            traceback.print_exc()
+        message = f"unexpected {type(error).__name__}: {error} (set CONVSTORE_DEBUG=1 for the traceback)"
+    return _fail(message, error.code if isinstance(error, CliError) else 1)
+
+
+def _sentence(error: Exception) -> str | None:
+    """The line that says what went wrong, or None for an error nobody foresaw."""
+    if isinstance(error, (CliError, convstore.NotFoundError)):
+        return str(error)
+    if isinstance(error, convstore.KeyringRequiredError):
+        return f"conversation {error.conversation_id} is encrypted: {KEYRING_HINT} to read it"
+    if isinstance(error, convstore.EncryptionError):
+        return f"{type(error).__name__}: {error} ({KEYRING_HINT} with the key that wrote it)"
     if isinstance(error, convstore.ConvstoreError):
-        return _fail(f"{type(error).__name__}: {error}", 1)
+        return f"{type(error).__name__}: {error}"
+    if isinstance(error, IsADirectoryError) and error.filename is not None:
+        return f"{error.filename} is a folder: give a file"
     if isinstance(error, OSError) and error.filename is not None:
-        # A file named on the command line that cannot be used (a name too long, a folder, no permission).
-        return _fail(f"cannot use {error.filename}: {error.strerror or type(error).__name__}", 1)
-    if os.environ.get("CONVSTORE_DEBUG"):
-        traceback.print_exc()
-    return _fail(f"unexpected {type(error).__name__}: {error} (set CONVSTORE_DEBUG=1 for the traceback)", 1)
+        # A file named on the command line that cannot be used (a name too long, no permission).
+        return f"cannot use {error.filename}: {error.strerror or type(error).__name__}"
+    return None
 
 
 def _fail(message: str, code: int) -> int:

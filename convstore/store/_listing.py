@@ -18,7 +18,14 @@ from sqlalchemy import exc
 from sqlalchemy.pool import NullPool
 
 from convstore._ids import MIN_ENDING, is_id
-from convstore.errors import AmbiguousIdError, ConversationNotFoundError, DatabaseError, SchemaUnknownError
+from convstore.errors import (
+    AmbiguousIdError,
+    BranchExistsError,
+    BranchNotFoundError,
+    ConversationNotFoundError,
+    DatabaseError,
+    SchemaUnknownError,
+)
 from convstore.model import ConversationInfo
 from convstore.store._engine import Exec, Op
 from convstore.store._migrate import _scripts, current_revision
@@ -27,6 +34,7 @@ from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import nodes as n
 from convstore.store._statements import OWNED_BY
+from convstore.store._writes import hold_conversation
 
 __all__ = [
     "ConversationSummary",
@@ -38,6 +46,7 @@ __all__ = [
     "first_roots",
     "match_ending",
     "message_text",
+    "rename_branch",
     "schema_status",
 ]
 
@@ -255,3 +264,24 @@ def match_ending(text: str, ids: Sequence[str], what: str = "conversation") -> s
         if found:
             raise AmbiguousIdError(wanted, len(found), what=what)
     raise ConversationNotFoundError(wanted)
+
+
+def rename_branch(conversation_id: str, branch: str, new_name: str, now: datetime) -> Op[None]:
+    """Give a branch another name, in the conversation's write order (its lock first).
+
+    Raises:
+        ConversationNotFoundError, BranchNotFoundError, BranchExistsError.
+    """
+    yield from hold_conversation(conversation_id)
+    statement = (
+        sa.update(b)
+        .where(b.c.conversation_id == sa.bindparam("in_conversation"), b.c.name == sa.bindparam("old"))
+        .values(name=sa.bindparam("new"), updated_at=sa.bindparam("now"))
+    )
+    params = {"in_conversation": conversation_id, "old": branch, "new": new_name, "now": now}
+    try:
+        result = yield Exec(statement, params)
+    except exc.IntegrityError:
+        raise BranchExistsError(conversation_id, new_name) from None
+    if result.rowcount != 1:
+        raise BranchNotFoundError(conversation_id, branch)

@@ -560,6 +560,23 @@ class Store:
         self._run(_ops.visible(conversation_id, self.owner))
         return self._run(_ops.list_branches(conversation_id))
 
+    def rename_branch(self, conversation_id: str, branch: str, new_name: str) -> None:
+        """Give a branch of a conversation another name (its head and history stay as they are). A
+        conversation opened on the old name no longer finds its branch.
+
+        Raises:
+            ConversationNotFoundError, BranchNotFoundError: no such conversation (of this store's owner) or
+                branch.
+            BranchExistsError: the conversation has a branch named ``new_name`` already.
+            CodecError: ``new_name`` is not a valid branch name.
+        """
+        check_branch_name(branch)
+        check_branch_name(new_name)
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        self._run(_ops.visible(conversation_id, self.owner))
+        self._run(_listing.rename_branch(conversation_id, branch, new_name, utcnow()), write=True)
+
     def stale_conversations(self, *, older_than: timedelta | datetime) -> list[str]:
         """The ids of the conversations ``purge(older_than=...)`` would delete now, oldest first: created
         before the cutoff, with no branch moved since. Nothing is deleted.
@@ -660,7 +677,9 @@ class Store:
             call(self.key_store.delete_key, dump.id)
             raise
 
-    def purge(self, *, older_than: timedelta | datetime) -> int:
+    def purge(
+        self, *, older_than: timedelta | datetime, on_deleted: Callable[[str], None] | None = None
+    ) -> int:
         """Delete every conversation (of this store's owner) untouched for ``older_than``: created before
         the cutoff and with no branch moved since. Each is deleted as ``delete_conversation`` does, in a
         transaction that first locks it and tests again that it is still untouched: a conversation that
@@ -669,6 +688,8 @@ class Store:
 
         Args:
             older_than: A positive age (``timedelta(days=30)``) or a UTC cutoff time in the past.
+            on_deleted: Called with each conversation's id once its delete committed, as the purge goes
+                (an interrupted purge has then told which ones it deleted).
 
         Returns:
             How many conversations were deleted.
@@ -690,6 +711,8 @@ class Store:
                 continue  # deleted meanwhile
             if outcome != _ops.KEPT:
                 deleted.append(conversation_id)
+                if on_deleted is not None:
+                    on_deleted(conversation_id)
             key_wal_busy = key_wal_busy or outcome == _ops.KEY_WAL_BUSY
         self._shred_wal(deleted, key_wal_busy=key_wal_busy)
         return len(deleted)
