@@ -227,8 +227,6 @@ def client(emulator: Emulator, flavour: str, request: pytest.FixtureRequest) -> 
     portal.call(async_http.aclose())
 
 
-
-
 @pytest.fixture(scope="session")
 def wheel_names(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     """The file names in a wheel of this checkout, built once a session (the wheel tests share it)."""

@@ -11,7 +11,8 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import convstore
 from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _serve, _transfer
@@ -84,21 +85,28 @@ def _report(error: Exception) -> int:
     return _fail(message, error.code if isinstance(error, CliError) else 1)
 
 
+_SENTENCES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], str]], ...] = (
+    ((CliError, convstore.NotFoundError), str),
+    (
+        convstore.KeyringRequiredError,
+        lambda e: f"conversation {e.conversation_id} is encrypted: {KEYRING_HINT} to read it",
+    ),
+    (
+        convstore.EncryptionError,
+        lambda e: f"{type(e).__name__}: {e} ({KEYRING_HINT} with the key that wrote it)",
+    ),
+    (convstore.ConvstoreError, lambda e: f"{type(e).__name__}: {e}"),
+    # A file named on the command line that cannot be used (a folder, a name too long, no permission).
+    (IsADirectoryError, lambda e: f"{e.filename} is a folder: give a file"),
+    (OSError, lambda e: f"cannot use {e.filename}: {e.strerror or type(e).__name__}"),
+)
+
+
 def _sentence(error: Exception) -> str | None:
     """The line that says what went wrong, or None for an error nobody foresaw."""
-    if isinstance(error, (CliError, convstore.NotFoundError)):
-        return str(error)
-    if isinstance(error, convstore.KeyringRequiredError):
-        return f"conversation {error.conversation_id} is encrypted: {KEYRING_HINT} to read it"
-    if isinstance(error, convstore.EncryptionError):
-        return f"{type(error).__name__}: {error} ({KEYRING_HINT} with the key that wrote it)"
-    if isinstance(error, convstore.ConvstoreError):
-        return f"{type(error).__name__}: {error}"
-    if isinstance(error, IsADirectoryError) and error.filename is not None:
-        return f"{error.filename} is a folder: give a file"
-    if isinstance(error, OSError) and error.filename is not None:
-        # A file named on the command line that cannot be used (a name too long, no permission).
-        return f"cannot use {error.filename}: {error.strerror or type(error).__name__}"
+    for kind, say in _SENTENCES:
+        if isinstance(error, kind) and (not isinstance(error, OSError) or error.filename is not None):
+            return say(error)
     return None
 
 

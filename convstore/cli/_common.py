@@ -151,6 +151,10 @@ def database_errors(url: str) -> Iterator[None]:
         raise CliError(f"cannot use the database {shown}: {reason}") from None
     except convstore.SchemaError as error:
         raise CliError(f"{shown}: {error}") from None
+    except convstore.DatabaseError as error:
+        raise CliError(f"cannot use the database {shown}: {error}") from None
+    except IsADirectoryError:
+        raise CliError(f"{shown} names a folder: give a database file (or a URL)") from None
 
 
 def missing_sqlite_file(url: str) -> Path | None:
@@ -307,8 +311,9 @@ def resolve_conversation(store: convstore.Store, text: str) -> str:
             f"{text!r} is the ending of {error.matches} conversations: give more of the id"
         ) from None
     except convstore.ConversationNotFoundError:
-        verb = "is" if is_id(wanted) else "ends in"
-        raise CliError(f"no conversation {verb} {wanted!r} (`convstore ls` lists them)") from None
+        if is_id(wanted):
+            raise CliError(f"conversation {wanted} not found (`convstore ls` lists them)") from None
+        raise CliError(f"no conversation ends in {wanted!r} (`convstore ls` lists them)") from None
 
 
 def confirm(question: str, *, assume_yes: bool) -> bool:

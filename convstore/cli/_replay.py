@@ -114,7 +114,7 @@ def _resume(
 def cmd_replay(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
     with (
-        model_client(offline=args.offline) as (client, _),
+        model_client(offline=args.offline) as (client, emulator),
         open_store(url, keyring=load_keyring(args.keyring)) as store,
     ):
         old = open_conversation(store, resolve_conversation(store, args.id), args.branch)
@@ -132,11 +132,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if resumed is not None:
             new, outputs, calls = resumed
             name = wanted
+            if emulator is not None:  # offline: this emulator replays what an earlier one answered
+                emulator.adopt_history(new.history())
             print(f"continuing the unfinished replay {new.branch!r} at exchange {len(outputs) + 1}")
         else:
             name = args.name or free_branch_name(old, wanted)
             if args.name and name in {branch.name for branch in old.branches()}:
-                raise CliError(f"conversation {old.id} has a branch {name!r} already: pick another --name")
+                raise CliError(
+                    f"branch {name!r} already exists in conversation {old.id}: pick another --name"
+                )
             new = old.edit(exchanges[0][0], branch=name + UNFINISHED)
             outputs, calls = [], {}
         overrides = {"model": args.model} if args.model else {}

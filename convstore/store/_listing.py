@@ -121,7 +121,7 @@ def schema_status(url: str | sa.URL) -> SchemaStatus:
     except exc.DBAPIError as error:
         engine.dispose()
         reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
-        raise DatabaseError(f"cannot reach the database: {reason}") from None
+        raise DatabaseError(reason) from None
     try:
         with conn:
             state, revision, detail = _read_catalog(conn)
