@@ -99,6 +99,7 @@ from convstore.model import (
 )
 from convstore.model._interaction import Interaction, Usage
 from convstore.store import (
+    MEDIA_REF,
     ConversationSummary,
     Keyring,
     KeyStore,
@@ -112,6 +113,7 @@ from convstore.store._check import CheckReport, Problem
 __version__ = "0.1.0"
 
 __all__ = [
+    "MEDIA_REF",
     "UNSET",
     "APIConnectionError",
     "APIError",

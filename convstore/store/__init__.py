@@ -9,10 +9,12 @@ from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, 
 from convstore.store._crypto import Keyring, WrappedKey
 from convstore.store._keys import KeyStore, ReplacingKeyStore, SQLKeyStore
 from convstore.store._listing import ConversationSummary, SchemaStatus, schema_status
+from convstore.store._rows import MEDIA_REF
 from convstore.store._sync import Conversation, Store
 
 __all__ = [
     "DEFAULT_CHECKS",
+    "MEDIA_REF",
     "AsyncConversation",
     "AsyncStore",
     "Check",

@@ -34,6 +34,7 @@ from convstore.errors import (
     KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
+    NotFoundError,
     ShredPendingError,
     StoreBusyError,
 )
@@ -66,6 +67,7 @@ from convstore.store._prepare import (
     valid_id,
     window_json,
 )
+from convstore.store._rows import MEDIA_REF
 from convstore.store._transfer import ConversationDump
 
 if TYPE_CHECKING:
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
 __all__ = ["AsyncConversation", "AsyncStore"]
 
 T = TypeVar("T")
+MEDIA_CHUNK = 4 * 1024 * 1024  # characters of base64 a media piece: 3 MiB of media
 StepLike = Step | Mapping[str, Any]
 
 
@@ -992,9 +995,15 @@ class AsyncConversation:
             history_tokens=window.history_tokens + tokens,
         )
 
-    async def nodes(self) -> list[Node]:
-        """The branch's nodes, root first."""
-        return await self._store._run(_reads.path(self.id, self._branch, None, self._cipher))
+    async def nodes(self, *, media: bool = True) -> list[Node]:
+        """The branch's nodes, root first.
+
+        Args:
+            media: Put back the large media strings kept apart (base64 ``data`` of 1 KiB and more). False
+                reads none of them: each reads as ``"convstore-media:"`` and its hash, which
+                ``media_chunks`` streams (for pages that show steps and serve their media on their own).
+        """
+        return await self._store._run(_reads.path(self.id, self._branch, None, self._cipher, media=media))
 
     async def path(self, node_id: str) -> list[Node]:
         """The nodes from the root to ``node_id``, inclusive: the history as it was at that node.
@@ -1051,19 +1060,57 @@ class AsyncConversation:
         """What the API reported for each recorded exchange along this branch (usage, interaction ids)."""
         return await self._store._run(_ops.exchanges_of_branch(self.id, self._branch))
 
-    async def node(self, node_id: str) -> Node:
-        """One node of this conversation.
+    async def node(self, node_id: str, *, media: bool = True) -> Node:
+        """One node of this conversation (``media`` as in ``nodes``).
 
         Raises:
             NodeNotFoundError: no such node in this conversation.
         """
         if not valid_id(node_id):
             raise NodeNotFoundError(self.id, str(node_id))
-        return await self._store._run(_ops.node(self.id, node_id, self._cipher))
+        return await self._store._run(_ops.node(self.id, node_id, self._cipher, media=media))
 
-    async def tree(self) -> Tree:
-        """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
-        return await self._store._run(_ops.tree(self.id, self._cipher))
+    async def tree(self, *, media: bool = True) -> Tree:
+        """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it).
+        ``media`` as in ``nodes``."""
+        return await self._store._run(_ops.tree(self.id, self._cipher, media=media))
+
+    async def media_chunks(self, reference: str, *, chunk_chars: int = MEDIA_CHUNK) -> AsyncIterator[str]:
+        """A media string kept apart, as pieces of its text (base64), read ``chunk_chars`` at a time: what
+        a ``data`` string read with ``media=False`` stands for, without ever holding it whole. Pieces are
+        multiples of 4 characters (each decodes on its own), except the last. An encrypted conversation's
+        media string is stored sealed as a whole: it is read and opened whole, then given in pieces.
+
+        Args:
+            reference: The ``data`` string as read with ``media=False`` (``"convstore-media:"`` + hash).
+            chunk_chars: Characters a piece (rounded down to a multiple of 4).
+
+        Raises:
+            ValueError: ``reference`` is not a media reference.
+            NotFoundError: the conversation stores no such media string.
+        """
+        if not isinstance(reference, str) or not reference.startswith(MEDIA_REF):
+            raise ValueError("reference: pass a data string read with media=False")
+        digest = reference[len(MEDIA_REF) :]
+        size = max(4, chunk_chars - chunk_chars % 4)
+        try:
+            if self._cipher is not None:
+                sealed = await self._store._run(_listing.media_piece(self.id, digest, 0, None))
+                text = self._cipher.open("media", digest, sealed)
+                del sealed
+                for start in range(0, len(text), size):
+                    yield text[start : start + size]
+                return
+            start = 0
+            while True:
+                piece = await self._store._run(_listing.media_piece(self.id, digest, start, size))
+                if piece:
+                    yield piece
+                if len(piece) < size:
+                    return
+                start += size
+        except LookupError:
+            raise NotFoundError(f"conversation {self.id} stores no media string {digest[:16]!r}") from None
 
 
 AsyncStore._conversation_class = AsyncConversation

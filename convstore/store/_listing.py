@@ -32,6 +32,7 @@ from convstore.store._migrate import _scripts, current_revision
 from convstore.store._schema import PREFIX
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
+from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._statements import OWNED_BY
 from convstore.store._writes import hold_conversation
@@ -45,6 +46,7 @@ __all__ = [
     "created_at",
     "first_roots",
     "match_ending",
+    "media_piece",
     "message_text",
     "rename_branch",
     "schema_status",
@@ -285,3 +287,21 @@ def rename_branch(conversation_id: str, branch: str, new_name: str, now: datetim
         raise BranchExistsError(conversation_id, new_name) from None
     if result.rowcount != 1:
         raise BranchNotFoundError(conversation_id, branch)
+
+
+def media_piece(conversation_id: str, digest: str, start: int, size: int | None) -> Op[str]:
+    """``size`` characters of a stored media string from ``start`` (0-based; None: all of it, as stored:
+    sealed in an encrypted conversation). An empty string past its end.
+
+    Raises:
+        LookupError: no such media string in the conversation.
+    """
+    value = m.c.data if size is None else sa.func.substr(m.c.data, start + 1, size)
+    row = (
+        yield Exec(
+            sa.select(value.label("data")).where(m.c.conversation_id == conversation_id, m.c.hash == digest)
+        )
+    ).first()
+    if row is None:
+        raise LookupError(digest)
+    return str(row.data or "")

@@ -17,7 +17,7 @@ import contextlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -32,7 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 import convstore
 from convstore.conversation._frontend import open_default
-from convstore.web import _views
+from convstore.web import _graph, _views
 from convstore.web._security import MEDIA_CSP, Guard, csrf_token, new_token, valid_csrf
 
 __all__ = ["Settings", "create_app"]
@@ -49,6 +49,7 @@ OWNER_STORES = 16
 FORM_TYPE = "application/x-www-form-urlencoded"  # the page's forms; parsed here (no multipart package)
 MAX_FORM = 16 * 1024
 MAX_FORM_FIELDS = 8  # the page's forms have at most three
+MEDIA_PIECE = 1024 * 1024  # characters of base64 read at a time when serving media (768 KiB of bytes)
 
 # Media types a browser may show from the page; anything else is offered as a download.
 SHOWN = ("image/", "audio/", "video/")
@@ -242,25 +243,28 @@ class _Site:
 
     def tree(self, request: Request) -> Response:
         conv = self.conversation(request.path_params["cid"])
-        tree = conv.tree()
+        tree = conv.tree(media=False)
         usage = _usage(conv, tree)
         name = "tree_part.html" if request.query_params.get("part") == "tree" else "tree.html"
+        rows = _views.segments(tree)
+        # One URL a branch, made once: a big tree names each branch on many rows.
+        branch_urls = {
+            b.name: self.settings.prefix + _url(f"/c/{conv.id}/branch", b=b.name) for b in tree.branches
+        }
         return self.render(
             name,
             conv=conv,
-            rows=_views.segments(tree),
+            rows=rows,
+            graph=_graph.render_svg(rows, branch_urls, f"{self.settings.prefix}/c/{conv.id}"),
             branches=_views.branch_rows(tree, usage),
-            # One URL a branch, made once: a big tree names each branch on many rows.
-            branch_urls={
-                b.name: self.settings.prefix + _url(f"/c/{conv.id}/branch", b=b.name) for b in tree.branches
-            },
+            branch_urls=branch_urls,
             usage_read=usage is not None,
             nodes=len(tree.nodes),
         )
 
     def branch(self, request: Request) -> Response:
         conv = self.conversation(request.path_params["cid"], request.query_params.get("b") or None)
-        nodes = conv.nodes()
+        nodes = conv.nodes(media=False)
         default = max(0, len(nodes) - STEPS_PAGE)
         try:
             start = min(max(0, int(request.query_params.get("start", default))), max(0, len(nodes) - 1))
@@ -290,7 +294,7 @@ class _Site:
         """The steps of a branch after a node (the event stream's update), as a fragment."""
         conv = self.conversation(request.path_params["cid"], request.query_params.get("b") or None)
         after = request.query_params.get("node", "")
-        nodes = conv.nodes()
+        nodes = conv.nodes(media=False)
         ids = [node.id for node in nodes]
         if after and after not in ids:
             raise _Page(409, "the branch no longer holds that node: reload")
@@ -304,7 +308,7 @@ class _Site:
         names = [b.name for b in base.branches()]
         a = request.query_params.get("a") or (names[0] if names else "main")
         b = request.query_params.get("b") or (names[1] if len(names) > 1 else a)
-        comparison = _views.compare(base.checkout(a).nodes(), base.checkout(b).nodes())
+        comparison = _views.compare(base.checkout(a).nodes(media=False), base.checkout(b).nodes(media=False))
         try:
             start = max(0, int(request.query_params.get("start", 0)))
         except ValueError:
@@ -323,22 +327,30 @@ class _Site:
         )
 
     def media(self, request: Request) -> Response:
-        """One inline media item of a step, decoded; shown only for image, audio and video types."""
+        """One inline media item of a step, decoded and streamed from the store a piece at a time (memory
+        bounded by a piece, whatever the size of the media); shown only for image, audio and video types
+        whose type is a well-formed MIME type, else offered as a download."""
         node_id, number = request.path_params["node"], request.path_params["n"]
-        items = _views.media_items(self.conversation(request.path_params["cid"]).node(node_id).data)
+        conv = self.conversation(request.path_params["cid"])
+        items = _views.media_items(conv.node(node_id, media=False).data)
         if number >= len(items):
             raise _Page(404, f"node {node_id} has no media {number}")
-        item = items[number]
-        try:
-            body = base64.b64decode(item["data"], validate=True)
-        except (binascii.Error, ValueError):
-            raise _Page(422, f"media {number} of node {node_id} is not base64") from None
-        mime = str(item["mime_type"]).lower()
+        data = items[number]["data"]
+        mime = _views.media_type(items[number]["mime_type"])
         headers = {"content-security-policy": MEDIA_CSP}
-        if not mime.startswith(SHOWN) or "svg" in mime or any(c in mime for c in ";,\r\n "):
+        if mime is None or not mime.startswith(SHOWN) or "svg" in mime:
             mime = "application/octet-stream"
             headers["content-disposition"] = f'attachment; filename="{node_id}-{number}"'
-        return Response(body, media_type=mime, headers=headers)
+        if not data.startswith(convstore.MEDIA_REF):  # a small one, kept in the step itself
+            try:
+                return Response(base64.b64decode(data, validate=True), media_type=mime, headers=headers)
+            except (binascii.Error, ValueError):
+                raise _Page(422, f"media {number} of node {node_id} is not base64") from None
+        pieces = conv.media_chunks(data, chunk_chars=MEDIA_PIECE)
+        first = _decoded(next(pieces, ""), node_id, number)  # a broken first piece is still an error page
+        return StreamingResponse(
+            _stream_media(first, pieces, node_id, number), media_type=mime, headers=headers
+        )
 
     async def events(self, request: Request) -> Response:
         try:
@@ -413,6 +425,23 @@ async def _read_form(request: Request) -> dict[str, str] | Response:
             f"bad form: at most {MAX_FORM_FIELDS} fields\n", status_code=400, media_type="text/plain"
         )
     return {key: values[0] for key, values in parsed.items()}
+
+
+def _decoded(piece: str, node_id: str, number: int) -> bytes:
+    try:
+        return base64.b64decode(piece, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Page(422, f"media {number} of node {node_id} is not base64") from None
+
+
+def _stream_media(first: bytes, pieces: Iterator[str], node_id: str, number: int) -> Iterator[bytes]:
+    """The media's bytes, a piece at a time (Starlette iterates this in a worker thread)."""
+    yield first
+    for piece in pieces:
+        try:
+            yield base64.b64decode(piece, validate=True)
+        except (binascii.Error, ValueError):
+            return  # the response has begun: end it short (the browser shows a broken image)
 
 
 def _origins(request: Request) -> set[str]:

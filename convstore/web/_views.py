@@ -14,6 +14,7 @@ store reaches the templates as plain data and is escaped there (Jinja2 autoescap
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "branch_rows",
     "compare",
     "media_items",
+    "media_type",
     "segments",
     "step_view",
 ]
@@ -227,9 +229,11 @@ def media_items(step: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _elided(value: Any, media: set[int]) -> Any:
     if isinstance(value, dict):
-        if id(value) in media and len(value["data"]) >= RAW_MEDIA_MIN:
+        if id(value) in media and (
+            len(value["data"]) >= RAW_MEDIA_MIN or value["data"].startswith(convstore.MEDIA_REF)
+        ):
             shown = {k: _elided(v, media) for k, v in value.items() if k != "data"}
-            return {**shown, "data": f"[{len(value['data']):,} characters of base64, shown as media]"}
+            return {**shown, "data": "[base64, shown as media]"}
         return {k: _elided(v, media) for k, v in value.items()}
     if isinstance(value, list):
         return [_elided(v, media) for v in value]
@@ -240,8 +244,22 @@ def pretty(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
 
 
+_MIME_NAME = r"[a-z0-9!#$&^_.+-]{1,64}"
+_MIME = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}", re.ASCII)
+
+
+def media_type(value: object) -> str | None:
+    """A stored ``mime_type``, lower case, when it is a bare MIME type (``type/subtype``: RFC 6838's
+    characters only, no parameters, no space or control character); None for anything else, which is
+    then neither shown nor echoed."""
+    if not isinstance(value, str):
+        return None
+    lowered = value.lower()
+    return lowered if _MIME.fullmatch(lowered) else None
+
+
 def _media_piece(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
-    mime = str(item["mime_type"]).lower()
+    mime = media_type(item["mime_type"]) or "application/octet-stream"
     return {"kind": "media", "index": index, "mime": mime, "family": mime.split("/", maxsplit=1)[0]}
 
 
