@@ -1101,6 +1101,11 @@ class AsyncConversation:
                 for start in range(0, len(text), size):
                     yield text[start : start + size]
                 return
+            blob = _listing.sqlite_media_pieces(self._store.engine, self.id, digest, size)
+            if blob is not None:  # SQLite, synchronous: a blob handle reads the piece's pages only
+                for piece in blob:
+                    yield piece
+                return
             start = 0
             while True:
                 piece = await self._store._run(_listing.media_piece(self.id, digest, start, size))

@@ -7,7 +7,8 @@ the catalog only, so it never builds tables or changes a setting of a database t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -50,6 +51,7 @@ __all__ = [
     "message_text",
     "rename_branch",
     "schema_status",
+    "sqlite_media_pieces",
 ]
 
 SchemaState = Literal["missing", "empty", "foreign", "current", "outdated", "newer", "broken"]
@@ -287,6 +289,40 @@ def rename_branch(conversation_id: str, branch: str, new_name: str, now: datetim
         raise BranchExistsError(conversation_id, new_name) from None
     if result.rowcount != 1:
         raise BranchNotFoundError(conversation_id, branch)
+
+
+def sqlite_media_pieces(engine: object, conversation_id: str, digest: str, size: int) -> Iterator[str] | None:
+    """A plaintext media string of a SQLite database read with incremental blob I/O, ``size`` characters
+    (ASCII base64: bytes) at a time, each piece in a short read of its own; None where that is not available
+    (another backend, an async engine, a driver without ``blobopen``). SQLite's ``substr`` reads the whole
+    value for every piece; a blob handle reads only the pages of the piece."""
+    if not isinstance(engine, sa.Engine) or engine.dialect.name != "sqlite":
+        return None
+    if not hasattr(sqlite3.Connection, "blobopen"):  # pragma: no cover -- Python 3.11 has it
+        return None
+    table = m.name
+    find: sa.Select[tuple[Any]] = sa.select(sa.literal_column("rowid")).where(
+        m.c.conversation_id == conversation_id, m.c.hash == digest
+    )
+
+    def pieces() -> Iterator[str]:
+        start = 0
+        while True:
+            with engine.connect() as conn:
+                row = conn.execute(find).first()
+                if row is None:
+                    raise LookupError(digest)
+                raw = conn.connection.driver_connection
+                with raw.blobopen(table, "data", row[0], readonly=True) as blob:  # type: ignore[union-attr]
+                    blob.seek(start)
+                    piece = blob.read(size)
+            if piece:
+                yield piece.decode("ascii")
+            if len(piece) < size:
+                return
+            start += size
+
+    return pieces()
 
 
 def media_piece(conversation_id: str, digest: str, start: int, size: int | None) -> Op[str]:

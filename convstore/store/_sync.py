@@ -1095,6 +1095,10 @@ class Conversation:
                 for start in range(0, len(text), size):
                     yield text[start : start + size]
                 return
+            blob = _listing.sqlite_media_pieces(self._store.engine, self.id, digest, size)
+            if blob is not None:  # SQLite, synchronous: a blob handle reads the piece's pages only
+                yield from blob
+                return
             start = 0
             while True:
                 piece = self._store._run(_listing.media_piece(self.id, digest, start, size))
