@@ -238,16 +238,22 @@ def test_browse_compare_and_fork(db, server, browser, screenshots):
 
     open_page(browser, f"{server}/?token={TOKEN}")
     assert "token=" not in browser.current_url  # the token became a cookie and left the address bar
-    assert conv.id in browser.find_element(By.ID, "conversations").text
+    listed = browser.find_element(By.ID, "conversations").text
+    assert conv.id[-8:] in listed  # the short id, as `convstore show` takes it
+    assert "I am packing for Lisbon. What colour is this suitcase?" in listed  # the first message
     shoot(browser, screenshots, "list")
 
-    browser.find_element(By.LINK_TEXT, conv.id).click()
+    browser.find_element(By.LINK_TEXT, conv.id[-8:]).click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "tree"))
     labels = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#tree a.branch")]
     assert sorted(labels) == ["● asks-about-porto", "● main", "● main@gemini-3-pro-preview"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tree .forkmark")) == 1  # and two roots (the replay)
     usage = browser.find_element(By.CSS_SELECTOR, 'tr[data-branch="main"]').text
     assert "300" in usage  # the API's input tokens of main's two recorded exchanges
+    graph = browser.find_element(By.CSS_SELECTOR, "svg.graph")  # the tree as a picture, drawn by the server
+    assert graph.size["height"] > 50
+    heads = browser.find_elements(By.CSS_SELECTOR, "svg.graph .headname")
+    assert sorted(h.text for h in heads) == ["● asks-about-porto", "● main", "● main@gemini-3-pro-preview"]
     shoot(browser, screenshots, "tree")
 
     browser.find_element(By.CSS_SELECTOR, 'tr[data-branch="main"] a').click()
@@ -320,7 +326,7 @@ def test_hostile_content_stays_text(db, server, browser, screenshots):
             )
         no_alert(browser)
         assert browser.execute_script("return window.__xss") is None
-        hostile = "script:not([src]), svg, b, img[onerror], [onload], [onmouseover]"
+        hostile = "script:not([src]), svg:not(.graph), b, img[onerror], [onload], [onmouseover]"
         injected = browser.execute_script(f"return document.querySelectorAll('{hostile}').length")
         assert injected == 0, url
         scripts = browser.execute_script(

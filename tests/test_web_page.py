@@ -85,7 +85,7 @@ def test_the_tree_is_drawn_as_an_svg_graph(tmp_path):
     assert drawing.count("<a ") == 4  # the root chain and three branches: one node each
     for n in range(3):
         assert f"● replay-{n}" in drawing
-    assert "⑂ 3" in drawing  # the fork, with its ways
+    assert "fork: 3 ways" in drawing  # the fork, with its ways
     assert '<ol class="tree" id="tree">' in page  # the text rows are kept
     assert "https://" not in drawing
     assert "http://" not in drawing.replace("http://www.w3.org/2000/svg", "")

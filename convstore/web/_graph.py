@@ -101,8 +101,8 @@ def render_svg(
     """
     graph = layout(rows)
     label_x = _x(max(graph.width, 1)) + LABEL_GAP
-    width = label_x + 760
     height = _y(len(rows)) + PAD
+    widest = 0  # characters of the longest label, for the picture's width (its box scrolls)
     lines: list[str] = []
     nodes: list[str] = []
     for i, row in enumerate(rows):
@@ -124,23 +124,23 @@ def render_svg(
             if row.steps > 1
             else f'<circle class="dot" cx="{x}" cy="{y}" r="{RADIUS}"/>'
         )
-        label = [
-            f'<tspan class="id">{escape(row.first.id[-id_chars:])}</tspan>',
-            f' <tspan class="type">{escape(row.first.type)}</tspan>',
-        ]
+        parts = [("id", row.first.id[-id_chars:]), ("type", row.first.type)]
         if row.steps > 1:
-            label.append(f' <tspan class="count">+{row.steps - 1} steps</tspan>')
-        preview = row.last_preview or row.first_preview
-        if preview:
-            label.append(f' <tspan class="preview">{escape(_cut(preview))}</tspan>')
-        for name in row.heads:
-            label.append(f' <tspan class="headname">● {escape(_cut(name, 40))}</tspan>')
+            parts.append(("count", f"+{row.steps - 1} steps"))
+        if row.first_preview:
+            parts.append(("preview", _cut(row.first_preview, 48)))
+        if row.last_preview:
+            parts += [("type", "…"), ("preview", _cut(row.last_preview, 40))]
+        parts += [("headname", f"● {_cut(name, 40)}") for name in row.heads]
         if row.forks:
-            label.append(f' <tspan class="forks">⑂ {row.forks}</tspan>')
+            parts.append(("forks", f"fork: {row.forks} ways"))
+        label = " ".join(f'<tspan class="{kind_}">{escape(text)}</tspan>' for kind_, text in parts)
+        widest = max(widest, sum(len(text) + 1 for _, text in parts))
         nodes.append(
             f'<a href="{href}#n-{escape(row.first.id)}" class="g-{kind}"><title>{title}</title>{folded}'
-            f'<text x="{label_x}" y="{y + 4}">{"".join(label)}</text></a>'
+            f'<text x="{label_x}" y="{y + 4}">{label}</text></a>'
         )
+    width = label_x + max(600, int(widest * 7.5))  # 12.5px text: about 7 pixels a character
     svg = (
         f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" aria-hidden="true" focusable="false">'
