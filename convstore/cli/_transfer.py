@@ -39,15 +39,11 @@ from convstore.cli._common import (
 )
 from convstore.cli._progress import Progress
 from convstore.errors import ConversationNotFoundError, EncryptionError, LimitExceededError
-from convstore.store._crypto import WrappedKey
-from convstore.store._engine import run
-from convstore.store._transfer import (
+from convstore.store._transfer import (  # the JSONL format (its reader and writer)
     ConversationRows,
     TransferFormatError,
-    conversation_exists,
     dump_lines,
     header_line,
-    import_rows_ops,
     read_conversations,
 )
 
@@ -136,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with open_store(url, keyring=load_keyring(args.keyring)) as store:
         ids: list[str] = list(dict.fromkeys(resolve_conversation(store, text) for text in args.ids))
         for conversation_id in ids:  # every id is checked before anything is written
-            if not run(store.engine, conversation_exists(conversation_id), write=False):
+            if not store.has_conversation(conversation_id):
                 raise ConversationNotFoundError(conversation_id)
         if not ids:
             ids = [info.id for info in store.iter_conversations()]
@@ -204,11 +200,11 @@ def _source(path: str, stack: ExitStack) -> Path:
 
 def _check_file(
     source: Path, name: str
-) -> tuple[list[tuple[int, str, int]], dict[str, tuple[int, WrappedKey]]]:
+) -> tuple[list[tuple[int, str, int]], dict[str, tuple[int, convstore.WrappedKey]]]:
     """The first pass: every line checked; ``(line, conversation id, rows)`` of each conversation, and the
     sealed conversations' wrapped data keys with their lines."""
     found: list[tuple[int, str, int]] = []
-    keys: dict[str, tuple[int, WrappedKey]] = {}
+    keys: dict[str, tuple[int, convstore.WrappedKey]] = {}
     try:
         with source.open("rb") as handle:
             for conversation in read_conversations(_lines(handle)):
@@ -234,7 +230,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                     store.keyring.unwrap(cid, wrapped)
                 except EncryptionError as error:
                     raise CliError(f"{args.file}: line {line}: {error}; nothing was imported") from None
-        present = {cid for _, cid, _ in found if run(store.engine, conversation_exists(cid), write=False)}
+        present = {cid for _, cid, _ in found if store.has_conversation(cid)}
         if present and not args.skip_existing:
             line, cid = next((line, cid) for line, cid, _ in found if cid in present)
             more = f" (and {len(present) - 1} more)" if len(present) > 1 else ""
@@ -268,11 +264,8 @@ def cmd_import(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 130
-        if imported and store.engine.dialect.name == "postgresql":
-            # Fresh statistics: before a table's first ANALYZE, PostgreSQL may plan the recursive history
-            # query as a hash join over the whole conversation at every level (seconds for a long one).
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE convstore_nodes, convstore_branches, convstore_exchanges")
+        if imported:
+            store.refresh_statistics()
     note = f", skipped {skipped} already in the store" if skipped else ""
     print(f"imported {plural(imported, 'conversation')} into {display_url(url)}{note}")
     return 0
@@ -290,8 +283,7 @@ def _import_one(
     if conversation.sealed:
         dump = conversation.dump()
         return store.import_conversation(dump, skip_existing=skip_existing, progress=progress)
-    op = import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
-    return run(store.engine, op, write=True)
+    return store.import_rows(conversation, skip_existing=skip_existing, progress=progress)
 
 
 def _kept(imported: int) -> str:

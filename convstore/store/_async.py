@@ -584,6 +584,46 @@ class AsyncStore:
         await self._run(_ops.visible(conversation_id, self.owner))
         await self._run(_listing.rename_branch(conversation_id, branch, new_name, utcnow()), write=True)
 
+    async def has_conversation(self, conversation_id: str) -> bool:
+        """Whether this store holds a conversation of this id (of its owner, for a store bound to one)."""
+        if not valid_id(conversation_id):
+            return False
+        try:
+            await self._run(_ops.visible(conversation_id, self.owner))
+        except ConversationNotFoundError:
+            return False
+        return True
+
+    async def import_rows(
+        self,
+        conversation: _transfer.ConversationRows,
+        *,
+        skip_existing: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Write a plaintext conversation read lazily from an export file, in one transaction, a batch of
+        rows at a time (memory bounded by a batch, whatever its size); ``import_conversation`` for a
+        conversation held whole. A row that fails its check rolls the whole conversation back.
+
+        Returns:
+            True when written, False when skipped (``skip_existing`` and the id is here already).
+
+        Raises:
+            ConversationExistsError, TransferFormatError, LimitExceededError: as ``import_conversation``.
+            ValueError: the store is bound to an owner (an export names its own owners).
+        """
+        if self.owner is not None:
+            raise ValueError("import_rows writes the owner the export names: use a store without an owner")
+        op = _transfer.import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
+        return await self._run(op, write=True)
+
+    async def refresh_statistics(self) -> None:
+        """PostgreSQL: ``ANALYZE`` the tables, after a bulk import (before a table's first ANALYZE, the
+        planner may read a long conversation's history with a hash join over all of it at every level).
+        Elsewhere: nothing."""
+        if self._engine.dialect.name == "postgresql":
+            await self._run(_listing.analyze(), write=True)
+
     async def stale_conversations(self, *, older_than: timedelta | datetime) -> list[str]:
         """The ids of the conversations ``purge(older_than=...)`` would delete now, oldest first: created
         before the cutoff, with no branch moved since. Nothing is deleted.

@@ -33,6 +33,7 @@ from convstore.store._migrate import _scripts, current_revision
 from convstore.store._schema import PREFIX
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
+from convstore.store._schema import exchanges as x
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._statements import OWNED_BY
@@ -43,6 +44,7 @@ __all__ = [
     "SchemaState",
     "SchemaStatus",
     "all_ids",
+    "analyze",
     "counts",
     "created_at",
     "first_roots",
@@ -341,3 +343,9 @@ def media_piece(conversation_id: str, digest: str, start: int, size: int | None)
     if row is None:
         raise LookupError(digest)
     return str(row.data or "")
+
+
+def analyze() -> Op[None]:
+    """PostgreSQL's ANALYZE of the tables a turn's queries plan on."""
+    tables = ", ".join(table.name for table in (n, b, x))
+    yield Exec(sa.text(f"ANALYZE {tables}"))

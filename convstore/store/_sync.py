@@ -242,7 +242,9 @@ class Store:
                 continue  # deleted meanwhile
             rewrapped = self.keyring.rewrap(conversation_id, wrapped)
             # A compare-and-swap: a key deleted (or re-wrapped) since it was read stays as it is.
-            if rewrapped is not None and call(key_store.replace_key, conversation_id, wrapped, rewrapped):
+            if rewrapped is not None and call(
+                key_store.replace_key, conversation_id, wrapped, rewrapped
+            ):
                 rotated += 1
         return rotated
 
@@ -429,7 +431,9 @@ class Store:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = self._run(_ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys))
+        loaded = self._run(
+            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+        )
         cipher = self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
         return self._conversation_class(self, info, branch, loaded.head, cipher)
@@ -579,6 +583,46 @@ class Store:
             raise ConversationNotFoundError(str(conversation_id))
         self._run(_ops.visible(conversation_id, self.owner))
         self._run(_listing.rename_branch(conversation_id, branch, new_name, utcnow()), write=True)
+
+    def has_conversation(self, conversation_id: str) -> bool:
+        """Whether this store holds a conversation of this id (of its owner, for a store bound to one)."""
+        if not valid_id(conversation_id):
+            return False
+        try:
+            self._run(_ops.visible(conversation_id, self.owner))
+        except ConversationNotFoundError:
+            return False
+        return True
+
+    def import_rows(
+        self,
+        conversation: _transfer.ConversationRows,
+        *,
+        skip_existing: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Write a plaintext conversation read lazily from an export file, in one transaction, a batch of
+        rows at a time (memory bounded by a batch, whatever its size); ``import_conversation`` for a
+        conversation held whole. A row that fails its check rolls the whole conversation back.
+
+        Returns:
+            True when written, False when skipped (``skip_existing`` and the id is here already).
+
+        Raises:
+            ConversationExistsError, TransferFormatError, LimitExceededError: as ``import_conversation``.
+            ValueError: the store is bound to an owner (an export names its own owners).
+        """
+        if self.owner is not None:
+            raise ValueError("import_rows writes the owner the export names: use a store without an owner")
+        op = _transfer.import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
+        return self._run(op, write=True)
+
+    def refresh_statistics(self) -> None:
+        """PostgreSQL: ``ANALYZE`` the tables, after a bulk import (before a table's first ANALYZE, the
+        planner may read a long conversation's history with a hash join over all of it at every level).
+        Elsewhere: nothing."""
+        if self._engine.dialect.name == "postgresql":
+            self._run(_listing.analyze(), write=True)
 
     def stale_conversations(self, *, older_than: timedelta | datetime) -> list[str]:
         """The ids of the conversations ``purge(older_than=...)`` would delete now, oldest first: created
@@ -951,7 +995,9 @@ class Conversation:
         self._replay, self._head = replay, replay.head
         return replay.payloads
 
-    def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _windows.Window:
+    def _window(
+        self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
+    ) -> _windows.Window:
         window = self._store._run(
             _windows.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
