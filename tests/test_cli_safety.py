@@ -432,3 +432,30 @@ def test_interrupted_replay_leaves_an_unfinished_branch_that_a_rerun_continues(d
         replayed = store.conversation(conv.id, "main@gemini-2.5-flash").nodes()
         asked = [n.data["content"][0]["text"] for n in replayed if n.type == "user_input"]
         assert asked == [f"question {k}" for k in range(6)]  # each input once, in order
+
+
+# -- text every surface can show -------------------------------------------------------------------------
+
+
+def _with_a_lone_surrogate(db: str) -> str:
+    """A conversation whose stored first message holds a lone surrogate (as data stored before the door
+    refused them does): written through SQL, as JSON's own escape."""
+    with convstore.Store(db) as store:
+        conv = store.create_conversation(model="m")
+        conv.append([user("before XLONEX after"), answer("ok")])
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE convstore_nodes SET payload = replace(payload, 'XLONEX', :escape)"),
+            {"escape": "\\ud800"},
+        )
+    engine.dispose()
+    return conv.id
+
+
+def test_show_and_ls_print_a_lone_surrogate_as_a_replacement_character(db):
+    conversation_id = _with_a_lone_surrogate(db)
+    for args in (["show", conversation_id], ["show", conversation_id, "--tree"], ["ls"], ["ls", "--json"]):
+        result = run_cli(*args, db=db)
+        assert result.returncode == 0, (args, result.stderr)  # before: "unexpected UnicodeEncodeError"
+        assert "before \ufffd after" in result.stdout or "before \\ud800 after" in result.stdout, args

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 import convstore
 
@@ -263,3 +264,21 @@ def test_reads_without_media_read_none_and_media_chunks_streams_it(tmp_path):
             next(iter(conv.media_chunks("not a reference")))
         with pytest.raises(convstore.NotFoundError):
             next(iter(conv.media_chunks(convstore.MEDIA_REF + "0" * 64)))
+
+
+def test_a_lone_surrogate_in_stored_text_shows_as_a_replacement_character(tmp_path):
+    url = f"sqlite:///{tmp_path / 'lone.db'}"
+    with convstore.Store(url) as store:
+        conv = _plain(store, "before XLONEX after")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # as data stored before the door refused lone surrogates
+        conn.execute(
+            sa.text("UPDATE convstore_nodes SET payload = replace(payload, 'XLONEX', :escape)"),
+            {"escape": "\\ud800"},
+        )
+    engine.dispose()
+    with make_client(url) as client:
+        for path in ("/", f"/c/{conv.id}", f"/c/{conv.id}/branch"):
+            response = client.get(path)
+            assert response.status_code == 200, path  # before: 400 (the page could not be encoded)
+            assert "before \ufffd after" in response.text, path

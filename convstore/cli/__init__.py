@@ -8,6 +8,8 @@ never a traceback. ``CONVSTORE_DEBUG=1`` shows the traceback of an unexpected er
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import os
 import sys
 import traceback
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``convstore`` with ``argv`` (default: the process's arguments); returns the exit status."""
     args = build_parser().parse_args(argv)
+    _replace_unencodable()
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
@@ -74,6 +77,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the one place where any error becomes a line
         return _report(error)
     return status
+
+
+def _replace_unencodable() -> None:
+    """Stored text with a lone surrogate (no UTF-8 stream can carry one) prints as U+FFFD, the replacement
+    character, instead of ending the command in a UnicodeEncodeError."""
+    codecs.register_error("convstore-replace", _replacement)
+    for stream in (sys.stdout, sys.stderr):
+        utf8 = (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        if isinstance(stream, io.TextIOWrapper) and utf8 and stream.errors in {"strict", "surrogateescape"}:
+            stream.reconfigure(encoding="utf-8", errors="convstore-replace")
+
+
+def _replacement(error: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return "\ufffd".encode(), error.end  # as bytes: UTF-8's encoder takes only ASCII text back
 
 
 def _report(error: Exception) -> int:

@@ -8,6 +8,7 @@ up with the same rules, so they agree on what differs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,7 @@ __all__ = [
     "ExchangePair",
     "comparable",
     "compare",
+    "displayable",
     "group_exchanges",
     "input_exchanges",
     "open_default",
@@ -33,6 +35,13 @@ __all__ = [
 ]
 
 INPUT_TYPES = frozenset({"user_input", "function_result"})  # the steps an exchange starts with
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def displayable(text: str) -> str:
+    """``text`` with every lone surrogate (which no UTF-8 output can carry) shown as U+FFFD, the
+    replacement character: stored text a terminal or a page shows rather than fails on."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
 
 
 def _one_line(text: str, width: int) -> str:

@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import convstore
-from convstore.conversation._frontend import open_default
+from convstore.conversation._frontend import displayable, open_default
 from convstore.web import _graph, _views
 from convstore.web._security import MEDIA_CSP, Guard, csrf_token, new_token, valid_csrf
 
@@ -179,7 +179,8 @@ class _Site:
             keyring=self.settings.keyring is not None,
             **context,
         )
-        return HTMLResponse(html, status_code=status)
+        # Stored text with a lone surrogate (no UTF-8 page can carry one) shows U+FFFD rather than failing.
+        return HTMLResponse(displayable(html), status_code=status)
 
     def page(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         """``handler`` with convstore's errors turned into error pages (ids only, never content)."""
