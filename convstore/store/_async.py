@@ -521,7 +521,7 @@ class AsyncStore:
             first: str | None = None
             if info.id in roots and not info.withheld:
                 cipher = await self._cipher(info.id, ENCRYPTION) if info.encrypted else None
-                node = await self._run(_ops.node(info.id, roots[info.id], cipher))
+                node = await self._run(_ops.node(info.id, roots[info.id], cipher, media=False))
                 first = _listing.message_text(node.data, preview_chars)
             items.append(
                 _listing.ConversationSummary(
