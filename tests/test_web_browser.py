@@ -371,3 +371,22 @@ def test_a_recorded_turn_appears_without_a_reload(db, server, browser, screensho
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-branch="forked-meanwhile"]'))
     assert browser.execute_script("return window.__stayed") == "same tree"
     assert csp_violations(browser) == []
+
+
+def test_a_tree_of_many_branches_is_a_narrow_picture(db, server, browser, screenshots):
+    """Replays fanned out from one answer (300 here; the layout test covers 1,000): one lane for them all."""
+    with convstore.Store(db) as store:
+        conv = store.create_conversation(model="gemini-3-flash-preview")
+        conv.append([user("Write a haiku about the sea."), model("Waves fold into foam")])
+        for k in range(3):
+            conv.append([user(f"Another one, number {k}"), model(f"haiku {k}")])
+        fork_at = conv.nodes()[1].id
+        for n in range(300):
+            branch = conv.fork(at=fork_at, branch=f"replay-{n:03d}")
+            branch.append([user(f"Variant {n}: shorter, please"), model(f"answer {n}")])
+    open_page(browser, f"{server}/c/{conv.id}?token={TOKEN}")
+    graph = browser.find_element(By.CSS_SELECTOR, "svg.graph")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.graph a")) == 302  # chains folded: a node each
+    assert int(graph.get_attribute("width")) < 1400  # two lanes and the labels, not 300 lanes
+    assert csp_violations(browser) == []
+    shoot(browser, screenshots, "many-branches")
