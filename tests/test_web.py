@@ -527,7 +527,8 @@ def test_the_tree_names_branches_marks_heads_and_forks(db_url):
         page = client.get(f"/c/{conv.id}").text
     assert "3 branches" in page
     assert page.count('class="branch"') == 3  # each head marked once
-    assert page.count("fork: 2 ways") == 2  # the forks after the first and the third step
+    # the forks after the first and the third step (in the text rows; the picture marks them too)
+    assert page.count('<span class="forkmark">fork: 2 ways') == 2
     rows = re.findall(r'<tr data-branch="([^"]*)">(.*?)</tr>', page, re.S)
     usage = {name: re.findall(r"<td>([^<]*)</td>", row) for name, row in rows}
     # steps, node tokens, exchanges, API input, output, thought (then the time)
