@@ -83,10 +83,7 @@ def _other_app(url: str) -> None:
     engine.dispose()
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_read_commands_refuse_another_apps_database_and_create_nothing(backend_url, db_url, home):
-    if (backend_url == "sqlite") != db_url.startswith("sqlite"):
-        pytest.skip("one backend per case")
+def test_read_commands_refuse_another_apps_database_and_create_nothing(db_url, home):
     _other_app(db_url)
     mode_before = _journal_mode(db_url)
     for args in READERS:
