@@ -35,6 +35,7 @@ from convstore.conversation import (
     TurnStream,
 )
 from convstore.errors import (
+    AmbiguousIdError,
     APIConnectionError,
     APIError,
     BranchExistsError,
@@ -107,15 +108,26 @@ from convstore.model import (
     VideoContent,
 )
 from convstore.model._interaction import Interaction, Usage
-from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
+from convstore.store import (
+    MEDIA_REF,
+    ConversationSummary,
+    Keyring,
+    KeyStore,
+    SchemaStatus,
+    SQLKeyStore,
+    WrappedKey,
+    schema_status,
+)
 from convstore.store._check import Check, CheckReport, Problem
 from convstore.store._prepare import Redactor
 from convstore.store._transfer import ConversationDump
 
 __all__ = [
+    "MEDIA_REF",
     "UNSET",
     "APIConnectionError",
     "APIError",
+    "AmbiguousIdError",
     "AsyncConversation",
     "AsyncCreateClient",
     "AsyncGenAIClient",
@@ -140,6 +152,7 @@ __all__ = [
     "ConversationExistsError",
     "ConversationInfo",
     "ConversationNotFoundError",
+    "ConversationSummary",
     "ConvstoreError",
     "CorruptionError",
     "CreateClient",
@@ -189,6 +202,7 @@ __all__ = [
     "SQLKeyStore",
     "SchemaError",
     "SchemaOutdatedError",
+    "SchemaStatus",
     "SchemaUnknownError",
     "SentencePieceCounter",
     "ShredPendingError",
@@ -221,6 +235,7 @@ __all__ = [
     "encode_content",
     "encode_step",
     "make_converter",
+    "schema_status",
 ]
 
 # What convstore exports says it is convstore's (as httpx does): reprs, tracebacks and docs name

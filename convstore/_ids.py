@@ -9,8 +9,11 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable
 
-__all__ = ["canonical_id", "is_id", "new_id"]
+__all__ = ["MIN_ENDING", "canonical_id", "is_id", "new_id", "shortest_endings"]
+
+MIN_ENDING = 8  # the fewest last characters of an id a person may type for it
 
 
 def new_id() -> str:
@@ -42,3 +45,27 @@ def canonical_id(raw: object) -> str:
         if len(raw) == 32 and raw.isalnum() and raw.islower():  # SQLite's form, as SQLAlchemy writes it
             return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
     return str(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))
+
+
+def shortest_endings(
+    ids: Iterable[str], among: Iterable[str] = (), minimum: int = MIN_ENDING
+) -> dict[str, str]:
+    """Each id's shortest ending (at least ``minimum`` characters) that no other id of ``ids`` or ``among``
+    ends in: what a person types for it. An ending never stops just after a ``-`` (a hyphen at its start
+    reads as an option); an id that is the ending of another is given whole.
+    """
+    wanted = list(dict.fromkeys(ids))
+    groups: dict[str, set[str]] = {}  # ids by their last ``minimum`` characters: only these can collide
+    for one in (*wanted, *among):
+        groups.setdefault(one[-minimum:], set()).add(one)
+    endings: dict[str, str] = {}
+    for full in wanted:
+        others = [other for other in groups[full[-minimum:]] if other != full]
+        size = min(minimum, len(full))
+        while size < len(full):
+            ending = full[-size:]
+            if not ending.startswith("-") and not any(other.endswith(ending) for other in others):
+                break
+            size += 1
+        endings[full] = full[-size:]
+    return endings

@@ -48,6 +48,7 @@ import re
 __all__ = [
     "APIConnectionError",
     "APIError",
+    "AmbiguousIdError",
     "BranchExistsError",
     "BranchNotFoundError",
     "BudgetExceededError",
@@ -199,6 +200,22 @@ class NodeNotFoundError(NotFoundError):
         self.conversation_id = conversation_id
         self.node_id = node_id
         super().__init__(f"node {_shown(node_id)} not found in conversation {_shown(conversation_id)}")
+
+
+class AmbiguousIdError(NotFoundError):
+    """An id ending that several ids end in: give more of it.
+
+    Attributes:
+        ending: The ending given.
+        matches: How many ids end in it.
+        what: What the ids are of (``"conversation"``, ``"node"``).
+    """
+
+    def __init__(self, ending: str, matches: int, *, what: str = "conversation") -> None:
+        self.ending = ending
+        self.matches = matches
+        self.what = what
+        super().__init__(f"{ending!r} is the ending of {matches} {what} ids: give more of the id")
 
 
 class ConflictError(StoreError):

@@ -121,9 +121,7 @@ steps = st.one_of(known_steps, unknown_steps)
 exchanges = st.lists(steps, min_size=1, max_size=4)
 
 
-def mutate_bytes(
-    data: bytes, rng: Any, splices: list[bytes], *, repeat_keys: bool = False
-) -> bytes:
+def mutate_bytes(data: bytes, rng: Any, splices: list[bytes], *, repeat_keys: bool = False) -> bytes:
     """One to three seeded byte-level mutations of ``data``: a byte changed, a run deleted, one of
     ``splices`` inserted, the tail cut; with ``repeat_keys``, also a ``"key":value`` pair near the position
     given twice. The fuzz loops of test_hostile and test_bounds share it."""

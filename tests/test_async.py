@@ -52,9 +52,7 @@ def test_many_tasks_appending_to_many_conversations_lose_nothing(db_url):
                             conflicts += 1
                             await conv.refresh()
 
-            await asyncio.gather(
-                *(writer(conv.id, w) for conv in made for w in range(writers_each))
-            )
+            await asyncio.gather(*(writer(conv.id, w) for conv in made for w in range(writers_each)))
             return [await conv.history() for conv in made], conflicts
 
     histories, _ = asyncio.run(main())
@@ -100,9 +98,10 @@ def test_cancelling_a_stream_midway_writes_nothing(db_url):
     emulator.script(text_reply("a long answer " * 50))
 
     async def main() -> None:
-        async with convstore.AsyncStore(db_url) as store, httpx.AsyncClient(
-            transport=emulator.transport()
-        ) as http:
+        async with (
+            convstore.AsyncStore(db_url) as store,
+            httpx.AsyncClient(transport=emulator.transport()) as http,
+        ):
             conv = await store.create_conversation(model=MODEL)
             client = convstore.AsyncInteractionsClient("test-key", http_client=http)
             seen = asyncio.Event()

@@ -287,7 +287,7 @@ def test_the_command_exports_sealed_and_plaintext_only_with_its_flag(db_url, oth
     assert not any(secret in text for secret in SECRETS)
     refused = run_cli("export", "--plaintext", conversation_id, db=db_url)
     assert refused.returncode == 1
-    assert b"KeyringRequiredError" in refused.stderr
+    assert b"is encrypted: pass --keyring FILE or set $CONVSTORE_KEYRING" in refused.stderr
     assert not any(secret.encode() in refused.stdout + refused.stderr for secret in SECRETS)
     clear = run_cli("export", "--plaintext", conversation_id, db=db_url, keyring=k1)
     assert clear.returncode == 0, clear.stderr

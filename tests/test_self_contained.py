@@ -30,6 +30,7 @@ ALLOWED = {
 def _allowed(relative: str, literal: str) -> bool:
     return any(relative == name and text in literal for name, text in ALLOWED)
 
+
 _ROOT_NAMES = r"(?:REPO|REPO_ROOT|ROOT)"
 _ESCAPES = [
     (re.compile(rf"\b{_ROOT_NAMES}\s*\.\s*parent\b"), "takes the parent of the repository root"),
@@ -83,10 +84,10 @@ def test_the_scan_catches_the_old_escapes():
     assert all(item.startswith("client/_escape_sample.py:") for item in found)
 
 
-_SAMPLE = '''\
+_SAMPLE = """\
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the repository root: fine
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "interactions"
 OTHER = Path(__file__).resolve().parents[3] / "x"
 DATA = "/work/shared/fixtures"
 UP = Path("../fixtures")
-'''
+"""

@@ -337,9 +337,7 @@ def test_history_of_an_unmoved_branch_reads_only_its_head(tmp_path):
             conv.append([user(f"q{n}"), model(f"a{n}")])
         expected = conv.history()
         statements: list[str] = []
-        sa.event.listen(
-            sync_store.engine, "before_cursor_execute", lambda *args: statements.append(args[2])
-        )
+        sa.event.listen(sync_store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
         assert conv.history() == expected
         assert not [sql for sql in statements if "RECURSIVE" in sql.upper()]
         conv.append([user("q20"), model("a20")])

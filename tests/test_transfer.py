@@ -205,7 +205,7 @@ def test_import_refuses_an_existing_id_and_writes_nothing(tmp_path):
 
     skipped = import_file(target, tmp_path / "all.jsonl", "--skip-existing")
     assert skipped.returncode == 0
-    assert b"imported 1 conversations" in skipped.stdout
+    assert b"imported 1 conversation into" in skipped.stdout
     assert b"skipped 1" in skipped.stdout
     assert export(target) == export(source)
 

@@ -28,8 +28,8 @@ import convstore
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient
 
+from convstore.cli._common import load_keyring
 from convstore.web import Settings, create_app
-from convstore.web._command import load_keyring
 from convstore.web._security import CSP, MEDIA_CSP, csrf_token
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,10 +167,13 @@ class Structure(HTMLParser):
         self.handlers: list[tuple[str, str]] = []
         self.urls: list[str] = []
         self.tags: list[str] = []
+        self.svg_classes: list[str | None] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         named = dict(attrs)
+        if tag == "svg":
+            self.svg_classes.append(named.get("class"))
         if tag == "script":
             if named.get("src"):
                 self.script_sources.append(named["src"] or "")
@@ -197,7 +200,7 @@ def assert_inert(html: str) -> None:
     assert found.inline_scripts == 0
     assert found.script_sources in ([], ["/static/app.js"])
     assert found.handlers == []
-    assert "svg" not in found.tags
+    assert found.svg_classes in ([], ["graph"])  # the tree's picture, ours; no stored text became one
     assert "b" not in found.tags
     for value in found.urls:
         assert value.startswith(("/", "#")), value
@@ -483,8 +486,9 @@ def test_a_bad_keyring_file_is_one_line(tmp_path, sqlite_url):
     )
     assert result.returncode == 1
     assert result.stderr.startswith("convstore: error: ")
-    assert "not a keyring file" in result.stderr
-    assert "not base64" not in result.stderr
+    assert "--keyring: " in result.stderr
+    assert "is not base64" in result.stderr
+    assert "not base64!" not in result.stderr  # never the key's text
 
 
 # The list, the tree, the comparison.
@@ -523,7 +527,8 @@ def test_the_tree_names_branches_marks_heads_and_forks(db_url):
         page = client.get(f"/c/{conv.id}").text
     assert "3 branches" in page
     assert page.count('class="branch"') == 3  # each head marked once
-    assert page.count("fork: 2 ways") == 2  # the forks after the first and the third step
+    # the forks after the first and the third step (in the text rows; the picture marks them too)
+    assert page.count('<span class="forkmark">fork: 2 ways') == 2
     rows = re.findall(r'<tr data-branch="([^"]*)">(.*?)</tr>', page, re.S)
     usage = {name: re.findall(r"<td>([^<]*)</td>", row) for name, row in rows}
     # steps, node tokens, exchanges, API input, output, thought (then the time)
@@ -679,14 +684,25 @@ def test_serve_listens_on_loopback_and_prints_the_url(sample):
             assert process.stdout is not None
             assert "read-only" in process.stdout.readline()
             line = process.stdout.readline().strip()
-            match = re.fullmatch(r"open (http://127\.0\.0\.1:(\d+)/)\?token=([\w-]{40,})", line)
+            match = re.fullmatch(
+                r"open (http://127\.0\.0\.1:(\d+)(/s-[\w-]{16,})/)\?token=([\w-]{40,})", line
+            )
             assert match, line
-            base, port, token = match.groups()
+            base, port, prefix, token = match.groups()
             with httpx.Client(base_url=base) as client:
                 assert client.get("/").status_code == 403
+                welcome = client.get(f"/?token={token}")
+                # The cookie is scoped to the page's random path: browsers send cookies to every port of a
+                # host, but another service on 127.0.0.1 is not asked for this path.
+                cookie = welcome.headers["set-cookie"]
+                assert f"Path={prefix}/" in cookie
+                assert "HttpOnly" in cookie
                 opened = client.get(f"/?token={token}", follow_redirects=True)
                 assert opened.status_code == 200
                 assert sample["conv"].id in opened.text
+                elsewhere = client.get(f"http://127.0.0.1:{port}/?token={token}")
+                assert elsewhere.status_code == 404  # outside the prefix: nothing, not even the login
+                assert prefix not in elsewhere.text
                 rebinding = client.get("/", headers={"host": f"evil.example:{port}"})
                 assert rebinding.status_code == 421
         finally:
@@ -749,8 +765,8 @@ def test_ctrl_c_ends_the_event_streams_and_the_server(sample):
         assert process.stdout is not None
         process.stdout.readline()
         line = process.stdout.readline().strip()
-        match = re.fullmatch(r"open (http://127\.0\.0\.1:(\d+))/\?token=(\S+)", line)
-        assert match
+        match = re.fullmatch(r"open (http://127\.0\.0\.1:(\d+)/s-[\w-]+)/\?token=(\S+)", line)
+        assert match, line
         base, port, token = match.groups()
         received: list[str] = []
 
@@ -759,7 +775,7 @@ def test_ctrl_c_ends_the_event_streams_and_the_server(sample):
             with (
                 contextlib.suppress(httpx.HTTPError),
                 httpx.Client(base_url=base, cookies=cookies, timeout=30) as client,
-                client.stream("GET", f"/c/{sample['conv'].id}/events") as events,
+                client.stream("GET", f"{base}/c/{sample['conv'].id}/events") as events,
             ):
                 received.extend(events.iter_lines())
 

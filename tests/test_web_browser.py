@@ -238,16 +238,22 @@ def test_browse_compare_and_fork(db, server, browser, screenshots):
 
     open_page(browser, f"{server}/?token={TOKEN}")
     assert "token=" not in browser.current_url  # the token became a cookie and left the address bar
-    assert conv.id in browser.find_element(By.ID, "conversations").text
+    listed = browser.find_element(By.ID, "conversations").text
+    assert conv.id[-8:] in listed  # the short id, as `convstore show` takes it
+    assert "I am packing for Lisbon. What colour is this suitcase?" in listed  # the first message
     shoot(browser, screenshots, "list")
 
-    browser.find_element(By.LINK_TEXT, conv.id).click()
+    browser.find_element(By.LINK_TEXT, conv.id[-8:]).click()
     wait_for(browser, lambda d: d.find_elements(By.ID, "tree"))
     labels = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "#tree a.branch")]
     assert sorted(labels) == ["● asks-about-porto", "● main", "● main@gemini-3-pro-preview"]
     assert len(browser.find_elements(By.CSS_SELECTOR, "#tree .forkmark")) == 1  # and two roots (the replay)
     usage = browser.find_element(By.CSS_SELECTOR, 'tr[data-branch="main"]').text
     assert "300" in usage  # the API's input tokens of main's two recorded exchanges
+    graph = browser.find_element(By.CSS_SELECTOR, "svg.graph")  # the tree as a picture, drawn by the server
+    assert graph.size["height"] > 50
+    heads = browser.find_elements(By.CSS_SELECTOR, "svg.graph .headname")
+    assert sorted(h.text for h in heads) == ["● asks-about-porto", "● main", "● main@gemini-3-pro-preview"]
     shoot(browser, screenshots, "tree")
 
     browser.find_element(By.CSS_SELECTOR, 'tr[data-branch="main"] a').click()
@@ -320,7 +326,7 @@ def test_hostile_content_stays_text(db, server, browser, screenshots):
             )
         no_alert(browser)
         assert browser.execute_script("return window.__xss") is None
-        hostile = "script:not([src]), svg, b, img[onerror], [onload], [onmouseover]"
+        hostile = "script:not([src]), svg:not(.graph), b, img[onerror], [onload], [onmouseover]"
         injected = browser.execute_script(f"return document.querySelectorAll('{hostile}').length")
         assert injected == 0, url
         scripts = browser.execute_script(
@@ -365,3 +371,22 @@ def test_a_recorded_turn_appears_without_a_reload(db, server, browser, screensho
     wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, 'tr[data-branch="forked-meanwhile"]'))
     assert browser.execute_script("return window.__stayed") == "same tree"
     assert csp_violations(browser) == []
+
+
+def test_a_tree_of_many_branches_is_a_narrow_picture(db, server, browser, screenshots):
+    """Replays fanned out from one answer (300 here; the layout test covers 1,000): one lane for them all."""
+    with convstore.Store(db) as store:
+        conv = store.create_conversation(model="gemini-3-flash-preview")
+        conv.append([user("Write a haiku about the sea."), model("Waves fold into foam")])
+        for k in range(3):
+            conv.append([user(f"Another one, number {k}"), model(f"haiku {k}")])
+        fork_at = conv.nodes()[1].id
+        for n in range(300):
+            branch = conv.fork(at=fork_at, branch=f"replay-{n:03d}")
+            branch.append([user(f"Variant {n}: shorter, please"), model(f"answer {n}")])
+    open_page(browser, f"{server}/c/{conv.id}?token={TOKEN}")
+    graph = browser.find_element(By.CSS_SELECTOR, "svg.graph")
+    assert len(browser.find_elements(By.CSS_SELECTOR, "svg.graph a")) == 302  # chains folded: a node each
+    assert int(graph.get_attribute("width")) < 1400  # two lanes and the labels, not 300 lanes
+    assert csp_violations(browser) == []
+    shoot(browser, screenshots, "many-branches")

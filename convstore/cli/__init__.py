@@ -8,15 +8,24 @@ never a traceback. ``CONVSTORE_DEBUG=1`` shows the traceback of an unexpected er
 from __future__ import annotations
 
 import argparse
+import codecs
+import io
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import convstore
-from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _transfer
-from convstore.cli._common import DB_ENV, CliError, Parser, add_db_option, default_db_path
-from convstore.web import _command as _serve
+from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _serve, _transfer
+from convstore.cli._common import (
+    DB_ENV,
+    KEYRING_HINT,
+    CliError,
+    Parser,
+    add_db_option,
+    default_db_path,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -54,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``convstore`` with ``argv`` (default: the process's arguments); returns the exit status."""
     args = build_parser().parse_args(argv)
+    _replace_unencodable()
     try:
         status: int = args.func(args)
     except KeyboardInterrupt:
@@ -69,19 +79,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _replace_unencodable() -> None:
+    """Stored text with a lone surrogate (no UTF-8 stream can carry one) prints as U+FFFD, the replacement
+    character, instead of ending the command in a UnicodeEncodeError."""
+    codecs.register_error("convstore-replace", _replacement)
+    for stream in (sys.stdout, sys.stderr):
+        utf8 = (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        if isinstance(stream, io.TextIOWrapper) and utf8 and stream.errors in {"strict", "surrogateescape"}:
+            stream.reconfigure(encoding="utf-8", errors="convstore-replace")
+
+
+def _replacement(error: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    return "\ufffd".encode(), error.end  # as bytes: UTF-8's encoder takes only ASCII text back
+
+
 def _report(error: Exception) -> int:
-    if isinstance(error, CliError):
-        return _fail(str(error), error.code)
-    if isinstance(error, convstore.NotFoundError):
-        return _fail(str(error), 1)
-    if isinstance(error, convstore.ConvstoreError):
-        return _fail(f"{type(error).__name__}: {error}", 1)
-    if isinstance(error, OSError) and error.filename is not None:
-        # A file named on the command line that cannot be used (a name too long, a folder, no permission).
-        return _fail(f"cannot use {error.filename}: {error.strerror or type(error).__name__}", 1)
-    if os.environ.get("CONVSTORE_DEBUG"):
-        traceback.print_exc()
-    return _fail(f"unexpected {type(error).__name__}: {error} (set CONVSTORE_DEBUG=1 for the traceback)", 1)
+    message = _sentence(error)
+    if message is None:
+        if os.environ.get("CONVSTORE_DEBUG"):
+            traceback.print_exc()
+        message = f"unexpected {type(error).__name__}: {error} (set CONVSTORE_DEBUG=1 for the traceback)"
+    return _fail(message, error.code if isinstance(error, CliError) else 1)
+
+
+_SENTENCES: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Callable[[Any], str]], ...] = (
+    ((CliError, convstore.NotFoundError), str),
+    (
+        convstore.KeyringRequiredError,
+        lambda e: f"conversation {e.conversation_id} is encrypted: {KEYRING_HINT} to read it",
+    ),
+    (
+        convstore.EncryptionError,
+        lambda e: f"{type(e).__name__}: {e} ({KEYRING_HINT} with the key that wrote it)",
+    ),
+    (convstore.ConvstoreError, lambda e: f"{type(e).__name__}: {e}"),
+    # A file named on the command line that cannot be used (a folder, a name too long, no permission).
+    (IsADirectoryError, lambda e: f"{e.filename} is a folder: give a file"),
+    (OSError, lambda e: f"cannot use {e.filename}: {e.strerror or type(e).__name__}"),
+)
+
+
+def _sentence(error: Exception) -> str | None:
+    """The line that says what went wrong, or None for an error nobody foresaw."""
+    for kind, say in _SENTENCES:
+        if isinstance(error, kind) and (not isinstance(error, OSError) or error.filename is not None):
+            return say(error)
+    return None
 
 
 def _fail(message: str, code: int) -> int:

@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
-
-import sqlalchemy as sa
 
 import convstore
 from convstore.cli._common import (
@@ -18,26 +15,28 @@ from convstore.cli._common import (
     command,
     confirm,
     default_db_path,
+    describe_age,
     load_keyring,
     match_id,
     missing_sqlite_file,
     open_conversation,
     open_store,
     parse_duration,
+    plural,
     positive_int,
     resolve_conversation,
     resolve_db,
 )
+from convstore.cli._progress import Progress
 from convstore.cli._render import (
     USAGE_COLUMNS,
     Output,
     branch_usage,
     format_time,
     preview,
-    tree_label,
+    tree_labeler,
     usage_table_rows,
 )
-from convstore.store import _schema as schema
 
 __all__ = ["register", "resolve_node"]
 
@@ -53,10 +52,24 @@ def register(sub: Any) -> None:
         "List conversations, newest first: id, creation time, last activity, model, steps (all\n"
         "branches), branches, and the start of the first message. An encrypted conversation's message\n"
         "is withheld unless --keyring opens it.",
-        examples=["convstore ls", "convstore ls --limit 100", "convstore ls --json | jq -r '.[].id'"],
+        examples=[
+            "convstore ls",
+            "convstore ls --limit 100",
+            "convstore ls --before 4bfff21f0",
+            "convstore ls --json | jq -r '.[].id'",
+        ],
     )
-    ls.add_argument("--limit", type=positive_int, default=20, help="how many to list (default 20)")
-    ls.add_argument("--json", action="store_true", help="print a JSON array, one object a conversation")
+    ls.add_argument(
+        "--limit", type=positive_int, default=20, help="how many to list (default 20; any number)"
+    )
+    ls.add_argument(
+        "--before",
+        metavar="ID",
+        help="list the conversations older than this one (the next page: the last id a listing printed)",
+    )
+    ls.add_argument(
+        "--json", action="store_true", help="print a JSON array, one object a conversation (full ids)"
+    )
     add_keyring_option(ls)
     ls.set_defaults(func=cmd_ls)
 
@@ -95,6 +108,7 @@ def register(sub: Any) -> None:
         help="the node the branch ends at (its id, or the last 8+ characters of it)",
     )
     fork.add_argument("--name", metavar="B", help="the new branch's name (default: generated)")
+    add_keyring_option(fork)
     fork.set_defaults(func=cmd_fork)
 
     delete = command(
@@ -114,8 +128,14 @@ def register(sub: Any) -> None:
         "purge",
         "Delete the conversations older than a given age (retention).",
         "Delete the conversations older than a given age (retention): created before it and with no\n"
-        "branch moved since.",
-        examples=["convstore purge --older-than 30d", "convstore purge --older-than 12h"],
+        "branch moved since. It says how many that is and asks first on a terminal; --dry-run lists\n"
+        "them and deletes nothing; a script (stdin not a terminal) must pass --yes. Interrupted\n"
+        "(Ctrl-C), it says how many it deleted and exits with status 130: run it again to finish.",
+        examples=[
+            "convstore purge --older-than 30d --dry-run",
+            "convstore purge --older-than 30d",
+            "convstore purge --older-than 12h --yes",
+        ],
     )
     purge.add_argument(
         "--older-than",
@@ -124,59 +144,39 @@ def register(sub: Any) -> None:
         metavar="AGE",
         help="an age: 30d, 12h, 90m, 45s or 2w",
     )
+    purge.add_argument(
+        "--dry-run", action="store_true", help="list the conversations it would delete; delete nothing"
+    )
+    purge.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation (for scripts)")
     purge.set_defaults(func=cmd_purge)
 
 
 _NOTHING_YET = "no conversations yet: `convstore chat` starts one, `convstore demo` shows the tour"
 
 
-def _summaries(store: convstore.Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per conversation: its step count (every branch), branch count, last activity and first root node.
-
-    Three grouped queries over the listed ids; ids, types and times are stored in clear, so this works for
-    encrypted conversations too. The first message itself is read through the conversation (decrypted,
-    media restored) by the caller.
-    """
-    found: dict[str, dict[str, Any]] = {
-        cid: {"steps": 0, "branches": 0, "last_activity": None, "first_root": None} for cid in ids
-    }
-    if not ids:
-        return found
-    nodes, branches = schema.nodes, schema.branches
-    with store.engine.connect() as conn:
-        for cid, count in conn.execute(
-            sa.select(nodes.c.conversation_id, sa.func.count())
-            .where(nodes.c.conversation_id.in_(ids))
-            .group_by(nodes.c.conversation_id)
-        ):
-            found[cid]["steps"] = count
-        for cid, count, last in conn.execute(
-            sa.select(branches.c.conversation_id, sa.func.count(), sa.func.max(branches.c.updated_at))
-            .where(branches.c.conversation_id.in_(ids))
-            .group_by(branches.c.conversation_id)
-        ):
-            found[cid].update(branches=count, last_activity=last)
-        roots = conn.execute(
-            sa.select(nodes.c.conversation_id, nodes.c.id, nodes.c.type)
-            .where(nodes.c.conversation_id.in_(ids), nodes.c.depth == 0)
-            .order_by(nodes.c.created_at, nodes.c.id)
-        )
-        for cid, node_id, kind in roots:
-            if found[cid]["first_root"] is None:
-                found[cid]["first_root"] = (node_id, kind)
-    return found
-
-
-def _first_message(store: convstore.Store, info: convstore.ConversationInfo, root: Any) -> str | None:
-    """The start of the conversation's first user message; None when there is none or it is withheld."""
-    if info.withheld or root is None or root[1] != "user_input":
-        return None
-    conv = open_conversation(store, info.id)
-    return preview(conv.path(root[0])[-1].data, PREVIEW_WIDTH)
-
-
 def _as_utc(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _listing(store: convstore.Store, limit: int, before: str | None) -> tuple[list[Any], bool]:
+    """Up to ``limit`` summaries, newest first (after ``before``), read a page of at most 1000 at a time,
+    and whether there are more."""
+    found: list[convstore.ConversationSummary] = []
+    cursor: str | None = None
+    while len(found) < limit:
+        size = min(PAGE_MAX, limit - len(found))
+        if cursor is None and not found:
+            page = store.summaries(limit=size, before=before, preview_chars=PREVIEW_WIDTH)
+        else:
+            page = store.summaries(limit=size, cursor=cursor, preview_chars=PREVIEW_WIDTH)
+        found += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return found, False
+    return found, True
+
+
+PAGE_MAX = 1000  # the store's largest page
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -189,38 +189,37 @@ def cmd_ls(args: argparse.Namespace) -> int:
             out.note(_NOTHING_YET)
         return 0
     with open_store(url, keyring=load_keyring(args.keyring)) as store:
-        page = store.conversations(limit=args.limit)
-        summaries = _summaries(store, [info.id for info in page.items])
-        listed = []
-        for info in page.items:
-            summary = summaries[info.id]
-            listed.append(
-                {
-                    "id": info.id,
-                    "created_at": _as_utc(info.created_at),
-                    "last_activity": _as_utc(summary["last_activity"] or info.created_at),
-                    "model": info.model,
-                    "steps": summary["steps"],
-                    "branches": summary["branches"],
-                    "encrypted": info.encrypted,
-                    "withheld": info.withheld,
-                    # Why the store cannot open it (no keyring, a broken key), or null.
-                    "unreadable": info.unreadable,
-                    "first_message": _first_message(store, info, summary["first_root"]),
-                }
-            )
-    more = page.next_cursor is not None
+        before = resolve_conversation(store, args.before) if args.before else None
+        summaries, more = _listing(store, args.limit, before)
+    listed = [
+        {
+            "id": item.info.id,
+            "short_id": item.short_id,
+            "created_at": _as_utc(item.info.created_at),
+            "last_activity": _as_utc(item.last_activity),
+            "model": item.info.model,
+            "steps": item.steps,
+            "branches": item.branches,
+            "encrypted": item.info.encrypted,
+            "withheld": item.info.withheld,
+            # Why the store cannot open it (no keyring, a broken key), or null.
+            "unreadable": item.info.unreadable,
+            "first_message": item.first_message,
+        }
+        for item in summaries
+    ]
+    next_page = f"(more: convstore ls --before {listed[-1]['short_id']})" if more and listed else ""
     if args.json:
         print(json.dumps(listed, ensure_ascii=False, indent=2))
-        if more:
-            print(f"(the newest {args.limit}; --limit N for more)", file=sys.stderr)
+        if next_page:
+            print(next_page, file=sys.stderr)
         return 0
     if not listed:
-        out.note(_NOTHING_YET)
+        out.note("no older conversations" if args.before else _NOTHING_YET)
         return 0
     rows = [
         [
-            item["id"],
+            item["short_id"],
             format_time(datetime.fromisoformat(item["created_at"])),
             format_time(datetime.fromisoformat(item["last_activity"])),
             item["model"] or "-",
@@ -231,10 +230,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for item in listed
     ]
     out.table(["id", "created (UTC)", "last activity", "model", "steps", "branches", "first message"], rows)
-    if more:
-        out.note(f"(the newest {args.limit}; --limit N for more)")
+    if next_page:
+        out.note(next_page)
     if any(item["withheld"] for item in listed):
-        out.note("(encrypted: the first message is withheld; --keyring FILE reads it)")
+        out.note("(encrypted: the first message is withheld; --keyring FILE or $CONVSTORE_KEYRING reads it)")
     return 0
 
 
@@ -333,10 +332,10 @@ def _show_tree(conv: convstore.Conversation) -> None:
     _show_header(out, conv)
     tree = conv.tree()
     out.heading(f"tree: {len(tree.nodes)} nodes, {len(tree.branches)} branches")
-    out.line(tree.render(label=tree_label) or "(no steps yet)")
+    out.line(tree.render(label=tree_labeler(tree)) or "(no steps yet)")
     out.heading("token usage per branch")
     out.table(USAGE_COLUMNS, usage_table_rows(branch_usage(conv)))
-    out.note("node ids end in the 12 characters shown (`convstore fork ID --at` takes them);")
+    out.note("node ids: the shortest endings that tell them apart (`convstore fork ID --at` takes them);")
     out.note("node tokens: the head's running total (convstore's count); API: the usage the API reported")
 
 
@@ -347,7 +346,7 @@ def resolve_node(conv: convstore.Conversation, text: str) -> str:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    with open_store(resolve_db(args.db)) as store:
+    with open_store(resolve_db(args.db), keyring=load_keyring(args.keyring)) as store:
         conv = open_conversation(store, resolve_conversation(store, args.id))
         node = resolve_node(conv, args.at)
         try:
@@ -362,13 +361,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     with open_store(resolve_db(args.db)) as store:
         conversation_id = resolve_conversation(store, args.id)
         if not args.yes and sys.stdin.isatty():
-            summary = _summaries(store, [conversation_id])[conversation_id]
-            if summary["branches"] == 0:  # every conversation has a branch: this one does not exist
-                raise convstore.ConversationNotFoundError(conversation_id)
-            question = (
-                f"delete conversation {conversation_id} ({summary['steps']} steps, "
-                f"{summary['branches']} branches) for good?"
-            )
+            branches = store.branches(conversation_id)  # raises when there is no such conversation
+            question = f"delete conversation {conversation_id} ({plural(len(branches), 'branch')}) for good?"
             if not confirm(question, assume_yes=False):
                 print("nothing deleted")
                 return 1
@@ -378,7 +372,44 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
+    age = describe_age(args.older_than)
+    # One cutoff for the count, the question and the delete: what was counted is what may go.
+    cutoff = datetime.now(timezone.utc) - args.older_than
     with open_store(resolve_db(args.db)) as store:
-        count = store.purge(older_than=args.older_than)
-    print(f"purged {count} conversation{'' if count == 1 else 's'}")
+        candidates = store.stale_conversations(older_than=cutoff)
+        if not candidates:
+            print(f"nothing to purge: no conversation is untouched for {age}")
+            return 0
+        counted = plural(len(candidates), "conversation")
+        if args.dry_run:
+            for conversation_id in candidates:
+                print(conversation_id)
+            print(f"would delete {counted} untouched for {age} (--dry-run: nothing deleted)", file=sys.stderr)
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(
+                    f"purge would delete {counted} untouched for {age}: pass --yes to delete them "
+                    "(--dry-run lists them)"
+                )
+            if not confirm(f"delete {counted} untouched for {age}, for good?", assume_yes=False):
+                print("nothing deleted")
+                return 1
+        deleted: list[str] = []
+        try:
+            with Progress("purging", len(candidates), unit="conversations") as bar:
+
+                def done(conversation_id: str) -> None:
+                    deleted.append(conversation_id)
+                    bar.advance()
+
+                store.purge(older_than=cutoff, on_deleted=done)
+        except KeyboardInterrupt:
+            print(
+                f"\ninterrupted: purged {len(deleted)} of {counted}; the other "
+                f"{len(candidates) - len(deleted)} are as they were (run the same purge again to finish)",
+                file=sys.stderr,
+            )
+            return 130
+    print(f"purged {plural(len(deleted), 'conversation')}")
     return 0

@@ -23,17 +23,20 @@ from typing import Any
 import convstore
 from convstore.cli._common import (
     CliError,
+    add_keyring_option,
     command,
     display_url,
     free_branch_name,
+    load_keyring,
     open_conversation,
     open_store,
+    plural,
     positive_int,
     resolve_conversation,
     resolve_db,
 )
 from convstore.cli._offline import DEFAULT_MODEL, WEATHER_TOOL, fake_weather, model_client
-from convstore.cli._render import Output, preview, tree_label
+from convstore.cli._render import Output, preview, tree_labeler
 from convstore.client import StepDelta
 
 __all__ = ["ChatSession", "make_budget", "register"]
@@ -79,6 +82,7 @@ def register(sub: Any) -> None:
     chat.add_argument(
         "--offline", action="store_true", help="talk to convstore's emulator: no key, no network"
     )
+    add_keyring_option(chat)
     chat.set_defaults(func=cmd_chat)
 
 
@@ -133,6 +137,7 @@ class ChatSession:
         self.pending: list[dict[str, Any]] = []  # function calls the user answers, in order
         self.results: list[dict[str, Any]] = []
         self.echo = not sys.stdin.isatty()
+        self.failed = 0  # turns that failed (nothing of them recorded): the exit status says so
 
     def run(self, lines: Iterator[str]) -> None:
         for line in lines:
@@ -179,9 +184,11 @@ class ChatSession:
                 self.out.write("\n")
             self._record(body, interaction)
         except KeyboardInterrupt:
+            self.failed += 1
             self.out.line("\n(interrupted: nothing of this turn was recorded)")
             return
         except convstore.ConvstoreError as error:
+            self.failed += 1
             self.out.line(f"\nerror: {type(error).__name__}: {error} (nothing of this turn was recorded)")
             return
         calls = interaction.function_calls if interaction.status == "requires_action" else []
@@ -252,7 +259,8 @@ class ChatSession:
                     mark = "*" if branch.name == self.conv.branch else " "
                     self.out.line(f"{mark} {branch.name}")
         elif name == "tree":
-            self.out.line(self.conv.tree().render(label=tree_label) or "(no steps yet)")
+            tree = self.conv.tree()
+            self.out.line(tree.render(label=tree_labeler(tree)) or "(no steps yet)")
             self.out.note(f"you are on branch {self.conv.branch!r}")
         elif name == "usage":
             self._usage()
@@ -313,7 +321,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
     with contextlib.ExitStack() as stack:
         client, emulator = stack.enter_context(model_client(offline=args.offline))
-        store = stack.enter_context(open_store(url, create=True))
+        store = stack.enter_context(open_store(url, create=True, keyring=load_keyring(args.keyring)))
         overrides: dict[str, Any] = {} if budget is None else {"budget": budget}
         create: Callable[[], convstore.Conversation] | None = None
         if args.conversation:
@@ -361,4 +369,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 out.note(f"to continue: {resume_hint(args, session.conv)}")
             else:
                 out.note("nothing was recorded, so no conversation was created")
+    if session.failed:
+        print(
+            f"convstore: error: {plural(session.failed, 'turn')} failed (nothing of "
+            f"{'it' if session.failed == 1 else 'them'} was recorded)",
+            file=sys.stderr,
+        )
+        return 1
     return 0

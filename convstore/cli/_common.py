@@ -25,9 +25,8 @@ from sqlalchemy import exc
 
 import convstore
 from convstore._extras import MissingExtraError
-from convstore._ids import is_id
-from convstore.store._engine import run
-from convstore.store._reads import list_branches
+from convstore._ids import MIN_ENDING, is_id
+from convstore.conversation._frontend import open_default
 
 __all__ = [
     "DB_ENV",
@@ -37,6 +36,7 @@ __all__ = [
     "add_db_option",
     "confirm",
     "default_db_path",
+    "describe_age",
     "display_url",
     "free_branch_name",
     "keyring_from_env",
@@ -45,9 +45,9 @@ __all__ = [
     "open_conversation",
     "open_store",
     "parse_duration",
+    "plural",
     "resolve_conversation",
     "resolve_db",
-    "short_id",
 ]
 
 DB_ENV = "CONVSTORE_DB"
@@ -151,6 +151,10 @@ def database_errors(url: str) -> Iterator[None]:
         raise CliError(f"cannot use the database {shown}: {reason}") from None
     except convstore.SchemaError as error:
         raise CliError(f"{shown}: {error}") from None
+    except convstore.DatabaseError as error:
+        raise CliError(f"cannot use the database {shown}: {error}") from None
+    except IsADirectoryError:
+        raise CliError(f"{shown} names a folder: give a database file (or a URL)") from None
 
 
 def missing_sqlite_file(url: str) -> Path | None:
@@ -167,6 +171,36 @@ def missing_sqlite_file(url: str) -> Path | None:
     return None if path.exists() else path
 
 
+def refuse_unusable(url: str, *, create: bool = False, outdated_ok: bool = False) -> None:
+    """Look at the database's schema (reading its catalog only: nothing is built or changed) and refuse,
+    as a sentence, what this command must not use: a database without convstore's schema (unless
+    ``create``: only the commands that write a conversation or the schema build one), an outdated schema
+    (unless ``outdated_ok``: ``db upgrade``), and a schema a newer convstore wrote."""
+    shown = display_url(url)
+    with database_errors(url):
+        status = convstore.schema_status(url)
+    if status.state == "missing" and not create:
+        path = missing_sqlite_file(url)
+        raise CliError(
+            f"no database at {path or shown} (`convstore chat`, `convstore import` or `convstore db "
+            "upgrade` creates one)"
+        )
+    if status.state in {"empty", "foreign"} and not create:
+        raise CliError(f"{shown} is not a convstore database; `convstore db upgrade {shown}` creates one")
+    if status.state == "newer":
+        raise CliError(
+            f"{shown} was written by a newer convstore (schema revision {status.revision}; this convstore "
+            f"{convstore.__version__} knows up to {status.head}): upgrade convstore to use it"
+        )
+    if status.state == "broken":
+        raise CliError(f"{shown} holds convstore tables but is not usable: {status.detail}")
+    if status.state == "outdated" and not outdated_ok:
+        raise CliError(
+            f"{shown} is at schema revision {status.revision}, this convstore needs {status.head}: "
+            f"run `convstore db upgrade {shown}` (back it up first)"
+        )
+
+
 @contextmanager
 def open_store(
     url: str,
@@ -175,19 +209,15 @@ def open_store(
     create: bool = False,
     keyring: convstore.Keyring | None = None,
 ) -> Iterator[convstore.Store]:
-    """The store at ``url``, closed afterwards (an outdated one is refused with the command that upgrades
-    it). Database failures inside the block become ``CliError``s too. Its keyring is ``keyring`` (from a
-    command's ``--keyring FILE``) or else the keys of ``$CONVSTORE_KEYRING``, or none.
+    """The store at ``url``, closed afterwards. Its schema is looked at first (``refuse_unusable``): a
+    command that only reads or maintains a store refuses a database that is not convstore's, and leaves it
+    as it was. Database failures inside the block become ``CliError``s too. Its keyring is ``keyring``
+    (from a command's ``--keyring FILE``) or else the keys of ``$CONVSTORE_KEYRING``, or none.
 
-    A SQLite file that does not exist is refused, rather than an empty database left behind a mistyped
-    path, unless ``create``: the commands that write a conversation or the schema (chat, import, demo,
-    db upgrade) build an empty database there.
+    Only with ``create`` (the commands that write a conversation or the schema: chat, import, demo, db
+    upgrade) is an empty database built, or a missing SQLite file made.
     """
-    if not create and (path := missing_sqlite_file(url)) is not None:
-        raise CliError(
-            f"no database at {path} (`convstore chat`, `convstore import` or `convstore db upgrade` "
-            "creates one)"
-        )
+    refuse_unusable(url, create=create, outdated_ok=not check_schema)
     with database_errors(url):
         store = convstore.Store(
             url, check_schema=check_schema, keyring=keyring if keyring is not None else keyring_from_env()
@@ -196,16 +226,17 @@ def open_store(
             yield store
 
 
-def add_keyring_option(parser: argparse.ArgumentParser) -> None:
-    """``--keyring FILE``, for the commands that read encrypted conversations."""
-    parser.add_argument(
-        "--keyring",
-        metavar="FILE",
-        default=None,
-        help="a JSON keyring to read encrypted conversations (default: the keys of "
-        f"${KEYRING_ENV}, ID=BASE64[,ID=BASE64...]):\n"
-        '{"active": "K1", "keys": {"K1": "<32 bytes, base64>"}}',
-    )
+KEYRING_HELP = (
+    "a JSON keyring file that opens encrypted conversations, "
+    '{"active": "K1", "keys": {"K1": "<32 random bytes, base64>"}} '
+    f"(default: ${KEYRING_ENV}, K1=BASE64[,K2=BASE64...], the first key active)"
+)
+KEYRING_HINT = f"pass --keyring FILE or set ${KEYRING_ENV}"
+
+
+def add_keyring_option(parser: argparse.ArgumentParser, help_text: str = KEYRING_HELP) -> None:
+    """``--keyring FILE``, on every command that reads or writes conversation content."""
+    parser.add_argument("--keyring", metavar="FILE", default=None, help=help_text)
 
 
 def load_keyring(path: str | None) -> convstore.Keyring | None:
@@ -215,33 +246,31 @@ def load_keyring(path: str | None) -> convstore.Keyring | None:
     try:
         document = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CliError(f"no keyring file at {path}") from None
+        raise CliError(f"--keyring: no keyring file at {path}") from None
+    except IsADirectoryError:
+        raise CliError(f"--keyring: {path} is a folder, not a keyring file") from None
     except (OSError, UnicodeDecodeError, ValueError):
-        raise CliError(f"{path}: not a JSON keyring file") from None
+        raise CliError(f"--keyring: {path} is not a JSON keyring file") from None
     keys = document.get("keys") if isinstance(document, dict) else None
     active = document.get("active") if isinstance(document, dict) else None
     if not isinstance(keys, dict) or not isinstance(active, str):
-        raise CliError(f'{path}: a keyring file is {{"active": KEY_ID, "keys": {{KEY_ID: BASE64, ...}}}}')
+        raise CliError(
+            f'--keyring: {path}: a keyring file is {{"active": KEY_ID, "keys": {{KEY_ID: BASE64, ...}}}}'
+        )
     decoded: dict[str, bytes] = {}
     for key_id, text in keys.items():
         try:
             decoded[key_id] = base64.b64decode(str(text), validate=True)
         except (binascii.Error, ValueError):
-            raise CliError(f"{path}: key {key_id!r} is not base64") from None
+            raise CliError(f"--keyring: {path}: key {key_id!r} is not base64") from None
     try:
         return convstore.Keyring(decoded, active=active)
     except ValueError as error:
-        raise CliError(f"{path}: {error}") from None
+        raise CliError(f"--keyring: {path}: {error}") from None
 
 
-SHORT_ID = 12  # how much of an id the command line shows; any 8 or more last characters are accepted
-MIN_SUFFIX = 8
+MIN_SUFFIX = MIN_ENDING  # the fewest last characters of an id accepted for it
 _ID_TEXT = re.compile(r"^[0-9a-f-]+$")
-
-
-def short_id(full: str) -> str:
-    """The last characters of an id, as listings show it."""
-    return full[-SHORT_ID:]
 
 
 def match_id(text: str, candidates: Iterable[str], *, what: str, where: str) -> str:
@@ -250,12 +279,7 @@ def match_id(text: str, candidates: Iterable[str], *, what: str, where: str) -> 
     Raises:
         CliError: ``text`` is not (part of) an id, none matches, or several do.
     """
-    wanted = text.strip().lower()
-    if not _ID_TEXT.match(wanted) or (len(wanted) < MIN_SUFFIX and not is_id(wanted)):
-        raise CliError(
-            f"not a {what} id: {text!r} (give the id, or its last {MIN_SUFFIX} or more characters, "
-            f"as {where} prints it)"
-        )
+    wanted = _id_text(text, what=what, where=where)
     found = [candidate for candidate in candidates if candidate == wanted or candidate.endswith(wanted)]
     exact = [candidate for candidate in found if candidate == wanted]
     if exact:
@@ -267,14 +291,29 @@ def match_id(text: str, candidates: Iterable[str], *, what: str, where: str) -> 
     raise CliError(f"no {what} {'is' if is_id(wanted) else 'ends in'} {wanted!r} ({where} lists them)")
 
 
+def _id_text(text: str, *, what: str, where: str) -> str:
+    wanted = text.strip().lower()
+    if not _ID_TEXT.match(wanted) or (len(wanted) < MIN_SUFFIX and not is_id(wanted)):
+        raise CliError(
+            f"not a {what} id: {text!r} (give the id, or its last {MIN_SUFFIX} or more characters, "
+            f"as {where} prints it)"
+        )
+    return wanted
+
+
 def resolve_conversation(store: convstore.Store, text: str) -> str:
     """A conversation id from its full id or the last 8+ characters of it, as ``ls`` shows them."""
-    wanted = text.strip().lower()
-    if is_id(wanted):
-        return wanted  # opening it says whether it exists
-    return match_id(
-        text, (info.id for info in store.iter_conversations()), what="conversation", where="`convstore ls`"
-    )
+    wanted = _id_text(text, what="conversation", where="`convstore ls`")
+    try:
+        return store.resolve_id(wanted)
+    except convstore.AmbiguousIdError as error:
+        raise CliError(
+            f"{text!r} is the ending of {error.matches} conversations: give more of the id"
+        ) from None
+    except convstore.ConversationNotFoundError:
+        if is_id(wanted):
+            raise CliError(f"conversation {wanted} not found (`convstore ls` lists them)") from None
+        raise CliError(f"no conversation ends in {wanted!r} (`convstore ls` lists them)") from None
 
 
 def confirm(question: str, *, assume_yes: bool) -> bool:
@@ -292,13 +331,7 @@ def open_conversation(
     store: convstore.Store, conversation_id: str, branch: str | None = None
 ) -> convstore.Conversation:
     """A conversation on ``branch``; without one, on ``main`` or else its oldest branch."""
-    if branch is not None:
-        return store.conversation(conversation_id, branch)
-    try:
-        return store.conversation(conversation_id)
-    except convstore.BranchNotFoundError:
-        branches = run(store.engine, list_branches(conversation_id), write=False)
-        return store.conversation(conversation_id, branches[0].name)
+    return open_default(store, conversation_id, branch)
 
 
 def free_branch_name(conv: convstore.Conversation, wanted: str) -> str:
@@ -315,18 +348,42 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+MAX_AGE = timedelta(days=36500)  # a hundred years: older than any conversation convstore can hold
+
+
 def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` as a ``timedelta`` (argparse ``type=``)."""
+    """``30d``, ``12h``, ``90m``, ``45s``, ``2w`` as a ``timedelta`` (argparse ``type=``), at most
+    ``MAX_AGE``."""
     match = _DURATION.match(text)
     if match is None or int(match.group(1)) == 0:
         raise argparse.ArgumentTypeError(
             f"not a duration: {text!r} (a positive number and a unit: 30d, 12h, 90m, 45s, 2w)"
         )
     amount, unit = int(match.group(1)), match.group(2)
+    too_long = f"{text.strip()} is longer than the longest age, {MAX_AGE.days}d (100 years)"
     try:
-        return timedelta(**{_UNITS[unit]: amount})
+        value = timedelta(**{_UNITS[unit]: amount})
     except OverflowError:
-        raise argparse.ArgumentTypeError(f"duration too long: {text!r}") from None
+        raise argparse.ArgumentTypeError(too_long) from None
+    if value > MAX_AGE:
+        raise argparse.ArgumentTypeError(too_long)
+    return value
+
+
+def describe_age(age: timedelta) -> str:
+    """An age as a person says it: ``30 days``, ``12 hours``, ``90 minutes``."""
+    seconds = int(age.total_seconds())
+    for unit, size in (("week", 604800), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return plural(seconds // size, unit)
+    return plural(seconds, "second")
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 conversation``, ``2 conversations``, ``3 branches``."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('ch', 'sh', 's', 'x')) else 's'}"
 
 
 def stdout_is_terminal() -> bool:

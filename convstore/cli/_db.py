@@ -6,15 +6,20 @@ import argparse
 import sys
 from typing import Any
 
+import convstore
 from convstore.cli._common import (
     Parser,
     add_db_option,
+    add_keyring_option,
+    database_errors,
     display_url,
     examples_epilog,
+    load_keyring,
     open_store,
+    plural,
+    refuse_unusable,
     resolve_db,
 )
-from convstore.store._migrate import head_revision
 
 __all__ = ["register"]
 
@@ -69,6 +74,8 @@ def register(sub: Any) -> None:
                 "leave them local (--no-distribute); by default a new database is distributed and an "
                 "existing one is kept as it is",
             )
+        if name == "check":
+            add_keyring_option(action)
         action.set_defaults(func=func)
 
 
@@ -87,33 +94,39 @@ def cmd_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_current(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
-    with open_store(url, check_schema=False) as store:
-        revision = store.schema_revision()
-    head = head_revision()
-    if revision is None:
-        state = f"no convstore tables yet: opening it builds revision {head}"
-    elif revision == head:
+    refuse_unusable(url, outdated_ok=True)  # reads the catalog only: nothing is built
+    with database_errors(url):
+        status = convstore.schema_status(url)
+    if status.state == "current":
         state = "this convstore's revision"
     else:
-        state = f"this convstore needs {head}: run `convstore db upgrade`"
-    print(f"{revision or 'none'}  ({state})")
+        state = f"this convstore needs {status.head}: run `convstore db upgrade {display_url(url)}`"
+    print(f"{status.revision}  ({state})")
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
-    with open_store(url) as store:
+    with open_store(url, keyring=load_keyring(args.keyring)) as store:
         report = store.check()
     for line in report.lines():
         print(line)
-    counted = (
-        f"{report.conversations} conversations, {report.nodes} nodes, {report.branches} branches, "
-        f"{report.exchanges} exchanges"
+    counted = ", ".join(
+        plural(count, noun)
+        for count, noun in (
+            (report.conversations, "conversation"),
+            (report.nodes, "node"),
+            (report.branches, "branch"),
+            (report.exchanges, "exchange"),
+        )
     )
     if report.unopened:
-        counted += f"; {report.unopened} encrypted conversations checked without decrypting (no keyring)"
+        counted += (
+            f"; {plural(report.unopened, 'encrypted conversation')} checked without decrypting "
+            "(--keyring FILE or $CONVSTORE_KEYRING decrypts them)"
+        )
     if report.ok:
         print(f"{display_url(url)}: ok ({counted}; {len(report.checks)} checks)")
         return 0
-    print(f"{display_url(url)}: {len(report.problems)} problems ({counted})", file=sys.stderr)
+    print(f"{display_url(url)}: {plural(len(report.problems), 'problem')} ({counted})", file=sys.stderr)
     return 1

@@ -8,16 +8,16 @@ own terminal), but only ever as a short single line, except where a command is a
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
 import convstore
-from convstore.cli._common import SHORT_ID
+from convstore._ids import shortest_endings
+from convstore.conversation._frontend import preview
 
-__all__ = ["Output", "branch_usage", "format_time", "preview", "tree_label"]
+__all__ = ["Output", "branch_usage", "format_time", "preview", "tree_labeler"]
 
 try:
     import rich.box
@@ -29,58 +29,21 @@ except ImportError:  # pragma: no cover -- the cli extra is part of the test ext
     HAVE_RICH = False
 
 
-def _one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: max(0, width - 1)] + "…"
-
-
-def _content_text(items: Any) -> str:
-    parts: list[str] = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, Mapping):
-            continue
-        kind = item.get("type")
-        if kind == "text" and isinstance(item.get("text"), str):
-            parts.append(item["text"])
-        else:
-            parts.append(f"[{kind}]")
-    return " ".join(parts)
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
-
-
-def preview(step: Mapping[str, Any], width: int = 72) -> str:
-    """One short line saying what a step holds (its text, a call and its arguments, a result)."""
-    kind = step.get("type")
-    if kind in {"user_input", "model_output"}:
-        text = _content_text(step.get("content"))
-    elif kind == "thought":
-        summary = _content_text(step.get("summary"))
-        text = summary or ("(signature only)" if "signature" in step else "")
-    elif kind == "function_call":
-        text = f"{step.get('name')}({_compact(step.get('arguments', {}))})"
-    elif kind == "function_result":
-        result = step.get("result")
-        shown = result if isinstance(result, str) else _compact(result)
-        text = f"{step.get('name') or step.get('call_id')} -> {shown}"
-    else:
-        text = ""
-    return _one_line(text, width)
-
-
 def format_time(value: datetime) -> str:
     """A UTC time to the second, as the store keeps it."""
     return value.strftime("%Y-%m-%d %H:%M:%S")
 
 
-# SHORT_ID: a node id's last characters, random in a UUIDv7, so unique in a conversation
+def tree_labeler(tree: convstore.Tree, width: int = 56) -> Callable[[convstore.Node], str]:
+    """The label of a tree line: the shortest unique ending of the node's id (``fork --at`` and
+    ``replay`` take it), its step type and a preview."""
+    endings = shortest_endings(node.id for node in tree.nodes)
+    size = max((len(ending) for ending in endings.values()), default=0)
 
+    def label(node: convstore.Node) -> str:
+        return f"{endings[node.id]:<{size}}  {node.type:<15} {preview(node.data, width)}".rstrip()
 
-def tree_label(node: convstore.Node, width: int = 56) -> str:
-    """A tree line: the end of the node's id (``fork --at`` takes it), its step type and a preview."""
-    return f"{node.id[-SHORT_ID:]}  {node.type:<15} {preview(node.data, width)}".rstrip()
+    return label
 
 
 def branch_usage(conv: convstore.Conversation) -> list[dict[str, Any]]:

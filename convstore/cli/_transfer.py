@@ -28,23 +28,22 @@ import convstore
 from convstore._limits import DEFAULT_LIMITS
 from convstore.cli._common import (
     CliError,
+    add_keyring_option,
     command,
     display_url,
+    load_keyring,
     open_store,
+    plural,
     resolve_conversation,
     resolve_db,
 )
 from convstore.cli._progress import Progress
 from convstore.errors import ConversationNotFoundError, EncryptionError, LimitExceededError
-from convstore.store._crypto import WrappedKey
-from convstore.store._engine import run
-from convstore.store._transfer import (
+from convstore.store._transfer import (  # the JSONL format (its reader and writer)
     ConversationRows,
     TransferFormatError,
-    conversation_exists,
     dump_lines,
     header_line,
-    import_rows_ops,
     read_conversations,
 )
 
@@ -74,8 +73,9 @@ def register(sub: Any) -> None:
         "--plaintext",
         action="store_true",
         help="decrypt encrypted conversations and write their content in clear: anyone with the file can "
-        "read them, and they import unencrypted (needs $CONVSTORE_KEYRING)",
+        "read them, and they import unencrypted (needs --keyring FILE or $CONVSTORE_KEYRING)",
     )
+    add_keyring_option(export)
     export.set_defaults(func=cmd_export)
 
     imp = command(
@@ -84,13 +84,17 @@ def register(sub: Any) -> None:
         "Read a JSONL export into the store: each conversation in one transaction, with its own ids.",
         "Read a JSONL export into the store: each conversation in one transaction, with its own ids.\n"
         "Every line is checked before anything is written. A conversation whose id is already in the\n"
-        "store stops the import (nothing written) unless --skip-existing.",
+        "store stops the import (nothing written) unless --skip-existing. Interrupted (Ctrl-C, exit\n"
+        "status 130), it says how many it imported: the same command with --skip-existing imports\n"
+        "the rest. Encrypted conversations are checked to open with --keyring FILE or\n"
+        "$CONVSTORE_KEYRING when one is given.",
         examples=["convstore import all.jsonl", "convstore import all.jsonl --skip-existing --db other.db"],
     )
     imp.add_argument("file", metavar="FILE", help="the export (- for stdin)")
     imp.add_argument(
         "--skip-existing", action="store_true", help="leave conversations already in the store as they are"
     )
+    add_keyring_option(imp)
     imp.set_defaults(func=cmd_import)
 
 
@@ -125,10 +129,10 @@ def _output(path: str | None) -> Iterator[Callable[[str], None]]:
 
 def cmd_export(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
-    with open_store(url) as store:
+    with open_store(url, keyring=load_keyring(args.keyring)) as store:
         ids: list[str] = list(dict.fromkeys(resolve_conversation(store, text) for text in args.ids))
         for conversation_id in ids:  # every id is checked before anything is written
-            if not run(store.engine, conversation_exists(conversation_id), write=False):
+            if not store.has_conversation(conversation_id):
                 raise ConversationNotFoundError(conversation_id)
         if not ids:
             ids = [info.id for info in store.iter_conversations()]
@@ -141,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                     write(line)
                 rows += dump.row_count
                 bar.advance()
-    print(f"exported {len(ids)} conversations ({rows} rows)", file=sys.stderr)
+    print(f"exported {plural(len(ids), 'conversation')} ({plural(rows, 'row')})", file=sys.stderr)
     return 0
 
 
@@ -180,8 +184,12 @@ def _source(path: str, stack: ExitStack) -> Path:
     """The file to read (twice): ``path``, or stdin copied to a temporary file."""
     if path != "-":
         source = Path(path)
-        if not source.is_file():
+        if source.is_dir():
+            raise CliError(f"{path} is a folder: give the export file (or - for stdin)")
+        if not source.exists():
             raise CliError(f"no such file: {path}")
+        if not source.is_file():
+            raise CliError(f"{path} is not a regular file: give the export file (or - for stdin)")
         return source
     spool = stack.enter_context(tempfile.TemporaryDirectory(prefix="convstore-import-"))
     copy = Path(spool) / "stdin.jsonl"
@@ -190,30 +198,39 @@ def _source(path: str, stack: ExitStack) -> Path:
     return copy
 
 
+def _check_file(
+    source: Path, name: str
+) -> tuple[list[tuple[int, str, int]], dict[str, tuple[int, convstore.WrappedKey]]]:
+    """The first pass: every line checked; ``(line, conversation id, rows)`` of each conversation, and the
+    sealed conversations' wrapped data keys with their lines."""
+    found: list[tuple[int, str, int]] = []
+    keys: dict[str, tuple[int, convstore.WrappedKey]] = {}
+    try:
+        with source.open("rb") as handle:
+            for conversation in read_conversations(_lines(handle)):
+                for _ in conversation.rows():  # checked, counted and let go
+                    pass
+                found.append((conversation.line, conversation.id, conversation.row_count))
+                if conversation.key is not None:
+                    keys[conversation.id] = (conversation.line, conversation.key)
+    except (TransferFormatError, LimitExceededError) as error:
+        raise CliError(f"{name}: {error}; nothing was imported") from None
+    return found, keys
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     url = resolve_db(args.db)
     with ExitStack() as stack:
         source = _source(args.file, stack)
-        found: list[tuple[int, str, int]] = []  # (line, conversation id, rows)
-        keys: dict[str, tuple[int, WrappedKey]] = {}  # the sealed conversations' wrapped data keys
-        try:
-            with source.open("rb") as handle:
-                for conversation in read_conversations(_lines(handle)):
-                    for _ in conversation.rows():  # checked, counted and let go
-                        pass
-                    found.append((conversation.line, conversation.id, conversation.row_count))
-                    if conversation.key is not None:
-                        keys[conversation.id] = (conversation.line, conversation.key)
-        except (TransferFormatError, LimitExceededError) as error:
-            raise CliError(f"{args.file}: {error}; nothing was imported") from None
-        store = stack.enter_context(open_store(url, create=True))
+        found, keys = _check_file(source, args.file)
+        store = stack.enter_context(open_store(url, create=True, keyring=load_keyring(args.keyring)))
         if store.keyring is not None:  # a keyring that cannot open one of them: refused before any write
             for cid, (line, wrapped) in keys.items():
                 try:
                     store.keyring.unwrap(cid, wrapped)
                 except EncryptionError as error:
                     raise CliError(f"{args.file}: line {line}: {error}; nothing was imported") from None
-        present = {cid for _, cid, _ in found if run(store.engine, conversation_exists(cid), write=False)}
+        present = {cid for _, cid, _ in found if store.has_conversation(cid)}
         if present and not args.skip_existing:
             line, cid = next((line, cid) for line, cid, _ in found if cid in present)
             more = f" (and {len(present) - 1} more)" if len(present) > 1 else ""
@@ -223,26 +240,34 @@ def cmd_import(args: argparse.Namespace) -> int:
             )
         total = sum(rows for _, cid, rows in found if cid not in present)
         imported = skipped = 0
-        with source.open("rb") as handle, Progress("importing", total, unit="rows") as bar:
-            for conversation in read_conversations(_lines(handle), counter=store.counter):
-                if conversation.id in present:
-                    skipped += 1
-                    continue
-                try:
-                    done = _import_one(store, conversation, args.skip_existing, bar.advance)
-                except (TransferFormatError, LimitExceededError, EncryptionError) as error:
-                    raise CliError(
-                        f"{args.file}: conversation at line {conversation.line}: {error}{_kept(imported)}"
-                    ) from None
-                imported += int(done)
-                skipped += int(not done)
-        if imported and store.engine.dialect.name == "postgresql":
-            # Fresh statistics: before a table's first ANALYZE, PostgreSQL may plan the recursive history
-            # query as a hash join over the whole conversation at every level (seconds for a long one).
-            with store.engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE convstore_nodes, convstore_branches, convstore_exchanges")
+        try:
+            with source.open("rb") as handle, Progress("importing", total, unit="rows") as bar:
+                for conversation in read_conversations(_lines(handle), counter=store.counter):
+                    if conversation.id in present:
+                        skipped += 1
+                        continue
+                    try:
+                        done = _import_one(store, conversation, args.skip_existing, bar.advance)
+                    except (TransferFormatError, LimitExceededError, EncryptionError) as error:
+                        raise CliError(
+                            f"{args.file}: conversation at line {conversation.line}: {error}{_kept(imported)}"
+                        ) from None
+                    imported += int(done)
+                    skipped += int(not done)
+        except KeyboardInterrupt:
+            # Each conversation is written in a transaction of its own: the one under way was rolled back.
+            left = len(found) - imported - skipped
+            print(
+                f"\ninterrupted: imported {imported} of {plural(len(found), 'conversation')} into "
+                f"{display_url(url)}; {left} not imported (the same command with --skip-existing "
+                "imports the rest)",
+                file=sys.stderr,
+            )
+            return 130
+        if imported:
+            store.refresh_statistics()
     note = f", skipped {skipped} already in the store" if skipped else ""
-    print(f"imported {imported} conversations into {display_url(url)}{note}")
+    print(f"imported {plural(imported, 'conversation')} into {display_url(url)}{note}")
     return 0
 
 
@@ -258,9 +283,10 @@ def _import_one(
     if conversation.sealed:
         dump = conversation.dump()
         return store.import_conversation(dump, skip_existing=skip_existing, progress=progress)
-    op = import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
-    return run(store.engine, op, write=True)
+    return store.import_rows(conversation, skip_existing=skip_existing, progress=progress)
 
 
 def _kept(imported: int) -> str:
-    return f"; the {imported} conversations before it were imported" if imported else "; nothing was imported"
+    if not imported:
+        return "; nothing was imported"
+    return f"; the {plural(imported, 'conversation')} before it {'was' if imported == 1 else 'were'} imported"

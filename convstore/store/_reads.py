@@ -208,7 +208,12 @@ def _put_back_media_bytes(
 
 
 def path(
-    conversation_id: str, branch: str, node_id: str | None, cipher: DataCipher | None = None
+    conversation_id: str,
+    branch: str,
+    node_id: str | None,
+    cipher: DataCipher | None = None,
+    *,
+    media: bool = True,
 ) -> Op[list[Node]]:
     """Nodes from the root to ``node_id`` (or to the branch head when None)."""
     found = yield from segments(conversation_id, branch, node_id)
@@ -223,7 +228,7 @@ def path(
             raise (yield from missing_branch_or_conversation(conversation_id, branch))
         return []
     rows = yield from _scan(conversation_id, found, st.PATH_SCAN)
-    return (yield from nodes_of(conversation_id, rows, cipher))
+    return (yield from nodes_of(conversation_id, rows, cipher, media=media))
 
 
 def path_exchange_ids(conversation_id: str, branch: str) -> Op[list[str]]:
@@ -236,7 +241,9 @@ def path_exchange_ids(conversation_id: str, branch: str) -> Op[list[str]]:
 # -- budget windows ---------------------------------------------------------------------------------------
 
 
-def node(conversation_id: str, node_id: str, cipher: DataCipher | None = None) -> Op[Node]:
+def node(
+    conversation_id: str, node_id: str, cipher: DataCipher | None = None, *, media: bool = True
+) -> Op[Node]:
     result = yield Exec(st.NODE, {"conversation_id": conversation_id, "node_id": node_id})
     row = result.first()
     if row is None:
@@ -244,7 +251,7 @@ def node(conversation_id: str, node_id: str, cipher: DataCipher | None = None) -
         if check.first() is None:
             raise ConversationNotFoundError(conversation_id)
         raise NodeNotFoundError(conversation_id, node_id)
-    return (yield from nodes_of(conversation_id, [row], cipher))[0]
+    return (yield from nodes_of(conversation_id, [row], cipher, media=media))[0]
 
 
 def branch_from_row(conversation_id: str, row: Any) -> Branch:
@@ -267,9 +274,9 @@ def list_branches(conversation_id: str) -> Op[list[Branch]]:
     return found
 
 
-def tree(conversation_id: str, cipher: DataCipher | None = None) -> Op[Tree]:
+def tree(conversation_id: str, cipher: DataCipher | None = None, *, media: bool = True) -> Op[Tree]:
     result = yield Exec(st.TREE_NODES, {"conversation_id": conversation_id})
-    found = yield from nodes_of(conversation_id, result.all(), cipher)
+    found = yield from nodes_of(conversation_id, result.all(), cipher, media=media)
     branch_list = yield from list_branches(conversation_id)
     return Tree(conversation_id=conversation_id, nodes=found, branches=branch_list)
 

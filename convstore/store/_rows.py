@@ -23,6 +23,7 @@ from convstore.store._media import join_media, join_media_utf8, stored_hashes
 
 __all__ = [
     "EMPTY_HEAD",
+    "MEDIA_REF",
     "Head",
     "Row",
     "json_or_none",
@@ -85,19 +86,32 @@ def node_from_row(conversation_id: str, row: Any, text: str) -> Node:
     )
 
 
-def payload_texts(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[str]]:
-    """The payloads of node rows read, as written: opened when sealed, media put back."""
+MEDIA_REF = "convstore-media:"  # what a media string kept apart reads as without its media: this + its hash
+
+
+def payload_texts(
+    conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None, *, media: bool = True
+) -> Op[list[str]]:
+    """The payloads of node rows read, as written: opened when sealed, media put back (without ``media``,
+    each media string kept apart reads as ``MEDIA_REF`` and its hash, and none is read)."""
     if cipher is None:
         texts = [row.payload for row in rows]
     else:
         texts = [cipher.open("node", row.id, row.payload) for row in rows]
+    if not media:
+        for index, row in enumerate(rows):
+            if row.media is not None:
+                texts[index] = join_media(texts[index], row.media, MEDIA_REF.__add__)
+        return texts
     yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
     return texts
 
 
-def nodes_of(conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None) -> Op[list[Node]]:
+def nodes_of(
+    conversation_id: str, rows: Sequence[Any], cipher: DataCipher | None, *, media: bool = True
+) -> Op[list[Node]]:
     """The nodes of rows read with every node column."""
-    texts = yield from payload_texts(conversation_id, rows, cipher)
+    texts = yield from payload_texts(conversation_id, rows, cipher, media=media)
     return [node_from_row(conversation_id, row, text) for row, text in zip(rows, texts, strict=True)]
 
 

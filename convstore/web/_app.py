@@ -1,10 +1,10 @@
 """The Starlette application behind ``convstore serve``: routes that read the store and render templates.
 
-Every page reads through convstore's public API (``Store``, ``conversations()``, ``Conversation``,
-``tree()``, ``nodes()``, ``node()``, ``exchanges()``), so encrypted payloads and inline media kept apart read
-exactly as the library reads them, and an encrypted conversation stays closed unless the server was given
-the keyring. One helper comes from the command line, ``open_conversation``, which opens a conversation on
-``main`` or else its oldest branch, as every ``convstore`` command does. Handlers are plain functions
+Every page reads through convstore's public API (``Store``, ``summaries()``, ``Conversation``, ``tree()``,
+``nodes()``, ``node()``, ``exchanges()``), so encrypted payloads and inline media kept apart read exactly as
+the library reads them, and an encrypted conversation stays closed unless the server was given the keyring.
+A conversation opens on ``main`` or else its oldest branch, as every ``convstore`` command does
+(``open_default``, shared with the command line). Handlers are plain functions
 (Starlette runs them in its thread pool; the store is thread-safe); the event stream is the one coroutine,
 polling the branch heads in a worker thread.
 """
@@ -17,7 +17,7 @@ import contextlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -31,13 +31,14 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 import convstore
-from convstore.cli._common import open_conversation
-from convstore.web import _views
+from convstore.conversation._frontend import displayable, open_default
+from convstore.web import _graph, _views
 from convstore.web._security import MEDIA_CSP, Guard, csrf_token, new_token, valid_csrf
 
 __all__ = ["Settings", "create_app"]
 
 PAGE_SIZE = 50  # conversations a page
+PREVIEW_CHARS = 120  # of each conversation's first message in the list
 SEARCH_PAGES = 20  # store pages of 200 scanned by one search request before it offers to go on
 STEPS_PAGE = 200  # steps of a branch a page (the newest by default)
 COMPARE_PAGE = 50  # exchanges side by side a page (the summary counts them all)
@@ -47,6 +48,8 @@ HEARTBEAT_SECONDS = 15.0
 OWNER_STORES = 16
 FORM_TYPE = "application/x-www-form-urlencoded"  # the page's forms; parsed here (no multipart package)
 MAX_FORM = 16 * 1024
+MAX_FORM_FIELDS = 8  # the page's forms have at most three
+MEDIA_PIECE = 1024 * 1024  # characters of base64 read at a time when serving media (768 KiB of bytes)
 
 # Media types a browser may show from the page; anything else is offered as a download.
 SHOWN = ("image/", "audio/", "video/")
@@ -62,6 +65,8 @@ class Settings:
         token: The access token (random when None).
         hosts: The ``Host`` headers accepted (None: any, for tests).
         cookie: The access cookie's name.
+        prefix: The path the page lives under (``/s-<random>``; "" for the root): the cookie is scoped to
+            it, so no other service on the host is sent it.
         poll_seconds: How often the event stream looks at the branch heads.
     """
 
@@ -74,6 +79,7 @@ class Settings:
         token: str | None = None,
         hosts: Sequence[str] | None = None,
         cookie: str = "convstore_token",
+        prefix: str = "",
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.url = url
@@ -82,6 +88,7 @@ class Settings:
         self.token = token or new_token()
         self.hosts = hosts
         self.cookie = cookie
+        self.prefix = prefix.rstrip("/")
         self.poll_seconds = poll_seconds
         # Set when the server begins to stop: the event streams end at their next poll, so the server does
         # not have to cancel them.
@@ -116,7 +123,7 @@ class _Stores:
             self.main.close()
 
 
-def _environment() -> jinja2.Environment:
+def _environment(root: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("convstore.web", "templates"),
         autoescape=True,  # every template: what the store holds is attacker-controlled text
@@ -124,7 +131,8 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals["url"] = _url
+    env.globals["url"] = lambda path, **query: root + _url(path, **query)
+    env.globals["root"] = root
     env.filters["fmt"] = lambda n: "-" if n is None else f"{n:,}"
     return env
 
@@ -148,7 +156,7 @@ class _Site:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.env = _environment()
+        self.env = _environment(settings.prefix)
         self._stores: _Stores | None = None
         self._lock = threading.Lock()
 
@@ -171,7 +179,8 @@ class _Site:
             keyring=self.settings.keyring is not None,
             **context,
         )
-        return HTMLResponse(html, status_code=status)
+        # Stored text with a lone surrogate (no UTF-8 page can carry one) shows U+FFFD rather than failing.
+        return HTMLResponse(displayable(html), status_code=status)
 
     def page(self, handler: Callable[[Request], Response]) -> Callable[[Request], Response]:
         """``handler`` with convstore's errors turned into error pages (ids only, never content)."""
@@ -207,10 +216,9 @@ class _Site:
                 return Response("cross-origin write refused\n", 403)
             if request.headers.get("content-type", "").split(";")[0] != FORM_TYPE:
                 return Response(f"expected a form ({FORM_TYPE})\n", 415)
-            body = await request.body()
-            if len(body) > MAX_FORM:
-                return Response("form too large\n", 413)
-            form = {k: v[0] for k, v in parse_qs(body.decode("latin-1"), max_num_fields=8).items()}
+            form = await _read_form(request)
+            if isinstance(form, Response):
+                return form
             if not valid_csrf(self.settings.token, form.get("csrf")):
                 return Response("missing or wrong CSRF token: reload the page\n", 403)
             return await anyio.to_thread.run_sync(self.page(lambda r: handler(r, form)), request)
@@ -218,7 +226,7 @@ class _Site:
         return wrapped
 
     def conversation(self, cid: str, branch: str | None = None) -> convstore.Conversation:
-        return open_conversation(self.stores.main, cid, branch)
+        return open_default(self.stores.main, cid, branch)
 
     def index(self, request: Request) -> Response:
         q = request.query_params.get("q", "").strip()
@@ -232,34 +240,32 @@ class _Site:
             items, next_cursor = _search(source, q, cursor)
         except ValueError:  # a cursor that is not one of ours
             raise _Page(400, "not a page cursor") from None
-        rows = []
-        for info in items:
-            branches: int | None = None
-            if not info.withheld:
-                with contextlib.suppress(convstore.ConvstoreError):
-                    branches = len(open_conversation(source, info.id).branches())
-            rows.append({"info": info, "branches": branches})
-        return self.render("index.html", rows=rows, q=q, owner=owner, next_cursor=next_cursor)
+        return self.render("index.html", rows=items, q=q, owner=owner, next_cursor=next_cursor)
 
     def tree(self, request: Request) -> Response:
         conv = self.conversation(request.path_params["cid"])
-        tree = conv.tree()
+        tree = conv.tree(media=False)
         usage = _usage(conv, tree)
         name = "tree_part.html" if request.query_params.get("part") == "tree" else "tree.html"
+        rows = _views.segments(tree)
+        # One URL a branch, made once: a big tree names each branch on many rows.
+        branch_urls = {
+            b.name: self.settings.prefix + _url(f"/c/{conv.id}/branch", b=b.name) for b in tree.branches
+        }
         return self.render(
             name,
             conv=conv,
-            rows=_views.segments(tree),
+            rows=rows,
+            graph=_graph.render_svg(rows, branch_urls, f"{self.settings.prefix}/c/{conv.id}"),
             branches=_views.branch_rows(tree, usage),
-            # One URL a branch, made once: a big tree names each branch on many rows.
-            branch_urls={b.name: _url(f"/c/{conv.id}/branch", b=b.name) for b in tree.branches},
+            branch_urls=branch_urls,
             usage_read=usage is not None,
             nodes=len(tree.nodes),
         )
 
     def branch(self, request: Request) -> Response:
         conv = self.conversation(request.path_params["cid"], request.query_params.get("b") or None)
-        nodes = conv.nodes()
+        nodes = conv.nodes(media=False)
         default = max(0, len(nodes) - STEPS_PAGE)
         try:
             start = min(max(0, int(request.query_params.get("start", default))), max(0, len(nodes) - 1))
@@ -289,7 +295,7 @@ class _Site:
         """The steps of a branch after a node (the event stream's update), as a fragment."""
         conv = self.conversation(request.path_params["cid"], request.query_params.get("b") or None)
         after = request.query_params.get("node", "")
-        nodes = conv.nodes()
+        nodes = conv.nodes(media=False)
         ids = [node.id for node in nodes]
         if after and after not in ids:
             raise _Page(409, "the branch no longer holds that node: reload")
@@ -303,7 +309,7 @@ class _Site:
         names = [b.name for b in base.branches()]
         a = request.query_params.get("a") or (names[0] if names else "main")
         b = request.query_params.get("b") or (names[1] if len(names) > 1 else a)
-        comparison = _views.compare(base.checkout(a).nodes(), base.checkout(b).nodes())
+        comparison = _views.compare(base.checkout(a).nodes(media=False), base.checkout(b).nodes(media=False))
         try:
             start = max(0, int(request.query_params.get("start", 0)))
         except ValueError:
@@ -322,22 +328,30 @@ class _Site:
         )
 
     def media(self, request: Request) -> Response:
-        """One inline media item of a step, decoded; shown only for image, audio and video types."""
+        """One inline media item of a step, decoded and streamed from the store a piece at a time (memory
+        bounded by a piece, whatever the size of the media); shown only for image, audio and video types
+        whose type is a well-formed MIME type, else offered as a download."""
         node_id, number = request.path_params["node"], request.path_params["n"]
-        items = _views.media_items(self.conversation(request.path_params["cid"]).node(node_id).data)
+        conv = self.conversation(request.path_params["cid"])
+        items = _views.media_items(conv.node(node_id, media=False).data)
         if number >= len(items):
             raise _Page(404, f"node {node_id} has no media {number}")
-        item = items[number]
-        try:
-            body = base64.b64decode(item["data"], validate=True)
-        except (binascii.Error, ValueError):
-            raise _Page(422, f"media {number} of node {node_id} is not base64") from None
-        mime = str(item["mime_type"]).lower()
+        data = items[number]["data"]
+        mime = _views.media_type(items[number]["mime_type"])
         headers = {"content-security-policy": MEDIA_CSP}
-        if not mime.startswith(SHOWN) or "svg" in mime or any(c in mime for c in ";,\r\n "):
+        if mime is None or not mime.startswith(SHOWN) or "svg" in mime:
             mime = "application/octet-stream"
             headers["content-disposition"] = f'attachment; filename="{node_id}-{number}"'
-        return Response(body, media_type=mime, headers=headers)
+        if not data.startswith(convstore.MEDIA_REF):  # a small one, kept in the step itself
+            try:
+                return Response(base64.b64decode(data, validate=True), media_type=mime, headers=headers)
+            except (binascii.Error, ValueError):
+                raise _Page(422, f"media {number} of node {node_id} is not base64") from None
+        pieces = conv.media_chunks(data, chunk_chars=MEDIA_PIECE)
+        first = _decoded(next(pieces, ""), node_id, number)  # a broken first piece is still an error page
+        return StreamingResponse(
+            _stream_media(first, pieces, node_id, number), media_type=mime, headers=headers
+        )
 
     async def events(self, request: Request) -> Response:
         try:
@@ -357,11 +371,13 @@ class _Site:
             new = self.conversation(cid).fork(at=at, branch=name)
         except ValueError as error:  # a bad branch name, or BranchExistsError
             raise _Page(400, str(error)) from None
-        return RedirectResponse(_url(f"/c/{cid}/branch", b=new.branch), status_code=303)
+        return RedirectResponse(
+            self.settings.prefix + _url(f"/c/{cid}/branch", b=new.branch), status_code=303
+        )
 
     def delete(self, request: Request, form: Mapping[str, str]) -> Response:
         self.stores.main.delete_conversation(request.path_params["cid"])
-        return RedirectResponse("/", status_code=303)
+        return RedirectResponse(f"{self.settings.prefix}/", status_code=303)
 
 
 def create_app(settings: Settings) -> Guard:
@@ -388,7 +404,45 @@ def create_app(settings: Settings) -> Guard:
         ],
         lifespan=lifespan,
     )
-    return Guard(app, token=settings.token, hosts=settings.hosts, cookie=settings.cookie)
+    return Guard(
+        app, token=settings.token, hosts=settings.hosts, cookie=settings.cookie, prefix=settings.prefix
+    )
+
+
+async def _read_form(request: Request) -> dict[str, str] | Response:
+    """The form of a POST, or the 4xx answer to a form beyond the limits (read no further than them)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_FORM):
+        return Response(f"form too large (at most {MAX_FORM} bytes)\n", 413, media_type="text/plain")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM:
+            return Response(f"form too large (at most {MAX_FORM} bytes)\n", 413, media_type="text/plain")
+    try:
+        parsed = parse_qs(body.decode("latin-1"), max_num_fields=MAX_FORM_FIELDS, strict_parsing=False)
+    except ValueError:  # more fields than the limit
+        return Response(
+            f"bad form: at most {MAX_FORM_FIELDS} fields\n", status_code=400, media_type="text/plain"
+        )
+    return {key: values[0] for key, values in parsed.items()}
+
+
+def _decoded(piece: str, node_id: str, number: int) -> bytes:
+    try:
+        return base64.b64decode(piece, validate=True)
+    except (binascii.Error, ValueError):
+        raise _Page(422, f"media {number} of node {node_id} is not base64") from None
+
+
+def _stream_media(first: bytes, pieces: Iterator[str], node_id: str, number: int) -> Iterator[bytes]:
+    """The media's bytes, a piece at a time (Starlette iterates this in a worker thread)."""
+    yield first
+    for piece in pieces:
+        try:
+            yield base64.b64decode(piece, validate=True)
+        except (binascii.Error, ValueError):
+            return  # the response has begun: end it short (the browser shows a broken image)
 
 
 def _origins(request: Request) -> set[str]:
@@ -398,20 +452,27 @@ def _origins(request: Request) -> set[str]:
 
 def _search(
     store: convstore.Store, q: str, cursor: str | None
-) -> tuple[list[convstore.ConversationInfo], str | None]:
-    """A page of conversations, newest first; with ``q``, those whose id or model holds it.
+) -> tuple[list[convstore.ConversationSummary], str | None]:
+    """A page of conversation summaries, newest first; with ``q``, those whose id, model or first message
+    holds it.
 
     The store lists pages, it does not search: a search reads pages of 200 until it has a page of matches
     or has read ``SEARCH_PAGES`` of them, then offers the cursor to go on.
     """
     if not q:
-        page = store.conversations(limit=PAGE_SIZE, cursor=cursor)
+        page = store.summaries(limit=PAGE_SIZE, cursor=cursor, preview_chars=PREVIEW_CHARS)
         return page.items, page.next_cursor
     needle = q.lower()
-    found: list[convstore.ConversationInfo] = []
+    found: list[convstore.ConversationSummary] = []
     for _ in range(SEARCH_PAGES):
-        page = store.conversations(limit=200, cursor=cursor)
-        found += [i for i in page.items if needle in i.id or needle in (i.model or "").lower()]
+        page = store.summaries(limit=200, cursor=cursor, preview_chars=PREVIEW_CHARS)
+        found += [
+            item
+            for item in page.items
+            if needle in item.info.id
+            or needle in (item.info.model or "").lower()
+            or needle in (item.first_message or "").lower()
+        ]
         cursor = page.next_cursor
         if cursor is None or len(found) >= PAGE_SIZE:
             break

@@ -3,7 +3,10 @@
 As notebook servers do it: ``convstore serve`` prints a URL carrying a random token (``?token=...``); the
 first request with it gets a cookie (HttpOnly, SameSite=Strict) and is redirected to the same URL without the
 token, so it leaves the address bar and the history. Every other request must carry the cookie (or the
-token): static files, media and the event stream included. The ``Host`` header must name the loopback
+token): static files, media and the event stream included. Browsers send a cookie to every port of a host,
+so the page lives under a random path (``/s-<random>/``, the ``prefix``) and the cookie is scoped to it: a
+service on another port of 127.0.0.1 is never sent the cookie unless it is asked for that path, which
+nothing but the printed URL names. The ``Host`` header must name the loopback
 address the server listens on, which keeps DNS-rebinding pages out even before the token is checked.
 
 Writes are POSTs whose form carries a CSRF token (derived from the access token, never sent in a URL) and,
@@ -73,18 +76,29 @@ class Guard:
         hosts: The ``Host`` values accepted (``127.0.0.1:PORT``, ``localhost:PORT``); None accepts any
             (Starlette's TestClient sends ``testserver``).
         cookie: The cookie's name (one a port, so two servers on one machine keep theirs apart).
+        prefix: The path the page lives under (``/s-...``; "" for the root), the cookie's path.
     """
 
-    def __init__(self, app: ASGIApp, *, token: str, hosts: Iterable[str] | None, cookie: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, token: str, hosts: Iterable[str] | None, cookie: str, prefix: str = ""
+    ) -> None:
         self.app = app
         self.token = token
         self.hosts = None if hosts is None else frozenset(hosts)
         self.cookie = cookie
+        self.prefix = prefix.rstrip("/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.prefix:
+            path = scope["path"]
+            if not path.startswith(self.prefix + "/"):
+                # Not under the page's path: nothing here (and no hint of where the page is).
+                await _with_headers(_not_here())(scope, receive, send)
+                return
+            scope = {**scope, "root_path": scope.get("root_path", "") + self.prefix}
         request = Request(scope)
         refused = self._refusal(request)
         if refused is not None:
@@ -118,8 +132,12 @@ class Guard:
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
         path = request.url.path + (f"?{urlencode(query)}" if query else "")
         response = RedirectResponse(path, status_code=303)
-        response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict", path="/")
+        response.set_cookie(self.cookie, self.token, httponly=True, samesite="strict", path=f"{self.prefix}/")
         return response
+
+
+def _not_here() -> Response:
+    return PlainTextResponse("not found: open the URL that `convstore serve` printed\n", status_code=404)
 
 
 def _forbidden() -> Response:

@@ -7,13 +7,14 @@ store reaches the templates as plain data and is escaped there (Jinja2 autoescap
   conversation of 10,000 steps and 1,000 branches is a few thousand rows, not 10,000.
 - ``step_view`` turns one stored step into the pieces its template renders by type (text, thoughts,
   calls with their arguments, media, raw JSON for what this version does not know).
-- ``compare`` lines two branches up exchange by exchange past their shared steps, as ``convstore replay``
-  compares a replayed branch with its original.
+- ``compare`` (from ``convstore.conversation._frontend``, shared with ``convstore replay``) lines two
+  branches up exchange by exchange past their shared steps.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -21,16 +22,18 @@ from typing import Any
 import attrs
 
 import convstore
-from convstore.cli._replay import INPUT_TYPES, comparable
+from convstore.conversation._frontend import Comparison, ExchangePair, compare, preview
 
 __all__ = [
     "SHORT_ID",
     "BranchRow",
     "Comparison",
+    "ExchangePair",
     "SegmentRow",
     "branch_rows",
     "compare",
     "media_items",
+    "media_type",
     "segments",
     "step_view",
 ]
@@ -39,41 +42,6 @@ SHORT_ID = 12  # a node id's last characters: random in a UUIDv7, so unique in a
 MAX_PREFIX = 72  # characters of tree connectors shown before a row; deeper rows show the level instead
 PREVIEW = 80
 RAW_MEDIA_MIN = 256  # media strings at least this long are left out of raw JSON (they are shown as media)
-
-
-def _one_line(text: str, width: int = PREVIEW) -> str:
-    flat = " ".join(text[: width * 2].split())  # a preview needs the start only
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _content_text(items: Any) -> str:
-    parts = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, Mapping):
-            kind = item.get("type")
-            text = item.get("text")
-            parts.append(text if kind == "text" and isinstance(text, str) else f"[{kind}]")
-    return " ".join(parts)
-
-
-def preview(step: Mapping[str, Any], width: int = PREVIEW) -> str:
-    """One short line of what a step holds."""
-    kind = step.get("type")
-    if kind in {"user_input", "model_output"}:
-        text = _content_text(step.get("content"))
-    elif kind == "thought":
-        text = _content_text(step.get("summary")) or "(signature only)"
-    elif kind == "function_call":
-        arguments = step.get("arguments", {})
-        shown = json.dumps(arguments, ensure_ascii=False)[: width * 2] if arguments else ""
-        text = f"{step.get('name')}({shown})"
-    elif kind == "function_result":
-        result = step.get("result")
-        shown = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)[: width * 2]
-        text = f"{step.get('name') or step.get('call_id')} -> {shown}"
-    else:
-        text = ""
-    return _one_line(text, width)
 
 
 # The tree.
@@ -159,9 +127,11 @@ def segments(tree: convstore.Tree) -> list[SegmentRow]:
                 heads=tuple(sorted(heads.get(end.id, []))),
                 forks=len(kids) if len(kids) > 1 else 0,
                 branch=reach.get(start.id),
-                first_preview=preview(start.data),
+                first_preview=preview(start.data, PREVIEW),
                 # The far end of a chain is previewed where it matters: at a branch head or a leaf.
-                last_preview=preview(end.data) if end is not start and (end.id in heads or not kids) else "",
+                last_preview=preview(end.data, PREVIEW)
+                if end is not start and (end.id in heads or not kids)
+                else "",
             )
         )
         if len(kids) == 1:
@@ -259,9 +229,11 @@ def media_items(step: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _elided(value: Any, media: set[int]) -> Any:
     if isinstance(value, dict):
-        if id(value) in media and len(value["data"]) >= RAW_MEDIA_MIN:
+        if id(value) in media and (
+            len(value["data"]) >= RAW_MEDIA_MIN or value["data"].startswith(convstore.MEDIA_REF)
+        ):
             shown = {k: _elided(v, media) for k, v in value.items() if k != "data"}
-            return {**shown, "data": f"[{len(value['data']):,} characters of base64, shown as media]"}
+            return {**shown, "data": "[base64, shown as media]"}
         return {k: _elided(v, media) for k, v in value.items()}
     if isinstance(value, list):
         return [_elided(v, media) for v in value]
@@ -272,8 +244,22 @@ def pretty(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2)
 
 
+_MIME_NAME = r"[a-z0-9!#$&^_.+-]{1,64}"
+_MIME = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}", re.ASCII)
+
+
+def media_type(value: object) -> str | None:
+    """A stored ``mime_type``, lower case, when it is a bare MIME type (``type/subtype``: RFC 6838's
+    characters only, no parameters, no space or control character); None for anything else, which is
+    then neither shown nor echoed."""
+    if not isinstance(value, str):
+        return None
+    lowered = value.lower()
+    return lowered if _MIME.fullmatch(lowered) else None
+
+
 def _media_piece(index: int, item: Mapping[str, Any]) -> dict[str, Any]:
-    mime = str(item["mime_type"]).lower()
+    mime = media_type(item["mime_type"]) or "application/octet-stream"
     return {"kind": "media", "index": index, "mime": mime, "family": mime.split("/", maxsplit=1)[0]}
 
 
@@ -331,101 +317,3 @@ def step_view(node: convstore.Node) -> dict[str, Any]:
         view["json"] = pretty(_elided(data, set(numbers)))
         view["media"] = [_media_piece(n, item) for n, item in enumerate(media)]
     return view
-
-
-# Two branches side by side.
-
-
-@attrs.frozen(kw_only=True)
-class ExchangePair:
-    """Exchange ``number`` (counted from where the branches part) of each branch; None where one has fewer.
-
-    ``inputs_differ``/``outputs_differ`` compare what was said, leaving out what differs on every call
-    (ids, signatures, thoughts), as ``convstore replay`` does; ``differing`` holds the ids of the output
-    steps, on either side, that differ from the step in the same place on the other.
-    """
-
-    number: int
-    left: list[convstore.Node] | None
-    right: list[convstore.Node] | None
-    inputs_differ: bool
-    outputs_differ: bool
-    differing: frozenset[str]
-
-    @property
-    def same(self) -> bool:
-        return not (self.inputs_differ or self.outputs_differ)
-
-
-@attrs.frozen(kw_only=True)
-class Comparison:
-    shared: list[convstore.Node]
-    pairs: list[ExchangePair]
-
-    @property
-    def differing(self) -> list[ExchangePair]:
-        return [pair for pair in self.pairs if not pair.same]
-
-
-def _exchanges(nodes: Sequence[convstore.Node]) -> list[list[convstore.Node]]:
-    grouped: list[list[convstore.Node]] = []
-    for node in nodes:
-        if grouped and grouped[-1][0].exchange_id == node.exchange_id:
-            grouped[-1].append(node)
-        else:
-            grouped.append([node])
-    return grouped
-
-
-def _split(exchange: Sequence[convstore.Node]) -> tuple[list[Any], list[Any]]:
-    steps = [node.data for node in exchange]
-    cut = next((i for i, step in enumerate(steps) if step.get("type") not in INPUT_TYPES), len(steps))
-    return steps[:cut], steps[cut:]
-
-
-def _said(outputs: Sequence[convstore.Node]) -> list[tuple[convstore.Node, Any]]:
-    """Each output step that says something (thoughts aside) with what it said, for step-level marks."""
-    return [(node, said[0]) for node in outputs if (said := comparable([node.data]))]
-
-
-def compare(left: Sequence[convstore.Node], right: Sequence[convstore.Node]) -> Comparison:
-    """Line two branches' histories up: their shared steps, then exchange by exchange."""
-    shared = 0
-    while shared < min(len(left), len(right)) and left[shared].id == right[shared].id:
-        shared += 1
-    a, b = _exchanges(left[shared:]), _exchanges(right[shared:])
-    pairs = []
-    for number in range(max(len(a), len(b))):
-        one = a[number] if number < len(a) else None
-        two = b[number] if number < len(b) else None
-        if one is None or two is None:
-            pairs.append(
-                ExchangePair(
-                    number=number + 1,
-                    left=one,
-                    right=two,
-                    inputs_differ=True,
-                    outputs_differ=True,
-                    differing=frozenset(),
-                )
-            )
-            continue
-        (in_a, out_a), (in_b, out_b) = _split(one), _split(two)
-        said_a, said_b = _said(one[len(in_a) :]), _said(two[len(in_b) :])
-        differing = {
-            node.id
-            for mine, theirs in ((said_a, said_b), (said_b, said_a))
-            for i, (node, said) in enumerate(mine)
-            if i >= len(theirs) or theirs[i][1] != said
-        }
-        pairs.append(
-            ExchangePair(
-                number=number + 1,
-                left=one,
-                right=two,
-                inputs_differ=comparable(in_a) != comparable(in_b),
-                outputs_differ=comparable(out_a) != comparable(out_b),
-                differing=frozenset(differing),
-            )
-        )
-    return Comparison(shared=list(left[:shared]), pairs=pairs)

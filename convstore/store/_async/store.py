@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from typing_extensions import Self
 
 from convstore import codec
-from convstore._ids import new_id
+from convstore._ids import new_id, shortest_endings
 from convstore._limits import Limits, checked_limits
 from convstore._wire import json_array
 from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
@@ -35,11 +35,12 @@ from convstore.errors import (
     KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
+    NotFoundError,
     ShredPendingError,
     StoreBusyError,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows, _writes
+from convstore.store import _check, _keys, _listing, _migrate, _ops, _reads, _transfer, _windows, _writes
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -50,6 +51,7 @@ from convstore.store._engine import (
     run_async,
 )
 from convstore.store._keys import KeyStore, ReplacingKeyStore
+from convstore.store._listing import ConversationSummary
 from convstore.store._prepare import (
     Redactor,
     call_async,
@@ -66,6 +68,7 @@ from convstore.store._prepare import (
     valid_id,
     window_json,
 )
+from convstore.store._rows import MEDIA_REF
 from convstore.store._transfer import ConversationDump
 
 if TYPE_CHECKING:
@@ -75,6 +78,7 @@ __all__ = ["_AsyncConversationBase", "_AsyncStoreBase"]
 
 T = TypeVar("T")
 C = TypeVar("C", bound="_AsyncConversationBase")
+MEDIA_CHUNK = 4 * 1024 * 1024  # characters of base64 a media piece: 3 MiB of media
 StepLike = Step | Mapping[str, Any]
 
 
@@ -449,6 +453,162 @@ class _AsyncStoreBase(Generic[C]):
                 return
             cursor = page.next_cursor
 
+    # What front ends list: summaries, ids a person can type, what a purge would delete
+
+    async def summaries(
+        self,
+        *,
+        limit: int = 50,
+        cursor: str | None = None,
+        before: str | None = None,
+        preview_chars: int = 200,
+    ) -> Page[ConversationSummary]:
+        """One page of conversation summaries, newest first: what a list of conversations shows.
+
+        Each has the conversation's record, its shortest unique id ending (``resolve_id`` takes it back),
+        its step and branch counts, its last activity and the start of its first user message (withheld,
+        None, for an encrypted conversation this store cannot read). A few grouped queries a page, plus one
+        read of the first message of each conversation listed.
+
+        Args:
+            limit: Page size (1 to 1000).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+            before: Instead of a cursor: start after this conversation (its id, or an ending of it that
+                ``resolve_id`` accepts), listing older ones.
+            preview_chars: At most this many characters of each first message.
+
+        Raises:
+            ConversationNotFoundError, AmbiguousIdError: ``before`` names no conversation, or several.
+        """
+        if before is not None:
+            if cursor is not None:
+                raise ValueError("pass cursor or before, not both")
+            anchor = await self.resolve_id(before)
+            created = await self._run(_listing.created_at(anchor))
+            cursor = encode_cursor((created, anchor))
+        page = await self.conversations(limit=limit, cursor=cursor)
+        ids = [info.id for info in page.items]
+        counted = await self._run(_listing.counts(ids))
+        roots = await self._run(_listing.first_roots(ids))
+        endings = await self.short_ids(ids)
+        items = []
+        for info in page.items:
+            steps, branches, moved = counted[info.id]
+            first: str | None = None
+            if info.id in roots and not info.withheld:
+                cipher = await self._cipher(info.id, ENCRYPTION) if info.encrypted else None
+                node = await self._run(_ops.node(info.id, roots[info.id], cipher, media=False))
+                first = _listing.message_text(node.data, preview_chars)
+            items.append(
+                _listing.ConversationSummary(
+                    info=info,
+                    short_id=endings[info.id],
+                    steps=steps,
+                    branches=branches,
+                    last_activity=moved or info.created_at,
+                    first_message=first,
+                )
+            )
+        return Page(items=items, next_cursor=page.next_cursor)
+
+    async def short_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Each conversation id's shortest ending (8 characters or more) that no other conversation's id
+        this store sees ends in: what a person types, and ``resolve_id`` takes back."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        return shortest_endings(wanted, await self._run(_listing.all_ids(self.owner)))
+
+    async def resolve_id(self, text: str) -> str:
+        """The id of the conversation whose id is ``text`` or ends in it (8 characters or more), among the
+        conversations this store sees.
+
+        Raises:
+            ConversationNotFoundError: none is, or ends in it.
+            AmbiguousIdError: several end in it.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a string, got {type(text).__name__}")
+        return _listing.match_ending(text, await self._run(_listing.all_ids(self.owner)))
+
+    async def branches(self, conversation_id: str) -> list[Branch]:
+        """A conversation's branches, oldest first, without opening it (works for one this store cannot
+        decrypt: names, heads and times are kept in clear).
+
+        Raises:
+            ConversationNotFoundError.
+        """
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        await self._run(_ops.visible(conversation_id, self.owner))
+        return await self._run(_ops.list_branches(conversation_id))
+
+    async def rename_branch(self, conversation_id: str, branch: str, new_name: str) -> None:
+        """Give a branch of a conversation another name (its head and history stay as they are). A
+        conversation opened on the old name no longer finds its branch.
+
+        Raises:
+            ConversationNotFoundError, BranchNotFoundError: no such conversation (of this store's owner) or
+                branch.
+            BranchExistsError: the conversation has a branch named ``new_name`` already.
+            CodecError: ``new_name`` is not a valid branch name.
+        """
+        check_branch_name(branch)
+        check_branch_name(new_name)
+        if not valid_id(conversation_id):
+            raise ConversationNotFoundError(str(conversation_id))
+        await self._run(_ops.visible(conversation_id, self.owner))
+        await self._run(_listing.rename_branch(conversation_id, branch, new_name, utcnow()), write=True)
+
+    async def has_conversation(self, conversation_id: str) -> bool:
+        """Whether this store holds a conversation of this id (of its owner, for a store bound to one)."""
+        if not valid_id(conversation_id):
+            return False
+        try:
+            await self._run(_ops.visible(conversation_id, self.owner))
+        except ConversationNotFoundError:
+            return False
+        return True
+
+    async def import_rows(
+        self,
+        conversation: _transfer.ConversationRows,
+        *,
+        skip_existing: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Write a plaintext conversation read lazily from an export file, in one transaction, a batch of
+        rows at a time (memory bounded by a batch, whatever its size); ``import_conversation`` for a
+        conversation held whole. A row that fails its check rolls the whole conversation back.
+
+        Returns:
+            True when written, False when skipped (``skip_existing`` and the id is here already).
+
+        Raises:
+            ConversationExistsError, TransferFormatError, LimitExceededError: as ``import_conversation``.
+            ValueError: the store is bound to an owner (an export names its own owners).
+        """
+        if self.owner is not None:
+            raise ValueError("import_rows writes the owner the export names: use a store without an owner")
+        op = _transfer.import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
+        return await self._run(op, write=True)
+
+    async def refresh_statistics(self) -> None:
+        """PostgreSQL: ``ANALYZE`` the tables, after a bulk import (before a table's first ANALYZE, the
+        planner may read a long conversation's history with a hash join over all of it at every level).
+        Elsewhere: nothing."""
+        if self._engine.dialect.name == "postgresql":
+            await self._run(_listing.analyze(), write=True)
+
+    async def stale_conversations(self, *, older_than: timedelta | datetime) -> list[str]:
+        """The ids of the conversations ``purge(older_than=...)`` would delete now, oldest first: created
+        before the cutoff, with no branch moved since. Nothing is deleted.
+
+        Raises:
+            InvalidAgeError: as ``purge``.
+        """
+        return await self._run(_ops.stale_conversations(_cutoff(older_than), self.owner))
+
     # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
 
     async def export_conversation(self, conversation_id: str, *, plaintext: bool = False) -> ConversationDump:
@@ -540,7 +700,9 @@ class _AsyncStoreBase(Generic[C]):
             await call_async(self.key_store.delete_key, dump.id)
             raise
 
-    async def purge(self, *, older_than: timedelta | datetime) -> int:
+    async def purge(
+        self, *, older_than: timedelta | datetime, on_deleted: Callable[[str], None] | None = None
+    ) -> int:
         """Delete every conversation (of this store's owner) untouched for ``older_than``: created before
         the cutoff and with no branch moved since. Each is deleted as ``delete_conversation`` does, in a
         transaction that first locks it and tests again that it is still untouched: a conversation that
@@ -549,6 +711,8 @@ class _AsyncStoreBase(Generic[C]):
 
         Args:
             older_than: A positive age (``timedelta(days=30)``) or a UTC cutoff time in the past.
+            on_deleted: Called with each conversation's id once its delete committed, as the purge goes
+                (an interrupted purge has then told which ones it deleted).
 
         Returns:
             How many conversations were deleted.
@@ -559,23 +723,7 @@ class _AsyncStoreBase(Generic[C]):
             ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
                 busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
         """
-        if not isinstance(older_than, (datetime, timedelta)):
-            raise TypeError(
-                f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}"
-            )
-        now = utcnow()
-        if isinstance(older_than, datetime):
-            if older_than.tzinfo is None:
-                raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
-            if older_than > now:
-                raise InvalidAgeError(
-                    "older_than: the cutoff is in the future; it would delete conversations being written now"
-                )
-            cutoff = older_than
-        else:
-            if older_than <= timedelta(0):
-                raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
-            cutoff = now - older_than
+        cutoff = _cutoff(older_than)
         stale = await self._run(_ops.stale_conversations(cutoff, self.owner))
         deleted: list[str] = []
         key_wal_busy = False
@@ -586,6 +734,8 @@ class _AsyncStoreBase(Generic[C]):
                 continue  # deleted meanwhile
             if outcome != _ops.KEPT:
                 deleted.append(conversation_id)
+                if on_deleted is not None:
+                    on_deleted(conversation_id)
             key_wal_busy = key_wal_busy or outcome == _ops.KEY_WAL_BUSY
         await self._shred_wal(deleted, key_wal_busy=key_wal_busy)
         return len(deleted)
@@ -638,6 +788,30 @@ class _AsyncStoreBase(Generic[C]):
         await self._ready()
         if not await checkpoint_async(self._engine):
             raise StoreBusyError("another connection kept the SQLite WAL busy past the busy timeout")
+
+
+def _cutoff(older_than: timedelta | datetime) -> datetime:
+    """The purge cutoff of an age or a time: checked, in the past, aware."""
+    if not isinstance(older_than, (datetime, timedelta)):
+        raise TypeError(f"older_than: expected a timedelta or a datetime, got {type(older_than).__name__}")
+    now = utcnow()
+    if isinstance(older_than, datetime):
+        if older_than.tzinfo is None:
+            raise InvalidAgeError("older_than: pass an aware UTC datetime or a timedelta")
+        if older_than > now:
+            raise InvalidAgeError(
+                "older_than: the cutoff is in the future; it would delete conversations being written now"
+            )
+        return older_than
+    if older_than <= timedelta(0):
+        raise InvalidAgeError(f"older_than must be a positive age, not {older_than}")
+    try:
+        return now - older_than
+    except OverflowError:
+        raise InvalidAgeError(
+            f"older_than: {older_than.days} days reaches before the year 1; the oldest age is "
+            f"{(now - datetime.min.replace(tzinfo=now.tzinfo)).days} days"
+        ) from None
 
 
 class _AttrRow:
@@ -833,9 +1007,15 @@ class _AsyncConversationBase:
             history_tokens=window.history_tokens + tokens,
         )
 
-    async def nodes(self) -> list[Node]:
-        """The branch's nodes, root first."""
-        return await self._store._run(_reads.path(self.id, self._branch, None, self._cipher))
+    async def nodes(self, *, media: bool = True) -> list[Node]:
+        """The branch's nodes, root first.
+
+        Args:
+            media: Put back the large media strings kept apart (base64 ``data`` of 1 KiB and more). False
+                reads none of them: each reads as ``"convstore-media:"`` and its hash, which
+                ``media_chunks`` streams (for pages that show steps and serve their media on their own).
+        """
+        return await self._store._run(_reads.path(self.id, self._branch, None, self._cipher, media=media))
 
     async def path(self, node_id: str) -> list[Node]:
         """The nodes from the root to ``node_id``, inclusive: the history as it was at that node.
@@ -892,16 +1072,59 @@ class _AsyncConversationBase:
         """What the API reported for each recorded exchange along this branch (usage, interaction ids)."""
         return await self._store._run(_ops.exchanges_of_branch(self.id, self._branch))
 
-    async def node(self, node_id: str) -> Node:
-        """One node of this conversation.
+    async def node(self, node_id: str, *, media: bool = True) -> Node:
+        """One node of this conversation (``media`` as in ``nodes``).
 
         Raises:
             NodeNotFoundError: no such node in this conversation.
         """
         if not valid_id(node_id):
             raise NodeNotFoundError(self.id, str(node_id))
-        return await self._store._run(_ops.node(self.id, node_id, self._cipher))
+        return await self._store._run(_ops.node(self.id, node_id, self._cipher, media=media))
 
-    async def tree(self) -> Tree:
-        """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
-        return await self._store._run(_ops.tree(self.id, self._cipher))
+    async def tree(self, *, media: bool = True) -> Tree:
+        """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it).
+        ``media`` as in ``nodes``."""
+        return await self._store._run(_ops.tree(self.id, self._cipher, media=media))
+
+    async def media_chunks(self, reference: str, *, chunk_chars: int = MEDIA_CHUNK) -> AsyncIterator[str]:
+        """A media string kept apart, as pieces of its text (base64), read ``chunk_chars`` at a time: what
+        a ``data`` string read with ``media=False`` stands for, without ever holding it whole. Pieces are
+        multiples of 4 characters (each decodes on its own), except the last. An encrypted conversation's
+        media string is stored sealed as a whole: it is read and opened whole, then given in pieces.
+
+        Args:
+            reference: The ``data`` string as read with ``media=False`` (``"convstore-media:"`` + hash).
+            chunk_chars: Characters a piece (rounded down to a multiple of 4).
+
+        Raises:
+            ValueError: ``reference`` is not a media reference.
+            NotFoundError: the conversation stores no such media string.
+        """
+        if not isinstance(reference, str) or not reference.startswith(MEDIA_REF):
+            raise ValueError("reference: pass a data string read with media=False")
+        digest = reference[len(MEDIA_REF) :]
+        size = max(4, chunk_chars - chunk_chars % 4)
+        try:
+            if self._cipher is not None:
+                sealed = await self._store._run(_listing.media_piece(self.id, digest, 0, None))
+                text = self._cipher.open("media", digest, sealed)
+                del sealed
+                for start in range(0, len(text), size):
+                    yield text[start : start + size]
+                return
+            blob = _listing.sqlite_media_pieces(self._store.engine, self.id, digest, size)
+            if blob is not None:  # SQLite, synchronous: a blob handle reads the piece's pages only
+                for piece in blob:
+                    yield piece
+                return
+            start = 0
+            while True:
+                piece = await self._store._run(_listing.media_piece(self.id, digest, start, size))
+                if piece:
+                    yield piece
+                if len(piece) < size:
+                    return
+                start += size
+        except LookupError:
+            raise NotFoundError(f"conversation {self.id} stores no media string {digest[:16]!r}") from None
