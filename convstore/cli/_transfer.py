@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import convstore
-from convstore._limits import DEFAULT_LIMITS
 from convstore.cli._common import (
     CliError,
     add_keyring_option,
@@ -149,7 +148,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lines(handle: IO[bytes], limit: int = DEFAULT_LIMITS.max_import_line_bytes) -> Iterator[str]:
+def _lines(handle: IO[bytes], limit: int = convstore.Limits().max_import_line_bytes) -> Iterator[str]:
     """The file's lines as text, numbered as ``read_dumps`` numbers them; a non-UTF-8 line is an error,
     and so is a line longer than ``limit`` bytes, refused once ``limit`` bytes of it were read (a megabyte
     at a time)."""
