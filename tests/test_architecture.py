@@ -53,7 +53,7 @@ ALLOWED: dict[str, set[str]] = {
         "_otel",
     },
     "testing": {"errors", "model", "codec", "client", "conversation", "_limits", "_wire", "_extras", "_ids"},
-    # Front ends: the public API (``convstore``, its public modules ``errors``, ``client`` and ``testing``), the
+    # Front ends: the public API (``convstore``, its public modules ``errors``, ``client``, ``testing``), the
     # leaves ``_ids`` and ``_extras``, and of the conversation layer only the one module of shared front-end
     # logic (``conversation._frontend``: previews, exchange grouping, comparison; see FRONT_END_SHARED).
     # cli registers the web page's command (``web``): the one import between the front ends.
