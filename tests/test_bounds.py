@@ -575,7 +575,7 @@ def test_an_import_of_one_large_conversation_is_not_held_whole(tmp_path, capsys)
     target = f"sqlite:///{tmp_path / 'target.db'}"
     peak, raised = measure(lambda: main(["--db", target, "import", str(source)]))
     assert raised is None
-    assert "imported 1 conversations" in capsys.readouterr().out
+    assert "imported 1 conversation into" in capsys.readouterr().out
     assert peak < size / 2, (peak, size)
     figure("import of one conversation", peak, f"a file of {size / MiB:.0f} MB, 400 steps")
     with convstore.Store(target) as store:

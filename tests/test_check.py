@@ -263,7 +263,7 @@ def test_db_check_command_exit_status_and_lines(db_url, tmp_path):
     command = [sys.executable, "-m", "convstore.cli", "db", "check", db_url]
     clean = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert clean.returncode == 0, clean.stderr
-    assert ": ok (1 conversations, 3 nodes, 1 branches, 0 exchanges;" in clean.stdout
+    assert ": ok (1 conversation, 3 nodes, 1 branch, 0 exchanges;" in clean.stdout
     corrupt(
         db_url,
         sa.update(nodes).where(nodes.c.id == made[2].id).values(total_tokens=0),
