@@ -59,7 +59,7 @@ PAIRS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
             (r"\bAsyncConversation\b", "Conversation"),
             (r"\bAsyncEngine\b", "Engine"),
             (r"\b(adopt|make|is)_async_engine\b", r"\1_engine"),
-            (r"\b(run|check_schema|upgrade|revision|resolve|call|checkpoint)_async\b", r"\1"),
+            (r"\b(run|check_schema|upgrade|revision|resolve|call|checkpoint|finish_pending)_async\b", r"\1"),
         ],
     ),
 }

@@ -26,7 +26,14 @@ from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _async as store_async
 from convstore.store import _ops
-from convstore.store._prepare import exchange_row, prepare_wires, settings_tokens, window_length, window_parts
+from convstore.store._prepare import (
+    exchange_id_for,
+    exchange_row,
+    prepare_wires,
+    settings_tokens,
+    window_length,
+    window_parts,
+)
 
 __all__ = ["AsyncConversation", "AsyncStore", "AsyncTurnStream"]
 
@@ -104,8 +111,14 @@ class AsyncConversation(store_async.AsyncConversation):
         return sent[len(history) :], self._head, None
 
     @_otel.traced_record
-    async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
+    async def record(
+        self, body: Mapping[str, Any], interaction: Any, *, exchange_id: str | None = None
+    ) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
+
+        Safe to call again after ``OutcomeUnknownError``: the exchange's id is chosen before the write (by
+        default from the conversation, the branch, the head the body was built on and the interaction's id),
+        so the same turn recorded again is recognised and returned as stored, never written twice.
 
         Args:
             body: The create body that was sent (as ``request`` returned it).
@@ -113,6 +126,8 @@ class AsyncConversation(store_async.AsyncConversation):
                 or, for a streamed call, the stream (the SDK's, consumed here; convstore's client's, consumed
                 or not) or the list of all its events (the SDK's or convstore's), reassembled into exactly
                 what the non-streamed call returns.
+            exchange_id: The exchange's id (see ``append``); by default derived as said above (a new one
+                when the reply carries no id).
 
         Returns:
             The new nodes.
@@ -124,6 +139,7 @@ class AsyncConversation(store_async.AsyncConversation):
                 interaction, which carries no steps; events missing their start or their end), or a body
                 this branch did not build.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
+            OutcomeUnknownError: the connection failed during the commit; record it again.
         """
         limits = self._store.limits
         reply = await self._reply_of(interaction, limits)
@@ -142,7 +158,9 @@ class AsyncConversation(store_async.AsyncConversation):
             status=reply.status,
             usage=reply.usage.to_json() if reply.usage is not None else None,
         )
-        return await self._append(prepared, exchange, head)
+        if exchange_id is None and reply.id:
+            exchange_id = exchange_id_for(self.id, self._branch, head.node_id, reply.id)
+        return await self._append(prepared, exchange, head, exchange_id=exchange_id)
 
     async def _reply_of(self, reply: Any, limits: Limits) -> Interaction:
         """The interaction of a reply, reading a stream to its end (see ``record``)."""

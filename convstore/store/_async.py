@@ -7,6 +7,7 @@ branch head the conversation last saw, which is what the next ``append`` compare
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -27,13 +28,17 @@ from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
 from convstore.errors import (
     BudgetExceededError,
     ConversationNotFoundError,
+    ConvstoreError,
+    DatabaseError,
     DataKeyNotFoundError,
     DecryptionError,
     EncryptionError,
     InvalidAgeError,
+    InvalidExchangeError,
     KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
+    PurgeIncompleteError,
     ShredPendingError,
     StoreBusyError,
 )
@@ -44,6 +49,7 @@ from convstore.store._engine import (
     Op,
     adopt_async_engine,
     checkpoint_async,
+    finish_pending_async,
     is_async_engine,
     make_async_engine,
     run_async,
@@ -159,6 +165,7 @@ class AsyncStore:
             return
         try:
             await _migrate.check_schema_async(self._engine)
+            await finish_pending_async(self._engine)  # a shred a full disk or a reader held up
         except BaseException:
             await self.aclose()
             raise
@@ -581,7 +588,10 @@ class AsyncStore:
             InvalidAgeError: ``older_than`` is zero or negative, a cutoff in the future, or a naive datetime
                 (each would delete conversations being written now).
             ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
-                busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
+                busy timeout (or the checkpoint failed: a full disk), so the ``-wal`` file still holds what
+                was deleted (see ``checkpoint``).
+            PurgeIncompleteError: a delete failed (a full disk, a lost connection) after others were done:
+                ``error.deleted_ids`` names those, ``error.error`` the failure.
         """
         if not isinstance(older_than, (datetime, timedelta)):
             raise TypeError(
@@ -608,6 +618,13 @@ class AsyncStore:
                 outcome = await self._delete(conversation_id, stale_before=cutoff)
             except ConversationNotFoundError:
                 continue  # deleted meanwhile
+            except ConvstoreError as error:
+                if not deleted:
+                    raise
+                # Say what is gone; and still empty the WAL of it, as far as that goes.
+                with contextlib.suppress(ConvstoreError):
+                    await self._shred_wal(deleted, key_wal_busy=key_wal_busy)
+                raise PurgeIncompleteError(deleted, error) from error
             if outcome != _ops.KEPT:
                 deleted.append(conversation_id)
             key_wal_busy = key_wal_busy or outcome == _ops.KEY_WAL_BUSY
@@ -627,7 +644,8 @@ class AsyncStore:
         Raises:
             ConversationNotFoundError.
             ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
-                timeout, so the deleted pages are still in a ``-wal`` file (see ``checkpoint``).
+                timeout, or the checkpoint failed (a full disk: ``error.reason``), so the deleted pages are
+                still in a ``-wal`` file (see ``checkpoint``); ``checkpoint()`` or the next open finishes it.
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
@@ -647,8 +665,14 @@ class AsyncStore:
         )
 
     async def _shred_wal(self, deleted: list[str], *, key_wal_busy: bool) -> None:
-        """After deletes: empty the SQLite WAL, or say that it still holds them."""
-        if deleted and (not await checkpoint_async(self._engine) or key_wal_busy):
+        """After deletes: empty the SQLite WAL, or say that it still holds them (and why)."""
+        if not deleted:
+            return
+        try:
+            emptied = await checkpoint_async(self._engine)
+        except DatabaseError as error:
+            raise ShredPendingError(deleted, str(error)) from error
+        if not emptied or key_wal_busy:
             raise ShredPendingError(deleted)
 
     async def checkpoint(self) -> None:
@@ -658,6 +682,7 @@ class AsyncStore:
 
         Raises:
             StoreBusyError: another connection's transaction outlasted the busy timeout.
+            DatabaseError: the checkpoint failed; ``error.cause`` says why (``disk_full``, say).
         """
         await self._ready()
         if not await checkpoint_async(self._engine):
@@ -749,7 +774,7 @@ class AsyncConversation:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
         self._head = (await self._store._run(_ops.load(self.id, self._branch, self._store.owner))).head
 
-    async def append(self, steps: Iterable[StepLike]) -> list[Node]:
+    async def append(self, steps: Iterable[StepLike], *, exchange_id: str | None = None) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
 
         All steps are written in one transaction with one exchange id, and the branch head moves to the last
@@ -757,30 +782,51 @@ class AsyncConversation:
 
         Args:
             steps: Wire JSON dicts or model objects, in order. Dicts are stored exactly as given.
+            exchange_id: The exchange's id (a UUID: ``str(uuid.uuid4())``), chosen before the write so
+                that a retry is safe: when the conversation holds an exchange of that id already, nothing is
+                written and its stored nodes are returned. Send the same exchange again with the same id
+                after ``OutcomeUnknownError``. None: a new id.
 
         Returns:
-            The new nodes, in order.
+            The new nodes, in order (or those stored before under ``exchange_id``).
 
         Raises:
             CodecError: a step is malformed (nothing written; the message names each field).
-            InvalidExchangeError: ``steps`` is empty or a single step instead of a list.
+            InvalidExchangeError: ``steps`` is empty or a single step instead of a list, or ``exchange_id``
+                is not a UUID.
             ConflictError: another writer moved the branch since this object last saw it (nothing written);
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
+            OutcomeUnknownError: the connection failed during the commit: it may be written; send it again
+                with the same ``exchange_id``.
         """
         store = self._store
-        return await self._append(prepare_exchange(steps, store.counter, store.redact, store.limits), None)
+        if exchange_id is not None and not valid_id(exchange_id):
+            raise InvalidExchangeError("exchange_id: expected a UUID, such as str(uuid.uuid4())")
+        prepared = prepare_exchange(steps, store.counter, store.redact, store.limits)
+        return await self._append(prepared, None, exchange_id=exchange_id)
 
     async def _append(
         self,
         prepared: list[tuple[str, str, int]],
         exchange: Mapping[str, Any] | None,
         head: _ops.Head | None = None,
+        *,
+        exchange_id: str | None = None,
     ) -> list[Node]:
-        """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
+        """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap;
+        an ``exchange_id`` stored already is returned instead (see ``append``)."""
         before = self._head if head is None else head
         append = functools.partial(
-            _ops.append, self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher
+            _ops.append,
+            self.id,
+            self._branch,
+            before,
+            prepared,
+            utcnow(),
+            exchange,
+            self._cipher,
+            exchange_id=exchange_id,
         )
         try:
             appended = await self._store._run(append(), write=True)
@@ -788,7 +834,7 @@ class AsyncConversation:
             appended = await self._store._run(append(new_segment=True), write=True)
         self._head = appended.head
         replay = self._replay
-        if replay is not None and replay.head.node_id == before.node_id:
+        if replay is not None and replay.head.node_id == before.node_id == appended.nodes[0].parent_id:
             self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
         return appended.nodes
 

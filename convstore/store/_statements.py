@@ -36,12 +36,14 @@ __all__ = [
     "EXCHANGE",
     "EXCHANGES",
     "EXCHANGE_CONTINUES",
+    "EXCHANGE_NODES",
     "FIRST_EXCHANGE_NODES",
     "FORK_AT_NODE",
     "FORK_EMPTY",
     "HISTORY_BYTES_SCAN",
     "HISTORY_SCAN",
     "HOLD_AT_TIP",
+    "HOLD_AT_TIP_FOR_EXCHANGE",
     "HOLD_CONVERSATION",
     "HOLD_FOR_FORK",
     "INSERT_BRANCH",
@@ -142,6 +144,24 @@ HOLD_AT_TIP = (
     sa.select(c.c.id, sa.exists().where(_SUCCESSOR).label("continued"))
     .where(c.c.id == sa.bindparam("conversation_id"))
     .with_for_update(read=True, key_share=True, of=c)
+)
+# The same, for an append that names its exchange: whether that exchange is stored already (a retry after
+# an unknown outcome), in the same statement and under the same lock.
+_DONE = sa.exists().where(
+    n.c.conversation_id == sa.bindparam("conversation_id"),
+    n.c.exchange_id == sa.bindparam("exchange_id", type_=n.c.exchange_id.type),
+)
+HOLD_AT_TIP_FOR_EXCHANGE = (
+    sa.select(c.c.id, sa.exists().where(_SUCCESSOR).label("continued"), _DONE.label("done"))
+    .where(c.c.id == sa.bindparam("conversation_id"))
+    .with_for_update(read=True, key_share=True, of=c)
+)
+EXCHANGE_NODES = (
+    sa.select(*NODE_COLUMNS, n.c.segment_id)
+    .where(
+        n.c.conversation_id == sa.bindparam("conversation_id"), n.c.exchange_id == sa.bindparam("exchange_id")
+    )
+    .order_by(n.c.depth)
 )
 # Conversations untouched since a cutoff: created before it, no branch moved after it.
 _STALE = sa.and_(

@@ -29,8 +29,8 @@ from convstore.store._engine._factory import (
 )
 from convstore.store._engine._op import Call, Exec, Op
 from convstore.store._engine._runner import drive, drive_async, run, run_async
-from convstore.store._engine._translate import busy_errors, translate
-from convstore.store._engine._wal import checkpoint, checkpoint_async
+from convstore.store._engine._translate import database_errors, outcome_unknown, translate
+from convstore.store._engine._wal import checkpoint, checkpoint_async, finish_pending, finish_pending_async
 
 __all__ = [
     "Call",
@@ -38,16 +38,19 @@ __all__ = [
     "Op",
     "adopt_async_engine",
     "adopt_engine",
-    "busy_errors",
     "checkpoint",
     "checkpoint_async",
     "configure_engine",
+    "database_errors",
     "drive",
     "drive_async",
+    "finish_pending",
+    "finish_pending_async",
     "is_async_engine",
     "is_engine",
     "make_async_engine",
     "make_engine",
+    "outcome_unknown",
     "run",
     "run_async",
     "translate",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,7 +157,9 @@ def configure_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous:
     """Install convstore's per-connection settings on an engine (a user's engine too), once.
 
     SQLite: WAL, foreign keys, a busy timeout, ``synchronous`` (FULL by default: a committed turn survives a
-    power loss), and explicit ``BEGIN``/``BEGIN IMMEDIATE``. Other backends need nothing.
+    power loss), and explicit ``BEGIN``/``BEGIN IMMEDIATE``. PostgreSQL: ``lock_timeout`` set to the busy
+    timeout on each new connection, so that a statement waiting for a lock gives up after it (the store
+    then raises ``StoreBusyError``, as SQLite's busy timeout does). Other backends need nothing.
 
     Idempotent: an engine already set up (by another store on it) is left as it is, with its listeners
     added once.
@@ -165,6 +168,9 @@ def configure_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous:
         ValueError: ``synchronous`` is not a SQLite level, or the engine was set up with other settings
             (two stores cannot give one engine two busy timeouts).
     """
+    if engine.dialect.name == "postgresql":
+        _configure_postgres(_root(engine), int(busy_timeout * 1000))
+        return
     if engine.dialect.name != "sqlite":
         return
     if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
@@ -184,6 +190,45 @@ def configure_engine(engine: Engine, *, busy_timeout: float = 30.0, synchronous:
         )
 
 
+def _configure_postgres(engine: Engine, timeout_ms: int) -> None:
+    """``lock_timeout`` on every new connection (a session setting: no statement more per transaction).
+    The first store on an engine sets it; another store on the same engine shares it."""
+    with _CONFIGURING:
+        if engine in _CONFIGURED:
+            return
+        _CONFIGURED[engine] = _Settings(timeout_ms, "")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        autocommit = getattr(dbapi_connection, "autocommit", None)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"SET lock_timeout = {max(timeout_ms, 1)}")
+        finally:
+            cursor.close()
+        if autocommit is False:
+            dbapi_connection.commit()  # the SET opened a transaction (psycopg): keep the setting, end it
+
+
+def _wal_mode(cursor: Any, timeout_ms: int) -> None:
+    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the file: the first
+    connections to a new database race to switch it, and SQLite answers the losers "locked" at once,
+    without its busy handler. Within the busy timeout they wait for each other instead."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except Exception as error:
+            text = str(error).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() + pause > deadline:
+                raise
+        else:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
 def _install(engine: Engine, settings: _Settings) -> None:
     memory = engine.url.database in (None, "", ":memory:")
 
@@ -195,7 +240,7 @@ def _install(engine: Engine, settings: _Settings) -> None:
             cursor.execute(f"PRAGMA busy_timeout = {settings.timeout_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _wal_mode(cursor, settings.timeout_ms)
             cursor.execute(f"PRAGMA synchronous = {settings.synchronous}")
             # Deleted content is overwritten, not left in free pages of the file.
             cursor.execute("PRAGMA secure_delete = ON")

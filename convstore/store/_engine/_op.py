@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import attrs
 from sqlalchemy.sql.base import Executable
-
-if TYPE_CHECKING:
-    pass
-
 
 T = TypeVar("T")
 

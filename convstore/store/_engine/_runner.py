@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convstore.store._engine._factory import _WRITE_OPTION
-from convstore.store._engine._fastpath import _driver_rows, _driver_rows_async
+from convstore.store._engine._fastpath import _driver_rows, _driver_rows_async, _psycopg
 from convstore.store._engine._op import Call, Op
-from convstore.store._engine._translate import translate
+from convstore.store._engine._translate import outcome_unknown, translate
 
 T = TypeVar("T")
 
@@ -30,7 +30,12 @@ def _autocommit_reads(dialect: Any) -> bool:
 
 def run(engine: Engine, op: Op[T], *, write: bool) -> T:
     """Execute one operation in one transaction: committed if it returns, rolled back if it raises. A read
-    on PostgreSQL runs its statements in autocommit instead (``_autocommit_reads``)."""
+    on PostgreSQL runs its statements in autocommit instead (``_autocommit_reads``).
+
+    Every database error is translated (``translate``); one raised while a write commits is
+    ``OutcomeUnknownError`` (``outcome_unknown``): the commit may have happened.
+    """
+    committing = False
     try:
         with engine.connect() as conn:
             if write:
@@ -39,9 +44,13 @@ def run(engine: Engine, op: Op[T], *, write: bool) -> T:
                 conn.execution_options(isolation_level="AUTOCOMMIT")  # reset when the pool takes it back
                 return drive(conn, op)
             with conn.begin():
-                return drive(conn, op)
+                value = drive(conn, op)
+                committing = write
+            return value
     except exc.DBAPIError as error:
-        raise translate(error) from None
+        if committing:
+            raise outcome_unknown(error, engine.url) from None
+        raise translate(error, engine.url) from None
 
 
 def drive(conn: Connection, op: Op[T]) -> T:
@@ -77,15 +86,19 @@ async def run_async(engine: AsyncEngine, op: Op[T], *, write: bool) -> T:
     drivers drop the connection without returning it to the pool (psycopg) or wait forever in its close
     (aiosqlite). So the transaction runs in a task of its own, shielded. Cancelled, it stops before its next
     statement or its commit, rolls back and returns its connection whole; then the caller's
-    ``CancelledError`` is raised. A cancellation that arrives while the commit is under way finds it
-    committed (the caller still sees ``CancelledError``).
+    ``CancelledError`` is raised. On PostgreSQL with psycopg, a statement under way (waiting for a lock,
+    say) is cancelled on the server too, so that the caller's deadline holds. A cancellation that arrives
+    while the commit is under way finds it committed (the caller still sees ``CancelledError``).
     """
     stop = asyncio.Event()
-    work = asyncio.ensure_future(_transaction(engine, op, write, stop))
+    held: list[AsyncConnection] = []
+    work = asyncio.ensure_future(_transaction(engine, op, write, stop, held))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         stop.set()
+        if held and not work.done():
+            await _cancel_statement(held[0])
         while not work.done():  # further cancellations are the same one: wait for the rollback
             with suppress(Exception, asyncio.CancelledError):
                 await asyncio.shield(work)
@@ -94,22 +107,44 @@ async def run_async(engine: AsyncEngine, op: Op[T], *, write: bool) -> T:
         raise
 
 
+async def _cancel_statement(conn: AsyncConnection) -> None:
+    """Ask PostgreSQL to cancel the statement ``conn`` is running (psycopg only; elsewhere nothing): it then
+    fails with ``query_canceled``, and the transaction rolls back at once instead of after the statement."""
+    if not _psycopg(conn.dialect) or conn.closed:
+        return
+    with suppress(Exception):
+        raw: Any = (await conn.get_raw_connection()).driver_connection
+        cancel = getattr(raw, "cancel_safe", None)
+        if cancel is not None:
+            await cancel()
+        else:  # pragma: no cover -- psycopg before 3.2
+            await asyncio.to_thread(raw.cancel)
+
+
 class _Stopped(Exception):
     """Raised inside a cancelled operation's transaction, so that it rolls back."""
 
 
-async def _transaction(engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event) -> T:
+async def _transaction(
+    engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event, held: list[AsyncConnection]
+) -> T:
+    committing = False
     try:
         async with engine.connect() as conn:
+            held.append(conn)
             if write:
                 await conn.execution_options(**{_WRITE_OPTION: True})
             elif _autocommit_reads(conn.dialect):
                 await conn.execution_options(isolation_level="AUTOCOMMIT")
                 return await drive_async(conn, op, stop)
             async with conn.begin():
-                return await drive_async(conn, op, stop)
+                value = await drive_async(conn, op, stop)
+                committing = write
+            return value
     except exc.DBAPIError as error:
-        raise translate(error) from None
+        if committing:
+            raise outcome_unknown(error, engine.url) from None
+        raise translate(error, engine.url) from None
 
 
 async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | None = None) -> T:
