@@ -9,8 +9,10 @@ The mounts need root (CI runs as root); without it those tests skip, saying so.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,9 +25,12 @@ import pytest
 import sqlalchemy as sa
 
 import convstore
+from convstore import SQLKeyStore
 from convstore.errors import (
+    ConversationNotFoundError,
     ConvstoreError,
     DatabaseError,
+    DataKeyNotFoundError,
     SchemaOutdatedError,
     SchemaUnknownError,
     ShredPendingError,
@@ -35,6 +40,11 @@ from tests.conftest import postgres_base_url, user
 from tests.flavours import Portal, SyncProxy
 
 SECRET = "the patient's name is Ana Ribeiro"
+KEY = bytes(range(32))
+
+
+def ring() -> convstore.Keyring:
+    return convstore.Keyring({"k1": KEY}, active="k1")
 
 
 def open_store(flavour: str, url: str, portal: Portal, **options: Any) -> Any:
@@ -330,3 +340,46 @@ def test_an_emptied_version_table_is_not_called_outdated(db_url):
     with pytest.raises(SchemaUnknownError, match="empty") as raised:
         convstore.Store(db_url)
     assert not isinstance(raised.value, SchemaOutdatedError)
+
+
+# -- a key store outside the database, and a process killed between its commit and the rows' -------------
+
+
+def _delete_and_die(db_url: str, key_url: str, conversation_id: str) -> None:
+    class DyingKeyStore(SQLKeyStore):
+        def delete_key(self, conversation_id: str) -> None:
+            super().delete_key(conversation_id)
+            os.kill(os.getpid(), signal.SIGKILL)  # the key is gone; the rows' transaction never commits
+
+    keys = DyingKeyStore(key_url)
+    with convstore.Store(db_url, keyring=ring(), key_store=keys) as store:
+        store.delete_conversation(conversation_id)
+
+
+def test_check_repairs_a_delete_killed_after_the_key_store_committed(db_url, tmp_path):
+    pytest.importorskip("cryptography")
+    key_url = f"sqlite:///{tmp_path / 'keys.db'}"
+    keys = SQLKeyStore(key_url)
+    with convstore.Store(db_url, keyring=ring(), key_store=keys) as store:
+        conv = store.create_conversation()
+        conv.append([user(SECRET)])
+        kept = store.create_conversation()
+        kept.append([user("kept")])
+    child = multiprocessing.get_context("fork").Process(
+        target=_delete_and_die, args=(db_url, key_url, conv.id)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    with convstore.Store(db_url, keyring=ring(), key_store=keys) as store:
+        with pytest.raises(DataKeyNotFoundError):  # nothing readable is left
+            store.conversation(conv.id)
+        assert store.check().kinds() == {"missing_data_key"}
+        report = store.check(repair=True)
+        assert report.ok
+        assert report.repaired == (conv.id,)
+        assert store.check().ok
+        with pytest.raises(ConversationNotFoundError):
+            store.conversation(conv.id)
+        assert store.conversation(kept.id).history() == [user("kept")]
+    keys.close()

@@ -314,7 +314,9 @@ class AsyncStore:
         """The database's schema revision (None when convstore's tables do not exist)."""
         return await _migrate.revision_async(self._engine)
 
-    async def check(self, checks: Sequence[_check.Check] | None = None) -> _check.CheckReport:
+    async def check(
+        self, checks: Sequence[_check.Check] | None = None, *, repair: bool = False
+    ) -> _check.CheckReport:
         """Verify every invariant of the stored trees, in one read transaction, by a few bulk queries.
 
         Parents exist in the same conversation, depths are consecutive, running token totals add up, branch
@@ -326,12 +328,19 @@ class AsyncStore:
 
         Args:
             checks: The checks to run (default: ``DEFAULT_CHECKS``); add your own beside them.
+            repair: Finish the deletes that a key store outside the database got ahead of: every
+                conversation reported ``missing_data_key`` (its data key deleted, its rows left, as when a
+                process is killed between a ``SQLKeyStore``'s commit and the rows') is deleted, rows and
+                all, and listed in ``report.repaired`` instead of ``problems``. No one could read it. Make
+                sure the store is given its own key store first: pointed at another one, every encrypted
+                conversation looks shredded. Needs the keyring (as finding them does).
 
         Returns:
             The report; ``report.ok`` when nothing is wrong.
 
         Raises:
             ValueError: the store is bound to an owner (the check reads every conversation).
+            ShredPendingError: SQLite: repaired, but the WAL could not be emptied (see ``checkpoint``).
         """
         if self.owner is not None:
             raise ValueError("check() reads every conversation: use a store without an owner")
@@ -341,7 +350,16 @@ class AsyncStore:
         problems = list(report.problems)
         for conversation_id in await self._run(_ops.encrypted_conversations(None)):
             problems.extend(await self._sealed_problems(conversation_id))
-        return attrs.evolve(report, problems=tuple(problems))
+        repaired: list[str] = []
+        if repair:
+            for problem in problems:
+                if problem.kind == "missing_data_key":
+                    with contextlib.suppress(ConversationNotFoundError):
+                        await self._delete(problem.conversation_id)
+                    repaired.append(problem.conversation_id)
+            problems = [problem for problem in problems if problem.conversation_id not in repaired]
+            await self._shred_wal(repaired, key_wal_busy=False)
+        return attrs.evolve(report, problems=tuple(problems), repaired=tuple(repaired))
 
     async def _sealed_problems(self, conversation_id: str) -> list[_check.Problem]:
         """Decrypt everything of one encrypted conversation; what fails, as problems."""

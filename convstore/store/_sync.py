@@ -245,9 +245,7 @@ class Store:
                 continue  # deleted meanwhile
             rewrapped = self.keyring.rewrap(conversation_id, wrapped)
             # A compare-and-swap: a key deleted (or re-wrapped) since it was read stays as it is.
-            if rewrapped is not None and call(
-                key_store.replace_key, conversation_id, wrapped, rewrapped
-            ):
+            if rewrapped is not None and call(key_store.replace_key, conversation_id, wrapped, rewrapped):
                 rotated += 1
         return rotated
 
@@ -315,7 +313,9 @@ class Store:
         """The database's schema revision (None when convstore's tables do not exist)."""
         return _migrate.revision(self._engine)
 
-    def check(self, checks: Sequence[_check.Check] | None = None) -> _check.CheckReport:
+    def check(
+        self, checks: Sequence[_check.Check] | None = None, *, repair: bool = False
+    ) -> _check.CheckReport:
         """Verify every invariant of the stored trees, in one read transaction, by a few bulk queries.
 
         Parents exist in the same conversation, depths are consecutive, running token totals add up, branch
@@ -327,12 +327,19 @@ class Store:
 
         Args:
             checks: The checks to run (default: ``DEFAULT_CHECKS``); add your own beside them.
+            repair: Finish the deletes that a key store outside the database got ahead of: every
+                conversation reported ``missing_data_key`` (its data key deleted, its rows left, as when a
+                process is killed between a ``SQLKeyStore``'s commit and the rows') is deleted, rows and
+                all, and listed in ``report.repaired`` instead of ``problems``. No one could read it. Make
+                sure the store is given its own key store first: pointed at another one, every encrypted
+                conversation looks shredded. Needs the keyring (as finding them does).
 
         Returns:
             The report; ``report.ok`` when nothing is wrong.
 
         Raises:
             ValueError: the store is bound to an owner (the check reads every conversation).
+            ShredPendingError: SQLite: repaired, but the WAL could not be emptied (see ``checkpoint``).
         """
         if self.owner is not None:
             raise ValueError("check() reads every conversation: use a store without an owner")
@@ -342,7 +349,16 @@ class Store:
         problems = list(report.problems)
         for conversation_id in self._run(_ops.encrypted_conversations(None)):
             problems.extend(self._sealed_problems(conversation_id))
-        return attrs.evolve(report, problems=tuple(problems))
+        repaired: list[str] = []
+        if repair:
+            for problem in problems:
+                if problem.kind == "missing_data_key":
+                    with contextlib.suppress(ConversationNotFoundError):
+                        self._delete(problem.conversation_id)
+                    repaired.append(problem.conversation_id)
+            problems = [problem for problem in problems if problem.conversation_id not in repaired]
+            self._shred_wal(repaired, key_wal_busy=False)
+        return attrs.evolve(report, problems=tuple(problems), repaired=tuple(repaired))
 
     def _sealed_problems(self, conversation_id: str) -> list[_check.Problem]:
         """Decrypt everything of one encrypted conversation; what fails, as problems."""
@@ -434,9 +450,7 @@ class Store:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = self._run(
-            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
-        )
+        loaded = self._run(_ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys))
         cipher = self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
         return self._conversation_class(self, info, branch, loaded.head, cipher)
@@ -867,9 +881,7 @@ class Conversation:
         self._replay, self._head = replay, replay.head
         return replay.payloads
 
-    def _window(
-        self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
-    ) -> _windows.Window:
+    def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _windows.Window:
         window = self._store._run(
             _windows.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
