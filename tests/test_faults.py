@@ -18,6 +18,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from convstore.errors import (
     ConvstoreError,
     DatabaseError,
     DataKeyNotFoundError,
+    PurgeIncompleteError,
     SchemaOutdatedError,
     SchemaUnknownError,
     ShredPendingError,
@@ -383,3 +385,35 @@ def test_check_repairs_a_delete_killed_after_the_key_store_committed(db_url, tmp
             store.conversation(conv.id)
         assert store.conversation(kept.id).history() == [user("kept")]
     keys.close()
+
+
+def test_a_purge_stopped_by_a_full_disk_says_what_it_deleted(small_disk):
+    url = f"sqlite:///{small_disk / 'x.db'}"
+    text = SECRET * 1500
+    for leave_kb in range(120, 600, 40):
+        for name in os.listdir(small_disk):
+            os.remove(small_disk / name)
+        with convstore.Store(url) as store:
+            ids = []
+            for _ in range(5):
+                conv = store.create_conversation()
+                conv.append([user(text)])
+                ids.append(conv.id)
+            store.checkpoint()
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE convstore_conversations SET created_at = '2000-01-01 00:00:00'")
+                conn.exec_driver_sql("UPDATE convstore_branches SET updated_at = '2000-01-01 00:00:00'")
+            store.checkpoint()
+            filler = fill(small_disk, leave_kb * 1024)
+            error = _first_failure(lambda: store.purge(older_than=timedelta(days=1)))
+            filler.unlink()
+            if isinstance(error, PurgeIncompleteError):
+                break
+    else:
+        pytest.fail("no room left stopped the purge halfway")
+    assert isinstance(error.error, DatabaseError)
+    assert error.error.cause == "disk_full"
+    assert 0 < len(error.deleted_ids) < 5
+    with convstore.Store(url) as store:
+        left = {info.id for info in store.iter_conversations()}
+    assert left == set(ids) - set(error.deleted_ids)
