@@ -34,6 +34,7 @@ from convstore.errors import (
     BudgetExceededError,
     CodecError,
     ConflictError,
+    ConversationErasedError,
     ConversationNotFoundError,
     ConvstoreError,
     CorruptionError,
@@ -57,6 +58,7 @@ from convstore.errors import (
     StoreBusyError,
     StoreError,
     StreamError,
+    UnverifiedExportWarning,
 )
 from convstore.model import (
     UNSET,
@@ -125,6 +127,7 @@ __all__ = [
     "ConflictError",
     "Content",
     "Conversation",
+    "ConversationErasedError",
     "ConversationInfo",
     "ConversationNotFoundError",
     "ConvstoreError",
@@ -193,6 +196,7 @@ __all__ = [
     "UnknownContent",
     "UnknownStep",
     "Unset",
+    "UnverifiedExportWarning",
     "UrlContextCallStep",
     "UrlContextResultStep",
     "Usage",

@@ -22,6 +22,7 @@ results, media): conversations are private, and exception messages end up in log
     │   │   └── NodeNotFoundError
     │   ├── ConflictError                    the branch head moved under a writer (retry after refresh)
     │   ├── BranchExistsError (ValueError)   a branch of that name exists already
+    │   ├── ConversationErasedError (ValueError)  an import of a conversation this store deleted
     │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
     │   │   └── ShredPendingError            deleted, but the SQLite WAL could not be emptied yet
     │   ├── PurgeIncompleteError             a purge stopped on an error; .deleted_ids were deleted
@@ -53,6 +54,7 @@ __all__ = [
     "BudgetExceededError",
     "CodecError",
     "ConflictError",
+    "ConversationErasedError",
     "ConversationNotFoundError",
     "ConvstoreError",
     "CorruptionError",
@@ -76,6 +78,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StreamError",
+    "UnverifiedExportWarning",
 ]
 
 
@@ -219,6 +222,23 @@ class ConflictError(StoreError):
         super().__init__(
             f"branch {branch!r} of conversation {conversation_id!r} moved: it is no longer at node "
             f"{expected_head!r}; refresh and retry"
+        )
+
+
+class ConversationErasedError(StoreError, ValueError):
+    """An import of a conversation this store deleted: its id is kept after the delete (ids only), so an
+    export taken before it cannot bring it back unasked. ``import_conversation(..., allow_erased=True)``
+    imports it anyway.
+
+    Attributes:
+        conversation_id: The id.
+    """
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation {_shown(conversation_id)} was deleted from this store: importing it back needs "
+            "allow_erased=True"
         )
 
 
@@ -428,6 +448,13 @@ class SchemaOutdatedError(SchemaError):
 
 class SchemaUnknownError(SchemaError):
     """The database holds a revision this library does not know (newer convstore?) or foreign tables."""
+
+
+class UnverifiedExportWarning(UserWarning):
+    """An import read what it could not verify: an export of an older format (no end line, so a file cut
+    short at a line boundary looks whole), or a sealed conversation without its seal (exported without its
+    keyring), whose structure is then not authenticated. A warning, not an error: ``warnings`` filters turn
+    it into one (``warnings.simplefilter("error", UnverifiedExportWarning)``)."""
 
 
 class APIError(ConvstoreError):

@@ -35,15 +35,20 @@ from convstore.cli._common import (
     resolve_db,
 )
 from convstore.cli._progress import Progress
-from convstore.errors import ConversationNotFoundError, EncryptionError, LimitExceededError
+from convstore.errors import (
+    ConversationErasedError,
+    ConversationNotFoundError,
+    EncryptionError,
+    LimitExceededError,
+)
 from convstore.store._crypto import WrappedKey
 from convstore.store._engine import run
 from convstore.store._transfer import (
+    ConversationDump,
     ConversationRows,
     TransferFormatError,
     conversation_exists,
-    dump_lines,
-    header_line,
+    export_lines,
     import_rows_ops,
     read_conversations,
 )
@@ -91,6 +96,12 @@ def register(sub: Any) -> None:
     imp.add_argument(
         "--skip-existing", action="store_true", help="leave conversations already in the store as they are"
     )
+    imp.add_argument(
+        "--allow-erased",
+        action="store_true",
+        help="import conversations this store deleted too (refused by default: an old export must not bring "
+        "a deleted conversation back)",
+    )
     imp.set_defaults(func=cmd_import)
 
 
@@ -134,13 +145,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids = [info.id for info in store.iter_conversations()]
         rows = 0
         with _output(args.output) as write, Progress("exporting", len(ids), unit="conversations") as bar:
-            write(header_line(store.schema_revision()))
-            for conversation_id in ids:
-                dump = store.export_conversation(conversation_id, plaintext=args.plaintext)
-                for line in dump_lines(dump):
-                    write(line)
-                rows += dump.row_count
-                bar.advance()
+
+            def dumps() -> Iterator[ConversationDump]:
+                nonlocal rows
+                for conversation_id in ids:
+                    dump = store.export_conversation(conversation_id, plaintext=args.plaintext)
+                    yield dump
+                    rows += dump.row_count
+                    bar.advance()
+
+            for line in export_lines(dumps(), store.schema_revision()):  # header, conversations, end line
+                write(line)
     print(f"exported {len(ids)} conversations ({rows} rows)", file=sys.stderr)
     return 0
 
@@ -229,8 +244,15 @@ def cmd_import(args: argparse.Namespace) -> int:
                     skipped += 1
                     continue
                 try:
-                    done = _import_one(store, conversation, args.skip_existing, bar.advance)
-                except (TransferFormatError, LimitExceededError, EncryptionError) as error:
+                    done = _import_one(
+                        store, conversation, args.skip_existing, bar.advance, args.allow_erased
+                    )
+                except (
+                    TransferFormatError,
+                    LimitExceededError,
+                    EncryptionError,
+                    ConversationErasedError,
+                ) as error:
                     raise CliError(
                         f"{args.file}: conversation at line {conversation.line}: {error}{_kept(imported)}"
                     ) from None
@@ -251,14 +273,19 @@ def _import_one(
     conversation: ConversationRows,
     skip_existing: bool,
     progress: Callable[[int], None],
+    allow_erased: bool = False,
 ) -> bool:
     """Write one conversation of the file: a plaintext one streamed (checked and written in batches inside
     its transaction), a sealed one held whole while ``import_conversation`` verifies that every sealed value
     opens, before anything of it is written."""
     if conversation.sealed:
         dump = conversation.dump()
-        return store.import_conversation(dump, skip_existing=skip_existing, progress=progress)
-    op = import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
+        return store.import_conversation(
+            dump, skip_existing=skip_existing, progress=progress, allow_erased=allow_erased
+        )
+    op = import_rows_ops(
+        conversation, skip_existing=skip_existing, progress=progress, allow_erased=allow_erased
+    )
     return run(store.engine, op, write=True)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
+from convstore.store._schema import erased as er
 from convstore.store._schema import exchanges as x
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
@@ -33,11 +34,13 @@ __all__ = [
     "DELETE_NODES",
     "DELETE_SUMMARIES",
     "ENCRYPTED_CONVERSATIONS",
+    "ERASED",
     "EXCHANGE",
     "EXCHANGES",
     "EXCHANGE_CONTINUES",
     "EXCHANGE_NODES",
     "FIRST_EXCHANGE_NODES",
+    "FORGET_ERASED",
     "FORK_AT_NODE",
     "FORK_EMPTY",
     "HISTORY_BYTES_SCAN",
@@ -48,6 +51,7 @@ __all__ = [
     "HOLD_FOR_FORK",
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
+    "INSERT_ERASED",
     "INSERT_EXCHANGE",
     "INSERT_MEDIA",
     "INSERT_NODES",
@@ -87,6 +91,9 @@ NODE_COLUMNS = (
 )
 
 INSERT_CONVERSATION = sa.insert(c)
+INSERT_ERASED = sa.insert(er)
+ERASED = sa.select(er.c.conversation_id).where(er.c.conversation_id == sa.bindparam("conversation_id"))
+FORGET_ERASED = sa.delete(er).where(er.c.conversation_id == sa.bindparam("conversation_id"))
 INSERT_BRANCH = sa.insert(b)
 INSERT_NODES = sa.insert(n)
 

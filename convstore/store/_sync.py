@@ -12,6 +12,7 @@ import contextlib
 import copy
 import functools
 import json
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -42,6 +43,7 @@ from convstore.errors import (
     PurgeIncompleteError,
     ShredPendingError,
     StoreBusyError,
+    UnverifiedExportWarning,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
 from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows, _writes
@@ -501,7 +503,10 @@ class Store:
 
         An encrypted conversation is exported sealed: its ciphertexts as stored and its wrapped data key
         (which names the application key that wrapped it). Only a store whose keyring holds that key can
-        read it; exporting it needs no keyring.
+        read it; exporting it needs no keyring. With the keyring, its structure (ids, parents, order,
+        branches, settings, usage) is also sealed (``dump.seal``, an HMAC with a key derived from its data
+        key), so that an import refuses any change to it; without, it is exported unsealed, and its
+        import warns that its structure is unverified.
 
         Args:
             plaintext: Decrypt an encrypted conversation and export its content in clear, as a plaintext
@@ -527,6 +532,11 @@ class Store:
             if wrapped is None:
                 raise DataKeyNotFoundError(conversation_id)
             dump = attrs.evolve(dump, key=wrapped)
+        if dump.sealed and self.keyring is not None and dump.key is not None:
+            with contextlib.suppress(EncryptionError):  # a key the keyring lacks: exported unsealed
+                cipher = self._cipher(conversation_id, encryption, dump.key)
+                if cipher is not None:
+                    dump = attrs.evolve(dump, seal=cipher.structure_mac(_transfer.structure_bytes(dump)))
         return dump
 
     def import_conversation(
@@ -535,6 +545,7 @@ class Store:
         *,
         skip_existing: bool = False,
         progress: Callable[[int], None] | None = None,
+        allow_erased: bool = False,
     ) -> bool:
         """Write an exported conversation with its ids, in one transaction, all or nothing.
 
@@ -549,15 +560,25 @@ class Store:
             dump: From ``export_conversation``, or read from an export file.
             skip_existing: When the id is in this store already, write nothing and return False.
             progress: Called with the number of rows written after each batch.
+            allow_erased: Import it even though this store deleted a conversation of that id. Without it,
+                a conversation deleted here (``delete_conversation``, ``purge``) is refused: an export
+                taken before the delete cannot bring it back unasked.
 
         Returns:
             True when written, False when skipped.
 
+        Warns:
+            UnverifiedExportWarning: a sealed conversation without its seal (exported without its keyring,
+                or in format 2), or imported by a store without a keyring: its structure is unverified.
+
         Raises:
             ConversationExistsError: the id is in this store already (and not ``skip_existing``).
+            ConversationErasedError: this store deleted it, and not ``allow_erased``.
             TransferFormatError: the dump breaks a rule of the tree.
             KeyNotFoundError, DecryptionError: the keyring cannot open the sealed conversation (nothing is
                 written).
+            TransferFormatError: also when a sealed conversation's seal does not match its rows (one was
+                changed, added, removed or moved).
             ValueError: the conversation belongs to another owner than this store's.
         """
         if self.owner is not None and dump.conversation.get("owner") != self.owner:
@@ -567,9 +588,22 @@ class Store:
         if dump.sealed and wrapped is not None and self.keyring is not None:
             cipher = self.keyring.cipher(dump.id, wrapped)
             _transfer.open_sealed(dump, cipher, limits=self.limits, counter=self.counter)
+            sealed = _transfer.check_seal(dump, cipher)
             wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
+        else:
+            sealed = not dump.sealed
+        if not sealed:
+            warnings.warn(
+                UnverifiedExportWarning(
+                    f"conversation {dump.id} is sealed, but its structure is not verified: "
+                    + ("it has no seal" if self.keyring is not None else "this store has no keyring")
+                ),
+                stacklevel=2,
+            )
         if not dump.sealed or wrapped is None or self.key_store is None:
-            op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
+            op = _transfer.import_ops(
+                dump, skip_existing=skip_existing, progress=progress, key=wrapped, allow_erased=allow_erased
+            )
             return self._run(op, write=True)
         # A key store of its own: the key first, then the rows (as create_conversation does); never over
         # the key of a conversation this store holds already.
@@ -579,7 +613,7 @@ class Store:
             raise _transfer.ConversationExistsError(dump.id)
         call(self.key_store.put_key, dump.id, wrapped)
         try:
-            op = _transfer.import_ops(dump, skip_existing=False, progress=progress)
+            op = _transfer.import_ops(dump, skip_existing=False, progress=progress, allow_erased=allow_erased)
             return self._run(op, write=True)
         except BaseException:
             call(self.key_store.delete_key, dump.id)

@@ -56,8 +56,8 @@ The parts, by concern: ``_types`` (the format's name and version, its errors, ``
 
 from __future__ import annotations
 
-from convstore.store._transfer._checks import check_dump
-from convstore.store._transfer._lines import dump_lines, header_line
+from convstore.store._transfer._checks import check_dump, check_seal, structure_bytes
+from convstore.store._transfer._lines import ExportEnd, dump_lines, export_lines, header_line
 from convstore.store._transfer._operations import (
     conversation_exists,
     export_ops,
@@ -80,10 +80,13 @@ __all__ = [
     "ConversationDump",
     "ConversationExistsError",
     "ConversationRows",
+    "ExportEnd",
     "TransferFormatError",
     "check_dump",
+    "check_seal",
     "conversation_exists",
     "dump_lines",
+    "export_lines",
     "export_ops",
     "header_line",
     "import_ops",
@@ -91,4 +94,5 @@ __all__ = [
     "open_sealed",
     "read_conversations",
     "read_dumps",
+    "structure_bytes",
 ]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+import json
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any
 
-from convstore.store._crypto import ENCRYPTION
+from convstore.store._crypto import ENCRYPTION, DataCipher
 from convstore.store._media import stored_hashes
 from convstore.store._transfer._tables import _PLURAL, TABLES, columns
 from convstore.store._transfer._types import ConversationDump, TransferFormatError
@@ -122,3 +125,53 @@ def check_dump(dump: ConversationDump) -> None:
     last = check.finish()
     if last is not None:
         raise TransferFormatError(last[1], where=last[0])
+
+
+# -- a sealed conversation's seal ---------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    return (
+        value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        if isinstance(value, datetime)
+        else value
+    )
+
+
+def structure_bytes(dump: ConversationDump) -> bytes:
+    """Every row of a dump but its key, canonically (kind, then the row's columns sorted by name): what a
+    sealed conversation's seal authenticates. Ids, parents, depths, order, branches and their heads,
+    settings, usage: any change to any of them changes these bytes."""
+    parts = []
+    kinds = (
+        ("conversation", [dump.conversation]),
+        *((kind, getattr(dump, _PLURAL[kind])) for kind in _SEALED_KINDS),
+    )
+    for kind, rows in kinds:
+        for row in rows:
+            plain = {name: _plain(value) for name, value in row.items()}
+            parts.append(json.dumps([kind, plain], sort_keys=True, ensure_ascii=False))
+    return "\n".join(parts).encode("utf-8", "surrogatepass")
+
+
+_SEALED_KINDS = ("node", "media", "summary", "branch", "exchange")
+
+
+def check_seal(dump: ConversationDump, cipher: DataCipher) -> bool:
+    """Verify a sealed dump's seal with its data key.
+
+    Returns:
+        True when it matches; False when the dump carries none (exported without its keyring, or by a
+        convstore before format 3): its structure is then unverified.
+
+    Raises:
+        TransferFormatError: the seal does not match: a row was changed, added, removed or moved.
+    """
+    if dump.seal is None:
+        return False
+    if not hmac.compare_digest(cipher.structure_mac(structure_bytes(dump)), dump.seal):
+        raise TransferFormatError(
+            "the sealed conversation's rows do not match its seal: one was changed, added, removed or moved",
+            where="seal",
+        )
+    return True

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -55,6 +56,55 @@ def dump_lines(dump: ConversationDump) -> Iterator[str]:
     for kind in ("node", "media", "summary", "branch", "exchange"):
         for row in getattr(dump, _PLURAL[kind]):
             yield _line(kind, row)
+    if dump.seal is not None:
+        mac = binascii.b2a_base64(dump.seal, newline=False).decode("ascii")
+        yield _line("seal", {"conversation_id": dump.id, "mac": mac})
+
+
+class ExportEnd:
+    """Counts and digests the lines of an export as they are written, for its end line (format 3): the
+    number of conversations and of lines before it, and the SHA-256 of those lines (each with its newline).
+    An import refuses a file whose end line is missing or does not match: one cut short, or cut and
+    rearranged.
+
+    Example:
+        >>> end = ExportEnd()
+        >>> lines = [end.add(header_line())]
+        >>> lines.append(end.line())
+    """
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.lines = 0
+        self.conversations = 0
+
+    def add(self, line: str) -> str:
+        """Count ``line`` (no newline) and return it."""
+        self._digest.update(line.encode("utf-8", "surrogatepass") + b"\n")
+        self.lines += 1
+        if line.startswith('{"kind": "conversation"'):
+            self.conversations += 1
+        return line
+
+    def line(self) -> str:
+        """The end line (no newline)."""
+        end = {
+            "kind": "end",
+            "conversations": self.conversations,
+            "lines": self.lines,
+            "sha256": self._digest.hexdigest(),
+        }
+        return json.dumps(end)
+
+
+def export_lines(dumps: Iterable[ConversationDump], schema_revision: str | None = None) -> Iterator[str]:
+    """A whole export, line by line (no newlines): the header, each dump's lines, the end line."""
+    end = ExportEnd()
+    yield end.add(header_line(schema_revision))
+    for dump in dumps:
+        for line in dump_lines(dump):
+            yield end.add(line)
+    yield end.line()
 
 
 def _field_value(

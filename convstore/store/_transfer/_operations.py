@@ -11,10 +11,12 @@ from convstore._ids import is_id
 from convstore._limits import DEFAULT_LIMITS, Limits
 from convstore.budget import TokenCounter
 from convstore.errors import (
+    ConversationErasedError,
     ConversationNotFoundError,
     DataKeyNotFoundError,
 )
 from convstore.store import _keys
+from convstore.store import _statements as st
 from convstore.store._conversations import SETTINGS
 from convstore.store._crypto import DataCipher, WrappedKey
 from convstore.store._engine import Exec, Op
@@ -152,12 +154,28 @@ def export_ops(
     )
 
 
+def erasure(conversation_id: str, *, allow_erased: bool) -> Op[None]:
+    """Refuse to import a conversation this store deleted (its id is kept: ``convstore_erased``), unless
+    ``allow_erased``; then its record of the deletion goes, in the import's transaction.
+
+    Raises:
+        ConversationErasedError: deleted here, and not ``allow_erased``.
+    """
+    params = {"conversation_id": conversation_id}
+    if (yield Exec(st.ERASED, params)).first() is None:
+        return
+    if not allow_erased:
+        raise ConversationErasedError(conversation_id)
+    yield Exec(st.FORGET_ERASED, params)
+
+
 def import_ops(
     dump: ConversationDump,
     *,
     skip_existing: bool = False,
     progress: Callable[[int], None] | None = None,
     key: WrappedKey | None = None,
+    allow_erased: bool = False,
 ) -> Op[bool]:
     """Write a dump with its ids, all or nothing (run it with ``write=True``: one transaction).
 
@@ -168,12 +186,15 @@ def import_ops(
         progress: Called with the number of rows written after each batch.
         key: A sealed conversation's wrapped data key, to write into this database's key table in the same
             transaction (the default key store). None when the caller keeps keys in a key store apart.
+        allow_erased: Import it even though this store deleted a conversation of that id (see
+            ``erasure``); its record of the deletion goes.
 
     Returns:
         True when written, False when skipped.
 
     Raises:
         ConversationExistsError: the id exists already (and ``skip_existing`` is false).
+        ConversationErasedError: this store deleted it (and not ``allow_erased``).
         TransferFormatError: the dump breaks a rule of the tree.
     """
     check_dump(dump)
@@ -182,6 +203,7 @@ def import_ops(
         if skip_existing:
             return False
         raise ConversationExistsError(dump.id)
+    yield from erasure(dump.id, allow_erased=allow_erased)
     try:
         yield Exec(INSERT["conversation"], dump.conversation)
     except exc.IntegrityError:
@@ -225,6 +247,7 @@ def import_rows_ops(
     *,
     skip_existing: bool = False,
     progress: Callable[[int], None] | None = None,
+    allow_erased: bool = False,
 ) -> Op[bool]:
     """``import_ops`` for a plaintext conversation read lazily (``read_conversations``): its rows are read,
     checked and written a batch at a time inside the one transaction, so memory stays bounded by a batch
@@ -240,6 +263,7 @@ def import_rows_ops(
 
     Raises:
         ConversationExistsError: the id exists already (and ``skip_existing`` is false).
+        ConversationErasedError: this store deleted it (and not ``allow_erased``).
         TransferFormatError: a line breaks a rule (nothing of the conversation is written), or the
             conversation is sealed.
     """
@@ -255,6 +279,7 @@ def import_rows_ops(
         if skip_existing:
             return False
         raise ConversationExistsError(conversation.id)
+    yield from erasure(conversation.id, allow_erased=allow_erased)
     try:
         yield Exec(INSERT["conversation"], conversation.conversation)
     except exc.IntegrityError:

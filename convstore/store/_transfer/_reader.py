@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from convstore._limits import DEFAULT_LIMITS, Limits, loads
 from convstore.budget import HeuristicCounter, TokenCounter
-from convstore.errors import (
-    CodecError,
-)
+from convstore.errors import CodecError, UnverifiedExportWarning
 from convstore.store._crypto import ENCRYPTION, WrappedKey
 from convstore.store._transfer._checks import _TreeCheck
 from convstore.store._transfer._lines import _decode_key, _decode_row
@@ -17,7 +19,7 @@ from convstore.store._transfer._tables import _PLURAL
 from convstore.store._transfer._types import FORMAT, VERSION, ConversationDump, TransferFormatError
 
 
-def _check_header(number: int, obj: Mapping[str, Any]) -> None:
+def _check_header(number: int, obj: Mapping[str, Any]) -> int:
     if obj.get("kind") != "header" or obj.get("format") != FORMAT:
         raise TransferFormatError(f"expected the {FORMAT} header line first", line=number)
     version = obj.get("version")
@@ -30,9 +32,11 @@ def _check_header(number: int, obj: Mapping[str, Any]) -> None:
             where="header",
             field="version",
         )
+    return version
 
 
-_ORDER = ("key", "node", "media", "summary", "branch", "exchange")
+_ORDER = ("key", "node", "media", "summary", "branch", "exchange", "seal")
+_MAC_BYTES = 32
 
 
 class _Pending:
@@ -50,6 +54,7 @@ class _Pending:
         self.check = _TreeCheck(conversation["id"])
         self.sealed = conversation.get("encryption") is not None
         self.key: WrappedKey | None = None
+        self.seal: bytes | None = None
         self.order = 0  # index in _ORDER of the last kind seen: kinds come in that order
         self._limits = limits
         self._counter = counter
@@ -65,7 +70,7 @@ class _Pending:
                 where=kind,
             )
         self.order = position
-        if kind in {"key", "media"} and not self.sealed:
+        if kind in {"key", "media", "seal"} and not self.sealed:
             raise TransferFormatError(
                 "belongs to sealed (encrypted) conversations only", line=number, where=kind
             )
@@ -75,6 +80,11 @@ class _Pending:
             self.key, problem = _decode_key(self.conversation["id"], obj)
             if problem is not None:
                 raise TransferFormatError(problem[1], line=number, where=kind, field=problem[0])
+            return None
+        if kind == "seal":
+            if self.seal is not None:
+                raise TransferFormatError("a second seal line for one conversation", line=number, where=kind)
+            self.seal = _decode_seal(self.conversation["id"], number, obj)
             return None
         row, problem = _decode_row(kind, obj, self.sealed, self._limits, self._counter)
         if problem is None:
@@ -91,6 +101,23 @@ class _Pending:
             raise TransferFormatError(
                 "a sealed conversation needs its key line", line=self.line, where="conversation"
             )
+
+
+def _decode_seal(conversation_id: str, number: int, obj: Mapping[str, Any]) -> bytes:
+    if obj.get("conversation_id") != conversation_id:
+        raise TransferFormatError(
+            "names another conversation", line=number, where="seal", field="conversation_id"
+        )
+    text = obj.get("mac")
+    try:
+        mac = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+    except binascii.Error:
+        mac = b""
+    if len(mac) != _MAC_BYTES or set(obj) != {"kind", "conversation_id", "mac"}:
+        raise TransferFormatError(
+            f"expected the base64 of a {_MAC_BYTES}-byte seal", line=number, where="seal"
+        )
+    return mac
 
 
 def _parse(number: int, text: str, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -143,6 +170,10 @@ class _Lines:
         self._limits = limits
         self._back: tuple[int, dict[str, Any]] | None = None
         self.number = 0
+        # The digest and count of the lines before the last one read (what an end line states).
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self._last: bytes | None = None
 
     def next(self) -> tuple[int, dict[str, Any]] | None:
         if self._back is not None:
@@ -151,6 +182,10 @@ class _Lines:
         for number, text in self._lines:
             self.number = number
             if text.strip():
+                if self._last is not None:
+                    self.digest.update(self._last)
+                    self.count += 1
+                self._last = text.rstrip("\r\n").encode("utf-8", "surrogatepass") + b"\n"
                 return number, _parse(number, text, self._limits)
         return None
 
@@ -203,7 +238,7 @@ class ConversationRows:
         reader = self._reader
         while not self.done:
             item = reader.next()
-            if item is None or item[1].get("kind") == "conversation":
+            if item is None or item[1].get("kind") == "conversation" or item[1].get("kind") == "end":
                 if item is not None:
                     reader.push(item)
                 self._pending.finish()
@@ -226,10 +261,10 @@ class ConversationRows:
         """
         if self.started:
             raise TransferFormatError("its rows were read already", line=self.line, where="conversation")
-        rows: dict[str, list[dict[str, Any]]] = {_PLURAL[kind]: [] for kind in _ORDER if kind != "key"}
+        rows: dict[str, list[dict[str, Any]]] = {_PLURAL[kind]: [] for kind in _ORDER if kind in _PLURAL}
         for kind, row in self.rows():
             rows[_PLURAL[kind]].append(row)
-        return ConversationDump(conversation=self.conversation, key=self.key, **rows)
+        return ConversationDump(conversation=self.conversation, key=self.key, seal=self._pending.seal, **rows)
 
 
 def read_conversations(
@@ -262,11 +297,17 @@ def read_conversations(
     first = reader.next()
     if first is None:
         raise TransferFormatError(f"empty: expected the {FORMAT} header line", line=reader.number + 1)
-    _check_header(*first)
+    version = _check_header(*first)
+    ended = False
     while (item := reader.next()) is not None:
         number, obj = item
         kind = obj.get("kind")
-        if kind == "conversation":
+        if ended:
+            raise TransferFormatError("a line after the end line", line=number)
+        if kind == "end":
+            _check_end(number, obj, reader, len(seen))
+            ended = True
+        elif kind == "conversation":
             conversation = ConversationRows(reader, _start(number, obj, seen, limits, counter))
             yield conversation
             for _ in conversation.rows():
@@ -275,6 +316,36 @@ def read_conversations(
             raise TransferFormatError("unknown kind", line=number, field="kind")
         else:
             raise TransferFormatError("comes before any conversation line", line=number, where=kind)
+    if not ended:
+        if version >= _END_SINCE:
+            raise TransferFormatError(
+                "the file ends without its end line: it was cut short (or its export did not finish)",
+                line=reader.number + 1,
+            )
+        warnings.warn(
+            UnverifiedExportWarning(
+                f"format version {version} has no end line: a file cut short at a line boundary cannot be "
+                "told from a whole one, and a sealed conversation's structure is not authenticated"
+            ),
+            stacklevel=2,
+        )
+
+
+_END_SINCE = 3  # the format version that ends every file with an end line
+
+
+def _check_end(number: int, obj: Mapping[str, Any], reader: _Lines, conversations: int) -> None:
+    """The end line: as many conversations and lines as it says, and their digest."""
+    stated = (obj.get("conversations"), obj.get("lines"), obj.get("sha256"))
+    found = (conversations, reader.count, reader.digest.hexdigest())
+    for field, said, real in zip(("conversations", "lines", "sha256"), stated, found, strict=True):
+        if said != real:
+            raise TransferFormatError(
+                f"the end line says {said!r}, the file has {real!r}: lines were removed, added or changed",
+                line=number,
+                where="end",
+                field=field,
+            )
 
 
 def read_dumps(

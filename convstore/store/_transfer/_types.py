@@ -13,7 +13,7 @@ from convstore.errors import (
 from convstore.store._crypto import WrappedKey
 
 FORMAT = "convstore-export"
-VERSION = 2  # 2: sealed conversations (key and media lines)
+VERSION = 3  # 2: sealed conversations (key and media lines); 3: the end line, and a sealed one's seal line
 CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
 BATCH_BYTES = 4 * 1024 * 1024  # ... or fewer, so a streamed import holds at most about this much of payloads
 
@@ -60,6 +60,9 @@ class ConversationDump:
         media: A sealed conversation's media rows (sealed media strings by hash); empty for a plaintext one,
             whose payloads hold their media.
         key: A sealed conversation's wrapped data key (None for a plaintext one).
+        seal: A sealed conversation's structure authenticated (``structure_mac``: the HMAC of every row,
+            with a key derived from its data key); None for a plaintext one, or one exported without its
+            keyring.
     """
 
     conversation: dict[str, Any] = attrs.field(repr=False)
@@ -69,6 +72,7 @@ class ConversationDump:
     exchanges: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     media: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     key: WrappedKey | None = None
+    seal: bytes | None = attrs.field(default=None, repr=False)
 
     @property
     def id(self) -> str:
