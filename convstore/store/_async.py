@@ -902,7 +902,10 @@ class AsyncConversation:
         """
         if budget is not None:
             return json.loads(await self.history_json(budget))  # type: ignore[no-any-return]
-        return json.loads(json_array(await self._history_texts()))  # type: ignore[no-any-return]
+        text = json_array(await self._history_texts())
+        if codec.may_hold_surrogates(text):  # stored before lone surrogates were refused: shown as U+FFFD
+            return codec.shown(json.loads(text))  # type: ignore[no-any-return]
+        return json.loads(text)  # type: ignore[no-any-return]
 
     async def history_json(self, budget: TokenBudget | None = None) -> str:
         """``history()`` as JSON text, spliced from the stored step texts without decoding them."""

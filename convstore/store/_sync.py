@@ -247,7 +247,9 @@ class Store:
                 continue  # deleted meanwhile
             rewrapped = self.keyring.rewrap(conversation_id, wrapped)
             # A compare-and-swap: a key deleted (or re-wrapped) since it was read stays as it is.
-            if rewrapped is not None and call(key_store.replace_key, conversation_id, wrapped, rewrapped):
+            if rewrapped is not None and call(
+                key_store.replace_key, conversation_id, wrapped, rewrapped
+            ):
                 rotated += 1
         return rotated
 
@@ -452,7 +454,9 @@ class Store:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = self._run(_ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys))
+        loaded = self._run(
+            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+        )
         cipher = self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
         return self._conversation_class(self, info, branch, loaded.head, cipher)
@@ -898,7 +902,10 @@ class Conversation:
         """
         if budget is not None:
             return json.loads(self.history_json(budget))  # type: ignore[no-any-return]
-        return json.loads(json_array(self._history_texts()))  # type: ignore[no-any-return]
+        text = json_array(self._history_texts())
+        if codec.may_hold_surrogates(text):  # stored before lone surrogates were refused: shown as U+FFFD
+            return codec.shown(json.loads(text))  # type: ignore[no-any-return]
+        return json.loads(text)  # type: ignore[no-any-return]
 
     def history_json(self, budget: TokenBudget | None = None) -> str:
         """``history()`` as JSON text, spliced from the stored step texts without decoding them."""
@@ -915,7 +922,9 @@ class Conversation:
         self._replay, self._head = replay, replay.head
         return replay.payloads
 
-    def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _windows.Window:
+    def _window(
+        self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
+    ) -> _windows.Window:
         window = self._store._run(
             _windows.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
