@@ -47,6 +47,7 @@ PAIRS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
             (r"\bhttpx\.AsyncClient\b", "httpx.Client"),
             (r"\bAwaitable sleep\b", "Blocking sleep"),
             (r"\baiter_bytes\b", "iter_bytes"),
+            (r"\baiter_raw\b", "iter_raw"),
             (r"\baread\b", "read"),
         ],
     ),

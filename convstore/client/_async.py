@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from convstore.client._http import (
     make_config,
     read_response,
 )
+from convstore.client._inflate import Inflater, inflatable
 from convstore.client._sleep import AsyncSleep, default_asleep
 from convstore.errors import APIConnectionError
 from convstore.model._interaction import Interaction
@@ -40,6 +42,26 @@ class _Sends(Protocol):
     """What a stream needs of its client: send a request, get the 2xx response (``GenAIClient`` too)."""
 
     async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response: ...
+
+
+def _body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The decoded body, a piece at a time: ``gzip`` and ``deflate`` inflated here at most ``PIECE`` bytes
+    at a time (so the caller counts them as they come), other encodings by httpx."""
+    encoding = inflatable(response.headers)
+    if encoding is None or response.is_stream_consumed:  # a transport that read it whole already
+        return response.aiter_bytes()
+    return _inflated(response, encoding)
+
+
+async def _inflated(response: httpx.Response, encoding: str) -> AsyncIterator[bytes]:
+    inflater = Inflater(encoding)
+    try:
+        async for raw in response.aiter_raw():
+            inflater.push(raw)
+            while piece := inflater.piece():
+                yield piece
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"not valid {encoding} ({exc})", request=response.request) from None
 
 
 class AsyncInteractionsClient:
@@ -165,7 +187,7 @@ class AsyncInteractionsClient:
         chunks: list[bytes] = []
         try:
             size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
-            async for chunk in response.aiter_bytes():
+            async for chunk in _body(response):
                 if deadline is not None:
                     deadline.check(response.request)
                 if not strict and size.count + len(chunk) > size.maximum:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from convstore.client._http import (
     make_config,
     read_response,
 )
+from convstore.client._inflate import Inflater, inflatable
 from convstore.client._sleep import SyncSleep, default_sleep
 from convstore.errors import APIConnectionError
 from convstore.model._interaction import Interaction
@@ -41,6 +43,26 @@ class _Sends(Protocol):
     """What a stream needs of its client: send a request, get the 2xx response (``GenAIClient`` too)."""
 
     def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response: ...
+
+
+def _body(response: httpx.Response) -> Iterator[bytes]:
+    """The decoded body, a piece at a time: ``gzip`` and ``deflate`` inflated here at most ``PIECE`` bytes
+    at a time (so the caller counts them as they come), other encodings by httpx."""
+    encoding = inflatable(response.headers)
+    if encoding is None or response.is_stream_consumed:  # a transport that read it whole already
+        return response.iter_bytes()
+    return _inflated(response, encoding)
+
+
+def _inflated(response: httpx.Response, encoding: str) -> Iterator[bytes]:
+    inflater = Inflater(encoding)
+    try:
+        for raw in response.iter_raw():
+            inflater.push(raw)
+            while piece := inflater.piece():
+                yield piece
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"not valid {encoding} ({exc})", request=response.request) from None
 
 
 class InteractionsClient:
@@ -166,7 +188,7 @@ class InteractionsClient:
         chunks: list[bytes] = []
         try:
             size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
-            for chunk in response.iter_bytes():
+            for chunk in _body(response):
                 if deadline is not None:
                     deadline.check(response.request)
                 if not strict and size.count + len(chunk) > size.maximum:
