@@ -41,8 +41,6 @@ __all__ = [
     "EXCHANGE_NODES",
     "FIRST_EXCHANGE_NODES",
     "FORGET_ERASED",
-    "FORK_AT_NODE",
-    "FORK_EMPTY",
     "HISTORY_BYTES_SCAN",
     "HISTORY_SCAN",
     "HOLD_AT_TIP",
@@ -235,37 +233,6 @@ def _at(column: str, node_id: sa.ColumnElement[object]) -> sa.ScalarSelect[objec
         .scalar_subquery()
     )
 
-
-# A fork is one new branch row pointing at an existing node, or nothing when the node is not there.
-FORK_AT_NODE = (
-    sa.insert(b)
-    .from_select(
-        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
-        sa.select(
-            n.c.conversation_id,
-            sa.bindparam("branch", type_=b.c.name.type),
-            n.c.id,
-            sa.bindparam("now", type_=b.c.created_at.type),
-            sa.bindparam("now", type_=b.c.updated_at.type),
-        ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("at")),
-    )
-    .execution_options(preserve_rowcount=True)
-)  # an INSERT's rowcount is otherwise not kept for every driver
-
-FORK_EMPTY = (
-    sa.insert(b)
-    .from_select(
-        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
-        sa.select(
-            c.c.id,
-            sa.bindparam("branch", type_=b.c.name.type),
-            sa.null(),
-            sa.bindparam("now", type_=b.c.created_at.type),
-            sa.bindparam("now", type_=b.c.updated_at.type),
-        ).where(c.c.id == sa.bindparam("conversation_id")),
-    )
-    .execution_options(preserve_rowcount=True)
-)
 
 LIST_BRANCHES = (
     sa.select(b.c.name, b.c.head_id, b.c.created_at, b.c.updated_at)

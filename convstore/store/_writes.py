@@ -283,7 +283,7 @@ def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[H
     """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied.
 
     Two statements: the conversation's lock (see ``hold_conversation``) with the node ``at`` read in the
-    same statement, then the insert.
+    same statement, then the insert of the row's values (routed to the conversation's shard on Citus).
     """
     params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
     if at is None:
@@ -294,12 +294,20 @@ def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[H
             raise ConversationNotFoundError(conversation_id)
         if held.node_id is None:
             raise NodeNotFoundError(conversation_id, at)
+    # A plain INSERT of the values read under the lock (not INSERT ... SELECT, which Citus plans across
+    # shards: it waited for a block_writes move of any shard in the cluster). The node stays: nodes are
+    # never deleted but with their conversation, whose lock this transaction holds.
+    row = {
+        "conversation_id": conversation_id,
+        "name": name,
+        "head_id": at,
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
-        result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
+        yield Exec(st.INSERT_BRANCH, row)
     except exc.IntegrityError:
         raise BranchExistsError(conversation_id, name) from None
-    if result.rowcount != 1:  # pragma: no cover -- the lock above keeps the conversation and its nodes
-        raise ConversationNotFoundError(conversation_id)
     if at is None:
         return EMPTY_HEAD
     return Head(at, held.depth, held.total_tokens, held.exchange_id, held.segment_id)
