@@ -169,6 +169,22 @@ def erasure(conversation_id: str, *, allow_erased: bool) -> Op[None]:
     yield Exec(st.FORGET_ERASED, params)
 
 
+def _insert_conversation(row: dict[str, Any], skip_existing: bool, allow_erased: bool) -> Op[bool]:
+    """An import's first write: the conversation row, unless its id is here already (False when
+    ``skip_existing``) or was deleted here (see ``erasure``)."""
+    conversation_id = str(row["id"])
+    if (yield Exec(CONVERSATION_EXISTS, {"conversation_id": conversation_id})).first() is not None:
+        if skip_existing:
+            return False
+        raise ConversationExistsError(conversation_id)
+    yield from erasure(conversation_id, allow_erased=allow_erased)
+    try:
+        yield Exec(INSERT["conversation"], row)
+    except exc.IntegrityError:
+        raise ConversationExistsError(conversation_id) from None  # written by someone else meanwhile
+    return True
+
+
 def import_ops(
     dump: ConversationDump,
     *,
@@ -198,16 +214,8 @@ def import_ops(
         TransferFormatError: the dump breaks a rule of the tree.
     """
     check_dump(dump)
-    params = {"conversation_id": dump.id}
-    if (yield Exec(CONVERSATION_EXISTS, params)).first() is not None:
-        if skip_existing:
-            return False
-        raise ConversationExistsError(dump.id)
-    yield from erasure(dump.id, allow_erased=allow_erased)
-    try:
-        yield Exec(INSERT["conversation"], dump.conversation)
-    except exc.IntegrityError:
-        raise ConversationExistsError(dump.id) from None  # written by someone else meanwhile
+    if not (yield from _insert_conversation(dump.conversation, skip_existing, allow_erased)):
+        return False
     if key is not None:
         yield Exec(
             INSERT_KEY,
@@ -274,16 +282,8 @@ def import_rows_ops(
             where="conversation",
             field="encryption",
         )
-    params = {"conversation_id": conversation.id}
-    if (yield Exec(CONVERSATION_EXISTS, params)).first() is not None:
-        if skip_existing:
-            return False
-        raise ConversationExistsError(conversation.id)
-    yield from erasure(conversation.id, allow_erased=allow_erased)
-    try:
-        yield Exec(INSERT["conversation"], conversation.conversation)
-    except exc.IntegrityError:
-        raise ConversationExistsError(conversation.id) from None
+    if not (yield from _insert_conversation(conversation.conversation, skip_existing, allow_erased)):
+        return False
     if progress is not None:
         progress(1)
     batch: list[dict[str, Any]] = []
