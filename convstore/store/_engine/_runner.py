@@ -91,13 +91,14 @@ async def run_async(engine: AsyncEngine, op: Op[T], *, write: bool) -> T:
     while the commit is under way finds it committed (the caller still sees ``CancelledError``).
     """
     stop = asyncio.Event()
-    held: list[AsyncConnection] = []
+    held: list[Any] = []  # the connection, then True once a cancel request was sent for it
     work = asyncio.ensure_future(_transaction(engine, op, write, stop, held))
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:
         stop.set()
         if held and not work.done():
+            held.append(True)
             await _cancel_statement(held[0])
         while not work.done():  # further cancellations are the same one: wait for the rollback
             with suppress(Exception, asyncio.CancelledError):
@@ -126,21 +127,31 @@ class _Stopped(Exception):
 
 
 async def _transaction(
-    engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event, held: list[AsyncConnection]
+    engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event, held: list[Any]
 ) -> T:
     committing = False
     try:
         async with engine.connect() as conn:
             held.append(conn)
-            if write:
-                await conn.execution_options(**{_WRITE_OPTION: True})
-            elif _autocommit_reads(conn.dialect):
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                return await drive_async(conn, op, stop)
-            async with conn.begin():
-                value = await drive_async(conn, op, stop)
-                committing = write
-            return value
+            cancelled = False
+            try:
+                if write:
+                    await conn.execution_options(**{_WRITE_OPTION: True})
+                elif _autocommit_reads(conn.dialect):
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await drive_async(conn, op, stop)
+                async with conn.begin():
+                    value = await drive_async(conn, op, stop)
+                    committing = write
+                return value  # noqa: TRY300 -- the finally below runs either way
+            except exc.DBAPIError as error:
+                cancelled = getattr(error.orig, "sqlstate", None) == "57014"
+                raise
+            finally:
+                if len(held) > 1 and not cancelled:
+                    # A cancel request was sent, and no statement took it: it could still land on this
+                    # backend's next statement, another operation's. The connection is not reused.
+                    await conn.invalidate()
     except exc.DBAPIError as error:
         if committing:
             raise outcome_unknown(error, engine.url) from None
