@@ -71,7 +71,7 @@ import sqlalchemy as sa
 from _common import TableData, fmt_ns, fmt_ratio, median_ns, now_ns, percentile_ns
 
 import convstore
-from convstore.store import _engine
+from convstore.store._engine import _fastpath
 
 MODEL = "gemini-3-flash-preview"
 BUDGET_TOKENS = 32_000
@@ -565,7 +565,7 @@ def count_statements(ours: Convstore, key: str, wire: Wire, budgeted: bool) -> d
     ]
     # The branch scan goes to psycopg directly on PostgreSQL (binary results), past the engine's events:
     # counted where convstore builds its SQL.
-    to_psycopg = _engine._psycopg_sql
+    to_psycopg = _fastpath._psycopg_sql
 
     def counted_psycopg_sql(conn: Any, step: Any) -> tuple[str, Any]:
         sql, params = to_psycopg(conn, step)
@@ -574,11 +574,11 @@ def count_statements(ours: Convstore, key: str, wire: Wire, budgeted: bool) -> d
 
     for target, name, fn in listeners:
         sa.event.listen(target, name, fn)
-    _engine._psycopg_sql = counted_psycopg_sql
+    _fastpath._psycopg_sql = counted_psycopg_sql
     try:
         ours.turn(key, wire.user_text, budgeted)
     finally:
-        _engine._psycopg_sql = to_psycopg
+        _fastpath._psycopg_sql = to_psycopg
         for target, name, fn in listeners:
             sa.event.remove(target, name, fn)
     return {"statements": len(statements), **counts, "sql": [s[:160] for s in statements]}

@@ -17,6 +17,7 @@ module converts between the two with a cattrs converter built by ``make_converte
 from __future__ import annotations
 
 import json
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
@@ -46,7 +47,11 @@ __all__ = [
     "encode_step",
     "loads",
     "make_converter",
+    "may_hold_surrogates",
     "normalize_step",
+    "replace_surrogates",
+    "shown",
+    "text_problems",
 ]
 
 T = TypeVar("T")
@@ -379,6 +384,75 @@ def dumps(value: Any) -> str:
     return text
 
 
+# RFC 6838 section 4.2: type "/" subtype, each a restricted-name (a letter or digit, then up to 126 of these),
+# then RFC 2045 parameters (";" token "=" token or quoted-string), which the API may send.
+_NAME = r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}"
+_PARAMETER = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MIME = re.compile(
+    rf'{_NAME}/{_NAME}(?:[ \t]*;[ \t]*{_PARAMETER}=(?:{_PARAMETER}|"(?:[^"\\\x00-\x1f\x7f]|\\.)*"))*'
+)
+
+
+def _has_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def text_problems(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """Strings no surface can show or serve: a lone surrogate (U+D800-U+DFFF, which UTF-8 cannot carry and
+    which JSON's ``\\ud800`` escapes can), in a key or a value; a ``mime_type`` that is not a media type
+    (RFC 6838: ``type/subtype``, optional parameters; no control characters). Each by its path."""
+    problems: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if _has_surrogate(item):
+                problems.append((where, "a lone surrogate (U+D800 to U+DFFF): not text that UTF-8 can carry"))
+        elif isinstance(item, Mapping):
+            for key, sub in item.items():
+                inner = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and _has_surrogate(key):
+                    problems.append((where, "a key with a lone surrogate (U+D800 to U+DFFF)"))
+                    continue
+                if key == "mime_type" and isinstance(sub, str) and not _MIME.fullmatch(sub):
+                    problems.append(
+                        (inner, "not a media type (RFC 6838: type/subtype, no control characters)")
+                    )
+                stack.append((sub, inner))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((sub, f"{where}[{index}]") for index, sub in enumerate(item))
+    problems.sort()
+    return problems
+
+
+def replace_surrogates(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD (for data stored before they were refused)."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def shown(value: Any) -> Any:
+    """A decoded JSON value with every lone surrogate in its strings replaced by U+FFFD: data stored before
+    they were refused, made printable and encodable (what ``history()`` returns for it)."""
+    if isinstance(value, str):
+        return replace_surrogates(value) if _has_surrogate(value) else value
+    if isinstance(value, list):
+        return [shown(item) for item in value]
+    if isinstance(value, dict):
+        return {shown(key): shown(item) for key, item in value.items()}
+    return value
+
+
+def may_hold_surrogates(text: bytes) -> bool:
+    """Whether stored JSON text may hold a lone surrogate: only as a ``\\ud800``-style escape."""
+    return b"\\ud" in text or b"\\uD" in text
+
+
 def normalize_step(
     value: Step | Mapping[str, Any], *, path: str = "", limits: Limits = DEFAULT_LIMITS
 ) -> dict[str, Any]:
@@ -400,6 +474,7 @@ def normalize_step(
         check_value(value, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         wire = value if isinstance(value, dict) else dict(value)
         decode_step(wire, path=path)
+        _refuse_text(wire, path)
         return wire
     if isinstance(value, (WireObject, UnknownStep)):
         try:
@@ -408,13 +483,21 @@ def normalize_step(
             raise LimitExceededError("max_depth", limits.max_depth, path=path) from None
         check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         decode_step(wire, path=path)
+        _refuse_text(wire, path)
         return wire
     if is_sdk_object(value):
         sdk_wire = typing.cast(dict[str, Any], sdk_json(value))
         check_value(sdk_wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         decode_step(sdk_wire, path=path)
+        _refuse_text(sdk_wire, path)
         return sdk_wire
     raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
+
+
+def _refuse_text(wire: Any, path: str) -> None:
+    found = text_problems(wire, path)
+    if found:
+        raise CodecError(found)
 
 
 def normalize_steps(

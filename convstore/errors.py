@@ -24,9 +24,12 @@ results, media): conversations are private, and exception messages end up in log
     │   ├── ConflictError                    the branch head moved under a writer (retry after refresh)
     │   ├── BranchExistsError (ValueError)   a branch of that name exists already
     │   ├── ConversationExistsError (ValueError)  an imported conversation's id is in the store already
+    │   ├── ConversationErasedError (ValueError)  an import of a conversation this store deleted
     │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
-    │   │   └── ShredPendingError            deleted, but a SQLite reader kept the WAL from being emptied
-    │   ├── DatabaseError                    any other database failure, translated
+    │   │   └── ShredPendingError            deleted, but the SQLite WAL could not be emptied yet
+    │   ├── PurgeIncompleteError             a purge stopped on an error; .deleted_ids were deleted
+    │   ├── DatabaseError                    any other database failure, translated; .cause says what to fix
+    │   │   └── OutcomeUnknownError          the connection failed at COMMIT: the write may have happened
     │   ├── CorruptionError                  stored rows break an invariant reading relies on
     │   ├── EncryptionError                  encryption at rest: a key is missing or does not fit
     │   │   ├── KeyringRequiredError         an encrypted conversation, opened without a keyring
@@ -54,6 +57,7 @@ __all__ = [
     "BudgetExceededError",
     "CodecError",
     "ConflictError",
+    "ConversationErasedError",
     "ConversationExistsError",
     "ConversationNotFoundError",
     "ConvstoreError",
@@ -69,6 +73,8 @@ __all__ = [
     "LimitExceededError",
     "NodeNotFoundError",
     "NotFoundError",
+    "OutcomeUnknownError",
+    "PurgeIncompleteError",
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaUnknownError",
@@ -77,6 +83,7 @@ __all__ = [
     "StoreError",
     "StreamError",
     "TransferFormatError",
+    "UnverifiedExportWarning",
 ]
 
 
@@ -239,6 +246,23 @@ class ConflictError(StoreError):
         )
 
 
+class ConversationErasedError(StoreError, ValueError):
+    """An import of a conversation this store deleted: its id is kept after the delete (ids only), so an
+    export taken before it cannot bring it back unasked. ``import_conversation(..., allow_erased=True)``
+    imports it anyway.
+
+    Attributes:
+        conversation_id: The id.
+    """
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"conversation {_shown(conversation_id)} was deleted from this store: importing it back needs "
+            "allow_erased=True"
+        )
+
+
 class BranchExistsError(StoreError, ValueError):
     def __init__(self, conversation_id: str, branch: str) -> None:
         self.conversation_id = conversation_id
@@ -252,29 +276,92 @@ class StoreBusyError(StoreError, TimeoutError):
 
 class ShredPendingError(StoreBusyError):
     """A delete committed, but its old pages are still on disk: another connection kept reading or writing
-    the SQLite database (or a ``SQLKeyStore``'s) for longer than the busy timeout, so its WAL file could not
-    be emptied and still holds what was deleted. The rows are gone from every query; the next delete, purge
-    or ``store.checkpoint()`` empties the WAL once that connection is done.
+    the SQLite database (or a ``SQLKeyStore``'s) for longer than the busy timeout, or the checkpoint failed
+    (a full disk), so its WAL file could not be emptied and still holds what was deleted. The rows are gone
+    from every query; the next delete, purge or ``store.checkpoint()`` empties the WAL once that connection
+    is done (or once there is room), and so does opening the store again.
 
     Attributes:
         conversation_ids: The conversations deleted (whose content may still be in the WAL).
+        reason: Why the WAL could not be emptied (the checkpoint's error message), or ``""`` when another
+            connection kept it busy.
     """
 
-    def __init__(self, conversation_ids: list[str]) -> None:
+    def __init__(self, conversation_ids: list[str], reason: str = "") -> None:
         self.conversation_ids = conversation_ids
+        self.reason = reason
         shown = ", ".join(_shown(i) for i in conversation_ids[:5])
         more = f" and {len(conversation_ids) - 5} more" if len(conversation_ids) > 5 else ""
-        super().__init__(
-            f"deleted {shown}{more}, but another connection kept the SQLite WAL busy past the busy timeout: "
-            "the deleted pages stay in the -wal file until store.checkpoint() (or the next delete) succeeds"
+        why = (
+            f"the WAL checkpoint failed ({reason})"
+            if reason
+            else "another connection kept the SQLite WAL busy past the busy timeout"
         )
+        super().__init__(
+            f"deleted {shown}{more}, but {why}: the deleted pages stay in the -wal file until "
+            "store.checkpoint() (or the next delete, or the next open) succeeds"
+        )
+
+
+class PurgeIncompleteError(StoreError):
+    """A purge stopped on an error after it had deleted some conversations (each delete is whole: those
+    listed are gone, the others are as they were).
+
+    Attributes:
+        deleted_ids: The conversations deleted before the error.
+        error: The error that stopped it (a ``DatabaseError`` naming a full disk, say); also ``__cause__``.
+    """
+
+    def __init__(self, deleted_ids: list[str], error: ConvstoreError) -> None:
+        self.deleted_ids = deleted_ids
+        self.error = error
+        super().__init__(f"the purge deleted {len(deleted_ids)} conversations, then stopped: {error}")
 
 
 class DatabaseError(StoreError):
     """A database failure convstore has no more specific error for.
 
-    The message names the driver's error class and SQLSTATE where there is one; never statement parameters.
+    The message starts with what a person can act on (``cause``), then gives the engine's own message (its
+    first line: on Citus it names the node that failed), never statement parameters or step content.
+
+    Attributes:
+        cause: What went wrong, when it is known: ``disk_full``, ``read_only``, ``permission_denied``,
+            ``directory_missing``, ``database_missing``, ``connection_refused``, ``connection_lost``,
+            ``authentication_failed``, ``io_error``; ``""`` otherwise.
+        detail: The engine's message (its first line), or ``""``.
+        sqlstate: PostgreSQL's SQLSTATE, or SQLite's error name (``SQLITE_FULL``), when there is one.
     """
+
+    def __init__(
+        self, message: str, *, cause: str = "", detail: str = "", sqlstate: str | None = None
+    ) -> None:
+        self.cause = cause
+        self.detail = detail
+        self.sqlstate = sqlstate
+        super().__init__(message)
+
+
+class OutcomeUnknownError(DatabaseError):
+    """The connection failed while the transaction was committing (a connection lost at ``COMMIT``, a
+    Citus worker that died): the write may have been committed, or not. Nothing convstore can read from
+    that connection tells which.
+
+    An append is safe to repeat: pass the same ``exchange_id`` again (``conv.append(steps,
+    exchange_id=...)``; ``send``/``record`` choose one before they write) and the store returns what was
+    stored instead of writing the exchange twice.
+    """
+
+    def __init__(
+        self, *, cause: str = "connection_lost", detail: str = "", sqlstate: str | None = None
+    ) -> None:
+        engine = f" ({detail})" if detail else ""
+        super().__init__(
+            "the database connection failed during COMMIT: the write may have been committed or not"
+            f"{engine}; repeat an append with the same exchange_id to find out without writing it twice",
+            cause=cause,
+            detail=detail,
+            sqlstate=sqlstate,
+        )
 
 
 class CorruptionError(StoreError):
@@ -382,6 +469,13 @@ class SchemaOutdatedError(SchemaError):
 
 class SchemaUnknownError(SchemaError):
     """The database holds a revision this library does not know (newer convstore?) or foreign tables."""
+
+
+class UnverifiedExportWarning(UserWarning):
+    """An import read what it could not verify: an export of an older format (no end line, so a file cut
+    short at a line boundary looks whole), or a sealed conversation without its seal (exported without its
+    keyring), whose structure is then not authenticated. A warning, not an error: ``warnings`` filters turn
+    it into one (``warnings.simplefilter("error", UnverifiedExportWarning)``)."""
 
 
 class APIError(ConvstoreError):

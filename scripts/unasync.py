@@ -32,7 +32,7 @@ RULES: list[tuple[str, str]] = [
     (r"\b(\w+)_async_(\w+)", r"\1_\2"),
     (r"\basynchronous=True\b", "asynchronous=False"),
     # Methods: aclose -> close, aread -> read, aiter_bytes -> iter_bytes, __aiter__ -> __iter__, ...
-    (r"\ba(close|read|iter_bytes)\b", r"\1"),
+    (r"\ba(close|read|iter_bytes|iter_raw)\b", r"\1"),
     (r"\b__a(enter|exit|iter)__\b", r"__\1__"),
     # The keywords.
     (r"\basync (def|for|with) ", r"\1 "),

@@ -47,9 +47,8 @@ from convstore.store._engine import run
 from convstore.store._schema import metadata as schema_metadata
 from convstore.store._transfer import (
     TransferFormatError,
-    dump_lines,
+    export_lines,
     export_ops,
-    header_line,
     import_rows_ops,
     read_conversations,
     read_dumps,
@@ -264,7 +263,7 @@ def _export_lines(url: str) -> list[str]:
         conv.append([user("hello"), model("hi")])
         dump = run(store.engine, export_ops(conv.id), write=False)
         store.delete_conversation(conv.id)
-    return [header_line(), *dump_lines(dump)]
+    return list(export_lines([dump]))
 
 
 def _edit(lines: list[str], kind: str, edit: Callable[[dict[str, Any]], None], nth: int = 0) -> list[str]:

@@ -28,8 +28,8 @@ from convstore.store._engine import run
 from convstore.store._transfer import (
     TransferFormatError,
     dump_lines,
+    export_lines,
     export_ops,
-    header_line,
     read_dumps,
 )
 
@@ -335,7 +335,7 @@ def test_export_writes_an_encrypted_conversation_sealed(make_store):
     assert dump.conversation["encryption"] is None
     assert [n["type"] for n in dump.nodes] == ["user_input"]
     # An export line claiming an encrypted conversation with plaintext rows is refused, naming the field.
-    lines = [header_line(), *dump_lines(dump)]
+    lines = list(export_lines([dump]))
     lines[1] = lines[1].replace('"encryption": null', '"encryption": "aes-256-gcm/1"')
     with pytest.raises(TransferFormatError) as refused:
         list(read_dumps(lines))

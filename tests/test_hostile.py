@@ -35,9 +35,8 @@ from convstore.store._engine import run
 from convstore.store._schema import branches
 from convstore.store._transfer import (
     TransferFormatError,
-    dump_lines,
+    export_lines,
     export_ops,
-    header_line,
     import_ops,
     read_dumps,
 )
@@ -316,7 +315,7 @@ def _exported(url: str) -> list[str]:
         conv.fork(at=first[0].id, branch="side").append([user("other way")])
         dump = run(store.engine, export_ops(conv.id), write=False)
         store.delete_conversation(conv.id)
-    return [header_line(), *dump_lines(dump)]
+    return list(export_lines([dump]))
 
 
 def _import(engine: sa.Engine, lines: list[str]) -> None:

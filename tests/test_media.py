@@ -25,7 +25,12 @@ from convstore.store import _migrate
 from convstore.store._engine import run
 from convstore.store._media import MIN_MEDIA, join_media, join_media_utf8, refs_json, split_media
 from convstore.store._statements import INSERT_MEDIA
-from convstore.store._transfer import dump_lines, export_ops, header_line, import_ops, read_dumps
+from convstore.store._transfer import (
+    export_lines,
+    export_ops,
+    import_ops,
+    read_dumps,
+)
 
 
 def picture(size: int = 30_000, seed: int = 1) -> str:
@@ -210,7 +215,7 @@ def test_export_writes_media_inline_and_import_stores_it_once_again(db_url, tmp_
         conv.append([with_image("a", image), model("b")])
         conv.append([with_image("c", image), model("d")])
         dump = run(store.engine, export_ops(conv.id), write=False)
-        lines = [header_line(), *dump_lines(dump)]
+        lines = list(export_lines([dump]))
     assert sum(line.count(image) for line in lines) == 2
     assert all('"media"' not in line for line in lines)
     target = f"sqlite:///{tmp_path / 'target.db'}"

@@ -56,11 +56,14 @@ def test_a_body_is_recorded_after_its_own_head_even_when_the_history_was_read_si
     conv = store.create_conversation(model=MODEL)
     body = conv.request("hi")
     conv.history()
-    conv.record(body, reply())
+    first = conv.record(body, reply())
     assert conv.history() == [user("hi"), model("ok")]
-    # Recorded once, the head moved: the same body again is a turn built on an old head.
+    # The same turn recorded again (after an unknown outcome, say) is the same exchange: returned as stored.
+    assert [node.id for node in conv.record(body, reply())] == [node.id for node in first]
+    assert conv.history() == [user("hi"), model("ok")]
+    # Another reply to that body is a turn built on an old head.
     with pytest.raises(ConflictError):
-        conv.record(body, reply())
+        conv.record(body, {**reply(), "id": "int-2"})
 
 
 def test_a_body_carries_its_head_and_its_history_length(store):

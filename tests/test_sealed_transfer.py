@@ -34,8 +34,10 @@ from convstore.store._crypto import WrappedKey
 from convstore.store._engine import run
 from convstore.store._transfer import (
     ConversationExistsError,
+    ExportEnd,
     TransferFormatError,
     dump_lines,
+    export_lines,
     header_line,
     import_rows_ops,
     read_conversations,
@@ -90,7 +92,7 @@ def build(store: Any) -> str:
 
 def sealed_lines(store: Any, conversation_id: str, **options: Any) -> list[str]:
     dump = store.export_conversation(conversation_id, **options)
-    return [header_line(store.schema_revision()), *dump_lines(dump)]
+    return list(export_lines([dump], store.schema_revision()))
 
 
 def readings(store: Any, conversation_id: str) -> dict[str, Any]:
@@ -103,6 +105,12 @@ def readings(store: Any, conversation_id: str) -> dict[str, Any]:
         "info": (conv.system_instruction, conv.tools, conv.metadata, conv.model),
         "encrypted": conv.encrypted,
     }
+
+
+def reended(lines: list[str]) -> list[str]:
+    """Lines edited by a test, with the end line recomputed (as anyone editing a file can)."""
+    end = ExportEnd()
+    return [end.add(line) for line in lines[:-1]] + [end.line()]
 
 
 def import_lines(store: Any, lines: list[str], **options: Any) -> list[bool]:
@@ -158,7 +166,7 @@ def test_an_altered_sealed_export_is_refused(make_store, other_url):
     at = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "node")
     row = json.loads(lines[at])
     row["payload"] = row["payload"][:-3] + ("AAA" if row["payload"][-3:] != "AAA" else "BBB")
-    altered = [*lines[:at], json.dumps(row), *lines[at + 1 :]]
+    altered = reended([*lines[:at], json.dumps(row), *lines[at + 1 :]])
     with convstore.Store(other_url, keyring=ring(k1=K1)) as target:
         with pytest.raises(DecryptionError, match=row["id"]):
             import_lines(target, altered)
@@ -186,8 +194,15 @@ def test_plaintext_comes_out_only_when_asked_for(make_store, other_url):
         )
     with pytest.raises(KeyringRequiredError):
         make_store().export_conversation(conversation_id, plaintext=True)
-    # Exported without a keyring, it is sealed (a backup operator needs no key).
-    assert sealed_lines(make_store(), conversation_id) == sealed_lines(source, conversation_id)
+
+    # Exported without a keyring, it is sealed (a backup operator needs no key), though without the seal
+    # over its structure, which needs the data key.
+    def rows(lines: list[str]) -> list[str]:
+        return [line for line in lines if json.loads(line)["kind"] not in {"seal", "end"}]
+
+    keyless = sealed_lines(make_store(), conversation_id)
+    assert "seal" not in [json.loads(line)["kind"] for line in keyless]
+    assert rows(keyless) == rows(sealed_lines(source, conversation_id))
 
 
 def test_a_sealed_import_rewraps_its_key_for_the_target_and_its_key_store(make_store, other_url, tmp_path):
@@ -243,7 +258,7 @@ def test_sealed_lines_are_checked_like_any_line(make_store):
     # A plaintext conversation line claiming encryption, with plaintext rows, is refused at the first row.
     plain = make_store().create_conversation()
     plain.append([user("in clear")])
-    claimed = [header_line(), *dump_lines(make_store().export_conversation(plain.id))]
+    claimed = list(export_lines([make_store().export_conversation(plain.id)]))
     claimed[1] = claimed[1].replace('"encryption": null', '"encryption": "aes-256-gcm/1"')
     with pytest.raises(TransferFormatError) as refused:
         list(read_dumps(claimed))
@@ -254,12 +269,13 @@ def test_a_version_1_export_still_imports(make_store, other_url):
     plain = make_store()
     conv = plain.create_conversation(system_instruction="v1")
     conv.append([user("old file"), model("still reads")])
-    lines = [header_line(), *dump_lines(plain.export_conversation(conv.id))]
+    lines = [header_line(), *dump_lines(plain.export_conversation(conv.id))]  # no end line, as version 1
     header = json.loads(lines[0])
-    assert header["version"] == 2
+    assert header["version"] == 3
     lines[0] = json.dumps({**header, "version": 1})
     with convstore.Store(other_url) as target:
-        assert import_lines(target, lines) == [True]
+        with pytest.warns(convstore.UnverifiedExportWarning, match="no end line"):
+            assert import_lines(target, lines) == [True]
         assert target.conversation(conv.id).history() == conv.history()
 
 
@@ -316,7 +332,7 @@ def _resealed(lines: list[str], edit: Any, keyring: Keyring) -> list[str]:
     at = max(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "node")
     row = json.loads(lines[at])
     row["payload"] = cipher.seal("node", row["id"], edit(cipher.open("node", row["id"], row["payload"])))
-    return [*lines[:at], json.dumps(row), *lines[at + 1 :]]
+    return reended([*lines[:at], json.dumps(row), *lines[at + 1 :]])
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import convstore
 from convstore._ids import canonical_id
 from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError, StoreBusyError
 from convstore.store import _engine, _reads, _windows, _writes
-from convstore.store._engine import Exec, Op, run
+from convstore.store._engine import Exec, Op, _fastpath, run
 from convstore.store._schema import branches as b
 from convstore.store._schema import nodes as n
 
@@ -177,7 +177,7 @@ def test_a_conversation_deleted_between_the_statements_of_a_read_is_not_found(db
             while True:
                 step = op.send(result)
                 if step.rows:  # the branch's scan, read as the driver's rows
-                    result = _engine._driver_rows(connection, step)
+                    result = _fastpath._driver_rows(connection, step)
                 else:
                     result = connection.execute(step.statement, step.params)
 
@@ -328,6 +328,6 @@ def test_a_lock_timeout_in_the_drivers_scan_is_a_store_busy_error(db_url):
             with store.engine.connect() as connection, connection.begin():
                 connection.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
                 with pytest.raises(sa.exc.DBAPIError) as raised:
-                    _engine._driver_rows(connection, step)
+                    _fastpath._driver_rows(connection, step)
                 assert isinstance(_engine.translate(raised.value), StoreBusyError)
         assert store.conversation(conv.id).history() == [user("one"), model("a")]  # nothing left behind

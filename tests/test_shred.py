@@ -555,9 +555,9 @@ def test_a_checkpoint_another_connection_holds_is_tried_again(make_store, db_url
     timeout instead of reporting ``ShredPendingError`` (CI met it with 8 writers appending beside deletes)."""
     if not db_url.startswith("sqlite"):
         pytest.skip("the SQLite WAL")
-    from convstore.store import _engine  # noqa: PLC0415
+    from convstore.store._engine import _wal  # noqa: PLC0415
 
-    real, busy = _engine._truncate_wal_once, [3]
+    real, busy = _wal._truncate_wal_once, [3]
 
     def held_by_another_checkpoint(conn: Any) -> bool:
         if busy[0]:
@@ -565,7 +565,7 @@ def test_a_checkpoint_another_connection_holds_is_tried_again(make_store, db_url
             return False  # what SQLite answers while another connection holds the checkpoint lock
         return real(conn)
 
-    monkeypatch.setattr(_engine, "_truncate_wal_once", held_by_another_checkpoint)
+    monkeypatch.setattr(_wal, "_truncate_wal_once", held_by_another_checkpoint)
     store = make_store(busy_timeout=5)
     secret = f"the secret {uuid.uuid4().hex}"
     conv = store.create_conversation()

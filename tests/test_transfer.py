@@ -29,7 +29,7 @@ from convstore.store._transfer import (
     TransferFormatError,
     check_dump,
     conversation_exists,
-    dump_lines,
+    export_lines,
     export_ops,
     header_line,
     import_ops,
@@ -173,7 +173,7 @@ def test_export_of_chosen_ids_and_to_a_file(tmp_path):
     source = f"sqlite:///{tmp_path / 'source.db'}"
     conv_id, bare_id = build(source)
     only = export(source, bare_id).decode().splitlines()
-    assert [json.loads(line)["kind"] for line in only] == ["header", "conversation", "branch"]
+    assert [json.loads(line)["kind"] for line in only] == ["header", "conversation", "branch", "end"]
     target = tmp_path / "out.jsonl"
     result = run_cli("export", conv_id, "-o", str(target), db=source)
     assert result.returncode == 0
@@ -260,7 +260,8 @@ def _drop_branches_of_last(lines: list[str]) -> tuple[list[str], int]:
 
 
 def _duplicate_conversation(lines: list[str]) -> tuple[list[str], int]:
-    return [*lines, *lines[1:]], len(lines) + 1
+    body = lines[:-1]  # before the end line
+    return [*body, *body[1:], lines[-1]], len(body) + 1
 
 
 def _exchange_before_node(lines: list[str]) -> tuple[list[str], int]:
@@ -358,7 +359,7 @@ def test_unreadable_files(tmp_path, content, says):
 
 def test_a_header_alone_imports_nothing(tmp_path):
     path = tmp_path / "empty.jsonl"
-    path.write_text(header_line() + "\n\n")
+    path.write_text("\n".join(export_lines([])) + "\n\n")
     result = import_file(f"sqlite:///{tmp_path / 't.db'}", path)
     assert result.returncode == 0
     assert b"imported 0 conversations" in result.stdout
@@ -445,7 +446,7 @@ def test_check_dump_and_read_dumps_name_the_place(tmp_path):
             )
         )
     assert (caught.value.line, caught.value.where, caught.value.field) == (None, "nodes[3]", "parent_id")
-    lines = [header_line(), *dump_lines(dump)]
+    lines = list(export_lines([dump]))
     [(number, parsed)] = list(read_dumps(lines))
     assert number == 2
     assert parsed == dump

@@ -149,10 +149,10 @@ def database_errors(url: str) -> Iterator[None]:
     except exc.DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
         raise CliError(f"cannot use the database {shown}: {reason}") from None
+    except convstore.DatabaseError as error:  # the store's translation of the same failures
+        raise CliError(f"cannot use the database {shown}: {error}") from None
     except convstore.SchemaError as error:
         raise CliError(f"{shown}: {error}") from None
-    except convstore.DatabaseError as error:
-        raise CliError(f"cannot use the database {shown}: {error}") from None
     except IsADirectoryError:
         raise CliError(f"{shown} names a folder: give a database file (or a URL)") from None
 

@@ -37,12 +37,17 @@ from convstore.cli._common import (
     resolve_db,
 )
 from convstore.cli._progress import Progress
-from convstore.errors import ConversationNotFoundError, EncryptionError, LimitExceededError
+from convstore.errors import (
+    ConversationErasedError,
+    ConversationNotFoundError,
+    EncryptionError,
+    LimitExceededError,
+)
 from convstore.store._transfer import (  # the JSONL format (its reader and writer)
+    ConversationDump,
     ConversationRows,
     TransferFormatError,
-    dump_lines,
-    header_line,
+    export_lines,
     read_conversations,
 )
 
@@ -94,6 +99,12 @@ def register(sub: Any) -> None:
         "--skip-existing", action="store_true", help="leave conversations already in the store as they are"
     )
     add_keyring_option(imp)
+    imp.add_argument(
+        "--allow-erased",
+        action="store_true",
+        help="import conversations this store deleted too (refused by default: an old export must not bring "
+        "a deleted conversation back)",
+    )
     imp.set_defaults(func=cmd_import)
 
 
@@ -137,13 +148,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             ids = [info.id for info in store.iter_conversations()]
         rows = 0
         with _output(args.output) as write, Progress("exporting", len(ids), unit="conversations") as bar:
-            write(header_line(store.schema_revision()))
-            for conversation_id in ids:
-                dump = store.export_conversation(conversation_id, plaintext=args.plaintext)
-                for line in dump_lines(dump):
-                    write(line)
-                rows += dump.row_count
-                bar.advance()
+
+            def dumps() -> Iterator[ConversationDump]:
+                nonlocal rows
+                for conversation_id in ids:
+                    dump = store.export_conversation(conversation_id, plaintext=args.plaintext)
+                    yield dump
+                    rows += dump.row_count
+                    bar.advance()
+
+            for line in export_lines(dumps(), store.schema_revision()):  # header, conversations, end line
+                write(line)
     print(f"exported {plural(len(ids), 'conversation')} ({plural(rows, 'row')})", file=sys.stderr)
     return 0
 
@@ -246,8 +261,15 @@ def cmd_import(args: argparse.Namespace) -> int:
                         skipped += 1
                         continue
                     try:
-                        done = _import_one(store, conversation, args.skip_existing, bar.advance)
-                    except (TransferFormatError, LimitExceededError, EncryptionError) as error:
+                        done = _import_one(
+                            store, conversation, args.skip_existing, bar.advance, args.allow_erased
+                        )
+                    except (
+                        TransferFormatError,
+                        LimitExceededError,
+                        EncryptionError,
+                        ConversationErasedError,
+                    ) as error:
                         raise CliError(
                             f"{args.file}: conversation at line {conversation.line}: {error}{_kept(imported)}"
                         ) from None
@@ -275,14 +297,19 @@ def _import_one(
     conversation: ConversationRows,
     skip_existing: bool,
     progress: Callable[[int], None],
+    allow_erased: bool = False,
 ) -> bool:
     """Write one conversation of the file: a plaintext one streamed (checked and written in batches inside
     its transaction), a sealed one held whole while ``import_conversation`` verifies that every sealed value
     opens, before anything of it is written."""
     if conversation.sealed:
         dump = conversation.dump()
-        return store.import_conversation(dump, skip_existing=skip_existing, progress=progress)
-    return store.import_rows(conversation, skip_existing=skip_existing, progress=progress)
+        return store.import_conversation(
+            dump, skip_existing=skip_existing, progress=progress, allow_erased=allow_erased
+        )
+    return store.import_rows(
+        conversation, skip_existing=skip_existing, progress=progress, allow_erased=allow_erased
+    )
 
 
 def _kept(imported: int) -> str:

@@ -83,6 +83,8 @@ class ClientConfig:
         api_version: Path prefix, ``v1beta`` by default.
         api_revision: Sent as ``Api-Revision`` (``None``: not sent).
         timeout: Seconds per request (connect, read, write, pool); ``None`` waits forever.
+        deadline: Seconds for a whole call (every attempt, every wait between them, every read of its
+            reply); ``None``: no bound but ``timeout`` per read.
         max_retries: Retries after the first attempt of opening a request.
         auto_continue: Follow ``requires_continuation`` by default.
         limits: Bounds on what is read: reply and event sizes, nesting, the longest server wait slept.
@@ -93,6 +95,7 @@ class ClientConfig:
     api_version: str = DEFAULT_API_VERSION
     api_revision: str | None = DEFAULT_API_REVISION
     timeout: float | None = 60.0
+    deadline: float | None = None
     max_retries: int = 4
     auto_continue: bool = True
     limits: Limits = DEFAULT_LIMITS
@@ -116,6 +119,7 @@ def make_config(
     max_retries: int = 4,
     auto_continue: bool = True,
     limits: Limits | None = None,
+    deadline: float | None = None,
 ) -> ClientConfig:
     """Validates the client's arguments into a ``ClientConfig``.
 
@@ -129,6 +133,7 @@ def make_config(
         max_retries: Retries after the first attempt, ``>= 0``.
         auto_continue: Default for following ``requires_continuation``.
         limits: Bounds on what is read (``convstore.Limits``; the defaults when ``None``).
+        deadline: Seconds for a whole call, retries included (``None``: unbounded).
 
     Returns:
         The configuration.
@@ -142,6 +147,8 @@ def make_config(
         raise ValueError(f"no API key: pass api_key=... or set the {API_KEY_ENV} environment variable")
     if max_retries < 0:
         raise ValueError("max_retries must be >= 0")
+    if deadline is not None and not deadline > 0:
+        raise ValueError("deadline must be a positive number of seconds (or None)")
     return ClientConfig(
         api_key=key,
         base_url=(base_url or DEFAULT_BASE_URL).rstrip("/"),
@@ -151,6 +158,7 @@ def make_config(
         max_retries=max_retries,
         auto_continue=auto_continue,
         limits=checked_limits(limits),
+        deadline=deadline,
     )
 
 

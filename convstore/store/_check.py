@@ -81,6 +81,8 @@ class CheckReport:
         encrypted: How many conversations are encrypted at rest.
         unopened: How many of those were not decrypted, because the store has no keyring: their sealed
             values are unverified (their structure is checked like any other).
+        repaired: The conversations ``check(repair=True)`` deleted: their data key was gone (a delete
+            interrupted between a separate key store's commit and the rows'), so no one could read them.
     """
 
     problems: tuple[Problem, ...]
@@ -91,6 +93,7 @@ class CheckReport:
     exchanges: int
     encrypted: int = 0
     unopened: int = 0
+    repaired: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import attrs
@@ -224,6 +224,11 @@ def delete_conversation(
     result = yield Exec(st.DELETE_CONVERSATION, params)
     if result.rowcount != 1:
         raise ConversationNotFoundError(conversation_id)
+    # Its id, kept so that an old export cannot bring it back unasked (a delete of an id imported back
+    # after an earlier delete: the record is already there).
+    erased = yield Exec(st.ERASED, params)
+    if erased.first() is None:
+        yield Exec(st.INSERT_ERASED, {**params, "erased_at": datetime.now(timezone.utc)})
     return outcome
 
 

@@ -178,7 +178,7 @@ class Keyring:
 class DataCipher:
     """Seals and opens the values of one conversation with its data key (AES-256-GCM, random nonces)."""
 
-    __slots__ = ("_aes", "_mac_key", "_prefix", "conversation_id")
+    __slots__ = ("_aes", "_mac_key", "_prefix", "_structure_key", "conversation_id")
 
     def __init__(self, conversation_id: str, data_key: bytes) -> None:
         self.conversation_id = conversation_id
@@ -187,12 +187,18 @@ class DataCipher:
         # A key of its own for naming media strings, derived from the data key (HMAC as a PRF, the
         # extract-free half of HKDF): the hash of a file never serves to recognise it.
         self._mac_key = hmac.digest(data_key, b"convstore/v1 media names", "sha256")
+        self._structure_key = hmac.digest(data_key, b"convstore/v1 export structure", "sha256")
 
     def __repr__(self) -> str:
         return f"DataCipher(conversation_id={self.conversation_id!r})"
 
     def _aad(self, kind: str, where: str) -> bytes:
         return self._prefix + f"{kind}\x00{where}".encode()
+
+    def structure_mac(self, structure: bytes) -> bytes:
+        """The HMAC-SHA256 of an exported conversation's structure, with a key derived from the data key
+        (see ``_transfer``): only a holder of the data key can make one that matches."""
+        return hmac.digest(self._structure_key, self._prefix + structure, "sha256")
 
     def seal(self, kind: str, where: str, text: str) -> str:
         """``text`` sealed for one place: ``kind`` (``node``, ``summary``, ``media``, ``conversation``) and

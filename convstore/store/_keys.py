@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from typing_extensions import Self
 
-from convstore.errors import ShredPendingError
+from convstore.errors import DatabaseError, ShredPendingError
 from convstore.store import _migrate
 from convstore.store import _statements as st
 from convstore.store._crypto import Keyring, WrappedKey
@@ -180,7 +180,11 @@ class SQLKeyStore:
                 past the busy timeout, so its old pages are still in the ``-wal`` file.
         """
         run(self._engine, delete_op(conversation_id), write=True)
-        if not checkpoint(self._engine):
+        try:
+            emptied = checkpoint(self._engine)
+        except DatabaseError as error:  # a full disk, say
+            raise ShredPendingError([conversation_id], str(error)) from error
+        if not emptied:
             raise ShredPendingError([conversation_id])
 
     def checkpoint(self) -> bool:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 from convstore.errors import SchemaOutdatedError, SchemaUnknownError
 from convstore.store._citus import distribute_on
-from convstore.store._engine import busy_errors
+from convstore.store._engine import database_errors
 from convstore.store._schema import PREFIX
 
 __all__ = [
@@ -137,22 +137,37 @@ def current_revision(conn: Connection) -> tuple[bool, str | None]:
     revisions = [row[0] for row in conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}"))]  # noqa: S608 -- constant name
     if len(revisions) > 1:
         raise SchemaUnknownError(f"{VERSION_TABLE} holds {len(revisions)} revisions; expected one")
-    return True, revisions[0] if revisions else None
+    if not revisions:
+        if len(ours) > 1:
+            # Not an old database: an upgrade would build tables that exist. Someone emptied the table.
+            raise SchemaUnknownError(
+                f"{VERSION_TABLE} is empty but convstore's tables exist: the schema revision is unknown "
+                "(do not upgrade: it would build them again); put the revision back with `alembic stamp`"
+            )
+        return True, None  # only the version table: downgraded to base (an upgrade builds it again)
+    return True, revisions[0]
 
 
 def _verify(initialised: bool, revision: str | None) -> bool:
     """True when the database must be built from scratch; raises when it is not at head."""
-    head, known, _ = _scripts()
+    head = _scripts()[0]
     if not initialised:
         return True
     if revision == head:
         return False
+    _known(revision)
+    raise SchemaOutdatedError(revision, head)
+
+
+def _known(revision: str | None) -> None:
+    """Refuse a revision this library does not know: a newer convstore wrote the database."""
+    head, known, _ = _scripts()
     if revision is not None and revision not in known:
         raise SchemaUnknownError(
             f"the database is at schema revision {revision!r}, which this convstore does not know "
-            f"(it needs {head}); was it written by a newer convstore?"
+            f"(it needs {head}): it was written by a newer convstore (or another program); use that "
+            "version, neither this one's upgrade nor its downgrade"
         )
-    raise SchemaOutdatedError(revision, head)
 
 
 def _lock(conn: Connection) -> None:
@@ -184,6 +199,7 @@ def upgrade_on(
             # Another process built it while we waited for the lock; just verify.
             _verify(initialised, current)
             return
+        _known(current)
         from alembic import command  # noqa: PLC0415 -- Alembic only when a schema changes
 
         command.upgrade(alembic_config(conn), revision)
@@ -195,6 +211,7 @@ def downgrade_on(conn: Connection, revision: str) -> None:
     conn.execution_options(convstore_write=True)
     with conn.begin():
         _lock(conn)
+        _known(current_revision(conn)[1])
         from alembic import command  # noqa: PLC0415 -- Alembic only when a schema changes
 
         command.downgrade(alembic_config(conn), revision)
@@ -206,27 +223,27 @@ def revision_on(conn: Connection) -> str | None:
 
 
 def check_schema(engine: Engine) -> None:
-    with busy_errors(), engine.connect() as conn:
+    with database_errors(engine.url), engine.connect() as conn:
         check_schema_on(conn)
 
 
 def upgrade(engine: Engine, revision: str = "head", *, distribute: bool | None = None) -> None:
-    with busy_errors(), engine.connect() as conn:
+    with database_errors(engine.url), engine.connect() as conn:
         upgrade_on(conn, revision, distribute=distribute)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    with busy_errors(), engine.connect() as conn:
+    with database_errors(engine.url), engine.connect() as conn:
         downgrade_on(conn, revision)
 
 
 def revision(engine: Engine) -> str | None:
-    with busy_errors(), engine.connect() as conn:
+    with database_errors(engine.url), engine.connect() as conn:
         return revision_on(conn)
 
 
 async def check_schema_async(engine: AsyncEngine) -> None:
-    with busy_errors():
+    with database_errors(engine.url):
         async with engine.connect() as conn:
             await conn.run_sync(check_schema_on)
 
@@ -234,12 +251,12 @@ async def check_schema_async(engine: AsyncEngine) -> None:
 async def upgrade_async(
     engine: AsyncEngine, revision: str = "head", *, distribute: bool | None = None
 ) -> None:
-    with busy_errors():
+    with database_errors(engine.url):
         async with engine.connect() as conn:
             await conn.run_sync(lambda sync: upgrade_on(sync, revision, distribute=distribute))
 
 
 async def revision_async(engine: AsyncEngine) -> str | None:
-    with busy_errors():
+    with database_errors(engine.url):
         async with engine.connect() as conn:
             return await conn.run_sync(revision_on)

@@ -7,6 +7,7 @@ import base64
 import binascii
 import inspect
 import json
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,6 +33,7 @@ __all__ = [
     "conversation_row",
     "decode_cursor",
     "encode_cursor",
+    "exchange_id_for",
     "exchange_row",
     "prepare_exchange",
     "prepare_wires",
@@ -65,6 +67,15 @@ def column_text_problem(value: str, max_length: int | None = None) -> str | None
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+_EXCHANGES = uuid.UUID("5c0d3c6e-8f1a-4d59-9f43-6c6f6e767374")  # the namespace of derived exchange ids
+
+
+def exchange_id_for(conversation_id: str, branch: str, head_id: str | None, interaction_id: str) -> str:
+    """The id of the exchange that records ``interaction_id`` after ``head_id`` on ``branch``: the same turn
+    recorded again (after an unknown outcome) gets the same id, so the store finds it stored."""
+    return str(uuid.uuid5(_EXCHANGES, f"{conversation_id}/{branch}/{head_id or ''}/{interaction_id}"))
 
 
 def valid_id(value: object) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "UTCDateTime",
     "branches",
     "conversations",
+    "erased",
     "exchanges",
     "keys",
     "media",
@@ -180,4 +181,13 @@ keys = sa.Table(
     sa.Column("key_id", sa.String(255), nullable=False),
     sa.Column("wrapped", sa.LargeBinary(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# The ids of deleted conversations (migration 0011), and nothing else of them: an import refuses to bring one
+# back unless asked to (``allow_erased=True``).
+erased = sa.Table(
+    f"{PREFIX}erased",
+    metadata,
+    sa.Column("conversation_id", Id, primary_key=True),
+    sa.Column("erased_at", UTCDateTime(), nullable=False),
 )

@@ -16,6 +16,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
+from convstore.store._schema import erased as er
 from convstore.store._schema import exchanges as x
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
@@ -33,19 +34,22 @@ __all__ = [
     "DELETE_NODES",
     "DELETE_SUMMARIES",
     "ENCRYPTED_CONVERSATIONS",
+    "ERASED",
     "EXCHANGE",
     "EXCHANGES",
     "EXCHANGE_CONTINUES",
+    "EXCHANGE_NODES",
     "FIRST_EXCHANGE_NODES",
-    "FORK_AT_NODE",
-    "FORK_EMPTY",
+    "FORGET_ERASED",
     "HISTORY_BYTES_SCAN",
     "HISTORY_SCAN",
     "HOLD_AT_TIP",
+    "HOLD_AT_TIP_FOR_EXCHANGE",
     "HOLD_CONVERSATION",
     "HOLD_FOR_FORK",
     "INSERT_BRANCH",
     "INSERT_CONVERSATION",
+    "INSERT_ERASED",
     "INSERT_EXCHANGE",
     "INSERT_MEDIA",
     "INSERT_NODES",
@@ -85,6 +89,9 @@ NODE_COLUMNS = (
 )
 
 INSERT_CONVERSATION = sa.insert(c)
+INSERT_ERASED = sa.insert(er)
+ERASED = sa.select(er.c.conversation_id).where(er.c.conversation_id == sa.bindparam("conversation_id"))
+FORGET_ERASED = sa.delete(er).where(er.c.conversation_id == sa.bindparam("conversation_id"))
 INSERT_BRANCH = sa.insert(b)
 INSERT_NODES = sa.insert(n)
 
@@ -142,6 +149,24 @@ HOLD_AT_TIP = (
     sa.select(c.c.id, sa.exists().where(_SUCCESSOR).label("continued"))
     .where(c.c.id == sa.bindparam("conversation_id"))
     .with_for_update(read=True, key_share=True, of=c)
+)
+# The same, for an append that names its exchange: whether that exchange is stored already (a retry after
+# an unknown outcome), in the same statement and under the same lock.
+_DONE = sa.exists().where(
+    n.c.conversation_id == sa.bindparam("conversation_id"),
+    n.c.exchange_id == sa.bindparam("exchange_id", type_=n.c.exchange_id.type),
+)
+HOLD_AT_TIP_FOR_EXCHANGE = (
+    sa.select(c.c.id, sa.exists().where(_SUCCESSOR).label("continued"), _DONE.label("done"))
+    .where(c.c.id == sa.bindparam("conversation_id"))
+    .with_for_update(read=True, key_share=True, of=c)
+)
+EXCHANGE_NODES = (
+    sa.select(*NODE_COLUMNS, n.c.segment_id)
+    .where(
+        n.c.conversation_id == sa.bindparam("conversation_id"), n.c.exchange_id == sa.bindparam("exchange_id")
+    )
+    .order_by(n.c.depth)
 )
 # Conversations untouched since a cutoff: created before it, no branch moved after it.
 _STALE = sa.and_(
@@ -208,37 +233,6 @@ def _at(column: str, node_id: sa.ColumnElement[object]) -> sa.ScalarSelect[objec
         .scalar_subquery()
     )
 
-
-# A fork is one new branch row pointing at an existing node, or nothing when the node is not there.
-FORK_AT_NODE = (
-    sa.insert(b)
-    .from_select(
-        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
-        sa.select(
-            n.c.conversation_id,
-            sa.bindparam("branch", type_=b.c.name.type),
-            n.c.id,
-            sa.bindparam("now", type_=b.c.created_at.type),
-            sa.bindparam("now", type_=b.c.updated_at.type),
-        ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("at")),
-    )
-    .execution_options(preserve_rowcount=True)
-)  # an INSERT's rowcount is otherwise not kept for every driver
-
-FORK_EMPTY = (
-    sa.insert(b)
-    .from_select(
-        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
-        sa.select(
-            c.c.id,
-            sa.bindparam("branch", type_=b.c.name.type),
-            sa.null(),
-            sa.bindparam("now", type_=b.c.created_at.type),
-            sa.bindparam("now", type_=b.c.updated_at.type),
-        ).where(c.c.id == sa.bindparam("conversation_id")),
-    )
-    .execution_options(preserve_rowcount=True)
-)
 
 LIST_BRANCHES = (
     sa.select(b.c.name, b.c.head_id, b.c.created_at, b.c.updated_at)

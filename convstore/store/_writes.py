@@ -28,6 +28,7 @@ from convstore.store._rows import (
     Row,
     missing_branch_or_conversation,
     node_from_row,
+    nodes_of,
 )
 
 __all__ = [
@@ -91,6 +92,7 @@ def build_node_rows(
     now: datetime,
     *,
     continues: bool = False,
+    exchange_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one exchange appended after ``head``: a chain of parent pointers, depths, running totals and
     one segment (see ``_reads``).
@@ -100,8 +102,9 @@ def build_node_rows(
         continues: The head is its segment's last node (no node follows it there): the first row continues
             ``head.segment_id``. Otherwise (an empty branch, a head something follows already: a fork or
             edit point) the first row starts a segment of its own. The exchange's later rows continue it.
+        exchange_id: The exchange's id, chosen by the caller (a new one when None).
     """
-    exchange_id = new_id()
+    exchange_id = exchange_id or new_id()
     rows = []
     parent, depth, total = head.node_id, head.depth, head.total_tokens
     segment = head.segment_id if continues and head.node_id is not None else None
@@ -149,7 +152,7 @@ class SegmentTaken(Exception):
     segment of its own (``append(..., new_segment=True)``)."""
 
 
-def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
+def _at_tip(conversation_id: str, head: Head, exchange_id: str | None = None) -> Op[tuple[bool, bool]]:
     """Take the write's first lock (``hold_conversation``'s) and say whether ``head`` is its segment's last
     node, so that an exchange appended after it continues the segment.
 
@@ -159,6 +162,11 @@ def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
     first commits): ``append`` raises ``SegmentTaken`` and the store writes that exchange again in a new
     segment. Optimistic, so an append costs no statement more than before segments in the usual case.
 
+    With ``exchange_id``, the same statement also says whether that exchange is stored already.
+
+    Returns:
+        (whether the head is its segment's tip, whether the exchange is stored already).
+
     Raises:
         ConversationNotFoundError: it was deleted.
     """
@@ -167,11 +175,25 @@ def _at_tip(conversation_id: str, head: Head) -> Op[bool]:
         "segment_id": head.segment_id,
         "depth": head.depth,
     }
-    found = yield Exec(st.HOLD_AT_TIP, params)
+    if exchange_id is None:
+        found = yield Exec(st.HOLD_AT_TIP, params)
+    else:
+        found = yield Exec(st.HOLD_AT_TIP_FOR_EXCHANGE, {**params, "exchange_id": exchange_id})
     row = found.first()
     if row is None:
         raise ConversationNotFoundError(conversation_id)
-    return head.node_id is not None and head.segment_id is not None and not row.continued
+    tip = head.node_id is not None and head.segment_id is not None and not row.continued
+    return tip, exchange_id is not None and bool(row.done)
+
+
+def _stored_exchange(conversation_id: str, exchange_id: str, cipher: DataCipher | None) -> Op[Appended]:
+    """An exchange stored already, as its append returned it (the retry of an append whose outcome was
+    unknown)."""
+    result = yield Exec(st.EXCHANGE_NODES, {"conversation_id": conversation_id, "exchange_id": exchange_id})
+    rows = result.all()
+    nodes = yield from nodes_of(conversation_id, rows, cipher)
+    last = nodes[-1]
+    return Appended(nodes, Head(last.id, last.depth, last.total_tokens, exchange_id, rows[-1].segment_id))
 
 
 @attrs.frozen
@@ -192,6 +214,7 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     cipher: DataCipher | None = None,
     *,
     new_segment: bool = False,
+    exchange_id: str | None = None,
 ) -> Op[Appended]:
     """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
 
@@ -202,12 +225,19 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
         exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
         cipher: Seals the payloads of an encrypted conversation (each bound to its node id).
         new_segment: Start a segment even after a tip (the retry after ``SegmentTaken``).
+        exchange_id: The exchange's id, chosen before the write: when the conversation holds that exchange
+            already (an append sent again after an unknown outcome), nothing is written and the stored
+            exchange is returned, wherever its branch is now.
 
     Raises:
         SegmentTaken: another writer continued the head's segment first (PostgreSQL); nothing written.
     """
-    continues = (yield from _at_tip(conversation_id, head)) and not new_segment
-    rows = build_node_rows(conversation_id, head, steps, now, continues=continues)
+    tip, done = yield from _at_tip(conversation_id, head, exchange_id)
+    if done:
+        assert exchange_id is not None  # noqa: S101 -- done is only found for a named exchange
+        return (yield from _stored_exchange(conversation_id, exchange_id, cipher))
+    continues = tip and not new_segment
+    rows = build_node_rows(conversation_id, head, steps, now, continues=continues, exchange_id=exchange_id)
     stored, blobs = stored_rows(rows, cipher)
     try:
         yield from write_media(conversation_id, blobs, cipher)
@@ -253,7 +283,7 @@ def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[H
     """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied.
 
     Two statements: the conversation's lock (see ``hold_conversation``) with the node ``at`` read in the
-    same statement, then the insert.
+    same statement, then the insert of the row's values (routed to the conversation's shard on Citus).
     """
     params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
     if at is None:
@@ -264,12 +294,20 @@ def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[H
             raise ConversationNotFoundError(conversation_id)
         if held.node_id is None:
             raise NodeNotFoundError(conversation_id, at)
+    # A plain INSERT of the values read under the lock (not INSERT ... SELECT, which Citus plans across
+    # shards: it waited for a block_writes move of any shard in the cluster). The node stays: nodes are
+    # never deleted but with their conversation, whose lock this transaction holds.
+    row = {
+        "conversation_id": conversation_id,
+        "name": name,
+        "head_id": at,
+        "created_at": now,
+        "updated_at": now,
+    }
     try:
-        result = yield Exec(st.FORK_EMPTY if at is None else st.FORK_AT_NODE, params)
+        yield Exec(st.INSERT_BRANCH, row)
     except exc.IntegrityError:
         raise BranchExistsError(conversation_id, name) from None
-    if result.rowcount != 1:  # pragma: no cover -- the lock above keeps the conversation and its nodes
-        raise ConversationNotFoundError(conversation_id)
     if at is None:
         return EMPTY_HEAD
     return Head(at, held.depth, held.total_tokens, held.exchange_id, held.segment_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ import httpx
 
 from convstore._limits import Limits
 from convstore.client._calls import StreamCall, UnaryCall
+from convstore.client._deadline import Deadline
 from convstore.client._events import StreamEvent
 from convstore.client._http import (
     DEFAULT_API_REVISION,
@@ -28,7 +30,9 @@ from convstore.client._http import (
     make_config,
     read_response,
 )
+from convstore.client._inflate import Inflater, inflatable
 from convstore.client._sleep import Sleep, default_sleep
+from convstore.errors import APIConnectionError
 from convstore.model._interaction import Interaction
 
 __all__ = ["InteractionsClient", "Stream"]
@@ -42,6 +46,26 @@ class _Sends(Protocol):
     def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response: ...
 
 
+def _body(response: httpx.Response) -> Iterator[bytes]:
+    """The decoded body, a piece at a time: ``gzip`` and ``deflate`` inflated here at most ``PIECE`` bytes
+    at a time (so the caller counts them as they come), other encodings by httpx."""
+    encoding = inflatable(response.headers)
+    if encoding is None or response.is_stream_consumed:  # a transport that read it whole already
+        return response.iter_bytes()
+    return _inflated(response, encoding)
+
+
+def _inflated(response: httpx.Response, encoding: str) -> Iterator[bytes]:
+    inflater = Inflater(encoding)
+    try:
+        for raw in response.iter_raw():
+            inflater.push(raw)
+            while piece := inflater.piece():
+                yield piece
+    except zlib.error as exc:
+        raise httpx.DecodingError(f"not valid {encoding} ({exc})", request=response.request) from None
+
+
 class InteractionsClient:
     """A client of the Gemini Interactions API (``POST /interactions``) for client-side conversations.
 
@@ -53,7 +77,10 @@ class InteractionsClient:
         api_revision: The ``Api-Revision`` header (``None`` to omit it).
         http_client: An ``httpx`` client to send with (its transport, proxies and limits are used; this
             client's ``timeout`` is applied per request). Not closed by ``close()``.
-        timeout: Seconds per HTTP request; ``None`` waits forever.
+        timeout: Seconds per HTTP request (each read of a reply, each connect); ``None`` waits forever.
+        deadline: Seconds for a whole call: every attempt, every wait between retries and every read of
+            its reply, streamed or not (``APIConnectionError`` once it passed). ``None`` (default): no bound
+            but ``timeout`` per read, which a server sending a byte a second never trips. Per call too.
         max_retries: Retries of opening a request (408, 409, 429, 5xx, transport errors), and resumes of
             a broken stream without progress.
         auto_continue: Follow ``requires_continuation`` and return the merged turn (per call too).
@@ -82,6 +109,7 @@ class InteractionsClient:
         auto_continue: bool = True,
         sleep: Sleep | None = None,
         limits: Limits | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._config = make_config(
             api_key,
@@ -93,6 +121,7 @@ class InteractionsClient:
             max_retries=max_retries,
             auto_continue=auto_continue,
             limits=limits,
+            deadline=deadline,
         )
         self._owns_http = http_client is None
         self._http = http_client if http_client is not None else httpx.Client()
@@ -102,27 +131,33 @@ class InteractionsClient:
         config = self._config
         return f"{type(self).__name__}(base_url={config.base_url!r}, api_version={config.api_version!r})"
 
-    def create(self, body: Mapping[str, Any], *, auto_continue: bool | None = None) -> Interaction:
+    def create(
+        self, body: Mapping[str, Any], *, auto_continue: bool | None = None, deadline: float | None = None
+    ) -> Interaction:
         """Creates an interaction and returns it, following continuation hops.
 
         Args:
             body: The create body (reference §2), e.g. ``{"model", "store": False, "input": [...]}``.
             auto_continue: Override the client's ``auto_continue`` for this call.
+            deadline: Seconds for this whole call, hops and retries included (the client's by default).
 
         Returns:
             The interaction (merged over its continuation hops).
 
         Raises:
             APIError: The service answered with an error (after retries).
-            APIConnectionError: No answer (after retries).
+            APIConnectionError: No answer (after retries), or the deadline passed.
             ValueError: The body asks for a stream.
         """
         call = UnaryCall(self._config, body, auto_continue=auto_continue)
+        bound = Deadline(deadline if deadline is not None else self._config.deadline)
         while (request := call.next_request()) is not None:
-            call.on_response(self._send(request, stream=False))
+            call.on_response(self._send(request, stream=False, deadline=bound))
         return call.result()
 
-    def stream(self, body: Mapping[str, Any], *, auto_continue: bool | None = None) -> Stream:
+    def stream(
+        self, body: Mapping[str, Any], *, auto_continue: bool | None = None, deadline: float | None = None
+    ) -> Stream:
         """Creates an interaction with a streamed response.
 
         Nothing is sent until the stream is iterated::
@@ -135,13 +170,18 @@ class InteractionsClient:
         Args:
             body: The create body (``stream`` is set for you).
             auto_continue: Override the client's ``auto_continue`` for this call.
+            deadline: Seconds for the whole stream, from its first request to its last event (the
+                client's by default); then ``APIConnectionError``.
 
         Returns:
             The stream of typed events.
         """
-        return Stream(self, StreamCall(self._config, body, auto_continue=auto_continue))
+        bound = Deadline(deadline if deadline is not None else self._config.deadline)
+        return Stream(self, StreamCall(self._config, body, auto_continue=auto_continue), bound)
 
-    def _read(self, response: httpx.Response, *, strict: bool) -> bytes:
+    def _read(
+        self, response: httpx.Response, *, strict: bool, deadline: Deadline | None = None
+    ) -> bytes:
         """The body, read a chunk at a time against ``max_reply_bytes``; closes the response.
 
         ``strict``: beyond the limit raise ``LimitExceededError``; else (an error body) keep what fit.
@@ -149,7 +189,9 @@ class InteractionsClient:
         chunks: list[bytes] = []
         try:
             size = ReplySize(response.request, self._config.limits, response.headers if strict else None)
-            for chunk in response.iter_bytes():
+            for chunk in _body(response):
+                if deadline is not None:
+                    deadline.check(response.request)
                 if not strict and size.count + len(chunk) > size.maximum:
                     break
                 size.add(len(chunk))
@@ -158,22 +200,28 @@ class InteractionsClient:
             response.close()
         return b"".join(chunks)
 
-    def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+    def _send(
+        self, request: httpx.Request, *, stream: bool, deadline: Deadline | None = None
+    ) -> httpx.Response:
         """Sends with retries; returns a 2xx response (read unless ``stream``) or raises ``APIError``.
 
-        Bodies are read incrementally, never beyond ``Limits.max_reply_bytes``.
+        Bodies are read incrementally, never beyond ``Limits.max_reply_bytes``, and, with a ``deadline``,
+        never past it (each attempt's timeouts cut to the time left, its body checked at each chunk).
         """
         limits = self._config.limits
         retry = RetryState(self._config.max_retries, max_wait=limits.max_retry_wait)
+        bound = deadline if deadline is not None else Deadline(None)
         while True:
+            bound.check(request)
             try:
-                response = self._http.send(request, stream=True)
+                response = self._http.send(bound.bound(request), stream=True)
                 if response.is_success:
                     if stream:
                         return response
-                    return read_response(response, self._read(response, strict=True))
-                content = self._read(response, strict=False)
+                    return read_response(response, self._read(response, strict=True, deadline=bound))
+                content = self._read(response, strict=False, deadline=bound)
             except httpx.TransportError as exc:
+                bound.check(request)  # a timeout cut to the deadline: say so
                 delay = retry.after_transport_error()
                 if delay is None:
                     raise connection_error(request, exc, retry.attempts) from exc
@@ -191,6 +239,11 @@ class InteractionsClient:
                 delay,
                 retry.attempts + 1,
             )
+            if not bound.allows(delay):
+                raise APIConnectionError(
+                    f"{request.method} {request.url.path}: the next attempt would start after the call's "
+                    f"deadline of {bound.seconds:g} s"
+                )
             self._sleep(delay)
 
     def close(self) -> None:
@@ -221,9 +274,10 @@ class Stream:
         interaction: The final interaction, or ``None`` until the stream is exhausted.
     """
 
-    def __init__(self, client: _Sends, call: StreamCall) -> None:
+    def __init__(self, client: _Sends, call: StreamCall, deadline: Deadline | None = None) -> None:
         self._client = client
         self._call = call
+        self._deadline = deadline if deadline is not None else Deadline(None)
         self._events = self._iterate()
 
     @property
@@ -255,11 +309,13 @@ class Stream:
     def _iterate(self) -> Generator[StreamEvent, None, None]:
         call = self._call
         while (request := call.next_request()) is not None:
-            response = self._client._send(request, stream=True)
+            self._deadline.check(request)
+            response = self._client._send(self._deadline.bound(request), stream=True)
             try:
                 yield from call.open(response)
                 try:
                     for chunk in response.iter_bytes():
+                        self._deadline.check(request)
                         yield from call.feed(chunk)
                         if call.response_done:
                             break

@@ -28,7 +28,7 @@ from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _ops
 from convstore.store._async.store import _AsyncConversationBase, _AsyncStoreBase
-from convstore.store._prepare import window_length, window_parts
+from convstore.store._prepare import exchange_id_for, window_length, window_parts
 
 __all__ = ["AsyncConversation", "AsyncCreateClient", "AsyncStore", "AsyncTurnStream"]
 
@@ -128,8 +128,14 @@ class AsyncConversation(_AsyncConversationBase):
         turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
         return turn, self._head, None
 
-    async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
+    async def record(
+        self, body: Mapping[str, Any], interaction: Any, *, exchange_id: str | None = None
+    ) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
+
+        Safe to call again after ``OutcomeUnknownError``: the exchange's id is chosen before the write (by
+        default from the conversation, the branch, the head the body was built on and the interaction's id),
+        so the same turn recorded again is recognised and returned as stored, never written twice.
 
         Args:
             body: The create body that was sent (as ``request`` returned it).
@@ -137,6 +143,8 @@ class AsyncConversation(_AsyncConversationBase):
                 or, for a streamed call, the stream (the SDK's, consumed here; convstore's client's, consumed
                 or not) or the list of all its events (the SDK's or convstore's), reassembled into exactly
                 what the non-streamed call returns.
+            exchange_id: The exchange's id (see ``append``); by default derived as said above (a new one
+                when the reply carries no id).
 
         Returns:
             The new nodes.
@@ -149,6 +157,7 @@ class AsyncConversation(_AsyncConversationBase):
                 this branch did not build.
             LimitExceededError: a step of the reply, or the exchange, beyond the store's ``limits``.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
+            OutcomeUnknownError: the connection failed during the commit; record it again.
         """
         with _otel.record_span(self, body) as span:
             reply = await self._reply_of(interaction)
@@ -160,7 +169,10 @@ class AsyncConversation(_AsyncConversationBase):
                 estimated_input_tokens=estimated,
             )
             span.replied(body, turn.interaction)
-            return await self._append(prepared, exchange, head)
+            reply_id = turn.interaction.id if turn.interaction is not None else None
+            if exchange_id is None and reply_id:
+                exchange_id = exchange_id_for(self.id, self._branch, head.node_id, reply_id)
+            return await self._append(prepared, exchange, head, exchange_id=exchange_id)
 
     async def _reply_of(self, reply: Any) -> Any:
         """The reply with a stream read to its end (the list of its events, or its final interaction);

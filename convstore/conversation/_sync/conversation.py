@@ -28,7 +28,7 @@ from convstore.errors import CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _ops
-from convstore.store._prepare import window_length, window_parts
+from convstore.store._prepare import exchange_id_for, window_length, window_parts
 from convstore.store._sync.store import _ConversationBase, _StoreBase
 
 __all__ = ["Conversation", "CreateClient", "Store", "TurnStream"]
@@ -129,8 +129,14 @@ class Conversation(_ConversationBase):
         turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
         return turn, self._head, None
 
-    def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
+    def record(
+        self, body: Mapping[str, Any], interaction: Any, *, exchange_id: str | None = None
+    ) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
+
+        Safe to call again after ``OutcomeUnknownError``: the exchange's id is chosen before the write (by
+        default from the conversation, the branch, the head the body was built on and the interaction's id),
+        so the same turn recorded again is recognised and returned as stored, never written twice.
 
         Args:
             body: The create body that was sent (as ``request`` returned it).
@@ -138,6 +144,8 @@ class Conversation(_ConversationBase):
                 or, for a streamed call, the stream (the SDK's, consumed here; convstore's client's, consumed
                 or not) or the list of all its events (the SDK's or convstore's), reassembled into exactly
                 what the non-streamed call returns.
+            exchange_id: The exchange's id (see ``append``); by default derived as said above (a new one
+                when the reply carries no id).
 
         Returns:
             The new nodes.
@@ -150,6 +158,7 @@ class Conversation(_ConversationBase):
                 this branch did not build.
             LimitExceededError: a step of the reply, or the exchange, beyond the store's ``limits``.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
+            OutcomeUnknownError: the connection failed during the commit; record it again.
         """
         with _otel.record_span(self, body) as span:
             reply = self._reply_of(interaction)
@@ -161,7 +170,10 @@ class Conversation(_ConversationBase):
                 estimated_input_tokens=estimated,
             )
             span.replied(body, turn.interaction)
-            return self._append(prepared, exchange, head)
+            reply_id = turn.interaction.id if turn.interaction is not None else None
+            if exchange_id is None and reply_id:
+                exchange_id = exchange_id_for(self.id, self._branch, head.node_id, reply_id)
+            return self._append(prepared, exchange, head, exchange_id=exchange_id)
 
     def _reply_of(self, reply: Any) -> Any:
         """The reply with a stream read to its end (the list of its events, or its final interaction);

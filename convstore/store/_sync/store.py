@@ -9,9 +9,11 @@ branch head the conversation last saw, which is what the next ``append`` compare
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -29,16 +31,21 @@ from convstore.budget import HeuristicCounter, TokenBudget, TokenCounter
 from convstore.errors import (
     BudgetExceededError,
     ConversationNotFoundError,
+    ConvstoreError,
+    DatabaseError,
     DataKeyNotFoundError,
     DecryptionError,
     EncryptionError,
     InvalidAgeError,
+    InvalidExchangeError,
     KeyNotFoundError,
     KeyringRequiredError,
     NodeNotFoundError,
     NotFoundError,
+    PurgeIncompleteError,
     ShredPendingError,
     StoreBusyError,
+    UnverifiedExportWarning,
 )
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
 from convstore.store import _check, _keys, _listing, _migrate, _ops, _reads, _transfer, _windows, _writes
@@ -47,6 +54,7 @@ from convstore.store._engine import (
     Op,
     adopt_engine,
     checkpoint,
+    finish_pending,
     is_engine,
     make_engine,
     run,
@@ -134,6 +142,7 @@ class _StoreBase(Generic[C]):
             return
         try:
             _migrate.check_schema(self._engine)
+            finish_pending(self._engine)  # a shred a full disk or a reader held up
         except BaseException:
             self.close()
             raise
@@ -282,7 +291,9 @@ class _StoreBase(Generic[C]):
         """The database's schema revision (None when convstore's tables do not exist)."""
         return _migrate.revision(self._engine)
 
-    def check(self, checks: Sequence[_check.Check] | None = None) -> _check.CheckReport:
+    def check(
+        self, checks: Sequence[_check.Check] | None = None, *, repair: bool = False
+    ) -> _check.CheckReport:
         """Verify every invariant of the stored trees, in one read transaction, by a few bulk queries.
 
         Parents exist in the same conversation, depths are consecutive, running token totals add up, branch
@@ -294,12 +305,19 @@ class _StoreBase(Generic[C]):
 
         Args:
             checks: The checks to run (default: ``DEFAULT_CHECKS``); add your own beside them.
+            repair: Finish the deletes that a key store outside the database got ahead of: every
+                conversation reported ``missing_data_key`` (its data key deleted, its rows left, as when a
+                process is killed between a ``SQLKeyStore``'s commit and the rows') is deleted, rows and
+                all, and listed in ``report.repaired`` instead of ``problems``. No one could read it. Make
+                sure the store is given its own key store first: pointed at another one, every encrypted
+                conversation looks shredded. Needs the keyring (as finding them does).
 
         Returns:
             The report; ``report.ok`` when nothing is wrong.
 
         Raises:
             ValueError: the store is bound to an owner (the check reads every conversation).
+            ShredPendingError: SQLite: repaired, but the WAL could not be emptied (see ``checkpoint``).
         """
         if self.owner is not None:
             raise ValueError("check() reads every conversation: use a store without an owner")
@@ -309,7 +327,16 @@ class _StoreBase(Generic[C]):
         problems = list(report.problems)
         for conversation_id in self._run(_ops.encrypted_conversations(None)):
             problems.extend(self._sealed_problems(conversation_id))
-        return attrs.evolve(report, problems=tuple(problems))
+        repaired: list[str] = []
+        if repair:
+            for problem in problems:
+                if problem.kind == "missing_data_key":
+                    with contextlib.suppress(ConversationNotFoundError):
+                        self._delete(problem.conversation_id)
+                    repaired.append(problem.conversation_id)
+            problems = [problem for problem in problems if problem.conversation_id not in repaired]
+            self._shred_wal(repaired, key_wal_busy=False)
+        return attrs.evolve(report, problems=tuple(problems), repaired=tuple(repaired))
 
     def _sealed_problems(self, conversation_id: str) -> list[_check.Problem]:
         """Decrypt everything of one encrypted conversation; what fails, as problems."""
@@ -576,21 +603,31 @@ class _StoreBase(Generic[C]):
         *,
         skip_existing: bool = False,
         progress: Callable[[int], None] | None = None,
+        allow_erased: bool = False,
     ) -> bool:
         """Write a plaintext conversation read lazily from an export file, in one transaction, a batch of
         rows at a time (memory bounded by a batch, whatever its size); ``import_conversation`` for a
         conversation held whole. A row that fails its check rolls the whole conversation back.
+
+        Args:
+            conversation: The conversation as ``read_conversations`` gives it.
+            skip_existing: Leave a conversation whose id is here already as it is (return False).
+            progress: Called with the number of rows written after each batch.
+            allow_erased: Import it even though this store deleted a conversation of that id.
 
         Returns:
             True when written, False when skipped (``skip_existing`` and the id is here already).
 
         Raises:
             ConversationExistsError, TransferFormatError, LimitExceededError: as ``import_conversation``.
+            ConversationErasedError: this store deleted it, and not ``allow_erased``.
             ValueError: the store is bound to an owner (an export names its own owners).
         """
         if self.owner is not None:
             raise ValueError("import_rows writes the owner the export names: use a store without an owner")
-        op = _transfer.import_rows_ops(conversation, skip_existing=skip_existing, progress=progress)
+        op = _transfer.import_rows_ops(
+            conversation, skip_existing=skip_existing, progress=progress, allow_erased=allow_erased
+        )
         return self._run(op, write=True)
 
     def refresh_statistics(self) -> None:
@@ -616,7 +653,10 @@ class _StoreBase(Generic[C]):
 
         An encrypted conversation is exported sealed: its ciphertexts as stored and its wrapped data key
         (which names the application key that wrapped it). Only a store whose keyring holds that key can
-        read it; exporting it needs no keyring.
+        read it; exporting it needs no keyring. With the keyring, its structure (ids, parents, order,
+        branches, settings, usage) is also sealed (``dump.seal``, an HMAC with a key derived from its data
+        key), so that an import refuses any change to it; without, it is exported unsealed, and its
+        import warns that its structure is unverified.
 
         Args:
             plaintext: Decrypt an encrypted conversation and export its content in clear, as a plaintext
@@ -642,6 +682,11 @@ class _StoreBase(Generic[C]):
             if wrapped is None:
                 raise DataKeyNotFoundError(conversation_id)
             dump = attrs.evolve(dump, key=wrapped)
+        if dump.sealed and self.keyring is not None and dump.key is not None:
+            with contextlib.suppress(EncryptionError):  # a key the keyring lacks: exported unsealed
+                cipher = self._cipher(conversation_id, encryption, dump.key)
+                if cipher is not None:
+                    dump = attrs.evolve(dump, seal=cipher.structure_mac(_transfer.structure_bytes(dump)))
         return dump
 
     def import_conversation(
@@ -650,6 +695,7 @@ class _StoreBase(Generic[C]):
         *,
         skip_existing: bool = False,
         progress: Callable[[int], None] | None = None,
+        allow_erased: bool = False,
     ) -> bool:
         """Write an exported conversation with its ids, in one transaction, all or nothing.
 
@@ -664,15 +710,25 @@ class _StoreBase(Generic[C]):
             dump: From ``export_conversation``, or read from an export file.
             skip_existing: When the id is in this store already, write nothing and return False.
             progress: Called with the number of rows written after each batch.
+            allow_erased: Import it even though this store deleted a conversation of that id. Without it,
+                a conversation deleted here (``delete_conversation``, ``purge``) is refused: an export
+                taken before the delete cannot bring it back unasked.
 
         Returns:
             True when written, False when skipped.
 
+        Warns:
+            UnverifiedExportWarning: a sealed conversation without its seal (exported without its keyring,
+                or in format 2), or imported by a store without a keyring: its structure is unverified.
+
         Raises:
             ConversationExistsError: the id is in this store already (and not ``skip_existing``).
+            ConversationErasedError: this store deleted it, and not ``allow_erased``.
             TransferFormatError: the dump breaks a rule of the tree.
             KeyNotFoundError, DecryptionError: the keyring cannot open the sealed conversation (nothing is
                 written).
+            TransferFormatError: also when a sealed conversation's seal does not match its rows (one was
+                changed, added, removed or moved).
             ValueError: the conversation belongs to another owner than this store's.
         """
         if self.owner is not None and dump.conversation.get("owner") != self.owner:
@@ -682,9 +738,22 @@ class _StoreBase(Generic[C]):
         if dump.sealed and wrapped is not None and self.keyring is not None:
             cipher = self.keyring.cipher(dump.id, wrapped)
             _transfer.open_sealed(dump, cipher, limits=self.limits, counter=self.counter)
+            sealed = _transfer.check_seal(dump, cipher)
             wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
+        else:
+            sealed = not dump.sealed
+        if not sealed:
+            warnings.warn(
+                UnverifiedExportWarning(
+                    f"conversation {dump.id} is sealed, but its structure is not verified: "
+                    + ("it has no seal" if self.keyring is not None else "this store has no keyring")
+                ),
+                stacklevel=2,
+            )
         if not dump.sealed or wrapped is None or self.key_store is None:
-            op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
+            op = _transfer.import_ops(
+                dump, skip_existing=skip_existing, progress=progress, key=wrapped, allow_erased=allow_erased
+            )
             return self._run(op, write=True)
         # A key store of its own: the key first, then the rows (as create_conversation does); never over
         # the key of a conversation this store holds already.
@@ -694,7 +763,7 @@ class _StoreBase(Generic[C]):
             raise _transfer.ConversationExistsError(dump.id)
         call(self.key_store.put_key, dump.id, wrapped)
         try:
-            op = _transfer.import_ops(dump, skip_existing=False, progress=progress)
+            op = _transfer.import_ops(dump, skip_existing=False, progress=progress, allow_erased=allow_erased)
             return self._run(op, write=True)
         except BaseException:
             call(self.key_store.delete_key, dump.id)
@@ -721,7 +790,10 @@ class _StoreBase(Generic[C]):
             InvalidAgeError: ``older_than`` is zero or negative, a cutoff in the future, or a naive datetime
                 (each would delete conversations being written now).
             ShredPendingError: SQLite: they were deleted, but another connection kept the WAL busy past the
-                busy timeout, so the ``-wal`` file still holds what was deleted (see ``checkpoint``).
+                busy timeout (or the checkpoint failed: a full disk), so the ``-wal`` file still holds what
+                was deleted (see ``checkpoint``).
+            PurgeIncompleteError: a delete failed (a full disk, a lost connection) after others were done:
+                ``error.deleted_ids`` names those, ``error.error`` the failure.
         """
         cutoff = _cutoff(older_than)
         stale = self._run(_ops.stale_conversations(cutoff, self.owner))
@@ -732,6 +804,13 @@ class _StoreBase(Generic[C]):
                 outcome = self._delete(conversation_id, stale_before=cutoff)
             except ConversationNotFoundError:
                 continue  # deleted meanwhile
+            except ConvstoreError as error:
+                if not deleted:
+                    raise
+                # Say what is gone; and still empty the WAL of it, as far as that goes.
+                with contextlib.suppress(ConvstoreError):
+                    self._shred_wal(deleted, key_wal_busy=key_wal_busy)
+                raise PurgeIncompleteError(deleted, error) from error
             if outcome != _ops.KEPT:
                 deleted.append(conversation_id)
                 if on_deleted is not None:
@@ -753,7 +832,8 @@ class _StoreBase(Generic[C]):
         Raises:
             ConversationNotFoundError: no such conversation (or it is another owner's).
             ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
-                timeout, so the deleted pages are still in a ``-wal`` file (see ``checkpoint``).
+                timeout, or the checkpoint failed (a full disk: ``error.reason``), so the deleted pages are
+                still in a ``-wal`` file (see ``checkpoint``); ``checkpoint()`` or the next open finishes it.
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
@@ -773,8 +853,14 @@ class _StoreBase(Generic[C]):
         )
 
     def _shred_wal(self, deleted: list[str], *, key_wal_busy: bool) -> None:
-        """After deletes: empty the SQLite WAL, or say that it still holds them."""
-        if deleted and (not checkpoint(self._engine) or key_wal_busy):
+        """After deletes: empty the SQLite WAL, or say that it still holds them (and why)."""
+        if not deleted:
+            return
+        try:
+            emptied = checkpoint(self._engine)
+        except DatabaseError as error:
+            raise ShredPendingError(deleted, str(error)) from error
+        if not emptied or key_wal_busy:
             raise ShredPendingError(deleted)
 
     def checkpoint(self) -> None:
@@ -784,6 +870,7 @@ class _StoreBase(Generic[C]):
 
         Raises:
             StoreBusyError: another connection's transaction outlasted the busy timeout.
+            DatabaseError: the checkpoint failed; ``error.cause`` says why (``disk_full``, say).
         """
         self._ready()
         if not checkpoint(self._engine):
@@ -895,7 +982,7 @@ class _ConversationBase:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
         self._head = (self._store._run(_ops.load(self.id, self._branch, self._store.owner))).head
 
-    def append(self, steps: Iterable[StepLike]) -> list[Node]:
+    def append(self, steps: Iterable[StepLike], *, exchange_id: str | None = None) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
 
         All steps are written in one transaction with one exchange id, and the branch head moves to the last
@@ -903,30 +990,51 @@ class _ConversationBase:
 
         Args:
             steps: Wire JSON dicts or model objects, in order. Dicts are stored exactly as given.
+            exchange_id: The exchange's id (a UUID: ``str(uuid.uuid4())``), chosen before the write so
+                that a retry is safe: when the conversation holds an exchange of that id already, nothing is
+                written and its stored nodes are returned. Send the same exchange again with the same id
+                after ``OutcomeUnknownError``. None: a new id.
 
         Returns:
-            The new nodes, in order.
+            The new nodes, in order (or those stored before under ``exchange_id``).
 
         Raises:
             CodecError: a step is malformed (nothing written; the message names each field).
-            InvalidExchangeError: ``steps`` is empty or a single step instead of a list.
+            InvalidExchangeError: ``steps`` is empty or a single step instead of a list, or ``exchange_id``
+                is not a UUID.
             ConflictError: another writer moved the branch since this object last saw it (nothing written);
                 ``refresh()`` and retry.
             ConversationNotFoundError, BranchNotFoundError: deleted meanwhile.
+            OutcomeUnknownError: the connection failed during the commit: it may be written; send it again
+                with the same ``exchange_id``.
         """
         store = self._store
-        return self._append(prepare_exchange(steps, store.counter, store.redact, store.limits), None)
+        if exchange_id is not None and not valid_id(exchange_id):
+            raise InvalidExchangeError("exchange_id: expected a UUID, such as str(uuid.uuid4())")
+        prepared = prepare_exchange(steps, store.counter, store.redact, store.limits)
+        return self._append(prepared, None, exchange_id=exchange_id)
 
     def _append(
         self,
         prepared: list[tuple[str, str, int]],
         exchange: Mapping[str, Any] | None,
         head: _ops.Head | None = None,
+        *,
+        exchange_id: str | None = None,
     ) -> list[Node]:
-        """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
+        """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap;
+        an ``exchange_id`` stored already is returned instead (see ``append``)."""
         before = self._head if head is None else head
         append = functools.partial(
-            _ops.append, self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher
+            _ops.append,
+            self.id,
+            self._branch,
+            before,
+            prepared,
+            utcnow(),
+            exchange,
+            self._cipher,
+            exchange_id=exchange_id,
         )
         try:
             appended = self._store._run(append(), write=True)
@@ -934,7 +1042,7 @@ class _ConversationBase:
             appended = self._store._run(append(new_segment=True), write=True)
         self._head = appended.head
         replay = self._replay
-        if replay is not None and replay.head.node_id == before.node_id:
+        if replay is not None and replay.head.node_id == before.node_id == appended.nodes[0].parent_id:
             self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
         return appended.nodes
 
@@ -950,7 +1058,10 @@ class _ConversationBase:
         """
         if budget is not None:
             return json.loads(self.history_json(budget))  # type: ignore[no-any-return]
-        return json.loads(json_array(self._history_texts()))  # type: ignore[no-any-return]
+        text = json_array(self._history_texts())
+        if codec.may_hold_surrogates(text):  # stored before lone surrogates were refused: shown as U+FFFD
+            return codec.shown(json.loads(text))  # type: ignore[no-any-return]
+        return json.loads(text)  # type: ignore[no-any-return]
 
     def history_json(self, budget: TokenBudget | None = None) -> str:
         """``history()`` as JSON text, spliced from the stored step texts without decoding them."""

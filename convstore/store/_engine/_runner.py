@@ -1,0 +1,192 @@
+"""The runner: one operation, one transaction, on a sync or an asyncio connection."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from convstore.store._engine._factory import _WRITE_OPTION
+from convstore.store._engine._fastpath import _driver_rows, _driver_rows_async, _psycopg
+from convstore.store._engine._op import Call, Op
+from convstore.store._engine._translate import outcome_unknown, translate
+
+T = TypeVar("T")
+
+
+def _autocommit_reads(dialect: Any) -> bool:
+    """Whether a read runs without a transaction: on PostgreSQL, whose READ COMMITTED statements each take
+    their own snapshot inside a transaction too, so a read's BEGIN and COMMIT would only add a round trip
+    (every read is written for that: see ``_reads``). SQLite's reads keep theirs, one snapshot for all
+    their statements."""
+    return bool(dialect.name == "postgresql")
+
+
+def run(engine: Engine, op: Op[T], *, write: bool) -> T:
+    """Execute one operation in one transaction: committed if it returns, rolled back if it raises. A read
+    on PostgreSQL runs its statements in autocommit instead (``_autocommit_reads``).
+
+    Every database error is translated (``translate``); one raised while a write commits is
+    ``OutcomeUnknownError`` (``outcome_unknown``): the commit may have happened.
+    """
+    committing = False
+    try:
+        with engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE_OPTION: True})
+            elif _autocommit_reads(conn.dialect):
+                conn.execution_options(isolation_level="AUTOCOMMIT")  # reset when the pool takes it back
+                return drive(conn, op)
+            with conn.begin():
+                value = drive(conn, op)
+                committing = write
+            return value
+    except exc.DBAPIError as error:
+        if committing:
+            raise outcome_unknown(error, engine.url) from None
+        raise translate(error, engine.url) from None
+
+
+def drive(conn: Connection, op: Op[T]) -> T:
+    """Feed an operation's statements to ``conn`` until it returns."""
+    try:
+        step = next(op)
+        while True:
+            if isinstance(step, Call):
+                try:
+                    value = step.function(*step.args)
+                except Exception as error:
+                    step = op.throw(error)
+                else:
+                    step = op.send(value)
+                continue
+            try:
+                if step.rows:
+                    result: Any = _driver_rows(conn, step)
+                else:
+                    result = conn.execute(step.statement, step.params)
+            except exc.DBAPIError as error:
+                step = op.throw(error)
+            else:
+                step = op.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def run_async(engine: AsyncEngine, op: Op[T], *, write: bool) -> T:
+    """``run`` on an asyncio engine: the same operation, awaited, in one transaction.
+
+    A cancellation never interrupts a call into the driver: cancelled mid-call, SQLAlchemy's asyncio
+    drivers drop the connection without returning it to the pool (psycopg) or wait forever in its close
+    (aiosqlite). So the transaction runs in a task of its own, shielded. Cancelled, it stops before its next
+    statement or its commit, rolls back and returns its connection whole; then the caller's
+    ``CancelledError`` is raised. On PostgreSQL with psycopg, a statement under way (waiting for a lock,
+    say) is cancelled on the server too, so that the caller's deadline holds. A cancellation that arrives
+    while the commit is under way finds it committed (the caller still sees ``CancelledError``).
+    """
+    stop = asyncio.Event()
+    held: list[Any] = []  # the connection, then True once a cancel request was sent for it
+    work = asyncio.ensure_future(_transaction(engine, op, write, stop, held))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set()
+        if held and not work.done():
+            held.append(True)
+            await _cancel_statement(held[0])
+        while not work.done():  # further cancellations are the same one: wait for the rollback
+            with suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(work)
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller is told of the cancellation instead
+        raise
+
+
+async def _cancel_statement(conn: AsyncConnection) -> None:
+    """Ask PostgreSQL to cancel the statement ``conn`` is running (psycopg only; elsewhere nothing): it then
+    fails with ``query_canceled``, and the transaction rolls back at once instead of after the statement."""
+    if not _psycopg(conn.dialect) or conn.closed:
+        return
+    with suppress(Exception):
+        raw: Any = (await conn.get_raw_connection()).driver_connection
+        cancel = getattr(raw, "cancel_safe", None)
+        if cancel is not None:
+            await cancel()
+        else:  # pragma: no cover -- psycopg before 3.2
+            await asyncio.to_thread(raw.cancel)
+
+
+class _Stopped(Exception):
+    """Raised inside a cancelled operation's transaction, so that it rolls back."""
+
+
+async def _transaction(
+    engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event, held: list[Any]
+) -> T:
+    committing = False
+    try:
+        async with engine.connect() as conn:
+            held.append(conn)
+            cancelled = False
+            try:
+                if write:
+                    await conn.execution_options(**{_WRITE_OPTION: True})
+                elif _autocommit_reads(conn.dialect):
+                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await drive_async(conn, op, stop)
+                async with conn.begin():
+                    value = await drive_async(conn, op, stop)
+                    committing = write
+                return value  # noqa: TRY300 -- the finally below runs either way
+            except exc.DBAPIError as error:
+                cancelled = getattr(error.orig, "sqlstate", None) == "57014"
+                raise
+            finally:
+                if len(held) > 1 and not cancelled:
+                    # A cancel request was sent, and no statement took it: it could still land on this
+                    # backend's next statement, another operation's. The connection is not reused.
+                    await conn.invalidate()
+    except exc.DBAPIError as error:
+        if committing:
+            raise outcome_unknown(error, engine.url) from None
+        raise translate(error, engine.url) from None
+
+
+async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | None = None) -> T:
+    """``drive`` for an asyncio connection, whose ``execute`` returns the same buffered ``Result``.
+
+    Once ``stop`` is set, the next statement is not run and the operation is abandoned (``_Stopped``).
+    """
+    try:
+        step = next(op)
+        while True:
+            if stop is not None and stop.is_set():
+                op.close()
+                raise _Stopped
+            if isinstance(step, Call):
+                try:
+                    value = await asyncio.to_thread(step.function, *step.args)
+                except Exception as error:
+                    step = op.throw(error)
+                else:
+                    step = op.send(value)
+                continue
+            try:
+                if step.rows:
+                    result: Any = await _driver_rows_async(conn, step)
+                else:
+                    result = await conn.execute(step.statement, step.params)
+            except exc.DBAPIError as error:
+                step = op.throw(error)
+            else:
+                step = op.send(result)
+    except StopIteration as stop_iteration:
+        if stop is not None and stop.is_set():
+            raise _Stopped from None  # not committed after all
+        return stop_iteration.value  # type: ignore[no-any-return]

@@ -1,0 +1,109 @@
+"""Unknown outcomes: a connection lost while an append commits raises ``OutcomeUnknownError`` (not a plain
+database error), and the same exchange sent again, with the same id, is stored exactly once: whether the
+lost commit had gone through or not.
+
+The commit is interrupted for real: an event hook at COMMIT terminates the store's backend from another
+connection (``pg_terminate_backend``), either after committing the transaction itself (the commit went
+through, its answer was lost) or before (it never happened).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import convstore
+from convstore.errors import InvalidExchangeError, OutcomeUnknownError
+from tests.conftest import model, user
+
+
+def texts(conv: Any) -> list[str]:
+    return [step["content"][0]["text"] for step in conv.history()]
+
+
+@pytest.fixture
+def pg_store(db_url: str) -> Iterator[Any]:
+    if db_url.startswith("sqlite"):
+        pytest.skip("a lost COMMIT needs a server")
+    with convstore.Store(db_url) as store:
+        yield store
+
+
+def lose_commit(
+    engine: sa.Engine, admin: sa.Engine, *, committed: bool
+) -> tuple[list[int], Callable[[sa.Connection], None]]:
+    """Arm a hook: at the next COMMIT, commit first (``committed``) and open a new transaction, then have
+    another connection terminate this one's backend, so the COMMIT the store sends fails."""
+    killed: list[int] = []
+
+    def at_commit(conn: sa.Connection) -> None:
+        if killed:
+            return
+        raw: Any = conn.connection.dbapi_connection
+        if committed:
+            cursor = raw.cursor()
+            cursor.execute("COMMIT")
+            cursor.execute("SELECT 1")  # a transaction again, so the store's COMMIT goes to the server
+            cursor.close()
+        pid = raw.info.backend_pid
+        with admin.begin() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({pid}, 5000)")
+        killed.append(pid)
+
+    sa.event.listen(engine, "commit", at_commit)
+    return killed, at_commit
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["went-through", "never-happened"])
+def test_a_lost_commit_is_an_unknown_outcome_and_the_retry_stores_once(pg_store, db_url, committed):
+    admin = sa.create_engine(db_url)
+    conv = pg_store.create_conversation()
+    conv.append([user("one"), model("a")])
+    exchange_id = str(uuid.uuid4())
+    killed, hook = lose_commit(pg_store.engine, admin, committed=committed)
+    with pytest.raises(OutcomeUnknownError) as raised:
+        conv.append([user("two"), model("b")], exchange_id=exchange_id)
+    assert killed
+    sa.event.remove(pg_store.engine, "commit", hook)
+    assert "may have been committed" in str(raised.value)
+    assert "two" not in str(raised.value)
+    assert texts(conv) == (["one", "a", "two", "b"] if committed else ["one", "a"])
+    nodes = conv.append([user("two"), model("b")], exchange_id=exchange_id)
+    assert [node.exchange_id for node in nodes] == [exchange_id, exchange_id]
+    assert texts(conv) == ["one", "a", "two", "b"]
+    assert conv.head_id == nodes[-1].id
+    assert len(conv.tree().nodes) == 4
+    assert pg_store.check().ok
+    admin.dispose()
+
+
+def test_an_exchange_sent_again_is_returned_as_stored(store):
+    conv = store.create_conversation()
+    exchange_id = str(uuid.uuid4())
+    first = conv.append([user("hello"), model("hi")], exchange_id=exchange_id)
+    again = store.conversation(conv.id).append([user("hello"), model("hi")], exchange_id=exchange_id)
+    assert [node.id for node in again] == [node.id for node in first]
+    assert texts(conv) == ["hello", "hi"]
+    with pytest.raises(InvalidExchangeError):
+        conv.append([user("x")], exchange_id="not a uuid")
+
+
+def test_a_recorded_turn_recorded_again_is_stored_once(db_url):
+    """``record`` chooses the exchange id before it writes (from the head the body was built on and the
+    interaction's id): the same turn recorded again after an unknown outcome is the same exchange."""
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation(model="m")
+        body = conv.request("hello")
+        reply = {
+            "id": "interaction-1",
+            "status": "completed",
+            "steps": [{"type": "model_output", "content": [{"type": "text", "text": "hi"}]}],
+        }
+        first = conv.record(body, reply)
+        again = conv.record(body, reply)
+        assert [node.id for node in again] == [node.id for node in first]
+        assert texts(store.conversation(conv.id)) == ["hello", "hi"]
