@@ -37,8 +37,8 @@ from convstore.errors import (
     ShredPendingError,
     StoreBusyError,
 )
-from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _migrate, _ops, _reads, _transfer, _windows, _writes
+from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, SearchPage, Step, Tree
+from convstore.store import _check, _keys, _migrate, _ops, _reads, _search, _transfer, _windows, _writes
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -103,6 +103,12 @@ class AsyncStore:
             does not close it.
         limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
             exchange); beyond one, ``LimitExceededError`` and nothing is written.
+        search_index: Index the text of the steps this store writes (user input and model output of
+            plaintext conversations), in the append's transaction, for ``search``. False writes no index
+            rows (``search`` still finds what other stores on the database indexed).
+        search_language: PostgreSQL: the text search configuration steps are indexed and searched with
+            (``simple``: lower-cased words, no stemming, any language; ``english``, ``german``... stem).
+            Choose one per database. SQLite's FTS5 folds case and diacritics whatever it says.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -129,6 +135,8 @@ class AsyncStore:
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
         limits: Limits | None = None,
+        search_index: bool = True,
+        search_language: str = "simple",
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -140,6 +148,9 @@ class AsyncStore:
         self.owner = check_owner(owner)
         self.redact = redact
         self.limits = checked_limits(limits)
+        # The text search configuration steps are indexed with; None: this store indexes nothing.
+        self._index = _search.check_language(search_language) if search_index else None
+        self._search_language = _search.check_language(search_language)
         if is_async_engine(url_or_engine):
             self._engine = adopt_async_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -293,15 +304,26 @@ class AsyncStore:
 
     # Schema
 
-    async def upgrade(self, revision: str = "head", *, distribute: bool | None = None) -> None:
+    async def upgrade(
+        self,
+        revision: str = "head",
+        *,
+        distribute: bool | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date.
 
         On PostgreSQL with the Citus extension, the tables are then distributed by conversation id and
         colocated. ``distribute=None`` (default) distributes a new database and keeps an existing one as it
         is (tables a migration adds follow the conversations table); ``True`` distributes every convstore
         table that is not yet, data included; ``False`` never distributes. Elsewhere it does nothing.
+
+        ``progress`` is called with ``(what, done, total)`` as a long step goes: the search index's backfill
+        (revision 0010) reports the conversations indexed of all. It runs in the upgrade's transaction,
+        which on SQLite makes writers wait for it (readers go on); on PostgreSQL it only reads the
+        existing tables.
         """
-        await _migrate.upgrade_async(self._engine, revision, distribute=distribute)
+        await _migrate.upgrade_async(self._engine, revision, distribute=distribute, progress=progress)
 
     async def schema_revision(self) -> str | None:
         """The database's schema revision (None when convstore's tables do not exist)."""
@@ -473,6 +495,62 @@ class AsyncStore:
                 return
             cursor = page.next_cursor
 
+    # Search
+
+    async def search(
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        conversation_id: str | None = None,
+        step_types: Sequence[str] | None = None,
+    ) -> SearchPage:
+        """Find the steps whose text holds every word of ``query``, across this store's owner's
+        conversations, best first.
+
+        What is searched: the text of user input and model output steps of plaintext conversations, as
+        stored (after the redaction hook). Encrypted conversations are never indexed:
+        ``SearchPage.encrypted_conversations`` counts those the search could not look into. The query is
+        read as plain words (letters and digits), never as the engine's syntax: ``NEAR``, ``OR``, ``*`` or
+        quotes are just text.
+
+        Args:
+            query: The words to find (at most 1,000 characters, 32 words; no control characters).
+            limit: Hits a page (1 to 100).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+            model: Only conversations created for this model.
+            since: Only steps written at or after this (aware) time.
+            until: Only steps written before this (aware) time.
+            conversation_id: Only this conversation.
+            step_types: Only these step types (``["user_input"]``, say).
+
+        Returns:
+            A page of hits: each names its conversation, node, step type and the branches that lead through
+            it, with a plain-text snippet and the offsets of the matched words in it.
+
+        Raises:
+            SearchQueryError: the query or a filter is not one a search can run (named in the error);
+                nothing was read.
+        """
+        request = _search.search_request(
+            query,
+            limit=limit,
+            cursor=cursor,
+            model=model,
+            since=since,
+            until=until,
+            conversation_id=conversation_id,
+            step_types=step_types,
+        )
+        dialect = self._engine.dialect.name
+        return await self._run(
+            _search.search(request, self.owner, dialect=dialect, language=self._search_language)
+        )
+
     # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
 
     async def export_conversation(self, conversation_id: str, *, plaintext: bool = False) -> ConversationDump:
@@ -548,7 +626,9 @@ class AsyncStore:
             _transfer.open_sealed(dump, cipher, limits=self.limits, counter=self.counter)
             wrapped = self.keyring.rewrap(dump.id, wrapped) or wrapped
         if not dump.sealed or wrapped is None or self.key_store is None:
-            op = _transfer.import_ops(dump, skip_existing=skip_existing, progress=progress, key=wrapped)
+            op = _transfer.import_ops(
+                dump, skip_existing=skip_existing, progress=progress, key=wrapped, index=self._index
+            )
             return await self._run(op, write=True)
         # A key store of its own: the key first, then the rows (as create_conversation does); never over
         # the key of a conversation this store holds already.
@@ -647,7 +727,10 @@ class AsyncStore:
         )
 
     async def _shred_wal(self, deleted: list[str], *, key_wal_busy: bool) -> None:
-        """After deletes: empty the SQLite WAL, or say that it still holds them."""
+        """After deletes: on SQLite, rewrite the search index without their words and empty the WAL, or say
+        that it still holds them."""
+        if deleted and self._engine.dialect.name == "sqlite":
+            await self._run(_search.erase_deleted(), write=True)
         if deleted and (not await checkpoint_async(self._engine) or key_wal_busy):
             raise ShredPendingError(deleted)
 
@@ -780,7 +863,15 @@ class AsyncConversation:
         """Write ``prepared`` after ``head`` (default: the head this object last saw), by compare-and-swap."""
         before = self._head if head is None else head
         append = functools.partial(
-            _ops.append, self.id, self._branch, before, prepared, utcnow(), exchange, self._cipher
+            _ops.append,
+            self.id,
+            self._branch,
+            before,
+            prepared,
+            utcnow(),
+            exchange,
+            self._cipher,
+            index=self._store._index,
         )
         try:
             appended = await self._store._run(append(), write=True)

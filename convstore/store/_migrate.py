@@ -9,6 +9,7 @@ PostgreSQL), so two processes opening one new database at once do not both build
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,11 +55,17 @@ def migrations_dir() -> Path:
     raise RuntimeError(f"convstore's migrations are missing (looked in {package / '_migrations'})")
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+Progress = Callable[[str, int, int], None]
+"""Told ``(what, done, total)`` as a long migration step goes (a backfill: conversations done of all)."""
+
+
+def alembic_config(connection: Connection | None = None, progress: Progress | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
         config.attributes["connection"] = connection
+    if progress is not None:
+        config.attributes["convstore_progress"] = progress
     return config
 
 
@@ -127,10 +134,16 @@ def check_schema_on(conn: Connection) -> None:
 
 
 def upgrade_on(
-    conn: Connection, revision: str = "head", *, only_if_empty: bool = False, distribute: bool | None = None
+    conn: Connection,
+    revision: str = "head",
+    *,
+    only_if_empty: bool = False,
+    distribute: bool | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Upgrade to ``revision`` (head by default), keeping the data, under the schema lock; then, on Citus,
-    distribute the tables as ``distribute`` says (see ``_citus``), in the same transaction."""
+    distribute the tables as ``distribute`` says (see ``_citus``), in the same transaction. ``progress``
+    is told how a long step (a backfill) goes."""
     conn.execution_options(convstore_write=True)
     with conn.begin():
         _lock(conn)
@@ -139,7 +152,7 @@ def upgrade_on(
             # Another process built it while we waited for the lock; just verify.
             _verify(initialised, current)
             return
-        command.upgrade(alembic_config(conn), revision)
+        command.upgrade(alembic_config(conn, progress), revision)
         distribute_on(conn, distribute, new=not initialised)
 
 
@@ -161,9 +174,15 @@ def check_schema(engine: Engine) -> None:
         check_schema_on(conn)
 
 
-def upgrade(engine: Engine, revision: str = "head", *, distribute: bool | None = None) -> None:
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    distribute: bool | None = None,
+    progress: Progress | None = None,
+) -> None:
     with busy_errors(), engine.connect() as conn:
-        upgrade_on(conn, revision, distribute=distribute)
+        upgrade_on(conn, revision, distribute=distribute, progress=progress)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -183,11 +202,17 @@ async def check_schema_async(engine: AsyncEngine) -> None:
 
 
 async def upgrade_async(
-    engine: AsyncEngine, revision: str = "head", *, distribute: bool | None = None
+    engine: AsyncEngine,
+    revision: str = "head",
+    *,
+    distribute: bool | None = None,
+    progress: Progress | None = None,
 ) -> None:
     with busy_errors():
         async with engine.connect() as conn:
-            await conn.run_sync(lambda sync: upgrade_on(sync, revision, distribute=distribute))
+            await conn.run_sync(
+                lambda sync: upgrade_on(sync, revision, distribute=distribute, progress=progress)
+            )
 
 
 async def revision_async(engine: AsyncEngine) -> str | None:

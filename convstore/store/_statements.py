@@ -19,9 +19,11 @@ from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
+from convstore.store._schema import search as se
 from convstore.store._schema import summaries as sm
 
 __all__ = [
+    "BRANCHES_THROUGH",
     "BRANCH_EXISTS",
     "CALIBRATION",
     "CONVERSATION_EXISTS",
@@ -31,6 +33,7 @@ __all__ = [
     "DELETE_EXCHANGES",
     "DELETE_MEDIA",
     "DELETE_NODES",
+    "DELETE_SEARCH",
     "DELETE_SUMMARIES",
     "ENCRYPTED_CONVERSATIONS",
     "EXCHANGE",
@@ -49,6 +52,7 @@ __all__ = [
     "INSERT_EXCHANGE",
     "INSERT_MEDIA",
     "INSERT_NODES",
+    "INSERT_SEARCH",
     "INSERT_SUMMARY",
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
@@ -296,6 +300,9 @@ DELETE_MEDIA = sa.delete(m).where(m.c.conversation_id == sa.bindparam("conversat
 DELETE_SUMMARIES = sa.delete(sm).where(sm.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
+# The full-text index (``_search``): on SQLite, triggers keep the FTS5 table in step with these two.
+INSERT_SEARCH = sa.insert(se)
+DELETE_SEARCH = sa.delete(se).where(se.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
 
@@ -347,6 +354,47 @@ SEGMENTS_FROM_NODE = _segments(
         _at("parent_id", n.c.segment_id).label("up"),
     ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id"))
 )
+
+
+def _branches_through() -> Select[tuple[object, ...]]:
+    """Which branches of a conversation lead through each of some nodes: ``(node id, branch)`` rows, the
+    branches oldest first. The segments of every branch's path (as ``_segments`` walks them, a hop per fork
+    point), each joined to the given nodes that lie in it at or above the depth where the path leaves it."""
+    anchor = sa.select(
+        b.c.name.label("branch"),
+        b.c.created_at.label("made"),
+        _at("segment_id", b.c.head_id).label("segment_id"),
+        _at("depth", b.c.head_id).label("top"),
+        _at("parent_id", _at("segment_id", b.c.head_id)).label("up"),
+    ).where(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.head_id.is_not(None))
+    found = anchor.cte("branch_segments", recursive=True)
+    found = found.union_all(
+        sa.select(
+            found.c.branch,
+            found.c.made,
+            _at("segment_id", found.c.up),
+            _at("depth", found.c.up),
+            _at("parent_id", _at("segment_id", found.c.up)),
+        ).where(found.c.up.is_not(None))
+    )
+    return (
+        sa.select(n.c.id, found.c.branch)
+        .select_from(
+            found.join(
+                n,
+                sa.and_(
+                    n.c.segment_id == found.c.segment_id,
+                    n.c.conversation_id == sa.bindparam("conversation_id"),
+                    n.c.depth <= found.c.top,
+                ),
+            )
+        )
+        .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)))
+        .order_by(found.c.made, found.c.branch)
+    )
+
+
+BRANCHES_THROUGH = _branches_through()
 
 # One segment of a path: its nodes from its first up to ``top``, served in depth order by the unique index
 # (segment_id, conversation_id, depth) without a sort.

@@ -29,6 +29,7 @@ from convstore.store._rows import (
     missing_branch_or_conversation,
     node_from_row,
 )
+from convstore.store._search import index_rows
 
 __all__ = [
     "Appended",
@@ -192,16 +193,20 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     cipher: DataCipher | None = None,
     *,
     new_segment: bool = False,
+    index: str | None = None,
 ) -> Op[Appended]:
     """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
 
     Statements: ``HOLD_AT_TIP``, the media strings not stored yet (two, when there are any), the nodes (one
-    executemany), the exchange record (when given) and the compare-and-swap of the branch head.
+    executemany), their search index rows (one executemany, when indexed), the exchange record (when given)
+    and the compare-and-swap of the branch head.
 
     Args:
         exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
         cipher: Seals the payloads of an encrypted conversation (each bound to its node id).
         new_segment: Start a segment even after a tip (the retry after ``SegmentTaken``).
+        index: The text search configuration to index the steps' text with (see ``_search``); None writes
+            no index rows. Never used with ``cipher``: an encrypted conversation is not indexed.
 
     Raises:
         SegmentTaken: another writer continued the head's segment first (PostgreSQL); nothing written.
@@ -212,6 +217,10 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     try:
         yield from write_media(conversation_id, blobs, cipher)
         yield Exec(st.INSERT_NODES, stored)
+        if index is not None and cipher is None:
+            entries = index_rows(conversation_id, rows, index)
+            if entries:
+                yield Exec(st.INSERT_SEARCH, entries)
         if exchange is not None:
             yield Exec(
                 st.INSERT_EXCHANGE,
