@@ -380,9 +380,21 @@ def make_snippet(
     return snippet, matches
 
 
-def search(request: SearchRequest, owner: str | None, *, dialect: str, language: str) -> Op[SearchPage]:
-    """One page of hits (read-only): the matching rows, the branches through each hit, and the count of
-    encrypted conversations.
+_CITUS = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+
+
+def routed() -> Op[bool]:
+    """Whether the branches of each conversation must be read apart (Citus runs a recursive query only
+    when it is routed to one shard); read once a store (PostgreSQL only)."""
+    found = yield Exec(_CITUS)
+    return found.first() is not None
+
+
+def search(
+    request: SearchRequest, owner: str | None, *, dialect: str, language: str, routed: bool = False
+) -> Op[SearchPage]:
+    """One page of hits (read-only): the matching rows, the branches through each hit (one statement; one
+    a conversation when ``routed``), and the count of encrypted conversations.
 
     Raises:
         SearchQueryError: the engine rejected the query (not expected: words are quoted).
@@ -414,11 +426,16 @@ def search(request: SearchRequest, owner: str | None, *, dialect: str, language:
     more = len(rows) > request.limit
     rows = rows[: request.limit]
     through: dict[str, list[str]] = {}
-    for conversation_id in dict.fromkeys(row.conversation_id for row in rows):
+    conversation_ids = list(dict.fromkeys(row.conversation_id for row in rows))
+    if rows and not routed:
+        params = {"conversation_ids": conversation_ids, "node_ids": [row.node_id for row in rows]}
+        for _, node_id, branch in (yield Exec(st.BRANCHES_THROUGH_MANY, params)):
+            through.setdefault(node_id, []).append(branch)
+    for conversation_id in conversation_ids if routed else ():
         node_ids = [row.node_id for row in rows if row.conversation_id == conversation_id]
         found = yield Exec(st.BRANCHES_THROUGH, {"conversation_id": conversation_id, "node_ids": node_ids})
-        for node_id, branch in found:
-            through.setdefault(str(node_id), []).append(branch)
+        for _, node_id, branch in found:
+            through.setdefault(node_id, []).append(branch)
     hits = []
     for row in rows:
         snippet, matches = make_snippet(row.text, request.words)

@@ -6,6 +6,7 @@ these same objects. Every value reaches SQL as a bound parameter, and every stat
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from convstore.store._schema import summaries as sm
 
 __all__ = [
     "BRANCHES_THROUGH",
+    "BRANCHES_THROUGH_MANY",
     "BRANCH_EXISTS",
     "CALIBRATION",
     "CONVERSATION_EXISTS",
@@ -202,12 +204,15 @@ MOVE_HEAD = (
 )
 
 
-def _at(column: str, node_id: sa.ColumnElement[object]) -> sa.ScalarSelect[object]:
-    """One column of the node ``node_id`` of the conversation: a scalar subquery on the whole primary key."""
+def _at(column: str, node_id: sa.ColumnElement[object], conversation: Any = None) -> sa.ScalarSelect[object]:
+    """One column of the node ``node_id`` of the conversation (``conversation``: a column naming it; by
+    default the ``conversation_id`` parameter): a scalar subquery on the whole primary key."""
     probe = n.alias()
+    if conversation is None:
+        conversation = sa.bindparam("conversation_id")
     return (
         sa.select(probe.c[column])
-        .where(probe.c.conversation_id == sa.bindparam("conversation_id"), probe.c.id == node_id)
+        .where(probe.c.conversation_id == conversation, probe.c.id == node_id)
         .correlate_except(probe)  # every other table is the enclosing query's, however deep
         .scalar_subquery()
     )
@@ -356,45 +361,62 @@ SEGMENTS_FROM_NODE = _segments(
 )
 
 
-def _branches_through() -> Select[tuple[object, ...]]:
-    """Which branches of a conversation lead through each of some nodes: ``(node id, branch)`` rows, the
-    branches oldest first. The segments of every branch's path (as ``_segments`` walks them, a hop per fork
-    point), each joined to the given nodes that lie in it at or above the depth where the path leaves it."""
+def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
+    """Which branches lead through each of some nodes: ``(conversation id, node id, branch)`` rows, each
+    conversation's branches oldest first. The segments of every branch's path (as ``_segments`` walks them,
+    a hop per fork point), each joined to the given nodes that lie in it at or above the depth where the
+    path leaves it.
+
+    ``many``: the branches of several conversations (``conversation_ids``) in one statement, the
+    conversation carried through the recursion; otherwise of one (``conversation_id``), which Citus routes
+    to its shard (it runs a recursive query on one shard only).
+    """
+    where: ColumnElement[bool]
+    if many:
+        where = b.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
+    else:
+        where = b.c.conversation_id == sa.bindparam("conversation_id")
+    at = functools.partial(_at, conversation=b.c.conversation_id if many else None)
     anchor = sa.select(
+        b.c.conversation_id,
         b.c.name.label("branch"),
         b.c.created_at.label("made"),
-        _at("segment_id", b.c.head_id).label("segment_id"),
-        _at("depth", b.c.head_id).label("top"),
-        _at("parent_id", _at("segment_id", b.c.head_id)).label("up"),
-    ).where(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.head_id.is_not(None))
+        at("segment_id", b.c.head_id).label("segment_id"),
+        at("depth", b.c.head_id).label("top"),
+        at("parent_id", at("segment_id", b.c.head_id)).label("up"),
+    ).where(where, b.c.head_id.is_not(None))
     found = anchor.cte("branch_segments", recursive=True)
+    hop = functools.partial(_at, conversation=found.c.conversation_id if many else None)
     found = found.union_all(
         sa.select(
+            found.c.conversation_id,
             found.c.branch,
             found.c.made,
-            _at("segment_id", found.c.up),
-            _at("depth", found.c.up),
-            _at("parent_id", _at("segment_id", found.c.up)),
+            hop("segment_id", found.c.up),
+            hop("depth", found.c.up),
+            hop("parent_id", hop("segment_id", found.c.up)),
         ).where(found.c.up.is_not(None))
     )
     return (
-        sa.select(n.c.id, found.c.branch)
+        sa.select(n.c.conversation_id, n.c.id, found.c.branch)
         .select_from(
             found.join(
                 n,
                 sa.and_(
                     n.c.segment_id == found.c.segment_id,
-                    n.c.conversation_id == sa.bindparam("conversation_id"),
+                    n.c.conversation_id
+                    == (found.c.conversation_id if many else sa.bindparam("conversation_id")),
                     n.c.depth <= found.c.top,
                 ),
             )
         )
         .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)))
-        .order_by(found.c.made, found.c.branch)
+        .order_by(found.c.conversation_id, found.c.made, found.c.branch)
     )
 
 
-BRANCHES_THROUGH = _branches_through()
+BRANCHES_THROUGH = _branches_through(many=False)
+BRANCHES_THROUGH_MANY = _branches_through(many=True)
 
 # One segment of a path: its nodes from its first up to ``top``, served in depth order by the unique index
 # (segment_id, conversation_id, depth) without a sort.

@@ -152,6 +152,7 @@ class Store:
         # The text search configuration steps are indexed with; None: this store indexes nothing.
         self._index = _search.check_language(search_language) if search_index else None
         self._search_language = _search.check_language(search_language)
+        self._routed: bool | None = None  # Citus: read each hit conversation's branches apart (``_search``)
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -547,9 +548,12 @@ class Store:
             step_types=step_types,
         )
         dialect = self._engine.dialect.name
-        return self._run(
-            _search.search(request, self.owner, dialect=dialect, language=self._search_language)
+        if self._routed is None:
+            self._routed = dialect == "postgresql" and self._run(_search.routed())
+        op = _search.search(
+            request, self.owner, dialect=dialect, language=self._search_language, routed=self._routed
         )
+        return self._run(op)
 
     # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
 
