@@ -358,14 +358,26 @@ def _statement(dialect: str, *, typed: bool) -> sa.Select[Any]:
     )
 
 
+def _locate(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
+    """Where ``words`` are in ``text``, as whole words: case-insensitively by a regular expression, or,
+    when that finds none (the text spells a word with other diacritics: ``Zurich``, ``Zürich``), word by
+    word, folded as the engines fold them (slower: every word of the text is normalised)."""
+    alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+    fast = re.compile(f"(?<![^{_SEPARATORS}])(?:{alternatives})(?![^{_SEPARATORS}])", re.IGNORECASE)
+    found = [(m.start(), m.end()) for m in fast.finditer(text)]
+    if found:
+        return found
+    wanted = {_folded(word) for word in words}
+    return [(m.start(), m.end()) for m in _WORD.finditer(text) if _folded(m.group()) in wanted]
+
+
 def make_snippet(
     text: str, words: Sequence[str], width: int = SNIPPET_CHARS
 ) -> tuple[str, tuple[tuple[int, int], ...]]:
     """A plain-text excerpt of ``text`` around the first of ``words`` found in it, and the offsets of the
     words in the excerpt. Whitespace runs become one space; a cut shows as ``…``."""
-    wanted = {_folded(word) for word in words}
-    pattern = _WORD
-    first = next((m.start() for m in pattern.finditer(text) if _folded(m.group()) in wanted), 0)
+    located = _locate(text, words)
+    first = located[0][0] if located else 0
     start = max(0, first - width // 3)
     if start > 0:  # begin at a word
         space = text.find(" ", start, first)
@@ -376,8 +388,7 @@ def make_snippet(
         end = space if space > first else end
     body = " ".join(text[start:end].split())
     snippet = (_ELLIPSIS if start > 0 else "") + body + (_ELLIPSIS if end < len(text) else "")
-    matches = tuple((m.start(), m.end()) for m in pattern.finditer(snippet) if _folded(m.group()) in wanted)
-    return snippet, matches
+    return snippet, tuple(_locate(snippet, words))
 
 
 _CITUS = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")

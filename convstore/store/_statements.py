@@ -372,10 +372,13 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
     to its shard (it runs a recursive query on one shard only).
     """
     where: ColumnElement[bool]
+    where_nodes: ColumnElement[bool]
     if many:
         where = b.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
+        where_nodes = n.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
     else:
         where = b.c.conversation_id == sa.bindparam("conversation_id")
+        where_nodes = n.c.conversation_id == sa.bindparam("conversation_id")
     at = functools.partial(_at, conversation=b.c.conversation_id if many else None)
     anchor = sa.select(
         b.c.conversation_id,
@@ -397,20 +400,26 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
             hop("parent_id", hop("segment_id", found.c.up)),
         ).where(found.c.up.is_not(None))
     )
+    # The nodes by their whole primary key first (a few probes), then matched to the segments: never a
+    # scan of each segment's nodes up to the depth where a path leaves it.
+    hits = (
+        sa.select(n.c.conversation_id, n.c.id, n.c.segment_id, n.c.depth)
+        .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)), where_nodes)
+        .cte("hits")
+        .prefix_with("MATERIALIZED")  # SQLite would fold it into the join and scan segments instead
+    )
     return (
-        sa.select(n.c.conversation_id, n.c.id, found.c.branch)
+        sa.select(hits.c.conversation_id, hits.c.id, found.c.branch)
         .select_from(
-            found.join(
-                n,
+            hits.join(
+                found,
                 sa.and_(
-                    n.c.segment_id == found.c.segment_id,
-                    n.c.conversation_id
-                    == (found.c.conversation_id if many else sa.bindparam("conversation_id")),
-                    n.c.depth <= found.c.top,
+                    found.c.conversation_id == hits.c.conversation_id,
+                    found.c.segment_id == hits.c.segment_id,
+                    found.c.top >= hits.c.depth,
                 ),
             )
         )
-        .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)))
         .order_by(found.c.conversation_id, found.c.made, found.c.branch)
     )
 
