@@ -412,3 +412,55 @@ def test_snippets_are_plain_text_with_offsets():
     assert snippet.endswith("…")
     assert [snippet[start:end] for start, end in matches] == ["Wörld"]
     assert re.search(r"<b>", _search.make_snippet(text, ["markup"])[0])  # text, as it is: escape it to show
+
+
+# convstore search and the search page of convstore serve.
+
+
+def test_the_command_prints_ids_show_accepts(tmp_path, capsys):
+    from convstore.cli import main  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    needle = word()
+    with convstore.Store(url) as store:
+        conv = store.create_conversation()
+        nodes = conv.append([user(f"about {needle}"), model("fine")])
+        conv.fork(at=nodes[0].id, branch="retry")
+    assert main(["--db", url, "search", needle]) == 0
+    shown = capsys.readouterr().out
+    assert f"{conv.id}  {nodes[0].id}" in shown
+    assert "branches: main, retry" in shown
+    assert main(["--db", url, "search", needle, "--json"]) == 0
+    document = __import__("json").loads(capsys.readouterr().out)
+    assert [(hit["conversation_id"], hit["node_id"]) for hit in document["hits"]] == [(conv.id, nodes[0].id)]
+    assert main(["--db", url, "show", document["hits"][0]["conversation_id"], "--branch", "retry"]) == 0
+    assert nodes[0].id in capsys.readouterr().out
+    assert main(["--db", url, "search", "a\x00b"]) == 1
+    assert "SearchQueryError" in capsys.readouterr().err
+
+
+def test_the_search_page_links_each_hit_to_its_branch_at_the_node(tmp_path):
+    from test_web import XSS, assert_inert, make_client  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'web.db'}"
+    needle = word()
+    with convstore.Store(url) as store:
+        conv = store.create_conversation()
+        for index in range(30):
+            conv.append([user(f"turn {index}"), model(f"reply {index}")])
+        nodes = conv.append([user(f"{needle} {XSS[0]}"), model("ok")])
+        conv.fork(at=nodes[0].id, branch="side")
+    with make_client(url) as client:
+        page = client.get("/search", params={"q": needle})
+        assert page.status_code == 200
+        assert_inert(page.text)
+        assert XSS[0] not in page.text
+        assert f"<mark>{needle}</mark>" in page.text
+        assert f"/c/{conv.id}/branch?b=main&amp;start=58#n-{nodes[0].id}" in page.text
+        assert f"/c/{conv.id}/branch?b=side&amp;start=58#n-{nodes[0].id}" in page.text
+        opened = client.get(f"/c/{conv.id}/branch", params={"b": "side", "start": 58})
+        assert f'id="n-{nodes[0].id}"' in opened.text
+        refused = client.get("/search", params={"q": "\x07"})
+        assert refused.status_code == 400
+        assert "control character" in refused.text
+        assert 'action="/search"' in client.get("/").text  # the box on every page
