@@ -464,3 +464,33 @@ def test_the_search_page_links_each_hit_to_its_branch_at_the_node(tmp_path):
         assert refused.status_code == 400
         assert "control character" in refused.text
         assert 'action="/search"' in client.get("/").text  # the box on every page
+
+
+# The guide's examples run as they are.
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "search.md"
+
+
+def guide_examples() -> list[tuple[str, str | None]]:
+    """Each ```python block of the guide, with the ```text block right after it (what it prints), if any."""
+    blocks = re.findall(r"```(\w+)\n(.*?)```", GUIDE.read_text(encoding="utf-8"), flags=re.DOTALL)
+    examples = []
+    for index, (kind, body) in enumerate(blocks):
+        if kind == "python":
+            after = blocks[index + 1] if index + 1 < len(blocks) else None
+            examples.append((body, after[1] if after is not None and after[0] == "text" else None))
+    return examples
+
+
+@pytest.mark.parametrize("number", range(len(guide_examples())))
+def test_the_guide_examples_run_and_print_what_it_says(number, tmp_path, monkeypatch):
+    import contextlib  # noqa: PLC0415
+    import io  # noqa: PLC0415
+
+    code, expected = guide_examples()[number]
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, f"{GUIDE.name} example {number + 1}", "exec"), {"__name__": "__main__"})  # noqa: S102
+    if expected is not None:
+        assert printed.getvalue() == expected
