@@ -494,3 +494,29 @@ def test_the_guide_examples_run_and_print_what_it_says(number, tmp_path, monkeyp
         exec(compile(code, f"{GUIDE.name} example {number + 1}", "exec"), {"__name__": "__main__"})  # noqa: S102
     if expected is not None:
         assert printed.getvalue() == expected
+
+
+def test_db_upgrade_draws_the_backfill_progress(tmp_path, capsys):
+    import io  # noqa: PLC0415
+
+    from convstore.cli import main  # noqa: PLC0415
+    from convstore.cli._db import _UpgradeProgress  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with convstore.Store(url) as store:
+        for index in range(3):
+            store.create_conversation().append([user(f"old {index}")])
+        _migrate.downgrade(store.engine, _previous_revision())
+    assert main(["--db", url, "db", "upgrade"]) == 0
+    assert f"from revision {_previous_revision()} to {_migrate.head_revision()}" in capsys.readouterr().out
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    shown = Terminal()
+    bar = _UpgradeProgress(shown)
+    bar("indexing conversations for search", 200, 250)
+    bar("indexing conversations for search", 250, 250)
+    bar.close()
+    assert "250/250" in shown.getvalue()
