@@ -110,6 +110,7 @@ _SEPARATORS = (
     r"\U0001f000-\U0001faff"
 )
 _WORD = re.compile(f"[^{_SEPARATORS}]+")
+_SEPARATOR = re.compile(f"[{_SEPARATORS}]")
 
 
 def _folded(word: str) -> str:
@@ -363,8 +364,12 @@ def _locate(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
     when that finds none (the text spells a word with other diacritics: ``Zurich``, ``Zürich``), word by
     word, folded as the engines fold them (slower: every word of the text is normalised)."""
     alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
-    fast = re.compile(f"(?<![^{_SEPARATORS}])(?:{alternatives})(?![^{_SEPARATORS}])", re.IGNORECASE)
-    found = [(m.start(), m.end()) for m in fast.finditer(text)]
+    found = [
+        (m.start(), m.end())
+        for m in re.finditer(alternatives, text, re.IGNORECASE)
+        if (m.start() == 0 or _SEPARATOR.match(text, m.start() - 1))
+        and (m.end() == len(text) or _SEPARATOR.match(text, m.end()))
+    ]
     if found:
         return found
     wanted = {_folded(word) for word in words}
