@@ -340,6 +340,8 @@ class PostgresFloor:
 
     def __init__(self, schema: common.PostgresSchema) -> None:
         self.conn = schema.connect()
+        # Never a server-side prepared statement: its generic plan cannot see how rare the words are.
+        self.conn.prepare_threshold = None
 
     def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
         query = " ".join(words)
