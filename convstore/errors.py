@@ -78,6 +78,7 @@ __all__ = [
     "SchemaError",
     "SchemaOutdatedError",
     "SchemaUnknownError",
+    "SearchQueryError",
     "ShredPendingError",
     "StoreBusyError",
     "StoreError",
@@ -171,6 +172,23 @@ class BudgetExceededError(ConvstoreError, ValueError):
             f"token budget exceeded: {available_tokens} tokens were left for history of a budget of "
             f"{max_input_tokens}, {need}; raise max_input_tokens or shorten the input"
         )
+
+
+class SearchQueryError(ConvstoreError, ValueError):
+    """A search that cannot run as given; nothing was read or changed. The message names what was wrong,
+    never the query's text.
+
+    Attributes:
+        field: The argument at fault (``query``, ``cursor``, ``limit``, ``step_types``, ``since``...).
+        reason: What was wrong: ``empty`` (no word to look for), ``too_long``, ``too_many_words``,
+            ``control_character``, ``invalid_text`` (a lone surrogate), ``rejected`` (the engine refused
+            it), ``invalid``.
+    """
+
+    def __init__(self, field: str, reason: str, detail: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"search {field}: {detail}")
 
 
 class StoreError(ConvstoreError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import convstore
 from convstore.cli._common import (
@@ -20,6 +20,7 @@ from convstore.cli._common import (
     refuse_unusable,
     resolve_db,
 )
+from convstore.cli._progress import Progress
 
 __all__ = ["register"]
 
@@ -79,11 +80,38 @@ def register(sub: Any) -> None:
         action.set_defaults(func=func)
 
 
+class _UpgradeProgress:
+    """A migration's long step (a backfill) drawn as a progress bar on stderr (``Progress``), one a step."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+        self._bars: dict[str, Progress] = {}
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        bar = self._bars.get(what)
+        if bar is None:
+            bar = self._bars[what] = Progress(
+                what, total, unit="conversations", stream=self._stream
+            ).__enter__()
+        bar.advance(done - bar.done)
+        if done >= total:
+            bar.__exit__(None, None, None)
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            if bar.done < (bar.total or 0):
+                bar.__exit__(None, None, None)
+
+
 def cmd_upgrade(args: argparse.Namespace) -> int:
     url = resolve_db(args.url or args.db)
+    progress = _UpgradeProgress()
     with open_store(url, check_schema=False, create=True) as store:
         before = store.schema_revision()
-        store.upgrade(distribute=args.distribute)
+        try:
+            store.upgrade(distribute=args.distribute, progress=progress)
+        finally:
+            progress.close()
         after = store.schema_revision()
     if before == after:
         print(f"{display_url(url)} is at revision {after}, this convstore's: nothing to do")

@@ -10,6 +10,7 @@ from convstore.model._content import (
     UnknownContent,
     VideoContent,
 )
+from convstore.model._search import SearchHit, SearchPage
 from convstore.model._steps import (
     CodeExecutionCallStep,
     CodeExecutionResultStep,
@@ -65,6 +66,8 @@ __all__ = [
     "ProcessingResultStep",
     "RetrievalCallStep",
     "RetrievalResultStep",
+    "SearchHit",
+    "SearchPage",
     "Step",
     "TextContent",
     "ThoughtStep",

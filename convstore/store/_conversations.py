@@ -216,6 +216,7 @@ def delete_conversation(
                 yield Call(delete_key, (conversation_id,))
             except ShredPendingError:
                 outcome = KEY_WAL_BUSY  # the key is deleted; its WAL is not empty yet
+    yield Exec(st.DELETE_SEARCH, params)  # first: its rows refer to the nodes
     yield Exec(st.DELETE_SUMMARIES, params)
     yield Exec(st.DELETE_EXCHANGES, params)
     yield Exec(st.DELETE_BRANCHES, params)

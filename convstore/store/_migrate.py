@@ -14,6 +14,7 @@ checking a database against head reads the revision chain from the migration fil
 from __future__ import annotations
 
 import ast
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -57,13 +58,19 @@ def migrations_dir() -> Path:
     raise RuntimeError(f"convstore's migrations are missing (looked in {package / '_migrations'})")
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+Progress = Callable[[str, int, int], None]
+"""Told ``(what, done, total)`` as a long migration step goes (a backfill: conversations done of all)."""
+
+
+def alembic_config(connection: Connection | None = None, progress: Progress | None = None) -> Config:
     from alembic.config import Config  # noqa: PLC0415 -- Alembic only when a schema changes
 
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     if connection is not None:
         config.attributes["connection"] = connection
+    if progress is not None:
+        config.attributes["convstore_progress"] = progress
     return config
 
 
@@ -187,10 +194,16 @@ def check_schema_on(conn: Connection) -> None:
 
 
 def upgrade_on(
-    conn: Connection, revision: str = "head", *, only_if_empty: bool = False, distribute: bool | None = None
+    conn: Connection,
+    revision: str = "head",
+    *,
+    only_if_empty: bool = False,
+    distribute: bool | None = None,
+    progress: Progress | None = None,
 ) -> None:
     """Upgrade to ``revision`` (head by default), keeping the data, under the schema lock; then, on Citus,
-    distribute the tables as ``distribute`` says (see ``_citus``), in the same transaction."""
+    distribute the tables as ``distribute`` says (see ``_citus``), in the same transaction. ``progress``
+    is told how a long step (a backfill) goes."""
     conn.execution_options(convstore_write=True)
     with conn.begin():
         _lock(conn)
@@ -202,7 +215,7 @@ def upgrade_on(
         _known(current)
         from alembic import command  # noqa: PLC0415 -- Alembic only when a schema changes
 
-        command.upgrade(alembic_config(conn), revision)
+        command.upgrade(alembic_config(conn, progress), revision)
         distribute_on(conn, distribute, new=not initialised)
 
 
@@ -227,9 +240,15 @@ def check_schema(engine: Engine) -> None:
         check_schema_on(conn)
 
 
-def upgrade(engine: Engine, revision: str = "head", *, distribute: bool | None = None) -> None:
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    distribute: bool | None = None,
+    progress: Progress | None = None,
+) -> None:
     with database_errors(engine.url), engine.connect() as conn:
-        upgrade_on(conn, revision, distribute=distribute)
+        upgrade_on(conn, revision, distribute=distribute, progress=progress)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -249,11 +268,17 @@ async def check_schema_async(engine: AsyncEngine) -> None:
 
 
 async def upgrade_async(
-    engine: AsyncEngine, revision: str = "head", *, distribute: bool | None = None
+    engine: AsyncEngine,
+    revision: str = "head",
+    *,
+    distribute: bool | None = None,
+    progress: Progress | None = None,
 ) -> None:
     with database_errors(engine.url):
         async with engine.connect() as conn:
-            await conn.run_sync(lambda sync: upgrade_on(sync, revision, distribute=distribute))
+            await conn.run_sync(
+                lambda sync: upgrade_on(sync, revision, distribute=distribute, progress=progress)
+            )
 
 
 async def revision_async(engine: AsyncEngine) -> str | None:

@@ -24,6 +24,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "PREFIX",
+    "SEARCH_FTS",
     "UTCDateTime",
     "branches",
     "conversations",
@@ -33,6 +34,8 @@ __all__ = [
     "media",
     "metadata",
     "nodes",
+    "search",
+    "search_metadata",
     "summaries",
 ]
 
@@ -191,3 +194,40 @@ erased = sa.Table(
     sa.Column("conversation_id", Id, primary_key=True),
     sa.Column("erased_at", UTCDateTime(), nullable=False),
 )
+
+# The full-text index of the steps people wrote and read (migration 0010, ``_search``): one row per indexed
+# step of a plaintext conversation, never of an encrypted one. Kept in a MetaData of its own because its shape
+# differs by backend beyond these columns, which both have and which every statement uses:
+# - SQLite: an ``id INTEGER PRIMARY KEY`` (the stable rowid an FTS5 external-content table needs), a unique
+#   (conversation_id, node_id), and the FTS5 table ``SEARCH_FTS`` kept in step by triggers;
+# - PostgreSQL: the primary key (conversation_id, node_id) (Citus distributes it by conversation, colocated)
+#   and ``document``, a stored ``tsvector`` generated from (language, text), under a GIN index.
+
+
+class _Language(TypeDecorator[str]):
+    """A text search configuration's name: ``regconfig`` on PostgreSQL (so a bound name is cast to it; a
+    string is not assignable to it), text on SQLite."""
+
+    impl = sa.String(63)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import REGCONFIG  # noqa: PLC0415 -- PostgreSQL only
+
+            return dialect.type_descriptor(REGCONFIG())
+        return dialect.type_descriptor(sa.String(63))
+
+
+search_metadata = sa.MetaData()
+search = sa.Table(
+    f"{PREFIX}search",
+    search_metadata,
+    sa.Column("conversation_id", Id, primary_key=True),
+    sa.Column("node_id", Id, primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("language", _Language(), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+)
+SEARCH_FTS = f"{PREFIX}search_fts"

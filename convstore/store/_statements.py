@@ -6,6 +6,7 @@ these same objects. Every value reaches SQL as a bound parameter, and every stat
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,9 +21,12 @@ from convstore.store._schema import erased as er
 from convstore.store._schema import exchanges as x
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
+from convstore.store._schema import search as se
 from convstore.store._schema import summaries as sm
 
 __all__ = [
+    "BRANCHES_THROUGH",
+    "BRANCHES_THROUGH_MANY",
     "BRANCH_EXISTS",
     "CALIBRATION",
     "CONVERSATION_EXISTS",
@@ -32,6 +36,7 @@ __all__ = [
     "DELETE_EXCHANGES",
     "DELETE_MEDIA",
     "DELETE_NODES",
+    "DELETE_SEARCH",
     "DELETE_SUMMARIES",
     "ENCRYPTED_CONVERSATIONS",
     "ERASED",
@@ -53,6 +58,7 @@ __all__ = [
     "INSERT_EXCHANGE",
     "INSERT_MEDIA",
     "INSERT_NODES",
+    "INSERT_SEARCH",
     "INSERT_SUMMARY",
     "LIST_BRANCHES",
     "LOAD_CONVERSATION",
@@ -223,12 +229,15 @@ MOVE_HEAD = (
 )
 
 
-def _at(column: str, node_id: sa.ColumnElement[object]) -> sa.ScalarSelect[object]:
-    """One column of the node ``node_id`` of the conversation: a scalar subquery on the whole primary key."""
+def _at(column: str, node_id: sa.ColumnElement[object], conversation: Any = None) -> sa.ScalarSelect[object]:
+    """One column of the node ``node_id`` of the conversation (``conversation``: a column naming it; by
+    default the ``conversation_id`` parameter): a scalar subquery on the whole primary key."""
     probe = n.alias()
+    if conversation is None:
+        conversation = sa.bindparam("conversation_id")
     return (
         sa.select(probe.c[column])
-        .where(probe.c.conversation_id == sa.bindparam("conversation_id"), probe.c.id == node_id)
+        .where(probe.c.conversation_id == conversation, probe.c.id == node_id)
         .correlate_except(probe)  # every other table is the enclosing query's, however deep
         .scalar_subquery()
     )
@@ -290,6 +299,9 @@ DELETE_MEDIA = sa.delete(m).where(m.c.conversation_id == sa.bindparam("conversat
 DELETE_SUMMARIES = sa.delete(sm).where(sm.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
+# The full-text index (``_search``): on SQLite, triggers keep the FTS5 table in step with these two.
+INSERT_SEARCH = sa.insert(se)
+DELETE_SEARCH = sa.delete(se).where(se.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_NODES = sa.delete(n).where(n.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id"))
 
@@ -341,6 +353,73 @@ SEGMENTS_FROM_NODE = _segments(
         _at("parent_id", n.c.segment_id).label("up"),
     ).where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.id == sa.bindparam("node_id"))
 )
+
+
+def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
+    """Which branches lead through each of some nodes: ``(conversation id, node id, branch)`` rows, each
+    conversation's branches oldest first. The segments of every branch's path (as ``_segments`` walks them,
+    a hop per fork point), each joined to the given nodes that lie in it at or above the depth where the
+    path leaves it.
+
+    ``many``: the branches of several conversations (``conversation_ids``) in one statement, the
+    conversation carried through the recursion; otherwise of one (``conversation_id``), which Citus routes
+    to its shard (it runs a recursive query on one shard only).
+    """
+    where: ColumnElement[bool]
+    where_nodes: ColumnElement[bool]
+    if many:
+        where = b.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
+        where_nodes = n.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
+    else:
+        where = b.c.conversation_id == sa.bindparam("conversation_id")
+        where_nodes = n.c.conversation_id == sa.bindparam("conversation_id")
+    at = functools.partial(_at, conversation=b.c.conversation_id if many else None)
+    anchor = sa.select(
+        b.c.conversation_id,
+        b.c.name.label("branch"),
+        b.c.created_at.label("made"),
+        at("segment_id", b.c.head_id).label("segment_id"),
+        at("depth", b.c.head_id).label("top"),
+        at("parent_id", at("segment_id", b.c.head_id)).label("up"),
+    ).where(where, b.c.head_id.is_not(None))
+    found = anchor.cte("branch_segments", recursive=True)
+    hop = functools.partial(_at, conversation=found.c.conversation_id if many else None)
+    found = found.union_all(
+        sa.select(
+            found.c.conversation_id,
+            found.c.branch,
+            found.c.made,
+            hop("segment_id", found.c.up),
+            hop("depth", found.c.up),
+            hop("parent_id", hop("segment_id", found.c.up)),
+        ).where(found.c.up.is_not(None))
+    )
+    # The nodes by their whole primary key first (a few probes), then matched to the segments: never a
+    # scan of each segment's nodes up to the depth where a path leaves it.
+    hits = (
+        sa.select(n.c.conversation_id, n.c.id, n.c.segment_id, n.c.depth)
+        .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)), where_nodes)
+        .cte("hits")
+        .prefix_with("MATERIALIZED")  # SQLite would fold it into the join and scan segments instead
+    )
+    return (
+        sa.select(hits.c.conversation_id, hits.c.id, found.c.branch)
+        .select_from(
+            hits.join(
+                found,
+                sa.and_(
+                    found.c.conversation_id == hits.c.conversation_id,
+                    found.c.segment_id == hits.c.segment_id,
+                    found.c.top >= hits.c.depth,
+                ),
+            )
+        )
+        .order_by(found.c.conversation_id, found.c.made, found.c.branch)
+    )
+
+
+BRANCHES_THROUGH = _branches_through(many=False)
+BRANCHES_THROUGH_MANY = _branches_through(many=True)
 
 # One segment of a path: its nodes from its first up to ``top``, served in depth order by the unique index
 # (segment_id, conversation_id, depth) without a sort.

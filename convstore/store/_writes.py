@@ -30,6 +30,7 @@ from convstore.store._rows import (
     node_from_row,
     nodes_of,
 )
+from convstore.store._search import index_rows
 
 __all__ = [
     "Appended",
@@ -215,11 +216,13 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     *,
     new_segment: bool = False,
     exchange_id: str | None = None,
+    index: str | None = None,
 ) -> Op[Appended]:
     """Write one exchange after ``head`` and move the branch to its last step, all or nothing.
 
     Statements: ``HOLD_AT_TIP``, the media strings not stored yet (two, when there are any), the nodes (one
-    executemany), the exchange record (when given) and the compare-and-swap of the branch head.
+    executemany), their search index rows (one executemany, when indexed), the exchange record (when given)
+    and the compare-and-swap of the branch head.
 
     Args:
         exchange: The exchange's row (interaction id, usage...) without its keys; None writes no row.
@@ -228,6 +231,8 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
         exchange_id: The exchange's id, chosen before the write: when the conversation holds that exchange
             already (an append sent again after an unknown outcome), nothing is written and the stored
             exchange is returned, wherever its branch is now.
+        index: The text search configuration to index the steps' text with (see ``_search``); None writes
+            no index rows. Never used with ``cipher``: an encrypted conversation is not indexed.
 
     Raises:
         SegmentTaken: another writer continued the head's segment first (PostgreSQL); nothing written.
@@ -242,6 +247,10 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     try:
         yield from write_media(conversation_id, blobs, cipher)
         yield Exec(st.INSERT_NODES, stored)
+        if index is not None and cipher is None:
+            entries = index_rows(conversation_id, rows, index)
+            if entries:
+                yield Exec(st.INSERT_SEARCH, entries)
         if exchange is not None:
             yield Exec(
                 st.INSERT_EXCHANGE,

@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 import convstore
 from convstore.conversation._frontend import displayable, open_default
 from convstore.web import _graph, _views
+from convstore.web import _search as _search_page
 from convstore.web._security import MEDIA_CSP, Guard, csrf_token, new_token, valid_csrf
 
 __all__ = ["Settings", "create_app"]
@@ -242,6 +243,27 @@ class _Site:
             raise _Page(400, "not a page cursor") from None
         return self.render("index.html", rows=items, q=q, owner=owner, next_cursor=next_cursor)
 
+    def search(self, request: Request) -> Response:
+        """Full-text search (``_search``): a page of hits, each linking to its branches at the node."""
+        q = request.query_params.get("q", "").strip()
+        owner = request.query_params.get("owner", "").strip()
+        context: dict[str, Any] = {"q": q, "owner": owner, "rows": [], "encrypted": 0, "next_cursor": None}
+        if not q:
+            return self.render("search.html", error="", **context)
+        try:
+            source = self.stores.owned(owner) if owner else self.stores.main
+            page = source.search(q, cursor=request.query_params.get("cursor") or None)
+        except convstore.SearchQueryError as error:
+            return self.render("search.html", 400, error=str(error), **context)
+        except ValueError as error:  # not an owner id (too long, a NUL)
+            raise _Page(400, str(error)) from None
+        context.update(
+            rows=_search_page.hit_rows(source, page),
+            encrypted=page.encrypted_conversations,
+            next_cursor=page.next_cursor,
+        )
+        return self.render("search.html", error="", **context)
+
     def tree(self, request: Request) -> Response:
         conv = self.conversation(request.path_params["cid"])
         tree = conv.tree(media=False)
@@ -392,6 +414,7 @@ def create_app(settings: Settings) -> Guard:
     app = Starlette(
         routes=[
             Route("/", site.page(site.index)),
+            Route("/search", site.page(site.search)),
             Route("/c/{cid}", site.page(site.tree)),
             Route("/c/{cid}/branch", site.page(site.branch)),
             Route("/c/{cid}/branch/after", site.page(site.steps_after)),

@@ -378,6 +378,12 @@ class AsyncStore(_AsyncStoreBase[AsyncConversation]):
             does not close it.
         limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
             exchange); beyond one, ``LimitExceededError`` and nothing is written.
+        search_index: Index the text of the steps this store writes (user input and model output of
+            plaintext conversations), in the append's transaction, for ``search``. False writes no index
+            rows (``search`` still finds what other stores on the database indexed).
+        search_language: PostgreSQL: the text search configuration steps are indexed and searched with
+            (``simple``: lower-cased words, no stemming, any language; ``english``, ``german``... stem).
+            Choose one per database. SQLite's FTS5 folds case and diacritics whatever it says.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).

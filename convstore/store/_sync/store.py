@@ -47,8 +47,19 @@ from convstore.errors import (
     StoreBusyError,
     UnverifiedExportWarning,
 )
-from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, Step, Tree
-from convstore.store import _check, _keys, _listing, _migrate, _ops, _reads, _transfer, _windows, _writes
+from convstore.model import Branch, ConversationInfo, Exchange, Node, Page, SearchPage, Step, Tree
+from convstore.store import (
+    _check,
+    _keys,
+    _listing,
+    _migrate,
+    _ops,
+    _reads,
+    _search,
+    _transfer,
+    _windows,
+    _writes,
+)
 from convstore.store._crypto import ENCRYPTION, DataCipher, Keyring, WrappedKey
 from convstore.store._engine import (
     Op,
@@ -112,6 +123,8 @@ class _StoreBase(Generic[C]):
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
         limits: Limits | None = None,
+        search_index: bool = True,
+        search_language: str = "simple",
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -123,6 +136,10 @@ class _StoreBase(Generic[C]):
         self.owner = check_owner(owner)
         self.redact = redact
         self.limits = checked_limits(limits)
+        # The text search configuration steps are indexed with; None: this store indexes nothing.
+        self._index = _search.check_language(search_language) if search_index else None
+        self._search_language = _search.check_language(search_language)
+        self._routed: bool | None = None  # Citus: read each hit conversation's branches apart (``_search``)
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -277,15 +294,26 @@ class _StoreBase(Generic[C]):
 
     # Schema
 
-    def upgrade(self, revision: str = "head", *, distribute: bool | None = None) -> None:
+    def upgrade(
+        self,
+        revision: str = "head",
+        *,
+        distribute: bool | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         """Upgrade the database schema to ``revision``, keeping all data. Safe to run when up to date.
 
         On PostgreSQL with the Citus extension, the tables are then distributed by conversation id and
         colocated. ``distribute=None`` (default) distributes a new database and keeps an existing one as it
         is (tables a migration adds follow the conversations table); ``True`` distributes every convstore
         table that is not yet, data included; ``False`` never distributes. Elsewhere it does nothing.
+
+        ``progress`` is called with ``(what, done, total)`` as a long step goes: the search index's backfill
+        (revision 0010) reports the conversations indexed of all. It runs in the upgrade's transaction,
+        which on SQLite makes writers wait for it (readers go on); on PostgreSQL it only reads the
+        existing tables.
         """
-        _migrate.upgrade(self._engine, revision, distribute=distribute)
+        _migrate.upgrade(self._engine, revision, distribute=distribute, progress=progress)
 
     def schema_revision(self) -> str | None:
         """The database's schema revision (None when convstore's tables do not exist)."""
@@ -626,7 +654,11 @@ class _StoreBase(Generic[C]):
         if self.owner is not None:
             raise ValueError("import_rows writes the owner the export names: use a store without an owner")
         op = _transfer.import_rows_ops(
-            conversation, skip_existing=skip_existing, progress=progress, allow_erased=allow_erased
+            conversation,
+            skip_existing=skip_existing,
+            progress=progress,
+            allow_erased=allow_erased,
+            index=self._index,
         )
         return self._run(op, write=True)
 
@@ -645,6 +677,65 @@ class _StoreBase(Generic[C]):
             InvalidAgeError: as ``purge``.
         """
         return self._run(_ops.stale_conversations(_cutoff(older_than), self.owner))
+
+    # Search
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        model: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        conversation_id: str | None = None,
+        step_types: Sequence[str] | None = None,
+    ) -> SearchPage:
+        """Find the steps whose text holds every word of ``query``, across this store's owner's
+        conversations, best first.
+
+        What is searched: the text of user input and model output steps of plaintext conversations, as
+        stored (after the redaction hook). Encrypted conversations are never indexed:
+        ``SearchPage.encrypted_conversations`` counts those the search could not look into. The query is
+        read as plain words (letters and digits), never as the engine's syntax: ``NEAR``, ``OR``, ``*`` or
+        quotes are just text.
+
+        Args:
+            query: The words to find (at most 1,000 characters, 32 words; no control characters).
+            limit: Hits a page (1 to 100).
+            cursor: ``next_cursor`` of the previous page; None for the first page.
+            model: Only conversations created for this model.
+            since: Only steps written at or after this (aware) time.
+            until: Only steps written before this (aware) time.
+            conversation_id: Only this conversation.
+            step_types: Only these step types (``["user_input"]``, say).
+
+        Returns:
+            A page of hits: each names its conversation, node, step type and the branches that lead through
+            it, with a plain-text snippet and the offsets of the matched words in it.
+
+        Raises:
+            SearchQueryError: the query or a filter is not one a search can run (named in the error);
+                nothing was read.
+        """
+        request = _search.search_request(
+            query,
+            limit=limit,
+            cursor=cursor,
+            model=model,
+            since=since,
+            until=until,
+            conversation_id=conversation_id,
+            step_types=step_types,
+        )
+        dialect = self._engine.dialect.name
+        if self._routed is None:
+            self._routed = dialect == "postgresql" and self._run(_search.routed())
+        op = _search.search(
+            request, self.owner, dialect=dialect, language=self._search_language, routed=self._routed
+        )
+        return self._run(op)
 
     # Export and import (the JSONL format: ``convstore export`` / ``convstore import``)
 
@@ -752,7 +843,12 @@ class _StoreBase(Generic[C]):
             )
         if not dump.sealed or wrapped is None or self.key_store is None:
             op = _transfer.import_ops(
-                dump, skip_existing=skip_existing, progress=progress, key=wrapped, allow_erased=allow_erased
+                dump,
+                skip_existing=skip_existing,
+                progress=progress,
+                key=wrapped,
+                allow_erased=allow_erased,
+                index=self._index,
             )
             return self._run(op, write=True)
         # A key store of its own: the key first, then the rows (as create_conversation does); never over
@@ -853,10 +949,13 @@ class _StoreBase(Generic[C]):
         )
 
     def _shred_wal(self, deleted: list[str], *, key_wal_busy: bool) -> None:
-        """After deletes: empty the SQLite WAL, or say that it still holds them (and why)."""
+        """After deletes: on SQLite, rewrite the search index without their words, then empty the WAL; or say
+        that it still holds them (and why)."""
         if not deleted:
             return
         try:
+            if self._engine.dialect.name == "sqlite":
+                self._run(_search.erase_deleted(), write=True)
             emptied = checkpoint(self._engine)
         except DatabaseError as error:
             raise ShredPendingError(deleted, str(error)) from error
@@ -1035,6 +1134,7 @@ class _ConversationBase:
             exchange,
             self._cipher,
             exchange_id=exchange_id,
+            index=self._store._index,
         )
         try:
             appended = self._store._run(append(), write=True)

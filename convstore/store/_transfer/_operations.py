@@ -23,6 +23,8 @@ from convstore.store._engine import Exec, Op
 from convstore.store._media import join_media, stored_hashes
 from convstore.store._prepare import utcnow
 from convstore.store._rows import payload_texts
+from convstore.store._search import index_rows
+from convstore.store._statements import INSERT_SEARCH
 from convstore.store._transfer._checks import check_dump
 from convstore.store._transfer._lines import _json_problem, _payload_problem
 from convstore.store._transfer._reader import ConversationRows
@@ -192,6 +194,7 @@ def import_ops(
     progress: Callable[[int], None] | None = None,
     key: WrappedKey | None = None,
     allow_erased: bool = False,
+    index: str | None = None,
 ) -> Op[bool]:
     """Write a dump with its ids, all or nothing (run it with ``write=True``: one transaction).
 
@@ -204,6 +207,8 @@ def import_ops(
             transaction (the default key store). None when the caller keeps keys in a key store apart.
         allow_erased: Import it even though this store deleted a conversation of that id (see
             ``erasure``); its record of the deletion goes.
+        index: Index a plaintext conversation's steps for search with this text search configuration
+            (``_search``); None: not indexed.
 
     Returns:
         True when written, False when skipped.
@@ -232,7 +237,9 @@ def import_ops(
         rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
         if kind == "node":
             rows = Segments().assign(rows)
+        entries: list[dict[str, Any]] = []
         if kind == "node" and not dump.sealed:  # kept apart as this store keeps media
+            entries = [] if index is None else index_rows(dump.id, rows, index)
             rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
             yield from write_media(dump.id, blobs, None)
         if rows and kind not in _SEALED_TABLES:
@@ -247,7 +254,14 @@ def import_ops(
                 ) from None
             if progress is not None:
                 progress(len(batch))
+        yield from _write_index(entries)
     return True
+
+
+def _write_index(entries: list[dict[str, Any]]) -> Op[None]:
+    """The search index rows of imported nodes (written after them: they refer to the nodes)."""
+    for start in range(0, len(entries), CHUNK):
+        yield Exec(INSERT_SEARCH, entries[start : start + CHUNK])
 
 
 def import_rows_ops(
@@ -256,6 +270,7 @@ def import_rows_ops(
     skip_existing: bool = False,
     progress: Callable[[int], None] | None = None,
     allow_erased: bool = False,
+    index: str | None = None,
 ) -> Op[bool]:
     """``import_ops`` for a plaintext conversation read lazily (``read_conversations``): its rows are read,
     checked and written a batch at a time inside the one transaction, so memory stays bounded by a batch
@@ -292,14 +307,14 @@ def import_rows_ops(
     segments = Segments()
     for kind, row in conversation.rows():
         if batch and (kind != batch_kind or len(batch) >= CHUNK or batch_bytes >= BATCH_BYTES):
-            yield from _write_batch(conversation.id, batch_kind, batch, progress, segments)
+            yield from _write_batch(conversation.id, batch_kind, batch, progress, segments, index=index)
             batch, batch_bytes = [], 0
         batch_kind = kind
         batch.append(row)
         payload = row.get("payload")
         batch_bytes += len(payload) if isinstance(payload, str) else 0
     if batch:
-        yield from _write_batch(conversation.id, batch_kind, batch, progress, segments)
+        yield from _write_batch(conversation.id, batch_kind, batch, progress, segments, index=index)
     return True
 
 
@@ -309,9 +324,14 @@ def _write_batch(
     rows: list[dict[str, Any]],
     progress: Callable[[int], None] | None,
     segments: Segments,
+    *,
+    index: str | None = None,
 ) -> Op[None]:
+    entries: list[dict[str, Any]] = []
     if kind == "node":
-        rows, blobs = stored_rows([{**row, "media": None} for row in segments.assign(rows)], None)
+        assigned = segments.assign(rows)
+        entries = [] if index is None else index_rows(conversation_id, assigned, index)
+        rows, blobs = stored_rows([{**row, "media": None} for row in assigned], None)
         yield from write_media(conversation_id, blobs, None)
     if kind not in TABLES:
         raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
@@ -321,6 +341,7 @@ def _write_batch(
         raise TransferFormatError(
             "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
         ) from None
+    yield from _write_index(entries)
     if progress is not None:
         progress(len(rows))
 

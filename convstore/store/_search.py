@@ -1,0 +1,482 @@
+"""Full-text search across conversations: what is indexed, how a query is read, and the search itself.
+
+**What is indexed.** The text parts of ``user_input`` and ``model_output`` steps: what people wrote and read,
+which is what someone looking for "the conversation where I asked about X" remembers. Not indexed:
+
+- thoughts (their summaries are the model's working, hidden by most chat UIs; indexing them would find
+  conversations by words nobody saw, and a hit could not be shown where the user would look);
+- function calls and results, code execution, URL context and the other tool steps: names and JSON
+  arguments are identifiers and machine output (ids, numbers, whole fetched pages), noise that would
+  outweigh the conversation's own words and multiply the index's size;
+- inline media (``data`` strings) and anything of an encrypted conversation: its plaintext never reaches
+  the index (``search`` counts those conversations instead).
+
+Each indexed step's text is taken after the redaction hook (it is the stored payload), NUL characters and
+lone surrogates dropped (neither can be stored as text on PostgreSQL), and cut at ``MAX_INDEXED_CHARS``.
+
+**How a query is read.** As plain words, never as the engine's syntax: the query is split into words
+(letters, digits and combining marks; everything else separates them), and a step matches when its text has
+every word. On SQLite each word is sent as a quoted FTS5 string; on PostgreSQL the words go through
+``plainto_tsquery``. So ``NEAR``, ``AND``, ``OR``, ``NOT``, ``"``, ``*``, ``^``, ``:`` and parentheses are
+ordinary text: a user typing them can neither break the search (a syntax error on the engine's side) nor
+reach what the syntax can (column filters, prefix scans over the whole vocabulary). Queries are bounded
+(``MAX_QUERY_CHARS``, ``MAX_WORDS``) and control characters refused: ``SearchQueryError``.
+
+**Engines.** SQLite: an FTS5 table (``unicode61`` tokenizer, diacritics folded) over an external-content
+table, kept in step by triggers, ranked by BM25. PostgreSQL: a stored ``tsvector`` under a GIN index, in a
+text search configuration chosen per store (``simple`` by default: lower-cased words and no stemming, which
+works for any language written with spaces between words), ranked by ``ts_rank``; on Citus the index table is
+distributed by conversation id beside the others, so a search is one query fanned out to the shards.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.dialects import postgresql
+
+from convstore._ids import is_id
+from convstore.errors import SearchQueryError, StoreBusyError
+from convstore.model import SearchHit, SearchPage
+from convstore.store import _statements as st
+from convstore.store._engine import Exec, Op, translate
+from convstore.store._schema import SEARCH_FTS, UTCDateTime
+from convstore.store._schema import conversations as c
+from convstore.store._schema import search as se
+
+__all__ = [
+    "INDEXED_TYPES",
+    "MAX_INDEXED_CHARS",
+    "MAX_OFFSET",
+    "MAX_QUERY_CHARS",
+    "MAX_WORDS",
+    "SearchRequest",
+    "check_language",
+    "erase_deleted",
+    "index_rows",
+    "make_snippet",
+    "search",
+    "search_request",
+    "step_text",
+    "words_of",
+]
+
+INDEXED_TYPES = frozenset({"user_input", "model_output"})
+MAX_INDEXED_CHARS = 100_000  # of one step's text (a PostgreSQL tsvector holds at most 1 MB)
+MAX_QUERY_CHARS = 1_000
+MAX_WORDS = 32
+MAX_OFFSET = 10_000  # how deep pages go: past it, a search is too vague to page through
+SNIPPET_CHARS = 160
+_ELLIPSIS = "…"
+
+_LANGUAGE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
+# What neither backend can hold as text: NUL (PostgreSQL) and lone surrogates (no UTF-8 for them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_language(language: str) -> str:
+    """A PostgreSQL text search configuration's name (``simple``, ``english``, ``pg_catalog.german``).
+
+    Raises:
+        ValueError: not a configuration's name.
+    """
+    if not isinstance(language, str) or len(language) > 63 or not _LANGUAGE.fullmatch(language):
+        raise ValueError("search_language: expected a text search configuration's name, such as 'simple'")
+    return language
+
+
+# Words
+
+
+# What separates words: whitespace, ASCII and Latin-1 punctuation and symbols, the general punctuation,
+# arrows-to-symbols, CJK punctuation, full-width punctuation and emoji blocks (what FTS5's unicode61 and
+# PostgreSQL's parser split on, near enough for quoting words and marking them in snippets). Everything else
+# is part of a word: letters, digits and combining marks (``\\w`` would split words at the marks of Indic
+# scripts and keep ``_``).
+_SEPARATORS = (
+    r"\s\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f\u00a0-\u00bf\u00d7\u00f7"
+    r"\u2000-\u206f\u2190-\u2bff\u3000-\u303f\uff00-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65"
+    r"\U0001f000-\U0001faff"
+)
+_WORD = re.compile(f"[^{_SEPARATORS}]+")
+_SEPARATOR = re.compile(f"[{_SEPARATORS}]")
+
+
+def _folded(word: str) -> str:
+    """A word as both engines compare it: case folded, diacritics removed."""
+    decomposed = unicodedata.normalize("NFKD", word.casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+
+
+def words_of(query: object) -> list[str]:
+    """The distinct words of a search query, in order.
+
+    Raises:
+        SearchQueryError: not a string, too long, a control character or lone surrogate, no word at all,
+            or too many words.
+    """
+    if not isinstance(query, str):
+        raise SearchQueryError("query", "invalid", f"expected a string, got {type(query).__name__}")
+    if len(query) > MAX_QUERY_CHARS:
+        raise SearchQueryError(
+            "query", "too_long", f"longer than {MAX_QUERY_CHARS} characters ({len(query)})"
+        )
+    for ch in query:
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            raise SearchQueryError("query", "invalid_text", "holds a lone surrogate (not valid Unicode text)")
+        if category == "Cc" and ch not in "\t\n\r":
+            raise SearchQueryError(
+                "query", "control_character", f"holds the control character U+{ord(ch):04X}"
+            )
+    found: dict[str, str] = {}
+    for match in _WORD.finditer(query):
+        found.setdefault(_folded(match.group()), match.group())
+    if not found:
+        raise SearchQueryError("query", "empty", "no word to look for (letters or digits)")
+    if len(found) > MAX_WORDS:
+        raise SearchQueryError(
+            "query", "too_many_words", f"more than {MAX_WORDS} distinct words ({len(found)})"
+        )
+    return list(found.values())
+
+
+def _fts5_query(words: Sequence[str]) -> str:
+    """Every word as a quoted FTS5 string (a phrase of the words the tokenizer finds in it), all required."""
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+# Indexing
+
+
+def step_text(payload: str) -> str:
+    """The text an indexed step's payload shows: its text parts, one a line, made storable and bounded."""
+    try:
+        content = json.loads(payload).get("content")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(content, list):
+        return ""
+    parts = [
+        part["text"]
+        for part in content
+        if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+    ]
+    text = _UNSTORABLE.sub(" ", "\n".join(parts))
+    return text[:MAX_INDEXED_CHARS]
+
+
+def index_rows(conversation_id: str, rows: Sequence[dict[str, Any]], language: str) -> list[dict[str, Any]]:
+    """The index rows of some new node rows (plaintext payloads): one per step with indexed text."""
+    indexed = []
+    for row in rows:
+        if row["type"] not in INDEXED_TYPES:
+            continue
+        text = step_text(row["payload"])
+        if text.strip():
+            indexed.append(
+                {
+                    "conversation_id": conversation_id,
+                    "node_id": row["id"],
+                    "type": row["type"],
+                    "created_at": row["created_at"],
+                    "language": language,
+                    "text": text,
+                }
+            )
+    return indexed
+
+
+# On SQLite < 3.42 (no FTS5 'secure-delete'), a deleted row's words stay in the FTS5 index's older segments
+# until they are merged; 'optimize' merges every segment into one, without them, and ``secure_delete``
+# zeroes the pages the old segments leave. Run after deletes, before the WAL is checkpointed.
+_OPTIMIZE = sa.text(f"INSERT INTO {SEARCH_FTS}({SEARCH_FTS}) VALUES ('optimize')")  # noqa: S608 -- a constant name
+
+
+def erase_deleted() -> Op[None]:
+    """SQLite: rewrite the FTS5 index without what deletes removed from it (see ``_OPTIMIZE``)."""
+    yield Exec(_OPTIMIZE)
+
+
+# Searching
+
+
+@attrs.frozen
+class SearchRequest:
+    """A checked search: its words and filters, the page wanted."""
+
+    words: tuple[str, ...]
+    limit: int
+    offset: int
+    model: str | None
+    since: datetime | None
+    until: datetime | None
+    conversation_id: str | None
+    step_types: tuple[str, ...] | None
+
+
+def _decode_cursor(cursor: object) -> int:
+    if cursor is None:
+        return 0
+    if not isinstance(cursor, str):
+        raise SearchQueryError("cursor", "invalid", "expected a SearchPage.next_cursor or None")
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
+    except (ValueError, UnicodeError, binascii.Error):
+        raw = ""
+    kind, _, number = raw.partition(":")
+    if kind != "s1" or not number.isdigit() or not 0 < int(number) <= MAX_OFFSET:
+        raise SearchQueryError(
+            "cursor", "invalid", "not a cursor: pass back a SearchPage.next_cursor unchanged"
+        )
+    return int(number)
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"s1:{offset}".encode("ascii")).decode("ascii")
+
+
+def _moment(name: str, value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise SearchQueryError(name, "invalid", "expected an aware (UTC) datetime or None")
+    return value
+
+
+def search_request(
+    query: object,
+    *,
+    limit: object,
+    cursor: object,
+    model: object,
+    since: object,
+    until: object,
+    conversation_id: object,
+    step_types: object,
+) -> SearchRequest:
+    """Check a search's arguments, before anything is read.
+
+    Raises:
+        SearchQueryError: naming the argument at fault.
+    """
+    words = words_of(query)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 100:
+        raise SearchQueryError("limit", "invalid", "expected an integer from 1 to 100")
+    if model is not None and (not isinstance(model, str) or _UNSTORABLE.search(model)):
+        raise SearchQueryError("model", "invalid", "expected a model name or None")
+    if conversation_id is not None and (not isinstance(conversation_id, str) or not is_id(conversation_id)):
+        raise SearchQueryError("conversation_id", "invalid", "expected a conversation id or None")
+    types: tuple[str, ...] | None = None
+    if step_types is not None:
+        if isinstance(step_types, str) or not isinstance(step_types, Sequence):
+            raise SearchQueryError("step_types", "invalid", "expected a list of step types or None")
+        types = tuple(step_types)
+        if not types or not all(isinstance(t, str) and _LANGUAGE.fullmatch(t) for t in types):
+            raise SearchQueryError("step_types", "invalid", "expected step type names such as 'user_input'")
+    return SearchRequest(
+        words=tuple(words),
+        limit=limit,
+        offset=_decode_cursor(cursor),
+        model=model,
+        since=_moment("since", since),
+        until=_moment("until", until),
+        conversation_id=conversation_id,
+        step_types=types,
+    )
+
+
+_fts = sa.table(SEARCH_FTS, sa.column("rowid"), sa.column("rank"))
+_FTS_MATCH = sa.literal_column(SEARCH_FTS).op("MATCH")(sa.bindparam("match", type_=sa.Text()))
+_ROWID: sa.ColumnElement[int] = sa.literal_column(f"{se.name}.id")
+_DOCUMENT = sa.literal_column(f"{se.name}.document", type_=postgresql.TSVECTOR())
+_TSQUERY = sa.func.plainto_tsquery(
+    sa.cast(sa.bindparam("language", type_=sa.Text()), postgresql.REGCONFIG()),
+    # Rendered into the statement (quoted by the dialect; the words are letters, digits and marks only):
+    # a prepared statement's generic plan cannot see how rare the words are, and PostgreSQL then probed the
+    # GIN index once per conversation (220 ms for a word in 100 of 1,000,000 steps, against 10 ms).
+    sa.bindparam("words", type_=sa.Text(), literal_execute=True),
+)
+_MODEL = sa.bindparam("model", type_=sa.Text())
+_CONVERSATION = sa.bindparam("conversation_id", type_=se.c.conversation_id.type)
+_SINCE = sa.bindparam("since", type_=UTCDateTime())
+_UNTIL = sa.bindparam("until", type_=UTCDateTime())
+
+# The conversations a search could not look into: encrypted ones, of the owner, within its filters.
+ENCRYPTED_COUNT = (
+    sa.select(sa.func.count())
+    .select_from(c)
+    .where(
+        st.OWNED_BY,
+        c.c.encryption.is_not(None),
+        sa.or_(_MODEL.is_(None), c.c.model == _MODEL),
+        sa.or_(_CONVERSATION.is_(None), c.c.id == _CONVERSATION),
+    )
+)
+
+
+@functools.cache
+def _statement(dialect: str, *, typed: bool) -> sa.Select[Any]:
+    """The search of one backend: the owner's matching steps within the filters, best first, a page of them
+    (``limit`` + 1 rows from ``offset``). ``typed``: with the step types filter."""
+    filters = [
+        st.OWNED_BY,
+        sa.or_(_MODEL.is_(None), c.c.model == _MODEL),
+        sa.or_(_CONVERSATION.is_(None), se.c.conversation_id == _CONVERSATION),
+        sa.or_(_SINCE.is_(None), se.c.created_at >= _SINCE),
+        sa.or_(_UNTIL.is_(None), se.c.created_at < _UNTIL),
+    ]
+    if typed:
+        filters.append(se.c.type.in_(sa.bindparam("step_types", expanding=True)))
+    columns = (se.c.conversation_id, se.c.node_id, se.c.type, se.c.created_at, se.c.text)
+    if dialect == "sqlite":
+        # FTS5's rank is BM25, lower is better: negated, so that higher is better on both backends.
+        rank = (-_fts.c.rank).label("rank")
+        query = (
+            sa.select(*columns, rank)
+            .select_from(_fts.join(se, _fts.c.rowid == _ROWID).join(c, c.c.id == se.c.conversation_id))
+            .where(_FTS_MATCH, *filters)
+            .order_by(_fts.c.rank, _ROWID)
+        )
+    else:
+        rank = sa.func.ts_rank(_DOCUMENT, _TSQUERY).label("rank")
+        query = (
+            sa.select(*columns, rank)
+            .select_from(se.join(c, c.c.id == se.c.conversation_id))
+            .where(_DOCUMENT.op("@@")(_TSQUERY), *filters)
+            .order_by(rank.desc(), se.c.conversation_id, se.c.node_id)
+        )
+    return query.limit(sa.bindparam("limit", type_=sa.Integer())).offset(
+        sa.bindparam("offset", type_=sa.Integer())
+    )
+
+
+def _locate(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
+    """Where ``words`` are in ``text``, as whole words: case-insensitively by a regular expression, or,
+    when that finds none (the text spells a word with other diacritics: ``Zurich``, ``Zürich``), word by
+    word, folded as the engines fold them (slower: every word of the text is normalised)."""
+    alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+    found = [
+        (m.start(), m.end())
+        for m in re.finditer(alternatives, text, re.IGNORECASE)
+        if (m.start() == 0 or _SEPARATOR.match(text, m.start() - 1))
+        and (m.end() == len(text) or _SEPARATOR.match(text, m.end()))
+    ]
+    if found:
+        return found
+    wanted = {_folded(word) for word in words}
+    return [(m.start(), m.end()) for m in _WORD.finditer(text) if _folded(m.group()) in wanted]
+
+
+def make_snippet(
+    text: str, words: Sequence[str], width: int = SNIPPET_CHARS
+) -> tuple[str, tuple[tuple[int, int], ...]]:
+    """A plain-text excerpt of ``text`` around the first of ``words`` found in it, and the offsets of the
+    words in the excerpt. Whitespace runs become one space; a cut shows as ``…``."""
+    located = _locate(text, words)
+    first = located[0][0] if located else 0
+    start = max(0, first - width // 3)
+    if start > 0:  # begin at a word
+        space = text.find(" ", start, first)
+        start = space + 1 if space >= 0 else start
+    end = min(len(text), start + width)
+    if end < len(text):
+        space = text.rfind(" ", max(first + 1, start), end)
+        end = space if space > first else end
+    body = " ".join(text[start:end].split())
+    snippet = (_ELLIPSIS if start > 0 else "") + body + (_ELLIPSIS if end < len(text) else "")
+    return snippet, tuple(_locate(snippet, words))
+
+
+_CITUS = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+
+
+def routed() -> Op[bool]:
+    """Whether the branches of each conversation must be read apart (Citus runs a recursive query only
+    when it is routed to one shard); read once a store (PostgreSQL only)."""
+    found = yield Exec(_CITUS)
+    return found.first() is not None
+
+
+def search(
+    request: SearchRequest, owner: str | None, *, dialect: str, language: str, routed: bool = False
+) -> Op[SearchPage]:
+    """One page of hits (read-only): the matching rows, the branches through each hit (one statement; one
+    a conversation when ``routed``), and the count of encrypted conversations.
+
+    Raises:
+        SearchQueryError: the engine rejected the query (not expected: words are quoted).
+    """
+    params: dict[str, Any] = {
+        "owner": owner,
+        "model": request.model,
+        "conversation_id": request.conversation_id,
+        "since": request.since,
+        "until": request.until,
+        "limit": request.limit + 1,
+        "offset": request.offset,
+    }
+    if dialect == "sqlite":
+        params["match"] = _fts5_query(request.words)
+    else:
+        params["language"] = language
+        params["words"] = " ".join(request.words)
+    if request.step_types is not None:
+        params["step_types"] = list(request.step_types)
+    statement = _statement(dialect, typed=request.step_types is not None)
+    try:
+        rows = list((yield Exec(statement, params)))
+    except exc.DBAPIError as error:
+        translated = translate(error)
+        if isinstance(translated, StoreBusyError):
+            raise translated from None
+        raise SearchQueryError("query", "rejected", f"the search engine refused it ({translated})") from None
+    more = len(rows) > request.limit
+    rows = rows[: request.limit]
+    through: dict[str, list[str]] = {}
+    conversation_ids = list(dict.fromkeys(row.conversation_id for row in rows))
+    if rows and not routed:
+        params = {"conversation_ids": conversation_ids, "node_ids": [row.node_id for row in rows]}
+        for _, node_id, branch in (yield Exec(st.BRANCHES_THROUGH_MANY, params)):
+            through.setdefault(node_id, []).append(branch)
+    for conversation_id in conversation_ids if routed else ():
+        node_ids = [row.node_id for row in rows if row.conversation_id == conversation_id]
+        found = yield Exec(st.BRANCHES_THROUGH, {"conversation_id": conversation_id, "node_ids": node_ids})
+        for _, node_id, branch in found:
+            through.setdefault(node_id, []).append(branch)
+    hits = []
+    for row in rows:
+        snippet, matches = make_snippet(row.text, request.words)
+        hits.append(
+            SearchHit(
+                conversation_id=row.conversation_id,
+                node_id=row.node_id,
+                type=row.type,
+                created_at=row.created_at,
+                branches=tuple(through.get(row.node_id, ())),
+                snippet=snippet,
+                matches=matches,
+                rank=float(row.rank),
+            )
+        )
+    counted = yield Exec(
+        ENCRYPTED_COUNT,
+        {"owner": owner, "model": request.model, "conversation_id": request.conversation_id},
+    )
+    next_offset = request.offset + request.limit
+    return SearchPage(
+        hits=hits,
+        next_cursor=_encode_cursor(next_offset) if more and next_offset <= MAX_OFFSET else None,
+        encrypted_conversations=int(counted.scalar_one()),
+    )
