@@ -13,6 +13,7 @@ sync and async clients) or ``EmulatorServer(emulator)`` (a local HTTP server, e.
 """
 
 from convstore.testing._emulator import Emulator, EmulatorResponse, RecordedRequest, Responder
+from convstore.testing._files import ManualClock
 from convstore.testing._replies import (
     ErrorReply,
     Reply,
@@ -35,6 +36,7 @@ __all__ = [
     "EmulatorServer",
     "EmulatorTransport",
     "ErrorReply",
+    "ManualClock",
     "RecordedRequest",
     "Reply",
     "Responder",
