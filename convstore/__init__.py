@@ -26,6 +26,7 @@ from convstore.conversation import (
     Store,
     TurnStream,
 )
+from convstore.conversation._lifecycle_async import RemoteDeletion
 from convstore.errors import (
     APIConnectionError,
     APIError,
@@ -46,8 +47,11 @@ from convstore.errors import (
     KeyNotFoundError,
     KeyringRequiredError,
     LimitExceededError,
+    MediaError,
+    MediaNotHeldError,
     NodeNotFoundError,
     NotFoundError,
+    OutcomeUnknownError,
     SchemaError,
     SchemaOutdatedError,
     SchemaUnknownError,
@@ -99,6 +103,7 @@ from convstore.model import (
 from convstore.model._interaction import Interaction, Usage
 from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
 from convstore.store._check import CheckReport, Problem
+from convstore.store._files import Lifecycle
 
 __version__ = "0.1.0"
 
@@ -152,19 +157,24 @@ __all__ = [
     "KeyStore",
     "Keyring",
     "KeyringRequiredError",
+    "Lifecycle",
     "LimitExceededError",
     "Limits",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
     "MediaCosts",
+    "MediaError",
+    "MediaNotHeldError",
     "ModelOutputStep",
     "Node",
     "NodeNotFoundError",
     "NotFoundError",
+    "OutcomeUnknownError",
     "Page",
     "Problem",
     "ProcessingCallStep",
     "ProcessingResultStep",
+    "RemoteDeletion",
     "RequestBody",
     "RetrievalCallStep",
     "RetrievalResultStep",

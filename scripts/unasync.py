@@ -74,8 +74,18 @@ PAIRS["conversation"] = (
         (r"\bAsyncConversation\b", "Conversation"),
         (r"\bAsyncTurnStream\b", "TurnStream"),
         (r"import _async as store_async", "import _sync as store_sync"),
+        (r"import _lifecycle_async as _lifecycle", "import _lifecycle_sync as _lifecycle"),
         (r"\bstore_async\b", "store_sync"),
         (r"\bAsyncInteractionsClient\b", "InteractionsClient"),
+    ],
+)
+PAIRS["lifecycle"] = (
+    "convstore/conversation/_lifecycle_async.py",
+    "convstore/conversation/_lifecycle_sync.py",
+    [
+        (r"\bAsyncStore\b", "Store"),
+        (r"\bAsyncConversation\b", "Conversation"),
+        (r"from convstore\.store\._async import", "from convstore.store._sync import"),
     ],
 )
 # The google-genai adapter: the same executor with the SDK sending.

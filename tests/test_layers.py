@@ -20,10 +20,11 @@ ALLOWED = {
     "_extras": set(),  # which pip install brings an optional module: any part may say so
     "_limits": {"errors"},  # the bounds on input and the guarded JSON reading, beside the errors
     "_wire": set(),  # spliced input, the JSON array of stored texts: a leaf the store and clients import
+    "_uris": set(),  # Files API uris in stored step texts: a leaf the store (its index) and requests use
     "model": {"errors", "codec"},  # model's Node.step decodes lazily through the codec
     "codec": {"errors", "model", "_limits"},
     # The store writes each node's token count and chooses budget windows with budget's pure functions.
-    "store": {"errors", "model", "codec", "_ids", "_extras", "budget", "_limits", "_wire"},
+    "store": {"errors", "model", "codec", "_ids", "_extras", "budget", "_limits", "_wire", "_uris"},
     "client": {"errors", "model", "codec", "_limits", "_wire"},
     "budget": {"errors", "model", "codec", "_extras"},
 }

@@ -68,7 +68,7 @@ def upload_url(response: httpx.Response) -> str:
     url = response.headers.get("x-goog-upload-url")
     if not url:
         raise APIError("the upload start answer has no x-goog-upload-url", status_code=response.status_code)
-    return url
+    return str(url)
 
 
 def build_upload_chunk(

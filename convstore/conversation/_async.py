@@ -13,20 +13,31 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from convstore import _otel, codec
 from convstore._limits import Limits
+from convstore._uris import file_uris_of
 from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
+from convstore.conversation import _lifecycle_async as _lifecycle
 from convstore.conversation import _replies
+from convstore.conversation._media import MediaPolicy, file_positions
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
-from convstore.errors import CodecError
+from convstore.errors import APIError, CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _async as store_async
-from convstore.store import _ops
-from convstore.store._prepare import exchange_row, prepare_wires, settings_tokens, window_length, window_parts
+from convstore.store import _files, _ops
+from convstore.store._prepare import (
+    exchange_row,
+    prepare_wires,
+    settings_tokens,
+    utcnow,
+    window_length,
+    window_parts,
+)
 
 __all__ = ["AsyncConversation", "AsyncStore", "AsyncTurnStream"]
 
@@ -48,6 +59,8 @@ class AsyncConversation(store_async.AsyncConversation):
         *,
         store: bool = False,
         budget: TokenBudget | None = None,
+        media: MediaPolicy = "upload",
+        client: Any = None,
         **overrides: Any,
     ) -> RequestBody:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
@@ -60,6 +73,12 @@ class AsyncConversation(store_async.AsyncConversation):
                 is one, replaying the history with ``store: true`` otherwise.
             budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
                 and the new input always go.
+            media: How files uploaded with ``upload`` are sent (the stored steps never change): ``upload``
+                names each by a uri that lives (one that expired, or expires within
+                ``Lifecycle.upload_margin``, is uploaded again first, with ``client``); ``inline`` sends
+                the stored bytes as inline ``data`` instead (nothing uploaded).
+            client: Uploads expired files again (``InteractionsClient``, ``GenAIClient``); needed only
+                when one has expired.
             **overrides: Request settings for this call only (``model``, ``generation_config``,
                 ``system_instruction``, ``tools``, ``response_format``, ...); None removes one. A mapping
                 over the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only
@@ -74,7 +93,7 @@ class AsyncConversation(store_async.AsyncConversation):
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
-        return await self._body(input, store, overrides, budget, spliced=False)
+        return await self._body(input, store, overrides, budget, spliced=False, client=client, media=media)
 
     async def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], _ops.Head, int | None]:
         """The steps of ``body["input"]`` that the branch does not hold yet, the head they go after, and the
@@ -128,6 +147,18 @@ class AsyncConversation(store_async.AsyncConversation):
         limits = self._store.limits
         reply = await self._reply_of(interaction, limits)
         new, head, estimated = await self._new_steps_of(body)
+        return await self._write_turn(new, reply, head, estimated, body)
+
+    async def _write_turn(
+        self,
+        new: list[Any],
+        reply: Interaction,
+        head: _ops.Head,
+        estimated: int | None,
+        body: Mapping[str, Any],
+    ) -> list[Node]:
+        """Write the new input steps and the reply's steps as one exchange after ``head``."""
+        limits = self._store.limits
         prepared = prepare_wires(
             codec.normalize_steps([*new, *reply.steps], limits=limits),
             self._store.counter,
@@ -164,29 +195,46 @@ class AsyncConversation(store_async.AsyncConversation):
         budget: TokenBudget | None,
         *,
         spliced: bool,
+        client: Any = None,
+        media: MediaPolicy = "upload",
+        force: frozenset[str] = frozenset(),
+        chain: bool = True,
     ) -> RequestBody:
         """The body of the next turn. ``spliced``: its ``input`` is a ``SplicedInput`` (the history's stored
-        texts, never decoded), for convstore's own clients; else plain wire JSON, decoded."""
+        texts, never decoded), for convstore's own clients; else plain wire JSON, decoded. Files API uris of
+        the history are adapted (``_lifecycle.adapt``; ``force``: uris the API said are gone); ``chain``
+        False replays even where a stored interaction could be chained on."""
         new = new_input_steps(input)
         counter = budget.counter if budget is not None and budget.counter is not None else self._store.counter
         fixed = settings_tokens(self._info, counter) + sum(counter.count_step(step) for step in new)
-        if store and budget is None:
+        if store and budget is None and chain:
             # Chaining sends the API's whole timeline, so a budget always replays instead.
-            chain = await self._chain_from()
-            if chain is not None:
-                body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chain)
+            chained = await self._chain_from()
+            if chained is not None:
+                body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chained)
                 return self._built(body, 0, None)
         texts: list[bytes] | list[str]
         if budget is None:
             texts = await self._history_texts()
+            positions = self._replay.files if self._replay is not None else ()
             history_length = len(texts)
             history_tokens = self._head.total_tokens
         else:
             needs_calls = bool(new) and new[0]["type"] != "user_input"
             window = await self._window(budget, fixed_tokens=fixed, require_history=needs_calls)
-            texts = window_parts(window)
+            texts = [text.encode() for text in window_parts(window)]
+            positions = tuple(file_positions(texts))
             history_length = window_length(window)
             history_tokens = window.history_tokens
+        if positions:  # only a history that names Files API uris is adapted (the index written with it)
+            texts = await _lifecycle.adapt(
+                self,
+                texts,
+                positions,
+                client=client,
+                policy=media,
+                force=force,
+            )
         steps = SplicedInput(texts, new)
         body = build_body(self._info, steps if spliced else steps.decode(), overrides, store=store)
         return self._built(body, history_length, fixed + history_tokens)
@@ -209,7 +257,9 @@ class AsyncConversation(store_async.AsyncConversation):
         that ends anywhere else, or anything appended locally since, makes the turn replay instead.
         """
         await self.refresh()
-        return await self._store._run(_ops.chain_point(self.id, self._head))
+        lifecycle = self._store.lifecycle
+        not_before = lifecycle.clock() - lifecycle.retention
+        return await self._store._run(_files.chain_point(self.id, self._head, not_before=not_before))
 
     @_otel.traced_send
     async def send(
@@ -219,6 +269,7 @@ class AsyncConversation(store_async.AsyncConversation):
         client: _Creates,
         store: bool = False,
         budget: TokenBudget | None = None,
+        media: MediaPolicy = "upload",
         **overrides: Any,
     ) -> Interaction:
         """Send the next turn and record it: request, call, record.
@@ -231,19 +282,49 @@ class AsyncConversation(store_async.AsyncConversation):
                 ``previous_interaction_id`` while the branch head is that interaction; the turn is still
                 recorded here in full.
             budget: As for ``request``; with ``store=True`` it makes the turn replay rather than chain.
+            media: As for ``request`` (``client`` uploads what expired).
             **overrides: As for ``request``.
 
         Returns:
             The reply (continuation hops already merged by the client).
 
+        What the API forgot is handled here, once: a request refused because a file it names is gone
+        (403) is sent again with every file uploaded anew; a chained request whose stored interaction is
+        gone (404) is sent again replaying the local history (still ``store: true``), and that interaction
+        is never chained on again. The caller sees one reply.
+
         Raises:
-            APIError and its subclasses: the call failed; nothing was written.
+            APIError and its subclasses: the call failed; nothing was written. ``OutcomeUnknownError``:
+                a ``store=True`` call may have reached the server (not retried, see the client).
             ConflictError: the branch moved while the call ran; nothing was written.
+            MediaNotHeldError: a file uri of the history must be replaced and convstore has no bytes for it.
         """
-        body = await self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
-        interaction = await client.create(body)
+        spliced = takes_spliced_input(client)
+        body = await self._body(input, store, overrides, budget, spliced=spliced, client=client, media=media)
+        try:
+            interaction = await client.create(body)
+        except APIError as exc:
+            retry = await self._after_refusal(exc, body)
+            if retry is None:
+                raise
+            body = await self._body(
+                input, store, overrides, budget, spliced=spliced, client=client, media=media, **retry
+            )
+            interaction = await client.create(body)
         await self.record(body, interaction)
         return interaction
+
+    async def _after_refusal(self, error: APIError, body: RequestBody) -> dict[str, Any] | None:
+        """How to build the body again after the API refused it for something it forgot (see ``send``),
+        or None: the refusal stands."""
+        chained = body.get("previous_interaction_id")
+        if chained is not None and error.status_code == 404:
+            await self._store._run(_files.forget_interaction(self.id, chained, utcnow()), write=True)
+            return {"chain": False}
+        if _lifecycle.file_is_gone(error) and self._replay is not None and self._replay.files:
+            replay = self._replay
+            return {"force": frozenset(file_uris_of(replay.payloads[index] for index, _ in replay.files))}
+        return None
 
     async def stream(
         self,
@@ -252,6 +333,7 @@ class AsyncConversation(store_async.AsyncConversation):
         client: _Streams,
         store: bool = False,
         budget: TokenBudget | None = None,
+        media: MediaPolicy = "upload",
         **overrides: Any,
     ) -> AsyncTurnStream:
         """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
@@ -261,8 +343,44 @@ class AsyncConversation(store_async.AsyncConversation):
             An ``AsyncTurnStream``: iterable over the client's events; ``.interaction`` and ``.nodes``
             afterwards.
         """
-        body = await self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
+        body = await self._body(
+            input, store, overrides, budget, spliced=takes_spliced_input(client), client=client, media=media
+        )
         return AsyncTurnStream(self, body, client.stream(body))
+
+    async def upload(
+        self, file: _lifecycle.FileSource, *, mime_type: str | None = None, client: Any
+    ) -> dict[str, Any]:
+        """Upload a file through the Files API and keep its bytes here, for the day the API forgets it.
+
+        The bytes are stored once per content hash (sealed with the conversation's key when it is
+        encrypted) with the uri and its expiry; a later request whose history names the uri after it has
+        expired (or within ``Lifecycle.upload_margin`` of it) uploads them again and sends the fresh uri,
+        or the bytes inline with ``media="inline"``. The stored steps keep the original uri.
+
+        Args:
+            file: A path, the bytes, or a binary file object (read from its position to its end).
+            mime_type: The MIME type (guessed from a path's name when omitted).
+            client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``upload_file``).
+
+        Returns:
+            The content item to send: ``{"type": "image"|"audio"|"video"|"document", "uri", "mime_type"}``.
+
+        Raises:
+            LimitExceededError: the file is beyond ``Limits.max_step_bytes`` (as base64); nothing sent.
+            CodecError: no MIME type given or guessed.
+            APIError: the upload failed; nothing stored.
+        """
+        return await _lifecycle.upload(self, file, mime_type=mime_type, client=client)
+
+    async def attach_media(self, uri: str, data: bytes, *, mime_type: str) -> None:
+        """Hand over the bytes of a Files API uri the history names that convstore never had (the app
+        uploaded it itself), so later requests can upload them again or inline them.
+
+        Raises:
+            LimitExceededError: beyond ``Limits.max_step_bytes`` as base64; nothing stored.
+        """
+        await _lifecycle.attach_media(self, uri, data, mime_type=mime_type)
 
     async def edit(self, node_id: str, *, branch: str | None = None) -> AsyncConversation:
         """A new branch ending just before ``node_id``, to send a replacement for that message.
@@ -312,3 +430,70 @@ class AsyncStore(store_async.AsyncStore):
 
     async def conversation(self, conversation_id: str, branch: str = "main") -> AsyncConversation:
         return await super().conversation(conversation_id, branch)  # type: ignore[return-value]
+
+    async def attach_media(self, conversation_id: str, uri: str, data: bytes, *, mime_type: str) -> None:
+        """``conversation.attach_media`` for the conversation ``conversation_id``."""
+        conversation = await self.conversation(conversation_id)
+        await conversation.attach_media(uri, data, mime_type=mime_type)
+
+    async def delete_remote(
+        self, client: Any, *, older_than: timedelta | datetime = timedelta(0)
+    ) -> _lifecycle.RemoteDeletion:
+        """Delete the API's copies of the interactions recorded with ``store: true`` (``DELETE`` each).
+
+        Each one deleted (or found gone already) is recorded, and no turn chains on it again; one whose
+        deletion failed is reported and left for the next run. Safe to run again: a copy is deleted once.
+
+        Args:
+            client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``delete(interaction_id)``).
+            older_than: Only exchanges recorded this long ago (a ``timedelta``) or before this time.
+
+        Returns:
+            The ids deleted, and those that failed with why.
+        """
+        return await _lifecycle.delete_remote(self, client, older_than=older_than)
+
+    async def adopt(
+        self,
+        interaction_id: str,
+        *,
+        client: Any,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+    ) -> AsyncConversation:
+        """Bring a server-side chain home: ``GET`` each stored interaction from ``interaction_id`` back
+        along ``previous_interaction_id``, and record the chain, in order, as a new local conversation
+        (one exchange per interaction, with its id and usage). It then continues statelessly.
+
+        Args:
+            interaction_id: The chain's last interaction.
+            client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``get(interaction_id)``).
+            model: The conversation's model (the last interaction's by default); the other settings are
+                the conversation's too (the API keeps none of them).
+
+        Returns:
+            The new conversation, on its ``main`` branch.
+
+        Raises:
+            APIError: an interaction of the chain could not be read (404: gone already).
+            CodecError: an interaction is malformed, or the chain loops.
+        """
+        chain = await _lifecycle.chain_of(interaction_id, client)
+        exchanges = _lifecycle.exchanges_of_chain(chain)
+        conversation = await self.create_conversation(
+            model=model or chain[-1].get("model"),
+            system_instruction=system_instruction,
+            generation_config=generation_config,
+            tools=tools,
+            metadata={"adopted_from": interaction_id},
+        )
+        for interaction, steps in exchanges:
+            sent = 0
+            while sent < len(steps) and steps[sent].get("type") in ("user_input", "function_result"):
+                sent += 1
+            reply = _replies.interaction_from_reply({**interaction, "steps": steps[sent:]}, self.limits)
+            body = {"store": True, "model": interaction.get("model")}
+            await conversation._write_turn(list(steps[:sent]), reply, conversation._head, None, body)
+        return conversation

@@ -48,6 +48,7 @@ from convstore.store._engine import (
     make_async_engine,
     run_async,
 )
+from convstore.store._files import Lifecycle
 from convstore.store._keys import KeyStore, ReplacingKeyStore
 from convstore.store._prepare import (
     Redactor,
@@ -103,6 +104,9 @@ class AsyncStore:
             does not close it.
         limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
             exchange); beyond one, ``LimitExceededError`` and nothing is written.
+        lifecycle: How uploaded files and stored interactions the API forgets are handled (its clock, the
+            margin before a file's expiry at which it is uploaded again, the server's retention of stored
+            interactions); ``convstore.Lifecycle()`` by default.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -129,6 +133,7 @@ class AsyncStore:
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
         limits: Limits | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -140,6 +145,7 @@ class AsyncStore:
         self.owner = check_owner(owner)
         self.redact = redact
         self.limits = checked_limits(limits)
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         if is_async_engine(url_or_engine):
             self._engine = adopt_async_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -698,6 +704,9 @@ class AsyncConversation:
         # The branch's step texts up to the head this object last read or wrote: the next history() reuses
         # them while the branch head has not moved (about the size of the history, held in memory).
         self._replay: _reads.Replay | None = None
+        # Files API uris of the history this object sent lately: the pair sent in each one's place (None:
+        # itself) and until when that lives; while all live beyond the margin, a turn needs no query.
+        self._files: dict[str, tuple[bytes | None, datetime]] = {}
 
     def __repr__(self) -> str:
         return f"AsyncConversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
@@ -789,7 +798,8 @@ class AsyncConversation:
         self._head = appended.head
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id:
-            self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
+            texts = [text for _, text, _ in prepared]
+            self._replay = replay.extended(self._head, texts, [node.id for node in appended.nodes])
         return appended.nodes
 
     async def history(self, budget: TokenBudget | None = None) -> list[dict[str, Any]]:

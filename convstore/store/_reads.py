@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import attrs
 
 from convstore._ids import canonical_id
+from convstore._uris import names_files
 from convstore.errors import (
     ConversationNotFoundError,
     CorruptionError,
@@ -123,14 +124,24 @@ class Replay:
 
     head: Head
     payloads: list[bytes]
+    # ``(index, node id)`` of each payload that names a Files API uri (the nodes' ``files`` column, written
+    # with them): a replay adapts these and only these (``convstore._uris``).
+    files: tuple[tuple[int, str | None], ...] = ()
 
-    def extended(self, head: Head, texts: Sequence[str]) -> Replay:
-        return Replay(head, [*self.payloads, *(text.encode() for text in texts)])
+    def extended(self, head: Head, texts: Sequence[str], node_ids: Sequence[str] = ()) -> Replay:
+        start = len(self.payloads)
+        ids: Sequence[str | None] = node_ids or [None] * len(texts)
+        added = tuple(
+            (start + i, node)
+            for i, (text, node) in enumerate(zip(texts, ids, strict=True))
+            if names_files(text)
+        )
+        return Replay(head, [*self.payloads, *(text.encode() for text in texts)], self.files + added)
 
 
 _HISTORY_COLUMNS = list(st.HISTORY_BYTES_SCAN.selected_columns.keys())
-_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA = (
-    _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media")
+_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA, _FILES = (
+    _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media", "files")
 )
 _PAYLOADS = operator.itemgetter(_PAYLOAD)
 _MEDIAS = operator.itemgetter(_MEDIA)
@@ -183,12 +194,14 @@ def history(
         medias = list(map(_MEDIAS, rows))
         if any(medias):
             yield from _put_back_media_bytes(conversation_id, payloads, medias, rows)
+        files = tuple((i, canonical_id(row[_ID])) for i, row in enumerate(rows) if row[_FILES] is not None)
     else:
         rows = yield from _scan(conversation_id, found, st.HISTORY_SCAN)
         last_id, last_exchange = rows[-1].id, rows[-1].exchange_id
         texts = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
         yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
         payloads = [text.encode() for text in texts]
+        files = tuple((i, canonical_id(row.id)) for i, row in enumerate(rows) if row.files is not None)
     head = Head(
         canonical_id(last_id),
         found[-1].top,
@@ -196,7 +209,7 @@ def history(
         canonical_id(last_exchange),
         found[-1].segment_id,
     )
-    return Replay(head, payloads)
+    return Replay(head, payloads, files)
 
 
 def _put_back_media_bytes(

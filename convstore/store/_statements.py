@@ -17,6 +17,7 @@ from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import exchanges as x
+from convstore.store._schema import files as fl
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._schema import summaries as sm
@@ -29,6 +30,7 @@ __all__ = [
     "DELETE_BRANCHES",
     "DELETE_CONVERSATION",
     "DELETE_EXCHANGES",
+    "DELETE_FILES",
     "DELETE_MEDIA",
     "DELETE_NODES",
     "DELETE_SUMMARIES",
@@ -293,6 +295,7 @@ MEDIA = sa.select(m.c.hash, m.c.data).where(_MEDIA_NAMED)
 INSERT_MEDIA = postgresql.insert(m).on_conflict_do_nothing(index_elements=[m.c.conversation_id, m.c.hash])
 
 DELETE_MEDIA = sa.delete(m).where(m.c.conversation_id == sa.bindparam("conversation_id"))
+DELETE_FILES = sa.delete(fl).where(fl.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_SUMMARIES = sa.delete(sm).where(sm.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
@@ -367,6 +370,7 @@ HISTORY_SCAN = (
         sa.cast(n.c.exchange_id, _RAW).label("exchange_id"),
         n.c.payload,
         n.c.media,
+        n.c.files,
     )
     .where(_IN_SEGMENT)
     .order_by(n.c.depth)
@@ -410,10 +414,11 @@ _AT_TOP = n.c.depth == sa.bindparam("top", type_=sa.Integer())
 # results, as a bytea in text would be sent as hex.
 HISTORY_BYTES_SCAN = (
     sa.select(
-        _only_where(sa.or_(_AT_TOP, n.c.media.is_not(None)), n.c.id).label("id"),
+        _only_where(sa.or_(_AT_TOP, n.c.media.is_not(None), n.c.files.is_not(None)), n.c.id).label("id"),
         _only_where(_AT_TOP, n.c.exchange_id).label("exchange_id"),
         _Utf8(n.c.payload).label("payload"),
         n.c.media,
+        n.c.files,
     )
     .where(_IN_SEGMENT)
     .order_by(n.c.depth)

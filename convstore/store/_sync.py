@@ -49,6 +49,7 @@ from convstore.store._engine import (
     make_engine,
     run,
 )
+from convstore.store._files import Lifecycle
 from convstore.store._keys import KeyStore, ReplacingKeyStore
 from convstore.store._prepare import (
     Redactor,
@@ -104,6 +105,9 @@ class Store:
             does not close it.
         limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
             exchange); beyond one, ``LimitExceededError`` and nothing is written.
+        lifecycle: How uploaded files and stored interactions the API forgets are handled (its clock, the
+            margin before a file's expiry at which it is uploaded again, the server's retention of stored
+            interactions); ``convstore.Lifecycle()`` by default.
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -130,6 +134,7 @@ class Store:
         keyring: Keyring | None = None,
         key_store: KeyStore | None = None,
         limits: Limits | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -141,6 +146,7 @@ class Store:
         self.owner = check_owner(owner)
         self.redact = redact
         self.limits = checked_limits(limits)
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -698,6 +704,9 @@ class Conversation:
         # The branch's step texts up to the head this object last read or wrote: the next history() reuses
         # them while the branch head has not moved (about the size of the history, held in memory).
         self._replay: _reads.Replay | None = None
+        # Files API uris of the history this object sent lately: the pair sent in each one's place (None:
+        # itself) and until when that lives; while all live beyond the margin, a turn needs no query.
+        self._files: dict[str, tuple[bytes | None, datetime]] = {}
 
     def __repr__(self) -> str:
         return f"Conversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
@@ -789,7 +798,8 @@ class Conversation:
         self._head = appended.head
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id:
-            self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
+            texts = [text for _, text, _ in prepared]
+            self._replay = replay.extended(self._head, texts, [node.id for node in appended.nodes])
         return appended.nodes
 
     def history(self, budget: TokenBudget | None = None) -> list[dict[str, Any]]:

@@ -148,6 +148,11 @@ class FileService:
         stored = self._live(found.group(1)) if found else None
         return stored.data if stored is not None else None
 
+    def add(self, data: bytes, *, mime_type: str, file_id: str | None = None) -> dict[str, Any]:
+        """Hold a file uploaded out of band (a test's fixture names it); returns its ``File``."""
+        session = _Session(mime_type=mime_type, display_name=None, declared=None, chunks=[data])
+        return self._finish(session, file_id or self._new_id("file"))
+
     def check_input(self, body: Mapping[str, Any]) -> None:
         """Refuse a create body that names a Files API uri this service does not hold (403)."""
         for uri in content_uris(body.get("input")):
@@ -254,10 +259,15 @@ class FileService:
         if "finalize" not in commands:
             return _json(200, {}, {"x-goog-upload-status": "active"})
         del self._sessions[upload_id]
+        if session.declared is not None and session.declared != session.size:
+            raise RequestError(f"{session.size} bytes received, {session.declared} declared")
+        self.uploads += 1
+        return _json(
+            200, {"file": self._finish(session, self._new_id("file"))}, {"x-goog-upload-status": "final"}
+        )
+
+    def _finish(self, session: _Session, file_id: str) -> dict[str, Any]:
         data = b"".join(session.chunks)
-        if session.declared is not None and session.declared != len(data):
-            raise RequestError(f"{len(data)} bytes received, {session.declared} declared")
-        file_id = self._new_id("file")
         now = self.clock()
         expires = now + self.ttl
         meta = {
@@ -275,5 +285,4 @@ class FileService:
         if session.display_name:
             meta["display_name"] = session.display_name
         self._files[file_id] = _Stored(meta=meta, data=data, expires=expires)
-        self.uploads += 1
-        return _json(200, {"file": meta}, {"x-goog-upload-status": "final"})
+        return meta
