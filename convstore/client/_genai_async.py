@@ -86,6 +86,8 @@ class AsyncGenAIClient:
         self._owned: Any = None
         if client is None:
             client = self._owned = _genai.load_genai().Client()
+        # Held: the SDK client closes its HTTP client when it is garbage-collected.
+        self._sdk: Any = client
         owner = _genai.sdk_owner(client, asynchronous=True)
         self._interactions: Any = owner.interactions
         self._files: Any = owner.files

@@ -235,11 +235,14 @@ async def _upload_again(
 
 
 async def delete_remote(
-    store: AsyncStore, client: Any, *, older_than: timedelta | datetime = timedelta(0)
+    store: AsyncStore, client: Any, *, older_than: timedelta | datetime | None = None
 ) -> RemoteDeletion:
     """See ``AsyncStore.delete_remote``."""
     now = store.lifecycle.clock()
-    before = now - older_than if isinstance(older_than, timedelta) else older_than
+    if older_than is None:
+        before = datetime.max.replace(tzinfo=timezone.utc)
+    else:
+        before = now - older_than if isinstance(older_than, timedelta) else older_than
     if before.tzinfo is None:
         raise ValueError("older_than: pass an aware datetime or a timedelta")
     copies = await store._run(_files.remote_copies(before, store.owner))

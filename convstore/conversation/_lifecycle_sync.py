@@ -236,11 +236,14 @@ def _upload_again(
 
 
 def delete_remote(
-    store: Store, client: Any, *, older_than: timedelta | datetime = timedelta(0)
+    store: Store, client: Any, *, older_than: timedelta | datetime | None = None
 ) -> RemoteDeletion:
     """See ``Store.delete_remote``."""
     now = store.lifecycle.clock()
-    before = now - older_than if isinstance(older_than, timedelta) else older_than
+    if older_than is None:
+        before = datetime.max.replace(tzinfo=timezone.utc)
+    else:
+        before = now - older_than if isinstance(older_than, timedelta) else older_than
     if before.tzinfo is None:
         raise ValueError("older_than: pass an aware datetime or a timedelta")
     copies = store._run(_files.remote_copies(before, store.owner))

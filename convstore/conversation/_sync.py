@@ -437,7 +437,7 @@ class Store(store_sync.Store):
         conversation.attach_media(uri, data, mime_type=mime_type)
 
     def delete_remote(
-        self, client: Any, *, older_than: timedelta | datetime = timedelta(0)
+        self, client: Any, *, older_than: timedelta | datetime | None = None
     ) -> _lifecycle.RemoteDeletion:
         """Delete the API's copies of the interactions recorded with ``store: true`` (``DELETE`` each).
 
@@ -446,7 +446,8 @@ class Store(store_sync.Store):
 
         Args:
             client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``delete(interaction_id)``).
-            older_than: Only exchanges recorded this long ago (a ``timedelta``) or before this time.
+            older_than: Only exchanges recorded this long ago (a ``timedelta``, by ``Lifecycle.clock``) or
+                before this time; None (default): every one.
 
         Returns:
             The ids deleted, and those that failed with why.
