@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,23 +44,24 @@ def emulator(clock: ManualClock) -> Emulator:
 
 
 @pytest.fixture(params=["interactions", "sdk"])
-def files_client(request: pytest.FixtureRequest, emulator: Emulator, flavour: str) -> Any:
+def files_client(request: pytest.FixtureRequest, emulator: Emulator, flavour: str) -> Iterator[Any]:
     """convstore's client, or the official SDK (google-genai) against the emulator's local server."""
     if request.param == "interactions":
-        return request.getfixturevalue("client")
+        yield request.getfixturevalue("client")
+        return
     genai = pytest.importorskip("google.genai")
     types = pytest.importorskip("google.genai.types")
-    server = EmulatorServer(emulator).start()
-    request.addfinalizer(server.close)
-    sdk = genai.Client(
-        api_key="test-key", http_options=types.HttpOptions(base_url=server.base_url, api_version="v1beta")
-    )
-    request.addfinalizer(sdk.close)
-    if flavour == "sync":
-        return convstore.GenAIClient(sdk)
-    portal = request.getfixturevalue("portal")
-    request.addfinalizer(lambda: portal.call(sdk.aio.aclose()))
-    return SyncProxy(convstore.AsyncGenAIClient(sdk), portal)
+    with EmulatorServer(emulator) as server:
+        sdk = genai.Client(
+            api_key="test-key", http_options=types.HttpOptions(base_url=server.base_url, api_version="v1beta")
+        )
+        if flavour == "sync":
+            yield convstore.GenAIClient(sdk)
+        else:
+            portal = request.getfixturevalue("portal")
+            yield SyncProxy(convstore.AsyncGenAIClient(sdk), portal)
+            portal.call(sdk.aio.aclose())
+        sdk.close()
 
 
 @pytest.fixture
@@ -241,7 +244,7 @@ def test_delete_remote_deletes_each_server_copy_once(lstore, client, emulator, c
 def test_delete_remote_honours_older_than(lstore, client, emulator, clock):
     conv = lstore.create_conversation(model=MODEL)
     conv.send("old", client=client, store=True)
-    report = lstore.delete_remote(client, older_than=__import__("datetime").timedelta(days=1))
+    report = lstore.delete_remote(client, older_than=timedelta(days=1))
     assert report.deleted == []
 
 
