@@ -26,7 +26,7 @@ from convstore.conversation import (
     Store,
     TurnStream,
 )
-from convstore.conversation._lifecycle_async import RemoteDeletion
+from convstore.conversation._media import FileStatus, RemoteDeletion
 from convstore.errors import (
     APIConnectionError,
     APIError,
@@ -140,6 +140,7 @@ __all__ = [
     "Exchange",
     "FileSearchCallStep",
     "FileSearchResultStep",
+    "FileStatus",
     "FunctionCallStep",
     "FunctionResultStep",
     "GenAIClient",

@@ -352,3 +352,16 @@ def test_rewriting_uris_leaves_every_other_byte_unchanged(texts, uris, fresh, in
     assert decoded["content"][-1]["text"] == f'"uri":"{uris[0]}"'  # text is never touched
     assert rewrite_uris(text, {}) == text
     assert file_uris(text.decode()) == list(dict.fromkeys(uris))
+
+
+def test_files_says_which_media_are_held_and_which_only_by_uri(lstore, client, emulator):
+    conv = lstore.create_conversation(model=MODEL)
+    mine = conv.upload(PNG, mime_type="image/png", client=client)
+    theirs = emulator.files.add(PDF, mime_type="application/pdf")
+    document = {"type": "document", "uri": theirs["uri"], "mime_type": "application/pdf"}
+    conv.send([mine, document], client=client)
+    found = {status.uri: status for status in conv.files()}
+    assert found[mine["uri"]].held
+    assert found[mine["uri"]].mime_type == "image/png"
+    assert not found[theirs["uri"]].held
+    assert found[theirs["uri"]].node_id == conv.nodes()[0].id

@@ -23,7 +23,7 @@ from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _lifecycle_async as _lifecycle
 from convstore.conversation import _replies
-from convstore.conversation._media import MediaPolicy, file_positions
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
 from convstore.errors import APIError, CodecError
 from convstore.model import Node
@@ -382,6 +382,11 @@ class AsyncConversation(store_async.AsyncConversation):
         """
         await _lifecycle.attach_media(self, uri, data, mime_type=mime_type)
 
+    async def files(self) -> list[FileStatus]:
+        """The Files API uris this branch's history names, each with whether convstore holds its bytes
+        (uploaded with ``upload``, or handed over with ``attach_media``) or only the uri."""
+        return await _lifecycle.files_of(self)
+
     async def edit(self, node_id: str, *, branch: str | None = None) -> AsyncConversation:
         """A new branch ending just before ``node_id``, to send a replacement for that message.
 
@@ -438,7 +443,7 @@ class AsyncStore(store_async.AsyncStore):
 
     async def delete_remote(
         self, client: Any, *, older_than: timedelta | datetime | None = None
-    ) -> _lifecycle.RemoteDeletion:
+    ) -> RemoteDeletion:
         """Delete the API's copies of the interactions recorded with ``store: true`` (``DELETE`` each).
 
         Each one deleted (or found gone already) is recorded, and no turn chains on it again; one whose

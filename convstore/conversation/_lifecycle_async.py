@@ -17,11 +17,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-import attrs
-
 from convstore._uris import file_uris_of, uri_pair
 from convstore.client._files import file_expiration
-from convstore.conversation._media import MediaPolicy, adapt_history, plan_media
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, adapt_history, plan_media
 from convstore.errors import APIError, CodecError, LimitExceededError, MediaError, MediaNotHeldError
 from convstore.store import _files
 from convstore.store._engine import Op
@@ -29,22 +27,39 @@ from convstore.store._engine import Op
 if TYPE_CHECKING:
     from convstore.store._async import AsyncConversation, AsyncStore
 
-__all__ = ["RemoteDeletion", "adapt", "attach_media", "delete_remote", "file_is_gone", "upload"]
+__all__ = [
+    "adapt",
+    "attach_media",
+    "delete_remote",
+    "file_is_gone",
+    "files_of",
+    "upload",
+]
 
 FileSource = str | os.PathLike[str] | bytes | IO[bytes]
 
 
-@attrs.frozen(kw_only=True)
-class RemoteDeletion:
-    """What ``delete_remote`` did.
-
-    Attributes:
-        deleted: Interaction ids deleted on the server (or found gone there already).
-        failed: ``(interaction id, reason)`` of those whose deletion failed; run it again later.
-    """
-
-    deleted: list[str]
-    failed: list[tuple[str, str]]
+async def files_of(conversation: AsyncConversation) -> list[FileStatus]:
+    """See ``AsyncConversation.files``."""
+    texts = await conversation._history_texts()
+    replay = conversation._replay
+    positions = replay.files if replay is not None else ()
+    node_of = _nodes_naming(texts, positions)
+    records = await conversation._store._run(_files.file_records(conversation.id, list(node_of)))
+    found = []
+    for uri, node in node_of.items():
+        record = records.get(uri)
+        found.append(
+            FileStatus(
+                uri=uri,
+                node_id=node,
+                held=record is not None and record.digest is not None,
+                mime_type=record.mime_type if record is not None else None,
+                expires_at=record.expires_at if record is not None else None,
+                live_uri=record.live_uri if record is not None else None,
+            )
+        )
+    return found
 
 
 def _kind(mime_type: str) -> str:

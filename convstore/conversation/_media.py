@@ -19,12 +19,55 @@ from convstore._uris import file_uris_of, rewrite_uris, uri_pair
 from convstore.errors import MediaError, MediaNotHeldError
 from convstore.store._files import FileRecord
 
-__all__ = ["INLINE_LIMIT", "MediaPlan", "MediaPolicy", "adapt_history", "file_positions", "plan_media"]
+__all__ = [
+    "INLINE_LIMIT",
+    "FileStatus",
+    "MediaPlan",
+    "MediaPolicy",
+    "RemoteDeletion",
+    "adapt_history",
+    "file_positions",
+    "plan_media",
+]
 
 MediaPolicy = Literal["upload", "inline"]
 # The API's request size limit for inline data (Files API guide): 100 MB, 50 MB when a PDF is inline.
 INLINE_LIMIT: Final = 100_000_000
 INLINE_PDF_LIMIT: Final = 50_000_000
+
+
+@attrs.frozen(kw_only=True)
+class RemoteDeletion:
+    """What ``delete_remote`` did.
+
+    Attributes:
+        deleted: Interaction ids deleted on the server (or found gone there already).
+        failed: ``(interaction id, reason)`` of those whose deletion failed; run it again later.
+    """
+
+    deleted: list[str]
+    failed: list[tuple[str, str]]
+
+
+@attrs.frozen(kw_only=True)
+class FileStatus:
+    """A Files API uri the branch's history names, and what convstore holds of it.
+
+    Attributes:
+        uri: The uri the stored steps name.
+        node_id: The first node naming it.
+        held: Whether convstore keeps the file's bytes (False: only the uri, which the API forgets).
+        mime_type: Its MIME type, when recorded.
+        expires_at: When the API forgets ``uri`` (None: unknown).
+        live_uri: The newest re-upload of its bytes, sent in its place (None: none yet).
+    """
+
+    uri: str
+    node_id: str | None
+    held: bool
+    mime_type: str | None = None
+    expires_at: datetime | None = None
+    live_uri: str | None = None
 
 
 @attrs.frozen(kw_only=True)

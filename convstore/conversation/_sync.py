@@ -24,7 +24,7 @@ from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _lifecycle_sync as _lifecycle
 from convstore.conversation import _replies
-from convstore.conversation._media import MediaPolicy, file_positions
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
 from convstore.errors import APIError, CodecError
 from convstore.model import Node
@@ -383,6 +383,11 @@ class Conversation(store_sync.Conversation):
         """
         _lifecycle.attach_media(self, uri, data, mime_type=mime_type)
 
+    def files(self) -> list[FileStatus]:
+        """The Files API uris this branch's history names, each with whether convstore holds its bytes
+        (uploaded with ``upload``, or handed over with ``attach_media``) or only the uri."""
+        return _lifecycle.files_of(self)
+
     def edit(self, node_id: str, *, branch: str | None = None) -> Conversation:
         """A new branch ending just before ``node_id``, to send a replacement for that message.
 
@@ -436,9 +441,7 @@ class Store(store_sync.Store):
         conversation = self.conversation(conversation_id)
         conversation.attach_media(uri, data, mime_type=mime_type)
 
-    def delete_remote(
-        self, client: Any, *, older_than: timedelta | datetime | None = None
-    ) -> _lifecycle.RemoteDeletion:
+    def delete_remote(self, client: Any, *, older_than: timedelta | datetime | None = None) -> RemoteDeletion:
         """Delete the API's copies of the interactions recorded with ``store: true`` (``DELETE`` each).
 
         Each one deleted (or found gone already) is recorded, and no turn chains on it again; one whose
