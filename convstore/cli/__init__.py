@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Sequence
 
 import convstore
-from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _transfer
+from convstore.cli import _browse, _chat, _db, _demo, _lifecycle, _render, _replay, _transfer
 from convstore.cli._common import DB_ENV, CliError, Parser, add_db_option, default_db_path
 from convstore.web import _command as _serve
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_option(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
-    for module in (_demo, _chat, _browse, _transfer, _replay, _db, _serve):
+    for module in (_demo, _chat, _browse, _transfer, _replay, _db, _serve, _lifecycle):
         module.register(sub)
     return parser
 
