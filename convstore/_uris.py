@@ -13,13 +13,16 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["file_uris", "file_uris_of", "names_files", "rewrite_uris", "uri_pair"]
+__all__ = ["FilePosition", "file_uris", "file_uris_of", "names_files", "rewrite_uris", "uri_pair"]
 
 # A ``uri`` key with a Files API uri (any host: the service's, an emulator's) as its string value. The key
 # follows ``{`` or ``,`` (inside a JSON string every quote is escaped, so that text cannot occur there).
 _PAIR = re.compile(r'(?<=[{,])"uri":"([^"\\]*/files/[a-z0-9-]{1,40})"')
 _PAIR_BYTES = re.compile(_PAIR.pattern.encode())
 _MARK = "/files/"
+
+FilePosition = tuple[int, "str | None", tuple[str, ...]]
+"""A history text that names Files API uris: its index, its node's id (None: not known), the uris."""
 
 
 def names_files(text: str) -> bool:

@@ -17,9 +17,16 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from convstore._uris import file_uris_of, uri_pair
+from convstore._uris import FilePosition, uri_pair
 from convstore.client._files import file_expiration
-from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, adapt_history, plan_media
+from convstore.conversation._media import (
+    FileStatus,
+    MediaPolicy,
+    RemoteDeletion,
+    adapt_history,
+    plan_media,
+    uris_at,
+)
 from convstore.errors import APIError, CodecError, LimitExceededError, MediaError, MediaNotHeldError
 from convstore.store import _files
 from convstore.store._engine import Op
@@ -41,10 +48,9 @@ FileSource = str | os.PathLike[str] | bytes | IO[bytes]
 
 async def files_of(conversation: AsyncConversation) -> list[FileStatus]:
     """See ``AsyncConversation.files``."""
-    texts = await conversation._history_texts()
+    await conversation._history_texts()  # reads the branch (and which of its nodes name files)
     replay = conversation._replay
-    positions = replay.files if replay is not None else ()
-    node_of = _nodes_naming(texts, positions)
+    node_of = uris_at(replay.files if replay is not None else ())
     records = await conversation._store._run(_files.file_records(conversation.id, list(node_of)))
     found = []
     for uri, node in node_of.items():
@@ -141,11 +147,12 @@ def file_is_gone(error: APIError) -> bool:
 async def adapt(
     conversation: AsyncConversation,
     texts: Sequence[bytes],
-    positions: Sequence[tuple[int, str | None]],
+    positions: Sequence[FilePosition],
     *,
     client: Any,
     policy: MediaPolicy,
     force: frozenset[str] = frozenset(),
+    fresh_until: datetime | None = None,
 ) -> list[bytes]:
     """The history's texts as the next request sends them: every Files API uri replaced by one that lives
     (uploading again what expired or expires within the margin, or ``force``d), or by the bytes inline.
@@ -153,18 +160,25 @@ async def adapt(
     Fast path: a conversation object remembers the records it read; when every uri is one of them, alive
     beyond the margin and not re-uploaded, the texts go out unchanged without a query.
     """
-    if not positions:
-        return list(texts)
     store = conversation._store
     lifecycle = store.lifecycle
     now = lifecycle.clock()
+    if not positions:
+        return list(texts)
+    if (
+        policy == "upload"
+        and not force
+        and fresh_until is not None
+        and fresh_until > now + lifecycle.upload_margin
+    ):
+        return list(texts)  # every recorded file lives on, read with the history: nothing to send instead
     cutoff = now + lifecycle.upload_margin
-    uris = file_uris_of(texts[index] for index, _ in positions)
+    node_of = uris_at(positions)
+    uris = list(node_of)
     cache = conversation._files
     if policy == "upload" and not force and all(uri in cache and cache[uri][1] > cutoff for uri in uris):
         known = {uri: cache[uri][0] for uri in uris}
         return adapt_history(texts, positions, {uri: pair for uri, pair in known.items() if pair is not None})
-    node_of = _nodes_naming(texts, positions)
     records = await store._run(_files.file_records(conversation.id, uris))
     inline: dict[str, str] = {}
     if policy == "inline":
@@ -198,17 +212,6 @@ async def adapt(
             if record not in plan.uploads and sent is not None and until is not None:
                 cache[uri] = (replacements.get(uri), until)
     return adapt_history(texts, positions, replacements)
-
-
-def _nodes_naming(
-    texts: Sequence[bytes], positions: Sequence[tuple[int, str | None]]
-) -> dict[str, str | None]:
-    """The first node naming each uri (for errors)."""
-    node_of: dict[str, str | None] = {}
-    for index, node in positions:
-        for uri in file_uris_of([texts[index]]):
-            node_of.setdefault(uri, node)
-    return node_of
 
 
 async def _inline_texts(

@@ -15,7 +15,7 @@ from typing import Final, Literal
 
 import attrs
 
-from convstore._uris import file_uris_of, rewrite_uris, uri_pair
+from convstore._uris import FilePosition, file_uris_of, rewrite_uris, uri_pair
 from convstore.errors import MediaError, MediaNotHeldError
 from convstore.store._files import FileRecord
 
@@ -28,6 +28,7 @@ __all__ = [
     "adapt_history",
     "file_positions",
     "plan_media",
+    "uris_at",
 ]
 
 MediaPolicy = Literal["upload", "inline"]
@@ -79,9 +80,19 @@ class MediaPlan:
     uploads: list[FileRecord]
 
 
-def file_positions(texts: Sequence[bytes]) -> list[tuple[int, str | None]]:
+def file_positions(texts: Sequence[bytes]) -> list[FilePosition]:
     """Positions of the texts naming a Files API uri, found by reading them (a budget window's texts)."""
-    return [(index, None) for index, text in enumerate(texts) if b"/files/" in text and file_uris_of([text])]
+    found = ((index, file_uris_of([text])) for index, text in enumerate(texts) if b"/files/" in text)
+    return [(index, None, tuple(uris)) for index, uris in found if uris]
+
+
+def uris_at(positions: Sequence[FilePosition]) -> dict[str, str | None]:
+    """Each uri the positions name, once, with the first node naming it."""
+    found: dict[str, str | None] = {}
+    for _, node, uris in positions:
+        for uri in uris:
+            found.setdefault(uri, node)
+    return found
 
 
 def plan_media(
@@ -146,13 +157,13 @@ def plan_media(
 
 
 def adapt_history(
-    texts: Sequence[bytes], positions: Sequence[tuple[int, str | None]], replacements: Mapping[str, bytes]
+    texts: Sequence[bytes], positions: Sequence[FilePosition], replacements: Mapping[str, bytes]
 ) -> list[bytes]:
     """The history's texts with the replacements applied to those at ``positions`` (a new list; the
     others are the same objects, unchanged)."""
     adapted = list(texts)
     if not replacements:
         return adapted
-    for index, _ in positions:
+    for index, _, _ in positions:
         adapted[index] = rewrite_uris(adapted[index], replacements)
     return adapted

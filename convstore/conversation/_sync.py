@@ -19,12 +19,11 @@ from typing import Any, Protocol
 
 from convstore import _otel, codec
 from convstore._limits import Limits
-from convstore._uris import file_uris_of
 from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _lifecycle_sync as _lifecycle
 from convstore.conversation import _replies
-from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions, uris_at
 from convstore.conversation._request import RequestBody, build_body, new_input_steps
 from convstore.errors import APIError, CodecError
 from convstore.model import Node
@@ -218,6 +217,7 @@ class Conversation(store_sync.Conversation):
         if budget is None:
             texts = self._history_texts()
             positions = self._replay.files if self._replay is not None else ()
+            fresh_until = self._replay.files_fresh if self._replay is not None else None
             history_length = len(texts)
             history_tokens = self._head.total_tokens
         else:
@@ -225,6 +225,7 @@ class Conversation(store_sync.Conversation):
             window = self._window(budget, fixed_tokens=fixed, require_history=needs_calls)
             texts = [text.encode() for text in window_parts(window)]
             positions = tuple(file_positions(texts))
+            fresh_until = None
             history_length = window_length(window)
             history_tokens = window.history_tokens
         if positions:  # only a history that names Files API uris is adapted (the index written with it)
@@ -235,6 +236,7 @@ class Conversation(store_sync.Conversation):
                 client=client,
                 policy=media,
                 force=force,
+                fresh_until=fresh_until,
             )
         steps = SplicedInput(texts, new)
         body = build_body(self._info, steps if spliced else steps.decode(), overrides, store=store)
@@ -324,7 +326,7 @@ class Conversation(store_sync.Conversation):
             return {"chain": False}
         if _lifecycle.file_is_gone(error) and self._replay is not None and self._replay.files:
             replay = self._replay
-            return {"force": frozenset(file_uris_of(replay.payloads[index] for index, _ in replay.files))}
+            return {"force": frozenset(uris_at(replay.files))}
         return None
 
     def stream(

@@ -359,6 +359,22 @@ _IN_SEGMENT = sa.and_(
     n.c.depth <= sa.bindparam("top", type_=sa.Integer()),
 )
 _RAW = sa.String()
+# On a node that names Files API uris only: the earliest expiry of the conversation's recorded files (as
+# text), so a replay whose files all live on needs no query of its own for them (``_lifecycle``). The
+# subquery names the conversation by its parameter, as the scan does: a distributed database routes both to
+# the one shard.
+_FILES_FRESH = sa.case(
+    (
+        n.c.files.is_not(None),
+        sa.cast(
+            sa.select(sa.func.min(fl.c.expires_at))
+            .where(fl.c.conversation_id == sa.bindparam("conversation_id"))
+            .scalar_subquery(),
+            _RAW,
+        ),
+    ),
+    else_=sa.null(),
+).label("files_fresh")
 # history() of an encrypted branch (each node's id opens its payload; a plaintext one is HISTORY_BYTES_SCAN).
 # Its ids come back as the driver gives them (``_ids.canonical_id`` converts the few that are needed):
 # converting every row's ids to UUIDs and back to text was 40% of the time of a replay.
@@ -371,6 +387,7 @@ HISTORY_SCAN = (
         n.c.payload,
         n.c.media,
         n.c.files,
+        _FILES_FRESH,
     )
     .where(_IN_SEGMENT)
     .order_by(n.c.depth)
@@ -419,6 +436,7 @@ HISTORY_BYTES_SCAN = (
         _Utf8(n.c.payload).label("payload"),
         n.c.media,
         n.c.files,
+        _FILES_FRESH,
     )
     .where(_IN_SEGMENT)
     .order_by(n.c.depth)
