@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 import convstore
 from convstore import Keyring, Lifecycle, MediaNotHeldError, OutcomeUnknownError
 from convstore._uris import file_uris, rewrite_uris, uri_pair
-from convstore.testing import Emulator, EmulatorServer, ManualClock, text_reply
+from convstore.testing import Emulator, EmulatorServer, ManualClock, error_reply, text_reply
 
 MODEL = "gemini-3-flash-preview"
 PNG = b"\x89PNG\r\n\x1a\n" + b"PNG-PLAINTEXT-MARKER" + bytes(range(256)) * 12
@@ -365,3 +365,18 @@ def test_files_says_which_media_are_held_and_which_only_by_uri(lstore, client, e
     assert found[mine["uri"]].mime_type == "image/png"
     assert not found[theirs["uri"]].held
     assert found[theirs["uri"]].node_id == conv.nodes()[0].id
+
+
+def test_a_5xx_to_a_stored_create_is_not_retried_and_a_stateless_one_is(client, emulator):
+    emulator.script(error_reply(503, "overloaded", status="UNAVAILABLE"))
+    with pytest.raises(OutcomeUnknownError) as raised:
+        client.create({"model": MODEL, "input": "Hi"})  # store absent: the server's default is true
+    assert raised.value.cause == "HTTP 503"
+    assert raised.value.status_code == 503
+    assert sum(1 for r in emulator.requests if r.method == "POST") == 1
+    emulator.script(error_reply(429, "slow down", status="RESOURCE_EXHAUSTED"))
+    assert (
+        client.create({"model": MODEL, "input": "Hi", "store": True}).status == "completed"
+    )  # refused: safe
+    emulator.script(error_reply(503, "overloaded", status="UNAVAILABLE"))
+    assert client.create({"model": MODEL, "input": "Hi", "store": False}).status == "completed"
