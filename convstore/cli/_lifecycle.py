@@ -40,7 +40,7 @@ def register(sub: Any) -> None:
     remote.add_argument(
         "--older-than", type=positive_int, metavar="DAYS", help="only those recorded DAYS ago"
     )
-    remote.add_argument("--offline", action="store_true", help="against convstore's emulator (for a try)")
+    _offline_option(remote)
     remote.set_defaults(func=cmd_delete_remote)
     adopt = command(
         sub,
@@ -51,7 +51,7 @@ def register(sub: Any) -> None:
         examples=["convstore adopt v1_ChdCYXNpY1R1cm4wMQ"],
     )
     adopt.add_argument("id", metavar="ID", help="the chain's last interaction id")
-    adopt.add_argument("--offline", action="store_true", help="against convstore's emulator (for a try)")
+    _offline_option(adopt)
     adopt.set_defaults(func=cmd_adopt)
     media = command(
         sub,
@@ -63,6 +63,10 @@ def register(sub: Any) -> None:
     media.add_argument("--branch", metavar="B", help="the branch (default: main)")
     media.add_argument("--keyring", metavar="FILE", help="the keys of an encrypted conversation")
     media.set_defaults(func=cmd_media)
+
+
+def _offline_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offline", action="store_true", help="against convstore's emulator (for a try)")
 
 
 def cmd_delete_remote(args: argparse.Namespace) -> int:

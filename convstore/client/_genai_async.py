@@ -132,20 +132,8 @@ class AsyncGenAIClient:
         size: int | None = None,
         display_name: str | None = None,
     ) -> dict[str, Any]:
-        """Uploads a file with the SDK's ``files.upload`` (its resumable protocol, in 8 MiB chunks).
-
-        Args:
-            source: The bytes, or a seekable binary file object.
-            mime_type: The file's MIME type.
-            size: Unused (the SDK measures the file); accepted as ``InteractionsClient`` takes it.
-            display_name: A name the service shows.
-
-        Returns:
-            The ``File`` as JSON (snake_case keys): ``uri``, ``expiration_time``, ...
-
-        Raises:
-            APIError: The SDK's error, translated.
-        """
+        """``InteractionsClient.upload_file`` through the SDK's ``files.upload`` (which measures the file
+        itself: ``size`` is not used; ``source`` must be seekable)."""
         del size
         config: dict[str, Any] = {"mime_type": mime_type}
         if display_name is not None:

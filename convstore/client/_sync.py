@@ -206,7 +206,9 @@ class InteractionsClient:
         Raises:
             APIError: Not found (404: never stored, deleted or past its retention), or another refusal.
         """
-        response = self._send(build_get_request(self._config, interaction_id, stream=False), stream=False)
+        response = self._send(
+            build_get_request(self._config, interaction_id, stream=False), stream=False
+        )
         return parse_json_body(response, self._config.limits)
 
     def delete(self, interaction_id: str) -> None:

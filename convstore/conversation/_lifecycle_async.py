@@ -274,7 +274,7 @@ async def delete_remote(
                 failed.append((copy.interaction_id, f"HTTP {exc.status_code} {exc.status or ''}".strip()))
                 continue
         await store._run(
-            _files.mark_remote_deleted(copy.conversation_id, copy.exchange_id, datetime.now(timezone.utc)),
+            _files.forget_interaction(copy.conversation_id, copy.interaction_id, datetime.now(timezone.utc)),
             write=True,
         )
         deleted.append(copy.interaction_id)

@@ -185,7 +185,9 @@ def adapt(
     if policy == "inline":
         for uri, record in records.items():
             if record.digest is not None:
-                text = store._run(_files.media_text(conversation.id, record.digest, conversation._cipher))
+                text = store._run(
+                    _files.media_text(conversation.id, record.digest, conversation._cipher)
+                )
                 if text is not None:
                     inline[uri] = text
     plan = plan_media(
@@ -213,7 +215,9 @@ def adapt(
     return adapt_history(texts, positions, replacements)
 
 
-def _inline_texts(conversation: Conversation, records: Mapping[str, _files.FileRecord]) -> dict[str, str]:
+def _inline_texts(
+    conversation: Conversation, records: Mapping[str, _files.FileRecord]
+) -> dict[str, str]:
     """The base64 text of each recorded file's bytes the store holds."""
     inline: dict[str, str] = {}
     for uri, record in records.items():
@@ -271,7 +275,7 @@ def delete_remote(
                 failed.append((copy.interaction_id, f"HTTP {exc.status_code} {exc.status or ''}".strip()))
                 continue
         store._run(
-            _files.mark_remote_deleted(copy.conversation_id, copy.exchange_id, datetime.now(timezone.utc)),
+            _files.forget_interaction(copy.conversation_id, copy.interaction_id, datetime.now(timezone.utc)),
             write=True,
         )
         deleted.append(copy.interaction_id)

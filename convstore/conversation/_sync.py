@@ -443,7 +443,9 @@ class Store(store_sync.Store):
         conversation = self.conversation(conversation_id)
         conversation.attach_media(uri, data, mime_type=mime_type)
 
-    def delete_remote(self, client: Any, *, older_than: timedelta | datetime | None = None) -> RemoteDeletion:
+    def delete_remote(
+        self, client: Any, *, older_than: timedelta | datetime | None = None
+    ) -> RemoteDeletion:
         """Delete the API's copies of the interactions recorded with ``store: true`` (``DELETE`` each).
 
         Each one deleted (or found gone already) is recorded, and no turn chains on it again; one whose

@@ -41,7 +41,6 @@ __all__ = [
     "chain_point",
     "file_records",
     "forget_interaction",
-    "mark_remote_deleted",
     "media_text",
     "remember_file",
     "remember_live",
@@ -147,15 +146,6 @@ _REMOTE = (
         st.OWNED_BY,
     )
     .order_by(x.c.created_at, x.c.exchange_id)
-)
-_MARK_DELETED = (
-    sa.update(x)
-    .where(
-        x.c.conversation_id == sa.bindparam("in_conversation"),
-        x.c.exchange_id == sa.bindparam("in_exchange"),
-        x.c.remote_deleted_at.is_(None),
-    )
-    .values(remote_deleted_at=sa.bindparam("at"))
 )
 
 
@@ -272,8 +262,3 @@ _FORGET = (
 def forget_interaction(conversation_id: str, interaction_id: str, at: datetime) -> Op[None]:
     """Record that the server no longer keeps ``interaction_id`` (it answered not found)."""
     yield Exec(_FORGET, {"in_conversation": conversation_id, "in_interaction": interaction_id, "at": at})
-
-
-def mark_remote_deleted(conversation_id: str, exchange_id: str, at: datetime) -> Op[None]:
-    """Record that the server no longer keeps the exchange's stored interaction."""
-    yield Exec(_MARK_DELETED, {"in_conversation": conversation_id, "in_exchange": exchange_id, "at": at})

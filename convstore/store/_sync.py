@@ -244,7 +244,9 @@ class Store:
                 continue  # deleted meanwhile
             rewrapped = self.keyring.rewrap(conversation_id, wrapped)
             # A compare-and-swap: a key deleted (or re-wrapped) since it was read stays as it is.
-            if rewrapped is not None and call(key_store.replace_key, conversation_id, wrapped, rewrapped):
+            if rewrapped is not None and call(
+                key_store.replace_key, conversation_id, wrapped, rewrapped
+            ):
                 rotated += 1
         return rotated
 
@@ -431,7 +433,9 @@ class Store:
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = self._run(_ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys))
+        loaded = self._run(
+            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+        )
         cipher = self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
         return self._conversation_class(self, info, branch, loaded.head, cipher)
@@ -827,7 +831,9 @@ class Conversation:
         self._replay, self._head = replay, replay.head
         return replay.payloads
 
-    def _window(self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool) -> _windows.Window:
+    def _window(
+        self, budget: TokenBudget, *, fixed_tokens: int, require_history: bool
+    ) -> _windows.Window:
         window = self._store._run(
             _windows.window(self.id, self._branch, budget, fixed_tokens, require_history, self._cipher)
         )
