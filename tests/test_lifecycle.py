@@ -380,3 +380,18 @@ def test_a_5xx_to_a_stored_create_is_not_retried_and_a_stateless_one_is(client, 
     )  # refused: safe
     emulator.script(error_reply(503, "overloaded", status="UNAVAILABLE"))
     assert client.create({"model": MODEL, "input": "Hi", "store": False}).status == "completed"
+
+
+def test_an_upload_beyond_the_limits_is_refused_before_anything_is_sent(
+    make_store, client, emulator, tmp_path
+):
+    store = make_store(limits=convstore.Limits(max_step_bytes=4096))
+    conv = store.create_conversation(model=MODEL)
+    path = tmp_path / "big.png"
+    path.write_bytes(PNG)
+    with pytest.raises(convstore.LimitExceededError):
+        conv.upload(path, client=client)
+    assert emulator.files.uploads == 0
+    assert emulator.requests == []
+    item = conv.upload(PNG[:1000], mime_type="image/png", client=client)  # within the bound
+    assert emulator.files.data(item["uri"]) == PNG[:1000]

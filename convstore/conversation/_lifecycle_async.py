@@ -73,6 +73,13 @@ def _kind(mime_type: str) -> str:
     return major if major in ("image", "audio", "video") else "document"
 
 
+def _check_size(size: int, limit: int, path: str) -> None:
+    """Refuse ``size`` bytes whose base64 text (what is stored, and sent inline) is beyond ``limit``."""
+    encoded = 4 * ((size + 2) // 3)
+    if encoded > limit:
+        raise LimitExceededError("max_step_bytes", limit, path=path, actual=encoded)
+
+
 def _read(file: FileSource, mime_type: str | None, limit: int) -> tuple[bytes, str]:
     """The bytes of ``file`` and its MIME type, refused beyond ``limit`` base64 characters before reading."""
     if isinstance(file, (bytes, bytearray, memoryview)):
@@ -90,9 +97,7 @@ def _read(file: FileSource, mime_type: str | None, limit: int) -> tuple[bytes, s
         data = b""
     if not mime_type:
         raise CodecError([("mime_type", "unknown: pass mime_type=")])
-    encoded = 4 * ((size + 2) // 3)
-    if encoded > limit:
-        raise LimitExceededError("max_step_bytes", limit, path="file", actual=encoded)
+    _check_size(size, limit, "file")
     if isinstance(file, (str, os.PathLike)):
         data = Path(file).read_bytes()
     elif not isinstance(file, (bytes, bytearray, memoryview)):
@@ -123,9 +128,7 @@ async def upload(
 async def attach_media(conversation: AsyncConversation, uri: str, data: bytes, *, mime_type: str) -> None:
     """See ``AsyncConversation.attach_media``."""
     store = conversation._store
-    encoded = 4 * ((len(data) + 2) // 3)
-    if encoded > store.limits.max_step_bytes:
-        raise LimitExceededError("max_step_bytes", store.limits.max_step_bytes, path="data", actual=encoded)
+    _check_size(len(data), store.limits.max_step_bytes, "data")
 
     def write() -> Op[None]:
         found = yield from _files.file_records(conversation.id, [uri])
