@@ -7,11 +7,14 @@ conversations branch without copying anything.
 This module is the public surface; everything not listed in ``__all__`` is private.
 """
 
+import attrs
+
 from convstore._limits import Limits
 from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
 from convstore.client import (
     AsyncGenAIClient,
     AsyncInteractionsClient,
+    AsyncStream,
     GenAIClient,
     InteractionsClient,
     Stream,
@@ -19,14 +22,18 @@ from convstore.client import (
 from convstore.codec import decode_content, decode_step, encode_content, encode_step, make_converter
 from convstore.conversation import (
     AsyncConversation,
+    AsyncCreateClient,
     AsyncStore,
     AsyncTurnStream,
     Conversation,
+    CreateClient,
     RequestBody,
+    RequestSettings,
     Store,
+    StreamClient,
     TurnStream,
 )
-from convstore.conversation._media import FileStatus, RemoteDeletion
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion
 from convstore.errors import (
     APIConnectionError,
     APIError,
@@ -35,6 +42,7 @@ from convstore.errors import (
     BudgetExceededError,
     CodecError,
     ConflictError,
+    ConversationExistsError,
     ConversationNotFoundError,
     ConvstoreError,
     CorruptionError,
@@ -59,6 +67,7 @@ from convstore.errors import (
     StoreBusyError,
     StoreError,
     StreamError,
+    TransferFormatError,
 )
 from convstore.model import (
     UNSET,
@@ -102,8 +111,10 @@ from convstore.model import (
 )
 from convstore.model._interaction import Interaction, Usage
 from convstore.store import Keyring, KeyStore, SQLKeyStore, WrappedKey
-from convstore.store._check import CheckReport, Problem
+from convstore.store._check import Check, CheckReport, Problem
 from convstore.store._files import Lifecycle
+from convstore.store._prepare import Redactor
+from convstore.store._transfer import ConversationDump
 
 __version__ = "0.1.0"
 
@@ -112,15 +123,18 @@ __all__ = [
     "APIConnectionError",
     "APIError",
     "AsyncConversation",
+    "AsyncCreateClient",
     "AsyncGenAIClient",
     "AsyncInteractionsClient",
     "AsyncStore",
+    "AsyncStream",
     "AsyncTurnStream",
     "AudioContent",
     "Branch",
     "BranchExistsError",
     "BranchNotFoundError",
     "BudgetExceededError",
+    "Check",
     "CheckReport",
     "CodeExecutionCallStep",
     "CodeExecutionResultStep",
@@ -128,10 +142,13 @@ __all__ = [
     "ConflictError",
     "Content",
     "Conversation",
+    "ConversationDump",
+    "ConversationExistsError",
     "ConversationInfo",
     "ConversationNotFoundError",
     "ConvstoreError",
     "CorruptionError",
+    "CreateClient",
     "DataKeyNotFoundError",
     "DatabaseError",
     "DecryptionError",
@@ -166,6 +183,7 @@ __all__ = [
     "MediaCosts",
     "MediaError",
     "MediaNotHeldError",
+    "MediaPolicy",
     "ModelOutputStep",
     "Node",
     "NodeNotFoundError",
@@ -175,8 +193,10 @@ __all__ = [
     "Problem",
     "ProcessingCallStep",
     "ProcessingResultStep",
+    "Redactor",
     "RemoteDeletion",
     "RequestBody",
+    "RequestSettings",
     "RetrievalCallStep",
     "RetrievalResultStep",
     "SQLKeyStore",
@@ -190,11 +210,13 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "Stream",
+    "StreamClient",
     "StreamError",
     "TextContent",
     "ThoughtStep",
     "TokenBudget",
     "TokenCounter",
+    "TransferFormatError",
     "Tree",
     "TurnStream",
     "UnknownContent",
@@ -213,3 +235,15 @@ __all__ = [
     "encode_step",
     "make_converter",
 ]
+
+# What convstore exports says it is convstore's (as httpx does): reprs, tracebacks and docs name
+# ``convstore.Store``, never the private module it is written in. Attrs classes resolve their annotations
+# first, in the module that wrote them.
+for _name in __all__:
+    _value = globals()[_name]
+    _named = isinstance(_value, type) or (callable(_value) and hasattr(_value, "__code__"))
+    if _named and getattr(_value, "__module__", "").startswith("convstore."):
+        if attrs.has(_value):
+            attrs.resolve_types(_value)
+        _value.__module__ = "convstore"
+del _name, _named, _value

@@ -20,9 +20,9 @@ Message content is never recorded unless the app opts in with the conventions' e
 steps (both the Interactions API's wire JSON) and ``gen_ai.system_instructions`` the system instruction. A
 ``send`` or stream span gets them once the turn is recorded, so a failed call has none.
 
-Without ``opentelemetry-api`` the decorators return the functions unchanged: no wrapper, no cost. The
-conversation module applies them; this one reads replies with its ``interaction_from_reply`` (imported when a
-span needs it).
+Without ``opentelemetry-api`` the wrappers return what they wrap unchanged: no wrapper, no cost (``record``
+enters a shared no-op span). The conversation layer applies them and hands the reply its turn read
+(``record_span(...).replied``): nothing here reads a reply or imports the conversation layer.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from typing import Any, Final, TypeVar
 
 from convstore._wire import plain_input
 
-__all__ = ["CAPTURE_CONTENT_ENV", "PROVIDER", "traced_record", "traced_send", "traced_stream"]
+__all__ = ["CAPTURE_CONTENT_ENV", "PROVIDER", "record_span", "traced_events", "traced_send"]
 
 PROVIDER: Final = "gcp.gemini"
 CAPTURE_CONTENT_ENV: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
@@ -57,9 +57,9 @@ def _load_trace() -> ModuleType | None:
 
 _trace: Final = _load_trace()
 
-# The span of the send() under way in this context, for the record() inside it to add content to. (Only
-# send: a coroutine runs in one context, while a stream's iteration may hop between tasks.)
-_send_span: ContextVar[Any] = ContextVar("convstore_send_span", default=None)
+# The span of the turn under way in this context (a send(), or the step of a stream's iteration that
+# records it), for the record() inside it to put the reply on.
+_turn_span: ContextVar[Any] = ContextVar("convstore_turn_span", default=None)
 
 
 def _version() -> str:
@@ -106,11 +106,8 @@ def _current(span: Any) -> Iterator[None]:
             raise
 
 
-def _reply_attributes(span: Any, interaction: Any) -> None:
-    """The reply's id, model, status and usage (``interaction``: convstore's, API JSON or the SDK's)."""
-    reply = _reply(interaction)
-    if reply is None:
-        return
+def _reply_attributes(span: Any, reply: Any) -> None:
+    """The reply's id, model, status and usage (``reply``: convstore's ``Interaction``)."""
     if reply.id:
         span.set_attribute("gen_ai.response.id", reply.id)
     if reply.model:
@@ -127,38 +124,65 @@ def _reply_attributes(span: Any, interaction: Any) -> None:
                 span.set_attribute(name, value)
 
 
-def _reply(interaction: Any) -> Any:
-    """The reply as convstore's ``Interaction``, or None; a stream is never read here (``record()`` reads
-    it, once): its span goes without the response's attributes."""
-    from convstore.conversation._replies import (  # noqa: PLC0415 -- no import cycle
-        interaction_from_reply,
-        is_interaction_like,
-    )
-
-    if interaction is None or not is_interaction_like(interaction):
-        return None
-    try:
-        return interaction_from_reply(interaction)
-    except ValueError:  # malformed: record() raises for it, and its span says so
-        return None
+def _content(span: Any, body: Mapping[str, Any], reply: Any) -> None:
+    """What was sent and what came back, on ``span`` (the app opted in to recording content)."""
+    span.set_attribute("gen_ai.input.messages", _json(plain_input(body.get("input"))))
+    instruction = body.get("system_instruction")
+    if instruction is not None:
+        span.set_attribute("gen_ai.system_instructions", _json(instruction))
+    span.set_attribute("gen_ai.output.messages", _json(reply.steps))
 
 
-def _content(spans: list[Any], body: Mapping[str, Any], interaction: Any) -> None:
-    """What was sent and what came back, on ``spans``, if the app opted in to recording content."""
-    if not _capture_content():
-        return
-    reply = _reply(interaction)
-    for span in spans:
-        span.set_attribute("gen_ai.input.messages", _json(plain_input(body.get("input"))))
-        instruction = body.get("system_instruction")
-        if instruction is not None:
-            span.set_attribute("gen_ai.system_instructions", _json(instruction))
-        if reply is not None:
-            span.set_attribute("gen_ai.output.messages", _json(reply.steps))
+class _RecordSpan:
+    """The span of one ``record``; ``replied`` puts the reply on it (and on the turn's span around it)."""
+
+    __slots__ = ("_current", "_span")
+
+    def __init__(self, span: Any) -> None:
+        self._span = span
+        self._current: Any = None
+
+    def __enter__(self) -> _RecordSpan:
+        if self._span is not None:
+            self._current = _current(self._span)
+            self._current.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._span is not None:
+            try:
+                self._current.__exit__(*exc_info)
+            finally:
+                self._span.end()
+
+    def replied(self, body: Mapping[str, Any], reply: Any) -> None:
+        """The reply ``record`` read (convstore's ``Interaction``), on this span and the turn's."""
+        if self._span is None:
+            return
+        turn = _turn_span.get()
+        spans = [self._span] if turn is None else [self._span, turn]
+        capture = _capture_content()
+        for span in spans:
+            _reply_attributes(span, reply)
+            if capture:
+                _content(span, body, reply)
+
+
+_NO_SPAN: Final = _RecordSpan(None)
+
+
+def record_span(conversation: Any, body: Mapping[str, Any]) -> _RecordSpan:
+    """A ``record {model}`` span (kind ``INTERNAL``) around one ``record`` of ``conversation``; a no-op
+    without ``opentelemetry-api``. A child of the ``send`` or stream span when one of those records."""
+    if _trace is None:
+        return _NO_SPAN
+    model = body.get("model") if isinstance(body, Mapping) else None
+    return _RecordSpan(_start(conversation, "record", "INTERNAL", model))
 
 
 def traced_send(fn: F) -> F:
-    """``send(self, input, *, client, ..., **overrides)`` in a ``chat`` span (sync or async)."""
+    """``send(self, input, *, client, ..., **overrides)`` in a ``chat`` span (sync or async); the ``record``
+    inside puts the reply on it."""
     if _trace is None:
         return fn
 
@@ -171,14 +195,12 @@ def traced_send(fn: F) -> F:
         @functools.wraps(fn)
         async def send_async(self: Any, *args: Any, **kwargs: Any) -> Any:
             span = start(self, kwargs)
-            token = _send_span.set(span)
+            token = _turn_span.set(span)
             try:
                 with _current(span):
-                    interaction = await fn(self, *args, **kwargs)
-                    _reply_attributes(span, interaction)
-                    return interaction
+                    return await fn(self, *args, **kwargs)
             finally:
-                _send_span.reset(token)
+                _turn_span.reset(token)
                 span.end()
 
         return send_async  # type: ignore[return-value]  # the signature of fn
@@ -186,114 +208,70 @@ def traced_send(fn: F) -> F:
     @functools.wraps(fn)
     def send(self: Any, *args: Any, **kwargs: Any) -> Any:
         span = start(self, kwargs)
-        token = _send_span.set(span)
+        token = _turn_span.set(span)
         try:
             with _current(span):
-                interaction = fn(self, *args, **kwargs)
-                _reply_attributes(span, interaction)
-                return interaction
+                return fn(self, *args, **kwargs)
         finally:
-            _send_span.reset(token)
+            _turn_span.reset(token)
             span.end()
 
     return send  # type: ignore[return-value]  # the signature of fn
 
 
-def traced_stream(fn: F) -> F:
-    """A turn stream's ``__aiter__`` / ``__iter__`` (it reads ``_conversation``, ``_body`` and, once done,
-    ``interaction``) in a ``chat`` span from the first event to the recorded turn.
+E = TypeVar("E", AsyncIterator[Any], Iterator[Any])
+
+
+def traced_events(events: E, conversation: Any, model: Any) -> E:
+    """A streamed turn's events (a sync or async generator that records the turn after the last) in a
+    ``chat`` span from the first event to the recorded turn; ``events`` itself without tracing.
 
     The span is current only while the stream works (between events), never across a ``yield``: the
     consumer may resume the iteration from another task or context.
     """
     if _trace is None:
-        return fn
-
-    def start(stream: Any) -> Any:
-        return _start(stream._conversation, "chat", "CLIENT", stream._body.get("model"))
-
-    def finish(stream: Any, span: Any) -> None:
-        _reply_attributes(span, stream.interaction)
-        _content([span], stream._body, stream.interaction)
-
-    if inspect.isasyncgenfunction(fn):
-
-        @functools.wraps(fn)
-        async def iterate_async(self: Any) -> AsyncIterator[Any]:
-            span = start(self)
-            events = fn(self)
-            try:
-                while True:
-                    with _current(span):
-                        try:
-                            event = await events.__anext__()
-                        except StopAsyncIteration:
-                            break
-                    yield event
-                finish(self, span)
-            finally:
-                await events.aclose()
-                span.end()
-
-        return iterate_async  # type: ignore[return-value]  # the signature of fn
-
-    @functools.wraps(fn)
-    def iterate(self: Any) -> Iterator[Any]:
-        span = start(self)
-        events = fn(self)
-        try:
-            while True:
-                with _current(span):
-                    try:
-                        event = next(events)
-                    except StopIteration:
-                        break
-                yield event
-            finish(self, span)
-        finally:
-            events.close()
-            span.end()
-
-    return iterate  # type: ignore[return-value]  # the signature of fn
+        return events
+    if isinstance(events, AsyncIterator):
+        return _traced_async(events, conversation, model)  # type: ignore[return-value]
+    return _traced_sync(events, conversation, model)
 
 
-def traced_record(fn: F) -> F:
-    """``record(self, body, interaction)`` in a ``record`` span (sync or async)."""
-    if _trace is None:
-        return fn
+@contextmanager
+def _step(span: Any) -> Iterator[None]:
+    """One step of a stream's iteration: its span current, and the turn's for the ``record`` at the end."""
+    token = _turn_span.set(span)
+    try:
+        with _current(span):
+            yield
+    finally:
+        _turn_span.reset(token)
 
-    def start(conversation: Any, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-        body, interaction = (*args, None, None)[:2]
-        body = kwargs.get("body", body)
-        interaction = kwargs.get("interaction", interaction)
-        model = body.get("model") if isinstance(body, Mapping) else None
-        span = _start(conversation, "record", "INTERNAL", model)
-        _reply_attributes(span, interaction)
-        turn = _send_span.get()
-        if isinstance(body, Mapping):
-            _content([span] if turn is None else [span, turn], body, interaction)
-        return span
 
-    if inspect.iscoroutinefunction(fn):
+async def _traced_async(events: Any, conversation: Any, model: Any) -> AsyncIterator[Any]:
+    span = _start(conversation, "chat", "CLIENT", model)
+    try:
+        while True:
+            with _step(span):
+                try:
+                    event = await events.__anext__()
+                except StopAsyncIteration:
+                    break
+            yield event
+    finally:
+        await events.aclose()
+        span.end()
 
-        @functools.wraps(fn)
-        async def record_async(self: Any, *args: Any, **kwargs: Any) -> Any:
-            span = start(self, args, kwargs)
-            try:
-                with _current(span):
-                    return await fn(self, *args, **kwargs)
-            finally:
-                span.end()
 
-        return record_async  # type: ignore[return-value]  # the signature of fn
-
-    @functools.wraps(fn)
-    def record(self: Any, *args: Any, **kwargs: Any) -> Any:
-        span = start(self, args, kwargs)
-        try:
-            with _current(span):
-                return fn(self, *args, **kwargs)
-        finally:
-            span.end()
-
-    return record  # type: ignore[return-value]  # the signature of fn
+def _traced_sync(events: Any, conversation: Any, model: Any) -> Iterator[Any]:
+    span = _start(conversation, "chat", "CLIENT", model)
+    try:
+        while True:
+            with _step(span):
+                try:
+                    event = next(events)
+                except StopIteration:
+                    break
+            yield event
+    finally:
+        events.close()
+        span.end()

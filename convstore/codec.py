@@ -139,12 +139,14 @@ def _split_optional(annotation: Any) -> tuple[Any, bool, bool]:
 
 
 def _make_object_hook(converter: cattrs.Converter, cls: type[WireObject]) -> Callable[[Any, Any], Any]:
-    hints = typing.get_type_hints(cls)
+    # Resolved once, in the module that wrote them (convstore.__init__ resolves what it exports before
+    # naming it convstore's).
+    attrs.resolve_types(cls)
     specs = []
     for field in attrs.fields(cls):
         if field.name in BOOKKEEPING:
             continue
-        inner, nullable, optional = _split_optional(hints[field.name])
+        inner, nullable, optional = _split_optional(field.type)
         required = field.default is attrs.NOTHING
         specs.append((field.name, inner, nullable or optional, required))
     known = frozenset(name for name, *_ in specs) | {"type"}
@@ -416,9 +418,15 @@ def normalize_step(
 
 
 def normalize_steps(
-    values: Iterable[Step | Mapping[str, Any]], *, prefix: str = "steps", limits: Limits = DEFAULT_LIMITS
+    values: Iterable[Step | Mapping[str, Any]],
+    *,
+    prefix: str = "steps",
+    limits: Limits = DEFAULT_LIMITS,
+    start: int = 0,
 ) -> list[dict[str, Any]]:
     """``normalize_step`` over a sequence, collecting every problem before raising one ``CodecError``.
+
+    ``start`` is the index the paths give the first value (``steps[2]`` for the reply after two new steps).
 
     Raises:
         CodecError: every malformed step, each by its path.
@@ -426,7 +434,7 @@ def normalize_steps(
     """
     out: list[dict[str, Any]] = []
     problems: list[tuple[str, str]] = []
-    for index, value in enumerate(values):
+    for index, value in enumerate(values, start):
         try:
             out.append(normalize_step(value, path=f"{prefix}[{index}]", limits=limits))
         except CodecError as exc:

@@ -15,6 +15,7 @@ results, media): conversations are private, and exception messages end up in log
     ├── BudgetExceededError (ValueError)     the newest exchange alone does not fit the token budget
     ├── InvalidAgeError (ValueError)         a purge age that is not positive, or a cutoff in the future
     ├── LimitExceededError (ValueError)      input beyond a configured bound (convstore.Limits); .limit
+    ├── TransferFormatError (ValueError)     an export that cannot be imported; .line, .where, .field
     ├── StoreError
     │   ├── NotFoundError (LookupError)
     │   │   ├── ConversationNotFoundError
@@ -22,6 +23,7 @@ results, media): conversations are private, and exception messages end up in log
     │   │   └── NodeNotFoundError
     │   ├── ConflictError                    the branch head moved under a writer (retry after refresh)
     │   ├── BranchExistsError (ValueError)   a branch of that name exists already
+    │   ├── ConversationExistsError (ValueError)  an imported conversation's id is in the store already
     │   ├── StoreBusyError (TimeoutError)    the database stayed locked longer than the busy timeout
     │   │   └── ShredPendingError            deleted, but a SQLite reader kept the WAL from being emptied
     │   ├── DatabaseError                    any other database failure, translated
@@ -54,6 +56,7 @@ __all__ = [
     "BudgetExceededError",
     "CodecError",
     "ConflictError",
+    "ConversationExistsError",
     "ConversationNotFoundError",
     "ConvstoreError",
     "CorruptionError",
@@ -78,6 +81,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StreamError",
+    "TransferFormatError",
 ]
 
 
@@ -462,3 +466,32 @@ class StreamError(APIError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class TransferFormatError(ConvstoreError, ValueError):
+    """An export that cannot be imported. Names where (line number, kind, field), never the content.
+
+    Attributes:
+        line: The 1-based line number (None when a ``ConversationDump`` was checked without a file).
+        where: The kind of the line, or a path in a dump (``nodes[3]``).
+        field: The key at fault ("" for the line as a whole).
+        problem: What is wrong.
+    """
+
+    def __init__(self, problem: str, *, line: int | None = None, where: str = "", field: str = "") -> None:
+        self.line = line
+        self.where = where
+        self.field = field
+        self.problem = problem
+        place = [f"line {line}" if line is not None else "", f"({where})" if where else ""]
+        prefix = " ".join(part for part in place if part)
+        target = f"{field}: " if field else ""
+        super().__init__(f"{prefix}: {target}{problem}" if prefix else f"{target}{problem}")
+
+
+class ConversationExistsError(StoreError, ValueError):
+    """An imported conversation's id is already in the target store (nothing of it was written)."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"conversation {conversation_id!r} already exists in the target store")

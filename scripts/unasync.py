@@ -57,6 +57,8 @@ PAIRS: dict[str, tuple[str, str, list[tuple[str, str]]]] = {
             (r"from sqlalchemy\.ext\.asyncio import AsyncEngine", "from sqlalchemy.engine import Engine"),
             (r"\bAsyncStore\b", "Store"),
             (r"\bAsyncConversation\b", "Conversation"),
+            (r"\b_AsyncStoreBase\b", "_StoreBase"),
+            (r"\b_AsyncConversationBase\b", "_ConversationBase"),
             (r"\bAsyncEngine\b", "Engine"),
             (r"\b(adopt|make|is)_async_engine\b", r"\1_engine"),
             (r"\b(run|check_schema|upgrade|revision|resolve|call|checkpoint)_async\b", r"\1"),
@@ -69,10 +71,12 @@ PAIRS["conversation"] = (
     "convstore/conversation/_async.py",
     "convstore/conversation/_sync.py",
     [
-        (r"\bAn ``AsyncTurnStream``", "A ``TurnStream``"),
         (r"\bAsyncStore\b", "Store"),
         (r"\bAsyncConversation\b", "Conversation"),
         (r"\bAsyncTurnStream\b", "TurnStream"),
+        (r"\bAsyncCreateClient\b", "CreateClient"),
+        (r"\b_AsyncStoreBase\b", "_StoreBase"),
+        (r"\b_AsyncConversationBase\b", "_ConversationBase"),
         (r"import _async as store_async", "import _sync as store_sync"),
         (r"import _lifecycle_async as _lifecycle", "import _lifecycle_sync as _lifecycle"),
         (r"\bstore_async\b", "store_sync"),
@@ -85,7 +89,7 @@ PAIRS["lifecycle"] = (
     [
         (r"\bAsyncStore\b", "Store"),
         (r"\bAsyncConversation\b", "Conversation"),
-        (r"from convstore\.store\._async import", "from convstore.store._sync import"),
+        (r"from convstore\.conversation\._async import", "from convstore.conversation._sync import"),
     ],
 )
 # The google-genai adapter: the same executor with the SDK sending.

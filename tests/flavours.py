@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import convstore
-from convstore import store as store_layer
 
 
 class Portal:
@@ -39,7 +38,7 @@ async def _collect(agen: AsyncIterator[Any]) -> list[Any]:
     return [item async for item in agen]
 
 
-_WRAPPED = (store_layer.AsyncStore, store_layer.AsyncConversation, convstore.AsyncInteractionsClient)
+_WRAPPED = (convstore.AsyncStore, convstore.AsyncConversation, convstore.AsyncInteractionsClient)
 
 
 def _unwrap(value: Any) -> Any:

@@ -415,3 +415,32 @@ def test_events_as_wire_json_unknown_events_and_an_error_event(store):
     conv.record(body, [newer, *wire[:3], newer, *wire[3:]])  # events of a type nobody knows are skipped
     assert [s["type"] for s in conv.history()] == ["user_input", "thought", "model_output"]
     assert conv.history()[-1] == model("one")
+
+
+# Explicit nulls the service may send, on fields the SDK declares (a thought's signature and summary, a
+# text's annotations) and on one it does not (a model output's signature), keys in the wire's order.
+NULLS: list[dict[str, object]] = [
+    {"type": "thought", "summary": None, "signature": None},
+    {
+        "type": "model_output",
+        "content": [{"type": "text", "text": "Two dogs.", "annotations": None}],
+        "signature": None,
+    },
+    {"type": "function_call", "id": "fc_1", "name": "f", "arguments": {"b": 1, "a": 2}, "signature": None},
+]
+
+
+def test_explicit_nulls_are_stored_as_the_wire_sent_them(db_url):
+    """The SDK's serializer drops a declared field sent as null; its model remembers it was set, and the
+    step is stored as the wire path stores it (``InteractionsClient``, ``record(body, dict)``). (A stream
+    is reassembled from its deltas, by convstore's client as from the SDK's events: what only the
+    non-streamed body says, such as a null, is not in it.)"""
+    SCRIPTS["nulls"] = lambda: Reply(steps=NULLS, status="requires_action")
+    try:
+        history, exchanges = run_path(db_url, "nulls", "sdk")
+        expected_history, expected_exchanges = run_path(db_url, "nulls", "convstore")
+    finally:
+        del SCRIPTS["nulls"]
+    assert history == expected_history
+    assert codec.dumps(NULLS)[1:-1] in expected_history  # the wire path keeps them byte for byte
+    assert exchanges == expected_exchanges

@@ -12,45 +12,46 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from convstore import _otel, codec
-from convstore._limits import Limits
+from typing_extensions import Unpack
+
+from convstore import _otel
 from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _lifecycle_async as _lifecycle
 from convstore.conversation import _replies
 from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions, uris_at
-from convstore.conversation._request import RequestBody, build_body, new_input_steps
+from convstore.conversation._request import RequestBody, RequestSettings, StreamClient, new_input_steps
+from convstore.conversation._turn import Turn
 from convstore.errors import APIError, CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _async as store_async
 from convstore.store import _files, _ops
-from convstore.store._prepare import (
-    exchange_row,
-    prepare_wires,
-    settings_tokens,
-    utcnow,
-    window_length,
-    window_parts,
-)
+from convstore.store._prepare import utcnow, window_length, window_parts
 
-__all__ = ["AsyncConversation", "AsyncStore", "AsyncTurnStream"]
+__all__ = ["AsyncConversation", "AsyncCreateClient", "AsyncStore", "AsyncTurnStream"]
 
 
-class _Creates(Protocol):
-    async def create(self, body: Mapping[str, Any]) -> Interaction: ...
+class AsyncCreateClient(Protocol):
+    """What ``AsyncConversation.send`` calls: ``AsyncInteractionsClient``, ``AsyncGenAIClient``, or any
+    object with this ``create``."""
+
+    async def create(self, body: Mapping[str, Any]) -> Interaction:
+        """Send ``body`` (a create request) and return the completed reply."""
 
 
-class _Streams(Protocol):
-    def stream(self, body: Mapping[str, Any]) -> Any: ...
+class AsyncConversation(store_async._AsyncConversationBase):
+    """One branch of a conversation: its history, appends to it, forks from it, and the turns that talk to
+    the API (``request`` and ``record`` around any client, ``send`` and ``stream`` with convstore's).
 
-
-class AsyncConversation(store_async.AsyncConversation):
-    """One branch of a conversation, with the calls that talk to the API (see ``convstore.store``)."""
+    It remembers the branch head it last saw (when opened, after ``append``, ``record`` and ``history``);
+    ``append`` and ``record`` move the head only if it is still there. Not thread-safe: give each thread
+    its own (``store.conversation(id, branch)`` is cheap); the store is thread-safe.
+    """
 
     async def request(
         self,
@@ -60,7 +61,7 @@ class AsyncConversation(store_async.AsyncConversation):
         budget: TokenBudget | None = None,
         media: MediaPolicy = "upload",
         client: Any = None,
-        **overrides: Any,
+        **overrides: Unpack[RequestSettings],
     ) -> RequestBody:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
 
@@ -78,8 +79,8 @@ class AsyncConversation(store_async.AsyncConversation):
                 the stored bytes as inline ``data`` instead (nothing uploaded).
             client: Uploads expired files again (``InteractionsClient``, ``GenAIClient``); needed only
                 when one has expired.
-            **overrides: Request settings for this call only (``model``, ``generation_config``,
-                ``system_instruction``, ``tools``, ``response_format``, ...); None removes one. A mapping
+            **overrides: Request settings for this call only (``RequestSettings`` lists them: ``model``,
+                ``generation_config``, ``system_instruction``, ``tools``, ...); None removes one. A mapping
                 over the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only
                 the keys it names; a key set to None removes that key.
 
@@ -90,38 +91,54 @@ class AsyncConversation(store_async.AsyncConversation):
 
         Raises:
             CodecError: a malformed input. TypeError: an unknown override. ValueError: no model.
+            LimitExceededError: the new input is beyond the store's ``limits`` (checked before the branch is
+                read).
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
         return await self._body(input, store, overrides, budget, spliced=False, client=client, media=media)
 
-    async def _new_steps_of(self, body: Mapping[str, Any]) -> tuple[list[Any], _ops.Head, int | None]:
-        """The steps of ``body["input"]`` that the branch does not hold yet, the head they go after, and the
-        body's estimated input tokens."""
+    async def _turn_of(self, body: Mapping[str, Any]) -> tuple[Turn, _ops.Head, int | None]:
+        """The turn ``body`` sends (checked when the body was built, or now for a body this conversation
+        did not build), the head it goes after, and the body's estimated input tokens."""
+        store = self._store
         if isinstance(body, RequestBody):
             if body.conversation_id != self.id or body.branch != self._branch:
                 raise CodecError(
                     [("body", f"built for conversation {body.conversation_id!r}, branch {body.branch!r}")]
                 )
+            turn = body._turn
             sent = body.get("input")
-            if isinstance(sent, SplicedInput):  # built by send() or stream()
-                return sent.steps, body._head, body.estimated_input_tokens
-            if not isinstance(sent, list) or len(sent) < body.history_length:
+            new: Sequence[Any]
+            if isinstance(sent, SplicedInput):  # built by send() or stream(): the turn's own steps
+                new = sent.steps
+            elif not isinstance(sent, list) or len(sent) < body.history_length:
                 raise CodecError([("input", "shorter than the history request() put in it")])
-            return sent[body.history_length :], body._head, body.estimated_input_tokens
+            else:
+                new = sent[body.history_length :]
+            if turn is None or not turn.sends(new):  # request()'s input, edited before it was sent
+                turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
+            return turn, body._head, body.estimated_input_tokens
         # A body this conversation did not build (a copy, say): its input must extend the branch as it is.
         sent = plain_input(body.get("input"))
         if not isinstance(sent, list):
-            return new_input_steps(sent), self._head, None
-        if body.get("previous_interaction_id") is not None:
-            return sent, self._head, None
-        history = await self.history()
-        if sent[: len(history)] != history:
-            raise CodecError(
-                [("input", "does not start with this branch's history: record the body request() returned")]
-            )
-        return sent[len(history) :], self._head, None
+            new = new_input_steps(sent, store.limits)
+        elif body.get("previous_interaction_id") is not None:
+            new = sent
+        else:
+            history = await self.history()
+            if sent[: len(history)] != history:
+                raise CodecError(
+                    [
+                        (
+                            "input",
+                            "does not start with this branch's history: record the body request() returned",
+                        )
+                    ]
+                )
+            new = sent[len(history) :]
+        turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
+        return turn, self._head, None
 
-    @_otel.traced_record
     async def record(self, body: Mapping[str, Any], interaction: Any) -> list[Node]:
         """Write a completed turn: the new input steps of ``body`` and the reply's steps, as one exchange.
 
@@ -141,50 +158,33 @@ class AsyncConversation(store_async.AsyncConversation):
             CodecError: a malformed reply, a reply that cannot be recorded whole (a stream's final
                 interaction, which carries no steps; events missing their start or their end), or a body
                 this branch did not build.
+            LimitExceededError: a step of the reply, or the exchange, beyond the store's ``limits``.
             APIError: a streamed reply's events end in an ``error`` event: the turn failed.
         """
-        limits = self._store.limits
-        reply = await self._reply_of(interaction, limits)
-        new, head, estimated = await self._new_steps_of(body)
-        return await self._write_turn(new, reply, head, estimated, body)
+        with _otel.record_span(self, body) as span:
+            reply = await self._reply_of(interaction)
+            turn, head, estimated = await self._turn_of(body)
+            prepared, exchange = turn.exchange(
+                reply,
+                stored=bool(body.get("store", True)),
+                model=body.get("model"),
+                estimated_input_tokens=estimated,
+            )
+            span.replied(body, turn.interaction)
+            return await self._append(prepared, exchange, head)
 
-    async def _write_turn(
-        self,
-        new: list[Any],
-        reply: Interaction,
-        head: _ops.Head,
-        estimated: int | None,
-        body: Mapping[str, Any],
-    ) -> list[Node]:
-        """Write the new input steps and the reply's steps as one exchange after ``head``."""
-        limits = self._store.limits
-        prepared = prepare_wires(
-            codec.normalize_steps([*new, *reply.steps], limits=limits),
-            self._store.counter,
-            self._store.redact,
-            limits,
-        )
-        exchange = exchange_row(
-            estimated_input_tokens=estimated,
-            interaction_id=reply.id,
-            stored=bool(body.get("store", True)),
-            model=reply.model or body.get("model"),
-            status=reply.status,
-            usage=reply.usage.to_json() if reply.usage is not None else None,
-        )
-        return await self._append(prepared, exchange, head)
-
-    async def _reply_of(self, reply: Any, limits: Limits) -> Interaction:
-        """The interaction of a reply, reading a stream to its end (see ``record``)."""
+    async def _reply_of(self, reply: Any) -> Any:
+        """The reply with a stream read to its end (the list of its events, or its final interaction);
+        any other form as it is, for the turn to read once (see ``record``)."""
         if not _replies.is_interaction_like(reply):
             if hasattr(reply, "get_final_interaction"):  # convstore's client's stream, consumed or not
-                return _replies.interaction_from_reply(await reply.get_final_interaction(), limits)
+                return await reply.get_final_interaction()
             if hasattr(reply, "__aiter__"):  # the SDK's stream
                 events = []
                 async for event in reply:
                     events.append(event)
-                return _replies.interaction_from_events(events)
-        return _replies.interaction_from_reply(reply, limits)
+                return events
+        return reply
 
     async def _body(
         self,
@@ -199,57 +199,60 @@ class AsyncConversation(store_async.AsyncConversation):
         force: frozenset[str] = frozenset(),
         chain: bool = True,
     ) -> RequestBody:
-        """The body of the next turn. ``spliced``: its ``input`` is a ``SplicedInput`` (the history's stored
-        texts, never decoded), for convstore's own clients; else plain wire JSON, decoded. Files API uris of
-        the history are adapted (``_lifecycle.adapt``; ``force``: uris the API said are gone); ``chain``
-        False replays even where a stored interaction could be chained on."""
-        new = new_input_steps(input)
-        counter = budget.counter if budget is not None and budget.counter is not None else self._store.counter
-        fixed = settings_tokens(self._info, counter) + sum(counter.count_step(step) for step in new)
-        if store and budget is None and chain:
-            # Chaining sends the API's whole timeline, so a budget always replays instead.
+        """The body of the next turn, its input checked first (see ``Turn``). ``spliced``: its ``input`` is a
+        ``SplicedInput`` (the history's stored texts, never decoded), for convstore's own clients; else
+        plain wire JSON, decoded. Files API uris of the history are adapted (``_lifecycle.adapt``;
+        ``force``: uris the API said are gone); ``chain`` False replays where the turn could chain."""
+        own = self._store
+        turn = Turn(
+            input,
+            settings=self._info,
+            overrides=overrides,
+            store=store,
+            budget=budget,
+            limits=own.limits,
+            counter=own.counter,
+            redact=own.redact,
+        )
+        if turn.chains and chain:
             chained = await self._chain_from()
             if chained is not None:
-                body = build_body(self._info, new, overrides, store=True, previous_interaction_id=chained)
-                return self._built(body, 0, None)
+                return turn.chained(chained, conversation_id=self.id, branch=self._branch, head=self._head)
         texts: list[bytes] | list[str]
-        if budget is None:
+        if turn.budget is None:
             texts = await self._history_texts()
-            positions = self._replay.files if self._replay is not None else ()
-            fresh_until = self._replay.files_fresh if self._replay is not None else None
+            replay = self._replay
+            positions = replay.files if replay is not None else ()
+            fresh_until = replay.files_fresh if replay is not None else None
             history_length = len(texts)
             history_tokens = self._head.total_tokens
         else:
-            needs_calls = bool(new) and new[0]["type"] != "user_input"
-            window = await self._window(budget, fixed_tokens=fixed, require_history=needs_calls)
-            texts = [text.encode() for text in window_parts(window)]
-            positions = tuple(file_positions(texts))
+            window = await self._window(
+                turn.budget, fixed_tokens=turn.fixed_tokens, require_history=turn.needs_history
+            )
+            texts = window_parts(window)
+            positions = tuple(file_positions([text.encode() for text in texts]))
             fresh_until = None
             history_length = window_length(window)
             history_tokens = window.history_tokens
-        if positions:  # only a history that names Files API uris is adapted (the index written with it)
+        if positions:  # only a history whose nodes name Files API uris is adapted (their files column)
             texts = await _lifecycle.adapt(
                 self,
-                texts,
+                [text.encode() if isinstance(text, str) else text for text in texts],
                 positions,
                 client=client,
                 policy=media,
                 force=force,
                 fresh_until=fresh_until,
             )
-        steps = SplicedInput(texts, new)
-        body = build_body(self._info, steps if spliced else steps.decode(), overrides, store=store)
-        return self._built(body, history_length, fixed + history_tokens)
-
-    def _built(self, body: dict[str, Any], history_length: int, estimated: int | None) -> RequestBody:
-        """``body`` as built on the head this object just read."""
-        return RequestBody(
-            body,
+        return turn.replayed(
+            texts,
+            history_length=history_length,
+            history_tokens=history_tokens,
+            spliced=spliced,
             conversation_id=self.id,
             branch=self._branch,
             head=self._head,
-            history_length=history_length,
-            estimated_input_tokens=estimated,
         )
 
     async def _chain_from(self) -> str | None:
@@ -268,11 +271,11 @@ class AsyncConversation(store_async.AsyncConversation):
         self,
         input: Any,
         *,
-        client: _Creates,
+        client: AsyncCreateClient,
         store: bool = False,
         budget: TokenBudget | None = None,
         media: MediaPolicy = "upload",
-        **overrides: Any,
+        **overrides: Unpack[RequestSettings],
     ) -> Interaction:
         """Send the next turn and record it: request, call, record.
 
@@ -324,26 +327,34 @@ class AsyncConversation(store_async.AsyncConversation):
             await self._store._run(_files.forget_interaction(self.id, chained, utcnow()), write=True)
             return {"chain": False}
         if _lifecycle.file_is_gone(error) and self._replay is not None and self._replay.files:
-            replay = self._replay
-            return {"force": frozenset(uris_at(replay.files))}
+            return {"force": frozenset(uris_at(self._replay.files))}
         return None
 
     async def stream(
         self,
         input: Any,
         *,
-        client: _Streams,
+        client: StreamClient,
         store: bool = False,
         budget: TokenBudget | None = None,
         media: MediaPolicy = "upload",
-        **overrides: Any,
+        **overrides: Unpack[RequestSettings],
     ) -> AsyncTurnStream:
         """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
         stream completes (after the last event), and only then.
 
+        Args:
+            input: As for ``request``.
+            client: An ``AsyncInteractionsClient`` (or anything with ``stream(body)`` as it has).
+            store: As for ``send``.
+            budget: As for ``send``.
+            media: As for ``send`` (files are uploaded again before the stream opens; a refusal of the
+                stream itself is not retried).
+            **overrides: As for ``request``.
+
         Returns:
-            An ``AsyncTurnStream``: iterable over the client's events; ``.interaction`` and ``.nodes``
-            afterwards.
+            The turn's stream (``AsyncTurnStream``): iterable over the client's events; ``.interaction`` and
+            ``.nodes`` afterwards.
         """
         body = await self._body(
             input, store, overrides, budget, spliced=takes_spliced_input(client), client=client, media=media
@@ -409,8 +420,10 @@ class AsyncTurnStream:
         self.interaction: Interaction | None = None
         self.nodes: list[Node] | None = None
 
-    @_otel.traced_stream
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return _otel.traced_events(self._events(), self._conversation, self._body.get("model"))
+
+    async def _events(self) -> AsyncIterator[Any]:
         async with self._stream as events:
             async for event in events:
                 yield event
@@ -427,16 +440,47 @@ class AsyncTurnStream:
         return self.interaction
 
 
-class AsyncStore(store_async.AsyncStore):
-    """The store whose conversations also have ``request``, ``record``, ``send`` and ``stream``."""
+class AsyncStore(store_async._AsyncStoreBase[AsyncConversation]):
+    """Conversation trees in SQLite or PostgreSQL, and the turns that talk to the API (see ``Conversation``).
+
+    Args:
+        url_or_engine: A database URL (``sqlite:///path/to/file.db``, ``postgresql+psycopg://...``) or an
+            SQLAlchemy ``Engine`` you own (convstore then installs its SQLite connection settings on it and
+            never disposes of it).
+        check_schema: Verify the schema revision on open (an empty database is built at once). Turn it off
+            only to call ``upgrade()`` on an outdated database.
+        busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
+        counter: Counts each step's tokens when it is written (``HeuristicCounter`` by default); budgets
+            build on these counts, calibrated by the API's reported usage.
+        owner: Bind the store to one owner (a user or tenant id): it then creates conversations for that
+            owner only and sees no other owner's; their ids behave exactly as ids that do not exist. A
+            store without an owner sees every conversation (for administration).
+        redact: Called on every step (wire JSON) before it is written, to scrub what must not be kept
+            (PII, say); returns the step to store. Its result is validated like any step.
+        sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
+            a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
+        keyring: Encrypt new conversations at rest (AES-256-GCM, a data key per conversation wrapped by the
+            keyring's active key), and read encrypted ones. Without it, conversations are written in
+            plaintext, and opening an encrypted one raises ``KeyringRequiredError``.
+        key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
+            of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
+            does not close it.
+        limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
+            exchange); beyond one, ``LimitExceededError`` and nothing is written.
+        lifecycle: How uploaded files and stored interactions the API forgets are handled (its clock, the
+            margin before a file's expiry at which it is uploaded again, the server's retention of stored
+            interactions); ``convstore.Lifecycle()`` by default (see ``docs/guides/lifecycle.md``).
+
+    Raises:
+        SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
+        SchemaUnknownError: the database is newer than this convstore, or not convstore's.
+
+    Example:
+        >>> store = AsyncStore("sqlite:///chat.db")  # doctest: +SKIP
+        >>> conv = await store.create_conversation(model="gemini-3-flash-preview")  # doctest: +SKIP
+    """
 
     _conversation_class = AsyncConversation
-
-    async def create_conversation(self, *args: Any, **kwargs: Any) -> AsyncConversation:
-        return await super().create_conversation(*args, **kwargs)  # type: ignore[return-value]
-
-    async def conversation(self, conversation_id: str, branch: str = "main") -> AsyncConversation:
-        return await super().conversation(conversation_id, branch)  # type: ignore[return-value]
 
     async def attach_media(self, conversation_id: str, uri: str, data: bytes, *, mime_type: str) -> None:
         """``conversation.attach_media`` for the conversation ``conversation_id``."""
@@ -501,7 +545,12 @@ class AsyncStore(store_async.AsyncStore):
             sent = 0
             while sent < len(steps) and steps[sent].get("type") in ("user_input", "function_result"):
                 sent += 1
-            reply = _replies.interaction_from_reply({**interaction, "steps": steps[sent:]}, self.limits)
-            body = {"store": True, "model": interaction.get("model")}
-            await conversation._write_turn(list(steps[:sent]), reply, conversation._head, None, body)
+            turn = Turn.of_steps(steps[:sent], limits=self.limits, counter=self.counter, redact=self.redact)
+            prepared, exchange = turn.exchange(
+                {**interaction, "steps": steps[sent:]},
+                stored=True,
+                model=interaction.get("model"),
+                estimated_input_tokens=None,
+            )
+            await conversation._append(prepared, exchange, conversation._head)
         return conversation

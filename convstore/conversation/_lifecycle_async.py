@@ -32,7 +32,7 @@ from convstore.store import _files
 from convstore.store._engine import Op
 
 if TYPE_CHECKING:
-    from convstore.store._async import AsyncConversation, AsyncStore
+    from convstore.conversation._async import AsyncConversation, AsyncStore
 
 __all__ = [
     "adapt",

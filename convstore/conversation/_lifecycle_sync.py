@@ -33,7 +33,7 @@ from convstore.store import _files
 from convstore.store._engine import Op
 
 if TYPE_CHECKING:
-    from convstore.store._sync import Conversation, Store
+    from convstore.conversation._sync import Conversation, Store
 
 __all__ = [
     "adapt",

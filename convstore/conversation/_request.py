@@ -8,9 +8,10 @@ the API keeps none of them between requests, so every body carries them again), 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 from convstore import codec
+from convstore._limits import DEFAULT_LIMITS, Limits, check_value
 from convstore._wire import SplicedInput
 from convstore.errors import CodecError
 from convstore.model import ConversationInfo
@@ -19,11 +20,17 @@ from convstore.model._sdk import is_sdk_object, sdk_json
 from convstore.model._steps import KNOWN_STEP_TYPES
 from convstore.store._rows import Head
 
+if TYPE_CHECKING:
+    from convstore.conversation._turn import Turn
+
 __all__ = [
     "REQUEST_FIELDS",
     "RequestBody",
+    "RequestSettings",
+    "StreamClient",
     "build_body",
     "new_input_steps",
+    "request_settings",
 ]
 
 # The create body's top-level fields (API reference section 2). Anything else is refused before sending.
@@ -55,6 +62,41 @@ REQUEST_FIELDS = frozenset(
 OVERRIDABLE = REQUEST_FIELDS - {"input", "store", "stream", "previous_interaction_id", "continuation_token"}
 
 
+class RequestSettings(TypedDict, total=False):
+    """The request settings a turn may override (``conv.send(..., model="...", generation_config={...})``).
+
+    A value replaces the conversation's setting for this call only; None removes it. A mapping laid over
+    the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only the keys it
+    names; a key set to None removes that key. Fields are the API's (see its reference), JSON as there.
+    ``input``, ``store``, ``stream`` and the continuation fields are convstore's to set.
+    """
+
+    model: str | None
+    agent: str | None
+    agent_config: Mapping[str, Any] | None
+    system_instruction: str | None
+    generation_config: Mapping[str, Any] | None
+    tools: Sequence[Mapping[str, Any]] | None
+    response_format: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+    response_modalities: Sequence[str] | None
+    background: bool | None
+    safety_settings: Sequence[Mapping[str, Any]] | None
+    service_tier: str | None
+    cached_content: str | None
+    labels: Mapping[str, str] | None
+    webhook_config: Mapping[str, Any] | None
+    environment: Any
+
+
+class StreamClient(Protocol):
+    """What ``Conversation.stream`` (and ``AsyncConversation.stream``) calls: ``InteractionsClient``,
+    ``GenAIClient``, their async twins, or any object with this ``stream``."""
+
+    def stream(self, body: Mapping[str, Any]) -> Any:
+        """A context manager over the events of ``body``'s streamed call, which also has
+        ``get_final_interaction()`` once they are read (as ``convstore.Stream`` has)."""
+
+
 def _kind(item: Any) -> str:
     tag = item.get("type") if isinstance(item, Mapping) else None
     if tag in KNOWN_CONTENT_TYPES:
@@ -64,21 +106,24 @@ def _kind(item: Any) -> str:
     return "unknown"
 
 
-def new_input_steps(value: Any) -> list[dict[str, Any]]:
-    """The steps a new turn adds, from what a caller passes as ``input``.
+def new_input_steps(value: Any, limits: Limits = DEFAULT_LIMITS) -> list[dict[str, Any]]:
+    """The steps a new turn adds, from what a caller passes as ``input``, each bounded by ``limits``.
 
     - a string: one ``user_input`` step with one text content;
     - a content item, or a list of them: one ``user_input`` step holding them;
     - a step, or a list of steps (function results, for instance): those steps.
 
     Items may be wire JSON, convstore's model objects or the official SDK's objects (``TextContent``,
-    ``FunctionResultStep``, ...).
+    ``FunctionResultStep``, ...). Every step returned has been through ``check_value`` with ``limits``
+    once (``prepare_wires(..., checked=True)`` relies on it).
 
     Raises:
         CodecError: a malformed item, or a list mixing contents and steps (the API refuses that too).
+        LimitExceededError: a step nested deeper than ``limits.max_depth`` or (estimated) longer than
+            ``limits.max_step_bytes``.
     """
     if isinstance(value, str):
-        return [{"type": "user_input", "content": [{"type": "text", "text": value}]}]
+        return [_bounded({"type": "user_input", "content": [{"type": "text", "text": value}]}, limits)]
     if isinstance(value, Mapping) or not isinstance(value, Sequence):
         value = [value]
     value = [sdk_json(v) if is_sdk_object(v) else v for v in value]  # the official SDK's steps and contents
@@ -100,8 +145,14 @@ def new_input_steps(value: Any) -> list[dict[str, Any]]:
                 problems.extend(exc.problems)
         if problems:
             raise CodecError(problems)
-        return [{"type": "user_input", "content": contents}]
-    return codec.normalize_steps(items, prefix="input")
+        return [_bounded({"type": "user_input", "content": contents}, limits)]
+    return codec.normalize_steps(items, prefix="input", limits=limits)
+
+
+def _bounded(step: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """``step`` (built here from the caller's text or contents) once its nesting and size are bounded."""
+    check_value(step, path="steps[0]", limits=limits, max_bytes=limits.max_step_bytes)
+    return step
 
 
 def _is_step(value: Any) -> bool:
@@ -120,25 +171,12 @@ def _is_content(value: Any) -> bool:
     )
 
 
-def build_body(
-    info: ConversationInfo,
-    input_steps: list[dict[str, Any]] | SplicedInput,
-    overrides: Mapping[str, Any],
-    *,
-    store: bool = False,
-    previous_interaction_id: str | None = None,
-) -> dict[str, Any]:
-    """The create body for one turn.
+def request_settings(info: ConversationInfo, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of one turn's body: the conversation's, with the per-request ``overrides`` laid over.
 
-    Args:
-        info: The conversation's settings.
-        input_steps: The full ``input``: replayed history and the new steps (wire JSON, or spliced from the
-            stored texts for convstore's own clients).
-        overrides: Per-request settings. A value replaces the conversation's setting, except that a
-            mapping laid over a mapping (``generation_config``) changes only the keys it names, a key set
-            to None removing that key; a value of None removes the setting whole.
-        store: The API's ``store`` flag (False: stateless, the API keeps nothing).
-        previous_interaction_id: Chain on a stored interaction instead of replaying (``store`` must be True).
+    A value replaces the conversation's setting, except that a mapping laid over a mapping
+    (``generation_config``) changes only the keys it names, a key set to None removing that key; a value of
+    None removes the setting whole.
 
     Raises:
         TypeError: an override that is not a request field, or one convstore sets itself.
@@ -150,7 +188,6 @@ def build_body(
             f"not a request setting convstore lets you override: {', '.join(unknown)} "
             "(input, store, stream and continuation are set by convstore)"
         )
-    body: dict[str, Any] = {}
     settings: dict[str, Any] = {
         "model": info.model,
         "system_instruction": info.system_instruction,
@@ -159,11 +196,29 @@ def build_body(
     }
     for key, value in overrides.items():
         settings[key] = _overlay(settings.get(key), value)
-    for key, value in settings.items():
-        if value is not None:
-            body[key] = _plain(value)
+    body = {key: _plain(value) for key, value in settings.items() if value is not None}
     if "model" not in body and "agent" not in body:
         raise ValueError("no model: pass model= to create_conversation() or to this call")
+    return body
+
+
+def build_body(
+    settings: Mapping[str, Any],
+    input_steps: list[dict[str, Any]] | SplicedInput,
+    *,
+    store: bool = False,
+    previous_interaction_id: str | None = None,
+) -> dict[str, Any]:
+    """The create body for one turn.
+
+    Args:
+        settings: The turn's settings (``request_settings``).
+        input_steps: The full ``input``: replayed history and the new steps (wire JSON, or spliced from the
+            stored texts for convstore's own clients).
+        store: The API's ``store`` flag (False: stateless, the API keeps nothing).
+        previous_interaction_id: Chain on a stored interaction instead of replaying (``store`` must be True).
+    """
+    body = dict(settings)
     body["store"] = store
     if previous_interaction_id is not None:
         body["previous_interaction_id"] = previous_interaction_id
@@ -199,6 +254,7 @@ class RequestBody(dict[str, Any]):
         head: Head,
         history_length: int,
         estimated_input_tokens: int | None = None,
+        turn: Turn | None = None,
     ) -> None:
         super().__init__(fields)
         self.conversation_id = conversation_id
@@ -206,6 +262,7 @@ class RequestBody(dict[str, Any]):
         self.history_length = history_length
         self.estimated_input_tokens = estimated_input_tokens
         self._head = head
+        self._turn = turn  # the input checked at the door, for record() to write
 
     @property
     def head_id(self) -> str | None:

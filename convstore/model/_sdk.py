@@ -8,9 +8,17 @@ which values the service sent rather than the SDK added (``output_text``, ``cont
 So an SDK object is written back as the wire writes it: ``type`` first, then each object's known fields in
 ``WIRE_ORDER`` (the order of the API's JSON and of its stream: a thought's summary arrives before its
 signature, a call's id and name before its arguments), then any field the table does not list, in the
-order the SDK holds it. What the SDK keeps as plain JSON is left as it is: function arguments, a result
-object, and the raw JSON of a variant it does not know (``is_unknown``), each already in the wire's order.
-The same reply then stores the same bytes whether it came through the SDK or through convstore's client.
+order the SDK holds it. A field the service sent as ``null`` is kept as ``null``: the SDK's serializer
+leaves a declared optional field out when it is None, but the model remembers it was set
+(``model_fields_set``), and that is what the wire had. What the SDK keeps as plain JSON is left as it is:
+function arguments, a result object, and the raw JSON of a variant it does not know (``is_unknown``), each
+already in the wire's order. The same reply then stores the same bytes whether it came through the SDK or
+through convstore's client.
+
+What the SDK cannot give back (google-genai 3.x): the order of the keys of its models as the service sent
+them (a pydantic model holds its fields in its class's order and only a set of which were sent; the object
+keeps no raw response). ``WIRE_ORDER`` is the order the API writes, so a reply in that order is stored byte
+for byte as the wire path stores it; one whose keys came in another order is stored in ``WIRE_ORDER``.
 
 Duck-typed: nothing here imports the SDK. An SDK object is anything with pydantic's ``model_dump`` and
 ``model_fields``.
@@ -85,12 +93,19 @@ def sdk_json(value: Any) -> Any:
 
 
 def _ordered(value: Any, dumped: Any) -> Any:
-    """``dumped`` (the JSON of ``value``) with the keys of every SDK model in it in the wire's order."""
+    """``dumped`` (the JSON of ``value``) with the keys of every SDK model in it in the wire's order, and the
+    explicit nulls the service sent put back."""
     if is_sdk_object(value) and isinstance(dumped, dict):
         if getattr(value, "is_unknown", False):
             return dumped  # the raw JSON of a variant the SDK does not know, as the service sent it
         fields = type(value).model_fields
         names = {(getattr(info, "alias", None) or name): name for name, info in fields.items()}
+        for name in value.model_fields_set:
+            # The SDK's serializer leaves out a declared optional field the service sent as null
+            # ("signature": null), though the model keeps it as set: the wire had it, so the wire JSON has it.
+            key = getattr(fields.get(name), "alias", None) or name
+            if key not in dumped and name in fields and getattr(value, name, ...) is None:
+                dumped[key] = None
         keys = sorted(dumped, key=lambda key: _RANK.get(key, len(_RANK)))  # stable: the rest keep their order
         return {
             key: _ordered(getattr(value, names[key], None) if key in names else None, dumped[key])

@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
 import sqlalchemy as sa
@@ -71,54 +71,20 @@ from convstore.store._transfer import ConversationDump
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["AsyncConversation", "AsyncStore"]
+__all__ = ["_AsyncConversationBase", "_AsyncStoreBase"]
 
 T = TypeVar("T")
+C = TypeVar("C", bound="_AsyncConversationBase")
 StepLike = Step | Mapping[str, Any]
 
 
-class AsyncStore:
-    """AsyncConversation trees in SQLite or PostgreSQL.
+class _AsyncStoreBase(Generic[C]):
+    """The persistence half of ``convstore.AsyncStore`` (the public class, in ``convstore.conversation``,
+    documents it): every method but the conversations' API calls. Private: no code outside convstore
+    names it, and ``C`` is the class its conversations are opened as."""
 
-    Args:
-        url_or_engine: A database URL (``sqlite:///path/to/file.db``, ``postgresql+psycopg://...``) or an
-            SQLAlchemy ``Engine`` you own (convstore then installs its SQLite connection settings on it and
-            never disposes of it).
-        check_schema: Verify the schema revision on open (an empty database is built at once). Turn it off
-            only to call ``upgrade()`` on an outdated database.
-        busy_timeout: SQLite: seconds a writer waits for the lock before ``StoreBusyError``.
-        counter: Counts each step's tokens when it is written (``HeuristicCounter`` by default); budgets
-            build on these counts, calibrated by the API's reported usage.
-        owner: Bind the store to one owner (a user or tenant id): it then creates conversations for that
-            owner only and sees no other owner's; their ids behave exactly as ids that do not exist. A
-            store without an owner sees every conversation (for administration).
-        redact: Called on every step (wire JSON) before it is written, to scrub what must not be kept
-            (PII, say); returns the step to store. Its result is validated like any step.
-        sqlite_synchronous: SQLite's ``synchronous`` pragma. ``FULL`` (default) keeps a committed turn across
-            a power loss; ``NORMAL`` is faster and still safe against a crash of the process.
-        keyring: Encrypt new conversations at rest (AES-256-GCM, a data key per conversation wrapped by the
-            keyring's active key), and read encrypted ones. Without it, conversations are written in
-            plaintext, and opening an encrypted one raises ``KeyringRequiredError``.
-        key_store: Where wrapped data keys are kept (see ``KeyStore``; ``SQLKeyStore(url)`` for a database
-            of their own). By default, in this database's ``convstore_keys`` table. You own it: the store
-            does not close it.
-        limits: Bounds on what is written (``convstore.Limits``: nesting, bytes of a step and of an
-            exchange); beyond one, ``LimitExceededError`` and nothing is written.
-        lifecycle: How uploaded files and stored interactions the API forgets are handled (its clock, the
-            margin before a file's expiry at which it is uploaded again, the server's retention of stored
-            interactions); ``convstore.Lifecycle()`` by default.
-
-    Raises:
-        SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
-        SchemaUnknownError: the database is newer than this convstore, or not convstore's.
-
-    Example:
-        >>> store = AsyncStore("sqlite:///chat.db")  # doctest: +SKIP
-        >>> conv = await store.create_conversation(model="gemini-3-flash-preview")  # doctest: +SKIP
-    """
-
-    # The class conversations are opened as; the top-level convstore.AsyncStore opens the full facade.
-    _conversation_class: type[AsyncConversation]
+    # The class conversations are opened as (``convstore.AsyncConversation``).
+    _conversation_class: type[C]
 
     def __init__(
         self,
@@ -372,20 +338,25 @@ class AsyncStore:
 
     async def create_conversation(
         self,
+        *,
         model: str | None = None,
         system_instruction: str | None = None,
         generation_config: Mapping[str, Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         metadata: Mapping[str, Any] | None = None,
-        *,
         branch: str = "main",
-    ) -> AsyncConversation:
+    ) -> C:
         """Create an empty conversation with one empty branch.
 
+        The request settings are re-sent with every turn (the API keeps none of them between stateless
+        requests); a turn can override each (``send(..., model=...)``). JSON as in the API reference.
+
         Args:
-            model, system_instruction, generation_config, tools: Request settings re-sent with every turn
-                (the API keeps none of them between stateless requests). JSON as in the API reference.
-            metadata: Your own JSON object about the conversation.
+            model: The model every turn asks for (``gemini-3-flash-preview``, say).
+            system_instruction: The system instruction every turn carries.
+            generation_config: The API's ``generation_config`` object (temperature, thinking level, ...).
+            tools: The API's ``tools`` array.
+            metadata: Your own JSON object about the conversation (never sent).
             branch: Name of the first branch.
 
         Returns:
@@ -393,6 +364,7 @@ class AsyncStore:
 
         Raises:
             CodecError: a setting has the wrong JSON type (the message names it).
+            LimitExceededError: a setting nested deeper or longer than the store's ``limits`` allow.
         """
         check_branch_name(branch)
         now = utcnow()
@@ -423,7 +395,7 @@ class AsyncStore:
                 raise
         return self._conversation_class(self, info, branch, _ops.EMPTY_HEAD, cipher)
 
-    async def conversation(self, conversation_id: str, branch: str = "main") -> AsyncConversation:
+    async def conversation(self, conversation_id: str, branch: str = "main") -> C:
         """Open a conversation on one of its branches.
 
         Raises:
@@ -680,17 +652,13 @@ class _AttrRow:
         return self._values[name]
 
 
-class AsyncConversation:
-    """One branch of a conversation: its history, appends to it, forks from it.
-
-    A ``AsyncConversation`` remembers the branch head it last saw (when opened, after ``append`` and after
-    ``history``); ``append`` moves the head only if it is still there. Not thread-safe: give each thread its
-    own (``store.conversation(id, branch)`` is cheap). The ``AsyncStore`` is thread-safe.
-    """
+class _AsyncConversationBase:
+    """The persistence half of ``convstore.AsyncConversation`` (the public class, in
+    ``convstore.conversation``, documents it): one branch, its reads and appends, without the API calls."""
 
     def __init__(
         self,
-        store: AsyncStore,
+        store: _AsyncStoreBase[Any],
         info: ConversationInfo,
         branch: str,
         head: _ops.Head,
@@ -943,6 +911,3 @@ class AsyncConversation:
     async def tree(self) -> Tree:
         """The whole tree: every node and branch of the conversation (``Tree.render()`` draws it)."""
         return await self._store._run(_ops.tree(self.id, self._cipher))
-
-
-AsyncStore._conversation_class = AsyncConversation

@@ -198,7 +198,7 @@ def prepare_exchange(
     wires = codec.normalize_steps(steps, limits=limits)
     if not wires:
         raise InvalidExchangeError("an exchange needs at least one step")
-    return prepare_wires(wires, counter, redact, limits)
+    return prepare_wires(wires, counter, redact, limits, checked=True)
 
 
 def prepare_wires(
@@ -206,11 +206,25 @@ def prepare_wires(
     counter: TokenCounter,
     redact: Redactor | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    *,
+    checked: bool = False,
+    first: int = 0,
+    total: int = 0,
 ) -> list[tuple[str, str, int]]:
     """``(type, JSON text, tokens)`` of validated wire steps, after the redaction hook.
 
-    Each step's nesting and size are bounded by ``limits`` before it is encoded, its exact encoded length
-    after, and the exchange's total as it grows.
+    Each step's nesting and size are bounded by ``limits`` before it is encoded (unless ``checked``: the
+    codec bounded them already, with the same ``limits``), its exact encoded length after, and the
+    exchange's total as it grows.
+
+    Args:
+        wires: The steps, validated wire JSON.
+        counter: Counts each step's tokens (once).
+        redact: The store's redaction hook; its results are validated and bounded again.
+        limits: The store's limits.
+        checked: Every step of ``wires`` went through ``codec.normalize_steps`` with ``limits``.
+        first: The index of the first step in its exchange (the errors' paths name it).
+        total: The encoded bytes of the exchange's steps before these.
 
     Raises:
         CodecError: a step is malformed or its type is text no database can store.
@@ -218,13 +232,14 @@ def prepare_wires(
     """
     if redact is not None:
         wires = codec.normalize_steps(
-            [redact(dict(wire)) for wire in wires], prefix="redacted", limits=limits
+            [redact(dict(wire)) for wire in wires], prefix="redacted", limits=limits, start=first
         )
+        checked = True
     prepared = []
-    total = 0
-    for index, wire in enumerate(wires):
+    for index, wire in enumerate(wires, first):
         path = f"steps[{index}]"
-        check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
+        if not checked:
+            check_value(wire, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         problem = column_text_problem(wire["type"], MAX_STEP_TYPE)
         if problem is not None:
             raise CodecError([(f"{path}.type", problem)])

@@ -69,11 +69,11 @@ from convstore._limits import DEFAULT_LIMITS, Limits, loads
 from convstore.budget import HeuristicCounter, TokenCounter
 from convstore.errors import (
     CodecError,
+    ConversationExistsError,
     ConversationNotFoundError,
-    ConvstoreError,
     DataKeyNotFoundError,
     LimitExceededError,
-    StoreError,
+    TransferFormatError,
 )
 from convstore.store import _keys, _schema
 from convstore.store._conversations import SETTINGS
@@ -107,35 +107,6 @@ FORMAT = "convstore-export"
 VERSION = 2  # 2: sealed conversations (key and media lines)
 CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
 BATCH_BYTES = 4 * 1024 * 1024  # ... or fewer, so a streamed import holds at most about this much of payloads
-
-
-class TransferFormatError(ConvstoreError, ValueError):
-    """An export that cannot be imported. Names where (line number, kind, field), never the content.
-
-    Attributes:
-        line: The 1-based line number (None when a ``ConversationDump`` was checked without a file).
-        where: The kind of the line, or a path in a dump (``nodes[3]``).
-        field: The key at fault ("" for the line as a whole).
-        problem: What is wrong.
-    """
-
-    def __init__(self, problem: str, *, line: int | None = None, where: str = "", field: str = "") -> None:
-        self.line = line
-        self.where = where
-        self.field = field
-        self.problem = problem
-        place = [f"line {line}" if line is not None else "", f"({where})" if where else ""]
-        prefix = " ".join(part for part in place if part)
-        target = f"{field}: " if field else ""
-        super().__init__(f"{prefix}: {target}{problem}" if prefix else f"{target}{problem}")
-
-
-class ConversationExistsError(StoreError, ValueError):
-    """An imported conversation's id is already in the target store (nothing of it was written)."""
-
-    def __init__(self, conversation_id: str) -> None:
-        self.conversation_id = conversation_id
-        super().__init__(f"conversation {conversation_id!r} already exists in the target store")
 
 
 @attrs.frozen(kw_only=True)
