@@ -34,6 +34,7 @@ from convstore.conversation import (
     StreamClient,
     TurnStream,
 )
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion
 from convstore.errors import (
     AmbiguousIdError,
     APIConnectionError,
@@ -48,6 +49,7 @@ from convstore.errors import (
     ConversationNotFoundError,
     ConvstoreError,
     CorruptionError,
+    CreateOutcomeUnknownError,
     DatabaseError,
     DataKeyNotFoundError,
     DecryptionError,
@@ -57,6 +59,8 @@ from convstore.errors import (
     KeyNotFoundError,
     KeyringRequiredError,
     LimitExceededError,
+    MediaError,
+    MediaNotHeldError,
     NodeNotFoundError,
     NotFoundError,
     OutcomeUnknownError,
@@ -126,6 +130,7 @@ from convstore.store import (
     schema_status,
 )
 from convstore.store._check import Check, CheckReport, Problem
+from convstore.store._files import Lifecycle
 from convstore.store._prepare import Redactor
 from convstore.store._transfer import ConversationDump
 
@@ -164,6 +169,7 @@ __all__ = [
     "ConvstoreError",
     "CorruptionError",
     "CreateClient",
+    "CreateOutcomeUnknownError",
     "DataKeyNotFoundError",
     "DatabaseError",
     "DecryptionError",
@@ -172,6 +178,7 @@ __all__ = [
     "Exchange",
     "FileSearchCallStep",
     "FileSearchResultStep",
+    "FileStatus",
     "FunctionCallStep",
     "FunctionResultStep",
     "GenAIClient",
@@ -189,11 +196,15 @@ __all__ = [
     "KeyStore",
     "Keyring",
     "KeyringRequiredError",
+    "Lifecycle",
     "LimitExceededError",
     "Limits",
     "McpServerToolCallStep",
     "McpServerToolResultStep",
     "MediaCosts",
+    "MediaError",
+    "MediaNotHeldError",
+    "MediaPolicy",
     "ModelOutputStep",
     "Node",
     "NodeNotFoundError",
@@ -205,6 +216,7 @@ __all__ = [
     "ProcessingResultStep",
     "PurgeIncompleteError",
     "Redactor",
+    "RemoteDeletion",
     "RequestBody",
     "RequestSettings",
     "RetrievalCallStep",

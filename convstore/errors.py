@@ -39,8 +39,11 @@ results, media): conversations are private, and exception messages end up in log
     │   └── SchemaError
     │       ├── SchemaOutdatedError          the database is at an older revision: upgrade it
     │       └── SchemaUnknownError           the database is newer than this library, or not convstore's
+    ├── MediaError                           a medium of the history cannot be sent as it is
+    │   └── MediaNotHeldError (LookupError)  a Files API uri whose bytes convstore never had
     └── APIError                             the Interactions API answered with an error
         ├── APIConnectionError (ConnectionError)  no answer: network failure or timeout
+        ├── CreateOutcomeUnknownError        a store: true create may have reached the server; not retried
         └── StreamError (ValueError)         a malformed or broken event stream
 """
 
@@ -62,6 +65,7 @@ __all__ = [
     "ConversationNotFoundError",
     "ConvstoreError",
     "CorruptionError",
+    "CreateOutcomeUnknownError",
     "DataKeyNotFoundError",
     "DatabaseError",
     "DecryptionError",
@@ -71,6 +75,8 @@ __all__ = [
     "KeyNotFoundError",
     "KeyringRequiredError",
     "LimitExceededError",
+    "MediaError",
+    "MediaNotHeldError",
     "NodeNotFoundError",
     "NotFoundError",
     "OutcomeUnknownError",
@@ -532,6 +538,56 @@ class APIConnectionError(APIError, ConnectionError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
+
+
+class CreateOutcomeUnknownError(APIError):
+    """A create with ``store: true`` may have reached the server, and its answer was lost (the connection
+    broke after the body was sent, or the server answered 5xx). It is not retried: the server may have
+    stored an interaction already, and a retry would store a second one. Look for it (``GET`` by id is
+    impossible without the id; list your recent interactions in the console) or send again knowingly.
+
+    Attributes:
+        attempts: Requests sent for this call (the last one's outcome is unknown).
+        cause: What happened: a transport error's class name, or ``HTTP <status>``.
+    """
+
+    def __init__(self, message: str, *, cause: str, attempts: int, status_code: int | None = None) -> None:
+        self.cause = cause
+        self.attempts = attempts
+        super().__init__(message, status_code=status_code)
+
+
+class MediaError(ConvstoreError):
+    """A medium of a conversation's history cannot be sent as it is (too large to inline, say).
+
+    Attributes:
+        conversation_id: The conversation.
+        node_id: The node that names it (None when not tied to one node).
+    """
+
+    def __init__(self, message: str, conversation_id: str, node_id: str | None = None) -> None:
+        self.conversation_id = conversation_id
+        self.node_id = node_id
+        super().__init__(message)
+
+
+class MediaNotHeldError(MediaError, LookupError):
+    """A Files API uri in the history whose bytes convstore never had (uploaded by the app itself), so it
+    cannot upload it again or inline it. Hand the bytes over with ``attach_media(uri, data, ...)``.
+
+    Attributes:
+        uri: The uri.
+    """
+
+    def __init__(self, conversation_id: str, node_id: str | None, uri: str) -> None:
+        self.uri = uri
+        where = f" (node {node_id})" if node_id else ""
+        super().__init__(
+            f"conversation {conversation_id}{where} names the file {uri}, whose bytes convstore does not "
+            "hold: pass them to attach_media(uri, data, mime_type=...)",
+            conversation_id,
+            node_id,
+        )
 
 
 class StreamError(APIError, ValueError):

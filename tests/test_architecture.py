@@ -30,13 +30,14 @@ ALLOWED: dict[str, set[str]] = {
     "_ids": set(),
     "_version": set(),
     "_extras": set(),  # which pip install brings an optional module: any part may say so
+    "_uris": set(),  # Files API uris in stored step texts: a leaf the store (its index) and requests use
     "_wire": set(),  # spliced input, the JSON array of stored texts: a leaf the store and clients import
     "_limits": {"errors"},  # the bounds on input and the guarded JSON reading, beside the errors
     "model": {"errors"},
     "codec": {"errors", "model", "_limits"},
     # The store writes each node's token count and chooses budget windows with budget's pure functions.
     "budget": {"errors", "model", "codec", "_extras"},
-    "store": {"errors", "model", "codec", "_ids", "_extras", "budget", "_limits", "_wire"},
+    "store": {"errors", "model", "codec", "_ids", "_extras", "budget", "_limits", "_wire", "_uris"},
     "client": {"errors", "model", "codec", "_limits", "_wire"},
     "_otel": {"_wire", "_version"},  # spans: handed what they show, by the conversation layer
     "conversation": {
@@ -50,6 +51,7 @@ ALLOWED: dict[str, set[str]] = {
         "_extras",
         "_limits",
         "_wire",
+        "_uris",
         "_otel",
     },
     "testing": {"errors", "model", "codec", "client", "conversation", "_limits", "_wire", "_extras", "_ids"},

@@ -29,6 +29,7 @@ TABLES = {
     f"{PREFIX}exchanges": "conversation_id",
     f"{PREFIX}summaries": "conversation_id",
     f"{PREFIX}media": "conversation_id",
+    f"{PREFIX}files": "conversation_id",
     f"{PREFIX}keys": "conversation_id",
 }
 
@@ -71,7 +72,7 @@ def test_a_new_database_is_distributed_by_conversation_and_colocated(citus_url):
 def test_a_table_a_later_migration_creates_is_distributed_beside_the_others(citus_url):
     with convstore.Store(citus_url, check_schema=False) as store:
         store.upgrade("0006")  # before convstore_media existed
-        assert set(placement(citus_url)) == set(TABLES) - {f"{PREFIX}media"}
+        assert set(placement(citus_url)) == set(TABLES) - {f"{PREFIX}media", f"{PREFIX}files"}
         store.upgrade()
     placed = placement(citus_url)
     assert set(placed) == set(TABLES)

@@ -70,6 +70,9 @@ def test_plain_prompt_generation_config_and_system_instruction(store, client, em
 def test_multimodal_input_by_uri_and_inline(store, client, emulator):
     fixture = json.loads((FIXTURES / "request_multimodal_user_input.json").read_text())
     contents = fixture["input"][0]["content"]
+    emulator.files.add(
+        b"%PDF-1.7", mime_type="application/pdf", file_id="q3-report-7f2k"
+    )  # uploaded by the app
     conv = store.create_conversation(model=MODEL)
     conv.send(contents, client=client)
     assert emulator.requests[-1].body["input"] == fixture["input"]

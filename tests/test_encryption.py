@@ -37,7 +37,7 @@ pytest.importorskip("cryptography")
 
 SECRET = "my diagnosis is stage two"
 K1, K2, WRONG = bytes(range(32)), bytes(range(32, 64)), bytes(32)
-TABLES = ("conversations", "nodes", "branches", "exchanges", "summaries", "keys", "media")
+TABLES = ("conversations", "nodes", "branches", "exchanges", "summaries", "keys", "media", "files")
 
 
 def ring(*ids: str, active: str | None = None) -> Keyring:

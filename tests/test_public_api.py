@@ -71,6 +71,7 @@ OUTSIDE = {
     "AsyncIterator",
     "Callable",
     "Engine",
+    "IO",
     "Iterable",
     "Iterator",
     "Mapping",

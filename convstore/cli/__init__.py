@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import convstore
-from convstore.cli import _browse, _chat, _db, _demo, _render, _replay, _search, _serve, _transfer
+from convstore.cli import _browse, _chat, _db, _demo, _lifecycle, _render, _replay, _search, _serve, _transfer
 from convstore.cli._common import (
     DB_ENV,
     KEYRING_HINT,
@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_db_option(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     sub.required = True
-    for module in (_demo, _chat, _browse, _search, _transfer, _replay, _db, _serve):
+    for module in (_demo, _chat, _browse, _search, _transfer, _replay, _db, _serve, _lifecycle):
         module.register(sub)
     return parser
 

@@ -27,6 +27,7 @@ from convstore.cli._common import (
     resolve_conversation,
     resolve_db,
 )
+from convstore.cli._lifecycle import media_lines
 from convstore.cli._progress import Progress
 from convstore.cli._render import (
     USAGE_COLUMNS,
@@ -315,6 +316,8 @@ def _show_branch(conv: convstore.Conversation) -> None:
     out = Output()
     _show_header(out, conv)
     out.line(f"  branches  {', '.join(b.name for b in conv.branches())}")
+    for line in media_lines(conv):
+        out.line(f"  media     {line}")
     nodes = conv.nodes()
     out.heading(f"branch {conv.branch}: {len(nodes)} steps")
     exchange = None

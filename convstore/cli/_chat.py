@@ -83,6 +83,12 @@ def register(sub: Any) -> None:
         "--offline", action="store_true", help="talk to convstore's emulator: no key, no network"
     )
     add_keyring_option(chat)
+    chat.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="upload FILE (Files API; its bytes kept in the store) and send it with your first message",
+    )
     chat.set_defaults(func=cmd_chat)
 
 
@@ -134,6 +140,7 @@ class ChatSession:
         self.out = out
         self.offline = offline
         self.overrides = overrides
+        self.attachments: list[dict[str, Any]] = []  # uploaded files, sent with the next message
         self.pending: list[dict[str, Any]] = []  # function calls the user answers, in order
         self.results: list[dict[str, Any]] = []
         self.echo = not sys.stdin.isatty()
@@ -169,8 +176,10 @@ class ChatSession:
 
     def turn(self, message: Any) -> None:
         """Send one turn, streaming the reply; answer or ask for the results of any function calls."""
+        if self.attachments and isinstance(message, str):
+            message, self.attachments = [{"type": "text", "text": message}, *self.attachments], []
         try:
-            body = self.conv.request(message, **self.overrides)
+            body = self.conv.request(message, client=self.client, **self.overrides)
             started = False
             with self.client.stream(body) as events:
                 for event in events:
@@ -316,7 +325,7 @@ def resume_hint(args: argparse.Namespace, conv: convstore.Conversation) -> str:
     return shlex.join(words)
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
+def cmd_chat(args: argparse.Namespace) -> int:  # noqa: PLR0912 -- one branch an option, read in order
     budget = make_budget(args.budget)
     url = resolve_db(args.db)
     with contextlib.ExitStack() as stack:
@@ -333,6 +342,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 overrides["model"] = args.model
             if args.system is not None:
                 overrides["system_instruction"] = args.system
+        elif args.attach:  # uploads keep their bytes in the store: the conversation exists at once
+            conv = store.create_conversation(
+                model=args.model or DEFAULT_MODEL,
+                system_instruction=args.system,
+                tools=[WEATHER_TOOL] if args.offline else None,
+                branch=args.branch or "main",
+            )
         else:
             settings: dict[str, Any] = {
                 "model": args.model or DEFAULT_MODEL,
@@ -362,6 +378,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
             create=create,
             discard=store.delete_conversation,
         )
+        for path in args.attach or []:
+            session.attachments.append(conv.upload(path, client=client))
+            out.note(f"attached {path}: sent with your first message")
         try:
             session.run(_lines())
         finally:

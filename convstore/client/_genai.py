@@ -92,7 +92,7 @@ class SDKCall:
         kwargs: Keyword arguments: a create body's fields, ``stream``, ``automatic_continuation=False``.
     """
 
-    method: Literal["create", "get"]
+    method: Literal["create", "get", "delete"]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = attrs.field(factory=dict, repr=False)
 
@@ -108,6 +108,9 @@ def sdk_call(request: httpx.Request) -> SDKCall:
         if not isinstance(body, dict):  # pragma: no cover -- the builders always send an object
             raise ValueError("a create request's body must be a JSON object")
         return SDKCall(method="create", kwargs={**body, "automatic_continuation": False})
+    if request.method == "DELETE":
+        raw_path = request.url.raw_path.decode("ascii").split("?", 1)[0]
+        return SDKCall(method="delete", args=(unquote(raw_path.rsplit("/", 1)[-1]),))
     if request.method == "GET":
         # The raw path: an id holding a "/" is sent escaped, and the decoded path would split it.
         raw_path = request.url.raw_path.decode("ascii").split("?", 1)[0]

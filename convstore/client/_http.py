@@ -212,13 +212,19 @@ def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, strea
     else:
         check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
         content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    extensions = _extensions(config)
+    if payload.get("store") is not False:  # the server's default is true
+        extensions[STORED] = True
     return httpx.Request(
         "POST",
         _url(config),
         headers=_headers(config, stream=stream, has_body=True),
         content=content,
-        extensions=_extensions(config),
+        extensions=extensions,
     )
+
+
+STORED: Final = "convstore.stored_create"  # extension marking a store: true create (``_files``)
 
 
 def build_get_request(

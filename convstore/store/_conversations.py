@@ -222,6 +222,7 @@ def delete_conversation(
     yield Exec(st.DELETE_BRANCHES, params)
     yield Exec(st.DELETE_NODES, params)
     yield Exec(st.DELETE_MEDIA, params)
+    yield Exec(st.DELETE_FILES, params)
     result = yield Exec(st.DELETE_CONVERSATION, params)
     if result.rowcount != 1:
         raise ConversationNotFoundError(conversation_id)

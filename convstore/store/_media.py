@@ -26,8 +26,11 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 
+from convstore._uris import file_uris
+
 __all__ = [
     "MIN_MEDIA",
+    "files_json",
     "join_media",
     "join_media_utf8",
     "plain_digest",
@@ -77,6 +80,12 @@ def split_media(text: str) -> tuple[str, list[tuple[int, str]]]:
         return text, []
     parts.append(text[done:])
     return "".join(parts), found
+
+
+def files_json(payload: str) -> str | None:
+    """The ``files`` column of a node: the Files API uris its payload names (JSON), or None for none."""
+    found = file_uris(payload)
+    return json.dumps(found) if found else None
 
 
 def plain_digest(content: str) -> str:

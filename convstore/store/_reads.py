@@ -15,13 +15,16 @@ while the conversation is still there, a broken segment (``CorruptionError``: se
 
 from __future__ import annotations
 
+import json
 import operator
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 import attrs
 
 from convstore._ids import canonical_id
+from convstore._uris import FilePosition, file_uris
 from convstore.errors import (
     ConversationNotFoundError,
     CorruptionError,
@@ -123,14 +126,27 @@ class Replay:
 
     head: Head
     payloads: list[bytes]
+    # ``(index, node id, uris)`` of each payload that names a Files API uri (the nodes' ``files`` column,
+    # with them): a replay adapts these and only these (``convstore._uris``).
+    files: tuple[FilePosition, ...] = ()
+    # The earliest recorded expiry of the conversation's files when it was read (None: none, or not read).
+    files_fresh: datetime | None = None
 
-    def extended(self, head: Head, texts: Sequence[str]) -> Replay:
-        return Replay(head, [*self.payloads, *(text.encode() for text in texts)])
+    def extended(self, head: Head, texts: Sequence[str], node_ids: Sequence[str] = ()) -> Replay:
+        start = len(self.payloads)
+        ids: Sequence[str | None] = node_ids or [None] * len(texts)
+        added = tuple(
+            (start + i, node, tuple(uris))
+            for i, (text, node) in enumerate(zip(texts, ids, strict=True))
+            if (uris := file_uris(text))
+        )
+        fresh = self.files_fresh if not added else None  # new uris: not covered by the bound read
+        return Replay(head, [*self.payloads, *(text.encode() for text in texts)], self.files + added, fresh)
 
 
 _HISTORY_COLUMNS = list(st.HISTORY_BYTES_SCAN.selected_columns.keys())
-_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA = (
-    _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media")
+_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA, _FILES, _FRESH = (
+    _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media", "files", "files_fresh")
 )
 _PAYLOADS = operator.itemgetter(_PAYLOAD)
 _MEDIAS = operator.itemgetter(_MEDIA)
@@ -183,12 +199,22 @@ def history(
         medias = list(map(_MEDIAS, rows))
         if any(medias):
             yield from _put_back_media_bytes(conversation_id, payloads, medias, rows)
+        files = tuple(
+            (i, canonical_id(row[_ID]), tuple(json.loads(row[_FILES])))
+            for i, row in enumerate(rows)
+            if row[_FILES] is not None
+        )
+        fresh = _fresh(rows[files[0][0]][_FRESH]) if files else None
     else:
         rows = yield from _scan(conversation_id, found, st.HISTORY_SCAN)
         last_id, last_exchange = rows[-1].id, rows[-1].exchange_id
         texts = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
         yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
         payloads = [text.encode() for text in texts]
+        files = tuple(
+            (i, canonical_id(row.id), tuple(json.loads(row.files))) for i, row in enumerate(rows) if row.files
+        )
+        fresh = _fresh(rows[files[0][0]].files_fresh) if files else None
     head = Head(
         canonical_id(last_id),
         found[-1].top,
@@ -196,7 +222,15 @@ def history(
         canonical_id(last_exchange),
         found[-1].segment_id,
     )
-    return Replay(head, payloads)
+    return Replay(head, payloads, files, fresh)
+
+
+def _fresh(value: Any) -> datetime | None:
+    """The ``files_fresh`` column (text: SQLite's naive UTC, PostgreSQL's with its offset) as a datetime."""
+    if value is None:
+        return None
+    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def _put_back_media_bytes(

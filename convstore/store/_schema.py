@@ -30,6 +30,7 @@ __all__ = [
     "conversations",
     "erased",
     "exchanges",
+    "files",
     "keys",
     "media",
     "metadata",
@@ -107,6 +108,8 @@ nodes = sa.Table(
     sa.Column("payload", sa.Text(), nullable=False),
     # Where the payload's large inline media strings go back (``_media``), or NULL: the payload is whole.
     sa.Column("media", sa.Text(), nullable=True),
+    # The Files API uris the payload names (a JSON list; ``_lifecycle``), NULL for the rest (migration 0009).
+    sa.Column("files", sa.Text(), nullable=True),
     # The id of the first node of this node's segment (a chain in which each node is the child of the one
     # before it, one level down): a branch is read as a few range scans, one per segment (migration 0008).
     # NOT NULL on PostgreSQL; on SQLite the migration cannot add the constraint, and check() reports NULLs.
@@ -152,6 +155,8 @@ exchanges = sa.Table(
     sa.Column("usage", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("estimated_input_tokens", sa.Integer(), nullable=True),
+    # When delete_remote deleted the server's copy of its stored interaction (migration 0009).
+    sa.Column("remote_deleted_at", UTCDateTime(), nullable=True),
 )
 
 summaries = sa.Table(
@@ -173,6 +178,19 @@ media = sa.Table(
     sa.Column("conversation_id", Id, sa.ForeignKey(conversations.c.id), primary_key=True),
     sa.Column("hash", sa.String(64), primary_key=True),
     sa.Column("data", sa.Text(), nullable=False),
+)
+
+# Files API uris of a conversation's history and the bytes convstore keeps for them (migration 0009).
+files = sa.Table(
+    f"{PREFIX}files",
+    metadata,
+    sa.Column("conversation_id", Id, sa.ForeignKey(conversations.c.id), primary_key=True),
+    sa.Column("uri", sa.String(512), primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=True),
+    sa.Column("mime_type", sa.String(255), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("live_uri", sa.String(512), nullable=True),
+    sa.Column("live_expires_at", UTCDateTime(), nullable=True),
 )
 
 # Wrapped data keys (encryption at rest), for the key store kept in a database: the store's own by default,

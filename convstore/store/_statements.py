@@ -19,6 +19,7 @@ from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import erased as er
 from convstore.store._schema import exchanges as x
+from convstore.store._schema import files as fl
 from convstore.store._schema import media as m
 from convstore.store._schema import nodes as n
 from convstore.store._schema import search as se
@@ -34,6 +35,7 @@ __all__ = [
     "DELETE_BRANCHES",
     "DELETE_CONVERSATION",
     "DELETE_EXCHANGES",
+    "DELETE_FILES",
     "DELETE_MEDIA",
     "DELETE_NODES",
     "DELETE_SEARCH",
@@ -296,6 +298,7 @@ MEDIA = sa.select(m.c.hash, m.c.data).where(_MEDIA_NAMED)
 INSERT_MEDIA = postgresql.insert(m).on_conflict_do_nothing(index_elements=[m.c.conversation_id, m.c.hash])
 
 DELETE_MEDIA = sa.delete(m).where(m.c.conversation_id == sa.bindparam("conversation_id"))
+DELETE_FILES = sa.delete(fl).where(fl.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_SUMMARIES = sa.delete(sm).where(sm.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_EXCHANGES = sa.delete(x).where(x.c.conversation_id == sa.bindparam("conversation_id"))
 DELETE_BRANCHES = sa.delete(b).where(b.c.conversation_id == sa.bindparam("conversation_id"))
@@ -429,6 +432,22 @@ _IN_SEGMENT = sa.and_(
     n.c.depth <= sa.bindparam("top", type_=sa.Integer()),
 )
 _RAW = sa.String()
+# On a node that names Files API uris only: the earliest expiry of the conversation's recorded files (as
+# text), so a replay whose files all live on needs no query of its own for them (``_lifecycle``). The
+# subquery names the conversation by its parameter, as the scan does: a distributed database routes both to
+# the one shard.
+_FILES_FRESH = sa.case(
+    (
+        n.c.files.is_not(None),
+        sa.cast(
+            sa.select(sa.func.min(fl.c.expires_at))
+            .where(fl.c.conversation_id == sa.bindparam("conversation_id"))
+            .scalar_subquery(),
+            _RAW,
+        ),
+    ),
+    else_=sa.null(),
+).label("files_fresh")
 # history() of an encrypted branch (each node's id opens its payload; a plaintext one is HISTORY_BYTES_SCAN).
 # Its ids come back as the driver gives them (``_ids.canonical_id`` converts the few that are needed):
 # converting every row's ids to UUIDs and back to text was 40% of the time of a replay.
@@ -440,6 +459,8 @@ HISTORY_SCAN = (
         sa.cast(n.c.exchange_id, _RAW).label("exchange_id"),
         n.c.payload,
         n.c.media,
+        n.c.files,
+        _FILES_FRESH,
     )
     .where(_IN_SEGMENT)
     .order_by(n.c.depth)
@@ -483,10 +504,12 @@ _AT_TOP = n.c.depth == sa.bindparam("top", type_=sa.Integer())
 # results, as a bytea in text would be sent as hex.
 HISTORY_BYTES_SCAN = (
     sa.select(
-        _only_where(sa.or_(_AT_TOP, n.c.media.is_not(None)), n.c.id).label("id"),
+        _only_where(sa.or_(_AT_TOP, n.c.media.is_not(None), n.c.files.is_not(None)), n.c.id).label("id"),
         _only_where(_AT_TOP, n.c.exchange_id).label("exchange_id"),
         _Utf8(n.c.payload).label("payload"),
         n.c.media,
+        n.c.files,
+        _FILES_FRESH,
     )
     .where(_IN_SEGMENT)
     .order_by(n.c.depth)

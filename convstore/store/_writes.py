@@ -21,7 +21,7 @@ from convstore.model import Node
 from convstore.store import _statements as st
 from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
-from convstore.store._media import plain_digest, refs_json, split_media
+from convstore.store._media import files_json, plain_digest, refs_json, split_media
 from convstore.store._rows import (
     EMPTY_HEAD,
     Head,
@@ -127,6 +127,7 @@ def build_node_rows(
                 "created_at": now,
                 "payload": payload,
                 "media": None,
+                "files": files_json(payload),
                 "segment_id": segment,
             }
         )

@@ -2,8 +2,10 @@
 
 ``Emulator`` answers ``POST /v1beta/interactions`` (also ``/v1/``, ``?alt=sse``) with deterministic,
 scriptable replies, JSON or SSE, validates requests like the service, reports usage, keeps stored
-interactions, and records every request. Use it through ``emulator.transport()`` (an httpx transport for
-sync and async clients) or ``EmulatorServer(emulator)`` (a local HTTP server, e.g. for the google-genai SDK)::
+interactions (forgotten after ``retention``), speaks the Files API (resumable uploads that expire after 48
+hours by its clock, ``ManualClock`` in tests), and records every request. Use it through
+``emulator.transport()`` (an httpx transport for sync and async clients) or ``EmulatorServer(emulator)`` (a
+local HTTP server, e.g. for the google-genai SDK)::
 
     emulator = Emulator()
     emulator.script(text_reply("Hello!"))
@@ -13,6 +15,7 @@ sync and async clients) or ``EmulatorServer(emulator)`` (a local HTTP server, e.
 """
 
 from convstore.testing._emulator import Emulator, EmulatorResponse, RecordedRequest, Responder
+from convstore.testing._files import ManualClock
 from convstore.testing._replies import (
     ErrorReply,
     Reply,
@@ -35,6 +38,7 @@ __all__ = [
     "EmulatorServer",
     "EmulatorTransport",
     "ErrorReply",
+    "ManualClock",
     "RecordedRequest",
     "Reply",
     "Responder",

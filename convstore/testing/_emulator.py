@@ -19,7 +19,8 @@ Usage (reported on every hop; see ``_validate`` for the unit heuristic):
 Stateful mode (``store`` true or absent) keeps interactions by id: ``previous_interaction_id`` prepends
 the stored timeline, ``GET .../interactions/{id}`` returns the whole timeline (``stream=true`` replays the
 events, after ``last_event_id`` if given), ``DELETE`` forgets it. ``background`` is accepted and answered
-like a normal request.
+like a normal request; with ``retention``, forgotten once the clock passes its creation plus ``retention``
+(404 afterwards). The Files API and its expiry: ``_files``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 
 import attrs
 
+from convstore.testing._files import Clock, FileService, real_clock
 from convstore.testing._render import hop_events, iter_chunks, number_events
 from convstore.testing._replies import ErrorReply, Reply, text_reply
 from convstore.testing._transport import EmulatorTransport
@@ -126,12 +128,25 @@ class Emulator:
     Args:
         respond: Reply factory used when the script queue is empty.
         seed: Mixed into ids and signatures, so two emulators issue different values.
+        clock: The time of the Files API's expiry and of retention (``ManualClock`` to move it in a test);
+            the current time by default. Interactions' ``created`` stamps stay deterministic regardless.
+        file_ttl: How long an uploaded file is kept (48 hours, as on the service).
+        retention: How long a stored interaction is kept (``None``: until deleted).
 
     Attributes:
         requests: Every request received, in order.
+        files: The Files API's state (``files.data(uri)`` gives a live file's bytes).
     """
 
-    def __init__(self, *, respond: Responder | None = None, seed: str = "emu") -> None:
+    def __init__(
+        self,
+        *,
+        respond: Responder | None = None,
+        seed: str = "emu",
+        clock: Clock | None = None,
+        file_ttl: timedelta = timedelta(hours=48),
+        retention: timedelta | None = None,
+    ) -> None:
         self.respond = respond
         self.requests: list[RecordedRequest] = []
         self._seed = seed
@@ -142,6 +157,9 @@ class Emulator:
         self._resumes: dict[str, _Resume] = {}
         self._stored: dict[str, JSONObject] = {}
         self._previous_units: list[str] = []
+        self.clock: Clock = clock if clock is not None else real_clock
+        self.retention = retention
+        self.files = FileService(clock=self.clock, ttl=file_ttl, seed=seed)
 
     def script(self, *replies: Reply | ErrorReply) -> None:
         """Queues replies for the next create requests (continuation hops do not consume the queue)."""
@@ -160,8 +178,24 @@ class Emulator:
 
     @property
     def stored_ids(self) -> list[str]:
-        """Ids of the interactions kept in stateful mode."""
-        return list(self._stored)
+        """Ids of the interactions kept in stateful mode (and not expired)."""
+        return [interaction_id for interaction_id in list(self._stored) if self._kept(interaction_id)]
+
+    def drop_interaction(self, interaction_id: str) -> None:
+        """Forget a stored interaction, as the service does once its retention is over."""
+        self._stored.pop(interaction_id, None)
+
+    def _kept(self, interaction_id: str) -> JSONObject | None:
+        """The stored interaction, or None (never stored, deleted, or past ``retention``: forgotten)."""
+        stored = self._stored.get(interaction_id)
+        if (
+            stored is not None
+            and self.retention is not None
+            and stored["at"] + self.retention <= self.clock()
+        ):
+            del self._stored[interaction_id]
+            return None
+        return stored
 
     def transport(self) -> EmulatorTransport:
         """An ``httpx`` transport (sync and async) serving this emulator."""
@@ -170,7 +204,14 @@ class Emulator:
     # -- dispatch -------------------------------------------------------------------------------------
 
     def handle(
-        self, method: str, path: str, query: Mapping[str, str], headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str],
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        base_url: str | None = None,
     ) -> EmulatorResponse:
         """Serves one request.
 
@@ -180,6 +221,8 @@ class Emulator:
             query: Query parameters.
             headers: Request headers (any case).
             body: Request body bytes.
+            base_url: Scheme and host the request was sent to (the upload session URL is built on it);
+                ``http://`` plus the ``host`` header by default.
 
         Returns:
             The response.
@@ -196,6 +239,9 @@ class Emulator:
                 RecordedRequest(method=method, path=path, query=dict(query), headers=lowered, body=parsed)
             )
             try:
+                base = base_url or f"http://{lowered.get('host', '127.0.0.1')}"
+                if (found := self.files.route(method, path, query, lowered, body, base_url=base)) is not None:
+                    return EmulatorResponse(status_code=found[0], headers=found[1], chunks=[found[2]])
                 return self._dispatch(method, path, query, lowered, parsed, has_body=bool(body))
             except RequestError as exc:
                 return _json_response(exc.status_code, exc.body())
@@ -221,9 +267,10 @@ class Emulator:
             if has_body and body is None:
                 raise RequestError("the request body is not valid JSON")
             body = check_body(body)
+            self.files.check_input(body)
             return self._create(body, stream=body.get("stream") is True or query.get("alt") == "sse")
         interaction_id = parts[2]
-        stored = self._stored.get(interaction_id)
+        stored = self._kept(interaction_id)
         if stored is None:
             raise RequestError(
                 f"interaction {interaction_id!r} not found", status_code=404, status="NOT_FOUND"
@@ -294,7 +341,7 @@ class Emulator:
         history: list[JSONObject] = []
         previous = body.get("previous_interaction_id")
         if previous is not None:
-            stored = self._stored.get(previous)
+            stored = self._kept(previous)
             if stored is None:
                 raise RequestError(
                     f"previous_interaction_id {previous!r} not found", status_code=404, status="NOT_FOUND"
@@ -371,11 +418,13 @@ class Emulator:
         )
         if plan.body.get("store") is not False:
             produced = [step for earlier in plan.hops[:hop] for step in earlier] + plan.hops[hop][:offset]
+            chained = {"previous_interaction_id": plan.body.get("previous_interaction_id")}
             self._stored[interaction_id] = {
-                "interaction": interaction,
+                "interaction": {**interaction, **{k: v for k, v in chained.items() if v}},
                 "timeline": [*plan.timeline, *produced, *steps],
                 "input": plan.body.get("input"),
                 "events": events,
+                "at": self.clock(),
             }
         error = plan.reply.error_event if first else None
         if not stream:

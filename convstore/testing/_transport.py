@@ -51,7 +51,10 @@ class EmulatorTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
 
     def _respond(self, request: httpx.Request, body: bytes) -> httpx.Response:
         query = dict(request.url.params.multi_items())
-        response = self.emulator.handle(request.method, request.url.path, query, dict(request.headers), body)
+        base_url = f"{request.url.scheme}://{request.url.netloc.decode('ascii')}"
+        response = self.emulator.handle(
+            request.method, request.url.path, query, dict(request.headers), body, base_url=base_url
+        )
         return httpx.Response(
             response.status_code, headers=response.headers, stream=_Body(response), request=request
         )

@@ -302,6 +302,7 @@ class _Site:
             total=len(nodes),
             page=STEPS_PAGE,
             branches=[b.name for b in conv.branches()],
+            files=_views.file_counts(conv),
             exchanges=len(exchanges),
             usage={
                 "input": sum(x.input_tokens or 0 for x in exchanges),

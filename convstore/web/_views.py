@@ -217,6 +217,13 @@ def _walk(value: Any) -> Iterator[dict[str, Any]]:
             stack.extend(reversed(item))
 
 
+def file_counts(conv: convstore.Conversation) -> dict[str, int]:
+    """How many Files API uris of the branch convstore holds the bytes of, and how many only by uri."""
+    found = conv.files()
+    held = sum(1 for status in found if status.held)
+    return {"held": held, "uri_only": len(found) - held}
+
+
 def media_items(step: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The inline media of a step (objects with a ``data`` string and a ``mime_type``), numbered in order:
     what ``/media/{node}/{n}`` serves."""

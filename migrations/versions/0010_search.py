@@ -18,7 +18,7 @@ for the upgrade, as for every migration there. Progress is reported through the 
 callback of the Alembic config's attributes when there is one (``convstore db upgrade`` draws it).
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-07
 """
 
@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from alembic import context, op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

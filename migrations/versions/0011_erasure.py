@@ -4,7 +4,7 @@ Ids only: nothing of what the conversation held (no owner, no settings, no time 
 of a conversation whose id is here is refused unless the caller says so (``allow_erased=True``).
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-07
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0008"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

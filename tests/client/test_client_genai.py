@@ -36,7 +36,7 @@ def test_a_replay_request_is_the_sdk_get_of_that_interaction():
 
 def test_other_requests_have_no_sdk_call():
     with pytest.raises(ValueError, match="no SDK call"):
-        sdk_call(httpx.Request("DELETE", "http://x/v1beta/interactions/abc"))
+        sdk_call(httpx.Request("PATCH", "http://x/v1beta/interactions/abc"))
 
 
 def test_max_resumes_cannot_be_negative():

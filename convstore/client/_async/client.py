@@ -12,7 +12,7 @@ import os
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import httpx
 
@@ -20,13 +20,25 @@ from convstore._limits import Limits
 from convstore.client._calls import StreamCall, UnaryCall
 from convstore.client._deadline import Deadline
 from convstore.client._events import StreamEvent
+from convstore.client._files import (
+    UPLOAD_CHUNK,
+    build_delete_request,
+    build_upload_chunk,
+    build_upload_start,
+    file_json,
+    outcome_unknown,
+    stored_create,
+    upload_url,
+)
 from convstore.client._http import (
     DEFAULT_API_REVISION,
     DEFAULT_API_VERSION,
     ReplySize,
     RetryState,
+    build_get_request,
     connection_error,
     make_config,
+    parse_json_body,
     read_response,
 )
 from convstore.client._inflate import Inflater, inflatable
@@ -178,6 +190,73 @@ class AsyncInteractionsClient:
         bound = Deadline(deadline if deadline is not None else self._config.deadline)
         return AsyncStream(self, StreamCall(self._config, body, auto_continue=auto_continue), bound)
 
+    async def upload_file(
+        self,
+        source: bytes | IO[bytes],
+        *,
+        mime_type: str,
+        size: int | None = None,
+        display_name: str | None = None,
+    ) -> dict[str, Any]:
+        """Uploads a file through the Files API's resumable protocol, in chunks of 8 MiB.
+
+        Args:
+            source: The bytes, or a binary file object read from its current position (one chunk in
+                memory at a time).
+            mime_type: The file's MIME type (``image/png``, ``application/pdf``, ...).
+            size: The bytes left to read from ``source`` (a file object's remaining length by default).
+            display_name: A name the service shows.
+
+        Returns:
+            The ``File`` (snake_case keys): ``name``, ``uri``, ``mime_type``, ``expiration_time``, ...
+
+        Raises:
+            APIError: The service refused a request (after retries).
+        """
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            size = len(data)
+            reader: IO[bytes] | None = None
+        else:
+            data, reader = b"", source
+            if size is None:
+                start = source.tell()
+                size = source.seek(0, os.SEEK_END) - start
+                source.seek(start)
+        start_request = build_upload_start(
+            self._config, size=size, mime_type=mime_type, display_name=display_name
+        )
+        url = upload_url(await self._send(start_request, stream=False))
+        offset = 0
+        while True:
+            chunk = reader.read(UPLOAD_CHUNK) if reader is not None else data[offset : offset + UPLOAD_CHUNK]
+            final = offset + len(chunk) >= size or not chunk
+            response = await self._send(
+                build_upload_chunk(self._config, url, chunk, offset=offset, final=final), stream=False
+            )
+            offset += len(chunk)
+            if final:
+                return file_json(parse_json_body(response, self._config.limits))
+
+    async def get(self, interaction_id: str) -> dict[str, Any]:
+        """The stored interaction ``interaction_id`` (its whole timeline in ``steps``), as wire JSON.
+
+        Raises:
+            APIError: Not found (404: never stored, deleted or past its retention), or another refusal.
+        """
+        response = await self._send(
+            build_get_request(self._config, interaction_id, stream=False), stream=False
+        )
+        return parse_json_body(response, self._config.limits)
+
+    async def delete(self, interaction_id: str) -> None:
+        """Deletes the stored interaction ``interaction_id`` on the server.
+
+        Raises:
+            APIError: Not found (404), or another refusal.
+        """
+        await self._send(build_delete_request(self._config, interaction_id), stream=False)
+
     async def _read(
         self, response: httpx.Response, *, strict: bool, deadline: Deadline | None = None
     ) -> bytes:
@@ -210,6 +289,7 @@ class AsyncInteractionsClient:
         limits = self._config.limits
         retry = RetryState(self._config.max_retries, max_wait=limits.max_retry_wait)
         bound = deadline if deadline is not None else Deadline(None)
+        stored = stored_create(request)
         while True:
             bound.check(request)
             try:
@@ -220,12 +300,18 @@ class AsyncInteractionsClient:
                     return read_response(response, await self._read(response, strict=True, deadline=bound))
                 content = await self._read(response, strict=False, deadline=bound)
             except httpx.TransportError as exc:
+                unknown = outcome_unknown(stored, exc, None, retry.attempts + 1)
+                if unknown is not None:
+                    raise unknown from exc
                 bound.check(request)  # a timeout cut to the deadline: say so
                 delay = retry.after_transport_error()
                 if delay is None:
                     raise connection_error(request, exc, retry.attempts) from exc
                 reason = type(exc).__name__
             else:
+                unknown = outcome_unknown(stored, None, response.status_code, retry.attempts + 1)
+                if unknown is not None:
+                    raise unknown from retry.error(response.status_code, content)
                 delay = retry.after_status(response.status_code, response.headers)
                 if delay is None:
                     raise retry.error(response.status_code, content)

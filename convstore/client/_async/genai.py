@@ -9,15 +9,18 @@ call state machines decide every request; only ``_send`` differs: the SDK's ``wi
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import httpx
 
 from convstore.client import _genai
 from convstore.client._async.client import AsyncStream
 from convstore.client._calls import StreamCall, UnaryCall
+from convstore.client._files import build_delete_request, file_json
+from convstore.client._http import build_get_request, parse_json_body
 from convstore.model._interaction import Interaction
 
 if TYPE_CHECKING:
@@ -84,7 +87,11 @@ class AsyncGenAIClient:
         self._owned: Any = None
         if client is None:
             client = self._owned = _genai.load_genai().Client()
-        self._interactions: Any = _genai.sdk_owner(client, asynchronous=True).interactions
+        # Held: the SDK client closes its HTTP client when it is garbage-collected.
+        self._sdk: Any = client
+        owner = _genai.sdk_owner(client, asynchronous=True)
+        self._interactions: Any = owner.interactions
+        self._files: Any = owner.files
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(auto_continue={self._config.auto_continue!r})"
@@ -117,6 +124,47 @@ class AsyncGenAIClient:
             streams them.
         """
         return AsyncStream(self, StreamCall(self._config, body, auto_continue=auto_continue))
+
+    async def upload_file(
+        self,
+        source: bytes | IO[bytes],
+        *,
+        mime_type: str,
+        size: int | None = None,
+        display_name: str | None = None,
+    ) -> dict[str, Any]:
+        """``InteractionsClient.upload_file`` through the SDK's ``files.upload`` (which measures the file
+        itself: ``size`` is not used; ``source`` must be seekable)."""
+        del size
+        config: dict[str, Any] = {"mime_type": mime_type}
+        if display_name is not None:
+            config["display_name"] = display_name
+        stream = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray, memoryview)) else source
+        try:
+            uploaded = await self._files.upload(file=stream, config=config)
+        except Exception as exc:
+            error = _genai.error_from_sdk(exc, httpx.Request("POST", "https://upload.invalid/upload/files"))
+            if error is None:
+                raise
+            raise error from exc
+        return file_json({"file": uploaded.model_dump(mode="json", exclude_none=True)})
+
+    async def get(self, interaction_id: str) -> dict[str, Any]:
+        """The stored interaction ``interaction_id`` (its whole timeline in ``steps``), as wire JSON.
+
+        Raises:
+            APIError: Not found (404), or another refusal.
+        """
+        request = build_get_request(self._config, interaction_id, stream=False)
+        return parse_json_body(await self._send(request, stream=False), self._config.limits)
+
+    async def delete(self, interaction_id: str) -> None:
+        """Deletes the stored interaction ``interaction_id`` on the server.
+
+        Raises:
+            APIError: Not found (404), or another refusal.
+        """
+        await self._send(build_delete_request(self._config, interaction_id), stream=False)
 
     async def _send(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
         """Sends ``request`` through the SDK; returns its successful response or raises ``APIError``."""

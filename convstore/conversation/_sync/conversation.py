@@ -14,6 +14,7 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from typing_extensions import Unpack
@@ -22,13 +23,15 @@ from convstore import _otel
 from convstore._wire import SplicedInput, plain_input, takes_spliced_input
 from convstore.budget import TokenBudget
 from convstore.conversation import _replies
+from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions, uris_at
 from convstore.conversation._request import RequestBody, RequestSettings, StreamClient, new_input_steps
+from convstore.conversation._sync import lifecycle as _lifecycle
 from convstore.conversation._turn import Turn
-from convstore.errors import CodecError
+from convstore.errors import APIError, CodecError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
-from convstore.store import _ops
-from convstore.store._prepare import exchange_id_for, window_length, window_parts
+from convstore.store import _files, _ops
+from convstore.store._prepare import exchange_id_for, utcnow, window_length, window_parts
 from convstore.store._sync.store import _ConversationBase, _StoreBase
 
 __all__ = ["Conversation", "CreateClient", "Store", "TurnStream"]
@@ -57,6 +60,8 @@ class Conversation(_ConversationBase):
         *,
         store: bool = False,
         budget: TokenBudget | None = None,
+        media: MediaPolicy = "upload",
+        client: Any = None,
         **overrides: Unpack[RequestSettings],
     ) -> RequestBody:
         """The full create body for the next turn: settings, ``store: false``, history + the new input.
@@ -69,6 +74,12 @@ class Conversation(_ConversationBase):
                 is one, replaying the history with ``store: true`` otherwise.
             budget: Send only the history that fits (see ``TokenBudget``); the system instruction, tools
                 and the new input always go.
+            media: How files uploaded with ``upload`` are sent (the stored steps never change): ``upload``
+                names each by a uri that lives (one that expired, or expires within
+                ``Lifecycle.upload_margin``, is uploaded again first, with ``client``); ``inline`` sends
+                the stored bytes as inline ``data`` instead (nothing uploaded).
+            client: Uploads expired files again (``InteractionsClient``, ``GenAIClient``); needed only
+                when one has expired.
             **overrides: Request settings for this call only (``RequestSettings`` lists them: ``model``,
                 ``generation_config``, ``system_instruction``, ``tools``, ...); None removes one. A mapping
                 over the conversation's mapping (``generation_config={"temperature": 0.2}``) changes only
@@ -85,7 +96,7 @@ class Conversation(_ConversationBase):
                 read).
             BudgetExceededError: the new input, or the newest exchange it needs, does not fit ``budget``.
         """
-        return self._body(input, store, overrides, budget, spliced=False)
+        return self._body(input, store, overrides, budget, spliced=False, client=client, media=media)
 
     def _turn_of(self, body: Mapping[str, Any]) -> tuple[Turn, _ops.Head, int | None]:
         """The turn ``body`` sends (checked when the body was built, or now for a body this conversation
@@ -196,10 +207,15 @@ class Conversation(_ConversationBase):
         budget: TokenBudget | None,
         *,
         spliced: bool,
+        client: Any = None,
+        media: MediaPolicy = "upload",
+        force: frozenset[str] = frozenset(),
+        chain: bool = True,
     ) -> RequestBody:
         """The body of the next turn, its input checked first (see ``Turn``). ``spliced``: its ``input`` is a
         ``SplicedInput`` (the history's stored texts, never decoded), for convstore's own clients; else
-        plain wire JSON, decoded."""
+        plain wire JSON, decoded. Files API uris of the history are adapted (``_lifecycle.adapt``;
+        ``force``: uris the API said are gone); ``chain`` False replays where the turn could chain."""
         own = self._store
         turn = Turn(
             input,
@@ -211,13 +227,16 @@ class Conversation(_ConversationBase):
             counter=own.counter,
             redact=own.redact,
         )
-        if turn.chains:
-            chain = self._chain_from()
-            if chain is not None:
-                return turn.chained(chain, conversation_id=self.id, branch=self._branch, head=self._head)
+        if turn.chains and chain:
+            chained = self._chain_from()
+            if chained is not None:
+                return turn.chained(chained, conversation_id=self.id, branch=self._branch, head=self._head)
         texts: list[bytes] | list[str]
         if turn.budget is None:
             texts = self._history_texts()
+            replay = self._replay
+            positions = replay.files if replay is not None else ()
+            fresh_until = replay.files_fresh if replay is not None else None
             history_length = len(texts)
             history_tokens = self._head.total_tokens
         else:
@@ -225,8 +244,20 @@ class Conversation(_ConversationBase):
                 turn.budget, fixed_tokens=turn.fixed_tokens, require_history=turn.needs_history
             )
             texts = window_parts(window)
+            positions = tuple(file_positions([text.encode() for text in texts]))
+            fresh_until = None
             history_length = window_length(window)
             history_tokens = window.history_tokens
+        if positions:  # only a history whose nodes name Files API uris is adapted (their files column)
+            texts = _lifecycle.adapt(
+                self,
+                [text.encode() if isinstance(text, str) else text for text in texts],
+                positions,
+                client=client,
+                policy=media,
+                force=force,
+                fresh_until=fresh_until,
+            )
         return turn.replayed(
             texts,
             history_length=history_length,
@@ -244,7 +275,9 @@ class Conversation(_ConversationBase):
         that ends anywhere else, or anything appended locally since, makes the turn replay instead.
         """
         self.refresh()
-        return self._store._run(_ops.chain_point(self.id, self._head))
+        lifecycle = self._store.lifecycle
+        not_before = lifecycle.clock() - lifecycle.retention
+        return self._store._run(_files.chain_point(self.id, self._head, not_before=not_before))
 
     @_otel.traced_send
     def send(
@@ -254,6 +287,7 @@ class Conversation(_ConversationBase):
         client: CreateClient,
         store: bool = False,
         budget: TokenBudget | None = None,
+        media: MediaPolicy = "upload",
         **overrides: Unpack[RequestSettings],
     ) -> Interaction:
         """Send the next turn and record it: request, call, record.
@@ -266,21 +300,50 @@ class Conversation(_ConversationBase):
                 ``previous_interaction_id`` while the branch head is that interaction; the turn is still
                 recorded here in full.
             budget: As for ``request``; with ``store=True`` it makes the turn replay rather than chain.
+            media: As for ``request`` (``client`` uploads what expired).
             **overrides: As for ``request``.
 
         Returns:
             The reply (continuation hops already merged by the client).
 
+        What the API forgot is handled here, once: a request refused because a file it names is gone
+        (403) is sent again with every file uploaded anew; a chained request whose stored interaction is
+        gone (404) is sent again replaying the local history (still ``store: true``), and that interaction
+        is never chained on again. The caller sees one reply.
+
         Raises:
             CodecError, LimitExceededError, TypeError, ValueError: as for ``request``, before anything is
                 sent.
-            APIError and its subclasses: the call failed; nothing was written.
+            APIError and its subclasses: the call failed; nothing was written. ``CreateOutcomeUnknownError``:
+                a ``store=True`` call may have reached the server (not retried, see the client).
             ConflictError: the branch moved while the call ran; nothing was written.
+            MediaNotHeldError: a file uri of the history must be replaced and convstore has no bytes for it.
         """
-        body = self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
-        interaction = client.create(body)
+        spliced = takes_spliced_input(client)
+        body = self._body(input, store, overrides, budget, spliced=spliced, client=client, media=media)
+        try:
+            interaction = client.create(body)
+        except APIError as exc:
+            retry = self._after_refusal(exc, body)
+            if retry is None:
+                raise
+            body = self._body(
+                input, store, overrides, budget, spliced=spliced, client=client, media=media, **retry
+            )
+            interaction = client.create(body)
         self.record(body, interaction)
         return interaction
+
+    def _after_refusal(self, error: APIError, body: RequestBody) -> dict[str, Any] | None:
+        """How to build the body again after the API refused it for something it forgot (see ``send``),
+        or None: the refusal stands."""
+        chained = body.get("previous_interaction_id")
+        if chained is not None and error.status_code == 404:
+            self._store._run(_files.forget_interaction(self.id, chained, utcnow()), write=True)
+            return {"chain": False}
+        if _lifecycle.file_is_gone(error) and self._replay is not None and self._replay.files:
+            return {"force": frozenset(uris_at(self._replay.files))}
+        return None
 
     def stream(
         self,
@@ -289,6 +352,7 @@ class Conversation(_ConversationBase):
         client: StreamClient,
         store: bool = False,
         budget: TokenBudget | None = None,
+        media: MediaPolicy = "upload",
         **overrides: Unpack[RequestSettings],
     ) -> TurnStream:
         """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
@@ -299,6 +363,8 @@ class Conversation(_ConversationBase):
             client: An ``InteractionsClient`` (or anything with ``stream(body)`` as it has).
             store: As for ``send``.
             budget: As for ``send``.
+            media: As for ``send`` (files are uploaded again before the stream opens; a refusal of the
+                stream itself is not retried).
             **overrides: As for ``request``.
 
         Raises:
@@ -309,8 +375,49 @@ class Conversation(_ConversationBase):
             The turn's stream (``TurnStream``): iterable over the client's events; ``.interaction`` and
             ``.nodes`` afterwards.
         """
-        body = self._body(input, store, overrides, budget, spliced=takes_spliced_input(client))
+        body = self._body(
+            input, store, overrides, budget, spliced=takes_spliced_input(client), client=client, media=media
+        )
         return TurnStream(self, body, client.stream(body))
+
+    def upload(
+        self, file: _lifecycle.FileSource, *, mime_type: str | None = None, client: Any
+    ) -> dict[str, Any]:
+        """Upload a file through the Files API and keep its bytes here, for the day the API forgets it.
+
+        The bytes are stored once per content hash (sealed with the conversation's key when it is
+        encrypted) with the uri and its expiry; a later request whose history names the uri after it has
+        expired (or within ``Lifecycle.upload_margin`` of it) uploads them again and sends the fresh uri,
+        or the bytes inline with ``media="inline"``. The stored steps keep the original uri.
+
+        Args:
+            file: A path, the bytes, or a binary file object (read from its position to its end).
+            mime_type: The MIME type (guessed from a path's name when omitted).
+            client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``upload_file``).
+
+        Returns:
+            The content item to send: ``{"type": "image"|"audio"|"video"|"document", "uri", "mime_type"}``.
+
+        Raises:
+            LimitExceededError: the file is beyond ``Limits.max_step_bytes`` (as base64); nothing sent.
+            CodecError: no MIME type given or guessed.
+            APIError: the upload failed; nothing stored.
+        """
+        return _lifecycle.upload(self, file, mime_type=mime_type, client=client)
+
+    def attach_media(self, uri: str, data: bytes, *, mime_type: str) -> None:
+        """Hand over the bytes of a Files API uri the history names that convstore never had (the app
+        uploaded it itself), so later requests can upload them again or inline them.
+
+        Raises:
+            LimitExceededError: beyond ``Limits.max_step_bytes`` as base64; nothing stored.
+        """
+        _lifecycle.attach_media(self, uri, data, mime_type=mime_type)
+
+    def files(self) -> list[FileStatus]:
+        """The Files API uris this branch's history names, each with whether convstore holds its bytes
+        (uploaded with ``upload``, or handed over with ``attach_media``) or only the uri."""
+        return _lifecycle.files_of(self)
 
     def edit(self, node_id: str, *, branch: str | None = None) -> Conversation:
         """A new branch ending just before ``node_id``, to send a replacement for that message.
@@ -384,6 +491,9 @@ class Store(_StoreBase[Conversation]):
         search_language: PostgreSQL: the text search configuration steps are indexed and searched with
             (``simple``: lower-cased words, no stemming, any language; ``english``, ``german``... stem).
             Choose one per database. SQLite's FTS5 folds case and diacritics whatever it says.
+        lifecycle: How uploaded files and stored interactions the API forgets are handled (its clock, the
+            margin before a file's expiry at which it is uploaded again, the server's retention of stored
+            interactions); ``convstore.Lifecycle()`` by default (see ``docs/guides/lifecycle.md``).
 
     Raises:
         SchemaOutdatedError: the database is at an older schema revision (see ``upgrade``).
@@ -395,3 +505,76 @@ class Store(_StoreBase[Conversation]):
     """
 
     _conversation_class = Conversation
+
+    def attach_media(self, conversation_id: str, uri: str, data: bytes, *, mime_type: str) -> None:
+        """``conversation.attach_media`` for the conversation ``conversation_id``."""
+        conversation = self.conversation(conversation_id)
+        conversation.attach_media(uri, data, mime_type=mime_type)
+
+    def delete_remote(
+        self, client: Any, *, older_than: timedelta | datetime | None = None
+    ) -> RemoteDeletion:
+        """Delete the API's copies of the interactions recorded with ``store: true`` (``DELETE`` each).
+
+        Each one deleted (or found gone already) is recorded, and no turn chains on it again; one whose
+        deletion failed is reported and left for the next run. Safe to run again: a copy is deleted once.
+
+        Args:
+            client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``delete(interaction_id)``).
+            older_than: Only exchanges recorded this long ago (a ``timedelta``, by ``Lifecycle.clock``) or
+                before this time; None (default): every one.
+
+        Returns:
+            The ids deleted, and those that failed with why.
+        """
+        return _lifecycle.delete_remote(self, client, older_than=older_than)
+
+    def adopt(
+        self,
+        interaction_id: str,
+        *,
+        client: Any,
+        model: str | None = None,
+        system_instruction: str | None = None,
+        generation_config: Mapping[str, Any] | None = None,
+        tools: list[Mapping[str, Any]] | None = None,
+    ) -> Conversation:
+        """Bring a server-side chain home: ``GET`` each stored interaction from ``interaction_id`` back
+        along ``previous_interaction_id``, and record the chain, in order, as a new local conversation
+        (one exchange per interaction, with its id and usage). It then continues statelessly.
+
+        Args:
+            interaction_id: The chain's last interaction.
+            client: ``InteractionsClient`` or ``GenAIClient`` (anything with ``get(interaction_id)``).
+            model: The conversation's model (the last interaction's by default); the other settings are
+                the conversation's too (the API keeps none of them).
+
+        Returns:
+            The new conversation, on its ``main`` branch.
+
+        Raises:
+            APIError: an interaction of the chain could not be read (404: gone already).
+            CodecError: an interaction is malformed, or the chain loops.
+        """
+        chain = _lifecycle.chain_of(interaction_id, client)
+        exchanges = _lifecycle.exchanges_of_chain(chain)
+        conversation = self.create_conversation(
+            model=model or chain[-1].get("model"),
+            system_instruction=system_instruction,
+            generation_config=generation_config,
+            tools=tools,
+            metadata={"adopted_from": interaction_id},
+        )
+        for interaction, steps in exchanges:
+            sent = 0
+            while sent < len(steps) and steps[sent].get("type") in ("user_input", "function_result"):
+                sent += 1
+            turn = Turn.of_steps(steps[:sent], limits=self.limits, counter=self.counter, redact=self.redact)
+            prepared, exchange = turn.exchange(
+                {**interaction, "steps": steps[sent:]},
+                stored=True,
+                model=interaction.get("model"),
+                estimated_input_tokens=None,
+            )
+            conversation._append(prepared, exchange, conversation._head)
+        return conversation

@@ -70,6 +70,7 @@ from convstore.store._engine import (
     make_engine,
     run,
 )
+from convstore.store._files import Lifecycle
 from convstore.store._keys import KeyStore, ReplacingKeyStore
 from convstore.store._listing import ConversationSummary
 from convstore.store._prepare import (
@@ -125,6 +126,7 @@ class _StoreBase(Generic[C]):
         limits: Limits | None = None,
         search_index: bool = True,
         search_language: str = "simple",
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         if keyring is not None and not isinstance(keyring, Keyring):
             raise TypeError("keyring: pass a convstore.Keyring")
@@ -140,6 +142,7 @@ class _StoreBase(Generic[C]):
         self._index = _search.check_language(search_language) if search_index else None
         self._search_language = _search.check_language(search_language)
         self._routed: bool | None = None  # Citus: read each hit conversation's branches apart (``_search``)
+        self.lifecycle = lifecycle if lifecycle is not None else Lifecycle()
         if is_engine(url_or_engine):
             self._engine = adopt_engine(
                 url_or_engine, busy_timeout=busy_timeout, synchronous=sqlite_synchronous
@@ -1030,6 +1033,9 @@ class _ConversationBase:
         # The branch's step texts up to the head this object last read or wrote: the next history() reuses
         # them while the branch head has not moved (about the size of the history, held in memory).
         self._replay: _reads.Replay | None = None
+        # Files API uris of the history this object sent lately: the pair sent in each one's place (None:
+        # itself) and until when that lives; while all live beyond the margin, a turn needs no query.
+        self._files: dict[str, tuple[bytes | None, datetime]] = {}
 
     def __repr__(self) -> str:
         return f"Conversation(id={self.id!r}, branch={self._branch!r}, head={self._head.node_id!r})"
@@ -1143,7 +1149,8 @@ class _ConversationBase:
         self._head = appended.head
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id == appended.nodes[0].parent_id:
-            self._replay = replay.extended(self._head, [text for _, text, _ in prepared])
+            texts = [text for _, text, _ in prepared]
+            self._replay = replay.extended(self._head, texts, [node.id for node in appended.nodes])
         return appended.nodes
 
     def history(self, budget: TokenBudget | None = None) -> list[dict[str, Any]]:
