@@ -460,7 +460,8 @@ class _StoreBase(Generic[C]):
         """Open a conversation on one of its branches.
 
         Raises:
-            ConversationNotFoundError, BranchNotFoundError.
+            ConversationNotFoundError: no such conversation (or it is another owner's).
+            BranchNotFoundError: the conversation has no branch of that name.
         """
         check_branch_name(branch)
         if not valid_id(conversation_id):
@@ -594,7 +595,7 @@ class _StoreBase(Generic[C]):
         decrypt: names, heads and times are kept in clear).
 
         Raises:
-            ConversationNotFoundError.
+            ConversationNotFoundError: no such conversation (or it is another owner's).
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
