@@ -85,9 +85,11 @@ FRONT_END_SHARED = "convstore.conversation._frontend"
 MAX_LINES = 600
 # Today's modules beyond it, each with the work that splits it.
 OVERSIZE = {
-    "store/_transfer.py": "being split by format, operations and checks (the faults helper, issue 25 item 4)",
     "store/_async/store.py": "issue 25 item 4: the store's keys, transfer and deletion methods by concern",
     "store/_sync/store.py": "generated from store/_async/store.py: split with it",
+    # Past the limit since issues 23, 24 and 26 added their errors and statements.
+    "errors.py": "issue 25 follow-up: the API's errors (APIError and its leaves) in a module of their own",
+    "store/_statements.py": "issue 25 follow-up: the statements by table (nodes, branches, search...)",
 }
 
 
@@ -222,6 +224,7 @@ def test_every_sync_module_is_generated_from_its_async_twin():
         "client/_sync/client.py",
         "client/_sync/genai.py",
         "conversation/_sync/conversation.py",
+        "conversation/_sync/lifecycle.py",
         "store/_sync/store.py",
     }
     for path in PACKAGE.rglob("_sync/*.py"):

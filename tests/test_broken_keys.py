@@ -144,5 +144,5 @@ def test_the_command_lists_around_a_broken_key(db_url):
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout.decode()
-    assert all(conv.id in out for conv in convs)
+    assert all(conv.id[-8:] in out for conv in convs)  # ls prints the shortest unique endings
     assert out.count("unreadable: key missing") == 1

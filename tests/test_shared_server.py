@@ -51,7 +51,7 @@ def test_a_test_that_meets_the_refusal_is_skipped_saying_why(pytester: pytest.Py
         "from typing import TypeVar\nimport pytest\nT = TypeVar('T')\n" + hook
     )
     pytester.makepyfile(
-        test_busy="""
+        test_shared_server_refusal="""  # a name no module of tests/ has (pytester imports it)
 def test_busy():
     raise RuntimeError("FATAL:  sorry, too many clients already")
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc
 
 import convstore
-from convstore._extras import MissingExtraError
+from convstore._extras import MissingExtraError, missing_extra
 from convstore._ids import MIN_ENDING, is_id
 from convstore.conversation._frontend import open_default
 
@@ -145,6 +145,9 @@ def database_errors(url: str) -> Iterator[None]:
     except MissingExtraError as error:  # a ModuleNotFoundError too: first
         raise CliError(f"{shown}: {error}") from None
     except ModuleNotFoundError as error:
+        extra = missing_extra(error)  # a driver convstore knows: name the pip install that brings it
+        if extra is not None:
+            raise CliError(f"{shown}: {extra}") from None
         raise CliError(f"the driver for {shown} is not installed ({error.name})") from None
     except exc.DBAPIError as error:
         reason = str(error.orig).strip().splitlines()[0] if error.orig is not None else type(error).__name__
