@@ -57,6 +57,7 @@ __all__ = [
     "node",
     "path",
     "path_exchange_ids",
+    "path_files",
     "segments",
     "starts",
     "tree",
@@ -263,6 +264,21 @@ def path(
         return []
     rows = yield from _scan(conversation_id, found, st.PATH_SCAN)
     return (yield from nodes_of(conversation_id, rows, cipher, media=media))
+
+
+def path_files(conversation_id: str, branch: str) -> Op[tuple[FilePosition, ...]]:
+    """``(index, node id, uris)`` of each node of the branch that names Files API uris, root first: the
+    nodes' ``files`` column only, never a payload or its media."""
+    found = yield from segments(conversation_id, branch)
+    if not found:
+        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
+        if check.first() is None:
+            raise (yield from missing_branch_or_conversation(conversation_id, branch))
+        return ()
+    rows = yield from _scan(conversation_id, found, st.PATH_FILES_SCAN)
+    return tuple(
+        (i, canonical_id(row.id), tuple(json.loads(row.files))) for i, row in enumerate(rows) if row.files
+    )
 
 
 def path_exchange_ids(conversation_id: str, branch: str) -> Op[list[str]]:

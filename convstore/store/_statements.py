@@ -72,6 +72,7 @@ __all__ = [
     "NODE_COLUMNS",
     "OWNED_BY",
     "PATH_EXCHANGES_SCAN",
+    "PATH_FILES_SCAN",
     "PATH_SCAN",
     "SEGMENTS_FROM_BRANCH",
     "SEGMENTS_FROM_NODE",
@@ -516,6 +517,11 @@ HISTORY_BYTES_SCAN = (
 )
 PATH_SCAN = sa.select(*NODE_COLUMNS).where(_IN_SEGMENT).order_by(n.c.depth)
 PATH_EXCHANGES_SCAN = sa.select(n.c.exchange_id).where(_IN_SEGMENT).order_by(n.c.depth)
+# The Files API uris a path names (``Conversation.files``): each node's id and ``files`` column, no payload
+# and no media (a branch of big images is read without them).
+PATH_FILES_SCAN = (
+    sa.select(sa.cast(n.c.id, _RAW).label("id"), n.c.files).where(_IN_SEGMENT).order_by(n.c.depth)
+)
 
 
 def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:

@@ -28,7 +28,7 @@ from convstore.conversation._media import (
     uris_at,
 )
 from convstore.errors import APIError, CodecError, LimitExceededError, MediaError, MediaNotHeldError
-from convstore.store import _files
+from convstore.store import _files, _reads
 from convstore.store._engine import Op
 
 if TYPE_CHECKING:
@@ -48,9 +48,9 @@ FileSource = str | os.PathLike[str] | bytes | IO[bytes]
 
 async def files_of(conversation: AsyncConversation) -> list[FileStatus]:
     """See ``AsyncConversation.files``."""
-    await conversation._history_texts()  # reads the branch (and which of its nodes name files)
-    replay = conversation._replay
-    node_of = uris_at(replay.files if replay is not None else ())
+    # Which nodes name files, from their ``files`` column: no payload read, so no inline media either.
+    positions = await conversation._store._run(_reads.path_files(conversation.id, conversation.branch))
+    node_of = uris_at(positions)
     records = await conversation._store._run(_files.file_records(conversation.id, list(node_of)))
     found = []
     for uri, node in node_of.items():
