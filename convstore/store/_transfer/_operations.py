@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import exc
@@ -237,9 +237,9 @@ def import_ops(
         rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
         if kind == "node":
             rows = Segments().assign(rows)
-        entries: list[dict[str, Any]] = []
+        indexed: list[dict[str, Any]] = []
         if kind == "node" and not dump.sealed:  # kept apart as this store keeps media
-            entries = [] if index is None else index_rows(dump.id, rows, index)
+            indexed = [] if index is None else rows
             rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
             yield from write_media(dump.id, blobs, None)
         if rows and kind not in _SEALED_TABLES:
@@ -254,14 +254,30 @@ def import_ops(
                 ) from None
             if progress is not None:
                 progress(len(batch))
-        yield from _write_index(entries)
+        if indexed and index is not None:
+            yield from _write_index(dump.id, indexed, index)
     return True
 
 
-def _write_index(entries: list[dict[str, Any]]) -> Op[None]:
-    """The search index rows of imported nodes (written after them: they refer to the nodes)."""
-    for start in range(0, len(entries), CHUNK):
-        yield Exec(INSERT_SEARCH, entries[start : start + CHUNK])
+# Characters of indexed text an INSERT of search index rows carries at most: the index rows of a batch are
+# built and written a few at a time, never all of them beside the batch (a streamed import stays bounded).
+INDEX_BYTES = 512 * 1024
+
+
+def _write_index(conversation_id: str, rows: Sequence[dict[str, Any]], language: str) -> Op[None]:
+    """The search index rows of imported node rows (written after them: they refer to the nodes), built
+    from the rows' plaintext payloads a few at a time (``INDEX_BYTES``) and not kept."""
+    entries: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        for entry in index_rows(conversation_id, (row,), language):
+            entries.append(entry)
+            size += len(entry["text"])
+        if entries and (len(entries) >= CHUNK or size >= INDEX_BYTES):
+            yield Exec(INSERT_SEARCH, entries)
+            entries, size = [], 0
+    if entries:
+        yield Exec(INSERT_SEARCH, entries)
 
 
 def import_rows_ops(
@@ -327,12 +343,14 @@ def _write_batch(
     *,
     index: str | None = None,
 ) -> Op[None]:
-    entries: list[dict[str, Any]] = []
+    indexed: list[dict[str, Any]] = []
     if kind == "node":
         assigned = segments.assign(rows)
-        entries = [] if index is None else index_rows(conversation_id, assigned, index)
+        indexed = [] if index is None else assigned
         rows, blobs = stored_rows([{**row, "media": None} for row in assigned], None)
+        del assigned
         yield from write_media(conversation_id, blobs, None)
+        del blobs
     if kind not in TABLES:
         raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
     try:
@@ -341,9 +359,12 @@ def _write_batch(
         raise TransferFormatError(
             "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
         ) from None
-    yield from _write_index(entries)
+    written = len(rows)
+    del rows  # the rows as written (media cut out): not needed for the index, built from the plaintext
+    if indexed and index is not None:
+        yield from _write_index(conversation_id, indexed, index)
     if progress is not None:
-        progress(len(rows))
+        progress(written)
 
 
 def open_sealed(
