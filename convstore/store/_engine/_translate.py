@@ -11,11 +11,11 @@ parameters are never included.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
-from alembic.util import CommandError
 from sqlalchemy import exc
 
 from convstore.errors import (
@@ -202,8 +202,19 @@ def database_errors(url: sa.URL | None = None) -> Iterator[None]:
         yield
     except exc.DBAPIError as error:
         raise translate(error, url) from None
-    except CommandError as error:
+    except Exception as error:
+        if not _alembic_refused(error):
+            raise
         raise SchemaUnknownError(
             f"alembic refused the revision: {_first_line(error)}; was the database written by a newer "
             "convstore, or is the revision misspelt?"
         ) from None
+
+
+def _alembic_refused(error: BaseException) -> bool:
+    """Whether ``error`` is Alembic's ``CommandError``, without importing Alembic: a store whose schema is at
+    head never imports it (``import convstore`` and an open stay cheap), and an error Alembic raised was
+    raised after Alembic was imported."""
+    util = sys.modules.get("alembic.util")
+    command_error = getattr(util, "CommandError", None) if util is not None else None
+    return command_error is not None and isinstance(error, command_error)
