@@ -56,6 +56,7 @@ from convstore.store._schema import conversations as c
 from convstore.store._schema import search as se
 
 __all__ = [
+    "ERASE_DELETED_SQL",
     "INDEXED_TYPES",
     "MAX_INDEXED_CHARS",
     "MAX_OFFSET",
@@ -201,7 +202,8 @@ def index_rows(conversation_id: str, rows: Sequence[dict[str, Any]], language: s
 # On SQLite < 3.42 (no FTS5 'secure-delete'), a deleted row's words stay in the FTS5 index's older segments
 # until they are merged; 'optimize' merges every segment into one, without them, and ``secure_delete``
 # zeroes the pages the old segments leave. Run after deletes, before the WAL is checkpointed.
-_OPTIMIZE = sa.text(f"INSERT INTO {SEARCH_FTS}({SEARCH_FTS}) VALUES ('optimize')")  # noqa: S608 -- a constant name
+ERASE_DELETED_SQL = f"INSERT INTO {SEARCH_FTS}({SEARCH_FTS}) VALUES ('optimize')"  # noqa: S608 -- a constant name
+_OPTIMIZE = sa.text(ERASE_DELETED_SQL)
 
 
 def erase_deleted() -> Op[None]:

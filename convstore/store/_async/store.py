@@ -161,7 +161,8 @@ class _AsyncStoreBase(Generic[C]):
             return
         try:
             await _migrate.check_schema_async(self._engine)
-            await finish_pending_async(self._engine)  # a shred a full disk or a reader held up
+            # A shred a full disk or a reader held up: the search index rewritten, then the WAL emptied.
+            await finish_pending_async(self._engine, first=_search.ERASE_DELETED_SQL)
         except BaseException:
             await self.aclose()
             raise
@@ -968,7 +969,9 @@ class _AsyncStoreBase(Generic[C]):
 
     async def checkpoint(self) -> None:
         """SQLite: copy every page of the WAL into the database file and truncate the WAL to zero bytes, as
-        each delete does; it waits up to the busy timeout for other connections' transactions to end.
+        each delete does (a WAL that holds frames has the search index rewritten first, as a delete does:
+        a shred left pending by ``ShredPendingError`` is finished whole); it waits up to the busy timeout
+        for other connections' transactions to end.
         PostgreSQL: nothing (it keeps deleted rows until ``VACUUM``; see the README's Privacy section).
 
         Raises:
@@ -976,7 +979,8 @@ class _AsyncStoreBase(Generic[C]):
             DatabaseError: the checkpoint failed; ``error.cause`` says why (``disk_full``, say).
         """
         await self._ready()
-        if not await checkpoint_async(self._engine):
+        # A WAL left with frames may be a delete's shred left pending: its search index rewrite comes first.
+        if not await checkpoint_async(self._engine, first=_search.ERASE_DELETED_SQL):
             raise StoreBusyError("another connection kept the SQLite WAL busy past the busy timeout")
 
 

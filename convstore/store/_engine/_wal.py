@@ -64,39 +64,72 @@ def _truncate_wal_once(conn: Connection) -> bool:
     return row is not None and row[0] == 0
 
 
-def checkpoint(engine: Engine) -> bool:
+def checkpoint(engine: Engine, *, first: str | None = None) -> bool:
     """Empty a SQLite file's WAL into the database file and truncate it (see ``_truncate_wal``), so that what
     was deleted (overwritten in the file by ``secure_delete``) is in no file any more. Other backends: True.
+
+    Args:
+        first: A statement run (committed on its own) before the checkpoint when the WAL holds frames: the
+            rewrite a delete runs before its checkpoint (the search index's), for a shred left pending.
 
     Returns:
         Whether the WAL is empty (False: a reader or a writer kept it busy past the busy timeout).
 
     Raises:
-        DatabaseError: the checkpoint failed (a full disk, say), translated.
+        DatabaseError: ``first`` or the checkpoint failed (a full disk, say), translated.
     """
     if not _wal_file(engine):
         return True
     with database_errors(engine.url), engine.connect() as conn:
-        return _truncate_wal(conn)
+        return _finish(conn, first)
 
 
-async def checkpoint_async(engine: AsyncEngine) -> bool:
+async def checkpoint_async(engine: AsyncEngine, *, first: str | None = None) -> bool:
     """``checkpoint`` for an asyncio engine."""
     if not _wal_file(engine.sync_engine):
         return True
+    pending = first if _wal_left(engine.sync_engine) else None
     with database_errors(engine.url):
         async with engine.connect() as conn:
-            return await conn.run_sync(_truncate_wal)
+            return await conn.run_sync(_truncate_wal_after, pending)
 
 
-def _finish_once(conn: Connection) -> None:
-    """One checkpoint attempt that waits for nobody (busy timeout 0 for it), its failure ignored."""
+def _finish(conn: Connection, first: str | None) -> bool:
+    return _truncate_wal_after(conn, first if _wal_left(conn.engine) else None)
+
+
+def _truncate_wal_after(conn: Connection, first: str | None) -> bool:
+    """``first`` (when given), then ``_truncate_wal``."""
+    if first is not None:
+        _raw(conn, first)
+    return _truncate_wal(conn)
+
+
+def _raw(conn: Connection, statement: str) -> None:
+    """``statement`` on the raw connection, outside any transaction (SQLite commits it on its own); a
+    driver error raised as SQLAlchemy would have raised it, for ``translate``."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise exc.DBAPIError.instance(
+            statement, None, error, conn.dialect.loaded_dbapi.Error, dialect=conn.dialect
+        ) from error
+    finally:
+        cursor.close()
+
+
+def _finish_once(conn: Connection, first: str | None = None) -> None:
+    """One attempt at ``first`` (when given) and a checkpoint that waits for nobody (busy timeout 0 for
+    them), their failure ignored."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.execute("PRAGMA busy_timeout")
         row = cursor.fetchone()
         cursor.execute("PRAGMA busy_timeout = 0")
         try:
+            if first is not None:
+                cursor.execute(first)
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             cursor.fetchone()
         except conn.dialect.loaded_dbapi.Error:
@@ -117,17 +150,18 @@ def _wal_left(engine: Engine) -> bool:
         return False
 
 
-def finish_pending(engine: Engine) -> None:
+def finish_pending(engine: Engine, *, first: str | None = None) -> None:
     """On open: a WAL left with frames (a delete whose shred could not finish: ``ShredPendingError``) is
-    emptied, if nobody is using it right now; never waits, never fails."""
+    emptied, after ``first`` (the rewrite a delete runs before its checkpoint; see ``checkpoint``), if
+    nobody is using it right now; never waits, never fails."""
     if _wal_left(engine):
         with database_errors(engine.url), engine.connect() as conn:
-            _finish_once(conn)
+            _finish_once(conn, first)
 
 
-async def finish_pending_async(engine: AsyncEngine) -> None:
+async def finish_pending_async(engine: AsyncEngine, *, first: str | None = None) -> None:
     """``finish_pending`` for an asyncio engine."""
     if _wal_left(engine.sync_engine):
         with database_errors(engine.url):
             async with engine.connect() as conn:
-                await conn.run_sync(_finish_once)
+                await conn.run_sync(_finish_once, first)

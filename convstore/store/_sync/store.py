@@ -162,7 +162,8 @@ class _StoreBase(Generic[C]):
             return
         try:
             _migrate.check_schema(self._engine)
-            finish_pending(self._engine)  # a shred a full disk or a reader held up
+            # A shred a full disk or a reader held up: the search index rewritten, then the WAL emptied.
+            finish_pending(self._engine, first=_search.ERASE_DELETED_SQL)
         except BaseException:
             self.close()
             raise
@@ -968,7 +969,9 @@ class _StoreBase(Generic[C]):
 
     def checkpoint(self) -> None:
         """SQLite: copy every page of the WAL into the database file and truncate the WAL to zero bytes, as
-        each delete does; it waits up to the busy timeout for other connections' transactions to end.
+        each delete does (a WAL that holds frames has the search index rewritten first, as a delete does:
+        a shred left pending by ``ShredPendingError`` is finished whole); it waits up to the busy timeout
+        for other connections' transactions to end.
         PostgreSQL: nothing (it keeps deleted rows until ``VACUUM``; see the README's Privacy section).
 
         Raises:
@@ -976,7 +979,8 @@ class _StoreBase(Generic[C]):
             DatabaseError: the checkpoint failed; ``error.cause`` says why (``disk_full``, say).
         """
         self._ready()
-        if not checkpoint(self._engine):
+        # A WAL left with frames may be a delete's shred left pending: its search index rewrite comes first.
+        if not checkpoint(self._engine, first=_search.ERASE_DELETED_SQL):
             raise StoreBusyError("another connection kept the SQLite WAL busy past the busy timeout")
 
 
