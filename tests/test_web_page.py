@@ -246,7 +246,7 @@ def test_big_images_keep_the_servers_memory_flat(tmp_path):
     assert received == [size] * images
     # Before: the tree page alone read every image whole (base64 text, decoded JSON): 100+ MiB for these,
     # and each media response held its image three times. Now a page reads none of them, and a media
-    # response holds a piece (1 MiB of base64) at a time.
+    # response holds a piece (256 KiB of base64) at a time.
     print(
         f"idle {idle / MIB:.1f} MiB, pages {pages / MIB:.1f} MiB, with media {peak / MIB:.1f} MiB (peak RSS)"
     )

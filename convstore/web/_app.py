@@ -50,7 +50,7 @@ OWNER_STORES = 16
 FORM_TYPE = "application/x-www-form-urlencoded"  # the page's forms; parsed here (no multipart package)
 MAX_FORM = 16 * 1024
 MAX_FORM_FIELDS = 8  # the page's forms have at most three
-MEDIA_PIECE = 1024 * 1024  # characters of base64 read at a time when serving media (768 KiB of bytes)
+MEDIA_PIECE = 256 * 1024  # characters of base64 read at a time when serving media (192 KiB of bytes)
 
 # Media types a browser may show from the page; anything else is offered as a download.
 SHOWN = ("image/", "audio/", "video/")
