@@ -132,7 +132,7 @@ from convstore.store import (
 from convstore.store._check import Check, CheckReport, Problem
 from convstore.store._files import Lifecycle
 from convstore.store._prepare import Redactor
-from convstore.store._transfer import ConversationDump
+from convstore.store._transfer import ConversationDump, ConversationRows, export_lines, read_conversations
 
 __all__ = [
     "MEDIA_REF",
@@ -165,6 +165,7 @@ __all__ = [
     "ConversationExistsError",
     "ConversationInfo",
     "ConversationNotFoundError",
+    "ConversationRows",
     "ConversationSummary",
     "ConvstoreError",
     "CorruptionError",
@@ -260,7 +261,9 @@ __all__ = [
     "decode_step",
     "encode_content",
     "encode_step",
+    "export_lines",
     "make_converter",
+    "read_conversations",
     "schema_status",
 ]
 

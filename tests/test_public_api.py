@@ -112,8 +112,10 @@ def _public_callables():
 
 
 # Public classes' methods that only convstore calls (a body or a stream is built by a conversation or a
-# client; a keyring's ciphers are the store's): their parameters are convstore's plumbing.
+# client; a keyring's ciphers are the store's; an import file's conversations are made by
+# ``read_conversations``): their parameters are convstore's plumbing.
 PLUMBING = {
+    "ConversationRows.__init__",
     "RequestBody.__init__",
     "Stream.__init__",
     "AsyncStream.__init__",

@@ -43,13 +43,6 @@ from convstore.errors import (
     EncryptionError,
     LimitExceededError,
 )
-from convstore.store._transfer import (  # the JSONL format (its reader and writer)
-    ConversationDump,
-    ConversationRows,
-    TransferFormatError,
-    export_lines,
-    read_conversations,
-)
 
 __all__ = ["register"]
 
@@ -149,7 +142,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         rows = 0
         with _output(args.output) as write, Progress("exporting", len(ids), unit="conversations") as bar:
 
-            def dumps() -> Iterator[ConversationDump]:
+            def dumps() -> Iterator[convstore.ConversationDump]:
                 nonlocal rows
                 for conversation_id in ids:
                     dump = store.export_conversation(conversation_id, plaintext=args.plaintext)
@@ -157,7 +150,9 @@ def cmd_export(args: argparse.Namespace) -> int:
                     rows += dump.row_count
                     bar.advance()
 
-            for line in export_lines(dumps(), store.schema_revision()):  # header, conversations, end line
+            for line in convstore.export_lines(
+                dumps(), store.schema_revision()
+            ):  # header, conversations, end line
                 write(line)
     print(f"exported {plural(len(ids), 'conversation')} ({plural(rows, 'row')})", file=sys.stderr)
     return 0
@@ -188,7 +183,7 @@ def _lines(handle: IO[bytes], limit: int = convstore.Limits().max_import_line_by
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError:
-            raise TransferFormatError("not UTF-8 text", line=number) from None
+            raise convstore.TransferFormatError("not UTF-8 text", line=number) from None
 
 
 _PIECE = 1024 * 1024
@@ -221,13 +216,13 @@ def _check_file(
     keys: dict[str, tuple[int, convstore.WrappedKey]] = {}
     try:
         with source.open("rb") as handle:
-            for conversation in read_conversations(_lines(handle)):
+            for conversation in convstore.read_conversations(_lines(handle)):
                 for _ in conversation.rows():  # checked, counted and let go
                     pass
                 found.append((conversation.line, conversation.id, conversation.row_count))
                 if conversation.key is not None:
                     keys[conversation.id] = (conversation.line, conversation.key)
-    except (TransferFormatError, LimitExceededError) as error:
+    except (convstore.TransferFormatError, LimitExceededError) as error:
         raise CliError(f"{name}: {error}; nothing was imported") from None
     return found, keys
 
@@ -256,7 +251,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         imported = skipped = 0
         try:
             with source.open("rb") as handle, Progress("importing", total, unit="rows") as bar:
-                for conversation in read_conversations(_lines(handle), counter=store.counter):
+                for conversation in convstore.read_conversations(_lines(handle), counter=store.counter):
                     if conversation.id in present:
                         skipped += 1
                         continue
@@ -265,7 +260,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                             store, conversation, args.skip_existing, bar.advance, args.allow_erased
                         )
                     except (
-                        TransferFormatError,
+                        convstore.TransferFormatError,
                         LimitExceededError,
                         EncryptionError,
                         ConversationErasedError,
@@ -294,7 +289,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def _import_one(
     store: convstore.Store,
-    conversation: ConversationRows,
+    conversation: convstore.ConversationRows,
     skip_existing: bool,
     progress: Callable[[int], None],
     allow_erased: bool = False,
