@@ -262,6 +262,14 @@ def user(text: str) -> dict[str, object]:
     return {"type": "user_input", "content": [{"type": "text", "text": text}]}
 
 
+def steps_of(tag: str) -> list[dict[str, Any]]:
+    return [
+        user(tag),
+        {"type": "thought", "signature": f"sig-{tag}"},
+        {"type": "model_output", "content": [{"type": "text", "text": f"re {tag}"}]},
+    ]
+
+
 def model(text: str) -> dict[str, object]:
     return {"type": "model_output", "content": [{"type": "text", "text": text}]}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "convstore"
+PACKAGE = Path(__file__).resolve().parents[2] / "convstore"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 # What each part may import from convstore (itself always). A part is a subpackage or a top-level module.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "convstore"
+PACKAGE = Path(__file__).resolve().parents[2] / "convstore"
 PRIVATE_STORE = {"_engine", "_reads", "_crypto", "_migrate", "_schema", "_ops", "_rows", "_statements"}
 
 

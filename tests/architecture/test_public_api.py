@@ -143,7 +143,7 @@ def _mypy(tmp_path: Path, code: str) -> tuple[str, int]:
     api = pytest.importorskip("mypy.api")
     path = tmp_path / "uses_convstore.py"
     path.write_text(textwrap.dedent(code))
-    cache = Path(__file__).resolve().parents[1] / ".mypy_cache"
+    cache = Path(__file__).resolve().parents[2] / ".mypy_cache"
     out, err, status = api.run(["--strict", "--cache-dir", str(cache), "--no-error-summary", str(path)])
     return out + err, status
 

@@ -29,7 +29,7 @@ from test_cli import answer, assert_one_line_error, run_cli, user
 import convstore
 from convstore._ids import shortest_endings
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]
 INTERRUPTER = HERE / "fixtures" / "interrupted_cli.py"
 KEY = bytes(range(32))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "lifecycle.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "lifecycle.md"
 _BLOCK = re.compile(r"```python\n(.*?)```(?:\s*```text\n(.*?)```)?", re.S)
 
 

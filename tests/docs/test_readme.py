@@ -1,5 +1,6 @@
-"""The README is the front door: short, the two commands exactly as a new user types them, one example that
-runs (tests/test_docs.py runs it with every docs page's), and links that lead somewhere in the repository."""
+"""The README is the front door: short, the two commands exactly as a new user types them, one example
+that runs (tests/docs/test_docs.py runs it with every docs page's), and links that lead somewhere in the
+repository."""
 
 from __future__ import annotations
 

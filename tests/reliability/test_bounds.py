@@ -54,7 +54,7 @@ from convstore.store._transfer import (
     read_dumps,
 )
 
-HERE = Path(__file__).resolve().parent / "fixtures" / "hostile"
+HERE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
 DEEP = 100_000
 MiB = 1024 * 1024
 FIGURES: dict[str, str] = {}

@@ -181,7 +181,7 @@ def test_a_directory_another_user_cannot_write_is_named(shared_dir):
         text=True,
         check=False,
         cwd="/",
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     if "Permission denied" in done.stderr and "python" in done.stderr.lower():
         pytest.skip("user nobody cannot run this interpreter")

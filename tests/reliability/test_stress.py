@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from conftest import user
+from conftest import steps_of, user
 
 import convstore
 from convstore import ConflictError, StoreBusyError
@@ -58,14 +58,6 @@ def run_processes(
 def sizes(slow: bool, small: dict[str, int] = SMALL, large: dict[str, int] = LARGE) -> dict[str, int]:
     base = large if slow else small
     return {k: int(os.environ.get(f"CONVSTORE_STRESS_{k.upper()}", v)) for k, v in base.items()}
-
-
-def steps_of(tag: str) -> list[dict[str, Any]]:
-    return [
-        user(tag),
-        {"type": "thought", "signature": f"sig-{tag}"},
-        {"type": "model_output", "content": [{"type": "text", "text": f"re {tag}"}]},
-    ]
 
 
 def _append(conv: convstore.Conversation, tag: str) -> tuple[str, int]:

@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import user
-from test_stress import steps_of
+from conftest import steps_of, user
 
 import convstore
 from convstore.model._interaction import Interaction

@@ -31,7 +31,7 @@ def _diff(engine: sa.Engine) -> list:
                     or (
                         name.startswith(PREFIX)
                         and name != _migrate.VERSION_TABLE
-                        # The search index differs by backend (FTS5, tsvector): tests/test_search.py.
+                        # The search index differs by backend (FTS5, tsvector): tests/store/test_search.py.
                         and not name.startswith(f"{PREFIX}search")
                     )
                 ),

@@ -469,7 +469,7 @@ def test_the_search_page_links_each_hit_to_its_branch_at_the_node(tmp_path):
 
 # The guide's examples run as they are.
 
-GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "search.md"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "guides" / "search.md"
 
 
 def guide_examples() -> list[tuple[str, str | None]]:

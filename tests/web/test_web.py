@@ -32,7 +32,7 @@ from convstore.cli._common import load_keyring
 from convstore.web import Settings, create_app
 from convstore.web._security import CSP, MEDIA_CSP, csrf_token
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKEN = "test-token-" + "x" * 20
 
 # What a model (or a user) could make the store hold, aimed at every place a page shows stored text.
