@@ -8,7 +8,6 @@ itself through the library. Export and import are in ``test_transfer.py``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import model as answer
+from conftest import user
+from helpers import run_cli
 
 import convstore
 from convstore.cli._common import default_db_path, parse_duration, resolve_db
@@ -26,16 +28,6 @@ from convstore.store import _migrate
 from convstore.store import _schema as schema
 
 COMMANDS = ["demo", "chat", "ls", "show", "fork", "delete", "purge", "export", "import", "replay", "db"]
-
-
-def run_cli(*args: str, db: str | None = None, stdin: str | None = None, env: dict[str, str] | None = None):
-    """``python -m convstore.cli [--db DB] ARGS``, without any API key or store from the environment."""
-    clean = {k: v for k, v in os.environ.items() if k not in {"GEMINI_API_KEY", "CONVSTORE_DB"}}
-    clean.update(env or {})
-    command = [sys.executable, "-m", "convstore.cli", *(["--db", db] if db else []), *args]
-    return subprocess.run(
-        command, input=stdin, capture_output=True, text=True, env=clean, timeout=120, check=False
-    )
 
 
 def assert_one_line_error(result, code: int | None = None) -> str:
@@ -69,14 +61,6 @@ def db(tmp_path, home) -> str:
 
 def convstore_now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def user(text: str) -> dict[str, object]:
-    return {"type": "user_input", "content": [{"type": "text", "text": text}]}
-
-
-def answer(text: str) -> dict[str, object]:
-    return {"type": "model_output", "content": [{"type": "text", "text": text}]}
 
 
 # -- the script and its help -----------------------------------------------------------------------------

@@ -20,7 +20,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from test_cli import COMMANDS, answer, assert_one_line_error, run_cli, user
+from conftest import model as answer
+from conftest import user
+from helpers import run_cli
+from test_cli import COMMANDS, assert_one_line_error
 
 import convstore
 from convstore.cli import build_parser

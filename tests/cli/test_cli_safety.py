@@ -22,16 +22,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from conftest import model as answer
+from conftest import user
+from helpers import K1 as KEY
+from helpers import run_cli
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli import answer, assert_one_line_error, run_cli, user
+from test_cli import assert_one_line_error
 
 import convstore
 from convstore._ids import shortest_endings
 
 HERE = Path(__file__).resolve().parents[1]
 INTERRUPTER = HERE / "fixtures" / "interrupted_cli.py"
-KEY = bytes(range(32))
 
 # Every command that only reads or maintains a store, as a user would type it on a foreign database.
 READERS = [

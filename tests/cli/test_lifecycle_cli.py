@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_cli import run_cli
+from helpers import run_cli
 
 import convstore
 

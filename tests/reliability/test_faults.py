@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from helpers import ring
 
 import convstore
 from convstore import SQLKeyStore
@@ -42,11 +43,6 @@ from tests.conftest import postgres_base_url, user
 from tests.flavours import Portal, SyncProxy
 
 SECRET = "the patient's name is Ana Ribeiro"
-KEY = bytes(range(32))
-
-
-def ring() -> convstore.Keyring:
-    return convstore.Keyring({"k1": KEY}, active="k1")
 
 
 def open_store(flavour: str, url: str, portal: Portal, **options: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import model, user
+from helpers import K1, K2, ring
 
 import convstore
 from convstore import (
@@ -45,7 +46,6 @@ from convstore.store._schema import keys as key_table
 
 pytest.importorskip("cryptography")
 
-K1, K2 = bytes(range(32)), bytes(range(32, 64))
 SMALL = {"conversations": 8, "writers": 3, "seconds": 1.5}
 LARGE = {"conversations": 60, "writers": 8, "seconds": 20.0}
 
@@ -56,11 +56,6 @@ def sizes(slow: bool) -> dict[str, Any]:
         key: type(value)(os.environ.get(f"CONVSTORE_SHRED_{key.upper()}", value))
         for key, value in base.items()
     }
-
-
-def ring(*ids: str) -> Keyring:
-    keys = {"k1": K1, "k2": K2}
-    return Keyring({key_id: keys[key_id] for key_id in ids}, active=ids[-1])
 
 
 class Window:

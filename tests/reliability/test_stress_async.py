@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 import pytest
-from test_stress import MODES, run_processes, sizes, steps_of, verify
+from conftest import steps_of
+from test_stress import MODES, run_processes, sizes, verify
 
 import convstore
 from convstore import ConflictError, StoreBusyError

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from conftest import model, user
+from helpers import K1, K2, WRONG, ring
 from hypothesis import given, settings
 from hypothesis import strategies as hst
 from strategies import examples, exchanges
@@ -36,13 +37,7 @@ from convstore.store._transfer import (
 pytest.importorskip("cryptography")
 
 SECRET = "my diagnosis is stage two"
-K1, K2, WRONG = bytes(range(32)), bytes(range(32, 64)), bytes(32)
 TABLES = ("conversations", "nodes", "branches", "exchanges", "summaries", "keys", "media", "files")
-
-
-def ring(*ids: str, active: str | None = None) -> Keyring:
-    keys = {"k1": K1, "k2": K2}
-    return Keyring({key_id: keys[key_id] for key_id in ids}, active=active or ids[-1])
 
 
 def raw_text(engine: sa.Engine, db_url: str) -> bytes:

@@ -16,6 +16,7 @@ import warnings
 from typing import Any
 
 import pytest
+from helpers import ring
 
 import convstore
 from convstore import SQLKeyStore
@@ -30,12 +31,6 @@ from convstore.store._transfer import (
 from tests.conftest import model, user
 
 pytest.importorskip("cryptography")
-
-KEY = bytes(range(32))
-
-
-def ring() -> convstore.Keyring:
-    return convstore.Keyring({"k1": KEY}, active="k1")
 
 
 def build(store: Any, count: int = 3) -> list[str]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import sqlalchemy as sa
 from conftest import _pg_schema_url, model, postgres_base_url, user
+from helpers import K1, K2, WRONG
 
 import convstore
 from convstore import (
@@ -46,7 +46,6 @@ from convstore.store._transfer import (
 
 pytest.importorskip("cryptography")
 
-K1, K2, WRONG = bytes(range(32)), bytes(range(32, 64)), bytes(32)
 SECRETS = ("my diagnosis is stage two", "Be my doctor", "patient-7731", "get_dosage")
 PICTURE = base64.b64encode(b"an x-ray of the left lung " * 200).decode()  # a media string, kept apart
 
@@ -280,15 +279,8 @@ def test_a_version_1_export_still_imports(make_store, other_url):
 
 
 def run_cli(*args: str, db: str, keyring: str | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"GEMINI_API_KEY", "CONVSTORE_DB", "CONVSTORE_KEYRING"}
-    }
-    if keyring is not None:
-        env["CONVSTORE_KEYRING"] = keyring
-    command = [sys.executable, "-m", "convstore.cli", "--db", db, *args]
-    return subprocess.run(command, capture_output=True, env=env, timeout=120, check=False)
+    env = {} if keyring is None else {"CONVSTORE_KEYRING": keyring}
+    return helpers.run_cli(*args, db=db, env=env, text=False)
 
 
 def test_the_command_exports_sealed_and_plaintext_only_with_its_flag(db_url, other_url, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from conftest import model, user
+from helpers import K1
 from hypothesis import given
 from hypothesis import strategies as hs
 
@@ -22,8 +23,6 @@ from convstore import Keyring, SearchQueryError
 from convstore.store import _migrate
 from convstore.store._citus import has_citus
 from convstore.store._schema import PREFIX, branches, conversations
-
-K1 = bytes(range(32))
 
 
 def word() -> str:

@@ -9,16 +9,10 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from conftest import model as answer
+from conftest import user
 
 import convstore
-
-
-def user(text: str, *extra: dict[str, object]) -> dict[str, object]:
-    return {"type": "user_input", "content": [{"type": "text", "text": text}, *extra]}
-
-
-def answer(text: str) -> dict[str, object]:
-    return {"type": "model_output", "content": [{"type": "text", "text": text}]}
 
 
 def test_schema_status_reads_without_building(db_url):

@@ -8,15 +8,15 @@ as it was. ``convstore.store._transfer`` is also tested directly, as the store w
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pty
 import re
 import select
-import subprocess
-import sys
 from pathlib import Path
 
+import helpers
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -40,18 +40,7 @@ from convstore.testing import Emulator, text_reply
 SECRET = "the-dog-is-called-Rex"  # in a payload: must never appear in an error
 
 
-def run_cli(*args: str, db: str | None = None, stdin: bytes | None = None, stderr: int | None = None):
-    env = {k: v for k, v in os.environ.items() if k not in {"GEMINI_API_KEY", "CONVSTORE_DB"}}
-    command = [sys.executable, "-m", "convstore.cli", *(["--db", db] if db else []), *args]
-    return subprocess.run(
-        command,
-        input=stdin,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE if stderr is None else stderr,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+run_cli = functools.partial(helpers.run_cli, text=False)
 
 
 def one_line_error(result) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import model, user
 
 import convstore
 
@@ -63,14 +64,6 @@ def png_bytes(width: int = 24, height: int = 16) -> bytes:
         + chunk(b"IDAT", zlib.compress(raw))
         + chunk(b"IEND", b"")
     )
-
-
-def user(text: str, *extra: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "user_input", "content": [{"type": "text", "text": text}, *extra]}
-
-
-def model(text: str) -> dict[str, Any]:
-    return {"type": "model_output", "content": [{"type": "text", "text": text}]}
 
 
 def record(conv: convstore.Conversation, first: dict[str, Any], reply: list[dict[str, Any]], n: int) -> None:

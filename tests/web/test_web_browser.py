@@ -38,6 +38,7 @@ pytest.importorskip("selenium", reason="browser tests need selenium (in the test
 pytest.importorskip("uvicorn", reason="browser tests need the web extra")
 
 import uvicorn  # noqa: E402
+from conftest import model, user  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import (  # noqa: E402
     NoAlertPresentException,
@@ -47,7 +48,7 @@ from selenium.common.exceptions import (  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
-from test_web import XSS, build_sample, model, png_bytes, record, user  # noqa: E402
+from test_web import XSS, build_sample, png_bytes, record  # noqa: E402
 
 from convstore.web import Settings, create_app  # noqa: E402
 

@@ -26,7 +26,8 @@ import sqlalchemy as sa
 import convstore
 
 pytest.importorskip("starlette")
-from test_web import TOKEN, make_client, model, png_bytes, user
+from conftest import model, user
+from test_web import TOKEN, make_client, png_bytes
 
 from convstore.store import _schema
 from convstore.web import _graph, _views
