@@ -258,8 +258,17 @@ def store(make_store: Any) -> Any:
     return make_store()
 
 
-def user(text: str) -> dict[str, object]:
-    return {"type": "user_input", "content": [{"type": "text", "text": text}]}
+def user(text: str, *extra: dict[str, Any]) -> dict[str, Any]:
+    """A user_input step of ``text``, then the ``extra`` contents (an image, ...)."""
+    return {"type": "user_input", "content": [{"type": "text", "text": text}, *extra]}
+
+
+def steps_of(tag: str) -> list[dict[str, Any]]:
+    return [
+        user(tag),
+        {"type": "thought", "signature": f"sig-{tag}"},
+        {"type": "model_output", "content": [{"type": "text", "text": f"re {tag}"}]},
+    ]
 
 
 def model(text: str) -> dict[str, object]:
