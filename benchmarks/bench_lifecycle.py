@@ -45,7 +45,7 @@ from _common import TableData, fmt_ns, fmt_ratio, median_ns, now_ns
 
 import convstore
 from convstore._wire import body_bytes
-from convstore.conversation import _lifecycle_sync
+from convstore.conversation._sync import lifecycle as _lifecycle_sync
 from convstore.testing import Emulator, ManualClock
 
 MODEL = "gemini-3-flash-preview"
