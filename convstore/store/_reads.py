@@ -31,6 +31,7 @@ from convstore.errors import (
     NodeNotFoundError,
 )
 from convstore.model import Branch, Exchange, Node, Tree
+from convstore.store import _paths as paths
 from convstore.store import _statements as st
 from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
@@ -78,9 +79,11 @@ def segments(
     """The segments of the path to ``node_id`` (or to ``branch``'s head), root first; empty when there is no
     such node (or the branch is empty or missing)."""
     if node_id is None:
-        result = yield Exec(st.SEGMENTS_FROM_BRANCH, {"conversation_id": conversation_id, "branch": branch})
+        params: dict[str, object] = {"conversation_id": conversation_id, "branch": branch}
+        result = yield Exec(paths.SEGMENTS_FROM_BRANCH, params)
     else:
-        result = yield Exec(st.SEGMENTS_FROM_NODE, {"conversation_id": conversation_id, "node_id": node_id})
+        params = {"conversation_id": conversation_id, "node_id": node_id}
+        result = yield Exec(paths.SEGMENTS_FROM_NODE, params)
     return [Segment(*row) for row in result]
 
 
@@ -145,7 +148,7 @@ class Replay:
         return Replay(head, [*self.payloads, *(text.encode() for text in texts)], self.files + added, fresh)
 
 
-_HISTORY_COLUMNS = list(st.HISTORY_BYTES_SCAN.selected_columns.keys())
+_HISTORY_COLUMNS = list(paths.HISTORY_BYTES_SCAN.selected_columns.keys())
 _ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA, _FILES, _FRESH = (
     _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media", "files", "files_fresh")
 )
@@ -192,7 +195,7 @@ def history(
             raise (yield from missing_branch_or_conversation(conversation_id, branch))
         return Replay(EMPTY_HEAD, [])
     if cipher is None:
-        rows = yield from _scan(conversation_id, found, st.HISTORY_BYTES_SCAN, rows=True)
+        rows = yield from _scan(conversation_id, found, paths.HISTORY_BYTES_SCAN, rows=True)
         last_id, last_exchange = rows[-1][_ID], rows[-1][_EXCHANGE_ID]
         payloads = list(map(_PAYLOADS, rows))
         if type(payloads[0]) is not bytes:
@@ -207,7 +210,7 @@ def history(
         )
         fresh = _fresh(rows[files[0][0]][_FRESH]) if files else None
     else:
-        rows = yield from _scan(conversation_id, found, st.HISTORY_SCAN)
+        rows = yield from _scan(conversation_id, found, paths.HISTORY_SCAN)
         last_id, last_exchange = rows[-1].id, rows[-1].exchange_id
         texts = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
         yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
@@ -262,7 +265,7 @@ def path(
         if check.first() is None:
             raise (yield from missing_branch_or_conversation(conversation_id, branch))
         return []
-    rows = yield from _scan(conversation_id, found, st.PATH_SCAN)
+    rows = yield from _scan(conversation_id, found, paths.PATH_SCAN)
     return (yield from nodes_of(conversation_id, rows, cipher, media=media))
 
 
@@ -275,7 +278,7 @@ def path_files(conversation_id: str, branch: str) -> Op[tuple[FilePosition, ...]
         if check.first() is None:
             raise (yield from missing_branch_or_conversation(conversation_id, branch))
         return ()
-    rows = yield from _scan(conversation_id, found, st.PATH_FILES_SCAN)
+    rows = yield from _scan(conversation_id, found, paths.PATH_FILES_SCAN)
     return tuple(
         (i, canonical_id(row.id), tuple(json.loads(row.files))) for i, row in enumerate(rows) if row.files
     )
@@ -284,7 +287,7 @@ def path_files(conversation_id: str, branch: str) -> Op[tuple[FilePosition, ...]
 def path_exchange_ids(conversation_id: str, branch: str) -> Op[list[str]]:
     """The exchange ids along a branch, oldest first, once each (empty for an empty or missing branch)."""
     found = yield from segments(conversation_id, branch)
-    rows = yield from _scan(conversation_id, found, st.PATH_EXCHANGES_SCAN)
+    rows = yield from _scan(conversation_id, found, paths.PATH_EXCHANGES_SCAN)
     return list(dict.fromkeys(row.exchange_id for row in rows))
 
 

@@ -49,6 +49,7 @@ from sqlalchemy.dialects import postgresql
 from convstore._ids import is_id
 from convstore.errors import SearchQueryError, StoreBusyError
 from convstore.model import SearchHit, SearchPage
+from convstore.store import _paths as paths
 from convstore.store import _statements as st
 from convstore.store._engine import Exec, Op, translate
 from convstore.store._schema import SEARCH_FTS, UTCDateTime
@@ -450,11 +451,11 @@ def search(
     conversation_ids = list(dict.fromkeys(row.conversation_id for row in rows))
     if rows and not routed:
         params = {"conversation_ids": conversation_ids, "node_ids": [row.node_id for row in rows]}
-        for _, node_id, branch in (yield Exec(st.BRANCHES_THROUGH_MANY, params)):
+        for _, node_id, branch in (yield Exec(paths.BRANCHES_THROUGH_MANY, params)):
             through.setdefault(node_id, []).append(branch)
     for conversation_id in conversation_ids if routed else ():
         node_ids = [row.node_id for row in rows if row.conversation_id == conversation_id]
-        found = yield Exec(st.BRANCHES_THROUGH, {"conversation_id": conversation_id, "node_ids": node_ids})
+        found = yield Exec(paths.BRANCHES_THROUGH, {"conversation_id": conversation_id, "node_ids": node_ids})
         for _, node_id, branch in found:
             through.setdefault(node_id, []).append(branch)
     hits = []

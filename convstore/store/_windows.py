@@ -17,6 +17,7 @@ from convstore.budget._window import (
     choose_window,
     fetch_threshold,
 )
+from convstore.store import _paths as paths
 from convstore.store import _statements as st
 from convstore.store._crypto import DataCipher
 from convstore.store._engine import Exec, Op
@@ -83,7 +84,7 @@ class _Descent:
                 "top": self.top,
                 "limit": size,
             }
-            batch = (yield Exec(st.WINDOW_SCAN, params)).all()
+            batch = (yield Exec(paths.WINDOW_SCAN, params)).all()
             if len(batch) != size:
                 raise (yield from gone(self.conversation_id, segment.segment_id))
             self.rows += batch
@@ -135,7 +136,7 @@ def _calibration(conversation_id: str, rows: Sequence[Any]) -> Op[Calibration]:
 
 def _first_exchange(conversation_id: str, root_id: str) -> Op[list[Any]]:
     """The rows of the first exchange of the path whose root is ``root_id``."""
-    found = yield Exec(st.FIRST_EXCHANGE_NODES, {"conversation_id": conversation_id, "root_id": root_id})
+    found = yield Exec(paths.FIRST_EXCHANGE_NODES, {"conversation_id": conversation_id, "root_id": root_id})
     return list(found.all())
 
 
