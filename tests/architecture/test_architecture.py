@@ -85,9 +85,6 @@ MAX_LINES = 600
 OVERSIZE = {
     "store/_async/store.py": "issue 25 item 4: the store's keys, transfer and deletion methods by concern",
     "store/_sync/store.py": "generated from store/_async/store.py: split with it",
-    # Past the limit since issues 23, 24 and 26 added their errors and statements.
-    "errors.py": "issue 25 follow-up: the API's errors (APIError and its leaves) in a module of their own",
-    "store/_statements.py": "issue 25 follow-up: the statements by table (nodes, branches, search...)",
 }
 
 
