@@ -440,7 +440,7 @@ def test_the_command_prints_ids_show_accepts(tmp_path, capsys):
 
 
 def test_the_search_page_links_each_hit_to_its_branch_at_the_node(tmp_path):
-    from test_web import XSS, assert_inert, make_client  # noqa: PLC0415
+    from tests.web.test_web import XSS, assert_inert, make_client  # noqa: PLC0415
 
     url = f"sqlite:///{tmp_path / 'web.db'}"
     needle = word()
