@@ -125,15 +125,25 @@ def test_media_inline_sends_the_stored_bytes_and_uploads_nothing(lstore, client,
     assert emulator.files.uploads == uploads
 
 
+def turn(conv: Any, how: str, text: str, client: Any, **settings: Any) -> Any:
+    """One turn by ``send`` or by ``stream`` (its events consumed): the recorded interaction."""
+    if how == "send":
+        return conv.send(text, client=client, **settings)
+    stream = conv.stream(text, client=client, **settings)
+    assert list(stream)
+    return stream.interaction
+
+
+@pytest.mark.parametrize("how", ["send", "stream"])
 def test_a_file_the_api_forgot_early_is_uploaded_again_and_the_call_retried_once(
-    make_store, client, emulator
+    make_store, files_client, emulator, how
 ):
     store = make_store()  # convstore's own clock: the files look alive to it
     conv = store.create_conversation(model=MODEL)
-    item = conv.upload(PNG, mime_type="image/png", client=client)
-    conv.send([item], client=client)
+    item = conv.upload(PNG, mime_type="image/png", client=files_client)
+    conv.send([item], client=files_client)
     emulator.clock.advance(hours=49)  # type: ignore[attr-defined]
-    reply = conv.send("Still there?", client=client)
+    reply = turn(conv, how, "Still there?", files_client)
     assert reply.status == "completed"
     creates = [r.body for r in emulator.requests if r.path.endswith("/interactions")]
     refused, accepted = creates[-2:]
@@ -196,12 +206,16 @@ def test_an_encrypted_conversation_keeps_no_plaintext_media_on_disk_and_delete_s
         assert db.exec_driver_sql("SELECT count(*) FROM convstore_files").scalar() == 0
 
 
-def test_a_stateful_chain_whose_interaction_was_dropped_continues_with_one_reply(lstore, client, emulator):
+@pytest.mark.parametrize("how", ["send", "stream"])
+def test_a_stateful_chain_whose_interaction_was_dropped_continues_with_one_reply(
+    lstore, files_client, emulator, how
+):
+    client = files_client
     conv = lstore.create_conversation(model=MODEL)
     first = conv.send("Hi", client=client, store=True)
     emulator.drop_interaction(first.id)
     emulator.script(text_reply("Welcome back."))
-    reply = conv.send("Still there?", client=client, store=True)
+    reply = turn(conv, how, "Still there?", client, store=True)
     assert reply.text == "Welcome back."
     refused, replayed = emulator.requests[-2].body, emulator.requests[-1].body
     assert refused["previous_interaction_id"] == first.id

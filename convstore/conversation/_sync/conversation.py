@@ -358,13 +358,16 @@ class Conversation(_ConversationBase):
         """Send the next turn streamed. Iterate the result for the events; the turn is recorded when the
         stream completes (after the last event), and only then.
 
+        A stream the API refuses before its first event because it forgot something (a file gone, a
+        stored interaction dropped) is opened once more, as ``send`` retries (see ``send``): the events
+        the caller sees are the second stream's.
+
         Args:
             input: As for ``request``.
             client: An ``InteractionsClient`` (or anything with ``stream(body)`` as it has).
             store: As for ``send``.
             budget: As for ``send``.
-            media: As for ``send`` (files are uploaded again before the stream opens; a refusal of the
-                stream itself is not retried).
+            media: As for ``send`` (files are uploaded again before the stream opens).
             **overrides: As for ``request``.
 
         Raises:
@@ -375,10 +378,16 @@ class Conversation(_ConversationBase):
             The turn's stream (``TurnStream``): iterable over the client's events; ``.interaction`` and
             ``.nodes`` afterwards.
         """
-        body = self._body(
-            input, store, overrides, budget, spliced=takes_spliced_input(client), client=client, media=media
-        )
-        return TurnStream(self, body, client.stream(body))
+        spliced = takes_spliced_input(client)
+        body = self._body(input, store, overrides, budget, spliced=spliced, client=client, media=media)
+
+        def reopen(retry: dict[str, Any]) -> tuple[RequestBody, Any]:
+            again = self._body(
+                input, store, overrides, budget, spliced=spliced, client=client, media=media, **retry
+            )
+            return again, client.stream(again)
+
+        return TurnStream(self, body, client.stream(body), reopen=reopen)
 
     def upload(
         self, file: _lifecycle.FileSource, *, mime_type: str | None = None, client: Any
@@ -429,13 +438,27 @@ class Conversation(_ConversationBase):
         return self._fork(node.parent_id, branch)
 
 
+class _Reopen(Protocol):
+    """Builds a refused stream's request again (``send``'s retry arguments) and opens it."""
+
+    def __call__(self, retry: dict[str, Any]) -> tuple[RequestBody, Any]: ...
+
+
 class TurnStream:
     """The events of one streamed turn; the turn is written to the branch once the stream completes."""
 
-    def __init__(self, conversation: Conversation, body: RequestBody, stream: Any) -> None:
+    def __init__(
+        self,
+        conversation: Conversation,
+        body: RequestBody,
+        stream: Any,
+        *,
+        reopen: _Reopen | None = None,
+    ) -> None:
         self._conversation = conversation
         self._body = body
         self._stream = stream
+        self._reopen = reopen
         self.interaction: Interaction | None = None
         self.nodes: list[Node] | None = None
 
@@ -443,9 +466,24 @@ class TurnStream:
         return _otel.traced_events(self._events(), self._conversation, self._body.get("model"))
 
     def _events(self) -> Iterator[Any]:
-        with self._stream as events:
-            yield from events
-            interaction = events.get_final_interaction()
+        started = False
+        while True:
+            try:
+                with self._stream as events:
+                    for event in events:
+                        started = True
+                        yield event
+                    interaction = events.get_final_interaction()
+                break
+            except APIError as exc:
+                # Refused before the first event for something the API forgot: opened once more.
+                reopen, self._reopen = self._reopen, None
+                retry = None
+                if not started and reopen is not None:
+                    retry = self._conversation._after_refusal(exc, self._body)
+                if reopen is None or retry is None:
+                    raise
+                self._body, self._stream = reopen(retry)
         self.nodes = self._conversation.record(self._body, interaction)
         self.interaction = interaction
 
