@@ -932,9 +932,10 @@ class _AsyncStoreBase(Generic[C]):
 
         Raises:
             ConversationNotFoundError: no such conversation (or it is another owner's).
-            ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
-                timeout, or the checkpoint failed (a full disk: ``error.reason``), so the deleted pages are
-                still in a ``-wal`` file (see ``checkpoint``); ``checkpoint()`` or the next open finishes it.
+            ShredPendingError: SQLite: it was deleted, but another connection kept the database busy past
+                the busy timeout, or a step failed (a full disk: ``error.reason``), so the deleted pages are
+                still in a ``-wal`` file; ``error.pending`` says which step did not finish (the search
+                index rewrite or the WAL checkpoint); ``checkpoint()`` or the next open finishes both.
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
@@ -958,9 +959,14 @@ class _AsyncStoreBase(Generic[C]):
         that it still holds them (and why)."""
         if not deleted:
             return
-        try:
-            if self._engine.dialect.name == "sqlite":
+        if self._engine.dialect.name == "sqlite":
+            try:
                 await self._run(_search.erase_deleted(), write=True)
+            except DatabaseError as error:
+                raise ShredPendingError(deleted, str(error), pending="search_index") from error
+            except StoreBusyError as error:
+                raise ShredPendingError(deleted, pending="search_index") from error
+        try:
             emptied = await checkpoint_async(self._engine)
         except DatabaseError as error:
             raise ShredPendingError(deleted, str(error)) from error
