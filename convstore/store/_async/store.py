@@ -751,8 +751,9 @@ class _AsyncStoreBase(Generic[C]):
         (which names the application key that wrapped it). Only a store whose keyring holds that key can
         read it; exporting it needs no keyring. With the keyring, its structure (ids, parents, order,
         branches, settings, usage) is also sealed (``dump.seal``, an HMAC with a key derived from its data
-        key), so that an import refuses any change to it; without, it is exported unsealed, and its
-        import warns that its structure is unverified.
+        key), so that an import refuses any change to it; without (or with a keyring that lacks its key),
+        it is exported unsealed (``dump.seal`` is None): its content stays encrypted, but its import warns
+        (``UnverifiedExportWarning``) that rows removed or rearranged in the file would go unnoticed.
 
         Args:
             plaintext: Decrypt an encrypted conversation and export its content in clear, as a plaintext
@@ -842,7 +843,14 @@ class _AsyncStoreBase(Generic[C]):
             warnings.warn(
                 UnverifiedExportWarning(
                     f"conversation {dump.id} is sealed, but its structure is not verified: "
-                    + ("it has no seal" if self.keyring is not None else "this store has no keyring")
+                    + (
+                        "its export has no seal (exported without the keyring holding its key, or in format "
+                        "2); each sealed value still opens only as itself, but rows removed, reordered or "
+                        "moved to another parent would go unnoticed: export it again with its keyring to "
+                        "have its structure sealed"
+                        if self.keyring is not None
+                        else "this store has no keyring, so nothing of it is opened or verified"
+                    )
                 ),
                 stacklevel=2,
             )
