@@ -4,6 +4,7 @@ them)."""
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 
 class ConvstoreError(Exception):
@@ -212,30 +213,49 @@ class StoreBusyError(StoreError, TimeoutError):
 
 class ShredPendingError(StoreBusyError):
     """A delete committed, but its old pages are still on disk: another connection kept reading or writing
-    the SQLite database (or a ``SQLKeyStore``'s) for longer than the busy timeout, or the checkpoint failed
-    (a full disk), so its WAL file could not be emptied and still holds what was deleted. The rows are gone
-    from every query; the next delete, purge or ``store.checkpoint()`` empties the WAL once that connection
-    is done (or once there is room), and so does opening the store again.
+    the SQLite database (or a ``SQLKeyStore``'s) for longer than the busy timeout, or a step of the shred
+    failed (a full disk), so its WAL file could not be emptied and still holds what was deleted. Which step
+    is pending is ``pending``: ``"search_index"`` when the search index could not be rewritten without the
+    deleted words (its old segments, and the WAL, still hold them), ``"wal"`` when the index was rewritten
+    (or there is none, as in a key store) but the WAL checkpoint did not finish. The rows are gone from
+    every query; the next delete, purge or ``store.checkpoint()`` finishes both once that connection is done
+    (or once there is room), and so does opening the store again.
 
     Attributes:
         conversation_ids: The conversations deleted (whose content may still be in the WAL).
-        reason: Why the WAL could not be emptied (the checkpoint's error message), or ``""`` when another
-            connection kept it busy.
+        reason: Why the step failed (its error message), or ``""`` when another connection kept the
+            database busy.
+        pending: ``"search_index"`` or ``"wal"``: the step that did not finish (see above).
     """
 
-    def __init__(self, conversation_ids: list[str], reason: str = "") -> None:
+    def __init__(
+        self,
+        conversation_ids: list[str],
+        reason: str = "",
+        *,
+        pending: Literal["wal", "search_index"] = "wal",
+    ) -> None:
         self.conversation_ids = conversation_ids
         self.reason = reason
+        self.pending = pending
         shown = ", ".join(_shown(i) for i in conversation_ids[:5])
         more = f" and {len(conversation_ids) - 5} more" if len(conversation_ids) > 5 else ""
-        why = (
-            f"the WAL checkpoint failed ({reason})"
-            if reason
-            else "another connection kept the SQLite WAL busy past the busy timeout"
-        )
+        if pending == "search_index":
+            failed = f"failed ({reason})" if reason else "was kept waiting past the busy timeout"
+            why = (
+                f"the search index rewrite that drops their words {failed}: the index's old segments and "
+                "the -wal file still hold them"
+            )
+        else:
+            why = (
+                f"the WAL checkpoint failed ({reason})"
+                if reason
+                else "another connection kept the SQLite WAL busy past the busy timeout"
+            )
+            why += ": the deleted pages stay in the -wal file"
         super().__init__(
-            f"deleted {shown}{more}, but {why}: the deleted pages stay in the -wal file until "
-            "store.checkpoint() (or the next delete, or the next open) succeeds"
+            f"deleted {shown}{more}, but {why} until store.checkpoint() (or the next delete, or the next "
+            "open) succeeds"
         )
 
 

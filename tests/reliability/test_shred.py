@@ -534,6 +534,9 @@ def test_a_reader_that_keeps_the_wal_busy_is_reported_not_ignored(make_store, db
         with pytest.raises(ShredPendingError) as raised:
             store.delete_conversation(conv.id)
         assert raised.value.conversation_ids == [conv.id]
+        assert raised.value.pending == "wal"
+        assert "kept the SQLite WAL busy" in str(raised.value)
+        assert "search index" not in str(raised.value)
         assert secret not in str(raised.value)
         with pytest.raises(ConversationNotFoundError):
             store.conversation(conv.id)  # deleted all the same
@@ -542,6 +545,46 @@ def test_a_reader_that_keeps_the_wal_busy_is_reported_not_ignored(make_store, db
         reader.close()
     store.checkpoint()
     assert secret.encode() not in b"".join(_files(path).values()), "gone once the reader is done"
+
+
+def test_a_search_index_rewrite_kept_waiting_is_named_as_the_pending_step(tmp_path):
+    """The delete commits, then another writer takes the write lock before the search index is rewritten
+    without the deleted words: ``ShredPendingError`` says that the search index rewrite is what is pending
+    (not the WAL checkpoint); once the writer is done, ``checkpoint()`` finishes both."""
+    path = tmp_path / "x.db"
+    secret = f"the secret {uuid.uuid4().hex}"
+    other = sqlite3.connect(path, isolation_level=None)
+    with convstore.Store(f"sqlite:///{path}", busy_timeout=0.2) as store:
+        conv = store.create_conversation()
+        conv.append([user(secret)])
+        deleted: list[str] = []
+
+        @sa.event.listens_for(store.engine, "before_cursor_execute")
+        def another_writer_first(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.startswith("INSERT INTO convstore_erased"):
+                deleted.append(statement)  # the delete's last statement: its commit comes next
+            elif statement == "BEGIN IMMEDIATE" and len(deleted) == 1:
+                deleted.append(statement)  # the rewrite's transaction: another writer gets the lock first
+                other.execute("BEGIN IMMEDIATE")
+
+        try:
+            with pytest.raises(ShredPendingError) as raised:
+                store.delete_conversation(conv.id)
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", another_writer_first)
+            other.execute("ROLLBACK")
+            other.close()
+        error = raised.value
+        assert error.conversation_ids == [conv.id]
+        assert error.pending == "search_index"
+        assert "search index rewrite" in str(error)
+        assert "WAL" not in str(error)
+        assert secret not in str(error)
+        with pytest.raises(ConversationNotFoundError):
+            store.conversation(conv.id)  # deleted all the same
+        assert secret.encode() in b"".join(_files(path).values()), "as reported: still in a file"
+        store.checkpoint()
+        assert secret.encode() not in b"".join(_files(path).values()), "the rewrite and the checkpoint done"
 
 
 def test_a_checkpoint_another_connection_holds_is_tried_again(make_store, db_url, monkeypatch):

@@ -197,11 +197,17 @@ def test_a_sealed_conversation_exported_without_its_keyring_imports_with_a_warni
         unsealed = exported(keyless, [conv_id])
     assert "seal" not in [json.loads(line)["kind"] for line in unsealed]
     (dump,) = read_all(unsealed)
+    assert dump.seal is None
     with (
         convstore.Store(f"sqlite:///{tmp_path / 'target.db'}", keyring=ring()) as store,
-        pytest.warns(UnverifiedExportWarning, match="no seal"),
+        pytest.warns(UnverifiedExportWarning, match="no seal") as warned,
     ):
         store.import_conversation(dump)
+    # The warning names the conversation, says why it has no seal and what that leaves unverified.
+    (message,) = [str(w.message) for w in warned if issubclass(w.category, UnverifiedExportWarning)]
+    assert conv_id in message
+    assert "exported without the keyring" in message
+    assert "would go unnoticed" in message
 
 
 # -- erasure that sticks ----------------------------------------------------------------------------------

@@ -751,8 +751,9 @@ class _StoreBase(Generic[C]):
         (which names the application key that wrapped it). Only a store whose keyring holds that key can
         read it; exporting it needs no keyring. With the keyring, its structure (ids, parents, order,
         branches, settings, usage) is also sealed (``dump.seal``, an HMAC with a key derived from its data
-        key), so that an import refuses any change to it; without, it is exported unsealed, and its
-        import warns that its structure is unverified.
+        key), so that an import refuses any change to it; without (or with a keyring that lacks its key),
+        it is exported unsealed (``dump.seal`` is None): its content stays encrypted, but its import warns
+        (``UnverifiedExportWarning``) that rows removed or rearranged in the file would go unnoticed.
 
         Args:
             plaintext: Decrypt an encrypted conversation and export its content in clear, as a plaintext
@@ -842,7 +843,14 @@ class _StoreBase(Generic[C]):
             warnings.warn(
                 UnverifiedExportWarning(
                     f"conversation {dump.id} is sealed, but its structure is not verified: "
-                    + ("it has no seal" if self.keyring is not None else "this store has no keyring")
+                    + (
+                        "its export has no seal (exported without the keyring holding its key, or in format "
+                        "2); each sealed value still opens only as itself, but rows removed, reordered or "
+                        "moved to another parent would go unnoticed: export it again with its keyring to "
+                        "have its structure sealed"
+                        if self.keyring is not None
+                        else "this store has no keyring, so nothing of it is opened or verified"
+                    )
                 ),
                 stacklevel=2,
             )
@@ -932,9 +940,10 @@ class _StoreBase(Generic[C]):
 
         Raises:
             ConversationNotFoundError: no such conversation (or it is another owner's).
-            ShredPendingError: SQLite: it was deleted, but another connection kept a WAL busy past the busy
-                timeout, or the checkpoint failed (a full disk: ``error.reason``), so the deleted pages are
-                still in a ``-wal`` file (see ``checkpoint``); ``checkpoint()`` or the next open finishes it.
+            ShredPendingError: SQLite: it was deleted, but another connection kept the database busy past
+                the busy timeout, or a step failed (a full disk: ``error.reason``), so the deleted pages are
+                still in a ``-wal`` file; ``error.pending`` says which step did not finish (the search
+                index rewrite or the WAL checkpoint); ``checkpoint()`` or the next open finishes both.
         """
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
@@ -958,9 +967,14 @@ class _StoreBase(Generic[C]):
         that it still holds them (and why)."""
         if not deleted:
             return
-        try:
-            if self._engine.dialect.name == "sqlite":
+        if self._engine.dialect.name == "sqlite":
+            try:
                 self._run(_search.erase_deleted(), write=True)
+            except DatabaseError as error:
+                raise ShredPendingError(deleted, str(error), pending="search_index") from error
+            except StoreBusyError as error:
+                raise ShredPendingError(deleted, pending="search_index") from error
+        try:
             emptied = checkpoint(self._engine)
         except DatabaseError as error:
             raise ShredPendingError(deleted, str(error)) from error
