@@ -65,7 +65,7 @@ class _Pending:
         position = _ORDER.index(kind)
         if position < self.order:
             raise TransferFormatError(
-                f"out of order: {_PLURAL[kind]} come before {_PLURAL[_ORDER[self.order]]}",
+                f"out of order: {kind} lines come before {_ORDER[self.order]} lines",
                 line=number,
                 where=kind,
             )
