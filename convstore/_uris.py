@@ -13,13 +13,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-__all__ = ["FilePosition", "file_uris", "file_uris_of", "names_files", "rewrite_uris", "uri_pair"]
+__all__ = [
+    "FilePosition",
+    "file_uris",
+    "file_uris_of",
+    "is_file_uri",
+    "names_files",
+    "rewrite_uris",
+    "uri_pair",
+]
 
 # A ``uri`` key with a Files API uri (any host: the service's, an emulator's) as its string value. The key
 # follows ``{`` or ``,`` (inside a JSON string every quote is escaped, so that text cannot occur there).
 _PAIR = re.compile(r'(?<=[{,])"uri":"([^"\\]*/files/[a-z0-9-]{1,40})"')
 _PAIR_BYTES = re.compile(_PAIR.pattern.encode())
 _MARK = "/files/"
+_URI = re.compile(r'[^"\\\s]*/files/[a-z0-9-]{1,40}')  # a uri the pattern above finds in a step, whole
 
 FilePosition = tuple[int, "str | None", tuple[str, ...]]
 """A history text that names Files API uris: its index, its node's id (None: not known), the uris."""
@@ -28,6 +37,11 @@ FilePosition = tuple[int, "str | None", tuple[str, ...]]
 def names_files(text: str) -> bool:
     """Whether a step's JSON text may name a Files API uri (a quick test before ``file_uris``)."""
     return _MARK in text and '"uri":"' in text
+
+
+def is_file_uri(text: str) -> bool:
+    """Whether ``text`` is a Files API uri as a step names one (what ``file_uris`` finds)."""
+    return _URI.fullmatch(text) is not None
 
 
 def file_uris(text: str) -> list[str]:

@@ -270,7 +270,7 @@ def test_a_version_1_export_still_imports(make_store, other_url):
     conv.append([user("old file"), model("still reads")])
     lines = [header_line(), *dump_lines(plain.export_conversation(conv.id))]  # no end line, as version 1
     header = json.loads(lines[0])
-    assert header["version"] == 3
+    assert header["version"] == 4
     lines[0] = json.dumps({**header, "version": 1})
     with convstore.Store(other_url) as target:
         with pytest.warns(convstore.UnverifiedExportWarning, match="no end line"):

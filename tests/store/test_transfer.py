@@ -267,6 +267,13 @@ def _duplicate_branch(lines: list[str]) -> tuple[list[str], int]:
     return lines, at + 2
 
 
+def _key_after_node(lines: list[str]) -> tuple[list[str], int]:
+    """A key line among a conversation's nodes (the order check named it by a plural it has not)."""
+    node = next(i for i, line in enumerate(lines) if json.loads(line)["kind"] == "node")
+    lines.insert(node + 1, json.dumps({"kind": "key", "conversation_id": OTHER_ID}))
+    return lines, node + 2
+
+
 OTHER_ID = "01a21405-8db3-7b7a-af47-2eb734a127bd"
 
 MALFORMED = {
@@ -299,6 +306,7 @@ MALFORMED = {
     "no branch": (_drop_branches_of_last, "a conversation needs at least one branch"),
     "second copy": (_duplicate_conversation, "a second conversation with this id"),
     "out of order": (_exchange_before_node, "out of order"),
+    "key after nodes": (_key_after_node, "out of order: key lines come before node lines"),
     "duplicate branch": (_duplicate_branch, "name: a second branch with this name"),
 }
 

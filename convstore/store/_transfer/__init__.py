@@ -39,6 +39,15 @@ payload and setting by the same rules as a plaintext line's). The plaintext of a
 exported only when asked for (``export_ops(..., cipher=...)``): it is then written as a plaintext
 conversation.
 
+Uploaded files (version 4; older files have none and still import): a conversation's Files API uris come
+as ``file`` lines after its ``media`` lines (the columns of ``convstore_files``: ``uri``, ``hash``,
+``mime_type``, ``expires_at``, ``live_uri``, ``live_expires_at``), and the bytes each one's ``hash`` names
+as ``media`` lines: sealed in a sealed conversation (with its nodes' media strings, all under its seal),
+their base64 in clear named by its SHA-256 in a plaintext one (whose inline media travel in its payloads).
+A file line names bytes of an earlier media line or none (``hash`` null: convstore never had them), its
+uris are Files API uris; a media line no node or file names is refused. A plaintext node's ``files``
+column (the uris its payload names) is derived from the payload on import, whatever the line says.
+
 Memory: a plaintext conversation is never held whole on import (``read_conversations`` and
 ``import_rows_ops``: a line at a time, a batch of at most ``CHUNK`` rows or ``BATCH_BYTES`` of payloads). A
 sealed one is held whole while it is verified (``ConversationRows.dump()``): its media lines come after its

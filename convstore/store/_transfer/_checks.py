@@ -10,6 +10,7 @@ from typing import Any
 
 from convstore.store._crypto import ENCRYPTION, DataCipher
 from convstore.store._media import stored_hashes
+from convstore.store._transfer._lines import KINDS, file_problem, media_problem
 from convstore.store._transfer._tables import _PLURAL, TABLES, columns
 from convstore.store._transfer._types import ConversationDump, TransferFormatError
 
@@ -32,8 +33,9 @@ class _TreeCheck:
             "branch": set(),
             "exchange": set(),
             "media": set(),
+            "file": set(),
         }
-        self.media_named: set[str] = set()  # the media hashes sealed nodes name
+        self.media_named: set[str] = set()  # the media hashes sealed nodes and files name
 
     def add(self, kind: str, row: Mapping[str, Any]) -> tuple[str, str] | None:
         """``(field, problem)`` when ``row`` breaks a rule, else None (and the row is remembered)."""
@@ -41,14 +43,31 @@ class _TreeCheck:
             return "conversation_id", "does not match the conversation line it follows"
         if kind == "node":
             return self._media(row) or self._node(row)
-        key = {"summary": "node_id", "branch": "name", "exchange": "exchange_id", "media": "hash"}[kind]
+        key = {
+            "summary": "node_id",
+            "branch": "name",
+            "exchange": "exchange_id",
+            "media": "hash",
+            "file": "uri",
+        }[kind]
         if row[key] in self.seen[kind]:
             return key, f"a second {kind} with this {key} in one conversation"
+        problem = self._refers(kind, row)
+        if problem is None:
+            self.seen[kind].add(row[key])
+        return problem
+
+    def _refers(self, kind: str, row: Mapping[str, Any]) -> tuple[str, str] | None:
+        """A reference of the row to an earlier row of the conversation that is not there (a file's bytes:
+        remembered as named)."""
         if kind == "summary" and row["node_id"] not in self.depths:
             return "node_id", "names no earlier node of this conversation"
         if kind == "branch" and row["head_id"] is not None and row["head_id"] not in self.depths:
             return "head_id", "names no earlier node of this conversation"
-        self.seen[kind].add(row[key])
+        if kind == "file" and row["hash"] is not None:
+            if row["hash"] not in self.seen["media"]:
+                return "hash", "names bytes no earlier media line of this conversation holds"
+            self.media_named.add(row["hash"])
         return None
 
     def _node(self, row: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -96,6 +115,8 @@ class _TreeCheck:
             return "exchanges", f"exchange {exchange_id} names no exchange of this conversation's nodes"
         if self.media_named - self.seen["media"]:
             return "media", "nodes name media strings the export does not hold"
+        if self.seen["media"] - self.media_named:
+            return "media", "media lines that no node or file of this conversation names"
         return None if self.seen["branch"] else ("branches", "a conversation needs at least one branch")
 
 
@@ -110,21 +131,29 @@ def check_dump(dump: ConversationDump) -> None:
         raise TransferFormatError("an encryption scheme this convstore does not know", where="conversation")
     if sealed and dump.key is None:
         raise TransferFormatError("a sealed conversation needs its wrapped data key", where="key")
-    if not sealed and (dump.media or dump.key is not None):
-        raise TransferFormatError("a plaintext conversation has no key or media rows", where="media")
+    if not sealed and dump.key is not None:
+        raise TransferFormatError("a plaintext conversation has no key", where="key")
     check = _TreeCheck(dump.id)
-    for kind in ("node", "media", "summary", "branch", "exchange"):
+    for kind in KINDS:
         for index, row in enumerate(getattr(dump, _PLURAL[kind])):
             known = kind in TABLES or sealed
             missing = [c.name for c in columns(kind, sealed) if c.name not in row] if known else []
             if missing:
                 raise TransferFormatError("missing", where=f"{_PLURAL[kind]}[{index}]", field=missing[0])
-            problem = check.add(kind, row)
+            problem = _row_problem(kind, row, sealed) or check.add(kind, row)
             if problem is not None:
                 raise TransferFormatError(problem[1], where=f"{_PLURAL[kind]}[{index}]", field=problem[0])
     last = check.finish()
     if last is not None:
         raise TransferFormatError(last[1], where=last[0])
+
+
+def _row_problem(kind: str, row: Mapping[str, Any], sealed: bool) -> tuple[str, str] | None:
+    """What a line's reading checks of a media or file row and a dump made otherwise may lack (the length
+    of the bytes is checked as they are read, against the reader's limits)."""
+    if kind == "media" and not sealed:
+        return media_problem(row, None)
+    return file_problem(row) if kind == "file" else None
 
 
 # -- a sealed conversation's seal ---------------------------------------------------------------------------
@@ -154,7 +183,7 @@ def structure_bytes(dump: ConversationDump) -> bytes:
     return "\n".join(parts).encode("utf-8", "surrogatepass")
 
 
-_SEALED_KINDS = ("node", "media", "summary", "branch", "exchange")
+_SEALED_KINDS = KINDS  # file rows (format 4) too: a conversation without any seals as it did before
 
 
 def check_seal(dump: ConversationDump, cipher: DataCipher) -> bool:

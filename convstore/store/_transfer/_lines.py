@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from convstore import codec
 from convstore._ids import is_id
 from convstore._limits import DEFAULT_LIMITS, Limits, loads
+from convstore._uris import is_file_uri
 from convstore.budget import TokenCounter
 from convstore.errors import (
     CodecError,
@@ -22,11 +23,15 @@ from convstore.errors import (
 )
 from convstore.store import _schema
 from convstore.store._crypto import MAX_KEY_ID, WrappedKey, is_sealed
+from convstore.store._media import plain_digest
 from convstore.store._prepare import column_text_problem
 from convstore.store._transfer._tables import _JSON_COLUMNS, _NON_NEGATIVE, _PLURAL, _SEALED, columns
 from convstore.store._transfer._types import FORMAT, VERSION, ConversationDump
 
 # -- the JSONL format ------------------------------------------------------------------------------------
+
+# The kinds of a conversation's row lines after its conversation (and key) line, in the order written.
+KINDS = ("node", "media", "file", "summary", "branch", "exchange")
 
 
 def _encode(value: Any) -> Any:
@@ -53,7 +58,7 @@ def dump_lines(dump: ConversationDump) -> Iterator[str]:
     if dump.key is not None:
         wrapped = binascii.b2a_base64(dump.key.wrapped, newline=False).decode("ascii")
         yield _line("key", {"conversation_id": dump.id, "key_id": dump.key.key_id, "wrapped": wrapped})
-    for kind in ("node", "media", "summary", "branch", "exchange"):
+    for kind in KINDS:
         for row in getattr(dump, _PLURAL[kind]):
             yield _line(kind, row)
     if dump.seal is not None:
@@ -249,11 +254,70 @@ def _decode_row(
         if problem is not None:
             return {}, (column.name, problem)
         row[column.name] = value
+    found = _content_problem(kind, row, sealed, limits, counter)
+    return ({}, found) if found is not None else (row, None)
+
+
+def _content_problem(
+    kind: str, row: Mapping[str, Any], sealed: bool, limits: Limits, counter: TokenCounter | None
+) -> tuple[str, str] | None:
+    """What a row holds, checked beyond its columns' types (a sealed one's sealed values: once opened)."""
+    if kind == "node" and sealed:  # a plaintext one's is recomputed from its payload on import
+        problem = files_problem(row["files"], limits)
+        return None if problem is None else ("files", problem)
     if kind in ("node", "summary") and not sealed:
-        found = _payload_problem(kind, row, limits, counter)
-        if found is not None:
-            return {}, found
-    return row, None
+        return _payload_problem(kind, row, limits, counter)
+    if kind == "media" and not sealed:
+        return media_problem(row, limits)
+    return file_problem(row) if kind == "file" else None
+
+
+def files_problem(value: str | None, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """Why a node's ``files`` column is not None or the JSON array of Files API uris (``files_json``)."""
+    if value is None:
+        return None
+    uris, problem = _strict_json(value, list, limits)
+    if problem is None and (
+        not uris
+        or len(set(map(str, uris))) != len(uris)
+        or not all(isinstance(uri, str) and is_file_uri(uri) for uri in uris)
+    ):
+        problem = "expected the JSON array of the Files API uris its payload names"
+    return problem
+
+
+def bytes_problem(text: str, limits: Limits | None) -> str | None:
+    """Why ``text`` is not the stored form of an uploaded file's bytes (strict base64 within
+    ``max_step_bytes``, as ``upload`` stores them), or None. ``limits`` None: the length is not checked."""
+    if limits is not None and len(text) > limits.max_step_bytes:
+        return f"longer than max_step_bytes={limits.max_step_bytes}"
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return "expected the base64 of a file's bytes"
+    return None
+
+
+def media_problem(row: Mapping[str, Any], limits: Limits | None) -> tuple[str, str] | None:
+    """A plaintext conversation's media row (an uploaded file's bytes): base64 named by its SHA-256."""
+    problem = bytes_problem(row["data"], limits)
+    if problem is not None:
+        return "data", problem
+    if plain_digest(row["data"]) != row["hash"]:
+        return "hash", "is not the SHA-256 of its data"
+    return None
+
+
+def file_problem(row: Mapping[str, Any]) -> tuple[str, str] | None:
+    """A file row: its uris are Files API uris (as a step names one), its MIME type a type/subtype."""
+    for field in ("uri", "live_uri"):
+        if row[field] is not None and not is_file_uri(row[field]):
+            return field, "expected a Files API uri (.../files/<id>)"
+    if row["live_uri"] is None and row["live_expires_at"] is not None:
+        return "live_expires_at", "set without a live_uri"
+    if "/" not in row["mime_type"].strip("/"):
+        return "mime_type", "expected a MIME type (type/subtype)"
+    return None
 
 
 _WRAPPED_BYTES = 60  # nonce (12) + the data key (32) + the tag (16)

@@ -20,13 +20,13 @@ from convstore.store import _statements as st
 from convstore.store._conversations import SETTINGS
 from convstore.store._crypto import DataCipher, WrappedKey
 from convstore.store._engine import Exec, Op
-from convstore.store._media import join_media, stored_hashes
+from convstore.store._media import files_json, join_media, plain_digest, stored_hashes
 from convstore.store._prepare import utcnow
 from convstore.store._rows import payload_texts
 from convstore.store._search import index_rows
 from convstore.store._statements import INSERT_SEARCH
 from convstore.store._transfer._checks import check_dump
-from convstore.store._transfer._lines import _json_problem, _payload_problem
+from convstore.store._transfer._lines import KINDS, _json_problem, _payload_problem, bytes_problem
 from convstore.store._transfer._reader import ConversationRows
 from convstore.store._transfer._tables import (
     _JSON_COLUMNS,
@@ -64,6 +64,8 @@ def _sort_key(kind: str) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
         return lambda r: (r["node_id"],)
     if kind == "media":
         return lambda r: (r["hash"],)
+    if kind == "file":
+        return lambda r: (r["uri"],)
     if kind == "branch":
         return lambda r: (r["created_at"], r["name"])
     return lambda r: (r["created_at"], r["exchange_id"])
@@ -129,13 +131,9 @@ def export_ops(
     node_ids = {r["id"] for r in rows["node"]}
     exchange_ids = {r["exchange_id"] for r in rows["node"]}
     conversation = _row("conversation", found)
-    media: list[dict[str, Any]] = []
+    media, files = yield from _media_and_files(conversation_id, rows["node"], sealed, cipher)
     key = None
     if sealed:
-        # Media rows after the nodes (written with them, never removed): every one a node names is read.
-        named = {h for r in rows["node"] if r["media"] is not None for h in stored_hashes(r["media"])}
-        result = (yield Exec(SELECT["media"], params)).all()
-        media = sorted((_row("media", r, True) for r in result if r.hash in named), key=_sort_key("media"))
         if inline_key:
             key = yield from _keys.get_op(conversation_id)
             if key is None:
@@ -152,8 +150,46 @@ def export_ops(
         branches=rows["branch"],
         exchanges=[r for r in rows["exchange"] if r["exchange_id"] in exchange_ids],
         media=media,
+        files=files,
         key=key,
     )
+
+
+def _media_and_files(
+    conversation_id: str, nodes: list[dict[str, Any]], sealed: bool, cipher: DataCipher | None
+) -> Op[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """The media and file rows of a dump. Read after the nodes, files before media (media rows are written
+    with the rows that name them or before, never removed): every media row a node or a file names is
+    read. A sealed conversation's media rows as stored; a plaintext one's, the bytes of its uploaded files
+    only (no payload names them; its inline media travel in its payloads)."""
+    params = {"conversation_id": conversation_id}
+    files = sorted((_row("file", r) for r in (yield Exec(SELECT["file"], params))), key=_sort_key("file"))
+    held = {r["hash"] for r in files if r["hash"] is not None}
+    if sealed:
+        named = {h for r in nodes if r["media"] is not None for h in stored_hashes(r["media"])} | held
+        result = (yield Exec(SELECT["media"], params)).all()
+        media = sorted((_row("media", r, True) for r in result if r.hash in named), key=_sort_key("media"))
+        return media, files
+    if not held:
+        return [], files
+    result = (yield Exec(st.MEDIA, {**params, "hashes": sorted(held)})).all()
+    media, plain = _plain_media(conversation_id, result, cipher)
+    return media, [{**r, "hash": plain.get(r["hash"])} if r["hash"] is not None else r for r in files]
+
+
+def _plain_media(
+    conversation_id: str, found: Sequence[Any], cipher: DataCipher | None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Media rows of uploaded files' bytes as a plaintext conversation holds them (opened when ``cipher``
+    is given: named by their SHA-256 then), and each stored hash's hash in the rows."""
+    rows = []
+    renamed = {}
+    for row in found:
+        data = row.data if cipher is None else cipher.open("media", row.hash, row.data)
+        digest = row.hash if cipher is None else plain_digest(data)
+        renamed[row.hash] = digest
+        rows.append({"conversation_id": conversation_id, "hash": digest, "data": data})
+    return sorted(rows, key=_sort_key("media")), renamed
 
 
 def erasure(conversation_id: str, *, allow_erased: bool) -> Op[None]:
@@ -233,30 +269,46 @@ def import_ops(
         )
     if progress is not None:
         progress(1 + (dump.key is not None))
-    for kind in ("node", "media", "summary", "branch", "exchange"):
+    for kind in KINDS:
         rows: list[dict[str, Any]] = getattr(dump, _PLURAL[kind])
         if kind == "node":
             rows = Segments().assign(rows)
         indexed: list[dict[str, Any]] = []
         if kind == "node" and not dump.sealed:  # kept apart as this store keeps media
             indexed = [] if index is None else rows
-            rows, blobs = stored_rows([{**row, "media": None} for row in rows], None)
+            rows, blobs = stored_rows([_derived(row) for row in rows], None)
             yield from write_media(dump.id, blobs, None)
-        if rows and kind not in _SEALED_TABLES:
-            raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
-        for start in range(0, len(rows), CHUNK):
-            batch = rows[start : start + CHUNK]
-            try:
-                yield Exec(INSERT[kind], batch)
-            except exc.IntegrityError:
-                raise TransferFormatError(
-                    "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
-                ) from None
-            if progress is not None:
-                progress(len(batch))
+        if kind == "media" and not dump.sealed:  # an inline media string may have the same bytes
+            yield from write_media(dump.id, {row["hash"]: row["data"] for row in rows}, None)
+            if progress is not None and rows:
+                progress(len(rows))
+        else:
+            yield from _insert_rows(kind, rows, progress)
         if indexed and index is not None:
             yield from _write_index(dump.id, indexed, index)
     return True
+
+
+def _derived(row: dict[str, Any]) -> dict[str, Any]:
+    """A plaintext node row with the columns derived from its payload as this store derives them: its media
+    (kept apart by ``stored_rows``), the uris it names (whatever a line said; an older export has none)."""
+    return {**row, "media": None, "files": files_json(row["payload"])}
+
+
+def _insert_rows(kind: str, rows: list[dict[str, Any]], progress: Callable[[int], None] | None) -> Op[None]:
+    """Rows of one kind as they are, ``CHUNK`` to an INSERT."""
+    if rows and kind not in _SEALED_TABLES:
+        raise TransferFormatError(f"this store has no table for {kind} rows", where=_PLURAL[kind])
+    for start in range(0, len(rows), CHUNK):
+        batch = rows[start : start + CHUNK]
+        try:
+            yield Exec(INSERT[kind], batch)
+        except exc.IntegrityError:
+            raise TransferFormatError(
+                "the database refused these rows (a reference or a key is wrong)", where=_PLURAL[kind]
+            ) from None
+        if progress is not None:
+            progress(len(batch))
 
 
 # Characters of indexed text an INSERT of search index rows carries at most: the index rows of a batch are
@@ -327,7 +379,7 @@ def import_rows_ops(
             batch, batch_bytes = [], 0
         batch_kind = kind
         batch.append(row)
-        payload = row.get("payload")
+        payload = row.get("payload", row.get("data"))  # a step's text, or a file's bytes
         batch_bytes += len(payload) if isinstance(payload, str) else 0
     if batch:
         yield from _write_batch(conversation.id, batch_kind, batch, progress, segments, index=index)
@@ -344,10 +396,15 @@ def _write_batch(
     index: str | None = None,
 ) -> Op[None]:
     indexed: list[dict[str, Any]] = []
+    if kind == "media":  # an uploaded file's bytes; an inline media string may have the same ones
+        yield from write_media(conversation_id, {row["hash"]: row["data"] for row in rows}, None)
+        if progress is not None:
+            progress(len(rows))
+        return
     if kind == "node":
         assigned = segments.assign(rows)
         indexed = [] if index is None else assigned
-        rows, blobs = stored_rows([{**row, "media": None} for row in assigned], None)
+        rows, blobs = stored_rows([_derived(row) for row in assigned], None)
         del assigned
         yield from write_media(conversation_id, blobs, None)
         del blobs
@@ -401,6 +458,7 @@ def open_sealed(
                 "is not the hash of its media string", where=f"media[{index}]", field="hash"
             )
         blobs[row["hash"]] = content
+    _check_file_bytes(dump.files, blobs, limits)
     for index, row in enumerate(dump.nodes):
         text = cipher.open("node", row["id"], row["payload"])
         if row.get("media") is not None:
@@ -411,6 +469,8 @@ def open_sealed(
                     "names media strings the export does not hold", where=f"nodes[{index}]", field="media"
                 ) from None
         found = _payload_problem("node", {**row, "payload": text}, limits, counter)
+        if found is None and row.get("files") is not None and row["files"] != files_json(text):
+            found = ("files", "is not the Files API uris its payload names")
         if found is not None:
             raise TransferFormatError(found[1], where=f"nodes[{index}]", field=found[0])
     for index, row in enumerate(dump.summaries):
@@ -418,3 +478,11 @@ def open_sealed(
         found = _payload_problem("summary", {**row, "payload": text}, limits, counter)
         if found is not None:
             raise TransferFormatError(found[1], where=f"summaries[{index}]", field=found[0])
+
+
+def _check_file_bytes(files: list[dict[str, Any]], blobs: dict[str, str], limits: Limits) -> None:
+    """The opened bytes each file names: base64 within ``max_step_bytes``, as ``upload`` stores them."""
+    for index, row in enumerate(files):
+        problem = None if row["hash"] not in blobs else bytes_problem(blobs[row["hash"]], limits)
+        if problem is not None:
+            raise TransferFormatError(problem, where=f"files[{index}]", field="hash")

@@ -14,7 +14,7 @@ from convstore.budget import HeuristicCounter, TokenCounter
 from convstore.errors import CodecError, UnverifiedExportWarning
 from convstore.store._crypto import ENCRYPTION, WrappedKey
 from convstore.store._transfer._checks import _TreeCheck
-from convstore.store._transfer._lines import _decode_key, _decode_row
+from convstore.store._transfer._lines import KINDS, _decode_key, _decode_row
 from convstore.store._transfer._tables import _PLURAL
 from convstore.store._transfer._types import FORMAT, VERSION, ConversationDump, TransferFormatError
 
@@ -35,7 +35,7 @@ def _check_header(number: int, obj: Mapping[str, Any]) -> int:
     return version
 
 
-_ORDER = ("key", "node", "media", "summary", "branch", "exchange", "seal")
+_ORDER = ("key", *KINDS, "seal")
 _MAC_BYTES = 32
 
 
@@ -65,12 +65,12 @@ class _Pending:
         position = _ORDER.index(kind)
         if position < self.order:
             raise TransferFormatError(
-                f"out of order: {_PLURAL[kind]} come before {_PLURAL[_ORDER[self.order]]}",
+                f"out of order: {kind} lines come before {_ORDER[self.order]} lines",
                 line=number,
                 where=kind,
             )
         self.order = position
-        if kind in {"key", "media", "seal"} and not self.sealed:
+        if kind in {"key", "seal"} and not self.sealed:
             raise TransferFormatError(
                 "belongs to sealed (encrypted) conversations only", line=number, where=kind
             )

@@ -14,9 +14,13 @@ from convstore.store._conversations import SETTINGS
 _SUMMARIES: sa.Table | None = getattr(_schema, "summaries", None)  # arrives with token budgets (0003)
 
 # Kind -> table, in the order a conversation's lines are written and its rows inserted (parents first).
+# ``media`` lines: a sealed conversation's media strings (its nodes' and its files'), and a plaintext one's
+# uploaded files' bytes (its inline media travel in its payloads); ``file`` lines: its Files API uris.
 TABLES: dict[str, sa.Table] = {
     "conversation": _schema.conversations,
     "node": _schema.nodes,
+    "media": _schema.media,
+    "file": _schema.files,
     **({"summary": _SUMMARIES} if _SUMMARIES is not None else {}),
     "branch": _schema.branches,
     "exchange": _schema.exchanges,
@@ -29,8 +33,8 @@ _INTERNAL = {("node", "media"), ("node", "segment_id")}
 _LAYOUT = {("node", "segment_id")}
 
 
-# A sealed conversation's rows travel as stored: its nodes keep their media column, its media rows come too.
-_SEALED_TABLES: dict[str, sa.Table] = {**TABLES, "media": _schema.media}
+# A sealed conversation's rows travel as stored: its nodes keep their media column.
+_SEALED_TABLES: dict[str, sa.Table] = TABLES
 # Columns that hold sealed text in a sealed conversation.
 _SEALED = {("conversation", field) for field in SETTINGS} | {
     ("node", "payload"),
@@ -49,6 +53,7 @@ def columns(kind: str, sealed: bool = False) -> list[sa.Column[Any]]:
 _PLURAL = {
     "node": "nodes",
     "media": "media",
+    "file": "files",
     "summary": "summaries",
     "branch": "branches",
     "exchange": "exchanges",

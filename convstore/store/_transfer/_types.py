@@ -21,7 +21,9 @@ __all__ = [
 ]
 
 FORMAT = "convstore-export"
-VERSION = 3  # 2: sealed conversations (key and media lines); 3: the end line, and a sealed one's seal line
+# 2: sealed conversations (key and media lines); 3: the end line, and a sealed one's seal line; 4: file lines
+# (the Files API uris of a conversation) and the bytes of its uploaded files (media lines, plaintext too)
+VERSION = 4
 CHUNK = 500  # rows an INSERT carries (and how often import_ops reports progress)
 BATCH_BYTES = 4 * 1024 * 1024  # ... or fewer, so a streamed import holds at most about this much of payloads
 
@@ -36,8 +38,13 @@ class ConversationDump:
         summaries: Summary rows (empty when the schema has none).
         branches: Branch rows, by creation time and name.
         exchanges: Exchange rows, by creation time and exchange id.
-        media: A sealed conversation's media rows (sealed media strings by hash); empty for a plaintext one,
-            whose payloads hold their media.
+        media: Media rows (``conversation_id``, ``hash``, ``data``): a sealed conversation's sealed media
+            strings, those its nodes and its files name; a plaintext one's uploaded files' bytes (their
+            base64 text, by its SHA-256), those its files name: its inline media travel in its payloads.
+        files: The Files API uris its history names or it uploaded (``convstore_files`` rows: ``uri``, the
+            ``hash`` of its bytes among ``media`` or None when convstore never had them, ``mime_type``,
+            ``expires_at``, and the newest re-upload ``live_uri`` with ``live_expires_at``), by uri: what a
+            replay needs to upload the bytes again once the Files API forgot them.
         key: A sealed conversation's wrapped data key (None for a plaintext one).
         seal: A sealed conversation's structure authenticated (``structure_mac``: the HMAC of every row,
             with a key derived from its data key); None for a plaintext one, or one exported without its
@@ -50,6 +57,7 @@ class ConversationDump:
     branches: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     exchanges: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     media: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
+    files: list[dict[str, Any]] = attrs.field(factory=list, repr=lambda rows: f"<{len(rows)}>")
     key: WrappedKey | None = None
     seal: bytes | None = attrs.field(default=None, repr=False)
 
@@ -65,5 +73,5 @@ class ConversationDump:
     @property
     def row_count(self) -> int:
         """Rows in the dump, the conversation row included (what a progress bar counts)."""
-        rows = (self.nodes, self.summaries, self.branches, self.exchanges, self.media)
+        rows = (self.nodes, self.summaries, self.branches, self.exchanges, self.media, self.files)
         return 1 + sum(map(len, rows)) + (self.key is not None)
