@@ -82,10 +82,7 @@ FRONT_END_SHARED = "convstore.conversation._frontend"
 # One size limit for every module, in lines.
 MAX_LINES = 600
 # Today's modules beyond it, each with the work that splits it.
-OVERSIZE = {
-    "store/_async/store.py": "issue 25 item 4: the store's keys, transfer and deletion methods by concern",
-    "store/_sync/store.py": "generated from store/_async/store.py: split with it",
-}
+OVERSIZE: dict[str, str] = {}
 
 
 def _part(path: Path) -> str:
@@ -220,7 +217,11 @@ def test_every_sync_module_is_generated_from_its_async_twin():
         "client/_sync/genai.py",
         "conversation/_sync/conversation.py",
         "conversation/_sync/lifecycle.py",
+        "store/_sync/conversation.py",
+        "store/_sync/core.py",
+        "store/_sync/maintenance.py",
         "store/_sync/store.py",
+        "store/_sync/transfer.py",
     }
     for path in PACKAGE.rglob("_sync/*.py"):
         if path.name != "__init__.py":
