@@ -4,9 +4,11 @@ generates the blocking twin in ``store/_sync/``: the two are one text, and every
 lives in ``_ops``.
 
 The store is one class made of parts by concern: ``core`` (the engine, the keys, the schema),
-``transfer`` (export and import), ``maintenance`` (checks, deletes, purges) and, here, its
+``maintenance`` (checks, deletes, purges), ``transfer`` (export and import) and, here, its
 conversations (created, opened, listed, searched); the conversations' own class is in
-``conversation``.
+``conversation``. The conversation layer, which extends both, uses them through their public members and
+``access``. The reference lists the methods part by part in that order (the classes' order in the MRO,
+then each one's source order).
 
 Thin: each method checks its arguments, runs one operation from ``_ops`` in one transaction, and keeps the
 branch head the conversation last saw, which is what the next ``append`` compares and swaps against.
