@@ -52,19 +52,26 @@ def pairs() -> list[tuple[Path, Path]]:
     ]
 
 
+# A ``from`` import on one line, or in parentheses a name a line (as ruff formats one too long for a line).
+_FROM = r"^from ([\w.]+) import ([\w, ]+|\(\n(?:    \w+,\n)+\))$"
+
+
 def _sorted_import(match: re.Match[str]) -> str:
-    """Names of a one-line import in isort's order (constants, classes, functions), deduplicated."""
+    """Names of a ``from`` import in isort's order (constants, classes, functions), deduplicated."""
     names = sorted(
-        {n.strip() for n in match.group(2).split(",")},
-        key=lambda n: (0 if n.isupper() else 1 if n[:1].isupper() else 2, n),
+        {n.strip() for n in match.group(2).strip("()\n").split(",") if n.strip()},
+        key=lambda n: (0 if n.isupper() else 1 if n[:1].isupper() else 2, n.lower(), n),
     )
+    if match.group(2).startswith("("):
+        return f"from {match.group(1)} import (\n" + "".join(f"    {name},\n" for name in names) + ")"
     return f"from {match.group(1)} import {', '.join(names)}"
 
 
 def _sorted_block(match: re.Match[str]) -> str:
-    """A run of one-line ``from`` imports in isort's order (renames can move a line)."""
-    lines = match.group(0).splitlines(keepends=True)
-    return "".join(sorted(lines, key=lambda line: [part.lower() for part in line.split()[1::2]]))
+    """A run of ``from`` imports in isort's order, by module (renames can move one: ``_async`` is
+    ``_sync``)."""
+    statements = [m.group(0) for m in re.finditer(_FROM + "\n", match.group(0), flags=re.MULTILINE)]
+    return "".join(sorted(statements, key=lambda statement: statement.split()[1].lower()))
 
 
 def generate(source: Path, used: list[int] | None = None) -> str:
@@ -74,8 +81,8 @@ def generate(source: Path, used: list[int] | None = None) -> str:
         text, count = re.subn(pattern, replacement, text)
         if used is not None:
             used[index] += count
-    text = re.sub(r"(?m)^from ([\w.]+) import ([\w, ]+)$", _sorted_import, text)
-    text = re.sub(r"(?m)(?:^from [\w.]+ import [\w, ]+$\n)+", _sorted_block, text)
+    text = re.sub(_FROM, _sorted_import, text, flags=re.MULTILINE)
+    text = re.sub(f"(?:{_FROM}\n)+", _sorted_block, text, flags=re.MULTILINE)
     header = f"# Generated from {source.relative_to(ROOT).as_posix()} by scripts/unasync.py: do not edit.\n"
     return header + text
 

@@ -261,13 +261,13 @@ class RequestBody(dict[str, Any]):
         self.branch = branch
         self.history_length = history_length
         self.estimated_input_tokens = estimated_input_tokens
-        self._head = head
+        self._built_on = head
         self._turn = turn  # the input checked at the door, for record() to write
 
     @property
     def head_id(self) -> str | None:
         """The branch head the body was built on (None: the branch was empty)."""
-        return self._head.node_id
+        return self._built_on.node_id
 
 
 def _overlay(setting: Any, override: Any) -> Any:

@@ -65,7 +65,7 @@ class Turn:
         "_limits",
         "_redact",
         "_settings",
-        "_store",
+        "_stateful",
         "budget",
         "fixed_tokens",
         "interaction",
@@ -86,7 +86,7 @@ class Turn:
         redact: Redactor | None,
     ) -> None:
         self._settings = request_settings(settings, overrides)
-        self._store = store
+        self._stateful = store
         self._limits = limits
         self._counter = counter
         self._redact = redact
@@ -108,7 +108,7 @@ class Turn:
         """The turn of steps sent in a body no conversation built (a copy, the SDK's): only ``exchange``."""
         turn = cls.__new__(cls)
         turn._settings = {}
-        turn._store = True
+        turn._stateful = True
         turn._limits = limits
         turn._counter = counter
         turn._redact = redact
@@ -123,7 +123,7 @@ class Turn:
     def chains(self) -> bool:
         """Whether the turn chains on the branch head's stored interaction when there is one (a budget
         always replays: chaining sends the API's whole timeline)."""
-        return self._store and self.budget is None
+        return self._stateful and self.budget is None
 
     @property
     def needs_history(self) -> bool:
@@ -160,7 +160,7 @@ class Turn:
         new steps; ``spliced``: its ``input`` is a ``SplicedInput`` for convstore's own clients, else
         plain wire JSON, the history decoded."""
         steps = SplicedInput(history, self.steps)
-        body = build_body(self._settings, steps if spliced else steps.decode(), store=self._store)
+        body = build_body(self._settings, steps if spliced else steps.decode(), store=self._stateful)
         return RequestBody(
             body,
             conversation_id=conversation_id,

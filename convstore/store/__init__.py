@@ -2,7 +2,7 @@
 
 The store's classes here (``_async.store._AsyncStoreBase``, ``_sync.store._StoreBase``, their
 conversations) know nothing of HTTP and are private: ``convstore.Store`` and ``convstore.AsyncStore`` are
-them with the calls that talk to the API.
+them with the calls that talk to the API, and use them through their public members and ``_async.access``.
 """
 
 from convstore.store._check import DEFAULT_CHECKS, Check, CheckReport, Problem, SqlCheck

@@ -32,6 +32,7 @@ from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _files, _ops
 from convstore.store._prepare import exchange_id_for, utcnow, window_length, window_parts
+from convstore.store._sync import access
 from convstore.store._sync.store import _ConversationBase, _StoreBase
 
 __all__ = ["Conversation", "CreateClient", "Store", "TurnStream"]
@@ -101,9 +102,9 @@ class Conversation(_ConversationBase):
     def _turn_of(self, body: Mapping[str, Any]) -> tuple[Turn, _ops.Head, int | None]:
         """The turn ``body`` sends (checked when the body was built, or now for a body this conversation
         did not build), the head it goes after, and the body's estimated input tokens."""
-        store = self._store
+        store = access.store_of(self)
         if isinstance(body, RequestBody):
-            if body.conversation_id != self.id or body.branch != self._branch:
+            if body.conversation_id != self.id or body.branch != self.branch:
                 raise CodecError(
                     [("body", f"built for conversation {body.conversation_id!r}, branch {body.branch!r}")]
                 )
@@ -118,7 +119,7 @@ class Conversation(_ConversationBase):
                 new = sent[body.history_length :]
             if turn is None or not turn.sends(new):  # request()'s input, edited before it was sent
                 turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
-            return turn, body._head, body.estimated_input_tokens
+            return turn, body._built_on, body.estimated_input_tokens
         # A body this conversation did not build (a copy, say): its input must extend the branch as it is.
         sent = plain_input(body.get("input"))
         if not isinstance(sent, list):
@@ -138,7 +139,7 @@ class Conversation(_ConversationBase):
                 )
             new = sent[len(history) :]
         turn = Turn.of_steps(new, limits=store.limits, counter=store.counter, redact=store.redact)
-        return turn, self._head, None
+        return turn, access.head(self), None
 
     def record(
         self, body: Mapping[str, Any], interaction: Any, *, exchange_id: str | None = None
@@ -183,8 +184,8 @@ class Conversation(_ConversationBase):
             span.replied(body, turn.interaction)
             reply_id = turn.interaction.id if turn.interaction is not None else None
             if exchange_id is None and reply_id:
-                exchange_id = exchange_id_for(self.id, self._branch, head.node_id, reply_id)
-            return self._append(prepared, exchange, head, exchange_id=exchange_id)
+                exchange_id = exchange_id_for(self.id, self.branch, head.node_id, reply_id)
+            return access.append(self, prepared, exchange, head, exchange_id=exchange_id)
 
     def _reply_of(self, reply: Any) -> Any:
         """The reply with a stream read to its end (the list of its events, or its final interaction);
@@ -216,10 +217,10 @@ class Conversation(_ConversationBase):
         ``SplicedInput`` (the history's stored texts, never decoded), for convstore's own clients; else
         plain wire JSON, decoded. Files API uris of the history are adapted (``_lifecycle.adapt``;
         ``force``: uris the API said are gone); ``chain`` False replays where the turn could chain."""
-        own = self._store
+        own = access.store_of(self)
         turn = Turn(
             input,
-            settings=self._info,
+            settings=self.info,
             overrides=overrides,
             store=store,
             budget=budget,
@@ -230,18 +231,20 @@ class Conversation(_ConversationBase):
         if turn.chains and chain:
             chained = self._chain_from()
             if chained is not None:
-                return turn.chained(chained, conversation_id=self.id, branch=self._branch, head=self._head)
+                return turn.chained(
+                    chained, conversation_id=self.id, branch=self.branch, head=access.head(self)
+                )
         texts: list[bytes] | list[str]
         if turn.budget is None:
-            texts = self._history_texts()
-            replay = self._replay
+            texts = access.history_texts(self)
+            replay = access.replay(self)
             positions = replay.files if replay is not None else ()
             fresh_until = replay.files_fresh if replay is not None else None
             history_length = len(texts)
-            history_tokens = self._head.total_tokens
+            history_tokens = access.head(self).total_tokens
         else:
-            window = self._window(
-                turn.budget, fixed_tokens=turn.fixed_tokens, require_history=turn.needs_history
+            window = access.window(
+                self, turn.budget, fixed_tokens=turn.fixed_tokens, require_history=turn.needs_history
             )
             texts = window_parts(window)
             positions = tuple(file_positions([text.encode() for text in texts]))
@@ -264,8 +267,8 @@ class Conversation(_ConversationBase):
             history_tokens=history_tokens,
             spliced=spliced,
             conversation_id=self.id,
-            branch=self._branch,
-            head=self._head,
+            branch=self.branch,
+            head=access.head(self),
         )
 
     def _chain_from(self) -> str | None:
@@ -275,9 +278,9 @@ class Conversation(_ConversationBase):
         that ends anywhere else, or anything appended locally since, makes the turn replay instead.
         """
         self.refresh()
-        lifecycle = self._store.lifecycle
+        lifecycle = access.store_of(self).lifecycle
         not_before = lifecycle.clock() - lifecycle.retention
-        return self._store._run(_files.chain_point(self.id, self._head, not_before=not_before))
+        return access.run(self, _files.chain_point(self.id, access.head(self), not_before=not_before))
 
     @_otel.traced_send
     def send(
@@ -339,10 +342,11 @@ class Conversation(_ConversationBase):
         or None: the refusal stands."""
         chained = body.get("previous_interaction_id")
         if chained is not None and error.status_code == 404:
-            self._store._run(_files.forget_interaction(self.id, chained, utcnow()), write=True)
+            access.run(self, _files.forget_interaction(self.id, chained, utcnow()), write=True)
             return {"chain": False}
-        if _lifecycle.file_is_gone(error) and self._replay is not None and self._replay.files:
-            return {"force": frozenset(uris_at(self._replay.files))}
+        replay = access.replay(self)
+        if _lifecycle.file_is_gone(error) and replay is not None and replay.files:
+            return {"force": frozenset(uris_at(replay.files))}
         return None
 
     def stream(
@@ -435,7 +439,7 @@ class Conversation(_ConversationBase):
         answers on the old branch and starts the new one from the same history.
         """
         node = self.node(node_id)
-        return self._fork(node.parent_id, branch)
+        return access.fork(self, node.parent_id, branch)
 
 
 class _Reopen(Protocol):
@@ -614,5 +618,5 @@ class Store(_StoreBase[Conversation]):
                 model=interaction.get("model"),
                 estimated_input_tokens=None,
             )
-            conversation._append(prepared, exchange, conversation._head)
+            access.append(conversation, prepared, exchange, access.head(conversation))
         return conversation

@@ -31,6 +31,7 @@ from convstore.conversation._media import (
 from convstore.errors import APIError, CodecError, LimitExceededError, MediaError, MediaNotHeldError
 from convstore.store import _files, _reads
 from convstore.store._engine import Op
+from convstore.store._sync import access
 
 if TYPE_CHECKING:
     from convstore.conversation._sync.conversation import Conversation, Store
@@ -50,9 +51,9 @@ FileSource = str | os.PathLike[str] | bytes | IO[bytes]
 def files_of(conversation: Conversation) -> list[FileStatus]:
     """See ``Conversation.files``."""
     # Which nodes name files, from their ``files`` column: no payload read, so no inline media either.
-    positions = conversation._store._run(_reads.path_files(conversation.id, conversation.branch))
+    positions = access.run(conversation, _reads.path_files(conversation.id, conversation.branch))
     node_of = uris_at(positions)
-    records = conversation._store._run(_files.file_records(conversation.id, list(node_of)))
+    records = access.run(conversation, _files.file_records(conversation.id, list(node_of)))
     found = []
     for uri, node in node_of.items():
         record = records.get(uri)
@@ -110,37 +111,37 @@ def upload(
     conversation: Conversation, file: FileSource, *, mime_type: str | None, client: Any
 ) -> dict[str, Any]:
     """See ``Conversation.upload``."""
-    store = conversation._store
+    store = access.store_of(conversation)
     data, mime = _read(file, mime_type, store.limits.max_step_bytes)
     uploaded = client.upload_file(io.BytesIO(data), mime_type=mime, size=len(data))
     uri = uploaded["uri"]
 
     def write() -> Op[None]:
-        digest = yield from _files.store_bytes(conversation.id, data, conversation._cipher)
+        digest = yield from _files.store_bytes(conversation.id, data, access.cipher(conversation))
         yield from _files.remember_file(
             conversation.id, uri, digest=digest, mime_type=mime, expires_at=file_expiration(uploaded)
         )
 
-    store._run(write(), write=True)
-    conversation._files.pop(uri, None)
+    access.run(store, write(), write=True)
+    access.files_sent(conversation).pop(uri, None)
     return {"type": _kind(mime), "uri": uri, "mime_type": mime}
 
 
 def attach_media(conversation: Conversation, uri: str, data: bytes, *, mime_type: str) -> None:
     """See ``Conversation.attach_media``."""
-    store = conversation._store
+    store = access.store_of(conversation)
     _check_size(len(data), store.limits.max_step_bytes, "data")
 
     def write() -> Op[None]:
         found = yield from _files.file_records(conversation.id, [uri])
         expires = found[uri].expires_at if uri in found else None
-        digest = yield from _files.store_bytes(conversation.id, bytes(data), conversation._cipher)
+        digest = yield from _files.store_bytes(conversation.id, bytes(data), access.cipher(conversation))
         yield from _files.remember_file(
             conversation.id, uri, digest=digest, mime_type=mime_type, expires_at=expires
         )
 
-    store._run(write(), write=True)
-    conversation._files.pop(uri, None)
+    access.run(store, write(), write=True)
+    access.files_sent(conversation).pop(uri, None)
 
 
 def file_is_gone(error: APIError) -> bool:
@@ -164,7 +165,7 @@ def adapt(
     Fast path: a conversation object remembers the records it read; when every uri is one of them, alive
     beyond the margin and not re-uploaded, the texts go out unchanged without a query.
     """
-    store = conversation._store
+    store = access.store_of(conversation)
     lifecycle = store.lifecycle
     now = lifecycle.clock()
     if not positions:
@@ -179,17 +180,17 @@ def adapt(
     cutoff = now + lifecycle.upload_margin
     node_of = uris_at(positions)
     uris = list(node_of)
-    cache = conversation._files
+    cache = access.files_sent(conversation)
     if policy == "upload" and not force and all(uri in cache and cache[uri][1] > cutoff for uri in uris):
         known = {uri: cache[uri][0] for uri in uris}
         return adapt_history(texts, positions, {uri: pair for uri, pair in known.items() if pair is not None})
-    records = store._run(_files.file_records(conversation.id, uris))
+    records = access.run(store, _files.file_records(conversation.id, uris))
     inline: dict[str, str] = {}
     if policy == "inline":
         for uri, record in records.items():
             if record.digest is not None:
-                text = store._run(
-                    _files.media_text(conversation.id, record.digest, conversation._cipher)
+                text = access.run(
+                    store, _files.media_text(conversation.id, record.digest, access.cipher(conversation))
                 )
                 if text is not None:
                     inline[uri] = text
@@ -225,8 +226,8 @@ def _inline_texts(
     inline: dict[str, str] = {}
     for uri, record in records.items():
         if record.digest is not None:
-            text = conversation._store._run(
-                _files.media_text(conversation.id, record.digest, conversation._cipher)
+            text = access.run(
+                conversation, _files.media_text(conversation.id, record.digest, access.cipher(conversation))
             )
             if text is not None:
                 inline[uri] = text
@@ -238,10 +239,12 @@ def _upload_again(
 ) -> tuple[bytes, datetime | None]:
     """Upload a file's stored bytes again and remember the fresh uri: the pair sent in the old uri's place,
     and until when it lives."""
-    store = conversation._store
+    store = access.store_of(conversation)
     text = None
     if record.digest is not None:
-        text = store._run(_files.media_text(conversation.id, record.digest, conversation._cipher))
+        text = access.run(
+            store, _files.media_text(conversation.id, record.digest, access.cipher(conversation))
+        )
     if text is None:
         raise MediaNotHeldError(conversation.id, None, record.uri)
     if client is None:
@@ -252,7 +255,7 @@ def _upload_again(
     data = _files.decoded(text)
     uploaded = client.upload_file(io.BytesIO(data), mime_type=record.mime_type, size=len(data))
     fresh, expires = uploaded["uri"], file_expiration(uploaded)
-    store._run(_files.remember_live(conversation.id, record.uri, fresh, expires), write=True)
+    access.run(store, _files.remember_live(conversation.id, record.uri, fresh, expires), write=True)
     return uri_pair(uri=fresh), expires
 
 
@@ -267,7 +270,7 @@ def delete_remote(
         before = now - older_than if isinstance(older_than, timedelta) else older_than
     if before.tzinfo is None:
         raise ValueError("older_than: pass an aware datetime or a timedelta")
-    copies = store._run(_files.remote_copies(before, store.owner))
+    copies = access.run(store, _files.remote_copies(before, store.owner))
     deleted: list[str] = []
     failed: list[tuple[str, str]] = []
     for copy in copies:
@@ -277,7 +280,8 @@ def delete_remote(
             if exc.status_code != 404:  # not found: gone already, as good as deleted
                 failed.append((copy.interaction_id, f"HTTP {exc.status_code} {exc.status or ''}".strip()))
                 continue
-        store._run(
+        access.run(
+            store,
             _files.forget_interaction(copy.conversation_id, copy.interaction_id, datetime.now(timezone.utc)),
             write=True,
         )
