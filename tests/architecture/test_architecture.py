@@ -220,6 +220,7 @@ def test_every_sync_module_is_generated_from_its_async_twin():
         "client/_sync/genai.py",
         "conversation/_sync/conversation.py",
         "conversation/_sync/lifecycle.py",
+        "conversation/_sync/turn_stream.py",
         "store/_sync/access.py",
         "store/_sync/conversation.py",
         "store/_sync/core.py",

@@ -119,6 +119,8 @@ PLUMBING = {
     "RequestBody.__init__",
     "Stream.__init__",
     "AsyncStream.__init__",
+    "TurnStream.__init__",
+    "AsyncTurnStream.__init__",
     "Keyring.cipher",
     "Keyring.new_data_key",
 }

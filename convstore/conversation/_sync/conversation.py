@@ -13,7 +13,7 @@ the store layer stays free of HTTP, and the official SDK can be used instead thr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from convstore.conversation import _replies
 from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions, uris_at
 from convstore.conversation._request import RequestBody, RequestSettings, StreamClient, new_input_steps
 from convstore.conversation._sync import lifecycle as _lifecycle
+from convstore.conversation._sync.turn_stream import TurnStream
 from convstore.conversation._turn import Turn
 from convstore.errors import APIError, CodecError
 from convstore.model import Node
@@ -440,64 +441,6 @@ class Conversation(_ConversationBase):
         """
         node = self.node(node_id)
         return access.fork(self, node.parent_id, branch)
-
-
-class _Reopen(Protocol):
-    """Builds a refused stream's request again (``send``'s retry arguments) and opens it."""
-
-    def __call__(self, retry: dict[str, Any]) -> tuple[RequestBody, Any]: ...
-
-
-class TurnStream:
-    """The events of one streamed turn; the turn is written to the branch once the stream completes."""
-
-    def __init__(
-        self,
-        conversation: Conversation,
-        body: RequestBody,
-        stream: Any,
-        *,
-        reopen: _Reopen | None = None,
-    ) -> None:
-        self._conversation = conversation
-        self._body = body
-        self._stream = stream
-        self._reopen = reopen
-        self.interaction: Interaction | None = None
-        self.nodes: list[Node] | None = None
-
-    def __iter__(self) -> Iterator[Any]:
-        return _otel.traced_events(self._events(), self._conversation, self._body.get("model"))
-
-    def _events(self) -> Iterator[Any]:
-        started = False
-        while True:
-            try:
-                with self._stream as events:
-                    for event in events:
-                        started = True
-                        yield event
-                    interaction = events.get_final_interaction()
-                break
-            except APIError as exc:
-                # Refused before the first event for something the API forgot: opened once more.
-                reopen, self._reopen = self._reopen, None
-                retry = None
-                if not started and reopen is not None:
-                    retry = self._conversation._after_refusal(exc, self._body)
-                if reopen is None or retry is None:
-                    raise
-                self._body, self._stream = reopen(retry)
-        self.nodes = self._conversation.record(self._body, interaction)
-        self.interaction = interaction
-
-    def until_done(self) -> Interaction:
-        """Consume every event and return the recorded interaction."""
-        for _ in self:
-            pass
-        if self.interaction is None:  # pragma: no cover -- iteration either records or raises
-            raise RuntimeError("the stream ended without an interaction")
-        return self.interaction
 
 
 class Store(_StoreBase[Conversation]):
