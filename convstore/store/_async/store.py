@@ -459,6 +459,11 @@ class _AsyncStoreBase(Generic[C]):
     async def conversation(self, conversation_id: str, branch: str = "main") -> C:
         """Open a conversation on one of its branches.
 
+        A short plaintext branch (fewer than 256 steps) is read whole with its record, in the same
+        transaction (one round trip on PostgreSQL): the first ``history()`` or turn builds on the branch
+        as it was opened, and if another writer moves it meanwhile, that turn's write is refused
+        (``ConflictError``, nothing written) as when it moves during the call.
+
         Raises:
             ConversationNotFoundError: no such conversation (or it is another owner's).
             BranchNotFoundError: the conversation has no branch of that name.
@@ -466,12 +471,15 @@ class _AsyncStoreBase(Generic[C]):
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = await self._run(
-            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+        opened = await self._run(
+            _ops.open_branch(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
         )
+        loaded = opened.loaded
         cipher = await self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
-        return self._conversation_class(self, info, branch, loaded.head, cipher)
+        conversation = self._conversation_class(self, info, branch, loaded.head, cipher)
+        conversation._replay, conversation._opened = opened.replay, opened.replay is not None
+        return conversation
 
     async def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.
@@ -1038,6 +1046,9 @@ class _AsyncConversationBase:
         # The branch's step texts up to the head this object last read or wrote: the next history() reuses
         # them while the branch head has not moved (about the size of the history, held in memory).
         self._replay: _reads.Replay | None = None
+        # The replay was read when the branch was opened: the next history() builds on it without a query
+        # (the write's compare-and-swap refuses it if the branch moved since).
+        self._opened = False
         # Files API uris of the history this object sent lately: the pair sent in each one's place (None:
         # itself) and until when that lives; while all live beyond the margin, a turn needs no query.
         self._files: dict[str, tuple[bytes | None, datetime]] = {}
@@ -1091,6 +1102,7 @@ class _AsyncConversationBase:
     async def refresh(self) -> None:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
         self._head = (await self._store._run(_ops.load(self.id, self._branch, self._store.owner))).head
+        self._opened = False
 
     async def append(self, steps: Iterable[StepLike], *, exchange_id: str | None = None) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
@@ -1151,7 +1163,7 @@ class _AsyncConversationBase:
             appended = await self._store._run(append(), write=True)
         except _writes.SegmentTaken:  # another branch continued the same tip first: a segment of its own
             appended = await self._store._run(append(new_segment=True), write=True)
-        self._head = appended.head
+        self._head, self._opened = appended.head, False
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id == appended.nodes[0].parent_id:
             texts = [text for _, text, _ in prepared]
@@ -1186,6 +1198,9 @@ class _AsyncConversationBase:
     async def _history_texts(self) -> list[bytes]:
         """The branch's stored step texts as UTF-8 bytes, root first (kept, with the head they end at, for
         the next read)."""
+        if self._opened and self._replay is not None:
+            self._opened = False
+            return self._replay.payloads
         replay = await self._store._run(_reads.history(self.id, self._branch, self._cipher, self._replay))
         self._replay, self._head = replay, replay.head
         return replay.payloads
