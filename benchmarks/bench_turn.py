@@ -71,7 +71,7 @@ import sqlalchemy as sa
 from _common import TableData, fmt_ns, fmt_ratio, median_ns, now_ns, percentile_ns
 
 import convstore
-from convstore.store._engine import _fastpath
+from convstore.store._engine import _fastpath, _runner
 
 MODEL = "gemini-3-flash-preview"
 BUDGET_TOKENS = 32_000
@@ -572,16 +572,33 @@ def count_statements(ours: Convstore, key: str, wire: Wire, budgeted: bool) -> d
         statements.append("(psycopg, binary) " + " ".join(sql.split()))
         return sql, params
 
+    # A batch goes to psycopg in one pipeline on PostgreSQL (one round trip), past the engine's events too.
+    run_batch = _runner.run_batch
+    batches = [0]
+
+    def counted_batch(conn: Any, batch: Any) -> Any:
+        batches[0] += 1
+        if conn.dialect.name == "postgresql":
+            statements.extend(f"(pipeline) {type(step.statement).__name__}" for step in batch.statements)
+        return run_batch(conn, batch)
+
     for target, name, fn in listeners:
         sa.event.listen(target, name, fn)
     _fastpath._psycopg_sql = counted_psycopg_sql
+    _runner.run_batch = counted_batch
     try:
         ours.turn(key, wire.user_text, budgeted)
     finally:
+        _runner.run_batch = run_batch
         _fastpath._psycopg_sql = to_psycopg
         for target, name, fn in listeners:
             sa.event.remove(target, name, fn)
-    return {"statements": len(statements), **counts, "sql": [s[:160] for s in statements]}
+    return {
+        "statements": len(statements),
+        "batches": batches[0],
+        **counts,
+        "sql": [s[:160] for s in statements],
+    }
 
 
 def profile_turn(ours: Convstore, key: str, wire: Wire, repeats: int) -> str:
@@ -771,6 +788,7 @@ def tables_for(backend: str, results: dict[str, Any], quick: bool) -> list[Table
                 [
                     f"{label}, {entry['steps']:,} steps",
                     str(sql["statements"]),
+                    str(sql.get("batches", 0)),
                     str(sql["begin"]),
                     str(sql["commit"]),
                     str(sql["rollback"]),
@@ -780,12 +798,13 @@ def tables_for(backend: str, results: dict[str, Any], quick: bool) -> list[Table
     tables.append(
         TableData(
             f"{backend}: what one convstore cold turn runs",
-            ["turn", "SQL statements", "begin", "commit", "rollback", "connection checkouts"],
+            ["turn", "SQL statements", "batches", "begin", "commit", "rollback", "connection checkouts"],
             rows,
             "statements: before_cursor_execute (BEGIN/COMMIT sent as SQL included), with the scans sent "
-            "to psycopg directly; begin/commit/rollback: the engine's transaction events (on PostgreSQL "
-            "a read runs in autocommit: its begin and rollback are SQLAlchemy's bookkeeping, nothing is "
-            "sent); checkouts: the pool's.",
+            "to psycopg directly and the statements of each batch (on PostgreSQL one psycopg pipeline: "
+            "one round trip for the batch); begin/commit/rollback: the engine's transaction events (on "
+            "PostgreSQL a read runs in autocommit: its begin and rollback are SQLAlchemy's bookkeeping, "
+            "nothing is sent); checkouts: the pool's.",
         )
     )
     return tables

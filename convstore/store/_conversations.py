@@ -40,6 +40,7 @@ __all__ = [
     "info_from_row",
     "list_conversations",
     "load",
+    "loaded",
     "seal_settings",
     "stale_conversations",
     "unreadable",
@@ -141,7 +142,11 @@ def load(
     from the default key store (the same database) too."""
     params = {"conversation_id": conversation_id, "branch": branch, "owner": owner}
     result = yield Exec(st.LOAD_CONVERSATION, params)
-    row = result.first()
+    return (yield from loaded(conversation_id, branch, result.first(), inline_keys=inline_keys))
+
+
+def loaded(conversation_id: str, branch: str, row: Any, *, inline_keys: bool = False) -> Op[Loaded]:
+    """``load``'s value from the row ``LOAD_CONVERSATION`` read (None: no such conversation)."""
     if row is None:
         raise ConversationNotFoundError(conversation_id)
     if row.name is None:

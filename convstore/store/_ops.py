@@ -12,10 +12,16 @@ By concern, imports pointing one way (``_rows`` is shared; nothing imports this 
 - ``_reads``: branch paths by segments, history, nodes, the tree, branches, exchanges;
 - ``_windows``: budget windows;
 - ``_keys``: the data keys kept in a database, and their rotation.
+
+One operation across concerns lives here: ``open_branch``, a conversation's record with its history.
 """
 
 from __future__ import annotations
 
+import attrs
+
+from convstore._ids import canonical_id
+from convstore.store import _reads
 from convstore.store._conversations import (
     DELETED,
     KEPT,
@@ -27,13 +33,16 @@ from convstore.store._conversations import (
     info_from_row,
     list_conversations,
     load,
+    loaded,
     seal_settings,
     stale_conversations,
     unreadable,
     visible,
     withheld_info,
 )
+from convstore.store._engine import Batch, Exec, Op
 from convstore.store._keys import encrypted_conversations, rewrap
+from convstore.store._paths import HEAD_SEGMENT_BYTES_SCAN
 from convstore.store._reads import (
     branch_from_row,
     chain_point,
@@ -45,6 +54,7 @@ from convstore.store._reads import (
     tree,
 )
 from convstore.store._rows import EMPTY_HEAD, Head, payload_texts, put_back_media
+from convstore.store._statements import LOAD_CONVERSATION
 from convstore.store._windows import Window
 from convstore.store._writes import Appended, append, build_node_rows, fork, store_summary
 
@@ -53,10 +63,12 @@ __all__ = [
     "EMPTY_HEAD",
     "KEPT",
     "KEY_WAL_BUSY",
+    "PREFETCH_STEPS",
     "SETTINGS",
     "Appended",
     "Head",
     "Loaded",
+    "Opened",
     "Window",
     "append",
     "branch_from_row",
@@ -74,6 +86,7 @@ __all__ = [
     "list_conversations",
     "load",
     "node",
+    "open_branch",
     "payload_texts",
     "put_back_media",
     "rewrap",
@@ -85,3 +98,46 @@ __all__ = [
     "visible",
     "withheld_info",
 ]
+
+
+# Opening a branch this deep or less reads its history too (``open_branch``).
+PREFETCH_STEPS = 256
+
+
+@attrs.frozen
+class Opened:
+    """An opened branch: the conversation's row and head (``_conversations.load``), and the branch's
+    history when it was read in the same round trip (None: read it when needed)."""
+
+    loaded: Loaded
+    replay: _reads.Replay | None
+
+
+def open_branch(
+    conversation_id: str,
+    branch: str,
+    owner: str | None = None,
+    *,
+    inline_keys: bool = False,
+    prefetch: int = PREFETCH_STEPS,
+) -> Op[Opened]:
+    """``_conversations.load``, and with it, for a plaintext branch of fewer than ``prefetch`` steps, its
+    history: one batch (one round trip on PostgreSQL, one transaction on SQLite). A conversation opened
+    for a turn then reads nothing more before the turn's write.
+
+    The two statements may see different snapshots (PostgreSQL reads in autocommit): the history is kept
+    only when it ends at the head the record names and holds every step of its path, else it is left for
+    the turn to read (as it is for a branch that forked above its head's segment).
+    """
+    params = {"conversation_id": conversation_id, "branch": branch, "owner": owner}
+    scan = Exec(HEAD_SEGMENT_BYTES_SCAN, {**params, "limit": prefetch}, rows=True)
+    record, rows = yield Batch((Exec(LOAD_CONVERSATION, params), scan))
+    found = yield from loaded(conversation_id, branch, record.first(), inline_keys=inline_keys)
+    head = found.head
+    if found.row.encryption is not None:
+        return Opened(found, None)
+    if head.node_id is None:
+        return Opened(found, _reads.Replay(EMPTY_HEAD, []))
+    if len(rows) != head.depth + 1 or canonical_id(rows[-1][_reads.HISTORY_ID]) != head.node_id:
+        return Opened(found, None)
+    return Opened(found, (yield from _reads.replay_of_bytes(conversation_id, head, rows)))

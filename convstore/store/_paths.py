@@ -17,14 +17,16 @@ from sqlalchemy.sql import Select
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
 from convstore.store._schema import branches as b
+from convstore.store._schema import conversations as c
 from convstore.store._schema import files as fl
 from convstore.store._schema import nodes as n
-from convstore.store._statements import NODE_COLUMNS
+from convstore.store._statements import NODE_COLUMNS, OWNED_BY
 
 __all__ = [
     "BRANCHES_THROUGH",
     "BRANCHES_THROUGH_MANY",
     "FIRST_EXCHANGE_NODES",
+    "HEAD_SEGMENT_BYTES_SCAN",
     "HISTORY_BYTES_SCAN",
     "HISTORY_SCAN",
     "PATH_EXCHANGES_SCAN",
@@ -237,23 +239,58 @@ def _only_where(condition: ColumnElement[bool], column: Any) -> Any:
     return sa.case((condition, sa.cast(column, _RAW)), else_=sa.null())
 
 
-_AT_TOP = n.c.depth == sa.bindparam("top", type_=sa.Integer())
 # history() of a plaintext branch, the request's bytes: each payload as UTF-8 bytes (what the request sends,
 # joined without a decode or an encode) and its media column. Only the segment's last node names its ids
 # (the head, when it is the path's last segment), and a node with media its own (for an error that names
 # it): the others are never used. Read as the driver's rows (``Exec(rows=True)``): on PostgreSQL with binary
 # results, as a bytea in text would be sent as hex.
-HISTORY_BYTES_SCAN = (
-    sa.select(
-        _only_where(sa.or_(_AT_TOP, n.c.media.is_not(None), n.c.files.is_not(None)), n.c.id).label("id"),
-        _only_where(_AT_TOP, n.c.exchange_id).label("exchange_id"),
-        _Utf8(n.c.payload).label("payload"),
-        n.c.media,
-        n.c.files,
-        _FILES_FRESH,
+def _history_bytes(segment_id: Any, top: Any, *also: ColumnElement[bool]) -> Select[tuple[object, ...]]:
+    at_top = n.c.depth == top
+    return (
+        sa.select(
+            _only_where(sa.or_(at_top, n.c.media.is_not(None), n.c.files.is_not(None)), n.c.id).label("id"),
+            _only_where(at_top, n.c.exchange_id).label("exchange_id"),
+            _Utf8(n.c.payload).label("payload"),
+            n.c.media,
+            n.c.files,
+            _FILES_FRESH,
+        )
+        .where(
+            n.c.segment_id == segment_id,
+            n.c.conversation_id == sa.bindparam("conversation_id"),
+            n.c.depth <= top,
+            *also,
+        )
+        .order_by(n.c.depth)
     )
-    .where(_IN_SEGMENT)
-    .order_by(n.c.depth)
+
+
+HISTORY_BYTES_SCAN = _history_bytes(sa.bindparam("segment_id"), sa.bindparam("top", type_=sa.Integer()))
+
+
+def _of_head(column: str) -> sa.ScalarSelect[object]:
+    """One column of the branch's head node (the ``conversation_id`` and ``branch`` parameters)."""
+    head = n.alias()
+    return (
+        sa.select(head.c[column])
+        .select_from(
+            b.join(head, sa.and_(head.c.conversation_id == b.c.conversation_id, head.c.id == b.c.head_id))
+        )
+        .where(b.c.conversation_id == sa.bindparam("conversation_id"), b.c.name == sa.bindparam("branch"))
+        .scalar_subquery()
+    )
+
+
+# What opening a short plaintext branch reads beside its record (``_reads.open_branch``):
+# HISTORY_BYTES_SCAN of the head's segment up to the head, found by the head itself, when the head is less
+# than ``limit`` deep and the conversation is plaintext and ``owner``'s. The whole path when the branch
+# never forked above it (the segment starts at the root); else only its last segment, and the path is read
+# again.
+HEAD_SEGMENT_BYTES_SCAN = _history_bytes(
+    _of_head("segment_id"),
+    _of_head("depth"),
+    _of_head("depth") < sa.bindparam("limit", type_=sa.Integer()),
+    sa.exists().where(c.c.id == sa.bindparam("conversation_id"), c.c.encryption.is_(None), OWNED_BY),
 )
 PATH_SCAN = sa.select(*NODE_COLUMNS).where(_IN_SEGMENT).order_by(n.c.depth)
 PATH_EXCHANGES_SCAN = sa.select(n.c.exchange_id).where(_IN_SEGMENT).order_by(n.c.depth)

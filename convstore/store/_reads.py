@@ -45,6 +45,7 @@ from convstore.store._rows import (
 )
 
 __all__ = [
+    "HISTORY_ID",
     "Replay",
     "Segment",
     "branch_from_row",
@@ -59,6 +60,7 @@ __all__ = [
     "path",
     "path_exchange_ids",
     "path_files",
+    "replay_of_bytes",
     "segments",
     "starts",
     "tree",
@@ -149,7 +151,7 @@ class Replay:
 
 
 _HISTORY_COLUMNS = list(paths.HISTORY_BYTES_SCAN.selected_columns.keys())
-_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA, _FILES, _FRESH = (
+HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA, _FILES, _FRESH = (
     _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media", "files", "files_fresh")
 )
 _PAYLOADS = operator.itemgetter(_PAYLOAD)
@@ -196,29 +198,24 @@ def history(
         return Replay(EMPTY_HEAD, [])
     if cipher is None:
         rows = yield from _scan(conversation_id, found, paths.HISTORY_BYTES_SCAN, rows=True)
-        last_id, last_exchange = rows[-1][_ID], rows[-1][_EXCHANGE_ID]
-        payloads = list(map(_PAYLOADS, rows))
-        if type(payloads[0]) is not bytes:
-            payloads = list(map(_utf8, payloads))
-        medias = list(map(_MEDIAS, rows))
-        if any(medias):
-            yield from _put_back_media_bytes(conversation_id, payloads, medias, rows)
-        files = tuple(
-            (i, canonical_id(row[_ID]), tuple(json.loads(row[_FILES])))
-            for i, row in enumerate(rows)
-            if row[_FILES] is not None
+        last_id, last_exchange = rows[-1][HISTORY_ID], rows[-1][_EXCHANGE_ID]
+        head = Head(
+            canonical_id(last_id),
+            found[-1].top,
+            found[-1].total,
+            canonical_id(last_exchange),
+            found[-1].segment_id,
         )
-        fresh = _fresh(rows[files[0][0]][_FRESH]) if files else None
-    else:
-        rows = yield from _scan(conversation_id, found, paths.HISTORY_SCAN)
-        last_id, last_exchange = rows[-1].id, rows[-1].exchange_id
-        texts = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
-        yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
-        payloads = [text.encode() for text in texts]
-        files = tuple(
-            (i, canonical_id(row.id), tuple(json.loads(row.files))) for i, row in enumerate(rows) if row.files
-        )
-        fresh = _fresh(rows[files[0][0]].files_fresh) if files else None
+        return (yield from replay_of_bytes(conversation_id, head, rows))
+    rows = yield from _scan(conversation_id, found, paths.HISTORY_SCAN)
+    last_id, last_exchange = rows[-1].id, rows[-1].exchange_id
+    texts = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
+    yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
+    payloads = [text.encode() for text in texts]
+    files = tuple(
+        (i, canonical_id(row.id), tuple(json.loads(row.files))) for i, row in enumerate(rows) if row.files
+    )
+    fresh = _fresh(rows[files[0][0]].files_fresh) if files else None
     head = Head(
         canonical_id(last_id),
         found[-1].top,
@@ -226,6 +223,23 @@ def history(
         canonical_id(last_exchange),
         found[-1].segment_id,
     )
+    return Replay(head, payloads, files, fresh)
+
+
+def replay_of_bytes(conversation_id: str, head: Head, rows: list[Any]) -> Op[Replay]:
+    """The replay of a plaintext path from the driver's rows of ``HISTORY_BYTES_SCAN``, root first."""
+    payloads = list(map(_PAYLOADS, rows))
+    if type(payloads[0]) is not bytes:
+        payloads = list(map(_utf8, payloads))
+    medias = list(map(_MEDIAS, rows))
+    if any(medias):
+        yield from _put_back_media_bytes(conversation_id, payloads, medias, rows)
+    files = tuple(
+        (i, canonical_id(row[HISTORY_ID]), tuple(json.loads(row[_FILES])))
+        for i, row in enumerate(rows)
+        if row[_FILES] is not None
+    )
+    fresh = _fresh(rows[files[0][0]][_FRESH]) if files else None
     return Replay(head, payloads, files, fresh)
 
 
@@ -241,7 +255,7 @@ def _put_back_media_bytes(
     conversation_id: str, payloads: list[bytes], medias: list[Any], rows: Sequence[Any]
 ) -> Op[None]:
     """``put_back_media`` on a replay's bytes (only the rows with media carry their node's id)."""
-    named = [_IdRow(row[_ID]) for row in rows]
+    named = [_IdRow(row[HISTORY_ID]) for row in rows]
     yield from put_back_media(conversation_id, payloads, medias, named, None)
 
 
@@ -289,9 +303,6 @@ def path_exchange_ids(conversation_id: str, branch: str) -> Op[list[str]]:
     found = yield from segments(conversation_id, branch)
     rows = yield from _scan(conversation_id, found, paths.PATH_EXCHANGES_SCAN)
     return list(dict.fromkeys(row.exchange_id for row in rows))
-
-
-# -- budget windows ---------------------------------------------------------------------------------------
 
 
 def node(

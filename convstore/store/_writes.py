@@ -7,33 +7,29 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import attrs
 from sqlalchemy import exc
 
 from convstore._ids import new_id
 from convstore.errors import (
     BranchExistsError,
-    ConflictError,
     ConversationNotFoundError,
     NodeNotFoundError,
 )
-from convstore.model import Node
 from convstore.store import _statements as st
+from convstore.store._batched import Appended, SegmentTaken, batch_of, move_head, moved_to
 from convstore.store._crypto import DataCipher
-from convstore.store._engine import Exec, Op
+from convstore.store._engine import Batch, Exec, Op
 from convstore.store._media import files_json, plain_digest, refs_json, split_media
 from convstore.store._rows import (
     EMPTY_HEAD,
     Head,
-    Row,
-    missing_branch_or_conversation,
-    node_from_row,
     nodes_of,
 )
 from convstore.store._search import index_rows
 
 __all__ = [
     "Appended",
+    "SegmentTaken",
     "append",
     "build_node_rows",
     "fork",
@@ -149,11 +145,6 @@ def hold_conversation(conversation_id: str) -> Op[None]:
         raise ConversationNotFoundError(conversation_id)
 
 
-class SegmentTaken(Exception):
-    """Another writer continued the head's segment first: the append is written again, at once, starting a
-    segment of its own (``append(..., new_segment=True)``)."""
-
-
 def _at_tip(conversation_id: str, head: Head, exchange_id: str | None = None) -> Op[tuple[bool, bool]]:
     """Take the write's first lock (``hold_conversation``'s) and say whether ``head`` is its segment's last
     node, so that an exchange appended after it continues the segment.
@@ -198,14 +189,6 @@ def _stored_exchange(conversation_id: str, exchange_id: str, cipher: DataCipher 
     return Appended(nodes, Head(last.id, last.depth, last.total_tokens, exchange_id, rows[-1].segment_id))
 
 
-@attrs.frozen
-class Appended:
-    """What an append wrote: the new nodes, and the branch's new head (the last of them)."""
-
-    nodes: list[Node]
-    head: Head
-
-
 def append(  # noqa: PLR0917 -- an internal operation; every caller passes all six
     conversation_id: str,
     branch: str,
@@ -238,6 +221,25 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
     Raises:
         SegmentTaken: another writer continued the head's segment first (PostgreSQL); nothing written.
     """
+    if not new_segment:
+        # The usual case in one batch (one round trip on PostgreSQL, then the commit): the head is its
+        # segment's last node, the exchange is new, no media to store. The first statement still takes the
+        # lock and checks both, and the batch is undone when a guess was wrong (``SegmentTaken``).
+        guess = head.node_id is not None and head.segment_id is not None
+        rows = build_node_rows(conversation_id, head, steps, now, continues=guess, exchange_id=exchange_id)
+        stored, blobs = stored_rows(rows, cipher)
+        if not blobs:
+            batch = batch_of(
+                conversation_id, branch, head, rows, stored, now, exchange, exchange_id, index, cipher
+            )
+            try:
+                results = yield Batch(batch)
+            except exc.IntegrityError:
+                raise SegmentTaken from None
+            found = results[0].first()
+            if found is None or (exchange_id is not None and found.done) or (guess and found.continued):
+                raise SegmentTaken
+            return (yield from moved_to(conversation_id, branch, head, rows, results[-1]))
     tip, done = yield from _at_tip(conversation_id, head, exchange_id)
     if done:
         assert exchange_id is not None  # noqa: S101 -- done is only found for a named exchange
@@ -267,26 +269,8 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
             raise SegmentTaken from None  # another writer continued the segment after the same tip
         # The conversation (and so the head node) was deleted under us.
         raise ConversationNotFoundError(conversation_id) from None
-    moved = yield Exec(
-        st.MOVE_HEAD,
-        {
-            "in_conversation": conversation_id,
-            "branch": branch,
-            "expected_head": head.node_id,
-            "new_head": rows[-1]["id"],
-            "now": now,
-        },
-    )
-    if moved.rowcount != 1:
-        check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})
-        if check.first() is None:
-            raise (yield from missing_branch_or_conversation(conversation_id, branch))
-        raise ConflictError(conversation_id, branch, head.node_id)
-    last = rows[-1]
-    return Appended(
-        [node_from_row(conversation_id, Row(row), row["payload"]) for row in rows],
-        Head(last["id"], last["depth"], last["total_tokens"], last["exchange_id"], last["segment_id"]),
-    )
+    moved = yield move_head(conversation_id, branch, head, rows, now)
+    return (yield from moved_to(conversation_id, branch, head, rows, moved))
 
 
 def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:

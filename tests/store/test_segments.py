@@ -16,8 +16,8 @@ from strategies import examples
 import convstore
 from convstore._ids import canonical_id
 from convstore.errors import ConflictError, ConversationNotFoundError, CorruptionError, StoreBusyError
-from convstore.store import _engine, _reads, _windows, _writes
-from convstore.store._engine import Exec, Op, _fastpath, run
+from convstore.store import _engine, _reads, _statements, _windows, _writes
+from convstore.store._engine import Exec, Op, _fastpath, _runner, run
 from convstore.store._schema import branches as b
 from convstore.store._schema import nodes as n
 
@@ -262,6 +262,14 @@ def test_the_append_that_loses_a_tip_to_another_branch_is_written_in_a_segment_o
                 gate.wait()  # until the other append has seen the tip free too
 
         sa.event.listen(store.engine, "before_cursor_execute", hold_inserts)
+        run_batch = _runner.run_batch
+
+        def hold_batches(conn, batch):  # on PostgreSQL a batch goes to psycopg, past the engine's events
+            if any(step.statement is _statements.INSERT_NODES for step in batch.statements):
+                hold_inserts(conn, None, "INSERT INTO convstore_nodes", None, None, True)
+            return run_batch(conn, batch)
+
+        monkeypatch.setattr(_runner, "run_batch", hold_batches)
         errors: list[BaseException] = []
 
         def write(view: convstore.Conversation, tag: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -62,6 +63,10 @@ class _AsyncConversationBase:
         # The branch's step texts up to the head this object last read or wrote: the next history() reuses
         # them while the branch head has not moved (about the size of the history, held in memory).
         self._replay: _reads.Replay | None = None
+        # Until when (``time.monotonic()``) the replay read with the branch when it was opened is what the
+        # next history() builds on without a query (0: never); the write's compare-and-swap refuses it if
+        # the branch moved since. Bounded, so an object kept open a while reads the branch afresh.
+        self._opened_until = 0.0
         # Files API uris of the history this object sent lately: the pair sent in each one's place (None:
         # itself) and until when that lives; while all live beyond the margin, a turn needs no query.
         self._files: dict[str, tuple[bytes | None, datetime]] = {}
@@ -115,6 +120,7 @@ class _AsyncConversationBase:
     async def refresh(self) -> None:
         """Re-read the branch head (after a ``ConflictError``, before retrying)."""
         self._head = (await self._store._run(_ops.load(self.id, self._branch, self._store.owner))).head
+        self._opened_until = 0.0
 
     async def append(self, steps: Iterable[StepLike], *, exchange_id: str | None = None) -> list[Node]:
         """Write one exchange (a user turn and the model's reply, say) at the end of the branch.
@@ -175,7 +181,7 @@ class _AsyncConversationBase:
             appended = await self._store._run(append(), write=True)
         except _writes.SegmentTaken:  # another branch continued the same tip first: a segment of its own
             appended = await self._store._run(append(new_segment=True), write=True)
-        self._head = appended.head
+        self._head, self._opened_until = appended.head, 0.0
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id == appended.nodes[0].parent_id:
             texts = [text for _, text, _ in prepared]
@@ -210,6 +216,9 @@ class _AsyncConversationBase:
     async def _history_texts(self) -> list[bytes]:
         """The branch's stored step texts as UTF-8 bytes, root first (kept, with the head they end at, for
         the next read)."""
+        if self._replay is not None and time.monotonic() < self._opened_until:
+            self._opened_until = 0.0
+            return self._replay.payloads
         replay = await self._store._run(_reads.history(self.id, self._branch, self._cipher, self._replay))
         self._replay, self._head = replay, replay.head
         return replay.payloads

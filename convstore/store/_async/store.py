@@ -15,6 +15,7 @@ branch head the conversation last saw, which is what the next ``append`` compare
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -41,6 +42,8 @@ from convstore.store._prepare import (
 __all__ = ["_AsyncConversationBase", "_AsyncStoreBase"]
 
 C = TypeVar("C", bound="_AsyncConversationBase")
+# How long after a branch is opened its first history() or turn builds on what the open read with it.
+OPENED_FRESH_SECONDS = 1.0
 
 
 class _AsyncStoreBase(_AsyncTransfer, _AsyncMaintenance, Generic[C]):
@@ -115,6 +118,12 @@ class _AsyncStoreBase(_AsyncTransfer, _AsyncMaintenance, Generic[C]):
     async def conversation(self, conversation_id: str, branch: str = "main") -> C:
         """Open a conversation on one of its branches.
 
+        A short plaintext branch (fewer than 256 steps) is read whole with its record, in the same
+        transaction (one round trip on PostgreSQL): a ``history()`` or turn within a second of the open
+        builds on the branch as it was opened, and if another writer moved it meanwhile, that turn's write
+        is refused (``ConflictError``, nothing written) as when it moves during the call. Later, the branch
+        is read afresh.
+
         Raises:
             ConversationNotFoundError: no such conversation (or it is another owner's).
             BranchNotFoundError: the conversation has no branch of that name.
@@ -122,12 +131,17 @@ class _AsyncStoreBase(_AsyncTransfer, _AsyncMaintenance, Generic[C]):
         check_branch_name(branch)
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
-        loaded = await self._run(
-            _ops.load(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+        opened = await self._run(
+            _ops.open_branch(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
         )
+        loaded = opened.loaded
         cipher = await self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
         info = _ops.info_from_row(loaded.row, cipher)
-        return self._conversation_class(self, info, branch, loaded.head, cipher)
+        conversation = self._conversation_class(self, info, branch, loaded.head, cipher)
+        if opened.replay is not None:  # built on by the next history() or turn, if it comes soon
+            conversation._replay = opened.replay
+            conversation._opened_until = time.monotonic() + OPENED_FRESH_SECONDS
+        return conversation
 
     async def conversations(self, *, limit: int = 50, cursor: str | None = None) -> Page[ConversationInfo]:
         """One page of conversations, newest first.

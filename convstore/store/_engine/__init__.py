@@ -27,13 +27,16 @@ from convstore.store._engine._factory import (
     make_async_engine,
     make_engine,
 )
-from convstore.store._engine._op import Call, Exec, Op
+from convstore.store._engine._fastpath import DriverResult
+from convstore.store._engine._op import Batch, Call, Exec, Op
 from convstore.store._engine._runner import drive, drive_async, run, run_async
 from convstore.store._engine._translate import database_errors, outcome_unknown, translate
 from convstore.store._engine._wal import checkpoint, checkpoint_async, finish_pending, finish_pending_async
 
 __all__ = [
+    "Batch",
     "Call",
+    "DriverResult",
     "Exec",
     "Op",
     "adopt_async_engine",

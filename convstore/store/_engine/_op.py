@@ -1,4 +1,5 @@
-"""What a store operation is: a generator of statements (``Exec``) and blocking calls (``Call``)."""
+"""What a store operation is: a generator of statements (``Exec``, ``Batch``) and blocking calls
+(``Call``)."""
 
 from __future__ import annotations
 
@@ -36,5 +37,21 @@ class Call:
     args: tuple[Any, ...] = ()
 
 
-Op = Generator[Exec | Call, Any, T]
+@attrs.frozen
+class Batch:
+    """Statements sent together: on PostgreSQL with psycopg in one pipeline (one round trip for all of
+    them), elsewhere one after the other. The operation receives the list of their results; a database
+    error on any of them is thrown back in at the ``yield`` (the statements after it did not run, and on
+    PostgreSQL the transaction is aborted: the operation must raise).
+
+    A statement of a batch sent through psycopg's pipeline returns the driver's rows (``Exec.rows``), or
+    for the others a ``DriverResult``: the rows with SQLAlchemy's result processing (ids as text, times
+    as aware datetimes), ``first()``, ``all()``, ``rowcount``. An executemany's parameter dicts must all
+    have the same keys.
+    """
+
+    statements: tuple[Exec, ...]
+
+
+Op = Generator[Exec | Call | Batch, Any, T]
 """A store operation: yields statements (and calls), receives each one's result, returns its value."""

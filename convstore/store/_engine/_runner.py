@@ -13,8 +13,14 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convstore.store._engine._factory import _WRITE_OPTION
-from convstore.store._engine._fastpath import _driver_rows, _driver_rows_async, _psycopg
-from convstore.store._engine._op import Call, Op
+from convstore.store._engine._fastpath import (
+    _driver_rows,
+    _driver_rows_async,
+    _psycopg,
+    run_batch,
+    run_batch_async,
+)
+from convstore.store._engine._op import Batch, Call, Op
 from convstore.store._engine._translate import outcome_unknown, translate
 
 T = TypeVar("T")
@@ -67,8 +73,10 @@ def drive(conn: Connection, op: Op[T]) -> T:
                     step = op.send(value)
                 continue
             try:
-                if step.rows:
-                    result: Any = _driver_rows(conn, step)
+                if isinstance(step, Batch):
+                    result: Any = run_batch(conn, step)
+                elif step.rows:
+                    result = _driver_rows(conn, step)
                 else:
                     result = conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
@@ -178,8 +186,10 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
                     step = op.send(value)
                 continue
             try:
-                if step.rows:
-                    result: Any = await _driver_rows_async(conn, step)
+                if isinstance(step, Batch):
+                    result: Any = await run_batch_async(conn, step)
+                elif step.rows:
+                    result = await _driver_rows_async(conn, step)
                 else:
                     result = await conn.execute(step.statement, step.params)
             except exc.DBAPIError as error:
