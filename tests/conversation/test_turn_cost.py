@@ -27,6 +27,17 @@ def types(conv) -> list[str]:
     return [step["type"] for step in conv.history()]
 
 
+@pytest.fixture(autouse=True)
+def opened_lasts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The history read with the open is built on for an hour here, not a second: a loaded test machine
+    must not turn the counts below into a race with the clock."""
+    from convstore.store._async import store as async_store  # noqa: PLC0415
+    from convstore.store._sync import store as sync_store  # noqa: PLC0415
+
+    for module in (async_store, sync_store):
+        monkeypatch.setattr(module, "OPENED_FRESH_SECONDS", 3600.0)
+
+
 @pytest.fixture
 def sync_client(emulator) -> Iterator[convstore.InteractionsClient]:
     with httpx.Client(transport=emulator.transport()) as http:
@@ -85,6 +96,28 @@ def test_a_turn_on_a_branch_that_moved_since_it_was_opened_is_refused(store, cli
     opened.refresh()
     opened.send("three?", client=client)
     assert len(store.conversation(conv.id).history()) == 7  # + user, thought, text
+
+
+def test_an_object_kept_open_past_the_bound_reads_the_branch_afresh(store, client, emulator, monkeypatch):
+    """Past ``OPENED_FRESH_SECONDS`` the open's history is not built on: a turn on an object kept open a
+    while sees what another writer added meanwhile, and goes through."""
+    from convstore.store._async import store as async_store  # noqa: PLC0415
+    from convstore.store._sync import store as sync_store  # noqa: PLC0415
+
+    for module in (async_store, sync_store):
+        monkeypatch.setattr(module, "OPENED_FRESH_SECONDS", 0.0)
+    conv = store.create_conversation(model=MODEL)
+    conv.append([user("one"), reply("1")])
+    opened = store.conversation(conv.id)
+    store.conversation(conv.id).append([user("two"), reply("2")])
+    emulator.script(text_reply("three"))
+    opened.send("three?", client=client)
+    assert types(store.conversation(conv.id)) == ["user_input", "model_output"] * 2 + [
+        "user_input",
+        "thought",
+        "model_output",
+    ]
+    assert emulator.requests[-1].body["input"][2] == user("two")
 
 
 def test_an_exchange_sent_again_is_stored_once(store):
