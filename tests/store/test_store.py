@@ -328,7 +328,7 @@ def test_history_after_another_writer_moved_the_branch_is_the_new_one(store):
     assert len(mine.history()) == 6
 
 
-def test_history_of_an_unmoved_branch_reads_only_its_head(tmp_path):
+def test_history_of_an_unmoved_branch_reads_only_its_head(tmp_path, monkeypatch):
     import sqlalchemy as sa  # noqa: PLC0415
 
     with convstore.Store(f"sqlite:///{tmp_path / 'replay.db'}") as sync_store:
@@ -343,7 +343,11 @@ def test_history_of_an_unmoved_branch_reads_only_its_head(tmp_path):
         conv.append([user("q20"), model("a20")])
         assert conv.history() == [*expected, user("q20"), model("a20")]  # its own append, kept too
         assert not [sql for sql in statements if "RECURSIVE" in sql.upper()]
-        # A fresh object reads the branch once, when it is opened (a short branch: with its record).
+        # A fresh object reads the branch once, when it is opened (a short branch: with its record), and
+        # builds on that for a while (an hour here: a loaded machine's clock must not decide the test).
+        from convstore.store._sync import store as sync_module  # noqa: PLC0415
+
+        monkeypatch.setattr(sync_module, "OPENED_FRESH_SECONDS", 3600.0)
         whole = conv.history()
         fresh = sync_store.conversation(conv.id)
         statements.clear()
