@@ -55,6 +55,7 @@ FIRST_PAGE_TARGET_NS = 50_000_000
 FLOOR_TARGET = 1.5
 APPEND_TARGET = 1.2
 LIMIT = 20
+CANDIDATES = 1_000  # store.search's default: the newest matches ranked
 
 
 @dataclass(frozen=True)
@@ -314,12 +315,16 @@ class SqliteFloor:
         match = " ".join(f'"{word}"' for word in words)
         self.conn.execute("BEGIN")
         rows = self.conn.execute(
-            "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, -f.rank "
+            "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
+            "max(cand.id) OVER () FROM ("
+            "SELECT s.id AS id, -f.rank AS rank "
             "FROM convstore_search_fts f JOIN convstore_search s ON s.id = f.rowid "
             "JOIN convstore_conversations c ON c.id = s.conversation_id "
-            "WHERE convstore_search_fts MATCH ? AND (? IS NULL OR c.owner = ?) "
-            "ORDER BY f.rank, s.id LIMIT ?",
-            (match, owner, owner, LIMIT + 1),
+            "WHERE convstore_search_fts MATCH ? AND f.rowid <= ? AND (? IS NULL OR c.owner = ?) "
+            "ORDER BY f.rowid DESC LIMIT ?"
+            ") cand JOIN convstore_search s ON s.id = cand.id "
+            "ORDER BY cand.rank DESC, cand.id DESC LIMIT ?",
+            (match, 2**63 - 1, owner, owner, CANDIDATES, LIMIT + 1),
         ).fetchall()
         conversations = list(dict.fromkeys(row[0] for row in rows))
         if rows:
@@ -346,13 +351,19 @@ class PostgresFloor:
     def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
         query = " ".join(words)
         rows = self.conn.execute(
-            "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, "
+            "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
+            "max(cand.created_at) OVER () FROM ("
+            "SELECT s.conversation_id, s.node_id, s.created_at, "
             "ts_rank(s.document, plainto_tsquery('simple', %(q)s)) AS rank "
             "FROM convstore_search s JOIN convstore_conversations c ON c.id = s.conversation_id "
             "WHERE s.document @@ plainto_tsquery('simple', %(q)s) "
             "AND (%(o)s::text IS NULL OR c.owner = %(o)s) "
-            "ORDER BY rank DESC, s.conversation_id, s.node_id LIMIT %(n)s",
-            {"q": query, "o": owner, "n": LIMIT + 1},
+            "ORDER BY s.created_at DESC, s.conversation_id DESC, s.node_id DESC LIMIT %(c)s"
+            ") cand JOIN convstore_search s "
+            "ON s.conversation_id = cand.conversation_id AND s.node_id = cand.node_id "
+            "ORDER BY cand.rank DESC, cand.created_at DESC, cand.conversation_id DESC, cand.node_id DESC "
+            "LIMIT %(n)s",
+            {"q": query, "o": owner, "c": CANDIDATES, "n": LIMIT + 1},
         ).fetchall()
         conversations = list(dict.fromkeys(row[0] for row in rows))
         if rows:
