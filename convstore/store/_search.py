@@ -27,6 +27,11 @@ table, kept in step by triggers, ranked by BM25. PostgreSQL: a stored ``tsvector
 text search configuration chosen per store (``simple`` by default: lower-cased words and no stemming, which
 works for any language written with spaces between words), ranked by ``ts_rank``; on Citus the index table is
 distributed by conversation id beside the others, so a search is one query fanned out to the shards.
+
+**Which hits.** The newest ``candidates`` matches (``CANDIDATES`` by default) within the owner and filters,
+ranked; never every match (a word in every step would rank a million rows for a page of 20). Newest is the
+SQLite rowid (the order rows were indexed) and PostgreSQL's ``created_at``; a cursor carries the newest
+candidate's key, so later pages rank the same candidates (``_statement``).
 """
 
 from __future__ import annotations
