@@ -42,11 +42,12 @@ class SearchHit:
 
 @attrs.frozen(kw_only=True)
 class SearchPage:
-    """One page of search hits, best first.
+    """One page of search hits, best first among the newest ``candidates`` matches (``store.search``).
 
     Attributes:
         hits: The hits of this page.
-        next_cursor: Pass it back as ``cursor`` for the next page; None when this was the last one.
+        next_cursor: Pass it back as ``cursor`` for the next page; None when this was the last one. It
+            carries the first page's candidates, so later pages rank the same steps.
         encrypted_conversations: How many conversations the search could not look into because they are
             encrypted at rest (their text is never indexed); of this store's owner, and within the
             ``model`` and ``conversation_id`` filters.

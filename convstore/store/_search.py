@@ -27,6 +27,11 @@ table, kept in step by triggers, ranked by BM25. PostgreSQL: a stored ``tsvector
 text search configuration chosen per store (``simple`` by default: lower-cased words and no stemming, which
 works for any language written with spaces between words), ranked by ``ts_rank``; on Citus the index table is
 distributed by conversation id beside the others, so a search is one query fanned out to the shards.
+
+**Which hits.** The newest ``candidates`` matches (``CANDIDATES`` by default) within the owner and filters,
+ranked; never every match (a word in every step would rank a million rows for a page of 20). Newest is the
+SQLite rowid (the order rows were indexed) and PostgreSQL's ``created_at``; a cursor carries the newest
+candidate's key, so later pages rank the same candidates (``_statement``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import attrs
@@ -57,8 +62,10 @@ from convstore.store._schema import conversations as c
 from convstore.store._schema import search as se
 
 __all__ = [
+    "CANDIDATES",
     "ERASE_DELETED_SQL",
     "INDEXED_TYPES",
+    "MAX_CANDIDATES",
     "MAX_INDEXED_CHARS",
     "MAX_OFFSET",
     "MAX_QUERY_CHARS",
@@ -79,6 +86,9 @@ MAX_INDEXED_CHARS = 100_000  # of one step's text (a PostgreSQL tsvector holds a
 MAX_QUERY_CHARS = 1_000
 MAX_WORDS = 32
 MAX_OFFSET = 10_000  # how deep pages go: past it, a search is too vague to page through
+# How many of the newest matches a search ranks (``candidates``): the bound on a page's ranking work.
+CANDIDATES = 1_000
+MAX_CANDIDATES = 100_000
 SNIPPET_CHARS = 160
 _ELLIPSIS = "…"
 
@@ -227,27 +237,52 @@ class SearchRequest:
     until: datetime | None
     conversation_id: str | None
     step_types: tuple[str, ...] | None
+    candidates: int = CANDIDATES
+    # The newest candidate's key (SQLite: its index rowid; PostgreSQL: its time in microseconds since the
+    # epoch), fixed by the first page so that later pages rank the same candidates; None on a first page.
+    bound: int | None = None
 
 
-def _decode_cursor(cursor: object) -> int:
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CURSOR = re.compile(r"s2:([0-9]{1,6}):(-?[0-9]{1,20}):([0-9]{1,6})")
+
+
+def _decode_cursor(cursor: object) -> tuple[int, int, int] | None:
+    """A cursor's ``(candidates, bound, offset)``; None for no cursor."""
     if cursor is None:
-        return 0
+        return None
     if not isinstance(cursor, str):
         raise SearchQueryError("cursor", "invalid", "expected a SearchPage.next_cursor or None")
     try:
         raw = base64.urlsafe_b64decode(cursor.encode("ascii")).decode("ascii")
     except (ValueError, UnicodeError, binascii.Error):
         raw = ""
-    kind, _, number = raw.partition(":")
-    if kind != "s1" or not number.isdigit() or not 0 < int(number) <= MAX_OFFSET:
+    found = _CURSOR.fullmatch(raw)
+    if found is not None:
+        candidates, bound, offset = (int(part) for part in found.groups())
+        if 0 < candidates <= MAX_CANDIDATES and 0 < offset <= min(MAX_OFFSET, candidates):
+            return candidates, bound, offset
+    raise SearchQueryError("cursor", "invalid", "not a cursor: pass back a SearchPage.next_cursor unchanged")
+
+
+def _encode_cursor(candidates: int, bound: int, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"s2:{candidates}:{bound}:{offset}".encode("ascii")).decode("ascii")
+
+
+def _check_candidates(candidates: object, cursor: tuple[int, int, int] | None) -> int:
+    if candidates is None:
+        return CANDIDATES if cursor is None else cursor[0]
+    if (
+        isinstance(candidates, bool)
+        or not isinstance(candidates, int)
+        or not 0 < candidates <= MAX_CANDIDATES
+    ):
+        raise SearchQueryError("candidates", "invalid", f"expected an integer from 1 to {MAX_CANDIDATES:,}")
+    if cursor is not None and cursor[0] != candidates:
         raise SearchQueryError(
-            "cursor", "invalid", "not a cursor: pass back a SearchPage.next_cursor unchanged"
+            "candidates", "invalid", "differs from the cursor's (pass the first page's, or None)"
         )
-    return int(number)
-
-
-def _encode_cursor(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"s1:{offset}".encode("ascii")).decode("ascii")
+    return candidates
 
 
 def _moment(name: str, value: object) -> datetime | None:
@@ -268,6 +303,7 @@ def search_request(
     until: object,
     conversation_id: object,
     step_types: object,
+    candidates: object = None,
 ) -> SearchRequest:
     """Check a search's arguments, before anything is read.
 
@@ -288,15 +324,18 @@ def search_request(
         types = tuple(step_types)
         if not types or not all(isinstance(t, str) and _LANGUAGE.fullmatch(t) for t in types):
             raise SearchQueryError("step_types", "invalid", "expected step type names such as 'user_input'")
+    page = _decode_cursor(cursor)
     return SearchRequest(
         words=tuple(words),
         limit=limit,
-        offset=_decode_cursor(cursor),
+        offset=0 if page is None else page[2],
         model=model,
         since=_moment("since", since),
         until=_moment("until", until),
         conversation_id=conversation_id,
         step_types=types,
+        candidates=_check_candidates(candidates, page),
+        bound=None if page is None else page[1],
     )
 
 
@@ -329,10 +368,24 @@ ENCRYPTED_COUNT = (
 )
 
 
+_BOUND = sa.bindparam("bound", type_=sa.BigInteger())
+_BOUND_TIME = sa.bindparam("bound", type_=UTCDateTime())
+_CANDIDATES = sa.bindparam("candidates", type_=sa.Integer())
+_NO_BOUND = 2**63 - 1  # SQLite: the largest rowid (a first page's bound; a constant keeps FTS5's range scan)
+
+
 @functools.cache
 def _statement(dialect: str, *, typed: bool) -> sa.Select[Any]:
-    """The search of one backend: the owner's matching steps within the filters, best first, a page of them
-    (``limit`` + 1 rows from ``offset``). ``typed``: with the step types filter."""
+    """The search of one backend: the owner's matching steps within the filters, a page of them (``limit``
+    + 1 rows from ``offset``) best first among the newest ``candidates`` at or before ``bound``.
+    ``typed``: with the step types filter.
+
+    Two steps, so that a page's ranking work is bounded whatever the query: the candidates, found newest
+    first (SQLite: FTS5 walks the words' doclists by descending rowid, a rowid range from ``bound``;
+    PostgreSQL: the GIN index for rare words, or the ``created_at`` index walked backwards, each row's
+    document tested, for common ones) and ranked as they are found, at most ``candidates`` of them; then
+    the page, ordered by rank, its rows' text joined back. Each row carries the newest candidate's key
+    (``bound``), for the next page's cursor."""
     filters = [
         st.OWNED_BY,
         sa.or_(_MODEL.is_(None), c.c.model == _MODEL),
@@ -342,27 +395,61 @@ def _statement(dialect: str, *, typed: bool) -> sa.Select[Any]:
     ]
     if typed:
         filters.append(se.c.type.in_(sa.bindparam("step_types", expanding=True)))
-    columns = (se.c.conversation_id, se.c.node_id, se.c.type, se.c.created_at, se.c.text)
     if dialect == "sqlite":
         # FTS5's rank is BM25, lower is better: negated, so that higher is better on both backends.
-        rank = (-_fts.c.rank).label("rank")
-        query = (
-            sa.select(*columns, rank)
+        found = (
+            sa.select(_ROWID.label("id"), (-_fts.c.rank).label("rank"))
             .select_from(_fts.join(se, _fts.c.rowid == _ROWID).join(c, c.c.id == se.c.conversation_id))
-            .where(_FTS_MATCH, *filters)
-            .order_by(_fts.c.rank, _ROWID)
+            .where(_FTS_MATCH, _fts.c.rowid <= _BOUND, *filters)
+            .order_by(_fts.c.rowid.desc())
+            .limit(_CANDIDATES)
+            .subquery("candidates")
         )
+        best: tuple[str, ...] = ("rank", "id")
+        page = sa.select(found, sa.func.max(found.c.id).over().label("bound"))
     else:
-        rank = sa.func.ts_rank(_DOCUMENT, _TSQUERY).label("rank")
-        query = (
-            sa.select(*columns, rank)
+        found = (
+            sa.select(
+                se.c.conversation_id,
+                se.c.node_id,
+                se.c.created_at,
+                sa.func.ts_rank(_DOCUMENT, _TSQUERY).label("rank"),
+            )
             .select_from(se.join(c, c.c.id == se.c.conversation_id))
-            .where(_DOCUMENT.op("@@")(_TSQUERY), *filters)
-            .order_by(rank.desc(), se.c.conversation_id, se.c.node_id)
+            .where(
+                _DOCUMENT.op("@@")(_TSQUERY),
+                sa.or_(_BOUND_TIME.is_(None), se.c.created_at <= _BOUND_TIME),
+                *filters,
+            )
+            .order_by(se.c.created_at.desc(), se.c.conversation_id.desc(), se.c.node_id.desc())
+            .limit(_CANDIDATES)
+            .subquery("candidates")
         )
-    return query.limit(sa.bindparam("limit", type_=sa.Integer())).offset(
-        sa.bindparam("offset", type_=sa.Integer())
+        best = ("rank", "created_at", "conversation_id", "node_id")
+        page = sa.select(found, sa.func.max(found.c.created_at).over().label("bound"))
+    # The page picked among the candidates first, then its rows' text read (never the candidates').
+    paged = (
+        page.order_by(*(found.c[name].desc() for name in best))
+        .limit(sa.bindparam("limit", type_=sa.Integer()))
+        .offset(sa.bindparam("offset", type_=sa.Integer()))
+        .subquery("page")
     )
+    names = ("id",) if dialect == "sqlite" else ("conversation_id", "node_id")
+    key = [paged.c[name] == (_ROWID if name == "id" else se.c[name]) for name in names]
+    columns = (se.c.conversation_id, se.c.node_id, se.c.type, se.c.created_at, se.c.text)
+    return (
+        sa.select(*columns, paged.c.rank, paged.c.bound)
+        .select_from(paged.join(se, sa.and_(*key)))
+        .order_by(*(paged.c[name].desc() for name in best))
+    )
+
+
+def _bound_of(value: object) -> int:
+    """A candidate key as a cursor holds it: a rowid, or a time in microseconds since the epoch."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // timedelta(microseconds=1)
+    assert isinstance(value, int)  # noqa: S101 -- SQLite's rowid
+    return value
 
 
 def _locate(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
@@ -403,6 +490,12 @@ def make_snippet(
 
 
 _CITUS = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+# PostgreSQL: plan the search for its own values every time. The driver prepares a statement run five times,
+# and PostgreSQL may then reuse a generic plan, blind to which filters are unset and to the bound: the same
+# plan for a rare word as for a common one (a rare word's page went from 16 ms to 886 ms after ten runs).
+# For the session (reads run in autocommit), reset after the search.
+_CUSTOM_PLANS = sa.text("SET plan_cache_mode = force_custom_plan")
+_RESET_PLANS = sa.text("RESET plan_cache_mode")
 
 
 def routed() -> Op[bool]:
@@ -410,6 +503,30 @@ def routed() -> Op[bool]:
     when it is routed to one shard); read once a store (PostgreSQL only)."""
     found = yield Exec(_CITUS)
     return found.first() is not None
+
+
+def _params(request: SearchRequest, owner: str | None, *, dialect: str, language: str) -> dict[str, Any]:
+    """The search statement's parameters."""
+    params: dict[str, Any] = {
+        "owner": owner,
+        "model": request.model,
+        "conversation_id": request.conversation_id,
+        "since": request.since,
+        "until": request.until,
+        "limit": request.limit + 1,
+        "offset": request.offset,
+        "candidates": request.candidates,
+    }
+    if dialect == "sqlite":
+        params["match"] = _fts5_query(request.words)
+        params["bound"] = _NO_BOUND if request.bound is None else request.bound
+    else:
+        params["language"] = language
+        params["words"] = " ".join(request.words)
+        params["bound"] = None if request.bound is None else _EPOCH + timedelta(microseconds=request.bound)
+    if request.step_types is not None:
+        params["step_types"] = list(request.step_types)
+    return params
 
 
 def search(
@@ -421,23 +538,10 @@ def search(
     Raises:
         SearchQueryError: the engine rejected the query (not expected: words are quoted).
     """
-    params: dict[str, Any] = {
-        "owner": owner,
-        "model": request.model,
-        "conversation_id": request.conversation_id,
-        "since": request.since,
-        "until": request.until,
-        "limit": request.limit + 1,
-        "offset": request.offset,
-    }
-    if dialect == "sqlite":
-        params["match"] = _fts5_query(request.words)
-    else:
-        params["language"] = language
-        params["words"] = " ".join(request.words)
-    if request.step_types is not None:
-        params["step_types"] = list(request.step_types)
+    params = _params(request, owner, dialect=dialect, language=language)
     statement = _statement(dialect, typed=request.step_types is not None)
+    if dialect != "sqlite":
+        yield Exec(_CUSTOM_PLANS)
     try:
         rows = list((yield Exec(statement, params)))
     except exc.DBAPIError as error:
@@ -445,6 +549,8 @@ def search(
         if isinstance(translated, StoreBusyError):
             raise translated from None
         raise SearchQueryError("query", "rejected", f"the search engine refused it ({translated})") from None
+    if dialect != "sqlite":
+        yield Exec(_RESET_PLANS)
     more = len(rows) > request.limit
     rows = rows[: request.limit]
     through: dict[str, list[str]] = {}
@@ -478,8 +584,12 @@ def search(
         {"owner": owner, "model": request.model, "conversation_id": request.conversation_id},
     )
     next_offset = request.offset + request.limit
+    next_cursor = None
+    if more and next_offset <= MAX_OFFSET:
+        bound = request.bound if request.bound is not None else _bound_of(rows[0].bound)
+        next_cursor = _encode_cursor(request.candidates, bound, next_offset)
     return SearchPage(
         hits=hits,
-        next_cursor=_encode_cursor(next_offset) if more and next_offset <= MAX_OFFSET else None,
+        next_cursor=next_cursor,
         encrypted_conversations=int(counted.scalar_one()),
     )

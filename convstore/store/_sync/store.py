@@ -313,15 +313,24 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
         until: datetime | None = None,
         conversation_id: str | None = None,
         step_types: Sequence[str] | None = None,
+        candidates: int | None = None,
     ) -> SearchPage:
         """Find the steps whose text holds every word of ``query``, across this store's owner's
-        conversations, best first.
+        conversations, best first among the newest ``candidates`` matches.
 
         What is searched: the text of user input and model output steps of plaintext conversations, as
         stored (after the redaction hook). Encrypted conversations are never indexed:
         ``SearchPage.encrypted_conversations`` counts those the search could not look into. The query is
         read as plain words (letters and digits), never as the engine's syntax: ``NEAR``, ``OR``, ``*`` or
         quotes are just text.
+
+        The order: the newest ``candidates`` matching steps (1,000 by default; in the order they were
+        indexed, which is the order they were written but for imports) within the filters, ranked by
+        relevance, best first. A page's work is bounded by ``candidates`` whatever the query: a word in
+        every step costs what a word in 1,000 steps does, and a hit older than the newest ``candidates``
+        matches is not found (add a word or a filter, ``until`` say, or raise ``candidates``). Pages go at
+        most ``candidates`` hits deep; the first page fixes the candidates (steps indexed after it are not
+        among them), so that no hit shows twice and none is skipped across pages.
 
         Args:
             query: The words to find (at most 1,000 characters, 32 words; no control characters).
@@ -332,6 +341,8 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
             until: Only steps written before this (aware) time.
             conversation_id: Only this conversation.
             step_types: Only these step types (``["user_input"]``, say).
+            candidates: How many of the newest matches are ranked (1 to 100,000; None: 1,000, or with a
+                ``cursor``, the first page's).
 
         Returns:
             A page of hits: each names its conversation, node, step type and the branches that lead through
@@ -350,6 +361,7 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
             until=until,
             conversation_id=conversation_id,
             step_types=step_types,
+            candidates=candidates,
         )
         dialect = self._engine.dialect.name
         if self._routed is None:
