@@ -154,6 +154,52 @@ def test_edit_a_past_message_by_forking_at_its_parent(store):
     assert "paws" not in drawing  # the default rendering never shows content
 
 
+def test_fork_and_edit_in_one_statement_refuse_what_is_not_there(store):
+    """A fork (and an edit, a fork at the node's parent) is one statement: when it inserts nothing, the
+    error still says whether the node or the conversation is missing, and nothing is left behind."""
+    conv = store.create_conversation()
+    nodes = conv.append(DOGS)
+    other = store.create_conversation()
+    foreign = other.append([PAWS])
+    with pytest.raises(NodeNotFoundError):
+        conv.edit(foreign[0].id)  # another conversation's node
+    with pytest.raises(NodeNotFoundError):
+        conv.edit("not-an-id")
+    with pytest.raises(BranchExistsError):
+        conv.edit(nodes[1].id, branch="main")
+    assert [b.name for b in conv.branches()] == ["main"]
+    store.delete_conversation(conv.id)
+    for make in (
+        lambda: conv.fork(at=nodes[0].id),
+        lambda: conv.edit(nodes[1].id),
+        lambda: conv.fork(at=None),
+    ):
+        with pytest.raises(ConversationNotFoundError):
+            make()
+
+
+def test_an_edit_starts_at_the_parent_and_appends_after_it(store):
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    asked = conv.append([PAWS, model("Eight.")])
+    edited = conv.edit(asked[0].id, branch="tails")
+    assert edited.head_id == first[-1].id
+    added = edited.append([user("How many tails?"), model("Two.")])
+    assert added[0].parent_id == first[-1].id
+    assert added[0].depth == first[-1].depth + 1
+    assert added[0].total_tokens == first[-1].total_tokens + added[0].token_count
+    assert edited.history() == [*DOGS, user("How many tails?"), model("Two.")]
+    # The edit of a first message is an empty branch; its head moves by compare-and-swap like any other.
+    again = conv.edit(first[0].id, branch="again")
+    assert again.head_id is None
+    assert again.history() == []
+    stale = store.conversation(conv.id, "again")
+    again.append([PAWS])
+    with pytest.raises(ConflictError):
+        stale.append([PAWS])
+    assert [n.data for n in again.nodes()] == [PAWS]
+
+
 def test_path_is_the_history_at_a_node(store):
     conv = store.create_conversation()
     nodes = conv.append(DOGS) + conv.append([PAWS])

@@ -292,9 +292,9 @@ class _StoreBase(Generic[C]):
     ) -> None:
         self.close()
 
-    def _run(self, op: Op[T], *, write: bool = False) -> T:
+    def _run(self, op: Op[T], *, write: bool = False, single: bool = False) -> T:
         self._ready()
-        return run(self._engine, op, write=write)
+        return run(self._engine, op, write=write, single=single)
 
     # Schema
 
@@ -1270,10 +1270,14 @@ class _ConversationBase:
             raise NodeNotFoundError(self.id, str(at))
         return self._fork(at, branch)
 
-    def _fork(self, at: str | None, branch: str | None) -> Self:
-        """A new branch at node ``at``; None makes an empty branch."""
+    def _fork(self, at: str | None, branch: str | None, *, before: bool = False) -> Self:
+        """A new branch at node ``at`` (``before``: at its parent); None makes an empty branch."""
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
-        head = self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
+        store = self._store
+        if store._routed is None and store._engine.dialect.name == "postgresql":  # Citus: two statements
+            store._routed = store._run(_search.routed())
+        fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=not store._routed)
+        head = store._run(fork, write=True, single=not store._routed)
         return type(self)(self._store, self._info, name, head, self._cipher)
 
     def checkout(self, branch: str) -> Self:
