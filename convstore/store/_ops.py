@@ -8,7 +8,8 @@ building rows, mapping rows to model objects, the tree rules.
 By concern, imports pointing one way (``_rows`` is shared; nothing imports this module back):
 
 - ``_conversations``: a conversation's record: create, open, list, purge, delete;
-- ``_writes``: appends, forks and summaries;
+- ``_writes``: appends and summaries;
+- ``_forks``: forks and edits;
 - ``_reads``: branch paths by segments, history, nodes, the tree, branches, exchanges;
 - ``_windows``: budget windows;
 - ``_keys``: the data keys kept in a database, and their rotation.
@@ -33,6 +34,7 @@ from convstore.store._conversations import (
     visible,
     withheld_info,
 )
+from convstore.store._forks import fork
 from convstore.store._keys import encrypted_conversations, rewrap
 from convstore.store._reads import (
     branch_from_row,
@@ -46,7 +48,7 @@ from convstore.store._reads import (
 )
 from convstore.store._rows import EMPTY_HEAD, Head, payload_texts, put_back_media
 from convstore.store._windows import Window
-from convstore.store._writes import Appended, append, build_node_rows, fork, store_summary
+from convstore.store._writes import Appended, append, build_node_rows, store_summary
 
 __all__ = [
     "DELETED",
