@@ -280,9 +280,11 @@ DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id
 
 
 def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
-    """Newest first, keyset-paginated on (created_at, id); ``after`` adds the cursor condition."""
+    """Newest first, keyset-paginated on (created_at, id); ``after`` adds the cursor condition. Read as the
+    driver's tuples (``_conversations.list_conversations``): the id as text, cast by the server (psycopg
+    would build a ``uuid.UUID`` for each)."""
     query = sa.select(
-        c.c.id,
+        sa.cast(c.c.id, sa.String()).label("id"),
         c.c.created_at,
         c.c.model,
         c.c.system_instruction,

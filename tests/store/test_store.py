@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from convstore import (
     InvalidExchangeError,
     NodeNotFoundError,
 )
+from convstore.store import _statements as st
 
 DOGS = [user("I have 2 dogs in my house."), model("That's nice! Two dogs must keep you busy.")]
 PAWS = user("How many paws are in my house?")
@@ -268,6 +271,38 @@ def test_conversations_are_listed_newest_first_in_pages(store):
     assert first.items[0].metadata == {"i": 6}
     with pytest.raises(ValueError, match="cursor"):
         store.conversations(cursor="garbage")
+
+
+def test_a_listed_record_is_the_opened_one_and_cursors_break_ties_by_id(store):
+    """Listing builds each record from the driver's row: the same record as opening the conversation
+    (settings decoded, time aware UTC, id canonical); conversations made in the same microsecond are
+    paged by id, none twice, none skipped."""
+    tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    made = [
+        store.create_conversation(
+            model="m", system_instruction="Be brief.", tools=tools, metadata={"i": 1}
+        ).id,
+        store.create_conversation(generation_config={"thinking_level": "low"}).id,
+    ]
+    same = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    rows = [
+        {"id": str(uuid.uuid4()), "created_at": same, "model": "m", "system_instruction": None}
+        | {"generation_config": None, "tools": None, "metadata": None, "owner": None, "encryption": None}
+        for _ in range(5)
+    ]
+    stamps = {"created_at": same, "updated_at": same}
+    branches = [{"conversation_id": row["id"], "name": "main", "head_id": None, **stamps} for row in rows]
+    with store.engine.begin() as conn:
+        conn.execute(st.INSERT_CONVERSATION, rows)
+        conn.execute(st.INSERT_BRANCH, branches)
+    listed = list(store.iter_conversations(page_size=2))
+    assert [info.id for info in listed[:2]] == made[::-1]
+    assert [info.id for info in listed[2:]] == sorted((row["id"] for row in rows), reverse=True)
+    for info in listed:
+        assert info == store.conversation(info.id).info
+        assert info.created_at.tzinfo is not None
+        assert info.created_at.utcoffset() == timedelta(0)
+    assert listed[-1].created_at == same
 
 
 def test_conversation_settings_are_kept(store):
