@@ -10,6 +10,7 @@ By concern, imports pointing one way (``_rows`` is shared; nothing imports this 
 - ``_conversations``: a conversation's record: create, open, list, purge, delete;
 - ``_writes``: appends and summaries;
 - ``_forks``: forks and edits;
+- ``_purge``: purges, many conversations deleted in one transaction;
 - ``_reads``: branch paths by segments, history, nodes, the tree, branches, exchanges;
 - ``_windows``: budget windows;
 - ``_keys``: the data keys kept in a database, and their rotation.
@@ -36,6 +37,7 @@ from convstore.store._conversations import (
 )
 from convstore.store._forks import fork
 from convstore.store._keys import encrypted_conversations, rewrap
+from convstore.store._purge import delete_batch
 from convstore.store._reads import (
     branch_from_row,
     chain_point,
@@ -65,6 +67,7 @@ __all__ = [
     "build_node_rows",
     "chain_point",
     "create_conversation",
+    "delete_batch",
     "delete_conversation",
     "encrypted_conversations",
     "exchange",

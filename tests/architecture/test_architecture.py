@@ -234,9 +234,10 @@ OPERATIONS = {
     "_windows": {"_rows", "_reads"},
     "_writes": {"_rows"},
     "_forks": {"_rows", "_writes"},
+    "_purge": set(),
     "_keys": set(),
     "_conversations": {"_rows", "_keys"},
-    "_ops": {"_rows", "_reads", "_windows", "_writes", "_forks", "_keys", "_conversations"},
+    "_ops": {"_rows", "_reads", "_windows", "_writes", "_forks", "_purge", "_keys", "_conversations"},
 }
 
 
