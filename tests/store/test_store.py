@@ -181,6 +181,39 @@ def test_fork_and_edit_in_one_statement_refuse_what_is_not_there(store):
             make()
 
 
+@pytest.mark.parametrize("single", [True, False])
+def test_both_forms_of_a_fork_agree(db_url, single):
+    """The one-statement fork and the two-statement one Citus runs give the same heads and errors."""
+    from convstore.store import _ops  # noqa: PLC0415
+    from convstore.store._engine import run  # noqa: PLC0415
+    from convstore.store._prepare import utcnow  # noqa: PLC0415
+
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation()
+        first = conv.append(DOGS)
+        asked = conv.append([PAWS, model("Eight.")])
+
+        def fork(at, name, *, before=False):
+            op = _ops.fork(conv.id, at, name, utcnow(), before=before, single=single)
+            return run(store.engine, op, write=True, single=single)
+
+        head = fork(asked[-1].id, "at")
+        assert (head.node_id, head.depth, head.total_tokens) == (asked[-1].id, 3, asked[-1].total_tokens)
+        assert head.exchange_id == asked[-1].exchange_id
+        edited = fork(asked[0].id, "before", before=True)
+        assert (edited.node_id, edited.depth) == (first[-1].id, first[-1].depth)
+        assert fork(first[0].id, "root", before=True).node_id is None
+        assert fork(None, "empty").node_id is None
+        with pytest.raises(BranchExistsError):
+            fork(first[0].id, "at")
+        with pytest.raises(NodeNotFoundError):
+            fork(str(uuid.uuid4()), "missing", before=True)
+        assert store.conversation(conv.id, "before").history() == DOGS
+        store.delete_conversation(conv.id)
+        with pytest.raises(ConversationNotFoundError):
+            fork(first[0].id, "late")
+
+
 def test_an_edit_starts_at_the_parent_and_appends_after_it(store):
     conv = store.create_conversation()
     first = conv.append(DOGS)
