@@ -42,11 +42,10 @@ __all__ = ["WalkRow", "Window", "walk", "walk_on", "window"]
 # primary-key probe a step, so the cost follows the window and never the conversation. Each probe is a join on
 # the whole primary key (conversation_id, id): no other index can serve it (secondary indexes are led by
 # parent_id / exchange_id), so the plan is a nested loop of index probes. With each row, its exchange's
-# measured and estimated input tokens (NULL unless both were recorded) and when it was recorded: what the
-# calibration is chosen from (one more probe a row: a third of the cost of a separate statement, measured on
-# SQLite). Every table is filtered on the ``conversation_id`` parameter (one shard on Citus). Read as the
-# driver's tuples (``WalkRow``), ids as the driver gives them: a window reads hundreds of rows and uses the
-# ids of a few (converted by ``_canonical``).
+# measured and estimated input tokens (NULL unless both were recorded): what the calibration is chosen from.
+# Every table is filtered on the ``conversation_id`` parameter (one shard on Citus). Read as the driver's
+# tuples (``WalkRow``), ids as the driver gives them: a window reads hundreds of rows and uses the ids of a
+# few (converted by ``_canonical``).
 _CID = sa.bindparam("conversation_id", type_=n.c.conversation_id.type)
 _COLUMNS = (
     "id",
@@ -74,9 +73,7 @@ class WalkRow(NamedTuple):
     payload: str
     media: str | None
     segment_id: Any  # the head's only
-    input_tokens: int | None
-    estimated_input_tokens: int | None
-    measured_at: Any
+    measured: int | None  # its exchange's measured input tokens << 32 | the estimate (both recorded)
 
 
 def _walk(anchor: Any) -> sa.Select[tuple[object, ...]]:
@@ -93,42 +90,48 @@ def _walk(anchor: Any) -> sa.Select[tuple[object, ...]]:
         )
         .where(found.c.total_tokens - found.c.token_count >= found.c.threshold)
     )
-    measured = sa.and_(
-        x.c.conversation_id == _CID,
-        x.c.exchange_id == found.c.exchange_id,
-        x.c.input_tokens.is_not(None),
-        x.c.estimated_input_tokens.is_not(None),
+    # A correlated subquery, not a join: one probe of the exchange's primary key a row, whatever the
+    # planner's statistics (PostgreSQL hashed every exchange of the conversation for a join).
+    measured = (
+        sa.select(
+            sa.cast(x.c.input_tokens, sa.BigInteger()) * sa.literal(_SHIFT, sa.BigInteger())
+            + x.c.estimated_input_tokens
+        )
+        .where(
+            x.c.conversation_id == _CID,
+            x.c.exchange_id == found.c.exchange_id,
+            x.c.input_tokens.is_not(None),
+            x.c.estimated_input_tokens.is_not(None),
+        )
+        .scalar_subquery()
     )
     return (
         sa.select(
             *(found.c[name] for name in _COLUMNS),
             found.c.segment_id,
-            x.c.input_tokens,
-            x.c.estimated_input_tokens,
-            x.c.created_at.label("measured_at"),
+            sa.type_coerce(measured, sa.BigInteger()).label("measured"),
         )
-        .select_from(found.outerjoin(x, measured))
+        .select_from(found)
         .order_by(found.c.depth)
     )
 
 
+_SHIFT = 1 << 32  # measured input tokens and the estimate, packed into one value
+
+
 def _calibration(rows: Sequence[WalkRow]) -> Calibration:
-    """The calibration of a window: the newest measured exchange among its newest 200 (``rows`` oldest
-    first), 1.0 when none is."""
+    """The calibration of a window: the newest (deepest) measured exchange among its newest 200 (``rows``
+    oldest first), 1.0 when none is."""
     seen: set[Any] = set()
-    best: WalkRow | None = None
     for row in reversed(rows):
         if row.exchange_id not in seen:
             if len(seen) == 200:
                 break
             seen.add(row.exchange_id)
-        if row.input_tokens is not None and (best is None or row.measured_at > best.measured_at):
-            best = row
-    return (
-        Calibration()
-        if best is None
-        else Calibration.from_measurements(best.input_tokens, best.estimated_input_tokens)
-    )
+        if row.measured is not None:
+            measured, estimated = divmod(row.measured, _SHIFT)
+            return Calibration.from_measurements(measured, estimated)
+    return Calibration()
 
 
 # From the branch's head (no row: the branch is empty or missing), down to ``head total - available``.
