@@ -218,7 +218,7 @@ def main() -> None:
     import os  # noqa: PLC0415
 
     for backend in backends:
-        print(f"{backend}:", flush=True)
+        print(f"{backend}: load average {[round(x, 2) for x in os.getloadavg()]}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             if backend == "sqlite":
                 url = f"sqlite:///{tmp}/budget.db"

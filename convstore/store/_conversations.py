@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
+from convstore._ids import canonical_id
 from convstore.errors import (
     BranchNotFoundError,
     ConversationNotFoundError,
@@ -34,6 +35,7 @@ __all__ = [
     "KEPT",
     "KEY_WAL_BUSY",
     "SETTINGS",
+    "Listed",
     "Loaded",
     "create_conversation",
     "delete_conversation",
@@ -75,21 +77,31 @@ def seal_settings(row: Mapping[str, Any], cipher: DataCipher) -> dict[str, Any]:
 
 def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInfo:
     """The record of a conversation row; ``cipher`` opens the settings of an encrypted one."""
-    encrypted = getattr(row, "encryption", None) is not None
+    conversation_id = row.id
     if cipher is None:
-        values = [row.system_instruction, row.generation_config, row.tools, row.metadata]
+        system_instruction, generation_config, tools, metadata = (
+            row.system_instruction,
+            row.generation_config,
+            row.tools,
+            row.metadata,
+        )
     else:
-        values = [cipher.open_or_none("conversation", field, getattr(row, field)) for field in SETTINGS]
-    system_instruction, generation_config, tools, metadata = values
+        system_instruction, generation_config, tools, metadata = (
+            cipher.open_or_none("conversation", field, getattr(row, field)) for field in SETTINGS
+        )
     return ConversationInfo(
-        id=row.id,
+        id=conversation_id,
         created_at=row.created_at,
         model=row.model,
-        system_instruction=json_or_none(system_instruction, row.id, "system_instruction"),
-        generation_config=json_or_none(generation_config, row.id, "generation_config"),
-        tools=json_or_none(tools, row.id, "tools"),
-        metadata=json_or_none(metadata, row.id, "metadata"),
-        encrypted=encrypted,
+        system_instruction=None
+        if system_instruction is None
+        else json_or_none(system_instruction, conversation_id, "system_instruction"),
+        generation_config=None
+        if generation_config is None
+        else json_or_none(generation_config, conversation_id, "generation_config"),
+        tools=None if tools is None else json_or_none(tools, conversation_id, "tools"),
+        metadata=None if metadata is None else json_or_none(metadata, conversation_id, "metadata"),
+        encrypted=getattr(row, "encryption", None) is not None,
     )
 
 
@@ -239,22 +251,61 @@ def delete_conversation(
     return outcome
 
 
+class Listed(NamedTuple):
+    """A listed conversation's row (``LIST_FIRST``), its id canonical and its time aware UTC."""
+
+    id: str
+    created_at: datetime
+    model: str | None
+    system_instruction: str | None
+    generation_config: str | None
+    tools: str | None
+    metadata: str | None
+    encryption: str | None
+
+
+def _listed(row: Sequence[Any]) -> ConversationInfo | Listed:
+    """A listing's driver tuple as the conversation's record, or as ``Listed`` when it is encrypted (the
+    store opens its settings): what SQLAlchemy's result processing would have made of its id and time,
+    done for the two values that need it (a UUID and a time read raw cost more than the rest of a page)."""
+    raw, created = row[0], row[1]
+    conversation_id = raw if len(raw) == 36 else canonical_id(raw)  # SQLite: 32 hex digits
+    if isinstance(created, str):  # SQLite's text, UTC
+        created = datetime.fromisoformat(created).replace(tzinfo=timezone.utc)
+    elif created.tzinfo is None:
+        created = created.replace(tzinfo=timezone.utc)
+    elif created.utcoffset():
+        created = created.astimezone(timezone.utc)
+    if row[7] is not None:
+        return Listed(conversation_id, created, *row[2:])
+    system_instruction, generation_config, tools, metadata = row[3:7]
+    return ConversationInfo(
+        id=conversation_id,
+        created_at=created,
+        model=row[2],
+        system_instruction=None
+        if system_instruction is None
+        else json_or_none(system_instruction, conversation_id, "system_instruction"),
+        generation_config=None
+        if generation_config is None
+        else json_or_none(generation_config, conversation_id, "generation_config"),
+        tools=None if tools is None else json_or_none(tools, conversation_id, "tools"),
+        metadata=None if metadata is None else json_or_none(metadata, conversation_id, "metadata"),
+    )
+
+
 def list_conversations(
     limit: int, cursor: tuple[datetime, str] | None, owner: str | None = None
-) -> Op[tuple[list[Any], tuple[datetime, str] | None]]:
-    """One page of conversation rows (map them with ``info_from_row``) and the next page's cursor."""
+) -> Op[tuple[list[ConversationInfo | Listed], tuple[datetime, str] | None]]:
+    """One page of conversations, each its record or, encrypted, its row (``Listed``: the store opens its
+    settings with ``info_from_row``), and the next page's cursor."""
     if cursor is None:
-        result = yield Exec(st.LIST_FIRST, {"limit": limit + 1, "owner": owner})
+        found = yield Exec(st.LIST_FIRST, {"limit": limit + 1, "owner": owner}, rows=True)
     else:
-        result = yield Exec(
-            st.LIST_AFTER,
-            {"limit": limit + 1, "cursor_created_at": cursor[0], "cursor_id": cursor[1], "owner": owner},
-        )
-    rows = list(result)
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = (rows[-1].created_at, rows[-1].id)
+        params = {"limit": limit + 1, "cursor_created_at": cursor[0], "cursor_id": cursor[1], "owner": owner}
+        found = yield Exec(st.LIST_AFTER, params, rows=True)
+    rows = [_listed(row) for row in found[:limit]]
+    next_cursor = (rows[-1].created_at, rows[-1].id) if len(found) > limit else None  # (time, id) both
     return rows, next_cursor
 
 

@@ -8,7 +8,9 @@ building rows, mapping rows to model objects, the tree rules.
 By concern, imports pointing one way (``_rows`` is shared; nothing imports this module back):
 
 - ``_conversations``: a conversation's record: create, open, list, purge, delete;
-- ``_writes``: appends, forks and summaries;
+- ``_writes``: appends and summaries;
+- ``_forks``: forks and edits;
+- ``_purge``: purges, many conversations deleted in one transaction;
 - ``_reads``: branch paths by segments, history, nodes, the tree, branches, exchanges;
 - ``_windows``: budget windows;
 - ``_keys``: the data keys kept in a database, and their rotation.
@@ -41,8 +43,10 @@ from convstore.store._conversations import (
     withheld_info,
 )
 from convstore.store._engine import Batch, Exec, Op
+from convstore.store._forks import fork
 from convstore.store._keys import encrypted_conversations, rewrap
 from convstore.store._paths import HEAD_SEGMENT_BYTES_SCAN
+from convstore.store._purge import delete_batch
 from convstore.store._reads import (
     branch_from_row,
     chain_point,
@@ -56,7 +60,7 @@ from convstore.store._reads import (
 from convstore.store._rows import EMPTY_HEAD, Head, payload_texts, put_back_media
 from convstore.store._statements import LOAD_CONVERSATION
 from convstore.store._windows import Window
-from convstore.store._writes import Appended, append, build_node_rows, fork, store_summary
+from convstore.store._writes import Appended, append, build_node_rows, store_summary
 
 __all__ = [
     "DELETED",
@@ -75,6 +79,7 @@ __all__ = [
     "build_node_rows",
     "chain_point",
     "create_conversation",
+    "delete_batch",
     "delete_conversation",
     "encrypted_conversations",
     "exchange",

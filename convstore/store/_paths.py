@@ -34,7 +34,6 @@ __all__ = [
     "PATH_SCAN",
     "SEGMENTS_FROM_BRANCH",
     "SEGMENTS_FROM_NODE",
-    "WINDOW_SCAN",
 ]
 
 
@@ -301,8 +300,8 @@ PATH_FILES_SCAN = (
 )
 
 
-# Ids as the driver gives them (see HISTORY_SCAN): a window reads hundreds of rows and uses the ids of a few
-# (``_windows`` converts those); converting every row's three ids was half the time of a budgeted turn.
+# Ids as the driver gives them (see HISTORY_SCAN): the first exchange's rows join a budget window's, read so
+# too (``_windows``).
 _WINDOW_COLUMNS = (
     sa.type_coerce(n.c.id, _RAW).label("id"),
     sa.type_coerce(n.c.parent_id, _RAW).label("parent_id"),
@@ -313,15 +312,6 @@ _WINDOW_COLUMNS = (
     n.c.total_tokens,
     n.c.payload,
     n.c.media,
-)
-
-# A budget window is read from the head down, a batch at a time: the ``limit`` nodes of a segment at and
-# below ``top``, newest first (the same index, scanned backwards).
-WINDOW_SCAN = (
-    sa.select(*_WINDOW_COLUMNS)
-    .where(_IN_SEGMENT)
-    .order_by(n.c.depth.desc())
-    .limit(sa.bindparam("limit", type_=sa.Integer()))
 )
 
 # The steps of a path's first exchange, from its root node (a segment's id names its first node, so the

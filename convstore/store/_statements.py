@@ -22,7 +22,6 @@ from convstore.store._schema import summaries as sm
 
 __all__ = [
     "BRANCH_EXISTS",
-    "CALIBRATION",
     "CONVERSATION_EXISTS",
     "CONVERSATION_VISIBLE",
     "DELETE_BRANCHES",
@@ -281,9 +280,11 @@ DELETE_CONVERSATION = sa.delete(c).where(c.c.id == sa.bindparam("conversation_id
 
 
 def list_conversations(*, after: bool) -> Select[tuple[object, ...]]:
-    """Newest first, keyset-paginated on (created_at, id); ``after`` adds the cursor condition."""
+    """Newest first, keyset-paginated on (created_at, id); ``after`` adds the cursor condition. Read as the
+    driver's tuples (``_conversations.list_conversations``): the id as text, cast by the server (psycopg
+    would build a ``uuid.UUID`` for each)."""
     query = sa.select(
-        c.c.id,
+        sa.cast(c.c.id, sa.String()).label("id"),
         c.c.created_at,
         c.c.model,
         c.c.system_instruction,
@@ -311,16 +312,3 @@ SUMMARY = sa.select(sm.c.payload, sm.c.token_count).where(
     sm.c.conversation_id == sa.bindparam("conversation_id"), sm.c.node_id == sa.bindparam("node_id")
 )
 INSERT_SUMMARY = sa.insert(sm)
-
-# The newest measured exchange among a window's exchanges: its measured/estimated ratio calibrates budgets.
-CALIBRATION = (
-    sa.select(x.c.input_tokens, x.c.estimated_input_tokens)
-    .where(
-        x.c.conversation_id == sa.bindparam("conversation_id"),
-        x.c.exchange_id.in_(sa.bindparam("exchange_ids", expanding=True)),
-        x.c.input_tokens.is_not(None),
-        x.c.estimated_input_tokens.is_not(None),
-    )
-    .order_by(x.c.created_at.desc())
-    .limit(1)
-)

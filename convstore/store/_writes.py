@@ -1,5 +1,5 @@
-"""Writes to a conversation's tree: appends (one exchange, a compare-and-swap of the branch head), forks and
-compaction summaries (operations: see ``_ops``)."""
+"""Writes to a conversation's tree: appends (one exchange, a compare-and-swap of the branch head) and
+compaction summaries (forks: ``_forks``) (operations: see ``_ops``)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ from sqlalchemy import exc
 
 from convstore._ids import new_id
 from convstore.errors import (
-    BranchExistsError,
     ConversationNotFoundError,
-    NodeNotFoundError,
 )
 from convstore.store import _statements as st
 from convstore.store._batched import Appended, SegmentTaken, batch_of, move_head, moved_to
@@ -21,7 +19,6 @@ from convstore.store._crypto import DataCipher
 from convstore.store._engine import Batch, Exec, Op
 from convstore.store._media import files_json, plain_digest, refs_json, split_media
 from convstore.store._rows import (
-    EMPTY_HEAD,
     Head,
     nodes_of,
 )
@@ -32,7 +29,6 @@ __all__ = [
     "SegmentTaken",
     "append",
     "build_node_rows",
-    "fork",
     "hold_conversation",
     "store_summary",
     "stored_rows",
@@ -271,40 +267,6 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
         raise ConversationNotFoundError(conversation_id) from None
     moved = yield move_head(conversation_id, branch, head, rows, now)
     return (yield from moved_to(conversation_id, branch, head, rows, moved))
-
-
-def fork(conversation_id: str, at: str | None, name: str, now: datetime) -> Op[Head]:
-    """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied.
-
-    Two statements: the conversation's lock (see ``hold_conversation``) with the node ``at`` read in the
-    same statement, then the insert of the row's values (routed to the conversation's shard on Citus).
-    """
-    params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
-    if at is None:
-        yield from hold_conversation(conversation_id)
-    else:
-        held = (yield Exec(st.HOLD_FOR_FORK, params)).first()
-        if held is None:
-            raise ConversationNotFoundError(conversation_id)
-        if held.node_id is None:
-            raise NodeNotFoundError(conversation_id, at)
-    # A plain INSERT of the values read under the lock (not INSERT ... SELECT, which Citus plans across
-    # shards: it waited for a block_writes move of any shard in the cluster). The node stays: nodes are
-    # never deleted but with their conversation, whose lock this transaction holds.
-    row = {
-        "conversation_id": conversation_id,
-        "name": name,
-        "head_id": at,
-        "created_at": now,
-        "updated_at": now,
-    }
-    try:
-        yield Exec(st.INSERT_BRANCH, row)
-    except exc.IntegrityError:
-        raise BranchExistsError(conversation_id, name) from None
-    if at is None:
-        return EMPTY_HEAD
-    return Head(at, held.depth, held.total_tokens, held.exchange_id, held.segment_id)
 
 
 def store_summary(  # noqa: PLR0917 -- an internal operation; every caller passes all of it

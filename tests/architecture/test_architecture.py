@@ -239,9 +239,11 @@ OPERATIONS = {
     "_reads": {"_rows"},
     "_windows": {"_rows", "_reads"},
     "_writes": {"_rows"},
+    "_forks": {"_rows", "_writes"},
+    "_purge": set(),
     "_keys": set(),
     "_conversations": {"_rows", "_keys"},
-    "_ops": {"_rows", "_reads", "_windows", "_writes", "_keys", "_conversations"},
+    "_ops": {"_rows", "_reads", "_windows", "_writes", "_forks", "_purge", "_keys", "_conversations"},
 }
 
 

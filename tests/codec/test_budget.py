@@ -12,6 +12,7 @@ from strategies import examples
 
 from convstore import BudgetExceededError, TokenBudget
 from convstore.budget import HeuristicCounter, MediaCosts
+from convstore.budget._window import Calibration, choose_window
 
 MODEL = "gemini-3-flash-preview"
 COUNTER = HeuristicCounter()
@@ -240,6 +241,40 @@ def test_calibration_from_reported_usage_converges(store, client):
     full = len(conv.history())
     assert len(conv.history(budget=TokenBudget(max_input_tokens=int(last.input_tokens * 1.5)))) == full
     assert len(conv.history(budget=TokenBudget(max_input_tokens=int(last.input_tokens * 0.5)))) < full
+
+
+class Overcounting(HeuristicCounter):
+    """Four times the heuristic: the measured usage then calibrates budgets down to a quarter."""
+
+    def count_text(self, text: str) -> int:
+        return 4 * super().count_text(text)
+
+    def count_step(self, step: dict) -> int:
+        return 4 * super().count_step(step)
+
+
+def test_a_calibration_below_one_reads_further_up_the_branch(make_store, client):
+    """An estimator that overcounts four times: the first walk reads what the estimate keeps, the
+    calibration (measured / estimated, about a third) lets about three times as much in, and the window
+    reads on to it: exactly the window the choice makes over the whole branch."""
+    store = make_store(counter=Overcounting())
+    conv = store.create_conversation(model=MODEL)
+    for i in range(40):
+        conv.send(f"question number {i} " * 60, client=client)
+    last = conv.exchanges()[-1]
+    factor = Calibration.from_measurements(last.input_tokens, last.estimated_input_tokens)
+    assert factor.factor < 0.5
+    budget = TokenBudget(max_input_tokens=12_000, policy="sliding")
+    nodes = conv.nodes()
+    plain = choose_window(nodes, budget=budget, available=12_000, require_history=True)
+    available = factor.to_estimate(12_000)
+    calibrated = choose_window(nodes, budget=budget, available=available, require_history=True)
+    assert plain.start is not None
+    assert calibrated.start is not None
+    assert 0 < calibrated.start < plain.start  # the calibration keeps more, not everything
+    assert conv.history(budget=budget) == [node.data for node in nodes[calibrated.start :]]
+    # A fork at the head has the same path, window and calibration.
+    assert conv.fork().history(budget=budget) == [node.data for node in nodes[calibrated.start :]]
 
 
 def test_sentencepiece_counter_counts_with_a_model_trained_here(tmp_path):

@@ -4,6 +4,7 @@ the recursive query they replaced, and concurrent appends after one tip keep the
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -76,12 +77,16 @@ OLD_WINDOW = _old_window()
 
 def _flat_window(conversation_id: str, branch: str, thresholds: list[int]) -> Op[list[list[str]]]:
     """The flat window's rows for each threshold, in turn (lower thresholds read on from the last)."""
-    found = yield from _reads.segments(conversation_id, branch)
-    descent = _windows._Descent(conversation_id, found)
     out = []
+    rows: list[Any] = []
     for threshold in thresholds:
-        yield from descent.more(threshold)
-        out.append([canonical_id(row.id) for row in descent.window(threshold)])  # read raw
+        if not rows:  # the first walk, from the head: told the tokens available above the threshold
+            head = (yield from _reads.segments(conversation_id, branch))[-1]
+            rows = yield from _windows.walk(conversation_id, branch, head.total - threshold)
+        else:
+            rows = yield from _windows.walk_on(conversation_id, rows, threshold)
+        # the head, and every row at or above the threshold
+        out.append([canonical_id(row.id) for row in rows if row.total_tokens >= threshold or row is rows[-1]])
     return out
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from convstore import (
     InvalidExchangeError,
     NodeNotFoundError,
 )
+from convstore.store import _statements as st
 
 DOGS = [user("I have 2 dogs in my house."), model("That's nice! Two dogs must keep you busy.")]
 PAWS = user("How many paws are in my house?")
@@ -154,6 +157,85 @@ def test_edit_a_past_message_by_forking_at_its_parent(store):
     assert "paws" not in drawing  # the default rendering never shows content
 
 
+def test_fork_and_edit_in_one_statement_refuse_what_is_not_there(store):
+    """A fork (and an edit, a fork at the node's parent) is one statement: when it inserts nothing, the
+    error still says whether the node or the conversation is missing, and nothing is left behind."""
+    conv = store.create_conversation()
+    nodes = conv.append(DOGS)
+    other = store.create_conversation()
+    foreign = other.append([PAWS])
+    with pytest.raises(NodeNotFoundError):
+        conv.edit(foreign[0].id)  # another conversation's node
+    with pytest.raises(NodeNotFoundError):
+        conv.edit("not-an-id")
+    with pytest.raises(BranchExistsError):
+        conv.edit(nodes[1].id, branch="main")
+    assert [b.name for b in conv.branches()] == ["main"]
+    store.delete_conversation(conv.id)
+    for make in (
+        lambda: conv.fork(at=nodes[0].id),
+        lambda: conv.edit(nodes[1].id),
+        lambda: conv.fork(at=None),
+    ):
+        with pytest.raises(ConversationNotFoundError):
+            make()
+
+
+@pytest.mark.parametrize("single", [True, False])
+def test_both_forms_of_a_fork_agree(db_url, single):
+    """The one-statement fork and the two-statement one Citus runs give the same heads and errors."""
+    from convstore.store import _ops  # noqa: PLC0415
+    from convstore.store._engine import run  # noqa: PLC0415
+    from convstore.store._prepare import utcnow  # noqa: PLC0415
+
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation()
+        first = conv.append(DOGS)
+        asked = conv.append([PAWS, model("Eight.")])
+
+        def fork(at, name, *, before=False):
+            op = _ops.fork(conv.id, at, name, utcnow(), before=before, single=single)
+            return run(store.engine, op, write=True, single=single)
+
+        head = fork(asked[-1].id, "at")
+        assert (head.node_id, head.depth, head.total_tokens) == (asked[-1].id, 3, asked[-1].total_tokens)
+        assert head.exchange_id == asked[-1].exchange_id
+        edited = fork(asked[0].id, "before", before=True)
+        assert (edited.node_id, edited.depth) == (first[-1].id, first[-1].depth)
+        assert fork(first[0].id, "root", before=True).node_id is None
+        assert fork(None, "empty").node_id is None
+        with pytest.raises(BranchExistsError):
+            fork(first[0].id, "at")
+        with pytest.raises(NodeNotFoundError):
+            fork(str(uuid.uuid4()), "missing", before=True)
+        assert store.conversation(conv.id, "before").history() == DOGS
+        store.delete_conversation(conv.id)
+        with pytest.raises(ConversationNotFoundError):
+            fork(first[0].id, "late")
+
+
+def test_an_edit_starts_at_the_parent_and_appends_after_it(store):
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    asked = conv.append([PAWS, model("Eight.")])
+    edited = conv.edit(asked[0].id, branch="tails")
+    assert edited.head_id == first[-1].id
+    added = edited.append([user("How many tails?"), model("Two.")])
+    assert added[0].parent_id == first[-1].id
+    assert added[0].depth == first[-1].depth + 1
+    assert added[0].total_tokens == first[-1].total_tokens + added[0].token_count
+    assert edited.history() == [*DOGS, user("How many tails?"), model("Two.")]
+    # The edit of a first message is an empty branch; its head moves by compare-and-swap like any other.
+    again = conv.edit(first[0].id, branch="again")
+    assert again.head_id is None
+    assert again.history() == []
+    stale = store.conversation(conv.id, "again")
+    again.append([PAWS])
+    with pytest.raises(ConflictError):
+        stale.append([PAWS])
+    assert [n.data for n in again.nodes()] == [PAWS]
+
+
 def test_path_is_the_history_at_a_node(store):
     conv = store.create_conversation()
     nodes = conv.append(DOGS) + conv.append([PAWS])
@@ -222,6 +304,38 @@ def test_conversations_are_listed_newest_first_in_pages(store):
     assert first.items[0].metadata == {"i": 6}
     with pytest.raises(ValueError, match="cursor"):
         store.conversations(cursor="garbage")
+
+
+def test_a_listed_record_is_the_opened_one_and_cursors_break_ties_by_id(store):
+    """Listing builds each record from the driver's row: the same record as opening the conversation
+    (settings decoded, time aware UTC, id canonical); conversations made in the same microsecond are
+    paged by id, none twice, none skipped."""
+    tools = [{"type": "function", "name": "f", "parameters": {"type": "object"}}]
+    made = [
+        store.create_conversation(
+            model="m", system_instruction="Be brief.", tools=tools, metadata={"i": 1}
+        ).id,
+        store.create_conversation(generation_config={"thinking_level": "low"}).id,
+    ]
+    same = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    rows = [
+        {"id": str(uuid.uuid4()), "created_at": same, "model": "m", "system_instruction": None}
+        | {"generation_config": None, "tools": None, "metadata": None, "owner": None, "encryption": None}
+        for _ in range(5)
+    ]
+    stamps = {"created_at": same, "updated_at": same}
+    branches = [{"conversation_id": row["id"], "name": "main", "head_id": None, **stamps} for row in rows]
+    with store.engine.begin() as conn:
+        conn.execute(st.INSERT_CONVERSATION, rows)
+        conn.execute(st.INSERT_BRANCH, branches)
+    listed = list(store.iter_conversations(page_size=2))
+    assert [info.id for info in listed[:2]] == made[::-1]
+    assert [info.id for info in listed[2:]] == sorted((row["id"] for row in rows), reverse=True)
+    for info in listed:
+        assert info == store.conversation(info.id).info
+        assert info.created_at.tzinfo is not None
+        assert info.created_at.utcoffset() == timedelta(0)
+    assert listed[-1].created_at == same
 
 
 def test_conversation_settings_are_kept(store):

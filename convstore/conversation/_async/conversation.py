@@ -27,13 +27,13 @@ from convstore.conversation._async.turn_stream import AsyncTurnStream
 from convstore.conversation._media import FileStatus, MediaPolicy, RemoteDeletion, file_positions, uris_at
 from convstore.conversation._request import RequestBody, RequestSettings, StreamClient, new_input_steps
 from convstore.conversation._turn import Turn
-from convstore.errors import APIError, CodecError
+from convstore.errors import APIError, CodecError, NodeNotFoundError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _files, _ops
 from convstore.store._async import access
 from convstore.store._async.store import _AsyncConversationBase, _AsyncStoreBase
-from convstore.store._prepare import exchange_id_for, utcnow, window_length, window_parts
+from convstore.store._prepare import exchange_id_for, utcnow, valid_id, window_length, window_parts
 
 __all__ = ["AsyncConversation", "AsyncCreateClient", "AsyncStore", "AsyncTurnStream"]
 
@@ -438,8 +438,9 @@ class AsyncConversation(_AsyncConversationBase):
         ``conv.edit(question.id).send("a better question", client=client)`` keeps the old question and its
         answers on the old branch and starts the new one from the same history.
         """
-        node = await self.node(node_id)
-        return await access.fork(self, node.parent_id, branch)
+        if not valid_id(node_id):
+            raise NodeNotFoundError(self.id, str(node_id))
+        return await access.fork(self, node_id, branch, before=True)  # one statement: at the node's parent
 
 
 class AsyncStore(_AsyncStoreBase[AsyncConversation]):

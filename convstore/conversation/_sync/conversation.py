@@ -28,11 +28,11 @@ from convstore.conversation._request import RequestBody, RequestSettings, Stream
 from convstore.conversation._sync import lifecycle as _lifecycle
 from convstore.conversation._sync.turn_stream import TurnStream
 from convstore.conversation._turn import Turn
-from convstore.errors import APIError, CodecError
+from convstore.errors import APIError, CodecError, NodeNotFoundError
 from convstore.model import Node
 from convstore.model._interaction import Interaction
 from convstore.store import _files, _ops
-from convstore.store._prepare import exchange_id_for, utcnow, window_length, window_parts
+from convstore.store._prepare import exchange_id_for, utcnow, valid_id, window_length, window_parts
 from convstore.store._sync import access
 from convstore.store._sync.store import _ConversationBase, _StoreBase
 
@@ -439,8 +439,9 @@ class Conversation(_ConversationBase):
         ``conv.edit(question.id).send("a better question", client=client)`` keeps the old question and its
         answers on the old branch and starts the new one from the same history.
         """
-        node = self.node(node_id)
-        return access.fork(self, node.parent_id, branch)
+        if not valid_id(node_id):
+            raise NodeNotFoundError(self.id, str(node_id))
+        return access.fork(self, node_id, branch, before=True)  # one statement: at the node's parent
 
 
 class Store(_StoreBase[Conversation]):

@@ -102,7 +102,7 @@ async def append(
     return await conversation._append(prepared, exchange, head, exchange_id=exchange_id)
 
 
-async def fork(conversation: CB, at: str | None, branch: str | None) -> CB:
-    """The conversation on a new branch at node ``at`` (None: an empty branch), named ``branch`` or a new
-    name."""
-    return await conversation._fork(at, branch)
+async def fork(conversation: CB, at: str | None, branch: str | None, *, before: bool = False) -> CB:
+    """The conversation on a new branch at node ``at`` (None: an empty branch; ``before``: at its parent),
+    named ``branch`` or a new name."""
+    return await conversation._fork(at, branch, before=before)

@@ -20,7 +20,7 @@ from convstore._wire import json_array
 from convstore.budget import TokenBudget
 from convstore.errors import BudgetExceededError, InvalidExchangeError, NodeNotFoundError, NotFoundError
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Step, Tree
-from convstore.store import _listing, _ops, _reads, _windows, _writes
+from convstore.store import _listing, _ops, _reads, _search, _windows, _writes
 from convstore.store._crypto import DataCipher
 from convstore.store._prepare import (
     check_branch_name,
@@ -303,10 +303,14 @@ class _AsyncConversationBase:
             raise NodeNotFoundError(self.id, str(at))
         return await self._fork(at, branch)
 
-    async def _fork(self, at: str | None, branch: str | None) -> Self:
-        """A new branch at node ``at``; None makes an empty branch."""
+    async def _fork(self, at: str | None, branch: str | None, *, before: bool = False) -> Self:
+        """A new branch at node ``at`` (``before``: at its parent); None makes an empty branch."""
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
-        head = await self._store._run(_ops.fork(self.id, at, name, utcnow()), write=True)
+        store = self._store
+        if store._routed is None and store._engine.dialect.name == "postgresql":  # Citus: two statements
+            store._routed = await store._run(_search.routed())
+        fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=not store._routed)
+        head = await store._run(fork, write=True, single=not store._routed)
         return type(self)(self._store, self._info, name, head, self._cipher)
 
     async def checkout(self, branch: str) -> Self:

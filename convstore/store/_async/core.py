@@ -223,9 +223,9 @@ class _AsyncStoreCore:
     ) -> None:
         await self.aclose()
 
-    async def _run(self, op: Op[T], *, write: bool = False) -> T:
+    async def _run(self, op: Op[T], *, write: bool = False, single: bool = False) -> T:
         await self._ready()
-        return await run_async(self._engine, op, write=write)
+        return await run_async(self._engine, op, write=write, single=single)
 
     # Schema
 

@@ -160,7 +160,7 @@ class _AsyncStoreBase(_AsyncTransfer, _AsyncMaintenance, Generic[C]):
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = await self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
-        items = [await self._listed(row) for row in rows]
+        items = [row if isinstance(row, ConversationInfo) else await self._listed(row) for row in rows]
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
     async def _listed(self, row: Any) -> ConversationInfo:

@@ -103,7 +103,7 @@ def append(
     return conversation._append(prepared, exchange, head, exchange_id=exchange_id)
 
 
-def fork(conversation: CB, at: str | None, branch: str | None) -> CB:
-    """The conversation on a new branch at node ``at`` (None: an empty branch), named ``branch`` or a new
-    name."""
-    return conversation._fork(at, branch)
+def fork(conversation: CB, at: str | None, branch: str | None, *, before: bool = False) -> CB:
+    """The conversation on a new branch at node ``at`` (None: an empty branch; ``before``: at its parent),
+    named ``branch`` or a new name."""
+    return conversation._fork(at, branch, before=before)

@@ -224,9 +224,9 @@ class _StoreCore:
     ) -> None:
         self.close()
 
-    def _run(self, op: Op[T], *, write: bool = False) -> T:
+    def _run(self, op: Op[T], *, write: bool = False, single: bool = False) -> T:
         self._ready()
-        return run(self._engine, op, write=write)
+        return run(self._engine, op, write=write, single=single)
 
     # Schema
 

@@ -24,7 +24,7 @@ from convstore.errors import (
     ShredPendingError,
     StoreBusyError,
 )
-from convstore.store import _check, _listing, _ops, _search
+from convstore.store import _check, _listing, _ops, _purge, _search
 from convstore.store._crypto import ENCRYPTION
 from convstore.store._engine import checkpoint
 from convstore.store._prepare import utcnow, valid_id
@@ -155,9 +155,15 @@ class _Maintenance(_StoreCore):
         stale = self._run(_ops.stale_conversations(cutoff, self.owner))
         deleted: list[str] = []
         key_wal_busy = False
-        for conversation_id in stale:
+        # In batches, one transaction each (``_purge``); one by one when a key_store holds the keys.
+        for batch in _purge.batches(stale, together=self.key_store is None):
             try:
-                outcome = self._delete(conversation_id, stale_before=cutoff)
+                if self.key_store is None:
+                    done = self._run(_ops.delete_batch(batch, cutoff, self.owner), write=True)
+                else:
+                    outcome = self._delete(batch[0], stale_before=cutoff)
+                    done = [] if outcome == _ops.KEPT else batch
+                    key_wal_busy = key_wal_busy or outcome == _ops.KEY_WAL_BUSY
             except ConversationNotFoundError:
                 continue  # deleted meanwhile
             except ConvstoreError as error:
@@ -167,11 +173,9 @@ class _Maintenance(_StoreCore):
                 with contextlib.suppress(ConvstoreError):
                     self._shred_wal(deleted, key_wal_busy=key_wal_busy)
                 raise PurgeIncompleteError(deleted, error) from error
-            if outcome != _ops.KEPT:
-                deleted.append(conversation_id)
-                if on_deleted is not None:
-                    on_deleted(conversation_id)
-            key_wal_busy = key_wal_busy or outcome == _ops.KEY_WAL_BUSY
+            deleted += done
+            if on_deleted is not None:
+                _purge.report(done, on_deleted)
         self._shred_wal(deleted, key_wal_busy=key_wal_busy)
         return len(deleted)
 

@@ -161,7 +161,7 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
         if not 1 <= limit <= 1000:
             raise ValueError("limit must be between 1 and 1000")
         rows, next_cursor = self._run(_ops.list_conversations(limit, decode_cursor(cursor), self.owner))
-        items = [self._listed(row) for row in rows]
+        items = [row if isinstance(row, ConversationInfo) else self._listed(row) for row in rows]
         return Page(items=items, next_cursor=encode_cursor(next_cursor))
 
     def _listed(self, row: Any) -> ConversationInfo:

@@ -1,0 +1,163 @@
+"""Forks and edits: a new branch row at a node, or at its parent (operations: see ``_ops``). Nothing is
+copied: a branch is a name and a head."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+
+from convstore.errors import BranchExistsError, ConversationNotFoundError, NodeNotFoundError
+from convstore.store import _statements as st
+from convstore.store._engine import Exec, Op
+from convstore.store._rows import EMPTY_HEAD, Head
+from convstore.store._schema import branches as b
+from convstore.store._schema import conversations as c
+from convstore.store._schema import nodes as n
+from convstore.store._writes import hold_conversation
+
+__all__ = ["FORK_AT", "FORK_BEFORE", "FORK_EMPTY", "HOLD_BEFORE", "fork"]
+
+
+def _fork_statement(*, before: bool, empty: bool = False) -> Any:
+    """``INSERT INTO branches ... SELECT`` of the conversation's row (locked FOR KEY SHARE first, as
+    ``hold_conversation`` does, so that a fork and a delete lock in one order) and the node forked at: its
+    own id (a fork at it) or its parent's (``before``: an edit, a fork just before it; NULL for a root,
+    an empty branch). No row when the conversation or the node is missing: nothing inserted. It returns
+    the new head's depth, running total, exchange and segment, read by primary key. Every table is
+    filtered on the ``conversation_id`` parameter, so a distributed database can route it to one shard."""
+    cid = sa.bindparam("conversation_id", type_=c.c.id.type)
+    if empty:
+        source = sa.select(
+            c.c.id, sa.bindparam("branch"), sa.null(), sa.bindparam("now"), sa.bindparam("now")
+        )
+    else:
+        node = n.c.parent_id if before else n.c.id
+        source = sa.select(
+            c.c.id, sa.bindparam("branch"), node, sa.bindparam("now"), sa.bindparam("now")
+        ).select_from(
+            c.join(n, sa.and_(n.c.conversation_id == cid, n.c.id == sa.bindparam("at", type_=n.c.id.type)))
+        )
+    source = source.where(c.c.id == cid).with_for_update(read=True, key_share=True, of=c)
+
+    def at_head(column: str) -> Any:
+        # Written out: SQLAlchemy neither correlates a RETURNING clause's subquery with the table inserted
+        # into nor, on SQLite, qualifies its columns.
+        sql = f"(SELECT head.{column} FROM {n.name} AS head WHERE head.conversation_id = "  # noqa: S608 -- the schema's names
+        sql += f"{b.name}.conversation_id AND head.id = {b.name}.head_id)"
+        return sa.literal_column(
+            sql,
+            n.c[column].type,
+        ).label(column)
+
+    return (
+        sa.insert(b)
+        .from_select(["conversation_id", "name", "head_id", "created_at", "updated_at"], source)
+        .returning(
+            b.c.head_id,
+            at_head("depth"),
+            at_head("total_tokens"),
+            at_head("exchange_id"),
+            at_head("segment_id"),
+        )
+    )
+
+
+FORK_AT = _fork_statement(before=False)
+FORK_BEFORE = _fork_statement(before=True)
+FORK_EMPTY = _fork_statement(before=False, empty=True)
+
+
+def fork(
+    conversation_id: str,
+    at: str | None,
+    name: str,
+    now: datetime,
+    *,
+    before: bool = False,
+    single: bool = True,
+) -> Op[Head]:
+    """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied.
+
+    Args:
+        before: Fork just before ``at`` (at its parent; an empty branch for a root): an edit of ``at``.
+        single: One statement (``FORK_AT``, ``FORK_BEFORE``, ``FORK_EMPTY``), which the store runs on its
+            own (autocommit on PostgreSQL: one round trip). Otherwise (Citus, which plans an INSERT ...
+            SELECT across shards: it waited for a block_writes move of any shard in the cluster) two: the
+            conversation's lock with the node read in the same statement, then a plain INSERT of the values
+            read under the lock.
+
+    Raises:
+        ConversationNotFoundError: no such conversation.
+        NodeNotFoundError: ``at`` is not a node of it.
+        BranchExistsError: it has a branch of that name.
+    """
+    if not single:
+        return (yield from _fork_in_two(conversation_id, at, name, now, before=before))
+    params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
+    statement = FORK_EMPTY if at is None else FORK_BEFORE if before else FORK_AT
+    try:
+        row = (yield Exec(statement, params)).first()
+    except exc.IntegrityError:
+        raise BranchExistsError(conversation_id, name) from None
+    if row is None:
+        found = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
+        if found.first() is None or at is None:
+            raise ConversationNotFoundError(conversation_id)
+        raise NodeNotFoundError(conversation_id, at)
+    if row.head_id is None:
+        return EMPTY_HEAD
+    return Head(row.head_id, row.depth, row.total_tokens, row.exchange_id, row.segment_id)
+
+
+def _fork_in_two(conversation_id: str, at: str | None, name: str, now: datetime, *, before: bool) -> Op[Head]:
+    """``fork`` in two statements (see ``single``)."""
+    params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
+    if at is not None and before:
+        held = (yield Exec(HOLD_BEFORE, params)).first()
+        if held is None:
+            raise ConversationNotFoundError(conversation_id)
+        if held.node_id is None:
+            raise NodeNotFoundError(conversation_id, at)
+        at = held.parent_id
+        params["at"] = at
+    if at is None:
+        yield from hold_conversation(conversation_id)
+    else:
+        held = (yield Exec(st.HOLD_FOR_FORK, params)).first()
+        if held is None:
+            raise ConversationNotFoundError(conversation_id)
+        if held.node_id is None:
+            raise NodeNotFoundError(conversation_id, at)
+    # A plain INSERT of the values read under the lock (not INSERT ... SELECT). The node stays: nodes are
+    # never deleted but with their conversation, whose lock this transaction holds.
+    row = {
+        "conversation_id": conversation_id,
+        "name": name,
+        "head_id": at,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        yield Exec(st.INSERT_BRANCH, row)
+    except exc.IntegrityError:
+        raise BranchExistsError(conversation_id, name) from None
+    if at is None:
+        return EMPTY_HEAD
+    return Head(at, held.depth, held.total_tokens, held.exchange_id, held.segment_id)
+
+
+# An edit's first statement in two (``_fork_in_two``): the conversation's lock and the parent of the node
+# edited (NULL node_id: no such node).
+HOLD_BEFORE = (
+    sa.select(c.c.id, n.c.id.label("node_id"), n.c.parent_id)
+    .select_from(
+        c.outerjoin(
+            n, sa.and_(n.c.conversation_id == c.c.id, n.c.id == sa.bindparam("at", type_=n.c.id.type))
+        )
+    )
+    .where(c.c.id == sa.bindparam("conversation_id"))
+    .with_for_update(read=True, key_share=True, of=c)
+)
