@@ -188,7 +188,11 @@ def test_both_forms_of_a_fork_agree(db_url, single):
     from convstore.store._engine import run  # noqa: PLC0415
     from convstore.store._prepare import utcnow  # noqa: PLC0415
 
+    from convstore.store import _search  # noqa: PLC0415
+
     with convstore.Store(db_url) as store:
+        if single and store.engine.dialect.name == "postgresql" and run(store.engine, _search.routed()):
+            pytest.skip("Citus plans an INSERT ... SELECT across shards: the store runs the two statements")
         conv = store.create_conversation()
         first = conv.append(DOGS)
         asked = conv.append([PAWS, model("Eight.")])
