@@ -73,9 +73,19 @@ def test_a_batched_purge_deletes_rows_keys_and_search_rows_and_keeps_the_ids(db_
         assert store.check().ok
 
 
+def _citus(store: convstore.Store) -> bool:
+    from convstore.store import _search  # noqa: PLC0415
+    from convstore.store._engine import run  # noqa: PLC0415
+
+    postgres = store.engine.dialect.name == "postgresql"
+    return postgres and bool(run(store.engine, _search.routed(), write=False))
+
+
 def test_a_conversation_touched_after_the_listing_is_kept(db_url, monkeypatch):
     """The staleness is tested again inside each batch's transaction, after its lock."""
     with convstore.Store(db_url) as store:
+        if _citus(store):
+            pytest.skip("Citus purges one conversation at a time: no batch to touch")
         convs = [store.create_conversation(model="m") for _ in range(6)]
         _age(store.engine)
         real = _purge.delete_batch
@@ -95,6 +105,8 @@ def test_a_failing_batch_is_rolled_back_whole_and_the_batches_before_it_are_name
     """Batches of 1, 2, 4: a delete refused in the third leaves its four conversations whole; the error
     names the three deleted before it, which on_deleted was told of."""
     with convstore.Store(db_url) as store:
+        if _citus(store):
+            pytest.skip("Citus purges one conversation at a time (and has no triggers on distributed tables)")
         convs = [store.create_conversation(model="m") for _ in range(7)]
         for conv in convs:
             conv.append([user("hello"), model("hi")])

@@ -223,6 +223,12 @@ class _AsyncStoreCore:
     ) -> None:
         await self.aclose()
 
+    async def _is_routed(self) -> bool:
+        """Whether the database is Citus's (statements that span conversations are planned apart)."""
+        if self._routed is None:
+            self._routed = self._engine.dialect.name == "postgresql" and await self._run(_search.routed())
+        return self._routed
+
     async def _run(self, op: Op[T], *, write: bool = False, single: bool = False) -> T:
         await self._ready()
         return await run_async(self._engine, op, write=write, single=single)

@@ -154,10 +154,13 @@ class _AsyncMaintenance(_AsyncStoreCore):
         stale = await self._run(_ops.stale_conversations(cutoff, self.owner))
         deleted: list[str] = []
         key_wal_busy = False
-        # In batches, one transaction each (``_purge``); one by one when a key_store holds the keys.
-        for batch in _purge.batches(stale, together=self.key_store is None):
+        # In batches, one transaction each (``_purge``); one by one when a key_store holds the keys (its
+        # delete_key cannot roll back), and on Citus (a batch's rows lie on several shards, which Citus
+        # does not lock FOR UPDATE in one statement).
+        together = self.key_store is None and not await self._is_routed()
+        for batch in _purge.batches(stale, together=together):
             try:
-                if self.key_store is None:
+                if together:
                     done = await self._run(_ops.delete_batch(batch, cutoff, self.owner), write=True)
                 else:
                     outcome = await self._delete(batch[0], stale_before=cutoff)

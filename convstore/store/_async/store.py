@@ -364,11 +364,9 @@ class _AsyncStoreBase(_AsyncTransfer, _AsyncMaintenance, Generic[C]):
             candidates=candidates,
         )
         dialect = self._engine.dialect.name
-        if self._routed is None:
-            self._routed = dialect == "postgresql" and await self._run(_search.routed())
-        op = _search.search(
-            request, self.owner, dialect=dialect, language=self._search_language, routed=self._routed
-        )
+        routed = await self._is_routed()
+        language = self._search_language
+        op = _search.search(request, self.owner, dialect=dialect, language=language, routed=routed)
         return await self._run(op)
 
 

@@ -21,7 +21,7 @@ from convstore._wire import json_array
 from convstore.budget import TokenBudget
 from convstore.errors import BudgetExceededError, InvalidExchangeError, NodeNotFoundError, NotFoundError
 from convstore.model import Branch, ConversationInfo, Exchange, Node, Step, Tree
-from convstore.store import _listing, _ops, _reads, _search, _windows, _writes
+from convstore.store import _listing, _ops, _reads, _windows, _writes
 from convstore.store._crypto import DataCipher
 from convstore.store._prepare import (
     check_branch_name,
@@ -308,10 +308,9 @@ class _ConversationBase:
         """A new branch at node ``at`` (``before``: at its parent); None makes an empty branch."""
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         store = self._store
-        if store._routed is None and store._engine.dialect.name == "postgresql":  # Citus: two statements
-            store._routed = store._run(_search.routed())
-        fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=not store._routed)
-        head = store._run(fork, write=True, single=not store._routed)
+        single = not store._is_routed()  # Citus: two statements (INSERT ... SELECT spans shards)
+        fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=single)
+        head = store._run(fork, write=True, single=single)
         return type(self)(self._store, self._info, name, head, self._cipher)
 
     def checkout(self, branch: str) -> Self:

@@ -224,6 +224,12 @@ class _StoreCore:
     ) -> None:
         self.close()
 
+    def _is_routed(self) -> bool:
+        """Whether the database is Citus's (statements that span conversations are planned apart)."""
+        if self._routed is None:
+            self._routed = self._engine.dialect.name == "postgresql" and self._run(_search.routed())
+        return self._routed
+
     def _run(self, op: Op[T], *, write: bool = False, single: bool = False) -> T:
         self._ready()
         return run(self._engine, op, write=write, single=single)

@@ -364,11 +364,9 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
             candidates=candidates,
         )
         dialect = self._engine.dialect.name
-        if self._routed is None:
-            self._routed = dialect == "postgresql" and self._run(_search.routed())
-        op = _search.search(
-            request, self.owner, dialect=dialect, language=self._search_language, routed=self._routed
-        )
+        routed = self._is_routed()
+        language = self._search_language
+        op = _search.search(request, self.owner, dialect=dialect, language=language, routed=routed)
         return self._run(op)
 
 
