@@ -75,16 +75,21 @@ def run_cli(
     )
 
 
-# The fork server: `python -c _SERVER FD` imports the command line once, then for each request (a
+# The fork server: `python -c _SERVER FD` imports the command line and what it imports, then forgets the
+# command line's own modules (convstore.cli.*: they read the environment as they load, e.g. the default
+# store's path in the help), so each command loads them afresh in its own environment. For each request (a
 # length-prefixed JSON of argv, environment and folder, with stdin, stdout and stderr as passed file
-# descriptors) forks a child that becomes that command: the three descriptors on 0, 1 and 2, the
+# descriptors) it forks a child that becomes that command: the three descriptors on 0, 1 and 2, the
 # request's environment and folder, sys.argv as `python -m` sets it, then `sys.exit(main())` as
 # convstore/cli/__main__.py does. The server answers the child's pid, then its exit status.
 _SERVER = r"""
 import json, os, socket, struct, sys
-from convstore.cli import main
+import convstore, convstore.cli
+main_path = os.path.join(os.path.dirname(convstore.cli.__file__), "__main__.py")
+for name in [name for name in sys.modules if name == "convstore.cli" or name.startswith("convstore.cli.")]:
+    del sys.modules[name]
+del convstore.cli
 server = socket.socket(fileno=int(sys.argv[1]))
-main_path = os.path.join(os.path.dirname(sys.modules["convstore.cli"].__file__), "__main__.py")
 while True:
     head, fds, _, _ = socket.recv_fds(server, 4, 3)
     if not head:
@@ -104,6 +109,7 @@ while True:
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         sys.argv = [main_path, *request["args"]]
+        from convstore.cli import main
         sys.exit(main())
     for fd in fds:
         os.close(fd)
