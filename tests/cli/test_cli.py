@@ -1,4 +1,4 @@
-"""The ``convstore`` command, driven as a user drives it: the real console script in a subprocess.
+"""The ``convstore`` command, driven as a user drives it: in a process of its own (``run_cli``).
 
 Each test points ``--db`` at a temporary SQLite file (and ``XDG_DATA_HOME`` at a temporary folder, so the
 default store is never the real one), checks what is printed and the exit status, and checks the store

@@ -10,6 +10,7 @@ import pytest
 from _client_support import load
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import examples
 
 from convstore.client import (
     ErrorEvent,
@@ -182,7 +183,7 @@ def test_fixture_stream_chunked_anywhere(cuts: list[int]) -> None:
     assert decode(*_split(data, cuts)) == expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(st.binary(max_size=64), max_size=10))
 def test_random_bytes_raise_only_stream_error(chunks: list[bytes]) -> None:
     decoder = EventDecoder()
@@ -194,7 +195,7 @@ def test_random_bytes_raise_only_stream_error(chunks: list[bytes]) -> None:
         pass
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     st.lists(
         st.one_of(
