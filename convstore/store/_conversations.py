@@ -89,20 +89,9 @@ def info_from_row(row: Any, cipher: DataCipher | None = None) -> ConversationInf
         system_instruction, generation_config, tools, metadata = (
             cipher.open_or_none("conversation", field, getattr(row, field)) for field in SETTINGS
         )
-    return ConversationInfo(
-        id=conversation_id,
-        created_at=row.created_at,
-        model=row.model,
-        system_instruction=None
-        if system_instruction is None
-        else json_or_none(system_instruction, conversation_id, "system_instruction"),
-        generation_config=None
-        if generation_config is None
-        else json_or_none(generation_config, conversation_id, "generation_config"),
-        tools=None if tools is None else json_or_none(tools, conversation_id, "tools"),
-        metadata=None if metadata is None else json_or_none(metadata, conversation_id, "metadata"),
-        encrypted=getattr(row, "encryption", None) is not None,
-    )
+    settings = (system_instruction, generation_config, tools, metadata)
+    encrypted = getattr(row, "encryption", None) is not None
+    return info_of(conversation_id, row.created_at, row.model, settings, encrypted=encrypted)
 
 
 def withheld_info(row: Any, why: Unreadable = "keyring_required") -> ConversationInfo:
@@ -278,20 +267,7 @@ def _listed(row: Sequence[Any]) -> ConversationInfo | Listed:
         created = created.astimezone(timezone.utc)
     if row[7] is not None:
         return Listed(conversation_id, created, *row[2:])
-    system_instruction, generation_config, tools, metadata = row[3:7]
-    return ConversationInfo(
-        id=conversation_id,
-        created_at=created,
-        model=row[2],
-        system_instruction=None
-        if system_instruction is None
-        else json_or_none(system_instruction, conversation_id, "system_instruction"),
-        generation_config=None
-        if generation_config is None
-        else json_or_none(generation_config, conversation_id, "generation_config"),
-        tools=None if tools is None else json_or_none(tools, conversation_id, "tools"),
-        metadata=None if metadata is None else json_or_none(metadata, conversation_id, "metadata"),
-    )
+    return info_of(conversation_id, created, row[2], row[3:7])
 
 
 def list_conversations(
@@ -313,3 +289,30 @@ def stale_conversations(cutoff: datetime, owner: str | None) -> Op[list[str]]:
     """Conversations (of ``owner``) created before ``cutoff`` with no branch moved since."""
     result = yield Exec(st.STALE_CONVERSATIONS, {"cutoff": cutoff, "owner": owner})
     return [row.id for row in result]
+
+
+def info_of(
+    conversation_id: str,
+    created_at: Any,
+    model: str | None,
+    settings: Sequence[str | None],
+    *,
+    encrypted: bool = False,
+) -> ConversationInfo:
+    """A conversation's record from its columns, its settings (system instruction, generation config,
+    tools, metadata: JSON texts, opened) decoded."""
+    decoded = [
+        None if text is None else json_or_none(text, conversation_id, field)
+        for field, text in zip(SETTINGS, settings, strict=True)
+    ]
+    system_instruction, generation_config, tools, metadata = decoded
+    return ConversationInfo(
+        id=conversation_id,
+        created_at=created_at,
+        model=model,
+        system_instruction=system_instruction,
+        generation_config=generation_config,
+        tools=tools,
+        metadata=metadata,
+        encrypted=encrypted,
+    )

@@ -198,17 +198,9 @@ def history(
         return Replay(EMPTY_HEAD, [])
     if cipher is None:
         rows = yield from _scan(conversation_id, found, paths.HISTORY_BYTES_SCAN, rows=True)
-        last_id, last_exchange = rows[-1][HISTORY_ID], rows[-1][_EXCHANGE_ID]
-        head = Head(
-            canonical_id(last_id),
-            found[-1].top,
-            found[-1].total,
-            canonical_id(last_exchange),
-            found[-1].segment_id,
-        )
+        head = _head_at(found[-1], rows[-1][HISTORY_ID], rows[-1][_EXCHANGE_ID])
         return (yield from replay_of_bytes(conversation_id, head, rows))
     rows = yield from _scan(conversation_id, found, paths.HISTORY_SCAN)
-    last_id, last_exchange = rows[-1].id, rows[-1].exchange_id
     texts = cipher.open_nodes(_IdPayload(canonical_id(row.id), row.payload) for row in rows)
     yield from put_back_media(conversation_id, texts, [row.media for row in rows], rows, cipher)
     payloads = [text.encode() for text in texts]
@@ -216,14 +208,7 @@ def history(
         (i, canonical_id(row.id), tuple(json.loads(row.files))) for i, row in enumerate(rows) if row.files
     )
     fresh = _fresh(rows[files[0][0]].files_fresh) if files else None
-    head = Head(
-        canonical_id(last_id),
-        found[-1].top,
-        found[-1].total,
-        canonical_id(last_exchange),
-        found[-1].segment_id,
-    )
-    return Replay(head, payloads, files, fresh)
+    return Replay(_head_at(found[-1], rows[-1].id, rows[-1].exchange_id), payloads, files, fresh)
 
 
 def replay_of_bytes(conversation_id: str, head: Head, rows: list[Any]) -> Op[Replay]:
@@ -396,3 +381,10 @@ def exchanges_of_branch(conversation_id: str, branch: str) -> Op[list[Exchange]]
     found = yield Exec(st.EXCHANGES, {"conversation_id": conversation_id, "exchange_ids": ids})
     by_id = {row.exchange_id: exchange_from_row(row) for row in found}
     return [by_id[i] for i in ids if i in by_id]
+
+
+def _head_at(segment: Segment, node_id: Any, exchange_id: Any) -> Head:
+    """The head of a path whose last segment is ``segment``, at its last node (ids as the driver gave
+    them)."""
+    node, exchange = canonical_id(node_id), canonical_id(exchange_id)
+    return Head(node, segment.top, segment.total, exchange, segment.segment_id)
