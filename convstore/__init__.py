@@ -118,6 +118,7 @@ from convstore.model import (
     UserInputStep,
     VideoContent,
 )
+from convstore.model import _tree as _model_tree
 from convstore.model._interaction import Interaction, Usage
 from convstore.store import (
     MEDIA_REF,
@@ -266,6 +267,9 @@ __all__ = [
     "read_conversations",
     "schema_status",
 ]
+
+# Node.step decodes through the codec, which builds on the model: the root wires the two.
+_model_tree.use_step_decoder(decode_step)
 
 # What convstore exports says it is convstore's (as httpx does): reprs, tracebacks and docs name
 # ``convstore.Store``, never the private module it is written in. Attrs classes resolve their annotations

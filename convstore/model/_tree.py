@@ -7,7 +7,7 @@ what a request replays; ``Node.data`` and ``Node.step`` decode it on demand.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import Any, Generic, Literal, TypeVar
@@ -30,6 +30,18 @@ Unreadable = Literal[
 ]
 """Why a listed encrypted conversation's settings are withheld (see ``ConversationInfo.unreadable``)."""
 
+
+
+# The decoder of a wire step into its model class (``convstore.codec.decode_step``). The codec builds on the
+# model, so the model does not import it: the package's root (``convstore/__init__``, which every import of
+# a convstore module runs first) hands it over with ``use_step_decoder``.
+_step_decoder: Callable[[Any], Step] | None = None
+
+
+def use_step_decoder(decoder: Callable[[Any], Step]) -> None:
+    """Set the decoder ``Node.step`` uses (the package's root sets ``convstore.codec.decode_step``)."""
+    global _step_decoder  # noqa: PLW0603 -- the one wiring point, set once at import
+    _step_decoder = decoder
 
 @attrs.frozen(kw_only=True)
 class Node:
@@ -68,9 +80,9 @@ class Node:
     @property
     def step(self) -> Step:
         """The step as a typed model object."""
-        from convstore.codec import decode_step  # noqa: PLC0415 -- the model layer must not import codec at load
-
-        return decode_step(self.data)
+        if _step_decoder is None:  # pragma: no cover -- importing convstore.model runs convstore/__init__
+            raise RuntimeError("no step decoder: import convstore, which wires convstore.codec's")
+        return _step_decoder(self.data)
 
 
 @attrs.frozen(kw_only=True)

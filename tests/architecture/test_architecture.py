@@ -15,7 +15,10 @@ Each exception is listed below with the work that removes it.
 from __future__ import annotations
 
 import ast
+import os
 import runpy
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,13 +72,7 @@ ALLOWED: dict[str, set[str]] = {
 ALLOWED["__init__"] = set(ALLOWED) - {"__init__", "__main__", "cli", "web", "testing", "pytest_plugin"}
 
 # Imports the layers forbid that the code still makes, each with the work that removes it.
-EXCEPTIONS: dict[tuple[str, str], str] = {
-    # Node.step decodes its step lazily through the codec (model <- codec the other way): issue 25. It stays:
-    # decoding in the store (eagerly) would cost every read and raise where only ``.step`` raises now; a
-    # decoder handed to each Node would change Node's public constructor; a decoder the codec registers in
-    # the model at import would only hide the same dependency from this test.
-    ("model", "codec"): "issue 25: Node.step decodes through the codec, lazily (see above)",
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 # Front ends reaching past the public API today: being removed by the front-end work (the cliweb helper,
 # issue 25 item 3); the lead empties this list at merge. Each entry: (front end, what it imports).
 FRONT_END_VIOLATIONS: set[tuple[str, str]] = set()
@@ -321,3 +318,25 @@ def test_the_conversation_layer_uses_no_private_member_of_the_store():
         for where in _store_private_reads(path, private)
     ]
     assert not found, "use convstore.store._async.access (or a public member) instead:\n" + "\n".join(found)
+
+
+def test_a_node_decodes_its_step_when_only_the_model_is_imported():
+    """The model does not import the codec; the package's root wires the codec's decoder into it, and every
+    import of a convstore module runs the root first."""
+    code = (
+        "from datetime import datetime, timezone\n"
+        "from convstore.model import Node\n"
+        "raw = '{\"type\": \"user_input\", \"content\": [{\"type\": \"text\", \"text\": \"hi\"}]}'\n"
+        "node = Node(id='n', conversation_id='c', parent_id=None, depth=0, exchange_id='e',\n"
+        "            type='user_input', token_count=1, total_tokens=1,\n"
+        "            created_at=datetime.now(timezone.utc), raw_json=raw)\n"
+        "print(type(node.step).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(PACKAGE.parent)},
+    )
+    assert done.stdout.split() == ["UserInputStep"], done.stderr
