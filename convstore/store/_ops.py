@@ -145,4 +145,8 @@ def open_branch(
         return Opened(found, _reads.Replay(EMPTY_HEAD, []))
     if len(rows) != head.depth + 1 or canonical_id(rows[-1][_reads.HISTORY_ID]) != head.node_id:
         return Opened(found, None)
+    if any(row[_reads.HISTORY_MEDIA] is not None for row in rows):
+        # Media are put back from their own table, image by image: an open (for a page, a tree, a list
+        # of nodes) must not read them all. The turn reads them, if it comes.
+        return Opened(found, None)
     return Opened(found, (yield from _reads.replay_of_bytes(conversation_id, head, rows)))

@@ -46,6 +46,7 @@ from convstore.store._rows import (
 
 __all__ = [
     "HISTORY_ID",
+    "HISTORY_MEDIA",
     "Replay",
     "Segment",
     "branch_from_row",
@@ -151,11 +152,11 @@ class Replay:
 
 
 _HISTORY_COLUMNS = list(paths.HISTORY_BYTES_SCAN.selected_columns.keys())
-HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, _MEDIA, _FILES, _FRESH = (
+HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, HISTORY_MEDIA, _FILES, _FRESH = (
     _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media", "files", "files_fresh")
 )
 _PAYLOADS = operator.itemgetter(_PAYLOAD)
-_MEDIAS = operator.itemgetter(_MEDIA)
+_MEDIAS = operator.itemgetter(HISTORY_MEDIA)
 
 
 class _IdPayload(NamedTuple):
