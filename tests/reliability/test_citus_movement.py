@@ -177,6 +177,9 @@ def cluster(own_group: str) -> Iterator[Cluster]:
 # --- a fork waits for nothing but its own conversation ---------------------------------------------------
 
 
+# Slow, so it runs alone (CI's Citus run, -n 0): the move it holds open keeps other tests' schemas from
+# being colocated meanwhile ("could not acquire the lock required to colocate distributed table").
+@pytest.mark.slow
 def test_a_fork_does_not_wait_for_a_block_writes_move_of_another_shard(own_group, cluster):
     """Before the fork was a plain INSERT of the values read under the lock, its INSERT ... SELECT took the
     metadata lock of every shard of the branches table: it waited here, and failed with StoreBusyError."""
