@@ -13,13 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convstore.store._engine._factory import _WRITE_OPTION
-from convstore.store._engine._fastpath import (
-    _driver_rows,
-    _driver_rows_async,
-    _psycopg,
-    run_batch,
-    run_batch_async,
-)
+from convstore.store._engine._fastpath import _psycopg, execute, execute_async, run_batch, run_batch_async
 from convstore.store._engine._op import Batch, Call, Op
 from convstore.store._engine._translate import outcome_unknown, translate
 
@@ -78,12 +72,7 @@ def drive(conn: Connection, op: Op[T]) -> T:
                     step = op.send(value)
                 continue
             try:
-                if isinstance(step, Batch):
-                    result: Any = run_batch(conn, step)
-                elif step.rows:
-                    result = _driver_rows(conn, step)
-                else:
-                    result = conn.execute(step.statement, step.params)
+                result: Any = run_batch(conn, step) if isinstance(step, Batch) else execute(conn, step)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
@@ -197,10 +186,8 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
             try:
                 if isinstance(step, Batch):
                     result: Any = await run_batch_async(conn, step)
-                elif step.rows:
-                    result = await _driver_rows_async(conn, step)
                 else:
-                    result = await conn.execute(step.statement, step.params)
+                    result = await execute_async(conn, step)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
