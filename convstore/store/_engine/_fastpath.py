@@ -316,17 +316,18 @@ async def _lost_async(
     return wrapped
 
 
-def _short_way(conn: Connection, step: Exec) -> tuple[_Prepared, Any, bool] | None:
-    if id(step.statement) not in _ONCE or _watched(conn):
+def _short_way(conn: Connection, step: Exec, watched: bool | None) -> tuple[_Prepared, Any, bool] | None:
+    if id(step.statement) not in _ONCE or (_watched(conn) if watched is None else watched):
         return None
     prepared, many = _compiled_for(conn, step)
     return (prepared, _bound_all(prepared, step, many), many) if prepared.direct else None
 
 
-def execute(conn: Connection, step: Exec) -> Any:
+def execute(conn: Connection, step: Exec, *, watched: bool | None = None) -> Any:
     """One statement on ``conn``: through the driver when it may (``compile_once``), else SQLAlchemy's
-    ``execute``. A ``DriverResult`` or SQLAlchemy's ``Result``; the driver's rows for ``Exec(rows=True)``."""
-    bound = _short_way(conn, step)
+    ``execute``. A ``DriverResult`` or SQLAlchemy's ``Result``; the driver's rows for ``Exec(rows=True)``.
+    ``watched``: ``_watched(conn)``, when the caller knows it (it holds for a transaction)."""
+    bound = _short_way(conn, step, watched)
     if bound is None:
         return _driver_rows(conn, step) if step.rows else conn.execute(step.statement, step.params)
     prepared, params, many = bound
@@ -346,11 +347,11 @@ def execute(conn: Connection, step: Exec) -> Any:
         cursor.close()
 
 
-async def execute_async(conn: AsyncConnection, step: Exec) -> Any:
+async def execute_async(conn: AsyncConnection, step: Exec, *, watched: bool | None = None) -> Any:
     """``execute`` on an asyncio connection: the driver's own coroutines (psycopg's, aiosqlite's), no
     greenlet hop into SQLAlchemy for the statement."""
     sync = conn.sync_connection
-    bound = None if sync is None else _short_way(sync, step)
+    bound = None if sync is None else _short_way(sync, step, watched)
     if bound is None or sync is None:
         if step.rows:
             return await _driver_rows_async(conn, step)
@@ -408,7 +409,8 @@ async def _aiosqlite(  # noqa: PLR0917 -- execute_async's parts
 def run_batch(conn: Connection, batch: Batch) -> list[Any]:
     """The statements of ``batch`` in one pipeline (psycopg), or one after the other; their results."""
     if not _psycopg(conn.dialect):
-        return [execute(conn, step) for step in batch.statements]
+        watched = _watched(conn)
+        return [execute(conn, step, watched=watched) for step in batch.statements]
     fairy: Any = conn.connection
     driver = fairy.driver_connection
     bound = [_bind(conn, step) for step in batch.statements]
@@ -436,7 +438,8 @@ def run_batch(conn: Connection, batch: Batch) -> list[Any]:
 async def run_batch_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
     """``run_batch`` on an asyncio connection."""
     if not _psycopg(conn.dialect):
-        return [await execute_async(conn, step) for step in batch.statements]
+        watched = conn.sync_connection is not None and _watched(conn.sync_connection)
+        return [await execute_async(conn, step, watched=watched) for step in batch.statements]
     fairy: Any = await conn.get_raw_connection()
     driver = fairy.driver_connection
     bound = [_bind(conn, step) for step in batch.statements]

@@ -13,7 +13,14 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convstore.store._engine._factory import _WRITE_OPTION
-from convstore.store._engine._fastpath import _psycopg, execute, execute_async, run_batch, run_batch_async
+from convstore.store._engine._fastpath import (
+    _psycopg,
+    _watched,
+    execute,
+    execute_async,
+    run_batch,
+    run_batch_async,
+)
 from convstore.store._engine._op import Batch, Call, Op
 from convstore.store._engine._translate import outcome_unknown, translate
 
@@ -60,6 +67,7 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
 
 def drive(conn: Connection, op: Op[T]) -> T:
     """Feed an operation's statements to ``conn`` until it returns."""
+    watched = _watched(conn)  # whether its statements go through SQLAlchemy, for the whole transaction
     try:
         step = next(op)
         while True:
@@ -72,7 +80,10 @@ def drive(conn: Connection, op: Op[T]) -> T:
                     step = op.send(value)
                 continue
             try:
-                result: Any = run_batch(conn, step) if isinstance(step, Batch) else execute(conn, step)
+                if isinstance(step, Batch):
+                    result: Any = run_batch(conn, step)
+                else:
+                    result = execute(conn, step, watched=watched)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
@@ -169,6 +180,8 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
 
     Once ``stop`` is set, the next statement is not run and the operation is abandoned (``_Stopped``).
     """
+    sync = conn.sync_connection
+    watched = sync is not None and _watched(sync)
     try:
         step = next(op)
         while True:
@@ -187,7 +200,7 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
                 if isinstance(step, Batch):
                     result: Any = await run_batch_async(conn, step)
                 else:
-                    result = await execute_async(conn, step)
+                    result = await execute_async(conn, step, watched=watched)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
