@@ -11,7 +11,7 @@ from sqlalchemy import exc
 
 from convstore.errors import BranchExistsError, ConversationNotFoundError, NodeNotFoundError
 from convstore.store import _statements as st
-from convstore.store._engine import Exec, Op
+from convstore.store._engine import Exec, Op, compile_once
 from convstore.store._rows import EMPTY_HEAD, Head
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
@@ -161,3 +161,6 @@ HOLD_BEFORE = (
     .where(c.c.id == sa.bindparam("conversation_id"))
     .with_for_update(read=True, key_share=True, of=c)
 )
+
+
+compile_once(globals())  # every statement above goes to the driver directly (see _engine._fastpath)

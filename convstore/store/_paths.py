@@ -16,6 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
 
+from convstore.store._engine import compile_once
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import files as fl
@@ -327,3 +328,6 @@ FIRST_EXCHANGE_NODES = (
     .where(n.c.conversation_id == sa.bindparam("conversation_id"), n.c.exchange_id == _ROOT_EXCHANGE)
     .order_by(n.c.depth)
 )
+
+
+compile_once(globals())  # every statement above goes to the driver directly (see _engine._fastpath)

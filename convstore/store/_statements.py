@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql import Select
 
+from convstore.store._engine import compile_once
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import erased as er
@@ -312,3 +313,6 @@ SUMMARY = sa.select(sm.c.payload, sm.c.token_count).where(
     sm.c.conversation_id == sa.bindparam("conversation_id"), sm.c.node_id == sa.bindparam("node_id")
 )
 INSERT_SUMMARY = sa.insert(sm)
+
+
+compile_once(globals())  # every statement above goes to the driver directly (see _engine._fastpath)

@@ -21,7 +21,7 @@ from convstore.errors import ConversationNotFoundError, CorruptionError
 from convstore.store import _paths as paths
 from convstore.store import _statements as st
 from convstore.store._crypto import DataCipher
-from convstore.store._engine import Exec, Op
+from convstore.store._engine import Exec, Op, compile_once
 from convstore.store._reads import segments
 from convstore.store._rows import (
     EMPTY_HEAD,
@@ -351,3 +351,6 @@ def _canonical(row: Any) -> Row:
     if values["parent_id"] is not None:
         values["parent_id"] = canonical_id(values["parent_id"])
     return Row(values)
+
+
+compile_once(globals())  # every statement above goes to the driver directly (see _engine._fastpath)

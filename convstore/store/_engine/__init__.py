@@ -13,7 +13,8 @@ rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run besid
 
 The parts, by concern: ``_op`` (what an operation is), ``_factory`` (engines and their connection settings),
 ``_translate`` (database errors into convstore's), ``_runner`` (one operation in one transaction, sync and
-asyncio), ``_fastpath`` (psycopg's binary rows for the wide scans) and ``_wal`` (SQLite's WAL checkpoint).
+asyncio), ``_fastpath`` (the store's statements compiled once and sent to the driver directly; psycopg's
+binary rows for the wide scans and its pipelines) and ``_wal`` (SQLite's WAL checkpoint).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from convstore.store._engine._factory import (
     make_async_engine,
     make_engine,
 )
-from convstore.store._engine._fastpath import DriverResult
+from convstore.store._engine._fastpath import DriverResult, compile_once
 from convstore.store._engine._op import Batch, Call, Exec, Op
 from convstore.store._engine._runner import drive, drive_async, run, run_async
 from convstore.store._engine._translate import database_errors, outcome_unknown, translate
@@ -43,6 +44,7 @@ __all__ = [
     "adopt_engine",
     "checkpoint",
     "checkpoint_async",
+    "compile_once",
     "configure_engine",
     "database_errors",
     "drive",

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 from convstore._extras import missing_extra, require
+from convstore.store._engine._fastpath import _lost, _watched
 
 _WRITE_OPTION = "convstore_write"
 
@@ -252,4 +253,15 @@ def _install(engine: Engine, settings: _Settings) -> None:
 
 def _on_begin(conn: Connection) -> None:
     write = conn.get_execution_options().get(_WRITE_OPTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    sql = "BEGIN IMMEDIATE" if write else "BEGIN"
+    if _watched(conn):  # seen by whoever watches the statements
+        conn.exec_driver_sql(sql)
+        return
+    fairy: Any = conn.connection
+    cursor = fairy.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise _lost(conn, error, fairy, sql, cursor) from error  # as exec_driver_sql raises it
+    finally:
+        cursor.close()

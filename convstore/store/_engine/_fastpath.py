@@ -1,5 +1,14 @@
-"""The driver's rows: a wide scan's rows fetched by psycopg directly, with binary results; and a batch of
-statements sent in one psycopg pipeline (one round trip)."""
+"""The driver directly: the store's own statements, compiled once, sent to the driver's cursor and read as
+its rows, past SQLAlchemy's per-statement execution (its parameter handling, result objects and events),
+which costs more than the statement itself on a short turn; a wide scan's rows fetched by psycopg with
+binary results; and a batch of statements sent in one psycopg pipeline (one round trip).
+
+SQLAlchemy still checks the connection out of its pool and begins and commits its transaction: only the
+statements take the short way. A statement takes it when its module registered it (``compile_once``: the
+constants of ``_statements``, ``_paths`` and the like, never a statement built per call) and nothing is
+watching the engine's statements (a ``before_cursor_execute`` listener, as OpenTelemetry's instrumentation
+installs, or ``echo``): then each goes through ``Connection.execute`` as before, so that it is seen.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +26,31 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 from convstore.store._engine._op import Batch, Exec
+
+# -- the statements that may take the short way ---------------------------------------------------------
+
+_ONCE: dict[int, Executable] = {}  # by id: a module's constants live as long as the process
+
+
+def compile_once(namespace: Mapping[str, object]) -> None:
+    """Register every statement among a module's names (``compile_once(globals())`` at its end) for the
+    driver directly: each is compiled once per dialect, and executed past SQLAlchemy's execution path."""
+    for value in namespace.values():
+        if isinstance(value, Executable):
+            _ONCE[id(value)] = value
+
+
+def _watched(conn: Connection) -> bool:
+    """Whether something watches ``conn``'s statements: the engine's statement events or its echo."""
+    dispatch = conn.dispatch
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or dispatch.before_execute
+        or dispatch.after_execute
+        or getattr(conn, "_echo", False)
+    )
+
 
 # -- the driver's rows ------------------------------------------------------------------------------------
 
@@ -80,13 +114,13 @@ async def _driver_rows_async(conn: AsyncConnection, step: Exec) -> list[Any]:
         raise _driver_error(conn, sql, params, error) from error
 
 
-# -- batches: one pipeline on psycopg ---------------------------------------------------------------------
+# -- statements compiled once, read as the driver's rows -------------------------------------------------
 
 
 class DriverResult:
-    """A statement's result read from psycopg in a pipeline: its rows, processed as SQLAlchemy processes
-    them (a row's columns by name too), and its row count. What the operations use of SQLAlchemy's
-    ``Result``: ``first()``, ``all()``, iteration and ``rowcount``."""
+    """A statement's result read from the driver: its rows, processed as SQLAlchemy processes them (a row's
+    columns by name too, and ``row._mapping``), and its row count. What the operations use of SQLAlchemy's
+    ``Result``: ``first()``, ``all()``, ``one()``, the scalars, iteration and ``rowcount``."""
 
     __slots__ = ("_rows", "rowcount")
 
@@ -100,51 +134,123 @@ class DriverResult:
     def all(self) -> list[Any]:
         return self._rows
 
+    def fetchall(self) -> list[Any]:
+        return self._rows
+
+    def one(self) -> Any:
+        if len(self._rows) != 1:
+            raise exc.NoResultFound("no row") if not self._rows else exc.MultipleResultsFound("rows")
+        return self._rows[0]
+
+    def one_or_none(self) -> Any:
+        if len(self._rows) > 1:
+            raise exc.MultipleResultsFound("rows")
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
+
+
+def _row_class(names: list[str]) -> Any:
+    """A named tuple of ``names`` with SQLAlchemy's ``Row._mapping`` (the columns by their own names)."""
+    base: Any = collections.namedtuple("row", names, rename=True)  # type: ignore[misc]
+    keys = tuple(names)
+
+    def mapping(self: tuple[Any, ...]) -> dict[str, Any]:
+        return dict(zip(keys, self, strict=True))
+
+    return type("row", (base,), {"__slots__": (), "_mapping": property(mapping)})
 
 
 @attrs.frozen
 class _Prepared:
     """A statement compiled once for a dialect (and, for an insert, the columns it is given): its SQL, the
-    bind processors of its parameters, and the type of each result column and the row class to read it as."""
+    bind processors of its parameters (and their order, for a positional driver), the type of each result
+    column and the row class to read it as; ``direct``: whether the driver can run it as it is (no
+    parameter SQLAlchemy expands or renders at execution, no column default computed in Python)."""
 
     compiled: Any
     sql: str
-    binds: Mapping[str, Callable[[Any], Any]]
+    binds: tuple[tuple[str, str, Any, Callable[[Any], Any] | None], ...]  # name, key, default, processor
+    positions: tuple[str, ...] | None
     columns: tuple[tuple[str, Any], ...]
     row: Any
+    direct: bool
 
 
 @functools.lru_cache(maxsize=256)
 def _prepared(statement: Executable, dialect: Any, keys: tuple[str, ...] | None) -> _Prepared:
     column_keys = None if keys is None else list(keys)
     compiled: Any = statement.compile(dialect=dialect, column_keys=column_keys)  # type: ignore[attr-defined]
-    binds = dict(compiled._bind_processors)
+    processors = compiled._bind_processors
+    binds = tuple(
+        (name, bind.key, bind, processors.get(name)) for bind, name in compiled.bind_names.items()
+    )
     columns = tuple((entry.keyname, entry.type) for entry in compiled._result_columns or ())
-    names = [name for name, _ in columns]
-    row = collections.namedtuple("row", names, rename=True) if columns else None
-    return _Prepared(compiled, str(compiled), binds, columns, row)
+    row = _row_class([name for name, _ in columns]) if columns else None
+    positions = tuple(compiled.positiontup) if compiled.positional else None
+    direct = not (
+        any(bind.expanding or bind.literal_execute for bind in compiled.binds.values())
+        or compiled.literal_execute_params
+        or compiled.post_compile_params
+        or compiled.escaped_bind_names
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+        or getattr(compiled, "_insertmanyvalues", None) is not None
+    )
+    return _Prepared(compiled, str(compiled), binds, positions, columns, row, direct)
 
 
-def _bound(prepared: _Prepared, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    values: dict[str, Any] = prepared.compiled.construct_params(params)
-    for name, process in prepared.binds.items():
-        if name in values:
-            values[name] = process(values[name])
+def _bound(prepared: _Prepared, params: Mapping[str, Any] | None) -> Any:
+    """The parameters as the driver takes them, as ``construct_params`` and the bind processors make them
+    (a value by its parameter's key or its name, else the parameter's own value), without their generality."""
+    given = params or {}
+    values: dict[str, Any] = {}
+    for name, key, bind, process in prepared.binds:
+        if key in given:
+            value = given[key]
+        elif name in given:
+            value = given[name]
+        elif bind.required:
+            raise exc.InvalidRequestError(f"A value is required for bind parameter {key!r}")
+        else:
+            value = bind.effective_value
+        values[name] = value if process is None else process(value)
+    if prepared.positions is not None:
+        return tuple([values[name] for name in prepared.positions])
     return values
+
+
+def _compiled_for(conn: Connection | AsyncConnection, step: Exec) -> tuple[_Prepared, bool]:
+    """The statement of ``step`` compiled for ``conn``, and whether it is an executemany."""
+    one: Any = step.params
+    if one is not None and not isinstance(one, Mapping):
+        first = next(iter(one), None)
+        return _prepared(step.statement, conn.dialect, None if first is None else tuple(first)), True
+    insert = bool(getattr(step.statement, "is_insert", False))
+    return _prepared(step.statement, conn.dialect, tuple(one) if one is not None and insert else None), False
 
 
 def _bind(conn: Connection | AsyncConnection, step: Exec) -> tuple[_Prepared, Any, bool]:
     """The statement of ``step`` compiled for ``conn`` and its parameters bound (a list for executemany)."""
-    one: Any = step.params
-    if one is not None and not isinstance(one, Mapping):
-        params = list(one)
-        prepared = _prepared(step.statement, conn.dialect, tuple(params[0]) if params else None)
-        return prepared, [_bound(prepared, each) for each in params], True
-    insert = bool(getattr(step.statement, "is_insert", False))
-    prepared = _prepared(step.statement, conn.dialect, tuple(one) if one is not None and insert else None)
-    return prepared, _bound(prepared, one), False
+    prepared, many = _compiled_for(conn, step)
+    return prepared, _bound_all(prepared, step, many), many
+
+
+def _bound_all(prepared: _Prepared, step: Exec, many: bool) -> Any:
+    if many:
+        return [_bound(prepared, each) for each in step.params]  # type: ignore[union-attr,arg-type]
+    return _bound(prepared, step.params)  # type: ignore[arg-type]
 
 
 def _processors(prepared: _Prepared, dialect: Any, description: Any) -> list[Any]:
@@ -155,9 +261,15 @@ def _processors(prepared: _Prepared, dialect: Any, description: Any) -> list[Any
 
 
 def _read(prepared: _Prepared, dialect: Any, cursor: Any, rows: list[Any]) -> DriverResult:
-    if cursor.description is None or prepared.row is None:
-        return DriverResult([], cursor.rowcount)
-    processors = _processors(prepared, dialect, cursor.description)
+    return _result(prepared, dialect, cursor.description, cursor.rowcount, rows)
+
+
+def _result(
+    prepared: _Prepared, dialect: Any, description: Any, rowcount: int, rows: list[Any]
+) -> DriverResult:
+    if description is None or prepared.row is None:
+        return DriverResult([], rowcount)
+    processors = _processors(prepared, dialect, description)
     make = prepared.row._make
     if any(processors):
         rows = [
@@ -166,21 +278,141 @@ def _read(prepared: _Prepared, dialect: Any, cursor: Any, rows: list[Any]) -> Dr
         ]
     else:
         rows = [make(row) for row in rows]
-    return DriverResult(rows, cursor.rowcount)
+    return DriverResult(rows, rowcount)
 
 
-def _one_by_one(conn: Connection, batch: Batch) -> list[Any]:
-    return [
-        _driver_rows(conn, step) if step.rows else conn.execute(step.statement, step.params)
-        for step in batch.statements
-    ]
+def _failed(conn: Connection, fairy: Any, sql: str, error: Exception, cursor: Any) -> exc.DBAPIError:
+    """A driver's error as SQLAlchemy raises it (``DBAPIError``), which says whether the connection is lost
+    (``connection_invalidated``): then the caller invalidates it, as SQLAlchemy does, so that the pool
+    does not hand it out again."""
+    dialect = conn.dialect
+    return exc.DBAPIError.instance(  # type: ignore[return-value]  # the driver error: a DBAPIError
+        sql,
+        None,
+        error,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        dialect=dialect,
+        connection_invalidated=bool(dialect.is_disconnect(error, fairy, cursor)),  # type: ignore[arg-type]
+    )
+
+
+def _lost(conn: Connection, error: Exception, fairy: Any, sql: str, cursor: Any) -> exc.DBAPIError:
+    wrapped = _failed(conn, fairy, sql, error, cursor)
+    if wrapped.connection_invalidated and not conn.invalidated:
+        conn.invalidate(wrapped)
+    return wrapped
+
+
+async def _lost_async(
+    conn: AsyncConnection, error: Exception, fairy: Any, sql: str, cursor: Any
+) -> exc.DBAPIError:
+    sync = conn.sync_connection
+    if sync is None:
+        return _driver_error(conn, sql, None, error)  # type: ignore[return-value]  # see _failed
+    wrapped = _failed(sync, fairy, sql, error, cursor)
+    if wrapped.connection_invalidated and not conn.invalidated:
+        await conn.invalidate(wrapped)
+    return wrapped
+
+
+def _short_way(conn: Connection, step: Exec, watched: bool | None) -> tuple[_Prepared, Any, bool] | None:
+    if id(step.statement) not in _ONCE or (_watched(conn) if watched is None else watched):
+        return None
+    prepared, many = _compiled_for(conn, step)
+    return (prepared, _bound_all(prepared, step, many), many) if prepared.direct else None
+
+
+def execute(conn: Connection, step: Exec, *, watched: bool | None = None) -> Any:
+    """One statement on ``conn``: through the driver when it may (``compile_once``), else SQLAlchemy's
+    ``execute``. A ``DriverResult`` or SQLAlchemy's ``Result``; the driver's rows for ``Exec(rows=True)``.
+    ``watched``: ``_watched(conn)``, when the caller knows it (it holds for a transaction)."""
+    bound = _short_way(conn, step, watched)
+    if bound is None:
+        return _driver_rows(conn, step) if step.rows else conn.execute(step.statement, step.params)
+    prepared, params, many = bound
+    fairy: Any = conn.connection
+    driver = fairy.driver_connection
+    cursor = driver.cursor(binary=True) if step.rows and _psycopg(conn.dialect) else driver.cursor()
+    try:
+        if many:
+            cursor.executemany(prepared.sql, params)
+        else:
+            cursor.execute(prepared.sql, params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+        return list(rows) if step.rows else _read(prepared, conn.dialect, cursor, rows)
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise _lost(conn, error, fairy, prepared.sql, cursor) from error
+    finally:
+        cursor.close()
+
+
+async def execute_async(conn: AsyncConnection, step: Exec, *, watched: bool | None = None) -> Any:
+    """``execute`` on an asyncio connection: the driver's own coroutines (psycopg's, aiosqlite's), no
+    greenlet hop into SQLAlchemy for the statement."""
+    sync = conn.sync_connection
+    bound = None if sync is None else _short_way(sync, step, watched)
+    if bound is None or sync is None:
+        if step.rows:
+            return await _driver_rows_async(conn, step)
+        return await conn.execute(step.statement, step.params)
+    prepared, params, many = bound
+    fairy: Any = sync.connection
+    driver = fairy.driver_connection
+    if not _psycopg(conn.dialect):
+        return await _aiosqlite(conn, fairy, step, prepared, params, many)
+    cursor = driver.cursor(binary=True) if step.rows else driver.cursor()
+    try:
+        if many:
+            await cursor.executemany(prepared.sql, params)
+        else:
+            await cursor.execute(prepared.sql, params)
+        rows = list(await cursor.fetchall()) if cursor.description is not None else []
+        return rows if step.rows else _read(prepared, conn.dialect, cursor, rows)
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise await _lost_async(conn, error, fairy, prepared.sql, cursor) from error
+    finally:
+        await cursor.close()
+
+
+def _sqlite_statement(connection: Any, sql: str, params: Any, many: bool) -> tuple[list[Any], Any, int]:
+    """One statement on a ``sqlite3`` connection, in aiosqlite's thread: its rows, description, row count."""
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+        return rows, cursor.description, cursor.rowcount
+    finally:
+        cursor.close()
+
+
+async def _aiosqlite(  # noqa: PLR0917 -- execute_async's parts
+    conn: AsyncConnection, fairy: Any, step: Exec, prepared: _Prepared, params: Any, many: bool
+) -> Any:
+    """A statement through aiosqlite in one trip to its thread (its cursor's methods take one each)."""
+    driver = fairy.driver_connection
+    try:
+        rows, description, rowcount = await driver._execute(
+            _sqlite_statement, driver._conn, prepared.sql, params, many
+        )
+    except conn.dialect.loaded_dbapi.Error as error:
+        raise await _lost_async(conn, error, fairy, prepared.sql, None) from error
+    return rows if step.rows else _result(prepared, conn.dialect, description, rowcount, rows)
+
+
+# -- batches: one pipeline on psycopg ---------------------------------------------------------------------
 
 
 def run_batch(conn: Connection, batch: Batch) -> list[Any]:
     """The statements of ``batch`` in one pipeline (psycopg), or one after the other; their results."""
     if not _psycopg(conn.dialect):
-        return _one_by_one(conn, batch)
-    driver: Any = conn.connection.driver_connection
+        watched = _watched(conn)
+        return [execute(conn, step, watched=watched) for step in batch.statements]
+    fairy: Any = conn.connection
+    driver = fairy.driver_connection
     bound = [_bind(conn, step) for step in batch.statements]
     cursors = [driver.cursor(binary=step.rows) for step in batch.statements]
     try:
@@ -197,7 +429,7 @@ def run_batch(conn: Connection, batch: Batch) -> list[Any]:
             for step, cursor, (prepared, _, _) in zip(batch.statements, cursors, bound, strict=True)
         ]
     except conn.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(conn, bound[0][0].sql, None, error) from error
+        raise _lost(conn, error, fairy, bound[0][0].sql, None) from error
     finally:
         for cursor in cursors:
             cursor.close()
@@ -206,13 +438,10 @@ def run_batch(conn: Connection, batch: Batch) -> list[Any]:
 async def run_batch_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
     """``run_batch`` on an asyncio connection."""
     if not _psycopg(conn.dialect):
-        return [
-            await _driver_rows_async(conn, step)
-            if step.rows
-            else await conn.execute(step.statement, step.params)
-            for step in batch.statements
-        ]
-    driver: Any = (await conn.get_raw_connection()).driver_connection
+        watched = conn.sync_connection is not None and _watched(conn.sync_connection)
+        return [await execute_async(conn, step, watched=watched) for step in batch.statements]
+    fairy: Any = await conn.get_raw_connection()
+    driver = fairy.driver_connection
     bound = [_bind(conn, step) for step in batch.statements]
     cursors = [driver.cursor(binary=step.rows) for step in batch.statements]
     try:
@@ -227,7 +456,7 @@ async def run_batch_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
             rows = list(await cursor.fetchall()) if cursor.description is not None else []
             results.append(rows if step.rows else _read(prepared, conn.dialect, cursor, rows))
     except conn.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(conn, bound[0][0].sql, None, error) from error
+        raise await _lost_async(conn, error, fairy, bound[0][0].sql, None) from error
     else:
         return results
     finally:

@@ -14,9 +14,10 @@ if TYPE_CHECKING:
 
 from convstore.store._engine._factory import _WRITE_OPTION
 from convstore.store._engine._fastpath import (
-    _driver_rows,
-    _driver_rows_async,
     _psycopg,
+    _watched,
+    execute,
+    execute_async,
     run_batch,
     run_batch_async,
 )
@@ -66,6 +67,7 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
 
 def drive(conn: Connection, op: Op[T]) -> T:
     """Feed an operation's statements to ``conn`` until it returns."""
+    watched = _watched(conn)  # whether its statements go through SQLAlchemy, for the whole transaction
     try:
         step = next(op)
         while True:
@@ -80,10 +82,8 @@ def drive(conn: Connection, op: Op[T]) -> T:
             try:
                 if isinstance(step, Batch):
                     result: Any = run_batch(conn, step)
-                elif step.rows:
-                    result = _driver_rows(conn, step)
                 else:
-                    result = conn.execute(step.statement, step.params)
+                    result = execute(conn, step, watched=watched)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
@@ -180,6 +180,8 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
 
     Once ``stop`` is set, the next statement is not run and the operation is abandoned (``_Stopped``).
     """
+    sync = conn.sync_connection
+    watched = sync is not None and _watched(sync)
     try:
         step = next(op)
         while True:
@@ -197,10 +199,8 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
             try:
                 if isinstance(step, Batch):
                     result: Any = await run_batch_async(conn, step)
-                elif step.rows:
-                    result = await _driver_rows_async(conn, step)
                 else:
-                    result = await conn.execute(step.statement, step.params)
+                    result = await execute_async(conn, step, watched=watched)
             except exc.DBAPIError as error:
                 step = op.throw(error)
             else:
