@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from importlib import metadata
 from typing import Any, Final
 from urllib.parse import quote
@@ -32,6 +30,7 @@ import httpx
 
 from convstore._limits import DEFAULT_LIMITS, Limits, check_value, checked_limits, loads
 from convstore._wire import SplicedInput, body_bytes
+from convstore.client._backoff import backoff_delay, is_retryable_status, retry_after
 from convstore.errors import APIConnectionError, APIError, CodecError, LimitExceededError
 
 __all__ = [
@@ -364,50 +363,6 @@ def read_response(response: httpx.Response, content: bytes) -> httpx.Response:
     """A copy of a streamed ``response`` holding its (decoded) ``content``, read within the limits."""
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=content, request=response.request)
-
-
-def is_retryable_status(status_code: int) -> bool:
-    """408, 409, 429 and every 5xx are retried (reference §1)."""
-    return status_code in (408, 409, 429) or 500 <= status_code <= 599
-
-
-def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """The wait the server asked for, in seconds: ``retry-after-ms`` first, then ``Retry-After``.
-
-    Args:
-        headers: Response headers (case-insensitive mapping).
-        now: The current time, for an HTTP-date ``Retry-After``.
-
-    Returns:
-        Seconds (``> 0``), or ``None`` when absent, invalid or not positive.
-    """
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-        except ValueError:
-            ms = -1.0
-        if 0 < ms < float("inf"):
-            return ms / 1000
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return seconds if 0 < seconds < float("inf") else None
-
-
-def backoff_delay(retry: int, *, rand: float) -> float:
-    """``0.5 s * 2**retry`` capped at 8 s, minus ``rand * 25 %`` (``rand`` in ``[0, 1)``)."""
-    return min(0.5 * 2.0**retry, 8.0) * (1 - 0.25 * rand)
 
 
 class RetryState:
