@@ -98,6 +98,8 @@ class ClientConfig:
     max_retries: int = 4
     auto_continue: bool = True
     limits: Limits = DEFAULT_LIMITS
+    # What every create request of this configuration shares (``_create_parts``), built at the first.
+    _parts: dict[bool, _CreateParts] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -183,6 +185,27 @@ def _extensions(config: ClientConfig) -> dict[str, Any]:
     return {"timeout": httpx.Timeout(config.timeout).as_dict()}
 
 
+class _CreateParts:
+    """The parts of a create request that do not depend on its body: the URL parsed once, the headers
+    encoded once (``Host`` first and ``Content-Length`` last, where httpx puts them for ``content=``), the
+    timeouts."""
+
+    __slots__ = ("headers", "timeout", "url")
+
+    def __init__(self, config: ClientConfig, *, stream: bool) -> None:
+        self.url = httpx.URL(_url(config))
+        host = [(b"Host", self.url.netloc)] if self.url.host else []
+        self.headers = host + httpx.Headers(_headers(config, stream=stream, has_body=True)).raw
+        self.timeout: dict[str, Any] = _extensions(config)["timeout"]
+
+
+def _create_parts(config: ClientConfig, *, stream: bool) -> _CreateParts:
+    parts = config._parts.get(stream)
+    if parts is None:  # the first create of this configuration (its errors raised here, as for every one)
+        parts = config._parts[stream] = _CreateParts(config, stream=stream)
+    return parts
+
+
 def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, stream: bool) -> httpx.Request:
     """``POST {base_url}/{api_version}/interactions`` with ``body`` (``stream`` set to match).
 
@@ -211,16 +234,21 @@ def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, strea
     else:
         check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
         content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    extensions = _extensions(config)
+    parts = _create_parts(config, stream=stream)
+    extensions: dict[str, Any] = {"timeout": dict(parts.timeout)}
     if payload.get("store") is not False:  # the server's default is true
         extensions[STORED] = True
-    return httpx.Request(
+    # What ``httpx.Request(..., content=content)`` builds, from the parts parsed and encoded once: the same
+    # URL, the same headers in the same order, the same body (read, as ``content=`` reads it).
+    request = httpx.Request(
         "POST",
-        _url(config),
-        headers=_headers(config, stream=stream, has_body=True),
-        content=content,
+        parts.url,
+        headers=[*parts.headers, (b"Content-Length", str(len(content)).encode())],
+        stream=httpx.ByteStream(content),
         extensions=extensions,
     )
+    request.read()
+    return request
 
 
 STORED: Final = "convstore.stored_create"  # extension marking a store: true create (``_files``)
