@@ -351,8 +351,15 @@ def error_from_response(status_code: int, content: bytes) -> APIError:
     )
 
 
-def parse_json_body(response: httpx.Response, limits: Limits = DEFAULT_LIMITS) -> JSONObject:
+def parse_json_body(
+    response: httpx.Response, limits: Limits = DEFAULT_LIMITS, *, content: bytes | None = None
+) -> JSONObject:
     """The JSON object of a successful, read response.
+
+    Args:
+        response: The response (read, unless ``content`` is given).
+        limits: The bounds on the body.
+        content: The (decoded) body read from ``response`` (``None``: ``response.content``).
 
     Raises:
         APIError: The body is not a JSON object (or not strict JSON: NaN, a key given twice).
@@ -361,7 +368,7 @@ def parse_json_body(response: httpx.Response, limits: Limits = DEFAULT_LIMITS) -
     """
     try:
         body = loads(
-            response.content,
+            response.content if content is None else content,
             path="reply",
             limits=limits,
             max_bytes=limits.max_reply_bytes,
