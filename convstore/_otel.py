@@ -21,8 +21,11 @@ steps (both the Interactions API's wire JSON) and ``gen_ai.system_instructions``
 ``send`` or stream span gets them once the turn is recorded, so a failed call has none.
 
 Without ``opentelemetry-api`` the wrappers return what they wrap unchanged: no wrapper, no cost (``record``
-enters a shared no-op span). The conversation layer applies them and hands the reply its turn read
-(``record_span(...).replied``): nothing here reads a reply or imports the conversation layer.
+enters a shared no-op span). With it but no tracer provider configured (the API's default, or its no-op
+provider), a turn makes no span either: the API's no-op span would record nothing and only carry its
+parent's context on, which the turn then keeps as it is. The conversation layer applies them and hands
+the reply its turn read (``record_span(...).replied``): nothing here reads a reply or imports the
+conversation layer.
 """
 
 from __future__ import annotations
@@ -61,6 +64,13 @@ _trace: Final = _load_trace()
 # The span of the turn under way in this context (a send(), or the step of a stream's iteration that
 # records it), for the record() inside it to put the reply on.
 _turn_span: ContextVar[Any] = ContextVar("convstore_turn_span", default=None)
+
+
+def _tracing() -> bool:
+    """Whether the app configured a tracer provider, so that a span made now may be recorded."""
+    assert _trace is not None  # noqa: S101 -- only asked when tracing is possible
+    provider = _trace.get_tracer_provider()
+    return not isinstance(provider, (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider))
 
 
 def _capture_content() -> bool:
@@ -169,7 +179,7 @@ _NO_SPAN: Final = _RecordSpan(None)
 def record_span(conversation: Any, body: Mapping[str, Any]) -> _RecordSpan:
     """A ``record {model}`` span (kind ``INTERNAL``) around one ``record`` of ``conversation``; a no-op
     without ``opentelemetry-api``. A child of the ``send`` or stream span when one of those records."""
-    if _trace is None:
+    if _trace is None or not _tracing():
         return _NO_SPAN
     model = body.get("model") if isinstance(body, Mapping) else None
     return _RecordSpan(_start(conversation, "record", "INTERNAL", model))
@@ -189,6 +199,8 @@ def traced_send(fn: F) -> F:
 
         @functools.wraps(fn)
         async def send_async(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if not _tracing():
+                return await fn(self, *args, **kwargs)
             span = start(self, kwargs)
             token = _turn_span.set(span)
             try:
@@ -202,6 +214,8 @@ def traced_send(fn: F) -> F:
 
     @functools.wraps(fn)
     def send(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _tracing():
+            return fn(self, *args, **kwargs)
         span = start(self, kwargs)
         token = _turn_span.set(span)
         try:
@@ -219,12 +233,13 @@ E = TypeVar("E", AsyncIterator[Any], Iterator[Any])
 
 def traced_events(events: E, conversation: Any, model: Any) -> E:
     """A streamed turn's events (a sync or async generator that records the turn after the last) in a
-    ``chat`` span from the first event to the recorded turn; ``events`` itself without tracing.
+    ``chat`` span from the first event to the recorded turn; ``events`` itself without tracing (nor a
+    tracer provider, when the turn starts).
 
     The span is current only while the stream works (between events), never across a ``yield``: the
     consumer may resume the iteration from another task or context.
     """
-    if _trace is None:
+    if _trace is None or not _tracing():
         return events
     if isinstance(events, AsyncIterator):
         return _traced_async(events, conversation, model)  # type: ignore[return-value]

@@ -471,6 +471,8 @@ def normalize_step(
             ``limits.max_step_bytes``; checked before anything is decoded or encoded.
     """
     if isinstance(value, Mapping):
+        if _is_text_step(value, limits):
+            return value
         check_value(value, path=path, limits=limits, max_bytes=limits.max_step_bytes)
         wire = value if isinstance(value, dict) else dict(value)
         decode_step(wire, path=path)
@@ -492,6 +494,33 @@ def normalize_step(
         _refuse_text(sdk_wire, path)
         return sdk_wire
     raise CodecError([(path, f"expected a step object or a JSON object, got {type(value).__name__}")])
+
+
+_TEXT_STEPS = ("user_input", "model_output")  # a tuple: a "type" that is no string is compared, not hashed
+
+
+def _is_text_step(value: Any, limits: Limits) -> typing.TypeGuard[dict[str, Any]]:
+    """Whether ``value`` is a step that ``normalize_step`` would return as it is, found without decoding it:
+    a plain ``{"type": "user_input" | "model_output", "content": [{"type": "text", "text": str}, ...]}``
+    (nothing else in either object), no text holding a lone surrogate, three levels deep at most and
+    short enough that ``check_value``'s estimate (under 64 characters an object or item besides the texts)
+    is within ``limits``. The usual step of a turn; any other is decoded and checked as usual."""
+    if type(value) is not dict or len(value) != 2 or value.get("type") not in _TEXT_STEPS:
+        return False
+    if limits.max_depth < 3:
+        return False
+    content = value.get("content")
+    if type(content) is not list:
+        return False
+    size = 64
+    for item in content:
+        if type(item) is not dict or len(item) != 2 or item.get("type") != "text":
+            return False
+        text = item.get("text")
+        if type(text) is not str or _has_surrogate(text):
+            return False
+        size += 64 + len(text)
+    return size <= limits.max_step_bytes
 
 
 def _refuse_text(wire: Any, path: str) -> None:

@@ -76,6 +76,7 @@ class UnaryCall:
         token = self._body.get("continuation_token")
         self._sent_token: str | None = token if isinstance(token, str) and token else None
         self._hops: list[JSONObject] = []
+        self._first: Interaction | None = None
         self._next: httpx.Request | None = build_create_request(config, self._body, stream=False)
 
     def next_request(self) -> httpx.Request | None:
@@ -83,15 +84,21 @@ class UnaryCall:
         request, self._next = self._next, None
         return request
 
-    def on_response(self, response: httpx.Response) -> None:
-        """Takes the successful (2xx, read) response to the last request.
+    def on_response(self, response: httpx.Response, content: bytes | None = None) -> None:
+        """Takes the successful (2xx) response to the last request, and its body.
+
+        Args:
+            response: The response, read unless ``content`` is given.
+            content: Its (decoded) body, read by the executor (``None``: ``response.content``).
 
         Raises:
             APIError: The body is not a JSON object.
             CodecError: The body is not an interaction (no ``status``).
         """
-        hop = parse_json_body(response, self._config.limits)
-        Interaction.from_json(hop)  # validate now, where the failing hop is known
+        hop = parse_json_body(response, self._config.limits, content=content)
+        interaction = Interaction.from_json(hop)  # validate now, where the failing hop is known
+        if not self._hops:
+            self._first = interaction  # the result of a call of one hop
         self._hops.append(hop)
         token = _next_token(hop, self._sent_token) if self._auto and len(self._hops) < MAX_HOPS else None
         if token is not None:
@@ -103,6 +110,8 @@ class UnaryCall:
         """The interaction, merged over its hops."""
         if not self._hops:
             raise RuntimeError("the call has not received a response yet")
+        if len(self._hops) == 1 and self._first is not None:
+            return self._first  # what ``from_hops`` makes of one hop: ``from_json`` of it
         return Interaction.from_hops(self._hops)
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from importlib import metadata
 from typing import Any, Final
 from urllib.parse import quote
@@ -32,6 +30,7 @@ import httpx
 
 from convstore._limits import DEFAULT_LIMITS, Limits, check_value, checked_limits, loads
 from convstore._wire import SplicedInput, body_bytes
+from convstore.client._backoff import backoff_delay, is_retryable_status, retry_after
 from convstore.errors import APIConnectionError, APIError, CodecError, LimitExceededError
 
 __all__ = [
@@ -99,6 +98,8 @@ class ClientConfig:
     max_retries: int = 4
     auto_continue: bool = True
     limits: Limits = DEFAULT_LIMITS
+    # What every create request of this configuration shares (``_create_parts``), built at the first.
+    _parts: dict[bool, _CreateParts] = attrs.field(init=False, factory=dict, eq=False, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -184,6 +185,27 @@ def _extensions(config: ClientConfig) -> dict[str, Any]:
     return {"timeout": httpx.Timeout(config.timeout).as_dict()}
 
 
+class _CreateParts:
+    """The parts of a create request that do not depend on its body: the URL parsed once, the headers
+    encoded once (``Host`` first and ``Content-Length`` last, where httpx puts them for ``content=``), the
+    timeouts."""
+
+    __slots__ = ("headers", "timeout", "url")
+
+    def __init__(self, config: ClientConfig, *, stream: bool) -> None:
+        self.url = httpx.URL(_url(config))
+        host = [(b"Host", self.url.netloc)] if self.url.host else []
+        self.headers = host + httpx.Headers(_headers(config, stream=stream, has_body=True)).raw
+        self.timeout: dict[str, Any] = _extensions(config)["timeout"]
+
+
+def _create_parts(config: ClientConfig, *, stream: bool) -> _CreateParts:
+    parts = config._parts.get(stream)
+    if parts is None:  # the first create of this configuration (its errors raised here, as for every one)
+        parts = config._parts[stream] = _CreateParts(config, stream=stream)
+    return parts
+
+
 def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, stream: bool) -> httpx.Request:
     """``POST {base_url}/{api_version}/interactions`` with ``body`` (``stream`` set to match).
 
@@ -212,16 +234,21 @@ def build_create_request(config: ClientConfig, body: Mapping[str, Any], *, strea
     else:
         check_value(payload, path="body", limits=config.limits)  # json.dumps recurses: bound the depth first
         content = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    extensions = _extensions(config)
+    parts = _create_parts(config, stream=stream)
+    extensions: dict[str, Any] = {"timeout": dict(parts.timeout)}
     if payload.get("store") is not False:  # the server's default is true
         extensions[STORED] = True
-    return httpx.Request(
+    # What ``httpx.Request(..., content=content)`` builds, from the parts parsed and encoded once: the same
+    # URL, the same headers in the same order, the same body (read, as ``content=`` reads it).
+    request = httpx.Request(
         "POST",
-        _url(config),
-        headers=_headers(config, stream=stream, has_body=True),
-        content=content,
+        parts.url,
+        headers=[*parts.headers, (b"Content-Length", str(len(content)).encode())],
+        stream=httpx.ByteStream(content),
         extensions=extensions,
     )
+    request.read()
+    return request
 
 
 STORED: Final = "convstore.stored_create"  # extension marking a store: true create (``_files``)
@@ -324,8 +351,15 @@ def error_from_response(status_code: int, content: bytes) -> APIError:
     )
 
 
-def parse_json_body(response: httpx.Response, limits: Limits = DEFAULT_LIMITS) -> JSONObject:
+def parse_json_body(
+    response: httpx.Response, limits: Limits = DEFAULT_LIMITS, *, content: bytes | None = None
+) -> JSONObject:
     """The JSON object of a successful, read response.
+
+    Args:
+        response: The response (read, unless ``content`` is given).
+        limits: The bounds on the body.
+        content: The (decoded) body read from ``response`` (``None``: ``response.content``).
 
     Raises:
         APIError: The body is not a JSON object (or not strict JSON: NaN, a key given twice).
@@ -334,7 +368,7 @@ def parse_json_body(response: httpx.Response, limits: Limits = DEFAULT_LIMITS) -
     """
     try:
         body = loads(
-            response.content,
+            response.content if content is None else content,
             path="reply",
             limits=limits,
             max_bytes=limits.max_reply_bytes,
@@ -364,50 +398,6 @@ def read_response(response: httpx.Response, content: bytes) -> httpx.Response:
     """A copy of a streamed ``response`` holding its (decoded) ``content``, read within the limits."""
     headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
     return httpx.Response(response.status_code, headers=headers, content=content, request=response.request)
-
-
-def is_retryable_status(status_code: int) -> bool:
-    """408, 409, 429 and every 5xx are retried (reference §1)."""
-    return status_code in (408, 409, 429) or 500 <= status_code <= 599
-
-
-def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
-    """The wait the server asked for, in seconds: ``retry-after-ms`` first, then ``Retry-After``.
-
-    Args:
-        headers: Response headers (case-insensitive mapping).
-        now: The current time, for an HTTP-date ``Retry-After``.
-
-    Returns:
-        Seconds (``> 0``), or ``None`` when absent, invalid or not positive.
-    """
-    value = headers.get("retry-after-ms")
-    if value:
-        try:
-            ms = float(value)
-        except ValueError:
-            ms = -1.0
-        if 0 < ms < float("inf"):
-            return ms / 1000
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
-    return seconds if 0 < seconds < float("inf") else None
-
-
-def backoff_delay(retry: int, *, rand: float) -> float:
-    """``0.5 s * 2**retry`` capped at 8 s, minus ``rand * 25 %`` (``rand`` in ``[0, 1)``)."""
-    return min(0.5 * 2.0**retry, 8.0) * (1 - 0.25 * rand)
 
 
 class RetryState:

@@ -4,8 +4,9 @@ import json
 
 import pytest
 from conftest import FIXTURES
-from hypothesis import given
-from strategies import contents, steps
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from strategies import contents, examples, hard_text, json_scalars, steps
 
 import convstore
 from convstore import UNSET, CodecError, codec
@@ -154,3 +155,66 @@ def test_normalize_steps_collects_problems_of_every_step():
         codec.normalize_steps([{"type": "user_input"}, {"content": []}, "text"])
     paths = [path for path, _ in raised.value.problems]
     assert paths == ["steps[1].type", "steps[2]"]
+
+
+# A step of text contents only (the usual step of a turn) is recognised without decoding it; any other, and
+# one such a step the slow path would refuse, goes the slow way. Both must say the same of every value.
+text_items = st.fixed_dictionaries({"type": st.just("text"), "text": hard_text})
+text_steps = st.fixed_dictionaries(
+    {
+        "type": st.sampled_from(["user_input", "model_output", "thought", "text"]),
+        "content": st.one_of(
+            st.lists(text_items, max_size=3),
+            st.lists(
+                st.one_of(
+                    text_items,
+                    st.fixed_dictionaries({"type": st.sampled_from(["text", "image"]), "text": json_scalars}),
+                    contents,
+                ),
+                max_size=3,
+            ),
+        ),
+    }
+)
+limits = st.builds(
+    convstore.Limits,
+    max_depth=st.integers(min_value=1, max_value=5),
+    max_step_bytes=st.sampled_from([1, 40, 100, 200, 32 * 1024 * 1024]),
+)
+
+
+def _outcome(value, limits):
+    try:
+        return ("ok", codec.normalize_step(value, path="steps[3]", limits=limits))
+    except (CodecError, convstore.LimitExceededError) as exc:
+        return (type(exc), str(exc), getattr(exc, "problems", None))
+
+
+def _text_step(text: str) -> dict:
+    return {"type": "user_input", "content": [{"type": "text", "text": text}]}
+
+
+@settings(max_examples=examples(600))
+@given(value=st.one_of(text_steps, steps), limits=limits)
+@example(value=_text_step("a\ud800"), limits=convstore.Limits())
+@example(value=_text_step("a"), limits=convstore.Limits(max_depth=2))
+@example(value=_text_step("a" * 150), limits=convstore.Limits(max_step_bytes=100))
+@example(value={"type": "model_output", "content": None}, limits=convstore.Limits())
+def test_a_text_step_is_normalised_as_the_decoding_path_does(value, limits):
+    fast = _outcome(value, limits)
+    slow_path = codec._is_text_step
+    try:
+        codec._is_text_step = lambda *_: False  # every step decoded and checked
+        slow = _outcome(value, limits)
+    finally:
+        codec._is_text_step = slow_path
+    assert fast == slow
+    if fast[0] == "ok":
+        assert fast[1] is value  # returned as given, not copied
+
+
+def test_the_usual_turn_step_takes_the_fast_path():
+    step = {"type": "model_output", "content": [{"type": "text", "text": "é" * 2000}]}
+    assert codec._is_text_step(step, convstore.Limits())
+    assert not codec._is_text_step({**step, "type": ["model_output"]}, convstore.Limits())
+    assert not codec._is_text_step(step, convstore.Limits(max_step_bytes=2000))

@@ -131,6 +131,35 @@ def test_record_alone_is_a_record_span(store, spans):
     assert record.parent is None
 
 
+@pytest.mark.parametrize("provider", ["the API's default", "the API's no-op"])
+def test_without_a_configured_provider_a_turn_makes_no_span_and_keeps_its_context(
+    store, client, flavour, monkeypatch, provider
+):
+    from convstore import _otel  # noqa: PLC0415
+
+    default = trace.ProxyTracerProvider() if provider == "the API's default" else trace.NoOpTracerProvider()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: default)
+    started = []
+    monkeypatch.setattr(_otel, "_start", lambda *args: started.append(args))
+    seen = []
+    create = client.create  # the async store calls the async client behind this proxy: sync only
+    monkeypatch.setattr(client, "create", lambda body: seen.append(trace.get_current_span()) or create(body))
+    # A parent carried in from elsewhere (an incoming request's traceparent): the call runs under it.
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(1))
+    )
+    conv = store.create_conversation(model=MODEL)
+    with trace.use_span(parent):
+        conv.send("Hello", client=client)
+        list(conv.stream("Again", client=client))
+        reply = {"id": "v1_once", "status": "completed", "steps": [text_reply("Sure.").steps[1]]}
+        conv.record(conv.request("Once more"), reply)
+    assert started == []
+    if flavour == "sync":
+        assert [span.get_span_context() for span in seen] == [parent.get_span_context()]
+    assert len(conv.history()) == 8
+
+
 def test_without_opentelemetry_nothing_is_wrapped_and_turns_still_work():
     code = """
 import sys

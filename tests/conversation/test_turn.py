@@ -60,9 +60,10 @@ def test_a_turn_within_the_limits_is_sent_and_recorded(make_store, client, emula
 @pytest.fixture
 def bounded(monkeypatch):
     """The paths ``check_value`` bounds a step at, each time it does (not the reply's whole-body check, nor
-    the exchange's usage)."""
+    the exchange's usage), and those of the steps of text the codec bounds without it (``_is_text_step``)."""
     seen: Counter[str] = Counter()
     original = _prepare.check_value
+    normalize = convstore.codec.normalize_step
 
     def counting(value: Any, **kwargs: Any) -> int:
         path = kwargs.get("path", "")
@@ -70,8 +71,14 @@ def bounded(monkeypatch):
             seen[path] += 1
         return original(value, **kwargs)
 
+    def normalizing(value: Any, *, path: str = "", **kwargs: Any) -> Any:
+        if path.startswith("steps[") and convstore.codec._is_text_step(value, kwargs["limits"]):
+            seen[path] += 1
+        return normalize(value, path=path, **kwargs)
+
     for module in (convstore.codec, _request, _prepare):
         monkeypatch.setattr(module, "check_value", counting)
+    monkeypatch.setattr(convstore.codec, "normalize_step", normalizing)
     return seen
 
 

@@ -163,7 +163,7 @@ class AsyncInteractionsClient:
         call = UnaryCall(self._config, body, auto_continue=auto_continue)
         bound = Deadline(deadline if deadline is not None else self._config.deadline)
         while (request := call.next_request()) is not None:
-            call.on_response(await self._send(request, stream=False, deadline=bound))
+            call.on_response(*await self._attempts(request, stream=False, deadline=bound))
         return call.result()
 
     def stream(
@@ -286,6 +286,14 @@ class AsyncInteractionsClient:
         Bodies are read incrementally, never beyond ``Limits.max_reply_bytes``, and, with a ``deadline``,
         never past it (each attempt's timeouts cut to the time left, its body checked at each chunk).
         """
+        response, content = await self._attempts(request, stream=stream, deadline=deadline)
+        return response if content is None else read_response(response, content)
+
+    async def _attempts(
+        self, request: httpx.Request, *, stream: bool, deadline: Deadline | None = None
+    ) -> tuple[httpx.Response, bytes | None]:
+        """``_send``'s attempts: the 2xx response and, unless ``stream``, its body, read (the response
+        closed)."""
         limits = self._config.limits
         retry = RetryState(self._config.max_retries, max_wait=limits.max_retry_wait)
         bound = deadline if deadline is not None else Deadline(None)
@@ -296,8 +304,8 @@ class AsyncInteractionsClient:
                 response = await self._http.send(bound.bound(request), stream=True)
                 if response.is_success:
                     if stream:
-                        return response
-                    return read_response(response, await self._read(response, strict=True, deadline=bound))
+                        return response, None
+                    return response, await self._read(response, strict=True, deadline=bound)
                 content = await self._read(response, strict=False, deadline=bound)
             except httpx.TransportError as exc:
                 unknown = outcome_unknown(stored, exc, None, retry.attempts + 1)

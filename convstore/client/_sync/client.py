@@ -164,7 +164,7 @@ class InteractionsClient:
         call = UnaryCall(self._config, body, auto_continue=auto_continue)
         bound = Deadline(deadline if deadline is not None else self._config.deadline)
         while (request := call.next_request()) is not None:
-            call.on_response(self._send(request, stream=False, deadline=bound))
+            call.on_response(*self._attempts(request, stream=False, deadline=bound))
         return call.result()
 
     def stream(
@@ -287,6 +287,14 @@ class InteractionsClient:
         Bodies are read incrementally, never beyond ``Limits.max_reply_bytes``, and, with a ``deadline``,
         never past it (each attempt's timeouts cut to the time left, its body checked at each chunk).
         """
+        response, content = self._attempts(request, stream=stream, deadline=deadline)
+        return response if content is None else read_response(response, content)
+
+    def _attempts(
+        self, request: httpx.Request, *, stream: bool, deadline: Deadline | None = None
+    ) -> tuple[httpx.Response, bytes | None]:
+        """``_send``'s attempts: the 2xx response and, unless ``stream``, its body, read (the response
+        closed)."""
         limits = self._config.limits
         retry = RetryState(self._config.max_retries, max_wait=limits.max_retry_wait)
         bound = deadline if deadline is not None else Deadline(None)
@@ -297,8 +305,8 @@ class InteractionsClient:
                 response = self._http.send(bound.bound(request), stream=True)
                 if response.is_success:
                     if stream:
-                        return response
-                    return read_response(response, self._read(response, strict=True, deadline=bound))
+                        return response, None
+                    return response, self._read(response, strict=True, deadline=bound)
                 content = self._read(response, strict=False, deadline=bound)
             except httpx.TransportError as exc:
                 unknown = outcome_unknown(stored, exc, None, retry.attempts + 1)
