@@ -2,7 +2,15 @@
 index costs an append; beside ``llm logs -q`` on the same text when Simon Willison's ``llm`` installs.
 
     python benchmarks/bench_search.py [--backend sqlite|postgres|all] [--quick] [--out benchmarks/results]
-        [--llm PATH_TO_LLM_EXECUTABLE]
+        [--llm PATH_TO_LLM_EXECUTABLE] [--conversations N] [--steps N] [--runs N] [--keep DIR]
+        [--no-appends]
+
+``--conversations``, ``--steps`` and ``--runs`` (timed runs of each query) override the size (for example
+``--conversations 2000`` while working: 200,000 steps). ``--keep DIR`` keeps the seeded store and reuses it
+on the next run of the same size and seed (SQLite: a file in DIR; PostgreSQL: a schema named after the size,
+never dropped: drop it by hand): seeding a million steps takes minutes. The append workload adds a few
+hundred steps to the store it runs on (the newest ones, which a common word's candidates then include):
+``--no-appends`` leaves a kept store as seeded.
 
 Data: 10,000 conversations of 100 steps (1,000,000 steps; ``--quick``: 200 x 20), alternating a user's text
 (about 300 characters) and the model's (about 700), of 100 owners, written in bulk with the driver (SQLite
@@ -514,22 +522,53 @@ def run_llm(llm: str | None, config: Config, seed: int, workdir: Path) -> dict[s
     return results
 
 
+def _kept_name(config: Config, seed: int) -> str:
+    return f"search_{config.conversations}x{config.steps}_{seed}"
+
+
+def _kept_schema(base_url: str, name: str) -> common.PostgresSchema:
+    """A schema kept between runs (``--keep``): created if missing, never dropped."""
+    schema = common.PostgresSchema(base_url, f"bench_{name}")
+    with schema.connect() as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema.schema}"')
+    return schema
+
+
+def _seeded_postgres(schema: common.PostgresSchema) -> bool:
+    with schema.connect() as conn:
+        found = conn.execute("SELECT to_regclass('convstore_search') IS NOT NULL").fetchone()[0]
+        if not found:
+            return False
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM convstore_search)").fetchone()[0])
+
+
 def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[str, Any]:
+    keep = args.keep
     with ExitStack() as stack:
+        start = time.perf_counter()
         if backend == "sqlite":
-            path = workdir / "search.db"
+            path = (keep or workdir) / f"{_kept_name(config, args.seed)}.db"
             url = f"sqlite:///{path}"
-            convstore.Store(url).close()  # built by convstore's migrations
-            start = time.perf_counter()
-            steps = seed_sqlite(path, config, args.seed)
+            if keep is not None and path.exists():
+                steps = sum(1 for _ in step_texts(config, args.seed))
+                print(f"{backend}: reusing {path}", flush=True)
+            else:
+                convstore.Store(url).close()  # built by convstore's migrations
+                steps = seed_sqlite(path, config, args.seed)
             floor: Any = SqliteFloor(path)
             size = path.stat().st_size
         else:
-            schema = stack.enter_context(common.postgres_schema(args.postgres_url, "bench_search"))
+            if keep is not None:
+                schema = _kept_schema(args.postgres_url, _kept_name(config, args.seed))
+            else:
+                schema = stack.enter_context(common.postgres_schema(args.postgres_url, "bench_search"))
             url = schema.url
-            convstore.Store(url).close()
-            start = time.perf_counter()
-            steps = seed_postgres(schema, config, args.seed)
+            if keep is not None and _seeded_postgres(schema):
+                steps = sum(1 for _ in step_texts(config, args.seed))
+                print(f"{backend}: reusing schema {schema.schema}", flush=True)
+            else:
+                convstore.Store(url).close()
+                steps = seed_postgres(schema, config, args.seed)
             floor = PostgresFloor(schema)
             size = sum(schema.table_sizes().values())
         seeded_s = time.perf_counter() - start
@@ -540,7 +579,7 @@ def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[
             assert probe.hits, "the seeded index finds nothing"
             assert probe.hits[0].branches == ("main",)
             queries = run_queries(store, floor, config)
-        appends = run_appends(url, config, args.seed)
+        appends = None if args.no_appends else run_appends(url, config, args.seed)
         print(f"  append: {appends}", flush=True)
         return {
             "steps": steps,
@@ -587,6 +626,7 @@ def tables(report: dict[str, Any]) -> list[TableData]:
                     fmt_ratio(result["appends"]["ratio"]),
                 ]
                 for backend, result in report["backends"].items()
+                if result["appends"] is not None
             ],
             "Target: at most 1.2x.",
         )
@@ -615,12 +655,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--llm", default=shutil.which("llm"), help="the llm executable (in a venv of its own)"
     )
+    parser.add_argument("--conversations", type=int, help="how many conversations to seed")
+    parser.add_argument("--steps", type=int, help="how many steps each conversation has")
+    parser.add_argument("--runs", type=int, help="timed runs of each query")
+    parser.add_argument("--keep", type=Path, help="keep the seeded store in DIR and reuse it (see above)")
+    parser.add_argument("--no-appends", action="store_true", help="skip the append workload")
     args = parser.parse_args(argv)
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
     config = QUICK if args.quick else FULL
+    config = Config(
+        conversations=args.conversations or config.conversations,
+        steps=args.steps or config.steps,
+        query_runs=args.runs or config.query_runs,
+        appends=config.appends,
+        llm_runs=config.llm_runs,
+    )
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = common.report_head("bench_search.py", argv, args, backends)
     report["config"] = config.__dict__
     report["backends"] = {}
+    report["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="bench-search-") as temp:
         workdir = Path(temp)
         for backend in backends:
