@@ -131,11 +131,17 @@ def test_another_owner_finds_nothing(make_store):
 
 
 def test_the_statement_scopes_the_owner_in_sql():
-    from convstore.store import _search  # noqa: PLC0415
+    from convstore.store import _search_sql  # noqa: PLC0415
 
+    owned = _search_sql.Filters(owner=True)
     for dialect in ("sqlite", "postgresql"):
-        text = str(_search._statement(dialect, typed=False))
-        assert "convstore_conversations.owner" in text
+        for filters in (owned, _search_sql.Filters(owner=True, model=True, typed=True, bound=True)):
+            text = str(_search_sql.statement(dialect, filters))
+            assert "convstore_conversations.owner = " in text
+        counted = str(_search_sql.encrypted_count(owner=True, model=False, conversation=False))
+        assert "convstore_conversations.owner = " in counted
+        # A search of every owner with no model filter reads the index alone.
+        assert "convstore_conversations" not in str(_search_sql.statement(dialect, _search_sql.Filters()))
 
 
 def test_redacted_text_is_not_findable_and_indexing_can_be_turned_off(make_store):
