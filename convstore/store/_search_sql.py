@@ -126,12 +126,20 @@ def encrypted_count(*, owner: bool, model: bool, conversation: bool) -> sa.Selec
     return sa.select(sa.func.count()).select_from(c).where(*where)
 
 
-def _conditions(filters: Filters) -> list[sa.ColumnElement[bool]]:
+def _conditions(filters: Filters, *, dialect: str) -> list[sa.ColumnElement[bool]]:
     where: list[sa.ColumnElement[bool]] = []
+    of_conversation: list[sa.ColumnElement[bool]] = []
     if filters.owner:
-        where.append(c.c.owner == _OWNER)
+        of_conversation.append(c.c.owner == _OWNER)
     if filters.model:
-        where.append(c.c.model == _MODEL)
+        of_conversation.append(c.c.model == _MODEL)
+    if of_conversation and dialect == "sqlite":
+        # The owner's conversations listed once (from the owner's index), each candidate tested against
+        # the list: a fifth faster than a join to each candidate's conversation for a word the owner has
+        # in few of the newest matches (SQLite walks the matches newest first until it has ``candidates``).
+        where.append(se.c.conversation_id.in_(sa.select(c.c.id).where(*of_conversation)))
+    else:
+        where.extend(of_conversation)  # PostgreSQL: with the conversations joined (``statement``)
     if filters.conversation:
         where.append(se.c.conversation_id == _CONVERSATION)
     if filters.since:
@@ -153,16 +161,16 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
     PostgreSQL: the GIN index for rare words, or the ``created_at`` index walked backwards, each row's
     document tested, for common ones) and ranked as they are found, at most ``candidates`` of them; then
     the page, ordered by rank, its rows' text joined back. Each row carries the newest candidate's key
-    (``bound``), for the next page's cursor. The conversations are joined only for the owner or the model.
+    (``bound``), for the next page's cursor. The conversations are read only for the owner or the model
+    (PostgreSQL: joined; SQLite: the matching conversations listed once).
     """
-    where = _conditions(filters)
+    where = _conditions(filters, dialect=dialect)
     joined = filters.owner or filters.model
     if dialect == "sqlite":
-        source = _fts.join(se, _fts.c.rowid == _ROWID)
         # FTS5's rank is BM25, lower is better: negated, so that higher is better on both backends.
         found = (
             sa.select(_ROWID.label("id"), (-_fts.c.rank).label("rank"))
-            .select_from(source.join(c, c.c.id == se.c.conversation_id) if joined else source)
+            .select_from(_fts.join(se, _fts.c.rowid == _ROWID))
             .where(_FTS_MATCH, _fts.c.rowid <= _BOUND, *where)
             .order_by(_fts.c.rowid.desc())
             .limit(_CANDIDATES)
