@@ -370,11 +370,20 @@ class PostgresFloor:
 
     def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
         query = " ".join(words)
-        owned = (
-            "JOIN convstore_conversations c ON c.id = s.conversation_id WHERE c.owner = %(o)s AND"
-            if owner is not None
-            else "WHERE"
-        )
+        owned = "WHERE"
+        listed: list[Any] = []
+        if owner is not None:
+            # As convstore: the owner's conversations first, listed in the search when there are at most
+            # 1,000 (else only the join).
+            listed = [
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT id FROM convstore_conversations WHERE owner = %s LIMIT 1001", (owner,)
+                )
+            ]
+            owned = "JOIN convstore_conversations c ON c.id = s.conversation_id WHERE c.owner = %(o)s AND"
+            if len(listed) <= 1000:
+                owned += " s.conversation_id = ANY(%(ids)s) AND"
         rows = self.conn.execute(
             "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
             "max(cand.created_at) OVER () FROM ("
@@ -387,7 +396,7 @@ class PostgresFloor:
             "ON s.conversation_id = cand.conversation_id AND s.node_id = cand.node_id "
             "ORDER BY cand.rank DESC, cand.created_at DESC, cand.conversation_id DESC, cand.node_id DESC "
             "LIMIT %(n)s",
-            {"q": query, "o": owner, "c": CANDIDATES, "n": LIMIT + 1},
+            {"q": query, "o": owner, "c": CANDIDATES, "n": LIMIT + 1, "ids": listed},
         ).fetchall()
         conversations = list(dict.fromkeys(row[0] for row in rows))
         if rows:

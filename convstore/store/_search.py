@@ -374,13 +374,24 @@ def search(
     request: SearchRequest, owner: str | None, *, dialect: str, language: str, routed: bool = False
 ) -> Op[SearchPage]:
     """One page of hits (read-only): the matching rows, the branches through each hit (one statement; one
-    a conversation when ``routed``), and the count of encrypted conversations.
+    a conversation when ``routed``), and the count of encrypted conversations. On PostgreSQL (not Citus),
+    for a store bound to an owner, the owner's conversations are read first (``owned_conversations``).
 
     Raises:
         SearchQueryError: the engine rejected the query (not expected: words are quoted).
     """
-    filters = sql.Filters.of(request, owner)
     params = sql.params(request, owner, dialect=dialect, language=language)
+    listed = False
+    if dialect != "sqlite" and owner is not None and request.conversation_id is None and not routed:
+        found = yield Exec(
+            sql.owned_conversations(model=request.model is not None),
+            {"owner": owner, "model": request.model, "most": sql.LISTED_MAX + 1},
+        )
+        owned = [conversation_id for (conversation_id,) in found]
+        listed = len(owned) <= sql.LISTED_MAX
+        if listed:
+            params["listed"] = owned
+    filters = sql.Filters.of(request, owner, listed=listed)
     statement = sql.statement(dialect, filters)
     if dialect != "sqlite":
         yield Exec(_CUSTOM_PLANS)

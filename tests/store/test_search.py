@@ -135,7 +135,8 @@ def test_the_statement_scopes_the_owner_in_sql():
 
     owned = _search_sql.Filters(owner=True)
     for dialect in ("sqlite", "postgresql"):
-        for filters in (owned, _search_sql.Filters(owner=True, model=True, typed=True, bound=True)):
+        more = _search_sql.Filters(owner=True, model=True, typed=True, bound=True, listed=True)
+        for filters in (owned, more):
             text = str(_search_sql.statement(dialect, filters))
             assert "convstore_conversations.owner = " in text
         counted = str(_search_sql.encrypted_count(owner=True, model=False, conversation=False))
