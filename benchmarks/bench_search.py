@@ -466,7 +466,7 @@ def run_queries(store: convstore.Store, floor: Any, warmer: Any, config: Config)
                 "floor_ns": median_ns(theirs),
                 "ratio": median_ns(ours) / median_ns(theirs),
                 "hits_median": statistics.median(hits),
-                "convstore_p90_ns": common.percentile_ns(ours, 0.9),
+                "convstore_p90_ns": common.percentile_ns(ours, 90),
             }
         )
         print(
@@ -579,12 +579,14 @@ def _seeded_postgres(schema: common.PostgresSchema) -> bool:
 
 def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[str, Any]:
     keep = args.keep
+    reused = False
     with ExitStack() as stack:
         start = time.perf_counter()
         if backend == "sqlite":
             path = (keep or workdir) / f"{_kept_name(config, args.seed)}.db"
             url = f"sqlite:///{path}"
             if keep is not None and path.exists():
+                reused = True
                 steps = sum(1 for _ in step_texts(config, args.seed))
                 print(f"{backend}: reusing {path}", flush=True)
             else:
@@ -600,6 +602,7 @@ def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[
                 schema = stack.enter_context(common.postgres_schema(args.postgres_url, "bench_search"))
             url = schema.url
             if keep is not None and _seeded_postgres(schema):
+                reused = True
                 steps = sum(1 for _ in step_texts(config, args.seed))
                 print(f"{backend}: reusing schema {schema.schema}", flush=True)
             else:
@@ -609,7 +612,8 @@ def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[
             warmer = PostgresFloor(schema)
             size = sum(schema.table_sizes().values())
         seeded_s = time.perf_counter() - start
-        print(f"{backend}: seeded {steps} steps in {seeded_s:.0f} s", flush=True)
+        if not reused:
+            print(f"{backend}: seeded {steps} steps in {seeded_s:.0f} s", flush=True)
         stack.callback(floor.close)
         stack.callback(warmer.close)
         with convstore.Store(url) as store:
@@ -621,7 +625,7 @@ def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[
         print(f"  append: {appends}", flush=True)
         return {
             "steps": steps,
-            "seed_seconds": seeded_s,
+            "seed_seconds": None if reused else seeded_s,
             "database_bytes": size,
             "queries": queries,
             "appends": appends,
