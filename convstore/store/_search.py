@@ -355,12 +355,6 @@ def make_snippet(
 
 
 _CITUS = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
-# PostgreSQL: plan the search for its own values every time. The driver prepares a statement run five times,
-# and PostgreSQL may then reuse a generic plan, blind to which filters are unset and to the bound: the same
-# plan for a rare word as for a common one (a rare word's page went from 16 ms to 886 ms after ten runs).
-# For the session (reads run in autocommit), reset after the search.
-_CUSTOM_PLANS = sa.text("SET plan_cache_mode = force_custom_plan")
-_RESET_PLANS = sa.text("RESET plan_cache_mode")
 
 
 def routed() -> Op[bool]:
@@ -393,8 +387,6 @@ def search(
             params["listed"] = owned
     filters = sql.Filters.of(request, owner, listed=listed)
     statement = sql.statement(dialect, filters)
-    if dialect != "sqlite":
-        yield Exec(_CUSTOM_PLANS)
     try:
         rows = list((yield Exec(statement, params)))
     except exc.DBAPIError as error:
@@ -402,8 +394,6 @@ def search(
         if isinstance(translated, StoreBusyError):
             raise translated from None
         raise SearchQueryError("query", "rejected", f"the search engine refused it ({translated})") from None
-    if dialect != "sqlite":
-        yield Exec(_RESET_PLANS)
     more = len(rows) > request.limit
     rows = rows[: request.limit]
     through: dict[str, list[str]] = {}

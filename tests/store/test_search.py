@@ -145,6 +145,34 @@ def test_the_statement_scopes_the_owner_in_sql():
         assert "convstore_conversations" not in str(_search_sql.statement(dialect, _search_sql.Filters()))
 
 
+def test_a_postgresql_search_is_planned_for_its_own_values_every_time(db_url):
+    """The driver prepares a statement whose text it has run five times, and PostgreSQL may then plan it once
+    for any values: each run of a search has a text of its own, so that it never is."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite plans every statement for its values")
+    needle = word()
+    with convstore.Store(db_url) as store:
+        store.create_conversation().append([user(f"a {needle}"), model("ok")])
+        texts: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if "ts_rank" in statement:
+                texts.append(statement)
+
+        sa.event.listen(store.engine, "before_cursor_execute", seen)
+        pages = [[hit.node_id for hit in store.search(needle)] for _ in range(12)]
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+        with store.engine.connect() as db:
+            prepared = db.execute(
+                sa.text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%ts_rank%'")
+            ).scalar_one()
+    assert len(pages[0]) == 1
+    assert all(page == pages[0] for page in pages)
+    assert len(texts) == 12
+    assert len(set(texts)) == 12
+    assert prepared == 0
+
+
 def test_redacted_text_is_not_findable_and_indexing_can_be_turned_off(make_store):
     secret, kept, quiet = word(), word(), word()
 
