@@ -49,366 +49,31 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import _common as common
 from _common import TableData, fmt_ns, fmt_ratio, median_ns, now_ns
+from _search_data import (
+    FULL,
+    QUICK,
+    Config,
+    rare_tags,
+    sample_texts,
+    seed_postgres,
+    seed_rows,
+    seed_sqlite,
+    step_texts,
+)
+from _search_floor import CANDIDATES, LIMIT, PostgresFloor, SqliteFloor
 
 import convstore
 
 FIRST_PAGE_TARGET_NS = 50_000_000
 FLOOR_TARGET = 1.5
 APPEND_TARGET = 1.2
-LIMIT = 20
-CANDIDATES = 1_000  # store.search's default: the newest matches ranked
-
-
-@dataclass(frozen=True)
-class Config:
-    conversations: int
-    steps: int
-    query_runs: int
-    appends: int
-    llm_runs: int
-
-
-FULL = Config(conversations=10_000, steps=100, query_runs=21, appends=201, llm_runs=5)
-QUICK = Config(conversations=200, steps=20, query_runs=7, appends=31, llm_runs=2)
-
-_WORDS = common._VOCABULARY.replace("São_Paulo", "Lisbon").split()
-
-
-def _texts(rng: random.Random, count: int, words: int) -> list[str]:
-    return [
-        " ".join(rng.choice(_WORDS) for _ in range(rng.randint(words // 2, words * 3 // 2)))
-        for _ in range(count)
-    ]
-
-
-def rare_tags(config: Config) -> int:
-    """How many rare words there are: each in about 100 steps."""
-    return max(10, config.conversations * config.steps // 100)
-
-
-def step_texts(config: Config, seed: int) -> Iterator[tuple[int, int, str]]:
-    """``(conversation, depth, text)`` of every step, the same for a seed: pooled sentences, a rare tag and
-    a topic."""
-    rng = random.Random(seed)
-    users, models = _texts(rng, 2_000, 45), _texts(rng, 2_000, 110)
-    tags = rare_tags(config)
-    for conversation in range(config.conversations):
-        for depth in range(config.steps):
-            pool = users if depth % 2 == 0 else models
-            tag, topic = rng.randrange(tags), rng.randrange(100)
-            yield conversation, depth, f"{rng.choice(pool)} tag{tag:04d} topic{topic:02d}"
-
-
-def new_id(rng: random.Random, when: datetime) -> str:
-    """A UUIDv7 (its time, ``when``) as the store writes it: 32 hex digits on SQLite, a uuid on PostgreSQL."""
-    value = (int(when.timestamp() * 1000) & 0xFFFF_FFFF_FFFF) << 80 | rng.getrandbits(80)
-    value = value & ~(0xF << 76) | 0x7 << 76
-    value = value & ~(0x3 << 62) | 0x2 << 62
-    return str(uuid.UUID(int=value))
-
-
-def seed_rows(config: Config, seed: int) -> Iterator[tuple[str, str, list[dict[str, Any]]]]:
-    """Each conversation: ``(id, owner, node rows)``, the rows as convstore's append writes them."""
-    rng = random.Random(seed + 1)
-    base = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    current: list[dict[str, Any]] = []
-    cid = owner = ""
-    for conversation, depth, text in step_texts(config, seed):
-        if depth == 0:
-            if current:
-                yield cid, owner, current
-            when = base + timedelta(minutes=conversation)
-            cid, owner, current = new_id(rng, when), f"user{conversation % 100:02d}", []
-        when = base + timedelta(minutes=conversation, seconds=depth)
-        kind = "user_input" if depth % 2 == 0 else "model_output"
-        node = new_id(rng, when)
-        previous = current[-1] if current else None
-        tokens = len(text) // 4
-        current.append(
-            {
-                "conversation_id": cid,
-                "id": node,
-                "parent_id": previous["id"] if previous else None,
-                "depth": depth,
-                "exchange_id": previous["exchange_id"] if previous and depth % 2 else new_id(rng, when),
-                "type": kind,
-                "token_count": tokens,
-                "total_tokens": (previous["total_tokens"] if previous else 0) + tokens,
-                "created_at": when,
-                "payload": json.dumps(
-                    {"type": kind, "content": [{"type": "text", "text": text}]},
-                    ensure_ascii=False,
-                    separators=(",", ":"),
-                ),
-                "segment_id": current[0]["id"] if current else node,
-                "text": text,
-            }
-        )
-    if current:
-        yield cid, owner, current
-
-
-# Seeding with the driver.
-
-_NODE_COLUMNS = (
-    "conversation_id",
-    "id",
-    "parent_id",
-    "depth",
-    "exchange_id",
-    "type",
-    "token_count",
-    "total_tokens",
-    "created_at",
-    "payload",
-    "segment_id",
-)
-
-
-def seed_sqlite(path: Path, config: Config, seed: int) -> int:
-    """Bulk rows into a store convstore built; the FTS5 index rebuilt once (its insert trigger off)."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")
-    trigger = conn.execute(
-        "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'convstore_search_inserted'"
-    ).fetchone()[0]
-    conn.execute("DROP TRIGGER convstore_search_inserted")
-    hexed = lambda value: value.replace("-", "")  # noqa: E731 -- how SQLAlchemy stores a UUID on SQLite
-    stamp = lambda value: value.replace(tzinfo=None).isoformat(sep=" ")  # noqa: E731
-    conn.execute("BEGIN")
-    steps = 0
-    for cid, owner, rows in seed_rows(config, seed):
-        first = rows[0]["created_at"]
-        conn.execute(
-            "INSERT INTO convstore_conversations (id, created_at, model, owner) VALUES (?, ?, ?, ?)",
-            (hexed(cid), stamp(first), "m1", owner),
-        )
-        conn.executemany(
-            f"INSERT INTO convstore_nodes ({', '.join(_NODE_COLUMNS)}) VALUES ({', '.join('?' * 11)})",
-            [
-                (
-                    hexed(r["conversation_id"]),
-                    hexed(r["id"]),
-                    r["parent_id"] and hexed(r["parent_id"]),
-                    r["depth"],
-                    hexed(r["exchange_id"]),
-                    r["type"],
-                    r["token_count"],
-                    r["total_tokens"],
-                    stamp(r["created_at"]),
-                    r["payload"],
-                    hexed(r["segment_id"]),
-                )
-                for r in rows
-            ],
-        )
-        conn.executemany(
-            "INSERT INTO convstore_search (conversation_id, node_id, type, created_at, language, text) "
-            "VALUES (?, ?, ?, ?, 'simple', ?)",
-            [(hexed(cid), hexed(r["id"]), r["type"], stamp(r["created_at"]), r["text"]) for r in rows],
-        )
-        conn.execute(
-            "INSERT INTO convstore_branches (conversation_id, name, head_id, created_at, updated_at) "
-            "VALUES (?, 'main', ?, ?, ?)",
-            (hexed(cid), hexed(rows[-1]["id"]), stamp(first), stamp(rows[-1]["created_at"])),
-        )
-        steps += len(rows)
-    conn.execute("INSERT INTO convstore_search_fts(convstore_search_fts) VALUES ('rebuild')")
-    conn.execute(trigger)
-    conn.execute("COMMIT")
-    conn.execute("ANALYZE")
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return steps
-
-
-def _copy_line(values: Sequence[Any]) -> str:
-    """One row in COPY's text format."""
-    cells = []
-    for value in values:
-        if value is None:
-            cells.append("\\N")
-            continue
-        text = value.isoformat() if isinstance(value, datetime) else str(value)
-        cells.append(
-            text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-        )
-    return "\t".join(cells) + "\n"
-
-
-def seed_postgres(schema: common.PostgresSchema, config: Config, seed: int) -> int:
-    """COPY into a store convstore built: the rows made in one pass into COPY text (about 1.5 GB at full
-    size), then one COPY a table with the foreign-key triggers off for the session (the rows are made
-    consistent: every parent before its children); the GIN index dropped and built once after."""
-    tables: dict[str, list[str]] = {"conversations": [], "nodes": [], "search": [], "branches": []}
-    steps = 0
-    for cid, owner, rows in seed_rows(config, seed):
-        first, last = rows[0]["created_at"], rows[-1]["created_at"]
-        tables["conversations"].append(_copy_line((cid, first, "m1", owner)))
-        for r in rows:
-            tables["nodes"].append(_copy_line([r[column] for column in _NODE_COLUMNS]))
-            tables["search"].append(
-                _copy_line((cid, r["id"], r["type"], r["created_at"], "simple", r["text"]))
-            )
-        tables["branches"].append(_copy_line((cid, "main", rows[-1]["id"], first, last)))
-        steps += len(rows)
-    columns = {
-        "conversations": "id, created_at, model, owner",
-        "nodes": ", ".join(_NODE_COLUMNS),
-        "search": "conversation_id, node_id, type, created_at, language, text",
-        "branches": "conversation_id, name, head_id, created_at, updated_at",
-    }
-    with schema.connect() as conn:
-        definition = conn.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_convstore_search_document' "
-            "AND schemaname = current_schema()"
-        ).fetchone()[0]
-        conn.execute("DROP INDEX ix_convstore_search_document")
-        conn.execute("SET session_replication_role = replica")  # no foreign-key triggers while seeding
-        for table, lines in tables.items():
-            with (
-                conn.transaction(),
-                conn.cursor().copy(f"COPY convstore_{table} ({columns[table]}) FROM STDIN") as copy,
-            ):
-                for start in range(0, len(lines), 10_000):
-                    copy.write("".join(lines[start : start + 10_000]))
-            lines.clear()
-        conn.execute("SET session_replication_role = DEFAULT")
-        conn.execute(definition)
-        conn.execute("ANALYZE")
-    return steps
-
-
-# The floor: the same three statements as store.search, by hand, with the driver.
-
-_FLOOR_BRANCHES = """
-WITH RECURSIVE segs(conversation_id, branch, made, segment_id, top, up) AS (
-    SELECT b.conversation_id, b.name, b.created_at, h.segment_id, h.depth, f.parent_id
-    FROM convstore_branches b
-    JOIN convstore_nodes h ON h.conversation_id = b.conversation_id AND h.id = b.head_id
-    JOIN convstore_nodes f ON f.conversation_id = h.conversation_id AND f.id = h.segment_id
-    WHERE b.conversation_id IN ({conversations})
-    UNION ALL
-    SELECT s.conversation_id, s.branch, s.made, p.segment_id, p.depth, f.parent_id
-    FROM segs s
-    JOIN convstore_nodes p ON p.conversation_id = s.conversation_id AND p.id = s.up
-    JOIN convstore_nodes f ON f.conversation_id = p.conversation_id AND f.id = p.segment_id
-)
-SELECT n.conversation_id, n.id, segs.branch FROM segs
-JOIN convstore_nodes n ON n.conversation_id = segs.conversation_id AND n.segment_id = segs.segment_id
-    AND n.depth <= segs.top
-WHERE n.id IN ({nodes})
-ORDER BY segs.conversation_id, segs.made, segs.branch
-"""
-
-
-def _floor_encrypted(owner: str | None, placeholder: str) -> tuple[str, tuple[str, ...]]:
-    """The encrypted count as convstore runs it: the owner a plain condition (its index), if any."""
-    sql = "SELECT count(*) FROM convstore_conversations WHERE encryption IS NOT NULL"
-    if owner is None:
-        return sql, ()
-    return f"{sql} AND owner = {placeholder}", (owner,)
-
-
-class SqliteFloor:
-    name = "floor"
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None)
-
-    def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
-        match = " ".join(f'"{word}"' for word in words)
-        # As convstore: the owner's conversations listed once, only for an owner.
-        owned = (
-            "WHERE s.conversation_id IN (SELECT id FROM convstore_conversations WHERE owner = ?) AND"
-            if owner is not None
-            else "WHERE"
-        )
-        self.conn.execute("BEGIN")
-        rows = self.conn.execute(
-            "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
-            "max(cand.id) OVER () FROM ("
-            "SELECT s.id AS id, -f.rank AS rank "
-            f"FROM convstore_search_fts f JOIN convstore_search s ON s.id = f.rowid {owned} "
-            "convstore_search_fts MATCH ? AND f.rowid <= ? "
-            "ORDER BY f.rowid DESC LIMIT ?"
-            ") cand JOIN convstore_search s ON s.id = cand.id "
-            "ORDER BY cand.rank DESC, cand.id DESC LIMIT ?",
-            (*([owner] if owner is not None else []), match, 2**63 - 1, CANDIDATES, LIMIT + 1),
-        ).fetchall()
-        conversations = list(dict.fromkeys(row[0] for row in rows))
-        if rows:
-            sql = _FLOOR_BRANCHES.format(
-                conversations=", ".join("?" * len(conversations)), nodes=", ".join("?" * len(rows))
-            )
-            self.conn.execute(sql, [*conversations, *(row[1] for row in rows)]).fetchall()
-        self.conn.execute(*_floor_encrypted(owner, "?")).fetchone()
-        self.conn.execute("COMMIT")
-        return rows[:LIMIT]
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-class PostgresFloor:
-    name = "floor"
-
-    def __init__(self, schema: common.PostgresSchema) -> None:
-        self.conn = schema.connect()
-        # Never a server-side prepared statement: its generic plan cannot see how rare the words are.
-        self.conn.prepare_threshold = None
-
-    def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
-        query = " ".join(words)
-        owned = "WHERE"
-        listed: list[Any] = []
-        if owner is not None:
-            # As convstore: the owner's conversations first, listed in the search when there are at most
-            # 1,000 (else only the join).
-            listed = [
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT id FROM convstore_conversations WHERE owner = %s LIMIT 1001", (owner,)
-                )
-            ]
-            owned = "JOIN convstore_conversations c ON c.id = s.conversation_id WHERE c.owner = %(o)s AND"
-            if len(listed) <= 1000:
-                owned += " s.conversation_id = ANY(%(ids)s) AND"
-        rows = self.conn.execute(
-            "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
-            "max(cand.created_at) OVER () FROM ("
-            "SELECT s.conversation_id, s.node_id, s.created_at, "
-            "ts_rank(s.document, plainto_tsquery('simple', %(q)s)) AS rank "
-            f"FROM convstore_search s {owned} "
-            "s.document @@ plainto_tsquery('simple', %(q)s) "
-            "ORDER BY s.created_at DESC, s.conversation_id DESC, s.node_id DESC LIMIT %(c)s"
-            ") cand JOIN convstore_search s "
-            "ON s.conversation_id = cand.conversation_id AND s.node_id = cand.node_id "
-            "ORDER BY cand.rank DESC, cand.created_at DESC, cand.conversation_id DESC, cand.node_id DESC "
-            "LIMIT %(n)s",
-            {"q": query, "o": owner, "c": CANDIDATES, "n": LIMIT + 1, "ids": listed},
-        ).fetchall()
-        conversations = list(dict.fromkeys(row[0] for row in rows))
-        if rows:
-            sql = _FLOOR_BRANCHES.format(
-                conversations=", ".join(["%s"] * len(conversations)), nodes=", ".join(["%s"] * len(rows))
-            )
-            self.conn.execute(sql, [*conversations, *(row[1] for row in rows)]).fetchall()
-        self.conn.execute(*_floor_encrypted(owner, "%s")).fetchone()
-        return rows[:LIMIT]
-
-    def close(self) -> None:
-        self.conn.close()
 
 
 # Workloads.
@@ -478,7 +143,7 @@ def run_queries(store: convstore.Store, floor: Any, warmer: Any, config: Config)
 def run_appends(url: str, config: Config, seed: int) -> dict[str, Any]:
     """Appends of one exchange to a conversation in the seeded store, with the index and without."""
     rng = random.Random(seed + 7)
-    users, models = _texts(rng, 50, 45), _texts(rng, 50, 110)
+    users, models = sample_texts(rng, 50, 45), sample_texts(rng, 50, 110)
     timings: dict[bool, list[int]] = {True: [], False: []}
     with convstore.Store(url) as indexed, convstore.Store(url, search_index=False) as plain:
         conversations = {True: indexed.create_conversation(), False: plain.create_conversation()}
