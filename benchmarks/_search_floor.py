@@ -52,9 +52,11 @@ class SqliteFloor:
 
     def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
         match = " ".join(f'"{word}"' for word in words)
-        # As convstore: the owner's conversations listed once, only for an owner.
+        # As convstore: the owner's conversations listed once, only for an owner (and the search rows
+        # read for the candidates only then).
         owned = (
-            "WHERE s.conversation_id IN (SELECT id FROM convstore_conversations WHERE owner = ?) AND"
+            "JOIN convstore_search s ON s.id = f.rowid WHERE s.conversation_id IN "
+            "(SELECT id FROM convstore_conversations WHERE owner = ?) AND"
             if owner is not None
             else "WHERE"
         )
@@ -62,8 +64,8 @@ class SqliteFloor:
         rows = self.conn.execute(
             "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
             "max(cand.id) OVER () FROM ("
-            "SELECT s.id AS id, -f.rank AS rank "
-            f"FROM convstore_search_fts f JOIN convstore_search s ON s.id = f.rowid {owned} "
+            "SELECT f.rowid AS id, -f.rank AS rank "
+            f"FROM convstore_search_fts f {owned} "
             "convstore_search_fts MATCH ? AND f.rowid <= ? "
             "ORDER BY f.rowid DESC LIMIT ?"
             ") cand JOIN convstore_search s ON s.id = cand.id "

@@ -203,9 +203,11 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
     joined = filters.owner or filters.model
     if dialect == "sqlite":
         # FTS5's rank is BM25, lower is better: negated, so that higher is better on both backends.
+        # The search rows are read for the candidates only when a filter needs their columns: reading each
+        # candidate's row was most of the time of finding a topic word's candidates (18 of 20 ms).
         found = (
-            sa.select(_ROWID.label("id"), (-_fts.c.rank).label("rank"))
-            .select_from(_fts.join(se, _fts.c.rowid == _ROWID))
+            sa.select(_fts.c.rowid.label("id"), (-_fts.c.rank).label("rank"))
+            .select_from(_fts.join(se, _fts.c.rowid == _ROWID) if where else _fts)
             .where(_FTS_MATCH, _fts.c.rowid <= _BOUND, *where)
             .order_by(_fts.c.rowid.desc())
             .limit(_CANDIDATES)
