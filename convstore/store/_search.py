@@ -31,35 +31,31 @@ distributed by conversation id beside the others, so a search is one query fanne
 **Which hits.** The newest ``candidates`` matches (``CANDIDATES`` by default) within the owner and filters,
 ranked; never every match (a word in every step would rank a million rows for a page of 20). Newest is the
 SQLite rowid (the order rows were indexed) and PostgreSQL's ``created_at``; a cursor carries the newest
-candidate's key, so later pages rank the same candidates (``_statement``).
+candidate's key, so later pages rank the same candidates (the statements: ``_search_sql``).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
-import attrs
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.dialects import postgresql
 
 from convstore._ids import is_id
 from convstore.errors import SearchQueryError, StoreBusyError
 from convstore.model import SearchHit, SearchPage
 from convstore.store import _paths as paths
-from convstore.store import _statements as st
+from convstore.store import _search_sql as sql
 from convstore.store._engine import Exec, Op, translate
-from convstore.store._schema import SEARCH_FTS, UTCDateTime
-from convstore.store._schema import conversations as c
-from convstore.store._schema import search as se
+from convstore.store._schema import SEARCH_FTS
+from convstore.store._search_sql import CANDIDATES, EPOCH, SearchRequest
 
 __all__ = [
     "CANDIDATES",
@@ -86,8 +82,6 @@ MAX_INDEXED_CHARS = 100_000  # of one step's text (a PostgreSQL tsvector holds a
 MAX_QUERY_CHARS = 1_000
 MAX_WORDS = 32
 MAX_OFFSET = 10_000  # how deep pages go: past it, a search is too vague to page through
-# How many of the newest matches a search ranks (``candidates``): the bound on a page's ranking work.
-CANDIDATES = 1_000
 MAX_CANDIDATES = 100_000
 SNIPPET_CHARS = 160
 _ELLIPSIS = "…"
@@ -164,11 +158,6 @@ def words_of(query: object) -> list[str]:
     return list(found.values())
 
 
-def _fts5_query(words: Sequence[str]) -> str:
-    """Every word as a quoted FTS5 string (a phrase of the words the tokenizer finds in it), all required."""
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
-
-
 # Indexing
 
 
@@ -225,25 +214,6 @@ def erase_deleted() -> Op[None]:
 # Searching
 
 
-@attrs.frozen
-class SearchRequest:
-    """A checked search: its words and filters, the page wanted."""
-
-    words: tuple[str, ...]
-    limit: int
-    offset: int
-    model: str | None
-    since: datetime | None
-    until: datetime | None
-    conversation_id: str | None
-    step_types: tuple[str, ...] | None
-    candidates: int = CANDIDATES
-    # The newest candidate's key (SQLite: its index rowid; PostgreSQL: its time in microseconds since the
-    # epoch), fixed by the first page so that later pages rank the same candidates; None on a first page.
-    bound: int | None = None
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CURSOR = re.compile(r"s2:([0-9]{1,6}):(-?[0-9]{1,20}):([0-9]{1,6})")
 
 
@@ -339,115 +309,10 @@ def search_request(
     )
 
 
-_fts = sa.table(SEARCH_FTS, sa.column("rowid"), sa.column("rank"))
-_FTS_MATCH = sa.literal_column(SEARCH_FTS).op("MATCH")(sa.bindparam("match", type_=sa.Text()))
-_ROWID: sa.ColumnElement[int] = sa.literal_column(f"{se.name}.id")
-_DOCUMENT = sa.literal_column(f"{se.name}.document", type_=postgresql.TSVECTOR())
-_TSQUERY = sa.func.plainto_tsquery(
-    sa.cast(sa.bindparam("language", type_=sa.Text()), postgresql.REGCONFIG()),
-    # Rendered into the statement (quoted by the dialect; the words are letters, digits and marks only):
-    # a prepared statement's generic plan cannot see how rare the words are, and PostgreSQL then probed the
-    # GIN index once per conversation (220 ms for a word in 100 of 1,000,000 steps, against 10 ms).
-    sa.bindparam("words", type_=sa.Text(), literal_execute=True),
-)
-_MODEL = sa.bindparam("model", type_=sa.Text())
-_CONVERSATION = sa.bindparam("conversation_id", type_=se.c.conversation_id.type)
-_SINCE = sa.bindparam("since", type_=UTCDateTime())
-_UNTIL = sa.bindparam("until", type_=UTCDateTime())
-
-# The conversations a search could not look into: encrypted ones, of the owner, within its filters.
-ENCRYPTED_COUNT = (
-    sa.select(sa.func.count())
-    .select_from(c)
-    .where(
-        st.OWNED_BY,
-        c.c.encryption.is_not(None),
-        sa.or_(_MODEL.is_(None), c.c.model == _MODEL),
-        sa.or_(_CONVERSATION.is_(None), c.c.id == _CONVERSATION),
-    )
-)
-
-
-_BOUND = sa.bindparam("bound", type_=sa.BigInteger())
-_BOUND_TIME = sa.bindparam("bound", type_=UTCDateTime())
-_CANDIDATES = sa.bindparam("candidates", type_=sa.Integer())
-_NO_BOUND = 2**63 - 1  # SQLite: the largest rowid (a first page's bound; a constant keeps FTS5's range scan)
-
-
-@functools.cache
-def _statement(dialect: str, *, typed: bool) -> sa.Select[Any]:
-    """The search of one backend: the owner's matching steps within the filters, a page of them (``limit``
-    + 1 rows from ``offset``) best first among the newest ``candidates`` at or before ``bound``.
-    ``typed``: with the step types filter.
-
-    Two steps, so that a page's ranking work is bounded whatever the query: the candidates, found newest
-    first (SQLite: FTS5 walks the words' doclists by descending rowid, a rowid range from ``bound``;
-    PostgreSQL: the GIN index for rare words, or the ``created_at`` index walked backwards, each row's
-    document tested, for common ones) and ranked as they are found, at most ``candidates`` of them; then
-    the page, ordered by rank, its rows' text joined back. Each row carries the newest candidate's key
-    (``bound``), for the next page's cursor."""
-    filters = [
-        st.OWNED_BY,
-        sa.or_(_MODEL.is_(None), c.c.model == _MODEL),
-        sa.or_(_CONVERSATION.is_(None), se.c.conversation_id == _CONVERSATION),
-        sa.or_(_SINCE.is_(None), se.c.created_at >= _SINCE),
-        sa.or_(_UNTIL.is_(None), se.c.created_at < _UNTIL),
-    ]
-    if typed:
-        filters.append(se.c.type.in_(sa.bindparam("step_types", expanding=True)))
-    if dialect == "sqlite":
-        # FTS5's rank is BM25, lower is better: negated, so that higher is better on both backends.
-        found = (
-            sa.select(_ROWID.label("id"), (-_fts.c.rank).label("rank"))
-            .select_from(_fts.join(se, _fts.c.rowid == _ROWID).join(c, c.c.id == se.c.conversation_id))
-            .where(_FTS_MATCH, _fts.c.rowid <= _BOUND, *filters)
-            .order_by(_fts.c.rowid.desc())
-            .limit(_CANDIDATES)
-            .subquery("candidates")
-        )
-        best: tuple[str, ...] = ("rank", "id")
-        page = sa.select(found, sa.func.max(found.c.id).over().label("bound"))
-    else:
-        found = (
-            sa.select(
-                se.c.conversation_id,
-                se.c.node_id,
-                se.c.created_at,
-                sa.func.ts_rank(_DOCUMENT, _TSQUERY).label("rank"),
-            )
-            .select_from(se.join(c, c.c.id == se.c.conversation_id))
-            .where(
-                _DOCUMENT.op("@@")(_TSQUERY),
-                sa.or_(_BOUND_TIME.is_(None), se.c.created_at <= _BOUND_TIME),
-                *filters,
-            )
-            .order_by(se.c.created_at.desc(), se.c.conversation_id.desc(), se.c.node_id.desc())
-            .limit(_CANDIDATES)
-            .subquery("candidates")
-        )
-        best = ("rank", "created_at", "conversation_id", "node_id")
-        page = sa.select(found, sa.func.max(found.c.created_at).over().label("bound"))
-    # The page picked among the candidates first, then its rows' text read (never the candidates').
-    paged = (
-        page.order_by(*(found.c[name].desc() for name in best))
-        .limit(sa.bindparam("limit", type_=sa.Integer()))
-        .offset(sa.bindparam("offset", type_=sa.Integer()))
-        .subquery("page")
-    )
-    names = ("id",) if dialect == "sqlite" else ("conversation_id", "node_id")
-    key = [paged.c[name] == (_ROWID if name == "id" else se.c[name]) for name in names]
-    columns = (se.c.conversation_id, se.c.node_id, se.c.type, se.c.created_at, se.c.text)
-    return (
-        sa.select(*columns, paged.c.rank, paged.c.bound)
-        .select_from(paged.join(se, sa.and_(*key)))
-        .order_by(*(paged.c[name].desc() for name in best))
-    )
-
-
 def _bound_of(value: object) -> int:
     """A candidate key as a cursor holds it: a rowid, or a time in microseconds since the epoch."""
     if isinstance(value, datetime):
-        return (value - _EPOCH) // timedelta(microseconds=1)
+        return (value - EPOCH) // timedelta(microseconds=1)
     assert isinstance(value, int)  # noqa: S101 -- SQLite's rowid
     return value
 
@@ -490,12 +355,6 @@ def make_snippet(
 
 
 _CITUS = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
-# PostgreSQL: plan the search for its own values every time. The driver prepares a statement run five times,
-# and PostgreSQL may then reuse a generic plan, blind to which filters are unset and to the bound: the same
-# plan for a rare word as for a common one (a rare word's page went from 16 ms to 886 ms after ten runs).
-# For the session (reads run in autocommit), reset after the search.
-_CUSTOM_PLANS = sa.text("SET plan_cache_mode = force_custom_plan")
-_RESET_PLANS = sa.text("RESET plan_cache_mode")
 
 
 def routed() -> Op[bool]:
@@ -505,43 +364,29 @@ def routed() -> Op[bool]:
     return found.first() is not None
 
 
-def _params(request: SearchRequest, owner: str | None, *, dialect: str, language: str) -> dict[str, Any]:
-    """The search statement's parameters."""
-    params: dict[str, Any] = {
-        "owner": owner,
-        "model": request.model,
-        "conversation_id": request.conversation_id,
-        "since": request.since,
-        "until": request.until,
-        "limit": request.limit + 1,
-        "offset": request.offset,
-        "candidates": request.candidates,
-    }
-    if dialect == "sqlite":
-        params["match"] = _fts5_query(request.words)
-        params["bound"] = _NO_BOUND if request.bound is None else request.bound
-    else:
-        params["language"] = language
-        params["words"] = " ".join(request.words)
-        params["bound"] = None if request.bound is None else _EPOCH + timedelta(microseconds=request.bound)
-    if request.step_types is not None:
-        params["step_types"] = list(request.step_types)
-    return params
-
-
 def search(
     request: SearchRequest, owner: str | None, *, dialect: str, language: str, routed: bool = False
 ) -> Op[SearchPage]:
     """One page of hits (read-only): the matching rows, the branches through each hit (one statement; one
-    a conversation when ``routed``), and the count of encrypted conversations.
+    a conversation when ``routed``), and the count of encrypted conversations. On PostgreSQL (not Citus),
+    for a store bound to an owner, the owner's conversations are read first (``owned_conversations``).
 
     Raises:
         SearchQueryError: the engine rejected the query (not expected: words are quoted).
     """
-    params = _params(request, owner, dialect=dialect, language=language)
-    statement = _statement(dialect, typed=request.step_types is not None)
-    if dialect != "sqlite":
-        yield Exec(_CUSTOM_PLANS)
+    params = sql.params(request, owner, dialect=dialect, language=language)
+    listed = False
+    if dialect != "sqlite" and owner is not None and request.conversation_id is None and not routed:
+        found = yield Exec(
+            sql.owned_conversations(model=request.model is not None),
+            {"owner": owner, "model": request.model, "most": sql.LISTED_MAX + 1},
+        )
+        owned = [conversation_id for (conversation_id,) in found]
+        listed = len(owned) <= sql.LISTED_MAX
+        if listed:
+            params["listed"] = owned
+    filters = sql.Filters.of(request, owner, listed=listed)
+    statement = sql.statement(dialect, filters)
     try:
         rows = list((yield Exec(statement, params)))
     except exc.DBAPIError as error:
@@ -549,8 +394,6 @@ def search(
         if isinstance(translated, StoreBusyError):
             raise translated from None
         raise SearchQueryError("query", "rejected", f"the search engine refused it ({translated})") from None
-    if dialect != "sqlite":
-        yield Exec(_RESET_PLANS)
     more = len(rows) > request.limit
     rows = rows[: request.limit]
     through: dict[str, list[str]] = {}
@@ -580,7 +423,7 @@ def search(
             )
         )
     counted = yield Exec(
-        ENCRYPTED_COUNT,
+        sql.encrypted_count(owner=filters.owner, model=filters.model, conversation=filters.conversation),
         {"owner": owner, "model": request.model, "conversation_id": request.conversation_id},
     )
     next_offset = request.offset + request.limit

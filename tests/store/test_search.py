@@ -131,11 +131,46 @@ def test_another_owner_finds_nothing(make_store):
 
 
 def test_the_statement_scopes_the_owner_in_sql():
-    from convstore.store import _search  # noqa: PLC0415
+    from convstore.store import _search_sql  # noqa: PLC0415
 
+    owned = _search_sql.Filters(owner=True)
     for dialect in ("sqlite", "postgresql"):
-        text = str(_search._statement(dialect, typed=False))
-        assert "convstore_conversations.owner" in text
+        more = _search_sql.Filters(owner=True, model=True, typed=True, bound=True, listed=True)
+        for filters in (owned, more):
+            text = str(_search_sql.statement(dialect, filters))
+            assert "convstore_conversations.owner = " in text
+        counted = str(_search_sql.encrypted_count(owner=True, model=False, conversation=False))
+        assert "convstore_conversations.owner = " in counted
+        # A search of every owner with no model filter reads the index alone.
+        assert "convstore_conversations" not in str(_search_sql.statement(dialect, _search_sql.Filters()))
+
+
+def test_a_postgresql_search_is_planned_for_its_own_values_every_time(db_url):
+    """The driver prepares a statement whose text it has run five times, and PostgreSQL may then plan it once
+    for any values: each run of a search has a text of its own, so that it never is."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite plans every statement for its values")
+    needle = word()
+    with convstore.Store(db_url) as store:
+        store.create_conversation().append([user(f"a {needle}"), model("ok")])
+        texts: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if "ts_rank" in statement:
+                texts.append(statement)
+
+        sa.event.listen(store.engine, "before_cursor_execute", seen)
+        pages = [[hit.node_id for hit in store.search(needle)] for _ in range(12)]
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+        with store.engine.connect() as db:
+            prepared = db.execute(
+                sa.text("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%ts_rank%'")
+            ).scalar_one()
+    assert len(pages[0]) == 1
+    assert all(page == pages[0] for page in pages)
+    assert len(texts) == 12
+    assert len(set(texts)) == 12
+    assert prepared == 0
 
 
 def test_redacted_text_is_not_findable_and_indexing_can_be_turned_off(make_store):
