@@ -31,7 +31,7 @@ TAIL_STEPS = 600  # the history's newest steps, appended as the generator's exch
 PEER = "openai-agents"
 REPLY_CHARS = 2_000  # the canned reply's text at scale 1
 
-# The ASCII shape's system instruction (about 450 bytes), sent by every system in its body.
+# The ASCII shape's system instruction (about 500 bytes), sent by every system in its body.
 SYSTEM_INSTRUCTION = (
     "You are a careful, concise assistant for an engineering team. Answer in plain English, in short "
     "paragraphs. When a question is about code, name the file and the function, show the smallest change "

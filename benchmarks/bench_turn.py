@@ -33,7 +33,7 @@ exchange together with the new user input. The systems are in ``_turns.py``:
 Two payload shapes, one after the other in the same run, each on fresh databases (``--shape`` picks one):
 ``unicode-1k``, the shared generator's steps (about 1 KB of JSON, some words non-ASCII) and no system
 instruction; ``ascii-500``, the same generator drawing ASCII words only, every text at 0.47 of its length
-(steps of about 500 bytes), and a system instruction of about 450 bytes that every system sends in its body
+(steps of about 500 bytes), and a system instruction of about 500 bytes that every system sends in its body
 (convstore: the conversation's ``system_instruction``; the floor: the same field in its spliced body; the
 peer: the Responses API's ``instructions``). The canned reply and the new user input follow the shape.
 
