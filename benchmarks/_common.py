@@ -71,17 +71,31 @@ _VOCABULARY = (
     "because however therefore although meanwhile instead perhaps certainly probably usually rarely"
 )
 _WORDS = _VOCABULARY.split()
+# The ASCII payload shape: the same vocabulary without its non-ASCII words (one byte a character).
+_ASCII_WORDS = tuple(word for word in _WORDS if word.isascii())
 
 _FUNCTIONS = ("get_weather", "search_documents", "run_sql", "read_file", "send_email")
 
 
-def _text(rng: random.Random, chars: int) -> str:
+@dataclass(frozen=True)
+class _Style:
+    """The payload shape: the vocabulary, and a factor on every text's and signature's length."""
+
+    words: Sequence[str] = tuple(_WORDS)
+    scale: float = 1.0
+
+    def size(self, rng: random.Random, low: int, high: int) -> int:
+        chars = rng.randint(low, high)
+        return chars if self.scale == 1.0 else max(1, round(chars * self.scale))
+
+
+def _text(rng: random.Random, chars: int, words: Sequence[str] = _WORDS) -> str:
     """Sentences of about ``chars`` characters from a fixed vocabulary (some of it non-ASCII)."""
     out: list[str] = []
     size = 0
     sentence = 0
     while size < chars:
-        word = rng.choice(_WORDS)
+        word = rng.choice(words)
         if sentence == 0:
             word = word.capitalize()
         sentence += 1
@@ -97,55 +111,67 @@ def _signature(rng: random.Random, chars: int) -> str:
     return base64.b64encode(rng.randbytes(chars * 3 // 4)).decode("ascii")
 
 
-def _user_input(rng: random.Random) -> dict[str, Any]:
-    return {"type": "user_input", "content": [{"type": "text", "text": _text(rng, rng.randint(150, 1500))}]}
+def _user_input(rng: random.Random, style: _Style) -> dict[str, Any]:
+    text = _text(rng, style.size(rng, 150, 1500), style.words)
+    return {"type": "user_input", "content": [{"type": "text", "text": text}]}
 
 
-def _thought(rng: random.Random) -> dict[str, Any]:
+def _thought(rng: random.Random, style: _Style) -> dict[str, Any]:
     return {
         "type": "thought",
-        "signature": _signature(rng, rng.randint(200, 700)),
-        "summary": [{"type": "text", "text": _text(rng, rng.randint(150, 600))}],
+        "signature": _signature(rng, style.size(rng, 200, 700)),
+        "summary": [{"type": "text", "text": _text(rng, style.size(rng, 150, 600), style.words)}],
     }
 
 
-def _model_output(rng: random.Random) -> dict[str, Any]:
-    return {"type": "model_output", "content": [{"type": "text", "text": _text(rng, rng.randint(400, 2800))}]}
+def _model_output(rng: random.Random, style: _Style) -> dict[str, Any]:
+    text = _text(rng, style.size(rng, 400, 2800), style.words)
+    return {"type": "model_output", "content": [{"type": "text", "text": text}]}
 
 
-def _function_call(rng: random.Random, call_id: str) -> dict[str, Any]:
+def _function_call(rng: random.Random, call_id: str, style: _Style) -> dict[str, Any]:
     name = rng.choice(_FUNCTIONS)
     arguments: dict[str, Any] = {
-        "query": _text(rng, rng.randint(20, 120)),
+        "query": _text(rng, style.size(rng, 20, 120), style.words),
         "limit": rng.randint(1, 50),
         "options": {"exact": rng.random() < 0.5, "language": rng.choice(["en", "fr", "ja"])},
     }
     return {"type": "function_call", "id": call_id, "name": name, "arguments": arguments}
 
 
-def _function_result(rng: random.Random, call: dict[str, Any]) -> dict[str, Any]:
+def _function_result(rng: random.Random, call: dict[str, Any], style: _Style) -> dict[str, Any]:
     if rng.random() < 0.5:
-        result: Any = _text(rng, rng.randint(200, 1500))
+        result: Any = _text(rng, style.size(rng, 200, 1500), style.words)
     else:
         result = {
             "rows": [
-                {"id": rng.randint(1, 10**6), "title": _text(rng, 30), "score": round(rng.random(), 4)}
-                for _ in range(rng.randint(2, 14))
+                {
+                    "id": rng.randint(1, 10**6),
+                    "title": _text(rng, 30, style.words),
+                    "score": round(rng.random(), 4),
+                }
+                for _ in range(max(1, round(rng.randint(2, 14) * style.scale)))
             ],
             "truncated": rng.random() < 0.2,
         }
     return {"type": "function_result", "call_id": call["id"], "name": call["name"], "result": result}
 
 
-def conversation_exchanges(total_steps: int, *, seed: int = DEFAULT_SEED) -> list[list[dict[str, Any]]]:
+def conversation_exchanges(
+    total_steps: int, *, seed: int = DEFAULT_SEED, ascii_only: bool = False, scale: float = 1.0
+) -> list[list[dict[str, Any]]]:
     """Exchanges of 2 to 4 steps, ``total_steps`` steps in all, the same for a given seed.
 
     An exchange starts with the user's turn (``user_input``, or a ``function_result`` answering the model's
     last ``function_call``) and goes on with the model's reply: an optional ``thought`` (signature and
-    summary), then ``model_output`` text and/or a ``function_call``. The JSON averages about 1 KB a step.
+    summary), then ``model_output`` text and/or a ``function_call``. The JSON averages about 1 KB a step,
+    some of its words non-ASCII. ``ascii_only`` draws only the vocabulary's ASCII words; ``scale``
+    multiplies every text's and signature's length (``ascii_only=True, scale=0.45``: ASCII steps of about
+    500 bytes, ``ASCII_SMALL``).
     """
     if total_steps < 2:
         raise ValueError("a conversation needs at least 2 steps")
+    style = _Style(_ASCII_WORDS, scale) if ascii_only else _Style(scale=scale)
     rng = random.Random(seed)
     exchanges: list[list[dict[str, Any]]] = []
     pending_call: dict[str, Any] | None = None
@@ -155,16 +181,18 @@ def conversation_exchanges(total_steps: int, *, seed: int = DEFAULT_SEED) -> lis
         size = remaining if remaining <= 4 else rng.choice((2, 3, 3, 4))
         if remaining - size == 1:
             size = size + 1 if size < 4 else size - 1
-        first = _user_input(rng) if pending_call is None else _function_result(rng, pending_call)
+        first = (
+            _user_input(rng, style) if pending_call is None else _function_result(rng, pending_call, style)
+        )
         steps = [first]
         if size >= 3:
-            steps.append(_thought(rng))
+            steps.append(_thought(rng, style))
         ends_with_call = rng.random() < 0.3
         if size == 4 or not ends_with_call:
-            steps.append(_model_output(rng))
+            steps.append(_model_output(rng, style))
         if size == 4 or ends_with_call:
             calls += 1
-            steps.append(_function_call(rng, f"call_{calls:06d}"))
+            steps.append(_function_call(rng, f"call_{calls:06d}", style))
         steps = steps[:size]
         pending_call = steps[-1] if steps[-1]["type"] == "function_call" else None
         exchanges.append(steps)
