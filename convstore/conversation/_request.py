@@ -150,8 +150,12 @@ def new_input_steps(value: Any, limits: Limits = DEFAULT_LIMITS) -> list[dict[st
 
 
 def _bounded(step: dict[str, Any], limits: Limits) -> dict[str, Any]:
-    """``step`` (built here from the caller's text or contents) once its nesting and size are bounded."""
+    """``step`` (built here from the caller's text or contents) once its nesting and size are bounded and
+    its text is text UTF-8 can carry (a lone surrogate is refused here, as in any other step)."""
     check_value(step, path="steps[0]", limits=limits, max_bytes=limits.max_step_bytes)
+    problems = codec.text_problems(step, "input")
+    if problems:
+        raise CodecError(problems)
     return step
 
 

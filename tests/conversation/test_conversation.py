@@ -258,6 +258,22 @@ def test_request_validates_its_input_and_overrides(store):
     assert conv.request([convstore.TextContent(text="typed")])["input"] == [user("typed")]
 
 
+def test_a_lone_surrogate_in_a_turns_text_is_a_codec_error_before_anything_is_sent(store, client, emulator):
+    """Text given as a string or as text contents is checked at the door like any step: a lone surrogate
+    (which UTF-8 cannot carry) is a ``CodecError`` naming where it is, not a ``UnicodeEncodeError`` from
+    building the body; nothing is sent and nothing stored."""
+    conv = store.create_conversation(model=MODEL)
+    conv.send("hello", client=client)
+    before = (conv.history(), len(emulator.requests))
+    for given in ("a\ud800b", [{"type": "text", "text": "fine"}, {"type": "text", "text": "\udfff"}]):
+        for call in (lambda g: conv.send(g, client=client), conv.request):
+            with pytest.raises(CodecError, match=r"input\.content\[\d\]\.text.*surrogate") as raised:
+                call(given)
+            assert "\ud800" not in str(raised.value)
+            assert "\udfff" not in str(raised.value)
+    assert (store.conversation(conv.id).history(), len(emulator.requests)) == before
+
+
 def test_edit_a_past_message_keeps_both_versions(store, client, emulator):
     conv = store.create_conversation(model=MODEL)
     conv.send("I have 2 dogs.", client=client)
