@@ -288,8 +288,10 @@ def _of_head(column: str) -> sa.ScalarSelect[object]:
 # again.
 HEAD_SEGMENT_BYTES_SCAN = _history_bytes(
     _of_head("segment_id"),
-    _of_head("depth"),
-    _of_head("depth") < sa.bindparam("limit", type_=sa.Integer()),
+    # The head's depth when it is under ``limit``, else -1: the index range's one upper bound, so that a
+    # deep branch is not walked to return nothing (a condition beside it, ``depth < limit``, left SQLite
+    # walking a segment of 100,000 nodes: 11 ms an open).
+    sa.case((_of_head("depth") < sa.bindparam("limit", type_=sa.Integer()), _of_head("depth")), else_=-1),
     sa.exists().where(c.c.id == sa.bindparam("conversation_id"), c.c.encryption.is_(None), OWNED_BY),
 )
 PATH_SCAN = sa.select(*NODE_COLUMNS).where(_IN_SEGMENT).order_by(n.c.depth)
