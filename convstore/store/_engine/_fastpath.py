@@ -88,6 +88,13 @@ def _result_rows(result: Any) -> list[Any]:
         result.close()
 
 
+async def _fairy(conn: AsyncConnection) -> Any:
+    """The pool's connection under ``conn``: read from its sync connection, without the greenlet hop that
+    ``get_raw_connection`` takes, once the connection is open."""
+    sync = conn.sync_connection
+    return sync.connection if sync is not None else await conn.get_raw_connection()
+
+
 def _driver_rows(conn: Connection, step: Exec) -> list[Any]:
     if not _psycopg(conn.dialect):
         return _result_rows(conn.execute(step.statement, step.params))
@@ -105,7 +112,7 @@ async def _driver_rows_async(conn: AsyncConnection, step: Exec) -> list[Any]:
     if not _psycopg(conn.dialect):
         return _result_rows(await conn.execute(step.statement, step.params))
     sql, params = _psycopg_sql(conn, step)
-    driver: Any = (await conn.get_raw_connection()).driver_connection
+    driver: Any = (await _fairy(conn)).driver_connection
     try:
         async with driver.cursor(binary=True) as cursor:
             await cursor.execute(sql, params)
@@ -440,7 +447,7 @@ async def run_batch_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
     if not _psycopg(conn.dialect):
         watched = conn.sync_connection is not None and _watched(conn.sync_connection)
         return [await execute_async(conn, step, watched=watched) for step in batch.statements]
-    fairy: Any = await conn.get_raw_connection()
+    fairy: Any = await _fairy(conn)
     driver = fairy.driver_connection
     bound = [_bind(conn, step) for step in batch.statements]
     cursors = [driver.cursor(binary=step.rows) for step in batch.statements]
