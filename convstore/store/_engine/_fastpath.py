@@ -41,7 +41,8 @@ def compile_once(namespace: Mapping[str, object]) -> None:
 
 
 def _watched(conn: Connection) -> bool:
-    """Whether something watches ``conn``'s statements: the engine's statement events or its echo."""
+    """Whether ``conn``'s statements must go through SQLAlchemy: something watches them (the engine's
+    statement events, its echo), or SQLAlchemy rewrites them at execution (a ``schema_translate_map``)."""
     dispatch = conn.dispatch
     return bool(
         dispatch.before_cursor_execute
@@ -49,6 +50,7 @@ def _watched(conn: Connection) -> bool:
         or dispatch.before_execute
         or dispatch.after_execute
         or getattr(conn, "_echo", False)
+        or conn.get_execution_options().get("schema_translate_map")
     )
 
 
