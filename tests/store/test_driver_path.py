@@ -140,3 +140,15 @@ def test_a_connection_killed_under_the_short_path_is_not_handed_out_again(db_url
                 assert pids[-1] != killed
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("flavour", ["async"], indirect=True)
+def test_an_aiosqlite_without_its_thread_hook_goes_the_adapters_way(store, monkeypatch):
+    """The one-trip statement relies on aiosqlite's ``_execute``; without it every statement still runs,
+    through SQLAlchemy's adapter, with the same results."""
+    monkeypatch.setattr(_fastpath, "_one_hop", lambda _driver: False)
+    called: list[object] = []
+    monkeypatch.setattr(_fastpath, "_aiosqlite", lambda *args: called.append(args))
+    assert _scrub(_workload(store, "adapter"), "adapter") == _scrub(_workload(store, "other"), "other")
+    assert not called

@@ -356,19 +356,31 @@ def execute(conn: Connection, step: Exec, *, watched: bool | None = None) -> Any
         cursor.close()
 
 
+def _one_hop(driver: Any) -> bool:
+    """Whether ``driver`` is the aiosqlite this knows, whose thread takes a function (``_execute``): else a
+    statement goes the adapter's way."""
+    return callable(getattr(driver, "_execute", None))
+
+
+async def _through_sqlalchemy(conn: AsyncConnection, step: Exec) -> Any:
+    if step.rows:
+        return await _driver_rows_async(conn, step)
+    return await conn.execute(step.statement, step.params)
+
+
 async def execute_async(conn: AsyncConnection, step: Exec, *, watched: bool | None = None) -> Any:
     """``execute`` on an asyncio connection: the driver's own coroutines (psycopg's, aiosqlite's), no
     greenlet hop into SQLAlchemy for the statement."""
     sync = conn.sync_connection
     bound = None if sync is None else _short_way(sync, step, watched)
     if bound is None or sync is None:
-        if step.rows:
-            return await _driver_rows_async(conn, step)
-        return await conn.execute(step.statement, step.params)
+        return await _through_sqlalchemy(conn, step)
     prepared, params, many = bound
     fairy: Any = sync.connection
     driver = fairy.driver_connection
     if not _psycopg(conn.dialect):
+        if not _one_hop(driver):
+            return await _through_sqlalchemy(conn, step)
         return await _aiosqlite(conn, fairy, step, prepared, params, many)
     cursor = driver.cursor(binary=True) if step.rows else driver.cursor()
     try:
