@@ -74,13 +74,6 @@ def _psycopg_sql(conn: Connection | AsyncConnection, step: Exec) -> tuple[str, M
     return str(compiled), compiled.construct_params(step.params)
 
 
-def _driver_error(conn: Connection | AsyncConnection, sql: str, params: Any, error: Exception) -> Exception:
-    """A driver's error as SQLAlchemy would have raised it (a ``DBAPIError``), for ``translate``."""
-    return exc.DBAPIError.instance(
-        sql, params, error, conn.dialect.loaded_dbapi.Error, hide_parameters=True, dialect=conn.dialect
-    )
-
-
 def _result_rows(result: Any) -> list[Any]:
     """The rows of a result as the driver's cursor gives them, then the result closed."""
     try:
@@ -101,26 +94,26 @@ def _driver_rows(conn: Connection, step: Exec) -> list[Any]:
     if not _psycopg(conn.dialect):
         return _result_rows(conn.execute(step.statement, step.params))
     sql, params = _psycopg_sql(conn, step)
-    driver: Any = conn.connection.driver_connection
+    fairy: Any = conn.connection
     try:
-        with driver.cursor(binary=True) as cursor:
+        with fairy.driver_connection.cursor(binary=True) as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
     except conn.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(conn, sql, params, error) from error
+        raise _lost(conn, error, fairy, sql, None) from error
 
 
 async def _driver_rows_async(conn: AsyncConnection, step: Exec) -> list[Any]:
     if not _psycopg(conn.dialect):
         return _result_rows(await conn.execute(step.statement, step.params))
     sql, params = _psycopg_sql(conn, step)
-    driver: Any = (await _fairy(conn)).driver_connection
+    fairy: Any = await _fairy(conn)
     try:
-        async with driver.cursor(binary=True) as cursor:
+        async with fairy.driver_connection.cursor(binary=True) as cursor:
             await cursor.execute(sql, params)
             return list(await cursor.fetchall())
     except conn.dialect.loaded_dbapi.Error as error:
-        raise _driver_error(conn, sql, params, error) from error
+        raise await _lost_async(conn, error, fairy, sql, None) from error
 
 
 # -- statements compiled once, read as the driver's rows -------------------------------------------------
@@ -290,11 +283,10 @@ def _result(
     return DriverResult(rows, rowcount)
 
 
-def _failed(conn: Connection, fairy: Any, sql: str, error: Exception, cursor: Any) -> exc.DBAPIError:
+def _failed(dialect: Any, fairy: Any, sql: str, error: Exception, cursor: Any) -> exc.DBAPIError:
     """A driver's error as SQLAlchemy raises it (``DBAPIError``), which says whether the connection is lost
     (``connection_invalidated``): then the caller invalidates it, as SQLAlchemy does, so that the pool
     does not hand it out again."""
-    dialect = conn.dialect
     return exc.DBAPIError.instance(  # type: ignore[return-value]  # the driver error: a DBAPIError
         sql,
         None,
@@ -302,12 +294,12 @@ def _failed(conn: Connection, fairy: Any, sql: str, error: Exception, cursor: An
         dialect.loaded_dbapi.Error,
         hide_parameters=True,
         dialect=dialect,
-        connection_invalidated=bool(dialect.is_disconnect(error, fairy, cursor)),  # type: ignore[arg-type]
+        connection_invalidated=bool(dialect.is_disconnect(error, fairy, cursor)),
     )
 
 
 def _lost(conn: Connection, error: Exception, fairy: Any, sql: str, cursor: Any) -> exc.DBAPIError:
-    wrapped = _failed(conn, fairy, sql, error, cursor)
+    wrapped = _failed(conn.dialect, fairy, sql, error, cursor)
     if wrapped.connection_invalidated and not conn.invalidated:
         conn.invalidate(wrapped)
     return wrapped
@@ -316,10 +308,7 @@ def _lost(conn: Connection, error: Exception, fairy: Any, sql: str, cursor: Any)
 async def _lost_async(
     conn: AsyncConnection, error: Exception, fairy: Any, sql: str, cursor: Any
 ) -> exc.DBAPIError:
-    sync = conn.sync_connection
-    if sync is None:
-        return _driver_error(conn, sql, None, error)  # type: ignore[return-value]  # see _failed
-    wrapped = _failed(sync, fairy, sql, error, cursor)
+    wrapped = _failed(conn.dialect, fairy, sql, error, cursor)
     if wrapped.connection_invalidated and not conn.invalidated:
         await conn.invalidate(wrapped)
     return wrapped
