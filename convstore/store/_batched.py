@@ -17,7 +17,7 @@ from convstore.store._engine import Exec, Op
 from convstore.store._rows import Head, Row, missing_branch_or_conversation, node_from_row
 from convstore.store._search import index_rows
 
-__all__ = ["Appended", "SegmentTaken", "batch_of", "move_head", "moved_to"]
+__all__ = ["Appended", "SegmentTaken", "batch_of", "guard_of", "move_head", "moved_to"]
 
 
 class SegmentTaken(Exception):
@@ -82,6 +82,17 @@ def batch_of(  # noqa: PLR0917 -- the append's own parts, passed on
         statements.append(Exec(st.INSERT_EXCHANGE, {**record, "created_at": now}))
     statements.append(move_head(conversation_id, branch, head, rows, now))
     return tuple(statements)
+
+
+def guard_of(
+    conversation_id: str, branch: str, rows: Sequence[dict[str, Any]], exchange_id: str | None
+) -> Exec:
+    """The batch's guard (``Batch.guard``): what ``append`` checks after the batch, checked before the
+    commit where the batch is sent with it."""
+    params = {"in_conversation": conversation_id, "branch": branch, "new_head": rows[-1]["id"]}
+    if exchange_id is None:
+        return Exec(st.APPEND_GUARD, params)
+    return Exec(st.APPEND_GUARD_FOR_EXCHANGE, {**params, "exchange_id": exchange_id, "steps": len(rows)})
 
 
 def moved_to(

@@ -22,6 +22,8 @@ from convstore.store._schema import search as se
 from convstore.store._schema import summaries as sm
 
 __all__ = [
+    "APPEND_GUARD",
+    "APPEND_GUARD_FOR_EXCHANGE",
     "BRANCH_EXISTS",
     "CONVERSATION_EXISTS",
     "CONVERSATION_VISIBLE",
@@ -215,6 +217,34 @@ MOVE_HEAD = (
     .values(head_id=sa.bindparam("new_head"), updated_at=sa.bindparam("now"))
 )
 
+# An append's guard when it is sent with its commit (``Batch.guard``, ``_engine._committed``): divides by
+# zero, refusing the commit, unless the compare-and-swap moved the branch to the new head (``new_head`` is
+# a new node's id: no other writer can have set it). The other guesses of a batched append need no guard:
+# a segment continued by another writer fails the nodes' insert (unique index), a conversation deleted
+# under it the foreign keys.
+_MOVED = (
+    b.c.conversation_id == sa.bindparam("in_conversation"),
+    b.c.name == sa.bindparam("branch"),
+    b.c.head_id == sa.bindparam("new_head", type_=b.c.head_id.type),
+)
+APPEND_GUARD = sa.select(sa.literal_column("1") / sa.func.count()).select_from(b).where(*_MOVED)
+# The same for an append that names its exchange: also that no other step of that exchange was stored
+# before (an append sent again after an unknown outcome), which without an exchange row to insert nothing
+# else would refuse. ``steps``: how many the append writes.
+APPEND_GUARD_FOR_EXCHANGE = (
+    sa.select(sa.literal_column("1") / sa.func.count())
+    .select_from(b)
+    .where(
+        *_MOVED,
+        sa.select(sa.func.count())
+        .where(
+            n.c.conversation_id == sa.bindparam("in_conversation"),
+            n.c.exchange_id == sa.bindparam("exchange_id", type_=n.c.exchange_id.type),
+        )
+        .scalar_subquery()
+        == sa.bindparam("steps", type_=sa.Integer()),
+    )
+)
 
 LIST_BRANCHES = (
     sa.select(b.c.name, b.c.head_id, b.c.created_at, b.c.updated_at)

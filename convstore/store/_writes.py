@@ -14,9 +14,9 @@ from convstore.errors import (
     ConversationNotFoundError,
 )
 from convstore.store import _statements as st
-from convstore.store._batched import Appended, SegmentTaken, batch_of, move_head, moved_to
+from convstore.store._batched import Appended, SegmentTaken, batch_of, guard_of, move_head, moved_to
 from convstore.store._crypto import DataCipher
-from convstore.store._engine import Batch, Exec, Op
+from convstore.store._engine import Batch, Exec, Op, Refused
 from convstore.store._media import files_json, plain_digest, refs_json, split_media
 from convstore.store._rows import (
     Head,
@@ -229,8 +229,8 @@ def append(  # noqa: PLR0917 -- an internal operation; every caller passes all s
                 conversation_id, branch, head, rows, stored, now, exchange, exchange_id, index, cipher
             )
             try:
-                results = yield Batch(batch)
-            except exc.IntegrityError:
+                results = yield Batch(batch, guard_of(conversation_id, branch, rows, exchange_id))
+            except (exc.IntegrityError, Refused):
                 raise SegmentTaken from None
             found = results[0].first()
             if found is None or (exchange_id is not None and found.done) or (guess and found.continued):

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import convstore
 from convstore.errors import InvalidExchangeError, OutcomeUnknownError
 from tests.conftest import model, user
+from tests.cutter import CommitCutter
 
 
 def texts(conv: Any) -> list[str]:
@@ -58,8 +59,20 @@ def lose_commit(
     return killed, at_commit
 
 
+def watch(engine: sa.Engine) -> Callable[..., None]:
+    """A statement listener, as OpenTelemetry's instrumentation installs: the store's statements then go
+    through SQLAlchemy, in a transaction it begins and commits (not a pipeline carrying its commit)."""
+
+    def seen(*_args: Any) -> None:
+        return None
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    return seen
+
+
 @pytest.mark.parametrize("committed", [True, False], ids=["went-through", "never-happened"])
 def test_a_lost_commit_is_an_unknown_outcome_and_the_retry_stores_once(pg_store, db_url, committed):
+    seen = watch(pg_store.engine)  # the commit event below fires for SQLAlchemy's COMMIT only
     admin = sa.create_engine(db_url)
     conv = pg_store.create_conversation()
     conv.append([user("one"), model("a")])
@@ -69,6 +82,7 @@ def test_a_lost_commit_is_an_unknown_outcome_and_the_retry_stores_once(pg_store,
         conv.append([user("two"), model("b")], exchange_id=exchange_id)
     assert killed
     sa.event.remove(pg_store.engine, "commit", hook)
+    sa.event.remove(pg_store.engine, "before_cursor_execute", seen)
     assert "may have been committed" in str(raised.value)
     assert "two" not in str(raised.value)
     assert texts(conv) == (["one", "a", "two", "b"] if committed else ["one", "a"])
@@ -79,6 +93,39 @@ def test_a_lost_commit_is_an_unknown_outcome_and_the_retry_stores_once(pg_store,
     assert len(conv.tree().nodes) == 4
     assert pg_store.check().ok
     admin.dispose()
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["pipeline", "sqlalchemy"])
+@pytest.mark.parametrize("when", ["after", "before"], ids=["went-through", "never-happened"])
+def test_a_connection_cut_at_the_commit_is_an_unknown_outcome(db_url, when, watched):
+    """The connection cut on the wire at the append's COMMIT (a network fault, a failover), whether the
+    append's statements go with their COMMIT in one pipeline or through SQLAlchemy's transaction: either
+    way ``OutcomeUnknownError``, the store as the server left it, and the same exchange sent again stored
+    once."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("a lost COMMIT needs a server")
+    cutter = CommitCutter(db_url)
+    try:
+        with convstore.Store(cutter.url(db_url)) as store:
+            if watched:
+                watch(store.engine)
+            conv = store.create_conversation()
+            conv.append([user("one"), model("a")])
+            exchange_id = str(uuid.uuid4())
+            cutter.arm(when)
+            with pytest.raises(OutcomeUnknownError) as raised:
+                conv.append([user("two"), model("b")], exchange_id=exchange_id)
+            assert cutter.cut == 1
+            assert "two" not in str(raised.value)
+            reopened = store.conversation(conv.id)
+            assert texts(reopened) == (["one", "a", "two", "b"] if when == "after" else ["one", "a"])
+            nodes = reopened.append([user("two"), model("b")], exchange_id=exchange_id)
+            assert [node.exchange_id for node in nodes] == [exchange_id, exchange_id]
+            assert texts(store.conversation(conv.id)) == ["one", "a", "two", "b"]
+            assert len(conv.tree().nodes) == 4
+            assert store.check().ok
+    finally:
+        cutter.close()
 
 
 def test_an_exchange_sent_again_is_returned_as_stored(store):

@@ -239,6 +239,23 @@ def test_an_edit_starts_at_the_parent_and_appends_after_it(store):
     assert [n.data for n in again.nodes()] == [PAWS]
 
 
+def test_a_refused_compare_and_swap_writes_nothing_where_the_nodes_could_go(store):
+    """An append to an empty branch starts a segment of its own, so its nodes' insert succeeds whatever
+    another writer did: only the compare-and-swap refuses it (on PostgreSQL, the guard sent before the
+    COMMIT of the write's one pipeline). Nothing of it stays."""
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    empty = conv.edit(first[0].id, branch="empty")
+    stale = store.conversation(conv.id, "empty")
+    empty.append([PAWS])
+    before = dump(store)
+    with pytest.raises(ConflictError) as raised:
+        stale.append([user("stale")])
+    assert raised.value.expected_head is None  # the head it last saw: the empty branch
+    assert dump(store) == before
+    assert store.check().ok
+
+
 def test_path_is_the_history_at_a_node(store):
     conv = store.create_conversation()
     nodes = conv.append(DOGS) + conv.append([PAWS])

@@ -29,7 +29,7 @@ from convstore.store._engine._factory import (
     make_engine,
 )
 from convstore.store._engine._fastpath import DriverResult, compile_once
-from convstore.store._engine._op import Batch, Call, Exec, Op
+from convstore.store._engine._op import Batch, Call, Exec, Op, Refused
 from convstore.store._engine._runner import drive, drive_async, run, run_async
 from convstore.store._engine._translate import database_errors, outcome_unknown, translate
 from convstore.store._engine._wal import checkpoint, checkpoint_async, finish_pending, finish_pending_async
@@ -40,6 +40,7 @@ __all__ = [
     "DriverResult",
     "Exec",
     "Op",
+    "Refused",
     "adopt_async_engine",
     "adopt_engine",
     "checkpoint",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection, Engine
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from convstore.store._engine._committed import commits_with, run_committed, run_committed_async
 from convstore.store._engine._factory import _WRITE_OPTION
 from convstore.store._engine._fastpath import (
     _psycopg,
@@ -21,7 +22,7 @@ from convstore.store._engine._fastpath import (
     run_batch,
     run_batch_async,
 )
-from convstore.store._engine._op import Batch, Call, Op
+from convstore.store._engine._op import Batch, Call, Op, Refused
 from convstore.store._engine._translate import outcome_unknown, translate
 
 T = TypeVar("T")
@@ -50,13 +51,21 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 committing = True  # the statement commits: its failure may come after the commit
                 return drive(conn, op)
+            first = None
             if write:
+                try:
+                    first = next(op)  # Python only: the operation has not touched the database yet
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                if isinstance(first, Batch) and commits_with(conn, first):
+                    conn.execution_options(isolation_level="AUTOCOMMIT")  # the batch begins and commits
+                    return _commit_batch(conn, op, first, engine.url)
                 conn.execution_options(**{_WRITE_OPTION: True})
             elif _autocommit_reads(conn.dialect):
                 conn.execution_options(isolation_level="AUTOCOMMIT")  # reset when the pool takes it back
                 return drive(conn, op)
             with conn.begin():
-                value = drive(conn, op)
+                value = drive(conn, op, first)
                 committing = write
             return value
     except exc.DBAPIError as error:
@@ -65,11 +74,60 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
         raise translate(error, engine.url) from None
 
 
-def drive(conn: Connection, op: Op[T]) -> T:
-    """Feed an operation's statements to ``conn`` until it returns."""
+def _commit_batch(conn: Connection, op: Op[T], batch: Batch, url: Any) -> T:
+    """A write whose first step is a guarded batch, sent with its ``BEGIN`` and ``COMMIT``
+    (``_committed``); its connection in autocommit."""
+    try:
+        results = run_committed(conn, batch)
+    except Refused as refused:
+        _refuse(op, refused)
+    except exc.DBAPIError as error:
+        if conn.invalidated:  # lost: the COMMIT may have run
+            raise outcome_unknown(error, url) from None
+        _refuse(op, error)
+    return _after_commit(op, results)
+
+
+async def _commit_batch_async(
+    conn: AsyncConnection, op: Op[T], batch: Batch, url: Any, stop: asyncio.Event
+) -> T:
+    """``_commit_batch`` on an asyncio connection; abandoned before it is sent once ``stop`` is set."""
+    if stop.is_set():
+        op.close()
+        raise _Stopped
+    try:
+        results = await run_committed_async(conn, batch)
+    except Refused as refused:
+        _refuse(op, refused)
+    except exc.DBAPIError as error:
+        if conn.invalidated:  # lost: the COMMIT may have run
+            raise outcome_unknown(error, url) from None
+        _refuse(op, error)
+    return _after_commit(op, results)
+
+
+def _refuse(op: Op[Any], error: BaseException) -> NoReturn:
+    """Throw the failure of a batch sent with its commit into its operation, which must raise: nothing was
+    written, and the connection is no longer in a transaction for it to go on in."""
+    op.throw(error)
+    raise RuntimeError("an operation went on after its committed batch failed")  # pragma: no cover
+
+
+def _after_commit(op: Op[T], results: list[Any]) -> T:
+    """Send a committed batch's results to its operation, which must return: its write is over."""
+    try:
+        op.send(results)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    raise RuntimeError("an operation went on after its committed batch")  # pragma: no cover
+
+
+def drive(conn: Connection, op: Op[T], first: Any = None) -> T:
+    """Feed an operation's statements to ``conn`` until it returns (``first``: its first step, already
+    taken from it)."""
     watched = _watched(conn)  # whether its statements go through SQLAlchemy, for the whole transaction
     try:
-        step = next(op)
+        step = next(op) if first is None else first
         while True:
             if isinstance(step, Call):
                 try:
@@ -152,13 +210,22 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     committing = True  # the statement commits: its failure may come after the commit
                     return await drive_async(conn, op, stop)
+                first = None
                 if write:
+                    try:
+                        first = next(op)  # Python only: the operation has not touched the database yet
+                    except StopIteration as stop_iteration:
+                        return stop_iteration.value  # type: ignore[no-any-return]
+                    sync = conn.sync_connection
+                    if isinstance(first, Batch) and sync is not None and commits_with(sync, first):
+                        await conn.execution_options(isolation_level="AUTOCOMMIT")
+                        return await _commit_batch_async(conn, op, first, engine.url, stop)
                     await conn.execution_options(**{_WRITE_OPTION: True})
                 elif _autocommit_reads(conn.dialect):
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return await drive_async(conn, op, stop)
                 async with conn.begin():
-                    value = await drive_async(conn, op, stop)
+                    value = await drive_async(conn, op, stop, first)
                     committing = write
                 return value  # noqa: TRY300 -- the finally below runs either way
             except exc.DBAPIError as error:
@@ -175,7 +242,9 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
         raise translate(error, engine.url) from None
 
 
-async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | None = None) -> T:
+async def drive_async(
+    conn: AsyncConnection, op: Op[T], stop: asyncio.Event | None = None, first: Any = None
+) -> T:
     """``drive`` for an asyncio connection, whose ``execute`` returns the same buffered ``Result``.
 
     Once ``stop`` is set, the next statement is not run and the operation is abandoned (``_Stopped``).
@@ -183,7 +252,7 @@ async def drive_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event | No
     sync = conn.sync_connection
     watched = sync is not None and _watched(sync)
     try:
-        step = next(op)
+        step = next(op) if first is None else first
         while True:
             if stop is not None and stop.is_set():
                 op.close()
