@@ -27,6 +27,7 @@ __all__ = [
     "BRANCHES_THROUGH",
     "BRANCHES_THROUGH_MANY",
     "FIRST_EXCHANGE_NODES",
+    "HEAD_HISTORY_BYTES_SCAN",
     "HEAD_SEGMENT_BYTES_SCAN",
     "HISTORY_BYTES_SCAN",
     "HISTORY_SCAN",
@@ -293,6 +294,16 @@ HEAD_SEGMENT_BYTES_SCAN = _history_bytes(
     # walking a segment of 100,000 nodes: 11 ms an open).
     sa.case((_of_head("depth") < sa.bindparam("limit", type_=sa.Integer()), _of_head("depth")), else_=-1),
     sa.exists().where(c.c.id == sa.bindparam("conversation_id"), c.c.encryption.is_(None), OWNED_BY),
+)
+# What ``history()`` of a plaintext branch reads first: HISTORY_BYTES_SCAN of the head's segment up to the
+# head, with the head's depth, running total and segment on its row. The whole path, in one statement (one
+# snapshot), when the segment starts at the root (the branch never forked above it); else the segments
+# above are read after it, from the head it found.
+_AT_HEAD = n.c.depth == _of_head("depth")
+HEAD_HISTORY_BYTES_SCAN = _history_bytes(_of_head("segment_id"), _of_head("depth")).add_columns(
+    sa.case((_AT_HEAD, n.c.depth), else_=sa.null()).label("head_depth"),
+    sa.case((_AT_HEAD, n.c.total_tokens), else_=sa.null()).label("head_total"),
+    _only_where(_AT_HEAD, n.c.segment_id).label("head_segment"),
 )
 PATH_SCAN = sa.select(*NODE_COLUMNS).where(_IN_SEGMENT).order_by(n.c.depth)
 PATH_EXCHANGES_SCAN = sa.select(n.c.exchange_id).where(_IN_SEGMENT).order_by(n.c.depth)

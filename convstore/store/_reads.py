@@ -151,9 +151,20 @@ class Replay:
         return Replay(head, [*self.payloads, *(text.encode() for text in texts)], self.files + added, fresh)
 
 
-_HISTORY_COLUMNS = list(paths.HISTORY_BYTES_SCAN.selected_columns.keys())
-HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, HISTORY_MEDIA, _FILES, _FRESH = (
-    _HISTORY_COLUMNS.index(name) for name in ("id", "exchange_id", "payload", "media", "files", "files_fresh")
+_HISTORY_COLUMNS = list(paths.HEAD_HISTORY_BYTES_SCAN.selected_columns.keys())  # HISTORY_BYTES_SCAN's, and
+HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, HISTORY_MEDIA, _FILES, _FRESH, _HEAD_DEPTH, _HEAD_TOTAL, _HEAD_SEGMENT = (
+    _HISTORY_COLUMNS.index(name)
+    for name in (
+        "id",
+        "exchange_id",
+        "payload",
+        "media",
+        "files",
+        "files_fresh",
+        "head_depth",
+        "head_total",
+        "head_segment",
+    )
 )
 _PAYLOADS = operator.itemgetter(_PAYLOAD)
 _MEDIAS = operator.itemgetter(HISTORY_MEDIA)
@@ -191,6 +202,22 @@ def history(
         row = result.first()
         if row is not None and row.head_id == known.head.node_id:
             return known
+    if cipher is None:
+        params = {"conversation_id": conversation_id, "branch": branch}
+        rows = yield Exec(paths.HEAD_HISTORY_BYTES_SCAN, params, rows=True)
+        if rows:
+            last = rows[-1]
+            tip = Segment(canonical_id(last[_HEAD_SEGMENT]), last[_HEAD_DEPTH], last[_HEAD_TOTAL])
+            head = _head_at(tip, last[HISTORY_ID], last[_EXCHANGE_ID])
+            if len(rows) != tip.top + 1:  # the branch forked above its head's segment: the segments above
+                above = (yield from segments(conversation_id, node_id=head.node_id))[:-1]
+                rows = [
+                    *(yield from _scan(conversation_id, above, paths.HISTORY_BYTES_SCAN, rows=True)),
+                    *rows,
+                ]
+                if not above or len(rows) != tip.top + 1:
+                    raise (yield from gone(conversation_id, tip.segment_id))
+            return (yield from replay_of_bytes(conversation_id, head, rows))
     found = yield from segments(conversation_id, branch)
     if not found:
         check = yield Exec(st.BRANCH_EXISTS, {"conversation_id": conversation_id, "branch": branch})

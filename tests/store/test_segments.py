@@ -178,17 +178,17 @@ def test_a_conversation_deleted_between_the_statements_of_a_read_is_not_found(db
         conv.fork(at=conv.nodes()[0].id, branch="side").append([user("two"), model("b")])
         op = _reads.history(conv.id, "side")
 
+        def run(step: Any) -> object:
+            if step.rows:  # a scan, read as the driver's rows
+                return _fastpath._driver_rows(connection, step)
+            return connection.execute(step.statement, step.params)
+
         def finish(result: object) -> None:
             while True:
-                step = op.send(result)
-                if step.rows:  # the branch's scan, read as the driver's rows
-                    result = _fastpath._driver_rows(connection, step)
-                else:
-                    result = connection.execute(step.statement, step.params)
+                result = run(op.send(result))
 
         with store.engine.connect() as connection, connection.begin():
-            step = next(op)
-            result = connection.execute(step.statement, step.params)  # the segments
+            result = run(next(op))  # the head's segment (it starts below the fork)
             store.delete_conversation(conv.id)
             with pytest.raises(ConversationNotFoundError):
                 finish(result)
@@ -331,10 +331,7 @@ def test_a_lock_timeout_in_the_drivers_scan_is_a_store_busy_error(db_url):
     with convstore.Store(db_url) as store:
         conv = store.create_conversation()
         conv.append([user("one"), model("a")])
-        op = _reads.history(conv.id, "main")
-        step = next(op)
-        with store.engine.connect() as first:  # the segments, in a transaction of their own
-            step = op.send(first.execute(step.statement, step.params))
+        step = next(_reads.history(conv.id, "main"))  # the head's segment, the whole path here
         assert step.rows
         with store.engine.connect() as locker, locker.begin():
             locker.exec_driver_sql("LOCK TABLE convstore_nodes IN ACCESS EXCLUSIVE MODE")
