@@ -21,10 +21,8 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-import attrs
-
 from convstore._ids import canonical_id
-from convstore._uris import FilePosition, file_uris
+from convstore._uris import FilePosition
 from convstore.errors import (
     ConversationNotFoundError,
     CorruptionError,
@@ -38,6 +36,7 @@ from convstore.store._engine import Exec, Op
 from convstore.store._rows import (
     EMPTY_HEAD,
     Head,
+    Replay,
     json_or_none,
     missing_branch_or_conversation,
     nodes_of,
@@ -121,50 +120,13 @@ def _scan(
     return scanned
 
 
-@attrs.frozen
-class Replay:
-    """The step texts of a branch from its root to ``head``, as a conversation last read or wrote them: the
-    UTF-8 bytes of each step's JSON, what a request sends.
-
-    Nodes are immutable, so while the branch head is still ``head`` these are exactly its history: a
-    conversation keeps them and the next ``history`` checks only the head (one primary-key lookup)
-    instead of reading the whole branch again.
-    """
-
-    head: Head
-    payloads: list[bytes]
-    # ``(index, node id, uris)`` of each payload that names a Files API uri (the nodes' ``files`` column,
-    # with them): a replay adapts these and only these (``convstore._uris``).
-    files: tuple[FilePosition, ...] = ()
-    # The earliest recorded expiry of the conversation's files when it was read (None: none, or not read).
-    files_fresh: datetime | None = None
-
-    def extended(self, head: Head, texts: Sequence[str], node_ids: Sequence[str] = ()) -> Replay:
-        start = len(self.payloads)
-        ids: Sequence[str | None] = node_ids or [None] * len(texts)
-        added = tuple(
-            (start + i, node, tuple(uris))
-            for i, (text, node) in enumerate(zip(texts, ids, strict=True))
-            if (uris := file_uris(text))
-        )
-        fresh = self.files_fresh if not added else None  # new uris: not covered by the bound read
-        return Replay(head, [*self.payloads, *(text.encode() for text in texts)], self.files + added, fresh)
-
-
-_HISTORY_COLUMNS = list(paths.HEAD_HISTORY_BYTES_SCAN.selected_columns.keys())  # HISTORY_BYTES_SCAN's, and
-HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, HISTORY_MEDIA, _FILES, _FRESH, _HEAD_DEPTH, _HEAD_TOTAL, _HEAD_SEGMENT = (
-    _HISTORY_COLUMNS.index(name)
-    for name in (
-        "id",
-        "exchange_id",
-        "payload",
-        "media",
-        "files",
-        "files_fresh",
-        "head_depth",
-        "head_total",
-        "head_segment",
-    )
+# The columns of HEAD_HISTORY_BYTES_SCAN: HISTORY_BYTES_SCAN's, then the head's depth, total and segment.
+_COLUMN = {name: i for i, name in enumerate(paths.HEAD_HISTORY_BYTES_SCAN.selected_columns.keys())}
+HISTORY_ID, _EXCHANGE_ID, _PAYLOAD, HISTORY_MEDIA, _FILES, _FRESH = (
+    _COLUMN[name] for name in ("id", "exchange_id", "payload", "media", "files", "files_fresh")
+)
+_HEAD_DEPTH, _HEAD_TOTAL, _HEAD_SEGMENT = (
+    _COLUMN[name] for name in ("head_depth", "head_total", "head_segment")
 )
 _PAYLOADS = operator.itemgetter(_PAYLOAD)
 _MEDIAS = operator.itemgetter(HISTORY_MEDIA)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import attrs
 
 from convstore._ids import canonical_id
+from convstore._uris import FilePosition, file_uris
 from convstore.errors import BranchNotFoundError, ConversationNotFoundError, CorruptionError
 from convstore.model import Node
 from convstore.store import _statements as st
@@ -25,6 +27,7 @@ __all__ = [
     "EMPTY_HEAD",
     "MEDIA_REF",
     "Head",
+    "Replay",
     "Row",
     "json_or_none",
     "missing_branch_or_conversation",
@@ -170,3 +173,33 @@ def json_or_none(text: str | None, conversation_id: str = "", field: str = "") -
             f"the stored {field} setting is not JSON text (sealed, with the row's encryption cleared?)",
             conversation_id,
         ) from None
+
+
+@attrs.frozen
+class Replay:
+    """The step texts of a branch from its root to ``head``, as a conversation last read or wrote them: the
+    UTF-8 bytes of each step's JSON, what a request sends.
+
+    Nodes are immutable, so while the branch head is still ``head`` these are exactly its history: a
+    conversation keeps them and the next ``history`` checks only the head (one primary-key lookup)
+    instead of reading the whole branch again.
+    """
+
+    head: Head
+    payloads: list[bytes]
+    # ``(index, node id, uris)`` of each payload that names a Files API uri (the nodes' ``files`` column,
+    # with them): a replay adapts these and only these (``convstore._uris``).
+    files: tuple[FilePosition, ...] = ()
+    # The earliest recorded expiry of the conversation's files when it was read (None: none, or not read).
+    files_fresh: datetime | None = None
+
+    def extended(self, head: Head, texts: Sequence[str], node_ids: Sequence[str] = ()) -> Replay:
+        start = len(self.payloads)
+        ids: Sequence[str | None] = node_ids or [None] * len(texts)
+        added = tuple(
+            (start + i, node, tuple(uris))
+            for i, (text, node) in enumerate(zip(texts, ids, strict=True))
+            if (uris := file_uris(text))
+        )
+        fresh = self.files_fresh if not added else None  # new uris: not covered by the bound read
+        return Replay(head, [*self.payloads, *(text.encode() for text in texts)], self.files + added, fresh)
