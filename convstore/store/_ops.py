@@ -127,10 +127,10 @@ def open_branch(
     prefetch: int = PREFETCH_STEPS,
 ) -> Op[Opened]:
     """``_conversations.load``, and with it, for a plaintext branch of fewer than ``prefetch`` steps, its
-    history: one batch (one round trip on PostgreSQL, one transaction on SQLite). A conversation opened
-    for a turn then reads nothing more before the turn's write.
+    history: one batch (one round trip on PostgreSQL; on SQLite two statements without a transaction,
+    run ``single``). A conversation opened for a turn then reads nothing more before the turn's write.
 
-    The two statements may see different snapshots (PostgreSQL reads in autocommit): the history is kept
+    The two statements may see different snapshots (each its own): the history is kept
     only when it ends at the head the record names and holds every step of its path, else it is left for
     the turn to read (as it is for a branch that forked above its head's segment).
     """

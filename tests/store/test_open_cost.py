@@ -45,3 +45,46 @@ def test_opening_a_deep_branch_costs_what_opening_a_less_deep_one_does(db_url):
             assert deep_cost <= shallow_cost * 1.5 + 10, (deep_cost, shallow_cost)
     finally:
         engine.dispose()
+
+
+def _texts(steps: list[dict[str, Any]]) -> list[str]:
+    return [step["content"][0]["text"] for step in steps]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL's open is one pipeline
+@pytest.mark.parametrize("prefetched", [True, False], ids=["short", "deep"])
+def test_a_turn_whose_reads_straddle_another_write_builds_on_one_head(db_url, monkeypatch, prefetched):
+    """On SQLite too, the turn's reads run without a transaction around them (each statement its own
+    snapshot): another writer's append lands between the open's record and its history scan. The open keeps
+    the record's head, a write built on it is refused by compare-and-swap, its history is one head's (the
+    opened one or the new one, never a mix), and read afresh holds both exchanges, whole."""
+    from convstore.store._engine import _fastpath  # noqa: PLC0415 -- the seam the slow fake takes
+    from convstore.store._statements import LOAD_CONVERSATION  # noqa: PLC0415
+
+    with convstore.Store(db_url) as store, convstore.Store(db_url) as other:
+        conv = store.create_conversation()
+        conv.append([user("one"), model("a")])
+        if not prefetched:  # past the open's prefetch: the turn reads the history itself
+            conv.append([s for i in range(150) for s in (user(f"q{i}"), model(f"a{i}"))])
+        before = _texts(conv.history())
+        original = _fastpath.execute
+        fired: list[str] = []
+
+        def slow(conn: Any, step: Any, *, watched: bool | None = None) -> Any:
+            result = original(conn, step, watched=watched)
+            if step.statement is LOAD_CONVERSATION and not fired:
+                fired.append(conv.id)
+                other.conversation(conv.id).append([user("two"), model("b")])
+            return result
+
+        monkeypatch.setattr(_fastpath, "execute", slow)
+        opened = store.conversation(conv.id)
+        monkeypatch.setattr(_fastpath, "execute", original)
+        assert fired == [conv.id]
+        assert opened.head_id == conv.head_id  # the record's head: the append landed after it was read
+        with pytest.raises(convstore.ConflictError):
+            opened.append([user("late")])
+        assert _texts(opened.history()) in (before, [*before, "two", "b"])  # one head's, never a mix
+        opened.refresh()
+        assert _texts(opened.history()) == [*before, "two", "b"]
+        assert store.check().ok

@@ -39,7 +39,10 @@ def _autocommit_reads(dialect: Any) -> bool:
 def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
     """Execute one operation in one transaction: committed if it returns, rolled back if it raises. A read
     on PostgreSQL runs its statements in autocommit instead (``_autocommit_reads``), and so does a write of
-    one statement (``single``: atomic alone), which then costs one round trip instead of three.
+    one statement (``single``: atomic alone), which then costs one round trip instead of three. A read
+    marked ``single`` (written for each statement's own snapshot, as every read is on PostgreSQL) runs
+    without a transaction on SQLite too: each statement is its own, no ``BEGIN`` and ``COMMIT`` around
+    them.
 
     Every database error is translated (``translate``); one raised while a write commits is
     ``OutcomeUnknownError`` (``outcome_unknown``): the commit may have happened.
@@ -63,6 +66,10 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
                 conn.execution_options(**{_WRITE_OPTION: True})
             elif _autocommit_reads(conn.dialect):
                 conn.execution_options(isolation_level="AUTOCOMMIT")  # reset when the pool takes it back
+                return drive(conn, op)
+            elif single:
+                # SQLite's driver is in autocommit: a transaction begins only for a statement that goes
+                # through SQLAlchemy, rolled back when the connection closes.
                 return drive(conn, op)
             with conn.begin():
                 value = drive(conn, op, first)
@@ -223,6 +230,8 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
                     await conn.execution_options(**{_WRITE_OPTION: True})
                 elif _autocommit_reads(conn.dialect):
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    return await drive_async(conn, op, stop)
+                elif single:  # as in run
                     return await drive_async(conn, op, stop)
                 async with conn.begin():
                     value = await drive_async(conn, op, stop, first)

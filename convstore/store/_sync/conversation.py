@@ -220,7 +220,9 @@ class _ConversationBase:
         if self._replay is not None and time.monotonic() < self._opened_until:
             self._opened_until = 0.0
             return self._replay.payloads
-        replay = self._store._run(_reads.history(self.id, self._branch, self._cipher, self._replay))
+        replay = self._store._run(
+            _reads.history(self.id, self._branch, self._cipher, self._replay), single=True
+        )
         self._replay, self._head = replay, replay.head
         return replay.payloads
 

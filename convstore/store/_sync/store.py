@@ -120,7 +120,7 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
         """Open a conversation on one of its branches.
 
         A short plaintext branch (fewer than 256 steps) is read whole with its record, in the same
-        transaction (one round trip on PostgreSQL): a ``history()`` or turn within a second of the open
+        batch (one round trip on PostgreSQL): a ``history()`` or turn within a second of the open
         builds on the branch as it was opened, and if another writer moved it meanwhile, that turn's write
         is refused (``ConflictError``, nothing written) as when it moves during the call. Later, the branch
         is read afresh.
@@ -133,7 +133,7 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
         if not valid_id(conversation_id):
             raise ConversationNotFoundError(str(conversation_id))
         opened = self._run(
-            _ops.open_branch(conversation_id, branch, self.owner, inline_keys=self._inline_keys)
+            _ops.open_branch(conversation_id, branch, self.owner, inline_keys=self._inline_keys), single=True
         )
         loaded = opened.loaded
         cipher = self._cipher(conversation_id, loaded.row.encryption, loaded.wrapped)
