@@ -322,6 +322,41 @@ def count_statements(ours: Convstore, key: str, wire: Wire, budgeted: bool) -> d
     }
 
 
+def count_sqlite_transactions(ours: Convstore, key: str, wire: Wire, budgeted: bool) -> dict[str, int] | None:
+    """SQLite: what the driver ran for one cold turn, nothing watching the engine's statements (the path a
+    service takes): ``sqlite3``'s trace callback, set on each connection as the pool hands it out. Its
+    explicit transactions (``BEGIN``) and the statements run outside one (each its own snapshot); an
+    executemany is traced once a row."""
+    engine = ours.store.engine
+    if engine.dialect.name != "sqlite":
+        return None
+    traced: list[str] = []
+
+    def on_checkout(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(traced.append)
+
+    def on_checkin(dbapi_connection: Any, *_: Any) -> None:
+        dbapi_connection.set_trace_callback(None)
+
+    sa.event.listen(engine.pool, "checkout", on_checkout)
+    sa.event.listen(engine.pool, "checkin", on_checkin)
+    try:
+        ours.turn(key, wire.user_text, budgeted)
+    finally:
+        sa.event.remove(engine.pool, "checkout", on_checkout)
+        sa.event.remove(engine.pool, "checkin", on_checkin)
+    begins, outside, inside = 0, 0, False
+    for statement in traced:
+        word = statement.split(None, 1)[0].upper() if statement.strip() else ""
+        if word == "BEGIN":
+            begins, inside = begins + 1, True
+        elif word in {"COMMIT", "ROLLBACK", "END"}:
+            inside = False
+        elif not inside:
+            outside += 1
+    return {"transactions": begins, "statements_outside": outside, "traced": len(traced)}
+
+
 def _private(module: str, name: str) -> Any:
     """``convstore.store._engine.<module>`` if it still has ``name`` (the counts patch it), else None."""
     try:
@@ -394,6 +429,7 @@ def run_backend(backend: Backend, config: Config, wire: Wire, seed: int, *, budg
             backend.after_seed()
             entry["sql"] = count_statements(ours, key, wire, budgeted=False)
             entry["round_trips"] = count_round_trips(backend, exchanges, wire, budgeted=False)
+            entry["driver"] = count_sqlite_transactions(ours, key, wire, budgeted=False)
             if turns == config.profile_turns and backend.name == "sqlite":
                 results["profile"] = {
                     "turns": turns,
@@ -416,6 +452,7 @@ def run_backend(backend: Backend, config: Config, wire: Wire, seed: int, *, budg
             backend.after_seed()
             entry["sql"] = count_statements(ours, key, wire, budgeted=True)
             entry["round_trips"] = count_round_trips(backend, exchanges, wire, budgeted=True)
+            entry["driver"] = count_sqlite_transactions(ours, key, wire, budgeted=True)
         results["budgeted"].append(entry)
         del exchanges
     first, last = results["budgeted"][0], results["budgeted"][-1]
@@ -554,6 +591,7 @@ def tables_for(backend: str, shape: Shape, results: dict[str, Any], quick: bool)
             if sql is None:
                 continue
             trips = entry.get("round_trips")
+            driver = entry.get("driver")
             rows.append(
                 [
                     f"{label}, {entry['steps']:,} steps",
@@ -561,20 +599,26 @@ def tables_for(backend: str, shape: Shape, results: dict[str, Any], quick: bool)
                     "n/a" if sql["batches"] is None else str(sql["batches"]),
                     *(str(sql[k]) for k in ("begin", "commit", "rollback", "checkout")),
                     "n/a" if trips is None else f"{trips['convstore']} / {trips['floor']}",
+                    "n/a"
+                    if driver is None
+                    else f"{driver['transactions']} / {driver['statements_outside']}",
                 ]
             )
     headers = ["turn", "SQL statements", "batches", "begin", "commit", "rollback", "connection checkouts"]
     tables.append(
         TableData(
             f"{where}: what one convstore cold turn runs",
-            [*headers, "round trips, convstore / floor"],
+            [*headers, "round trips, convstore / floor", "SQLite: transactions / statements alone"],
             rows,
-            "statements: before_cursor_execute (BEGIN/COMMIT sent as SQL included), with the scans sent "
-            "to psycopg directly and the statements of each batch (on PostgreSQL one psycopg pipeline: "
-            "one round trip for the batch); begin/commit/rollback: the engine's transaction events (on "
-            "PostgreSQL a read runs in autocommit: its begin and rollback are SQLAlchemy's bookkeeping, "
-            "nothing is sent); checkouts: the pool's. Round trips (PostgreSQL): counted on the wire by a "
-            "TCP proxy, a client send after the server's reply.",
+            "The first columns are counted with statement listeners attached, which send every statement "
+            "through SQLAlchemy (the path OpenTelemetry's instrumentation sees): statements "
+            "(before_cursor_execute, BEGIN/COMMIT sent as SQL included, the binary scans and batches "
+            "counted where convstore builds them), the engine's begin/commit/rollback events, the pool's "
+            "checkouts. The last two columns count the path a service takes, nothing attached: round "
+            "trips (PostgreSQL) on the wire by a TCP proxy, a client send after the server's reply (a "
+            "write's BEGIN, statements and COMMIT go in one pipeline); on SQLite, sqlite3's trace "
+            "callback: explicit transactions (BEGIN) and statements run outside one, each its own "
+            "snapshot (a turn's reads).",
         )
     )
     return tables
