@@ -255,8 +255,22 @@ class Listed(NamedTuple):
 
 
 _UTC = timezone.utc
-_decode = json.JSONDecoder().decode  # ``json.loads`` without its per-call checks of its keywords
 _SQLITE_TIME = len("2026-01-02 03:04:05.678901")  # SQLAlchemy's text of a naive time on SQLite
+# json's C scanner, without ``loads``'s layers of Python around it (set by JSONDecoder's __init__: no stub)
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _json(text: str) -> Any:
+    """The value of a JSON text stored as convstore writes it (no space around it): one call of json's
+    scanner instead of ``json.loads`` (four times the cost). ValueError for anything else (text with space
+    around it too: the caller then decodes it the general way)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON text") from None
+    if end != len(text):
+        raise ValueError("not JSON text")
+    return value
 
 
 def _listed(row: Sequence[Any]) -> ConversationInfo | Listed:
@@ -267,7 +281,12 @@ def _listed(row: Sequence[Any]) -> ConversationInfo | Listed:
     plaintext JSON settings) takes the shortest way; anything else goes the general one (``info_of``),
     which names a setting that is not JSON."""
     raw, created, model, system_instruction, generation_config, tools, metadata, encryption = row
-    conversation_id = raw if len(raw) == 36 else canonical_id(raw)  # SQLite: 32 hex digits
+    if len(raw) == 36:
+        conversation_id = raw
+    elif len(raw) == 32 and raw.isalnum() and raw.islower():  # SQLite's 32 hex digits (``canonical_id``)
+        conversation_id = f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+    else:
+        conversation_id = canonical_id(raw)
     if created.__class__ is str:  # SQLite's text, naive UTC
         if len(created) == _SQLITE_TIME and created[19] == ".":  # no offset of its own in it
             created = datetime.fromisoformat(created + "+00:00")  # cheaper than .replace(tzinfo=)
@@ -284,13 +303,13 @@ def _listed(row: Sequence[Any]) -> ConversationInfo | Listed:
             id=conversation_id,
             created_at=created,
             model=model,
-            system_instruction=None if system_instruction is None else _decode(system_instruction),
-            generation_config=None if generation_config is None else _decode(generation_config),
-            tools=None if tools is None else _decode(tools),
-            metadata=None if metadata is None else _decode(metadata),
+            system_instruction=None if system_instruction is None else _json(system_instruction),
+            generation_config=None if generation_config is None else _json(generation_config),
+            tools=None if tools is None else _json(tools),
+            metadata=None if metadata is None else _json(metadata),
         )
-    except (ValueError, RecursionError):
-        return info_of(conversation_id, created, model, row[3:7])  # raises the error naming the setting
+    except (ValueError, RecursionError):  # space around a text, or no JSON: ``info_of`` names the setting
+        return info_of(conversation_id, created, model, row[3:7])
 
 
 def list_conversations(

@@ -148,3 +148,17 @@ def test_a_listed_setting_that_is_not_json_is_a_corruption_error_naming_it(db_ur
         assert "secret-text" not in str(raised.value)
         with pytest.raises(convstore.CorruptionError, match=setting):
             store.conversation(conv.id)
+
+
+def test_a_listed_setting_with_space_around_its_json_reads_as_opened(db_url):
+    """Settings written by another tool (an import, a hand edit) may have space around their JSON: the
+    listing reads them as opening does."""
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation(model="m", system_instruction="Be brief.", metadata={"a": 1})
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE convstore_conversations SET metadata = ' {\"a\": [1, 2]}\n', tools = '[] '")
+            )
+        (listed,) = store.conversations().items
+        assert (listed.metadata, listed.tools, listed.system_instruction) == ({"a": [1, 2]}, [], "Be brief.")
+        assert listed == store.conversation(conv.id).info
