@@ -299,7 +299,7 @@ class _AsyncConversationBase:
         """
         if at is None:
             at = self._head.node_id
-        elif not valid_id(at):
+        elif at != self._head.node_id and not valid_id(at):  # its own head is an id (read from the store)
             raise NodeNotFoundError(self.id, str(at))
         return await self._fork(at, branch)
 

@@ -300,7 +300,7 @@ class _ConversationBase:
         """
         if at is None:
             at = self._head.node_id
-        elif not valid_id(at):
+        elif at != self._head.node_id and not valid_id(at):  # its own head is an id (read from the store)
             raise NodeNotFoundError(self.id, str(at))
         return self._fork(at, branch)
 
