@@ -168,6 +168,8 @@ def test_fork_and_edit_in_one_statement_refuse_what_is_not_there(store):
         conv.edit(foreign[0].id)  # another conversation's node
     with pytest.raises(NodeNotFoundError):
         conv.edit("not-an-id")
+    with pytest.raises(NodeNotFoundError):
+        store.create_conversation().edit(None)  # an empty branch's head is None: no node to edit
     with pytest.raises(BranchExistsError):
         conv.edit(nodes[1].id, branch="main")
     assert [b.name for b in conv.branches()] == ["main"]
