@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
@@ -253,21 +254,62 @@ class Listed(NamedTuple):
     encryption: str | None
 
 
+_UTC = timezone.utc
+_SQLITE_TIME = len("2026-01-02 03:04:05.678901")  # SQLAlchemy's text of a naive time on SQLite
+# json's C scanner, without ``loads``'s layers of Python around it (set by JSONDecoder's __init__: no stub)
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _json(text: str) -> Any:
+    """The value of a JSON text stored as convstore writes it (no space around it): one call of json's
+    scanner instead of ``json.loads`` (four times the cost). ValueError for anything else (text with space
+    around it too: the caller then decodes it the general way)."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        raise ValueError("not JSON text") from None
+    if end != len(text):
+        raise ValueError("not JSON text")
+    return value
+
+
 def _listed(row: Sequence[Any]) -> ConversationInfo | Listed:
     """A listing's driver tuple as the conversation's record, or as ``Listed`` when it is encrypted (the
     store opens its settings): what SQLAlchemy's result processing would have made of its id and time,
-    done for the two values that need it (a UUID and a time read raw cost more than the rest of a page)."""
-    raw, created = row[0], row[1]
-    conversation_id = raw if len(raw) == 36 else canonical_id(raw)  # SQLite: 32 hex digits
-    if isinstance(created, str):  # SQLite's text, UTC
-        created = datetime.fromisoformat(created).replace(tzinfo=timezone.utc)
+    done for the two values that need it (a UUID and a time read raw cost more than the rest of a page).
+    A page builds 50 to 1,000 of these, so the common row (canonical id or SQLite's hex, SQLite's time text,
+    plaintext JSON settings) takes the shortest way; anything else goes the general one (``info_of``),
+    which names a setting that is not JSON."""
+    raw, created, model, system_instruction, generation_config, tools, metadata, encryption = row
+    if len(raw) == 36:
+        conversation_id = raw
+    elif len(raw) == 32 and raw.isalnum() and raw.islower():  # SQLite's 32 hex digits (``canonical_id``)
+        conversation_id = f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
+    else:
+        conversation_id = canonical_id(raw)
+    if created.__class__ is str:  # SQLite's text, naive UTC
+        if len(created) == _SQLITE_TIME and created[19] == ".":  # no offset of its own in it
+            created = datetime.fromisoformat(created + "+00:00")  # cheaper than .replace(tzinfo=)
+        else:
+            created = datetime.fromisoformat(created).replace(tzinfo=_UTC)
     elif created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=_UTC)
     elif created.utcoffset():
-        created = created.astimezone(timezone.utc)
-    if row[7] is not None:
+        created = created.astimezone(_UTC)
+    if encryption is not None:
         return Listed(conversation_id, created, *row[2:])
-    return info_of(conversation_id, created, row[2], row[3:7])
+    try:
+        return ConversationInfo(
+            id=conversation_id,
+            created_at=created,
+            model=model,
+            system_instruction=None if system_instruction is None else _json(system_instruction),
+            generation_config=None if generation_config is None else _json(generation_config),
+            tools=None if tools is None else _json(tools),
+            metadata=None if metadata is None else _json(metadata),
+        )
+    except (ValueError, RecursionError):  # space around a text, or no JSON: ``info_of`` names the setting
+        return info_of(conversation_id, created, model, row[3:7])
 
 
 def list_conversations(

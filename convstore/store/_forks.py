@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from convstore._ids import canonical_id
 from convstore.errors import BranchExistsError, ConversationNotFoundError, NodeNotFoundError
 from convstore.store import _statements as st
 from convstore.store._engine import Exec, Op, compile_once
@@ -18,56 +19,72 @@ from convstore.store._schema import conversations as c
 from convstore.store._schema import nodes as n
 from convstore.store._writes import hold_conversation
 
-__all__ = ["FORK_AT", "FORK_BEFORE", "FORK_EMPTY", "HOLD_BEFORE", "fork"]
+__all__ = ["FORK_AT", "FORK_BEFORE", "FORK_KNOWN", "HOLD_BEFORE", "fork"]
 
 
-def _fork_statement(*, before: bool, empty: bool = False) -> Any:
-    """``INSERT INTO branches ... SELECT`` of the conversation's row (locked FOR KEY SHARE first, as
-    ``hold_conversation`` does, so that a fork and a delete lock in one order) and the node forked at: its
-    own id (a fork at it) or its parent's (``before``: an edit, a fork just before it; NULL for a root,
-    an empty branch). No row when the conversation or the node is missing: nothing inserted. It returns
-    the new head's depth, running total, exchange and segment, read by primary key. Every table is
-    filtered on the ``conversation_id`` parameter, so a distributed database can route it to one shard."""
+def _locked_conversation(*columns: Any) -> Any:
+    """``SELECT columns FROM conversations WHERE id = :conversation_id`` (with whatever it joins), its row
+    locked FOR KEY SHARE, as ``hold_conversation`` locks it, so that a fork and a delete lock in one order."""
+    return sa.select(c.c.id, sa.bindparam("branch"), *columns, sa.bindparam("now"), sa.bindparam("now"))
+
+
+def _fork_statement(*, before: bool) -> Any:
+    """``INSERT INTO branches ... SELECT`` of the conversation's row (locked, ``_locked_conversation``) and
+    the node forked at: its own id (a fork at it) or its parent's (``before``: an edit, a fork just before
+    it; NULL for a root, an empty branch). No row when the conversation or the node is missing: nothing
+    inserted. It returns the new head's depth, running total, exchange and segment, read by primary key,
+    its ids as text (``canonical_id`` makes them canonical for less than SQLAlchemy's UUID processing).
+    Every table is filtered on the ``conversation_id`` parameter, so a distributed database can route it to
+    one shard."""
     cid = sa.bindparam("conversation_id", type_=c.c.id.type)
-    if empty:
-        source = sa.select(
-            c.c.id, sa.bindparam("branch"), sa.null(), sa.bindparam("now"), sa.bindparam("now")
-        )
-    else:
-        node = n.c.parent_id if before else n.c.id
-        source = sa.select(
-            c.c.id, sa.bindparam("branch"), node, sa.bindparam("now"), sa.bindparam("now")
-        ).select_from(
+    node = n.c.parent_id if before else n.c.id
+    source = (
+        _locked_conversation(node)
+        .select_from(
             c.join(n, sa.and_(n.c.conversation_id == cid, n.c.id == sa.bindparam("at", type_=n.c.id.type)))
         )
-    source = source.where(c.c.id == cid).with_for_update(read=True, key_share=True, of=c)
+        .where(c.c.id == cid)
+        .with_for_update(read=True, key_share=True, of=c)
+    )
 
-    def at_head(column: str) -> Any:
+    def at_head(column: str, as_text: bool = False) -> Any:
         # Written out: SQLAlchemy neither correlates a RETURNING clause's subquery with the table inserted
         # into nor, on SQLite, qualifies its columns.
-        sql = f"(SELECT head.{column} FROM {n.name} AS head WHERE head.conversation_id = "  # noqa: S608 -- the schema's names
+        value = f"CAST(head.{column} AS VARCHAR)" if as_text else f"head.{column}"
+        sql = f"(SELECT {value} FROM {n.name} AS head WHERE head.conversation_id = "  # noqa: S608 -- the schema's names
         sql += f"{b.name}.conversation_id AND head.id = {b.name}.head_id)"
-        return sa.literal_column(
-            sql,
-            n.c[column].type,
-        ).label(column)
+        return sa.literal_column(sql, sa.String() if as_text else n.c[column].type).label(column)
 
     return (
         sa.insert(b)
         .from_select(["conversation_id", "name", "head_id", "created_at", "updated_at"], source)
         .returning(
-            b.c.head_id,
+            sa.cast(b.c.head_id, sa.String()).label("head_id"),
             at_head("depth"),
             at_head("total_tokens"),
-            at_head("exchange_id"),
-            at_head("segment_id"),
+            at_head("exchange_id", as_text=True),
+            at_head("segment_id", as_text=True),
         )
     )
 
 
 FORK_AT = _fork_statement(before=False)
 FORK_BEFORE = _fork_statement(before=True)
-FORK_EMPTY = _fork_statement(before=False, empty=True)
+# A fork at a head the caller knows (its own branch's: a node of the conversation, whose depth, total,
+# exchange and segment never change) or an empty branch (``at`` NULL): the conversation's row locked and the
+# branch row inserted, nothing read back (the row count says whether the conversation was there). The
+# foreign key of (conversation_id, head_id) still checks the node.
+FORK_KNOWN = (
+    sa.insert(b)
+    .from_select(
+        ["conversation_id", "name", "head_id", "created_at", "updated_at"],
+        _locked_conversation(sa.bindparam("at", type_=b.c.head_id.type))
+        .where(c.c.id == sa.bindparam("conversation_id", type_=c.c.id.type))
+        .with_for_update(read=True, key_share=True, of=c),
+    )
+    # SQLAlchemy keeps an INSERT's row count only when asked (the driver's path reads it anyway).
+    .execution_options(preserve_rowcount=True)
+)
 
 
 def fork(
@@ -78,16 +95,20 @@ def fork(
     *,
     before: bool = False,
     single: bool = True,
+    known: Head | None = None,
 ) -> Op[Head]:
     """One new branch row at ``at`` (None: an empty branch), and the new branch's head. Nothing is copied.
 
     Args:
         before: Fork just before ``at`` (at its parent; an empty branch for a root): an edit of ``at``.
-        single: One statement (``FORK_AT``, ``FORK_BEFORE``, ``FORK_EMPTY``), which the store runs on its
+        single: One statement (``FORK_AT``, ``FORK_BEFORE``, ``FORK_KNOWN``), which the store runs on its
             own (autocommit on PostgreSQL: one round trip). Otherwise (Citus, which plans an INSERT ...
             SELECT across shards: it waited for a block_writes move of any shard in the cluster) two: the
             conversation's lock with the node read in the same statement, then a plain INSERT of the values
             read under the lock.
+        known: ``at``'s head as the caller read it from this conversation (a fork at its own branch's head,
+            not ``before``): the node is not read again (``FORK_KNOWN``), since a node's depth, total,
+            exchange and segment never change and it lives as long as its conversation.
 
     Raises:
         ConversationNotFoundError: no such conversation.
@@ -97,19 +118,39 @@ def fork(
     if not single:
         return (yield from _fork_in_two(conversation_id, at, name, now, before=before))
     params = {"conversation_id": conversation_id, "branch": name, "at": at, "now": now}
-    statement = FORK_EMPTY if at is None else FORK_BEFORE if before else FORK_AT
+    if at is None:
+        return (yield from _fork_known(params, EMPTY_HEAD))
+    if known is not None and known.node_id == at and not before:
+        return (yield from _fork_known(params, known))
     try:
-        row = (yield Exec(statement, params)).first()
+        row = (yield Exec(FORK_BEFORE if before else FORK_AT, params)).first()
     except exc.IntegrityError:
         raise BranchExistsError(conversation_id, name) from None
     if row is None:
         found = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
-        if found.first() is None or at is None:
+        if found.first() is None:
             raise ConversationNotFoundError(conversation_id)
         raise NodeNotFoundError(conversation_id, at)
     if row.head_id is None:
         return EMPTY_HEAD
-    return Head(row.head_id, row.depth, row.total_tokens, row.exchange_id, row.segment_id)
+    return Head(
+        canonical_id(row.head_id),
+        row.depth,
+        row.total_tokens,
+        None if row.exchange_id is None else canonical_id(row.exchange_id),
+        None if row.segment_id is None else canonical_id(row.segment_id),
+    )
+
+
+def _fork_known(params: dict[str, Any], head: Head) -> Op[Head]:
+    """``fork`` at a head known without reading it (``FORK_KNOWN``): ``head`` once the row is in."""
+    try:
+        inserted = yield Exec(FORK_KNOWN, params)
+    except exc.IntegrityError:
+        raise BranchExistsError(params["conversation_id"], params["branch"]) from None
+    if inserted.rowcount != 1:
+        raise ConversationNotFoundError(params["conversation_id"])
+    return head
 
 
 def _fork_in_two(conversation_id: str, at: str | None, name: str, now: datetime, *, before: bool) -> Op[Head]:

@@ -168,6 +168,8 @@ def test_fork_and_edit_in_one_statement_refuse_what_is_not_there(store):
         conv.edit(foreign[0].id)  # another conversation's node
     with pytest.raises(NodeNotFoundError):
         conv.edit("not-an-id")
+    with pytest.raises(NodeNotFoundError):
+        store.create_conversation().edit(None)  # an empty branch's head is None: no node to edit
     with pytest.raises(BranchExistsError):
         conv.edit(nodes[1].id, branch="main")
     assert [b.name for b in conv.branches()] == ["main"]
@@ -196,13 +198,17 @@ def test_both_forms_of_a_fork_agree(db_url, single):
         first = conv.append(DOGS)
         asked = conv.append([PAWS, model("Eight.")])
 
-        def fork(at, name, *, before=False):
-            op = _ops.fork(conv.id, at, name, utcnow(), before=before, single=single)
+        def fork(at, name, *, before=False, known=None):
+            op = _ops.fork(conv.id, at, name, utcnow(), before=before, single=single, known=known)
             return run(store.engine, op, write=True, single=single)
 
         head = fork(asked[-1].id, "at")
         assert (head.node_id, head.depth, head.total_tokens) == (asked[-1].id, 3, asked[-1].total_tokens)
         assert head.exchange_id == asked[-1].exchange_id
+        # The head read back is the one a reader of the branch finds (its segment too), and a fork at a
+        # head the caller knows (read by no statement of its own) gives the branch that same head.
+        assert head == store.conversation(conv.id, "at")._head == store.conversation(conv.id)._head
+        assert fork(asked[-1].id, "known", known=head) == store.conversation(conv.id, "known")._head
         edited = fork(asked[0].id, "before", before=True)
         assert (edited.node_id, edited.depth) == (first[-1].id, first[-1].depth)
         assert fork(first[0].id, "root", before=True).node_id is None
@@ -215,6 +221,32 @@ def test_both_forms_of_a_fork_agree(db_url, single):
         store.delete_conversation(conv.id)
         with pytest.raises(ConversationNotFoundError):
             fork(first[0].id, "late")
+
+
+def test_a_fork_at_the_head_it_knows_starts_there_after_the_branch_moved(store):
+    """A fork at the branch's head (the default) takes the head this object read, without reading the node
+    again: when another writer moved the branch meanwhile, the new branch still starts at that node, with
+    its depth and running total; its head then moves by compare-and-swap like any other."""
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    store.conversation(conv.id).append([PAWS, model("Eight.")])  # another writer moves main
+    with pytest.raises(BranchExistsError):
+        conv.fork(branch="main")
+    forked = conv.fork(branch="side")
+    assert forked.head_id == first[-1].id
+    stale = store.conversation(conv.id, "side")
+    assert stale.head_id == first[-1].id
+    added = forked.append([user("How many tails?"), model("Two.")])
+    assert added[0].parent_id == first[-1].id
+    assert (added[0].depth, added[0].total_tokens) == (
+        first[-1].depth + 1,
+        first[-1].total_tokens + added[0].token_count,
+    )
+    with pytest.raises(ConflictError):
+        stale.append([PAWS])  # its head moved since this object read it: refused
+    assert forked.history() == [*DOGS, user("How many tails?"), model("Two.")]
+    assert store.conversation(conv.id).history() == [*DOGS, PAWS, model("Eight.")]
+    assert [b.name for b in conv.branches()] == ["main", "side"]
 
 
 def test_an_edit_starts_at_the_parent_and_appends_after_it(store):

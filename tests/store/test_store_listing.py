@@ -111,3 +111,54 @@ def test_media_read_in_pieces(db_url, encrypted):
         pieces = list(conv.media_chunks(reference, chunk_chars=100_001))
         assert {len(piece) for piece in pieces[:-1]} == {100_000}
         assert b"".join(base64.b64decode(piece) for piece in pieces) == raw
+
+
+def test_pages_of_one_owner_are_full_of_its_own_conversations(db_url):
+    """The owner is filtered in the listing's SQL, before its LIMIT: with three owners' conversations
+    interleaved, each page of one owner is full of its own, in order, and no other's row ever appears."""
+    with convstore.Store(db_url) as admin:
+        stores = {name: admin.for_owner(name) for name in ("alice", "bob", "carol")}
+        made: dict[str, list[str]] = {name: [] for name in stores}
+        for _ in range(5):
+            for name, store in stores.items():
+                made[name].append(store.create_conversation(model=name).id)
+        for name, store in stores.items():
+            first = store.conversations(limit=2)
+            second = store.conversations(limit=2, cursor=first.next_cursor)
+            third = store.conversations(limit=2, cursor=second.next_cursor)
+            assert [len(first.items), len(second.items), len(third.items)] == [2, 2, 1]
+            listed = [info.id for page in (first, second, third) for info in page.items]
+            assert listed == made[name][::-1]
+            assert {info.model for page in (first, second, third) for info in page.items} == {name}
+            assert third.next_cursor is None
+        assert len(list(admin.iter_conversations(page_size=4))) == 15
+
+
+@pytest.mark.parametrize("setting", ["system_instruction", "generation_config", "tools", "metadata"])
+def test_a_listed_setting_that_is_not_json_is_a_corruption_error_naming_it(db_url, setting):
+    """A plaintext row whose setting is not JSON text (sealed text with its encryption cleared, say) is
+    refused by name, the conversation and the setting, never with the text, as opening it is."""
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation(model="m", metadata={"a": 1})
+        with store.engine.begin() as conn:
+            conn.execute(sa.text(f"UPDATE convstore_conversations SET {setting} = 'sealed:secret-text'"))
+        with pytest.raises(convstore.CorruptionError, match=setting) as raised:
+            store.conversations()
+        assert conv.id in str(raised.value)
+        assert "secret-text" not in str(raised.value)
+        with pytest.raises(convstore.CorruptionError, match=setting):
+            store.conversation(conv.id)
+
+
+def test_a_listed_setting_with_space_around_its_json_reads_as_opened(db_url):
+    """Settings written by another tool (an import, a hand edit) may have space around their JSON: the
+    listing reads them as opening does."""
+    with convstore.Store(db_url) as store:
+        conv = store.create_conversation(model="m", system_instruction="Be brief.", metadata={"a": 1})
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE convstore_conversations SET metadata = ' {\"a\": [1, 2]}\n', tools = '[] '")
+            )
+        (listed,) = store.conversations().items
+        assert (listed.metadata, listed.tools, listed.system_instruction) == ({"a": [1, 2]}, [], "Be brief.")
+        assert listed == store.conversation(conv.id).info

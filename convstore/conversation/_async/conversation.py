@@ -438,7 +438,8 @@ class AsyncConversation(_AsyncConversationBase):
         ``conv.edit(question.id).send("a better question", client=client)`` keeps the old question and its
         answers on the old branch and starts the new one from the same history.
         """
-        if not valid_id(node_id):
+        # Its own head is an id (read from the store); anything else is checked.
+        if (node_id is None or node_id != self.head_id) and not valid_id(node_id):
             raise NodeNotFoundError(self.id, str(node_id))
         return await access.fork(self, node_id, branch, before=True)  # one statement: at the node's parent
 

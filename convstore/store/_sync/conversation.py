@@ -302,7 +302,7 @@ class _ConversationBase:
         """
         if at is None:
             at = self._head.node_id
-        elif not valid_id(at):
+        elif at != self._head.node_id and not valid_id(at):  # its own head is an id (read from the store)
             raise NodeNotFoundError(self.id, str(at))
         return self._fork(at, branch)
 
@@ -311,7 +311,9 @@ class _ConversationBase:
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         store = self._store
         single = not store._is_routed()  # Citus: two statements (INSERT ... SELECT spans shards)
-        fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=single)
+        # At this branch's own head, the new branch's head is known: the fork reads no node (``FORK_KNOWN``).
+        known = self._head if at is not None and at == self._head.node_id else None
+        fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=single, known=known)
         head = store._run(fork, write=True, single=single)
         return type(self)(self._store, self._info, name, head, self._cipher)
 
