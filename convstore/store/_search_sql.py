@@ -35,6 +35,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from convstore.store._engine import compile_once
 from convstore.store._schema import PREFIX, SEARCH_FTS, UTCDateTime
 from convstore.store._schema import conversations as c
 from convstore.store._schema import search as se
@@ -159,6 +160,16 @@ _RUNS = itertools.count(1)
 LISTED_MAX = 1_000
 
 
+def _direct(statement: sa.Select[Any]) -> sa.Select[Any]:
+    """A statement built once for a set of filters (the functions here are cached: it lives as long as the
+    process), registered to go to the driver directly as the store's constant statements do
+    (``_engine.compile_once``): through SQLAlchemy's execution, a search for a rare word in one owner's
+    steps spent as long in Python as in SQLite. One that SQLAlchemy must expand or render at execution (a
+    list of step types, PostgreSQL's words) still goes through it: the short way steps aside by itself."""
+    compile_once({"statement": statement})
+    return statement
+
+
 @functools.cache
 def owned_conversations(*, model: bool) -> sa.Select[Any]:
     """The owner's conversations (within the model filter), at most ``most`` of them: the list a search
@@ -166,7 +177,7 @@ def owned_conversations(*, model: bool) -> sa.Select[Any]:
     where = [c.c.owner == _OWNER]
     if model:
         where.append(c.c.model == _MODEL)
-    return sa.select(c.c.id).where(*where).limit(sa.bindparam("most", type_=sa.Integer()))
+    return _direct(sa.select(c.c.id).where(*where).limit(sa.bindparam("most", type_=sa.Integer())))
 
 
 @functools.cache
@@ -180,7 +191,7 @@ def encrypted_count(*, owner: bool, model: bool, conversation: bool) -> sa.Selec
         where.append(c.c.model == _MODEL)
     if conversation:
         where.append(c.c.id == _CONVERSATION)
-    return sa.select(sa.func.count()).select_from(c).where(*where)
+    return _direct(sa.select(sa.func.count()).select_from(c).where(*where))
 
 
 def _conditions(filters: Filters, *, dialect: str) -> list[sa.ColumnElement[bool]]:
@@ -271,7 +282,7 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
     key = [paged.c[name] == (_ROWID if name == "id" else se.c[name]) for name in names]
     columns = (se.c.conversation_id, se.c.node_id, se.c.type, se.c.created_at, se.c.text)
     run = [] if dialect == "sqlite" else [_RUN.label("run")]
-    return (
+    return _direct(
         sa.select(*columns, paged.c.rank, paged.c.bound, *run)
         .select_from(paged.join(se, sa.and_(*key)))
         .order_by(*(paged.c[name].desc() for name in best))

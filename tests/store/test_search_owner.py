@@ -160,3 +160,47 @@ def test_the_migration_indexes_the_owners_of_a_populated_store(db_url):
         assert len(store.for_owner("bob").search(needles[1], limit=100)) == 10
         if _sqlite(db_url):
             assert _shadow_rows(store.engine) == {"docsize": 61, "rows": 61, "owners": ["alice", "bob"]}
+
+
+def test_a_search_goes_to_the_driver_directly_and_finds_the_same_watched(make_store, db_url):
+    """The search statements, built per filter set, are registered for the driver directly as the store's
+    constant statements are; a statement listener still sees them, and the pages are the same."""
+    from convstore.store import _search_sql  # noqa: PLC0415
+    from convstore.store._engine import _fastpath  # noqa: PLC0415
+
+    needle = word()
+    store = make_store()
+    alice = store.for_owner("alice")
+    conv = alice.create_conversation(model="m1")
+    conv.append([user(f"{needle} one"), model(f"{needle} two")])
+    dialect = "sqlite" if _sqlite(db_url) else "postgresql"
+    for filters in (_search_sql.Filters(), _search_sql.Filters(owner=True)):
+        assert id(_search_sql.statement(dialect, filters)) in _fastpath._ONCE
+    assert id(_search_sql.encrypted_count(owner=True, model=False, conversation=False)) in _fastpath._ONCE
+
+    def pages() -> list[Any]:
+        return [
+            [(hit.node_id, hit.snippet, hit.branches, hit.rank) for hit in source.search(needle, **options)]
+            for source in (store, alice)
+            for options in ({}, {"model": "m1"}, {"step_types": ["user_input"]})
+        ]
+
+    before = _fastpath._prepared.cache_info().hits
+    direct = pages()
+    if _sqlite(db_url):  # PostgreSQL's words are rendered into the statement: SQLAlchemy runs it
+        assert _fastpath._prepared.cache_info().hits > before
+    seen: list[str] = []
+
+    def watch(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        seen.append(statement)
+
+    engine = getattr(store, "_target", store).engine
+    engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", watch)
+    try:
+        watched = pages()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", watch)
+    assert watched == direct
+    assert [len(page) for page in direct] == [2, 2, 1, 2, 2, 1]
+    assert sum("bm25" in s or "ts_rank" in s for s in seen) == 6
