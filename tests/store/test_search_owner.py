@@ -204,3 +204,36 @@ def test_a_search_goes_to_the_driver_directly_and_finds_the_same_watched(make_st
     assert watched == direct
     assert [len(page) for page in direct] == [2, 2, 1, 2, 2, 1]
     assert sum("bm25" in s or "ts_rank" in s for s in seen) == 6
+
+
+def test_postgresql_builds_the_query_once_at_planning(make_store, db_url):
+    """The text search configuration and the words are constants of the statement, so PostgreSQL folds
+    ``plainto_tsquery`` into one tsquery when it plans, instead of building it for every row it tests."""
+    if _sqlite(db_url):
+        pytest.skip("PostgreSQL only")
+    needle = word()
+    store = make_store(search_language="english")
+    bob = store.for_owner("bob")
+    bob.create_conversation().append([user(f"{needle} was running"), model("ok")])
+    seen: list[tuple[str, Any]] = []
+
+    def watch(_conn: Any, _cursor: Any, statement: str, params: Any, *_rest: Any) -> None:
+        if "ts_rank" in statement:
+            seen.append((statement, params))
+
+    engine = getattr(store, "_target", store).engine
+    engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+    sa.event.listen(engine, "before_cursor_execute", watch)
+    try:
+        assert len(bob.search(f"{needle} runs")) == 1  # english: stemmed, as the store was asked
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", watch)
+    ((statement, params),) = seen
+    explaining = sa.create_engine(db_url)  # the async store's engine is not for a sync connection
+    with explaining.connect() as db:
+        plan = "\n".join(
+            row[0] for row in db.exec_driver_sql(f"EXPLAIN (VERBOSE) {statement}", params).fetchall()
+        )
+    explaining.dispose()
+    assert "::tsquery" in plan
+    assert "plainto_tsquery" not in plan
