@@ -560,3 +560,13 @@ def test_db_upgrade_draws_the_backfill_progress(tmp_path, capsys):
     bar("indexing conversations for search", 250, 250)
     bar.close()
     assert "250/250" in shown.getvalue()
+    # Revision 0013 counts indexed steps, not conversations.
+    bar = _UpgradeProgress(Terminal())
+    bar("indexing conversations for search", 1, 2)
+    bar("indexing search rows by owner", 1, 20_000)
+    units = {what: drawn.unit for what, drawn in bar._bars.items()}
+    bar.close()
+    assert units == {
+        "indexing conversations for search": "conversations",
+        "indexing search rows by owner": "steps",
+    }
