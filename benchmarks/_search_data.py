@@ -170,6 +170,11 @@ def seed_sqlite(path: Path, config: Config, seed: int) -> int:
             (hexed(cid), hexed(rows[-1]["id"]), stamp(first), stamp(rows[-1]["created_at"])),
         )
         steps += len(rows)
+    # The owners' keys, which the insert trigger would have added, before the index reads them (0013).
+    conn.execute(
+        "INSERT OR IGNORE INTO convstore_search_owners (owner) "
+        "SELECT DISTINCT owner FROM convstore_conversations WHERE owner IS NOT NULL"
+    )
     conn.execute("INSERT INTO convstore_search_fts(convstore_search_fts) VALUES ('rebuild')")
     conn.execute(trigger)
     conn.execute("COMMIT")

@@ -51,26 +51,28 @@ class SqliteFloor:
         self.conn = sqlite3.connect(path, isolation_level=None)
 
     def search(self, words: Sequence[str], owner: str | None) -> list[Any]:
-        match = " ".join(f'"{word}"' for word in words)
-        # As convstore: the owner's conversations listed once, only for an owner (and the search rows
-        # read for the candidates only then).
+        match = "text : (" + " ".join(f'"{word}"' for word in words) + ")"
+        # As convstore: for an owner, FTS5 asked for the owner's token too (the owner's key read in the
+        # statement), and the owner's conversations listed once (the search rows read for the candidates
+        # only then).
         owned = (
             "JOIN convstore_search s ON s.id = f.rowid WHERE s.conversation_id IN "
-            "(SELECT id FROM convstore_conversations WHERE owner = ?) AND"
+            "(SELECT id FROM convstore_conversations WHERE owner = ?) AND "
+            "convstore_search_fts MATCH ('owner : o' || coalesce((SELECT id FROM convstore_search_owners "
+            "WHERE owner = ?), 0) || ' AND ' || ?)"
             if owner is not None
-            else "WHERE"
+            else "WHERE convstore_search_fts MATCH ?"
         )
         self.conn.execute("BEGIN")
         rows = self.conn.execute(
             "SELECT s.conversation_id, s.node_id, s.type, s.created_at, s.text, cand.rank, "
             "max(cand.id) OVER () FROM ("
-            "SELECT f.rowid AS id, -f.rank AS rank "
-            f"FROM convstore_search_fts f {owned} "
-            "convstore_search_fts MATCH ? AND f.rowid <= ? "
+            "SELECT f.rowid AS id, -bm25(convstore_search_fts, 1.0, 0.0) AS rank "
+            f"FROM convstore_search_fts f {owned} AND f.rowid <= ? "
             "ORDER BY f.rowid DESC LIMIT ?"
             ") cand JOIN convstore_search s ON s.id = cand.id "
             "ORDER BY cand.rank DESC, cand.id DESC LIMIT ?",
-            (*([owner] if owner is not None else []), match, 2**63 - 1, CANDIDATES, LIMIT + 1),
+            (*([owner, owner] if owner is not None else []), match, 2**63 - 1, CANDIDATES, LIMIT + 1),
         ).fetchall()
         conversations = list(dict.fromkeys(row[0] for row in rows))
         if rows:

@@ -80,6 +80,10 @@ def register(sub: Any) -> None:
         action.set_defaults(func=func)
 
 
+# What a migration's long step counts, by its name (revision 0013 counts indexed steps); else conversations.
+_UNITS = {"indexing search rows by owner": "steps"}
+
+
 class _UpgradeProgress:
     """A migration's long step (a backfill) drawn as a progress bar on stderr (``Progress``), one a step."""
 
@@ -91,7 +95,7 @@ class _UpgradeProgress:
         bar = self._bars.get(what)
         if bar is None:
             bar = self._bars[what] = Progress(
-                what, total, unit="conversations", stream=self._stream
+                what, total, unit=_UNITS.get(what, "conversations"), stream=self._stream
             ).__enter__()
         bar.advance(done - bar.done)
         if done >= total:

@@ -10,6 +10,13 @@ a search of every owner with no model filter reads the index alone, with no join
 (for the ten-thousand-row topic query on SQLite, the join was more than the candidates' own lookup).
 Which rows and which order are the same as with the single statement.
 
+**An owner on SQLite is in the index.** FTS5 walks its matches newest first and cannot skip the ones of
+other owners it is not told about: for a word in half the steps and an owner of 1% of the conversations,
+it walked about 100,000 matches to keep 1,000 (90 to 190 ms). Each FTS5 row holds its owner's token in a
+second column (migration 0013), and an owner's search asks for it with the words (``_OWNED_MATCH``), so
+that FTS5 intersects the two lists (25 to 30 ms for the same search). The words are always asked for in
+the text column, so that no word matches an owner's token.
+
 **Which hits.** The newest ``candidates`` matches within the owner and filters (SQLite: by the index's
 rowid, the order rows were indexed; PostgreSQL: by ``created_at``, then conversation and node ids), ranked
 by the engine's relevance, best first (ties: the newer first). A cursor carries the newest candidate's key
@@ -28,7 +35,8 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from convstore.store._schema import SEARCH_FTS, UTCDateTime
+from convstore.store._engine import compile_once
+from convstore.store._schema import PREFIX, SEARCH_FTS, UTCDateTime
 from convstore.store._schema import conversations as c
 from convstore.store._schema import search as se
 
@@ -96,18 +104,40 @@ class Filters:
         )
 
 
-_fts = sa.table(SEARCH_FTS, sa.column("rowid"), sa.column("rank"))
-_FTS_MATCH = sa.literal_column(SEARCH_FTS).op("MATCH")(sa.bindparam("match", type_=sa.Text()))
+_OWNER = sa.bindparam("owner", type_=sa.Text())
+_fts = sa.table(SEARCH_FTS, sa.column("rowid"))
+_MATCH = sa.bindparam("match", type_=sa.Text())
+_FTS_MATCH = sa.literal_column(SEARCH_FTS).op("MATCH")(_MATCH)
+# FTS5's BM25 of the words' column alone (weights: ``text`` 1, ``owner`` 0): the owner's token, in every row
+# of the owner, adds nothing to a row's rank. Lower is better: negated, so that higher is better everywhere.
+_RANK = sa.literal_column(f"-bm25({SEARCH_FTS}, 1.0, 0.0)", type_=sa.Float())
+# SQLite, a store bound to an owner: FTS5 asked for the owner's token too (``owner : o<key>``, the key from
+# the owner's row in ``search_owners``; none: ``o0``, which no row has), so that FTS5 intersects the word's
+# rows with the owner's and stops at the ``candidates``-th (migration 0013).
+_search_owners = sa.table(
+    f"{PREFIX}search_owners", sa.column("id", sa.Integer()), sa.column("owner", sa.String(255))
+)
+_OWNER_KEY = sa.select(_search_owners.c.id).where(_search_owners.c.owner == _OWNER)
+_OWNED_MATCH = (
+    sa.literal_column("'owner : o'", sa.Text())
+    .concat(sa.func.coalesce(_OWNER_KEY.scalar_subquery(), sa.literal_column("0")))
+    .concat(sa.literal_column("' AND '", sa.Text()))
+    .concat(_MATCH)
+    .self_group()
+)
 _ROWID: sa.ColumnElement[int] = sa.literal_column(f"{se.name}.id")
 _DOCUMENT = sa.literal_column(f"{se.name}.document", type_=postgresql.TSVECTOR())
 _TSQUERY = sa.func.plainto_tsquery(
-    sa.cast(sa.bindparam("language", type_=sa.Text()), postgresql.REGCONFIG()),
+    # Rendered into the statement too (a configuration's name, checked by ``check_language``): a literal
+    # cast to regconfig is a constant when PostgreSQL parses the statement, and the whole query then one
+    # tsquery at planning. A parameter's cast is a stable function, so PostgreSQL built the tsquery again
+    # for every row it tested and ranked: 37 against 23 ms for a common word in one owner's 10,000 steps.
+    sa.cast(sa.bindparam("language", type_=sa.Text(), literal_execute=True), postgresql.REGCONFIG()),
     # Rendered into the statement (quoted by the dialect; the words are letters, digits and marks only):
     # a prepared statement's generic plan cannot see how rare the words are, and PostgreSQL then probed the
     # GIN index once per conversation (220 ms for a word in 100 of 1,000,000 steps, against 10 ms).
     sa.bindparam("words", type_=sa.Text(), literal_execute=True),
 )
-_OWNER = sa.bindparam("owner", type_=sa.Text())
 _MODEL = sa.bindparam("model", type_=sa.Text())
 _CONVERSATION = sa.bindparam("conversation_id", type_=se.c.conversation_id.type)
 _SINCE = sa.bindparam("since", type_=UTCDateTime())
@@ -134,6 +164,16 @@ _RUNS = itertools.count(1)
 LISTED_MAX = 1_000
 
 
+def _direct(statement: sa.Select[Any]) -> sa.Select[Any]:
+    """A statement built once for a set of filters (the functions here are cached: it lives as long as the
+    process), registered to go to the driver directly as the store's constant statements do
+    (``_engine.compile_once``): through SQLAlchemy's execution, a search for a rare word in one owner's
+    steps spent as long in Python as in SQLite. One that SQLAlchemy must expand or render at execution (a
+    list of step types, PostgreSQL's words) still goes through it: the short way steps aside by itself."""
+    compile_once({"statement": statement})
+    return statement
+
+
 @functools.cache
 def owned_conversations(*, model: bool) -> sa.Select[Any]:
     """The owner's conversations (within the model filter), at most ``most`` of them: the list a search
@@ -141,7 +181,7 @@ def owned_conversations(*, model: bool) -> sa.Select[Any]:
     where = [c.c.owner == _OWNER]
     if model:
         where.append(c.c.model == _MODEL)
-    return sa.select(c.c.id).where(*where).limit(sa.bindparam("most", type_=sa.Integer()))
+    return _direct(sa.select(c.c.id).where(*where).limit(sa.bindparam("most", type_=sa.Integer())))
 
 
 @functools.cache
@@ -155,7 +195,7 @@ def encrypted_count(*, owner: bool, model: bool, conversation: bool) -> sa.Selec
         where.append(c.c.model == _MODEL)
     if conversation:
         where.append(c.c.id == _CONVERSATION)
-    return sa.select(sa.func.count()).select_from(c).where(*where)
+    return _direct(sa.select(sa.func.count()).select_from(c).where(*where))
 
 
 def _conditions(filters: Filters, *, dialect: str) -> list[sa.ColumnElement[bool]]:
@@ -167,8 +207,9 @@ def _conditions(filters: Filters, *, dialect: str) -> list[sa.ColumnElement[bool
         of_conversation.append(c.c.model == _MODEL)
     if of_conversation and dialect == "sqlite":
         # The owner's conversations listed once (from the owner's index), each candidate tested against
-        # the list: a fifth faster than a join to each candidate's conversation for a word the owner has
-        # in few of the newest matches (SQLite walks the matches newest first until it has ``candidates``).
+        # the list (a fifth faster than a join to each candidate's conversation). For the owner, FTS5 has
+        # already kept only the owner's rows (``_OWNED_MATCH``): the list says so again in the SQL, as every
+        # statement does, and costs no more than a millisecond for 1,000 candidates.
         where.append(se.c.conversation_id.in_(sa.select(c.c.id).where(*of_conversation)))
     else:
         where.extend(of_conversation)  # PostgreSQL: with the conversations joined (``statement``)
@@ -192,7 +233,8 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
     + 1 rows from ``offset``) best first among the newest ``candidates`` at or before ``bound``.
 
     Two steps, so that a page's ranking work is bounded whatever the query: the candidates, found newest
-    first (SQLite: FTS5 walks the words' doclists by descending rowid, a rowid range from ``bound``;
+    first (SQLite: FTS5 walks the words' doclists by descending rowid, a rowid range from ``bound``, and
+    for an owner the owner token's doclist with them;
     PostgreSQL: the GIN index for rare words, or the ``created_at`` index walked backwards, each row's
     document tested, for common ones) and ranked as they are found, at most ``candidates`` of them; then
     the page, ordered by rank, its rows' text joined back. Each row carries the newest candidate's key
@@ -202,13 +244,13 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
     where = _conditions(filters, dialect=dialect)
     joined = filters.owner or filters.model
     if dialect == "sqlite":
-        # FTS5's rank is BM25, lower is better: negated, so that higher is better on both backends.
         # The search rows are read for the candidates only when a filter needs their columns: reading each
         # candidate's row was most of the time of finding a topic word's candidates (18 of 20 ms).
+        match = sa.literal_column(SEARCH_FTS).op("MATCH")(_OWNED_MATCH) if filters.owner else _FTS_MATCH
         found = (
-            sa.select(_fts.c.rowid.label("id"), (-_fts.c.rank).label("rank"))
+            sa.select(_fts.c.rowid.label("id"), _RANK.label("rank"))
             .select_from(_fts.join(se, _fts.c.rowid == _ROWID) if where else _fts)
-            .where(_FTS_MATCH, _fts.c.rowid <= _BOUND, *where)
+            .where(match, _fts.c.rowid <= _BOUND, *where)
             .order_by(_fts.c.rowid.desc())
             .limit(_CANDIDATES)
             .subquery("candidates")
@@ -244,7 +286,7 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
     key = [paged.c[name] == (_ROWID if name == "id" else se.c[name]) for name in names]
     columns = (se.c.conversation_id, se.c.node_id, se.c.type, se.c.created_at, se.c.text)
     run = [] if dialect == "sqlite" else [_RUN.label("run")]
-    return (
+    return _direct(
         sa.select(*columns, paged.c.rank, paged.c.bound, *run)
         .select_from(paged.join(se, sa.and_(*key)))
         .order_by(*(paged.c[name].desc() for name in best))
@@ -252,8 +294,9 @@ def statement(dialect: str, filters: Filters) -> sa.Select[Any]:
 
 
 def fts5_query(words: Sequence[str]) -> str:
-    """Every word as a quoted FTS5 string (a phrase of the words the tokenizer finds in it), all required."""
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+    """Every word as a quoted FTS5 string (a phrase of the words the tokenizer finds in it), all required, in
+    the text column (never in ``owner``, whose tokens are no one's words)."""
+    return "text : (" + " ".join('"' + word.replace('"', '""') + '"' for word in words) + ")"
 
 
 def params(request: SearchRequest, owner: str | None, *, dialect: str, language: str) -> dict[str, Any]:

@@ -399,9 +399,14 @@ def test_the_migration_indexes_a_populated_store_of_the_previous_revision(db_url
     told: list[tuple[str, int, int]] = []
     with convstore.Store(db_url, check_schema=False) as old:
         old.upgrade(progress=lambda what, done, total: told.append((what, done, total)))
-    assert told
-    assert told[-1][1] == told[-1][2] == 250
-    assert len(told) >= 2
+    backfill = [entry for entry in told if entry[0] == "indexing conversations for search"]
+    assert backfill[-1][1] == backfill[-1][2] == 250
+    assert len(backfill) >= 2
+    by_owner = [entry for entry in told if entry[0] == "indexing search rows by owner"]
+    if db_url.startswith("sqlite"):  # 0013: SQLite's index rebuilt with the owners' tokens
+        assert by_owner[-1][1] == by_owner[-1][2] == 501
+    else:
+        assert by_owner == []
     with convstore.Store(db_url) as store:
         assert store.check().ok
         hits = list(store.search(needles[0], limit=100))
@@ -555,3 +560,13 @@ def test_db_upgrade_draws_the_backfill_progress(tmp_path, capsys):
     bar("indexing conversations for search", 250, 250)
     bar.close()
     assert "250/250" in shown.getvalue()
+    # Revision 0013 counts indexed steps, not conversations.
+    bar = _UpgradeProgress(Terminal())
+    bar("indexing conversations for search", 1, 2)
+    bar("indexing search rows by owner", 1, 20_000)
+    units = {what: drawn.unit for what, drawn in bar._bars.items()}
+    bar.close()
+    assert units == {
+        "indexing conversations for search": "conversations",
+        "indexing search rows by owner": "steps",
+    }
