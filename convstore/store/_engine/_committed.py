@@ -28,8 +28,17 @@ from sqlalchemy.engine import Connection
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-from convstore.store._engine._fastpath import _bind, _fairy, _lost, _lost_async, _psycopg, _read, _watched
-from convstore.store._engine._op import Batch, Exec, Refused
+from convstore.store._engine._fastpath import (
+    _bind,
+    _fairy,
+    _lost,
+    _lost_async,
+    _psycopg,
+    _read,
+    _read_async,
+    _watched,
+)
+from convstore.store._engine._op import Batch, Refused
 
 __all__ = ["commits_with", "run_committed", "run_committed_async"]
 
@@ -83,7 +92,7 @@ def run_committed(conn: Connection, batch: Batch) -> list[Any]:
         return [
             list(cursor.fetchall())
             if step.rows
-            else _read(prepared, conn.dialect, cursor, cursor.fetchall() if cursor.description else [])
+            else _read(prepared, conn.dialect, cursor)
             for step, cursor, (prepared, _, _) in zip(batch.statements, cursors[:-1], bound[:-1], strict=True)
         ]
     except conn.dialect.loaded_dbapi.Error as error:
@@ -104,11 +113,6 @@ def run_committed(conn: Connection, batch: Batch) -> list[Any]:
     finally:
         for cursor in (*cursors, control):
             cursor.close()
-
-
-async def _results(conn: AsyncConnection, step: Exec, cursor: Any, prepared: Any) -> Any:
-    rows = list(await cursor.fetchall()) if cursor.description is not None else []
-    return rows if step.rows else _read(prepared, conn.dialect, cursor, rows)
 
 
 async def run_committed_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
@@ -132,7 +136,7 @@ async def run_committed_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
             await control.execute("COMMIT")
         sent = True
         return [
-            await _results(conn, step, cursor, prepared)
+            await _read_async(prepared, conn.dialect, cursor, step.rows)
             for step, cursor, (prepared, _, _) in zip(batch.statements, cursors[:-1], bound[:-1], strict=True)
         ]
     except conn.dialect.loaded_dbapi.Error as error:

@@ -262,8 +262,19 @@ def _processors(prepared: _Prepared, dialect: Any, description: Any) -> list[Any
     ]
 
 
-def _read(prepared: _Prepared, dialect: Any, cursor: Any, rows: list[Any]) -> DriverResult:
-    return _result(prepared, dialect, cursor.description, cursor.rowcount, rows)
+def _read(prepared: _Prepared, dialect: Any, cursor: Any) -> DriverResult:
+    """A sync cursor's result. Its ``description`` is read once: psycopg builds its column objects anew
+    each time it is read."""
+    description = cursor.description
+    rows = cursor.fetchall() if description is not None else []
+    return _result(prepared, dialect, description, cursor.rowcount, rows)
+
+
+async def _read_async(prepared: _Prepared, dialect: Any, cursor: Any, raw: bool) -> Any:
+    """``_read`` for an asyncio cursor; ``raw``: its rows as the driver gives them."""
+    description = cursor.description
+    rows = list(await cursor.fetchall()) if description is not None else []
+    return rows if raw else _result(prepared, dialect, description, cursor.rowcount, rows)
 
 
 def _result(
@@ -337,8 +348,9 @@ def execute(conn: Connection, step: Exec, *, watched: bool | None = None) -> Any
             cursor.executemany(prepared.sql, params)
         else:
             cursor.execute(prepared.sql, params)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        return list(rows) if step.rows else _read(prepared, conn.dialect, cursor, rows)
+        if not step.rows:
+            return _read(prepared, conn.dialect, cursor)
+        return list(cursor.fetchall()) if cursor.description is not None else []
     except conn.dialect.loaded_dbapi.Error as error:
         raise _lost(conn, error, fairy, prepared.sql, cursor) from error
     finally:
@@ -377,8 +389,7 @@ async def execute_async(conn: AsyncConnection, step: Exec, *, watched: bool | No
             await cursor.executemany(prepared.sql, params)
         else:
             await cursor.execute(prepared.sql, params)
-        rows = list(await cursor.fetchall()) if cursor.description is not None else []
-        return rows if step.rows else _read(prepared, conn.dialect, cursor, rows)
+        return await _read_async(prepared, conn.dialect, cursor, step.rows)
     except conn.dialect.loaded_dbapi.Error as error:
         raise await _lost_async(conn, error, fairy, prepared.sql, cursor) from error
     finally:
@@ -435,7 +446,7 @@ def run_batch(conn: Connection, batch: Batch) -> list[Any]:
         return [
             list(cursor.fetchall())
             if step.rows
-            else _read(prepared, conn.dialect, cursor, cursor.fetchall() if cursor.description else [])
+            else _read(prepared, conn.dialect, cursor)
             for step, cursor, (prepared, _, _) in zip(batch.statements, cursors, bound, strict=True)
         ]
     except conn.dialect.loaded_dbapi.Error as error:
@@ -463,8 +474,7 @@ async def run_batch_async(conn: AsyncConnection, batch: Batch) -> list[Any]:
                     await cursor.execute(prepared.sql, params)
         results: list[Any] = []
         for step, cursor, (prepared, _, _) in zip(batch.statements, cursors, bound, strict=True):
-            rows = list(await cursor.fetchall()) if cursor.description is not None else []
-            results.append(rows if step.rows else _read(prepared, conn.dialect, cursor, rows))
+            results.append(await _read_async(prepared, conn.dialect, cursor, step.rows))
     except conn.dialect.loaded_dbapi.Error as error:
         raise await _lost_async(conn, error, fairy, bound[0][0].sql, None) from error
     else:
