@@ -45,13 +45,11 @@ __all__ = ["commits_with", "run_committed", "run_committed_async"]
 _REFUSED = "22012"  # division_by_zero: a guard's refusal
 
 
-def commits_with(conn: Connection, step: object) -> bool:
-    """Whether ``step``, a write's first step, is sent with its transaction's ``BEGIN`` and ``COMMIT``: a
-    guarded ``Batch`` on psycopg, its statements not watched (whatever watches them sees them through
+def commits_with(conn: Connection, batch: Batch) -> bool:
+    """Whether ``batch``, a write's first step, is sent with its transaction's ``BEGIN`` and ``COMMIT``: a
+    guarded batch on psycopg, its statements not watched (whatever watches them sees them through
     SQLAlchemy, in a transaction SQLAlchemy begins)."""
-    return (
-        isinstance(step, Batch) and step.guard is not None and _psycopg(conn.dialect) and not _watched(conn)
-    )
+    return batch.guard is not None and _psycopg(conn.dialect) and not _watched(conn)
 
 
 def _refused(driver: Any, error: Exception) -> bool | None:
@@ -68,8 +66,8 @@ def run_committed(conn: Connection, batch: Batch) -> list[Any]:
 
     Raises:
         Refused: the guard failed; rolled back.
-        sqlalchemy.exc.DBAPIError: a statement failed (rolled back), or the connection was lost (it says
-            ``connection_invalidated``: the commit may have run).
+        sqlalchemy.exc.DBAPIError: a statement failed (rolled back), or the connection was lost (then
+            invalidated: the commit may have run).
     """
     assert batch.guard is not None  # noqa: S101 -- commits_with chose this way
     fairy: Any = conn.connection

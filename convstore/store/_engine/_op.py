@@ -53,7 +53,7 @@ class Batch:
     statements: tuple[Exec, ...]
     # A statement that fails unless the batch's results are ones to commit (the conditions the operation
     # checks in Python after it, written in SQL): with one, a batch that is its write's first step may
-    # carry the transaction's BEGIN and COMMIT too (``_fastpath.run_committed``: PostgreSQL, one round
+    # carry the transaction's BEGIN and COMMIT too (``_committed.run_committed``: PostgreSQL, one round
     # trip for the whole write). When the guard fails, nothing is written and ``Refused`` is thrown in at
     # the ``yield``. Where the batch is not sent so, the guard is not run: the operation's own checks hold.
     guard: Exec | None = None

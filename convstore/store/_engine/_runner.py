@@ -86,12 +86,8 @@ def _commit_batch(conn: Connection, op: Op[T], batch: Batch, url: Any) -> T:
     (``_committed``); its connection in autocommit."""
     try:
         results = run_committed(conn, batch)
-    except Refused as refused:
-        _refuse(op, refused)
-    except exc.DBAPIError as error:
-        if conn.invalidated:  # lost: the COMMIT may have run
-            raise outcome_unknown(error, url) from None
-        _refuse(op, error)
+    except (Refused, exc.DBAPIError) as error:
+        _not_committed(op, error, url, lost=conn.invalidated)
     return _after_commit(op, results)
 
 
@@ -104,18 +100,17 @@ async def _commit_batch_async(
         raise _Stopped
     try:
         results = await run_committed_async(conn, batch)
-    except Refused as refused:
-        _refuse(op, refused)
-    except exc.DBAPIError as error:
-        if conn.invalidated:  # lost: the COMMIT may have run
-            raise outcome_unknown(error, url) from None
-        _refuse(op, error)
+    except (Refused, exc.DBAPIError) as error:
+        _not_committed(op, error, url, lost=conn.invalidated)
     return _after_commit(op, results)
 
 
-def _refuse(op: Op[Any], error: BaseException) -> NoReturn:
-    """Throw the failure of a batch sent with its commit into its operation, which must raise: nothing was
-    written, and the connection is no longer in a transaction for it to go on in."""
+def _not_committed(op: Op[Any], error: Refused | exc.DBAPIError, url: Any, *, lost: bool) -> NoReturn:
+    """The failure of a batch sent with its commit. The connection ``lost`` (invalidated): the ``COMMIT``
+    may have run, ``OutcomeUnknownError``. Otherwise nothing was written: the failure is thrown into the
+    operation, which must raise (the connection is no longer in a transaction for it to go on in)."""
+    if lost and isinstance(error, exc.DBAPIError):
+        raise outcome_unknown(error, url) from None
     op.throw(error)
     raise RuntimeError("an operation went on after its committed batch failed")  # pragma: no cover
 
