@@ -128,6 +128,40 @@ def test_a_connection_cut_at_the_commit_is_an_unknown_outcome(db_url, when, watc
         cutter.close()
 
 
+@pytest.mark.parametrize("watched", [False, True], ids=["pipeline", "sqlalchemy"])
+def test_a_commit_the_server_refuses_is_an_unknown_outcome(db_url, watched):
+    """The ``COMMIT`` itself fails, the connection intact (here a deferred constraint trigger; on Citus, a
+    worker lost while the coordinator commits, after it may have committed its part): the outcome is
+    unknown on both paths, never a failure that says nothing was written."""
+    if not db_url.startswith("postgresql") or "citus" in db_url:
+        pytest.skip("a deferred constraint trigger on a plain PostgreSQL server")
+    with convstore.Store(db_url) as store:
+        if watched:
+            watch(store.engine)
+        conv = store.create_conversation()
+        conv.append([user("one"), model("a")])
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'refused at commit'; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON convstore_nodes "
+                "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()"
+            )
+        exchange_id = str(uuid.uuid4())
+        with pytest.raises(OutcomeUnknownError) as raised:
+            conv.append([user("two"), model("b")], exchange_id=exchange_id)
+        assert "two" not in str(raised.value)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER refuse_at_commit ON convstore_nodes")
+        assert texts(store.conversation(conv.id)) == ["one", "a"]  # here the server did roll it back
+        nodes = conv.append([user("two"), model("b")], exchange_id=exchange_id)
+        assert [node.exchange_id for node in nodes] == [exchange_id, exchange_id]
+        assert texts(store.conversation(conv.id)) == ["one", "a", "two", "b"]
+        assert store.check().ok
+
+
 def test_an_exchange_sent_again_is_returned_as_stored(store):
     conv = store.create_conversation()
     exchange_id = str(uuid.uuid4())

@@ -15,7 +15,9 @@ divides. When any statement fails, PostgreSQL skips the rest of the pipeline, ``
 leaves the transaction aborted: it is rolled back (one round trip more, on that path only) and the
 operation gets ``Refused`` (the guard) or the statement's error.
 
-A connection lost on the way is another matter: the ``COMMIT`` may have run. The connection is then
+A connection lost on the way is another matter: the ``COMMIT`` may have run. So may a ``COMMIT`` that
+failed (on Citus, a worker may have committed before the coordinator reported the error): the server has
+then ended the block, where a failed statement leaves it open and failed. Either way the connection is
 invalidated, and the runner reports the outcome as unknown.
 """
 
@@ -43,6 +45,7 @@ from convstore.store._engine._op import Batch, Refused
 __all__ = ["commits_with", "run_committed", "run_committed_async"]
 
 _REFUSED = "22012"  # division_by_zero: a guard's refusal
+_IN_FAILED_BLOCK = 3  # psycopg.pq.TransactionStatus.INERROR: a statement failed, the block not ended
 
 
 def commits_with(conn: Connection, batch: Batch) -> bool:
@@ -53,9 +56,16 @@ def commits_with(conn: Connection, batch: Batch) -> bool:
 
 
 def _refused(driver: Any, error: Exception) -> bool | None:
-    """After a failed pipeline: None when the connection is lost (the commit may have run), else whether
-    the guard refused (the transaction did not commit, and is to be rolled back)."""
+    """After a failed pipeline: None when the commit may have run, else whether the guard refused (a
+    statement before the ``COMMIT`` failed: the transaction did not commit, and is to be rolled back).
+
+    The commit may have run when the connection is lost, and when the ``COMMIT`` itself failed: the
+    server then left the transaction block (it is idle, not in a failed block), and on Citus a worker may
+    have committed its part before the coordinator reported the error. SQLAlchemy's path reports a failed
+    commit as an unknown outcome too."""
     if driver.closed or driver.broken:
+        return None
+    if driver.info.transaction_status != _IN_FAILED_BLOCK:
         return None
     return getattr(error, "sqlstate", None) == _REFUSED
 
