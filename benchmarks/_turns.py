@@ -146,12 +146,13 @@ class System(Protocol):
 
 class Convstore:
     """``Store(url)`` (or a ``Store`` on an engine of the caller's), the turn ``store.conversation(id)`` +
-    ``conv.send``; the shape's system instruction is the conversation's (``create_conversation``)."""
+    ``conv.send``; the shape's system instruction is the conversation's (``create_conversation``).
+    ``search_index=False``: the store keeps no full-text index (``Store(search_index=False)``)."""
 
     name = "convstore"
 
-    def __init__(self, url_or_engine: Any, wire: Wire) -> None:
-        self.store = convstore.Store(url_or_engine)
+    def __init__(self, url_or_engine: Any, wire: Wire, *, search_index: bool = True) -> None:
+        self.store = convstore.Store(url_or_engine, search_index=search_index)
         self.system_instruction = wire.shape.system_instruction
         self.http = httpx.Client(transport=httpx.MockTransport(wire.handler(self.name)))
         self.client = convstore.InteractionsClient(api_key="bench", http_client=self.http)

@@ -1,7 +1,10 @@
 """The cold stateless turn: open the conversation, build the request, POST it, record the reply.
 
     python benchmarks/bench_turn.py [--backend sqlite|postgres|all] [--quick] [--out benchmarks/results]
-        [--shape unicode-1k|ascii-500|all]
+        [--shape unicode-1k|ascii-500|all] [--no-search-index]
+
+``--no-search-index`` runs convstore with ``Store(search_index=False)`` (the floor keeps no full-text index
+either way): the difference from a default run is what the index costs a turn.
 
 What a stateless web service does on every request, through convstore's public API only, beside a peer and
 a floor, in one run. Nothing reaches the network: every system POSTs its request body through an
@@ -140,6 +143,7 @@ class Backend:
     # PostgreSQL: the base URL and the schemas of convstore and the floor (for the round trips' proxy).
     postgres_url: str = ""
     schemas: dict[str, common.PostgresSchema] | None = None
+    search_index: bool = True  # convstore's full-text index (--no-search-index: without it)
 
     @property
     def ours(self) -> Convstore:
@@ -147,7 +151,9 @@ class Backend:
 
 
 @contextmanager
-def open_backend(name: str, postgres_url: str, wire: Wire, with_peer: bool) -> Iterator[Backend]:
+def open_backend(
+    name: str, postgres_url: str, wire: Wire, with_peer: bool, *, search_index: bool = True
+) -> Iterator[Backend]:
     """Each system in a database of its own (SQLite files in a temporary directory, or new PostgreSQL
     schemas), removed on exit."""
     with ExitStack() as stack:
@@ -155,13 +161,14 @@ def open_backend(name: str, postgres_url: str, wire: Wire, with_peer: bool) -> I
         schemas: list[common.PostgresSchema] = []
         if name == "sqlite":
             directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="convstore-turn-")))
-            systems.append(Convstore(common.SqliteFile(directory / "convstore.db").url, wire))
+            url = common.SqliteFile(directory / "convstore.db").url
+            systems.append(Convstore(url, wire, search_index=search_index))
             if with_peer:
                 systems.append(OpenAIAgents(name, directory / "openai_agents.db", wire))
             systems.append(SqliteFloor(directory / "floor.db", wire))
         else:
             ours = stack.enter_context(common.postgres_schema(postgres_url, "turn"))
-            systems.append(Convstore(ours.url, wire))
+            systems.append(Convstore(ours.url, wire, search_index=search_index))
             if with_peer:
                 theirs = stack.enter_context(common.postgres_schema(postgres_url, "turn"))
                 systems.append(OpenAIAgents(name, theirs, wire))
@@ -172,7 +179,7 @@ def open_backend(name: str, postgres_url: str, wire: Wire, with_peer: bool) -> I
             stack.callback(system.close)
         after = (lambda: analyze(schemas)) if schemas else _nothing
         named = {"convstore": schemas[0], "floor": schemas[-1]} if schemas else None
-        yield Backend(name, systems, after, postgres_url, named)
+        yield Backend(name, systems, after, postgres_url, named, search_index)
 
 
 def analyze(schemas: Sequence[common.PostgresSchema]) -> None:
@@ -377,7 +384,11 @@ def count_round_trips(
     with RoundTripProxy(backend.postgres_url) as proxy:
         base = proxy.url(backend.postgres_url)
         systems = [
-            Convstore(common.PostgresSchema(base, backend.schemas["convstore"].schema).url, wire),
+            Convstore(
+                common.PostgresSchema(base, backend.schemas["convstore"].schema).url,
+                wire,
+                search_index=backend.search_index,
+            ),
             PostgresFloor(common.PostgresSchema(base, backend.schemas["floor"].schema), wire, create=False),
         ]
         systems[1].prefix = f"proxied-{uuid.uuid4().hex[:8]}"
@@ -537,9 +548,11 @@ def _timing_table(title: str, entries: list[dict[str, Any]], names: list[str], f
     return TableData(title, headers, rows)
 
 
-def tables_for(backend: str, shape: Shape, results: dict[str, Any], quick: bool) -> list[TableData]:
+def tables_for(
+    backend: str, shape: Shape, results: dict[str, Any], quick: bool, *, search_index: bool = True
+) -> list[TableData]:
     names = results["systems"]
-    where = f"{backend}, {shape.key}"
+    where = f"{backend}, {shape.key}" + ("" if search_index else ", convstore without its search index")
     peer_note = (
         f"{PEER}: {'SQLiteSession' if backend == 'sqlite' else 'SQLAlchemySession (async psycopg)'}. "
         if PEER in names
@@ -702,6 +715,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shape", choices=(*SHAPES, "all"), default="all", help="payload shape (default all)"
     )
+    parser.add_argument(
+        "--no-search-index",
+        dest="search_index",
+        action="store_false",
+        help="convstore without its full-text index (Store(search_index=False)): what the index costs a turn",
+    )
     args = parser.parse_args(argv)
     backends = ("sqlite", "postgres") if args.backend == "all" else (args.backend,)
     shapes = list(SHAPES.values()) if args.shape == "all" else [SHAPES[args.shape]]
@@ -716,7 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         **common.report_head("bench_turn.py", argv, args, backends),
         "peer_version": common.package_version("openai-agents") if with_peer else None,
-        "config": asdict(config) | {"quick": args.quick},
+        "config": asdict(config) | {"quick": args.quick, "search_index": args.search_index},
         "workload": {"seed": args.seed, "shapes": {s.key: workload(s, args.seed) for s in shapes}},
         "targets": {
             "cold_peer_over_convstore_min": COLD_VS_PEER_TARGET,
@@ -734,11 +753,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: 1-minute load average {results['load_average_start']}", file=sys.stderr, flush=True)
         for shape in shapes:
             wire = Wire(args.seed, shape)
-            with open_backend(name, args.postgres_url, wire, with_peer) as backend:
+            opened = open_backend(name, args.postgres_url, wire, with_peer, search_index=args.search_index)
+            with opened as backend:
                 shaped = run_backend(backend, config, wire, args.seed, budgeted=shape is UNICODE_1K)
             shaped["targets"] = targets_for(shaped)
             results["shapes"][shape.key] = shaped
-            shape_tables = tables_for(name, shape, shaped, args.quick)
+            shape_tables = tables_for(name, shape, shaped, args.quick, search_index=args.search_index)
             tables += shape_tables
             for table in shape_tables:
                 print(common.render_text(table))
@@ -756,7 +776,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
     report["seconds"] = round(time.monotonic() - started, 1)
-    md_path, json_path = write_reports(args.out, "turn-quick" if args.quick else "turn", report, tables)
+    stem = ("turn-quick" if args.quick else "turn") + ("" if args.search_index else "-no-index")
+    md_path, json_path = write_reports(args.out, stem, report, tables)
     print(f"wrote {md_path} and {json_path} ({report['seconds']} s)", file=sys.stderr)
     return 0
 
