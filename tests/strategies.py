@@ -27,14 +27,18 @@ json_scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     hard_text,
 )
+# Keys of arbitrary JSON: any text but ``mime_type``, which the codec checks wherever it is in a step (a media
+# type, RFC 6838: ``codec.text_problems``), so that arbitrary JSON with one, under a field this library does
+# not model, is refused by design (hypothesis draws the codebase's own string literals too).
+json_keys = plain_text.filter(lambda key: key != "mime_type")
 json_values = st.recursive(
     json_scalars,
     lambda children: st.one_of(
-        st.lists(children, max_size=4), st.dictionaries(plain_text, children, max_size=4)
+        st.lists(children, max_size=4), st.dictionaries(json_keys, children, max_size=4)
     ),
     max_leaves=12,
 )
-json_objects = st.dictionaries(plain_text, json_values, max_size=4)
+json_objects = st.dictionaries(json_keys, json_values, max_size=4)
 
 # Field names this library does not model, to check they survive.
 unknown_field_names = st.sampled_from(["x_future", "metadata_v2", "newField", "z"])
