@@ -32,10 +32,9 @@ def _fork_statement(*, before: bool) -> Any:
     """``INSERT INTO branches ... SELECT`` of the conversation's row (locked, ``_locked_conversation``) and
     the node forked at: its own id (a fork at it) or its parent's (``before``: an edit, a fork just before
     it; NULL for a root, an empty branch). No row when the conversation or the node is missing: nothing
-    inserted. It returns the new head's depth, running total, exchange and segment, read by primary key,
-    its ids as text (``canonical_id`` makes them canonical for less than SQLAlchemy's UUID processing).
-    Every table is filtered on the ``conversation_id`` parameter, so a distributed database can route it to
-    one shard."""
+    inserted. It returns the new head in one text (``_HEAD_FIELDS``, NULL for an empty branch), read by
+    primary key in one subquery: one lookup of the node, where a column each took four. Every table is
+    filtered on the ``conversation_id`` parameter, so a distributed database can route it to one shard."""
     cid = sa.bindparam("conversation_id", type_=c.c.id.type)
     node = n.c.parent_id if before else n.c.id
     source = (
@@ -46,25 +45,35 @@ def _fork_statement(*, before: bool) -> Any:
         .where(c.c.id == cid)
         .with_for_update(read=True, key_share=True, of=c)
     )
-
-    def at_head(column: str, as_text: bool = False) -> Any:
-        # Written out: SQLAlchemy neither correlates a RETURNING clause's subquery with the table inserted
-        # into nor, on SQLite, qualifies its columns.
-        value = f"CAST(head.{column} AS VARCHAR)" if as_text else f"head.{column}"
-        sql = f"(SELECT {value} FROM {n.name} AS head WHERE head.conversation_id = "  # noqa: S608 -- the schema's names
-        sql += f"{b.name}.conversation_id AND head.id = {b.name}.head_id)"
-        return sa.literal_column(sql, sa.String() if as_text else n.c[column].type).label(column)
-
+    # Written out: SQLAlchemy neither correlates a RETURNING clause's subquery with the table inserted into
+    # nor, on SQLite, qualifies its columns. segment_id is NULL on SQLite for rows older than its migration.
+    texts = [f"CAST(head.{name} AS VARCHAR)" for name in _HEAD_FIELDS]
+    texts[-1] = f"COALESCE({texts[-1]}, '')"  # segment_id
+    fields = " || ',' || ".join(texts)
+    sql = f"(SELECT {fields} FROM {n.name} AS head WHERE head.conversation_id = "  # noqa: S608 -- the schema's names
+    sql += f"{b.name}.conversation_id AND head.id = {b.name}.head_id)"
     return (
         sa.insert(b)
         .from_select(["conversation_id", "name", "head_id", "created_at", "updated_at"], source)
-        .returning(
-            sa.cast(b.c.head_id, sa.String()).label("head_id"),
-            at_head("depth"),
-            at_head("total_tokens"),
-            at_head("exchange_id", as_text=True),
-            at_head("segment_id", as_text=True),
-        )
+        .returning(sa.literal_column(sql, sa.String()).label("head"))
+    )
+
+
+# The new head's columns, in the order ``FORK_AT`` and ``FORK_BEFORE`` return them (comma-separated text).
+_HEAD_FIELDS = ("id", "depth", "total_tokens", "exchange_id", "segment_id")
+
+
+def _head_from_text(text: str | None) -> Head:
+    """The head a fork statement returned (``_HEAD_FIELDS`` joined by commas; None: an empty branch)."""
+    if text is None:
+        return EMPTY_HEAD
+    node_id, depth, total, exchange_id, segment_id = text.split(",")
+    return Head(
+        canonical_id(node_id),
+        int(depth),
+        int(total),
+        canonical_id(exchange_id),
+        canonical_id(segment_id) if segment_id else None,
     )
 
 
@@ -123,23 +132,15 @@ def fork(
     if known is not None and known.node_id == at and not before:
         return (yield from _fork_known(params, known))
     try:
-        row = (yield Exec(FORK_BEFORE if before else FORK_AT, params)).first()
+        rows = yield Exec(FORK_BEFORE if before else FORK_AT, params, rows=True)  # the driver's tuples
     except exc.IntegrityError:
         raise BranchExistsError(conversation_id, name) from None
-    if row is None:
+    if not rows:
         found = yield Exec(st.CONVERSATION_EXISTS, {"conversation_id": conversation_id})
         if found.first() is None:
             raise ConversationNotFoundError(conversation_id)
         raise NodeNotFoundError(conversation_id, at)
-    if row.head_id is None:
-        return EMPTY_HEAD
-    return Head(
-        canonical_id(row.head_id),
-        row.depth,
-        row.total_tokens,
-        None if row.exchange_id is None else canonical_id(row.exchange_id),
-        None if row.segment_id is None else canonical_id(row.segment_id),
-    )
+    return _head_from_text(rows[0][0])
 
 
 def _fork_known(params: dict[str, Any], head: Head) -> Op[Head]:

@@ -126,3 +126,53 @@ def test_first_opens_of_a_new_file_by_eight_processes_wait_for_each_other(tmp_pa
     assert failures == []
     with convstore.Store(url) as store:
         assert len(store.conversations(limit=100).items) == 8
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_sqlite_fork_or_edit_behind_a_writer_waits_for_it_then_gives_up(tmp_path: Path, flavour, portal):
+    """A fork or an edit is one statement, which SQLite runs as its own transaction: behind another
+    connection's write transaction it waits (the busy timeout) as a BEGIN IMMEDIATE would, goes on when
+    the writer commits within it, and otherwise gives up with ``StoreBusyError`` having written nothing."""
+    import sqlite3  # noqa: PLC0415
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    with convstore.Store(url) as setup:
+        conv = setup.create_conversation()
+        nodes = conv.append([user("one"), user("two")])
+    holder = sqlite3.connect(tmp_path / "busy.db", isolation_level=None, check_same_thread=False)
+
+    def attempt(name: str, *, fork: bool) -> None:
+        async def run() -> None:
+            async with convstore.AsyncStore(url, busy_timeout=1) as store:
+                opened = await store.conversation(conv.id)
+                await (
+                    opened.fork(at=nodes[1].id, branch=name)
+                    if fork
+                    else opened.edit(nodes[1].id, branch=name)
+                )
+
+        if flavour == "async":
+            portal.call(run())
+            return
+        with convstore.Store(url, busy_timeout=1) as store:
+            opened = store.conversation(conv.id)
+            opened.fork(at=nodes[1].id, branch=name) if fork else opened.edit(nodes[1].id, branch=name)
+
+    try:
+        for fork in (False, True):
+            holder.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            with pytest.raises(StoreBusyError):
+                attempt("refused", fork=fork)
+            assert 0.9 <= time.monotonic() - started < 10
+            holder.execute("ROLLBACK")
+            holder.execute("BEGIN IMMEDIATE")
+            release = threading.Timer(0.3, holder.execute, ("COMMIT",))
+            release.start()
+            attempt(f"waited-{fork}", fork=fork)
+            release.join()
+    finally:
+        holder.close()
+    with convstore.Store(url) as store:
+        branches = {b.name: b.head_id for b in store.conversation(conv.id).branches()}
+    assert branches == {"main": nodes[1].id, "waited-False": nodes[0].id, "waited-True": nodes[1].id}

@@ -271,6 +271,66 @@ def test_an_edit_starts_at_the_parent_and_appends_after_it(store):
     assert [n.data for n in again.nodes()] == [PAWS]
 
 
+def test_an_edit_gives_its_branch_the_head_a_reader_of_it_finds(store):
+    """An edit reads the new head (the edited node's parent: its depth, running total, exchange and
+    segment) in its one statement; it is the head a reader of the new branch finds, at a node in a
+    segment's middle, at a segment's last node, and at the branch's own head."""
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    asked = conv.append([PAWS, model("Eight.")])
+    for number, at in enumerate((first[-1].id, asked[0].id, conv.head_id)):
+        edited = conv.edit(at, branch=f"edit-{number}")
+        assert edited._head == store.conversation(conv.id, f"edit-{number}")._head
+        parent = next(node for node in conv.nodes() if node.id == edited.head_id)
+        assert (parent.depth, parent.total_tokens, parent.exchange_id) == (
+            edited._head.depth,
+            edited._head.total_tokens,
+            edited._head.exchange_id,
+        )
+
+
+def test_an_edit_of_a_node_that_is_not_this_conversations_is_refused_by_its_ids(make_store):
+    """A node of another conversation (another owner's too) is not a node of this one: the edit is
+    refused with ``NodeNotFoundError`` naming the conversation and the node, no content, and nothing is
+    written to either conversation."""
+    alice, bob = make_store(owner="alice"), make_store(owner="bob")
+    hers = alice.create_conversation()
+    secret = hers.append([user("alice's secret question"), model("alice's secret answer")])
+    his = bob.create_conversation()
+    his.append([user("bob's question")])
+    before = (alice.conversation(hers.id).branches(), bob.conversation(his.id).branches())
+    for node in secret:
+        with pytest.raises(NodeNotFoundError) as refused:
+            his.edit(node.id, branch="stolen")
+        assert (refused.value.conversation_id, refused.value.node_id) == (his.id, node.id)
+        assert "secret" not in str(refused.value)
+        assert "secret" not in repr(refused.value)
+    with pytest.raises(ConversationNotFoundError):
+        bob.conversation(hers.id)  # nor can bob open hers to edit it
+    assert (alice.conversation(hers.id).branches(), bob.conversation(his.id).branches()) == before
+
+
+def test_an_edit_racing_a_head_move_starts_where_it_was_asked_and_its_branch_moves_by_compare_and_swap(
+    store,
+):
+    """An edit of this branch's head while another writer moves the branch: the new branch starts at the
+    parent of the node edited (not of the new head). A writer that read the edited branch before another
+    one appended to it is refused, and writes nothing."""
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    store.conversation(conv.id).append([PAWS, model("Eight.")])  # another writer moves main
+    edited = conv.edit(conv.head_id, branch="edited")  # this object's head: first[-1]
+    assert edited.head_id == first[0].id
+    stale = store.conversation(conv.id, "edited")
+    edited.append([model("Fine, two dogs.")])
+    before = dump(store)
+    with pytest.raises(ConflictError):
+        stale.append([model("stale")])
+    assert dump(store) == before
+    assert store.conversation(conv.id, "edited").history() == [DOGS[0], model("Fine, two dogs.")]
+    assert store.check().ok
+
+
 def test_a_refused_compare_and_swap_writes_nothing_where_the_nodes_could_go(store):
     """An append to an empty branch starts a segment of its own, so its nodes' insert succeeds whatever
     another writer did: only the compare-and-swap refuses it (on PostgreSQL, the guard sent before the

@@ -42,7 +42,9 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
     one statement (``single``: atomic alone), which then costs one round trip instead of three. A read
     marked ``single`` (written for each statement's own snapshot, as every read is on PostgreSQL) runs
     without a transaction on SQLite too: each statement is its own, no ``BEGIN`` and ``COMMIT`` around
-    them.
+    them. So does a ``single`` write on SQLite whose statements go to the driver directly (``_watched``):
+    in the driver's autocommit the statement is its own transaction, which takes the write lock before it
+    reads (waiting for it as ``BEGIN IMMEDIATE`` does) and commits when it completes (``_sqlite_single``).
 
     Every database error is translated (``translate``); one raised while a write commits is
     ``OutcomeUnknownError`` (``outcome_unknown``): the commit may have happened.
@@ -50,10 +52,9 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
     committing = False
     try:
         with engine.connect() as conn:
-            if write and single and _autocommit_reads(conn.dialect):
-                conn.execution_options(isolation_level="AUTOCOMMIT")
+            if write and single and (_autocommit_reads(conn.dialect) or _sqlite_single(conn)):
                 committing = True  # the statement commits: its failure may come after the commit
-                return drive(conn, op)
+                return _single_write(conn, op)
             first = None
             if write:
                 try:
@@ -79,6 +80,36 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
         if committing:
             raise outcome_unknown(error, engine.url) from None
         raise translate(error, engine.url) from None
+
+
+def _sqlite_single(conn: Connection | None) -> bool:
+    """Whether a write of one statement (``single``) runs in the driver's autocommit on ``conn``: SQLite
+    (whose driver convstore leaves in autocommit, beginning transactions itself), its statements going to
+    the driver directly (nothing watches them through SQLAlchemy, which would begin a transaction)."""
+    return conn is not None and conn.dialect.name == "sqlite" and not _watched(conn)
+
+
+def _single_write(conn: Connection, op: Op[T]) -> T:
+    """A write of one statement (``single``), committed as it completes: in autocommit on PostgreSQL, in
+    the driver's autocommit on SQLite (``_sqlite_single``)."""
+    if _autocommit_reads(conn.dialect):
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        return drive(conn, op)
+    value = drive(conn, op, watched=False)
+    if conn.in_transaction():  # pragma: no cover -- a statement SQLAlchemy had to run began one
+        conn.commit()
+    return value
+
+
+async def _single_write_async(conn: AsyncConnection, op: Op[T], stop: asyncio.Event) -> T:
+    """``_single_write`` on an asyncio connection."""
+    if _autocommit_reads(conn.dialect):
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        return await drive_async(conn, op, stop)
+    value = await drive_async(conn, op, stop, watched=False)
+    if conn.in_transaction():  # pragma: no cover -- as in _single_write
+        await conn.commit()
+    return value
 
 
 def _commit_batch(conn: Connection, op: Op[T], batch: Batch, url: Any) -> T:
@@ -124,10 +155,11 @@ def _after_commit(op: Op[T], results: list[Any]) -> T:
     raise RuntimeError("an operation went on after its committed batch")  # pragma: no cover
 
 
-def drive(conn: Connection, op: Op[T], first: Any = None) -> T:
+def drive(conn: Connection, op: Op[T], first: Any = None, *, watched: bool | None = None) -> T:
     """Feed an operation's statements to ``conn`` until it returns (``first``: its first step, already
-    taken from it)."""
-    watched = _watched(conn)  # whether its statements go through SQLAlchemy, for the whole transaction
+    taken from it; ``watched``: ``_watched(conn)``, when the caller knows it)."""
+    if watched is None:
+        watched = _watched(conn)  # whether its statements go through SQLAlchemy, for the whole transaction
     try:
         step = next(op) if first is None else first
         while True:
@@ -208,17 +240,16 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
             held.append(conn)
             cancelled = False
             try:
-                if write and single and _autocommit_reads(conn.dialect):
-                    await conn.execution_options(isolation_level="AUTOCOMMIT")
+                sync = conn.sync_connection
+                if write and single and (_autocommit_reads(conn.dialect) or _sqlite_single(sync)):
                     committing = True  # the statement commits: its failure may come after the commit
-                    return await drive_async(conn, op, stop)
+                    return await _single_write_async(conn, op, stop)
                 first = None
                 if write:
                     try:
                         first = next(op)  # Python only: the operation has not touched the database yet
                     except StopIteration as stop_iteration:
                         return stop_iteration.value  # type: ignore[no-any-return]
-                    sync = conn.sync_connection
                     if isinstance(first, Batch) and sync is not None and commits_with(sync, first):
                         await conn.execution_options(isolation_level="AUTOCOMMIT")
                         return await _commit_batch_async(conn, op, first, engine.url, stop)
@@ -247,14 +278,20 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
 
 
 async def drive_async(
-    conn: AsyncConnection, op: Op[T], stop: asyncio.Event | None = None, first: Any = None
+    conn: AsyncConnection,
+    op: Op[T],
+    stop: asyncio.Event | None = None,
+    first: Any = None,
+    *,
+    watched: bool | None = None,
 ) -> T:
     """``drive`` for an asyncio connection, whose ``execute`` returns the same buffered ``Result``.
 
     Once ``stop`` is set, the next statement is not run and the operation is abandoned (``_Stopped``).
     """
-    sync = conn.sync_connection
-    watched = sync is not None and _watched(sync)
+    if watched is None:
+        sync = conn.sync_connection
+        watched = sync is not None and _watched(sync)
     try:
         step = next(op) if first is None else first
         while True:
