@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 from convstore.errors import SchemaOutdatedError, SchemaUnknownError
 from convstore.store._citus import distribute_on
 from convstore.store._engine import database_errors
+from convstore.store._engine._factory import write_options
 from convstore.store._schema import PREFIX
 
 __all__ = [
@@ -204,7 +205,7 @@ def upgrade_on(
     """Upgrade to ``revision`` (head by default), keeping the data, under the schema lock; then, on Citus,
     distribute the tables as ``distribute`` says (see ``_citus``), in the same transaction. ``progress``
     is told how a long step (a backfill) goes."""
-    conn.execution_options(convstore_write=True)
+    conn.execution_options(**write_options(conn.engine))  # a transaction, also on an engine in autocommit
     with conn.begin():
         _lock(conn)
         initialised, current = current_revision(conn)
@@ -221,7 +222,7 @@ def upgrade_on(
 
 def downgrade_on(conn: Connection, revision: str) -> None:
     """Downgrade to ``revision`` (``"base"`` removes convstore's tables and their data)."""
-    conn.execution_options(convstore_write=True)
+    conn.execution_options(**write_options(conn.engine))  # a transaction, also on an engine in autocommit
     with conn.begin():
         _lock(conn)
         _known(current_revision(conn)[1])

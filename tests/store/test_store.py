@@ -579,3 +579,61 @@ def test_history_of_an_unmoved_branch_reads_only_its_head(tmp_path, monkeypatch)
         statements.clear()
         assert fresh.history() == whole
         assert statements == []
+
+
+@pytest.mark.parametrize("made", ["create_engine", "execution_options"])
+def test_a_store_on_an_engine_in_autocommit_still_writes_whole_or_not_at_all(db_url, made):
+    """An engine made in autocommit (its ``begin()`` sends no ``BEGIN``): the store's writes are still
+    transactions, so a stale append is refused having written nothing; the engine's own connections are
+    still in autocommit afterwards."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's driver is in autocommit on every engine: the store begins its transactions")
+    if made == "create_engine":
+        engine = sa.create_engine(db_url, isolation_level="AUTOCOMMIT")
+    else:
+        engine = sa.create_engine(db_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with convstore.Store(engine) as store:
+            conv = store.create_conversation()
+            conv.append(DOGS)
+            stale = store.conversation(conv.id)
+            conv.append([PAWS])
+            conv.fork(branch="side")
+            before = dump(store)
+            with pytest.raises(ConflictError):
+                stale.append([user("stale"), model("never")])
+            assert dump(store) == before
+        with engine.connect() as conn:
+            assert conn.connection.driver_connection.autocommit is True
+    finally:
+        engine.dispose()
+
+
+def test_an_async_store_on_an_engine_in_autocommit_still_writes_whole_or_not_at_all(db_url):
+    """``test_a_store_on_an_engine_in_autocommit_still_writes_whole_or_not_at_all`` with an ``AsyncStore``."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's driver is in autocommit on every engine: the store begins its transactions")
+    import asyncio  # noqa: PLC0415
+
+    from sqlalchemy.ext.asyncio import create_async_engine  # noqa: PLC0415
+
+    async def run() -> None:
+        engine = create_async_engine(db_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with convstore.AsyncStore(engine) as store:
+                conv = await store.create_conversation()
+                await conv.append(DOGS)
+                stale = await store.conversation(conv.id)
+                await conv.append([PAWS])
+                with pytest.raises(ConflictError):
+                    await stale.append([user("stale"), model("never")])
+                assert [step["type"] for step in await (await store.conversation(conv.id)).history()] == [
+                    "user_input", "model_output", "user_input"
+                ]
+                async with engine.connect() as conn:
+                    count = (await conn.exec_driver_sql("SELECT count(*) FROM convstore_nodes")).scalar()
+                assert count == 3
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

@@ -27,6 +27,8 @@ from convstore._extras import missing_extra, require
 from convstore.store._engine._fastpath import _lost, _watched
 
 _WRITE_OPTION = "convstore_write"
+_WRITE: dict[str, Any] = {_WRITE_OPTION: True}
+_WRITE_IN_AUTOCOMMIT: dict[str, Any] = {_WRITE_OPTION: True, "isolation_level": "READ COMMITTED"}
 
 
 # Engines convstore makes log through a logger of their own, a child of SQLAlchemy's engine logger, so
@@ -129,6 +131,27 @@ def adopt_async_engine(
     _require_greenlet()
     configure_engine(engine.sync_engine, busy_timeout=busy_timeout, synchronous=synchronous)
     return engine
+
+
+def write_options(engine: Engine) -> dict[str, Any]:
+    """The execution options of a connection of ``engine`` that runs a write transaction: marked a write
+    (SQLite begins it with ``BEGIN IMMEDIATE``); on a PostgreSQL engine made in autocommit
+    (``create_engine(..., isolation_level="AUTOCOMMIT")`` or ``.execution_options(isolation_level=
+    "AUTOCOMMIT")``), in PostgreSQL's default isolation level, the one the store's statements are written
+    for: SQLAlchemy's ``begin()`` sends no ``BEGIN`` in autocommit, so each statement of a write would
+    commit alone, and a refused write would leave what its first statements wrote. The connection goes
+    back to the pool in autocommit. (SQLite's driver is in autocommit on every engine: the store begins its
+    transactions itself.)"""
+    if engine.dialect.name != "postgresql":
+        return _WRITE
+    dialect: Any = engine.dialect
+    level = (
+        engine.get_execution_options().get("isolation_level")
+        or dialect.isolation_level
+        # create_engine(isolation_level=...): where SQLAlchemy 2 keeps it to set on each new connection
+        or getattr(dialect, "_on_connect_isolation_level", None)
+    )
+    return _WRITE_IN_AUTOCOMMIT if level == "AUTOCOMMIT" else _WRITE
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from convstore.store._engine._committed import commits_with, run_committed, run_committed_async
-from convstore.store._engine._factory import _WRITE_OPTION
+from convstore.store._engine._factory import write_options
 from convstore.store._engine._fastpath import (
     _psycopg,
     _watched,
@@ -64,7 +64,7 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
                 if isinstance(first, Batch) and commits_with(conn, first):
                     conn.execution_options(isolation_level="AUTOCOMMIT")  # the batch begins and commits
                     return _commit_batch(conn, op, first, engine.url)
-                conn.execution_options(**{_WRITE_OPTION: True})
+                conn.execution_options(**write_options(engine))
             elif _autocommit_reads(conn.dialect):
                 conn.execution_options(isolation_level="AUTOCOMMIT")  # reset when the pool takes it back
                 return drive(conn, op)
@@ -253,7 +253,7 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
                     if isinstance(first, Batch) and sync is not None and commits_with(sync, first):
                         await conn.execution_options(isolation_level="AUTOCOMMIT")
                         return await _commit_batch_async(conn, op, first, engine.url, stop)
-                    await conn.execution_options(**{_WRITE_OPTION: True})
+                    await conn.execution_options(**write_options(engine.sync_engine))
                 elif _autocommit_reads(conn.dialect):
                     await conn.execution_options(isolation_level="AUTOCOMMIT")
                     return await drive_async(conn, op, stop)
