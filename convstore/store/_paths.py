@@ -9,14 +9,18 @@ statement of the store (``_statements``), and executed as they are by the sync a
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.types import TypeDecorator
 
 from convstore.store._engine import compile_once
+from convstore.store._schema import Id
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import files as fl
@@ -25,6 +29,7 @@ from convstore.store._statements import NODE_COLUMNS, OWNED_BY
 
 __all__ = [
     "BRANCHES_THROUGH",
+    "BRANCHES_THROUGH_LISTED",
     "BRANCHES_THROUGH_MANY",
     "FIRST_EXCHANGE_NODES",
     "HEAD_HISTORY_BYTES_SCAN",
@@ -102,7 +107,28 @@ SEGMENTS_FROM_NODE = _segments(
 )
 
 
-def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
+class _IdList(TypeDecorator[list[str]]):
+    """A list of ids as one parameter: the JSON array of their stored forms (SQLite's ``json_each`` reads
+    it), so that a statement that takes a list is compiled once and goes to the driver directly
+    (``compile_once``), where an ``expanding`` parameter is rendered by SQLAlchemy at every execution."""
+
+    impl = sa.Text()
+    cache_ok = True
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        stored = Id._cached_bind_processor(dialect)  # the id column's own conversion (SQLite: no dashes)
+        return json.dumps(value if stored is None else [stored(item) for item in value])
+
+
+def _in_list(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column IN`` the ids of the parameter ``name``, a JSON array (SQLite only: ``_IdList``)."""
+    listed = sa.func.json_each(sa.bindparam(name, type_=_IdList())).table_valued("value")
+    return column.in_(sa.select(listed.c.value))
+
+
+def _branches_through(*, many: bool, listed: bool = False) -> Select[tuple[object, ...]]:
     """Which branches lead through each of some nodes: ``(conversation id, node id, branch)`` rows, each
     conversation's branches oldest first. The segments of every branch's path (as ``_segments`` walks them,
     a hop per fork point), each joined to the given nodes that lie in it at or above the depth where the
@@ -110,16 +136,27 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
 
     ``many``: the branches of several conversations (``conversation_ids``) in one statement, the
     conversation carried through the recursion; otherwise of one (``conversation_id``), which Citus routes
-    to its shard (it runs a recursive query on one shard only).
+    to its shard (it runs a recursive query on one shard only). ``listed`` (SQLite only): the ids given as
+    JSON arrays (``_IdList``) rather than expanded by SQLAlchemy, so that the statement goes to the driver
+    directly: through SQLAlchemy's execution, this statement cost a search for a rare word in one owner's
+    steps about as much Python as SQLite spent running it.
     """
     where: ColumnElement[bool]
     where_nodes: ColumnElement[bool]
-    if many:
+    node_ids: ColumnElement[bool]
+    if listed:
+        where = _in_list(b.c.conversation_id, "conversation_ids")
+        where_nodes = _in_list(n.c.conversation_id, "conversation_ids")
+        node_ids = _in_list(n.c.id, "node_ids")
+    elif many:
         where = b.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
         where_nodes = n.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
     else:
         where = b.c.conversation_id == sa.bindparam("conversation_id")
         where_nodes = n.c.conversation_id == sa.bindparam("conversation_id")
+    if not listed:
+        node_ids = n.c.id.in_(sa.bindparam("node_ids", expanding=True))
+    many = many or listed
     at = functools.partial(_at, conversation=b.c.conversation_id if many else None)
     anchor = sa.select(
         b.c.conversation_id,
@@ -145,7 +182,7 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
     # scan of each segment's nodes up to the depth where a path leaves it.
     hits = (
         sa.select(n.c.conversation_id, n.c.id, n.c.segment_id, n.c.depth)
-        .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)), where_nodes)
+        .where(node_ids, where_nodes)
         .cte("hits")
         .prefix_with("MATERIALIZED")  # SQLite would fold it into the join and scan segments instead
     )
@@ -167,6 +204,7 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
 
 BRANCHES_THROUGH = _branches_through(many=False)
 BRANCHES_THROUGH_MANY = _branches_through(many=True)
+BRANCHES_THROUGH_LISTED = _branches_through(many=True, listed=True)  # SQLite: BRANCHES_THROUGH_MANY, direct
 
 # One segment of a path: its nodes from its first up to ``top``, served in depth order by the unique index
 # (segment_id, conversation_id, depth) without a sort.

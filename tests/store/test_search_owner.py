@@ -165,7 +165,7 @@ def test_the_migration_indexes_the_owners_of_a_populated_store(db_url):
 def test_a_search_goes_to_the_driver_directly_and_finds_the_same_watched(make_store, db_url):
     """The search statements, built per filter set, are registered for the driver directly as the store's
     constant statements are; a statement listener still sees them, and the pages are the same."""
-    from convstore.store import _search_sql  # noqa: PLC0415
+    from convstore.store import _paths, _search_sql  # noqa: PLC0415
     from convstore.store._engine import _fastpath  # noqa: PLC0415
 
     needle = word()
@@ -189,6 +189,10 @@ def test_a_search_goes_to_the_driver_directly_and_finds_the_same_watched(make_st
     direct = pages()
     if _sqlite(db_url):  # PostgreSQL's words are rendered into the statement: SQLAlchemy runs it
         assert _fastpath._prepared.cache_info().hits > before
+        # The branches through the hits too: their ids are a JSON list, not expanded by SQLAlchemy.
+        branches = _paths.BRANCHES_THROUGH_LISTED
+        assert id(branches) in _fastpath._ONCE
+        assert _fastpath._prepared(branches, sa.create_engine("sqlite://").dialect, None).direct
     seen: list[str] = []
 
     def watch(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
