@@ -371,6 +371,13 @@ def search(
     a conversation when ``routed``), and the count of encrypted conversations. On PostgreSQL (not Citus),
     for a store bound to an owner, the owner's conversations are read first (``owned_conversations``).
 
+    The statements may each see their own snapshot (PostgreSQL's reads run in autocommit; on SQLite the
+    store runs a search without a transaction), and need no shared one: each names the owner itself; nodes
+    are immutable, a conversation's owner and encryption are fixed when it is made, its id is never reused,
+    and a branch only ever gains nodes (appends move its head down, forks add branches), so the branches
+    read after the hits all lead through them. The one change between the statements a page can show is a
+    conversation deleted meanwhile: its hits then list no branch.
+
     Raises:
         SearchQueryError: the engine rejected the query (not expected: words are quoted).
     """

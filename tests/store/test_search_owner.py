@@ -241,3 +241,36 @@ def test_postgresql_builds_the_query_once_at_planning(make_store, db_url):
     explaining.dispose()
     assert "::tsquery" in plan
     assert "plainto_tsquery" not in plan
+
+
+def test_a_sqlite_search_runs_its_statements_without_a_transaction(make_store, db_url):
+    """On SQLite a search is run as PostgreSQL runs it, each statement its own snapshot (``_search.search``
+    says why that is enough): no BEGIN, and the same page, branches and count."""
+    if not _sqlite(db_url):
+        pytest.skip("SQLite's transactions")
+    needle = word()
+    store = make_store()
+    alice = store.for_owner("alice")
+    conv = alice.create_conversation()
+    conv.append([user(f"{needle} one"), model("two")])
+    conv.fork(branch="side")
+    engine = getattr(store, "_target", store).engine
+    engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+    seen: list[str] = []
+
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        # aiosqlite's: the sqlite3 connection its thread runs
+        raw = getattr(getattr(dbapi_connection, "driver_connection", None), "_conn", dbapi_connection)
+        raw.set_trace_callback(seen.append)
+
+    sa.event.listen(engine, "connect", trace)
+    engine.dispose()  # every connection from now on is a new one, traced
+    try:
+        page = alice.search(needle)
+    finally:
+        sa.event.remove(engine, "connect", trace)
+    assert [hit.branches for hit in page.hits] == [("main", "side")]
+    assert page.encrypted_conversations == 0
+    assert sum("bm25" in s for s in seen) == 1
+    assert any("json_each" in s for s in seen)
+    assert not [s for s in seen if s.split(None, 1)[0].upper() in ("BEGIN", "COMMIT")]
