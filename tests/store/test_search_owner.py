@@ -258,17 +258,16 @@ def test_a_sqlite_search_runs_its_statements_without_a_transaction(make_store, d
     engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
     seen: list[str] = []
 
-    def trace(dbapi_connection: Any, _record: Any) -> None:
+    def trace(dbapi_connection: Any, *_rest: Any) -> None:  # each connection the pool hands out
         # aiosqlite's: the sqlite3 connection its thread runs
         raw = getattr(getattr(dbapi_connection, "driver_connection", None), "_conn", dbapi_connection)
         raw.set_trace_callback(seen.append)
 
-    sa.event.listen(engine, "connect", trace)
-    engine.dispose()  # every connection from now on is a new one, traced
+    sa.event.listen(engine, "checkout", trace)
     try:
         page = alice.search(needle)
     finally:
-        sa.event.remove(engine, "connect", trace)
+        sa.event.remove(engine, "checkout", trace)
     assert [hit.branches for hit in page.hits] == [("main", "side")]
     assert page.encrypted_conversations == 0
     assert sum("bm25" in s for s in seen) == 1
