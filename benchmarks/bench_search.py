@@ -33,11 +33,14 @@ Workloads, convstore and the floor interleaved (alternating which goes first):
    with the index (``search_index=True``, the default) and without; target: at most 1.2x.
 3. ``llm logs -q WORD -n 20`` (its own SQLite FTS5 database, ``llm`` migrations, the same texts as 500,000
    prompt/response rows): the command's wall time, and the same without the search (``llm logs -n 20``) to
-   show the start-up share; installed in a venv apart (``--llm``), skipped with a message otherwise. Beside
-   it, with the SQLite backend, ``convstore search WORD --limit 20`` on the seeded store: the same kind of
-   figure (a process each time, start-up included; a search for a word no step holds for the start-up
-   share), where the first workload times the library call.
-   Each command's output is checked for the word (a search that found nothing would be fast too).
+   show the start-up share; installed in a venv apart (``--llm``), skipped with a message otherwise. The
+   rows are written to llm's ``responses`` table (FTS5 ``responses_fts``, kept by its triggers), where llm
+   logged before its ``turns`` tables: llm 0.36 logs new prompts to ``turns`` and ``turn_search`` and
+   searches both (``merged_log_rows``), so this times its search of the older table, the newer one empty.
+   Beside it, with the SQLite backend, ``convstore search WORD --limit 20`` on the seeded store: the same
+   kind of figure (a process each time, start-up included; a search for a word no step holds for the
+   start-up share), where the first workload times the library call. Each command's output is checked
+   for the word (a search that found nothing would be fast too).
 """
 
 from __future__ import annotations
