@@ -461,8 +461,7 @@ def search(
     conversation_ids = list(dict.fromkeys(row.conversation_id for row in rows))
     if rows and not routed:
         params = {"conversation_ids": conversation_ids, "node_ids": [row.node_id for row in rows]}
-        branches = paths.BRANCHES_THROUGH_LISTED if dialect == "sqlite" else paths.BRANCHES_THROUGH_MANY
-        for _, node_id, branch in (yield Exec(branches, params)):
+        for _, node_id, branch in (yield Exec(paths.BRANCHES_THROUGH_MANY, params)):
             through.setdefault(node_id, []).append(branch)
     for conversation_id in conversation_ids if routed else ():
         node_ids = [row.node_id for row in rows if row.conversation_id == conversation_id]
