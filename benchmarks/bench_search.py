@@ -33,7 +33,14 @@ Workloads, convstore and the floor interleaved (alternating which goes first):
    with the index (``search_index=True``, the default) and without; target: at most 1.2x.
 3. ``llm logs -q WORD -n 20`` (its own SQLite FTS5 database, ``llm`` migrations, the same texts as 500,000
    prompt/response rows): the command's wall time, and the same without the search (``llm logs -n 20``) to
-   show the start-up share; installed in a venv apart (``--llm``), skipped with a message otherwise.
+   show the start-up share; installed in a venv apart (``--llm``), skipped with a message otherwise. The
+   rows are written to llm's ``responses`` table (FTS5 ``responses_fts``, kept by its triggers), where llm
+   logged before its ``turns`` tables: llm 0.36 logs new prompts to ``turns`` and ``turn_search`` and
+   searches both (``merged_log_rows``), so this times its search of the older table, the newer one empty.
+   Beside it, with the SQLite backend, ``convstore search WORD --limit 20`` on the seeded store: the same
+   kind of figure (a process each time, start-up included; a search for a word no step holds for the
+   start-up share), where the first workload times the library call. Each command's output is checked
+   for the word (a search that found nothing would be fast too).
 """
 
 from __future__ import annotations
@@ -162,8 +169,11 @@ def run_appends(url: str, config: Config, seed: int) -> dict[str, Any]:
     return {"with_index_ns": with_index, "without_index_ns": without, "ratio": with_index / without}
 
 
-def run_llm(llm: str | None, config: Config, seed: int, workdir: Path) -> dict[str, Any]:
-    """``llm logs -q`` on the same texts in llm's own database; skipped without ``llm``."""
+def run_llm(
+    llm: str | None, config: Config, seed: int, workdir: Path, convstore_db: Path | None
+) -> dict[str, Any]:
+    """``llm logs -q`` on the same texts in llm's own database, and ``convstore search`` on the seeded
+    SQLite store (``convstore_db``, if SQLite ran) the same way; skipped without ``llm``."""
     if llm is None or not Path(llm).exists():
         return {"skipped": "llm is not installed (pass --llm PATH; pip install llm in a venv of its own)"}
     python = Path(llm).with_name("python")
@@ -203,22 +213,31 @@ def run_llm(llm: str | None, config: Config, seed: int, workdir: Path) -> dict[s
     conn.execute("COMMIT")
     conn.close()
 
-    def timed(*args: str) -> list[int]:
+    def timed(command: list[str], expect: str | None) -> int:
+        """The command's median wall time; its output must hold ``expect``."""
         samples = []
         for _ in range(config.llm_runs):
             start = now_ns()
-            done = subprocess.run([llm, "logs", *args], capture_output=True, env=env, check=False)  # noqa: S603
+            done = subprocess.run(command, capture_output=True, env=env, check=False)  # noqa: S603
             samples.append(now_ns() - start)
             if done.returncode:
-                raise RuntimeError(f"llm logs failed: {done.stderr.decode(errors='replace')[-500:]}")
-        return samples
+                raise RuntimeError(f"{command[:2]} failed: {done.stderr.decode(errors='replace')[-500:]}")
+            if expect is not None and expect.encode() not in done.stdout:
+                raise RuntimeError(f"{command[:2]} printed no {expect!r}: it found nothing")
+        return median_ns(samples)
 
     version = subprocess.run([llm, "--version"], capture_output=True, text=True, check=False).stdout.strip()  # noqa: S603
-    results = {"version": version}
+    results: dict[str, Any] = {"version": version}
     for label, words in (("rare word", "tag0007"), ("the most common word", "the")):
-        with_query = timed("-q", words, "-n", str(LIMIT))
-        results[label] = {"llm_logs_q_ns": median_ns(with_query)}
-    results["no query (start-up and listing)"] = {"llm_logs_q_ns": median_ns(timed("-n", str(LIMIT)))}
+        results[label] = {"llm_logs_q_ns": timed([llm, "logs", "-q", words, "-n", str(LIMIT)], words)}
+        if convstore_db is not None:
+            command = [sys.executable, "-m", "convstore", "search", words, "--db", str(convstore_db)]
+            results[label]["convstore_search_ns"] = timed([*command, "--limit", str(LIMIT)], words)
+    listing = {"llm_logs_q_ns": timed([llm, "logs", "-n", str(LIMIT)], None)}
+    if convstore_db is not None:  # convstore's nearest: a word no step holds (start-up, the store opened)
+        command = [sys.executable, "-m", "convstore", "search", "absentword", "--db", str(convstore_db)]
+        listing["convstore_search_ns"] = timed(command, None)
+    results["start-up (llm: no query; convstore: no hit)"] = listing
     return results
 
 
@@ -289,6 +308,7 @@ def run_backend(backend: str, args: Any, config: Config, workdir: Path) -> dict[
         appends = None if args.no_appends else run_appends(url, config, args.seed)
         print(f"  append: {appends}", flush=True)
         return {
+            "cli_db": path if backend == "sqlite" else None,  # for run_llm; not in the report
             "steps": steps,
             "seed_seconds": None if reused else seeded_s,
             "database_bytes": size,
@@ -344,14 +364,20 @@ def tables(report: dict[str, Any]) -> list[TableData]:
     elif llm:
         out.append(
             TableData(
-                f"`llm logs -q` on the same texts ({llm['version']}), the command's wall time, median",
-                ["query", "llm logs -q -n 20"],
+                f"`llm logs -q` on the same texts ({llm['version']}) and `convstore search`, each command's "
+                "wall time, median",
+                ["query", "llm logs -q -n 20", "convstore search --limit 20"],
                 [
-                    [label, fmt_ns(value["llm_logs_q_ns"])]
+                    [
+                        label,
+                        fmt_ns(value["llm_logs_q_ns"]),
+                        fmt_ns(value["convstore_search_ns"]) if "convstore_search_ns" in value else "-",
+                    ]
                     for label, value in llm.items()
                     if label != "version"
                 ],
-                "A process each time: start-up included (the last row is llm logs without a query).",
+                "A process each time: start-up included (the last row: llm logs without a query, convstore "
+                "search of a word no step holds). convstore's library call: the first table (every owner).",
             )
         )
     return out
@@ -385,9 +411,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["load_average_before"] = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="bench-search-") as temp:
         workdir = Path(temp)
+        cli_db = None
         for backend in backends:
             report["backends"][backend] = run_backend(backend, args, config, workdir)
-        report["llm"] = run_llm(args.llm, config, args.seed, workdir)
+            cli_db = report["backends"][backend].pop("cli_db") or cli_db
+        report["llm"] = run_llm(args.llm, config, args.seed, workdir, cli_db)
         report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     made = tables(report)
     for table in made:

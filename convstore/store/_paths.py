@@ -9,14 +9,19 @@ statement of the store (``_statements``), and executed as they are by the sync a
 from __future__ import annotations
 
 import functools
+import json
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.expression import ColumnElement, FunctionElement
+from sqlalchemy.types import NullType, TypeDecorator, TypeEngine
 
 from convstore.store._engine import compile_once
+from convstore.store._schema import Id
 from convstore.store._schema import branches as b
 from convstore.store._schema import conversations as c
 from convstore.store._schema import files as fl
@@ -102,6 +107,53 @@ SEGMENTS_FROM_NODE = _segments(
 )
 
 
+class _IdList(TypeDecorator[list[str]]):
+    """A list of ids as one parameter (``_InIds``), so that a statement that takes a list is compiled once
+    and goes to the driver directly (``compile_once``), where an ``expanding`` parameter is rendered by
+    SQLAlchemy at every execution. On SQLite the JSON array of their stored forms (``json_each`` reads
+    it); on PostgreSQL the list itself (psycopg sends an array, cast to ``uuid[]``)."""
+
+    impl = sa.Text()
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(sa.Text()))
+        return dialect.type_descriptor(sa.Text())
+
+    def process_bind_param(self, value: list[str] | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name != "sqlite":
+            return value
+        stored = Id._cached_bind_processor(dialect)  # the id column's own conversion (SQLite: no dashes)
+        return json.dumps(value if stored is None else [stored(item) for item in value])
+
+
+class _InIds(FunctionElement[bool]):
+    """``column`` is one of the ids of a list parameter (``_IdList``): SQLite ``column IN (SELECT value FROM
+    json_each(:ids))``, PostgreSQL ``column = ANY(CAST(:ids AS UUID[]))``."""
+
+    type = NullType()  # type: ignore[assignment]  # not Boolean: SQLite would get "... = 1", no index for IN
+    inherit_cache = True
+    name = "convstore_in_ids"
+
+
+@compiles(_InIds, "sqlite")
+def _in_ids_sqlite(element: _InIds, compiler: Any, **kw: Any) -> str:
+    column, ids = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"{column} IN (SELECT value FROM json_each({ids}))"  # noqa: S608 -- compiled SQL, no value
+
+
+@compiles(_InIds, "postgresql")
+def _in_ids_postgresql(element: _InIds, compiler: Any, **kw: Any) -> str:
+    column, ids = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"{column} = ANY(CAST({ids} AS UUID[]))"
+
+
+def _in_list(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column`` among the ids of the parameter ``name`` (``_InIds``)."""
+    return _InIds(column, sa.bindparam(name, type_=_IdList()))
+
+
 def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
     """Which branches lead through each of some nodes: ``(conversation id, node id, branch)`` rows, each
     conversation's branches oldest first. The segments of every branch's path (as ``_segments`` walks them,
@@ -109,17 +161,23 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
     path leaves it.
 
     ``many``: the branches of several conversations (``conversation_ids``) in one statement, the
-    conversation carried through the recursion; otherwise of one (``conversation_id``), which Citus routes
-    to its shard (it runs a recursive query on one shard only).
+    conversation carried through the recursion, the ids given as one parameter each (``_IdList``), so
+    that the statement goes to the driver directly (expanded by SQLAlchemy, it went through SQLAlchemy's
+    execution, which cost a search for a rare word in one owner's steps on SQLite about as much Python as
+    SQLite spent running it); otherwise of one (``conversation_id``, the nodes ``node_ids`` expanded),
+    which Citus routes to its shard (it runs a recursive query on one shard only).
     """
     where: ColumnElement[bool]
     where_nodes: ColumnElement[bool]
+    node_ids: ColumnElement[bool]
     if many:
-        where = b.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
-        where_nodes = n.c.conversation_id.in_(sa.bindparam("conversation_ids", expanding=True))
+        where = _in_list(b.c.conversation_id, "conversation_ids")
+        where_nodes = _in_list(n.c.conversation_id, "conversation_ids")
+        node_ids = _in_list(n.c.id, "node_ids")
     else:
         where = b.c.conversation_id == sa.bindparam("conversation_id")
         where_nodes = n.c.conversation_id == sa.bindparam("conversation_id")
+        node_ids = n.c.id.in_(sa.bindparam("node_ids", expanding=True))
     at = functools.partial(_at, conversation=b.c.conversation_id if many else None)
     anchor = sa.select(
         b.c.conversation_id,
@@ -145,7 +203,7 @@ def _branches_through(*, many: bool) -> Select[tuple[object, ...]]:
     # scan of each segment's nodes up to the depth where a path leaves it.
     hits = (
         sa.select(n.c.conversation_id, n.c.id, n.c.segment_id, n.c.depth)
-        .where(n.c.id.in_(sa.bindparam("node_ids", expanding=True)), where_nodes)
+        .where(node_ids, where_nodes)
         .cte("hits")
         .prefix_with("MATERIALIZED")  # SQLite would fold it into the join and scan segments instead
     )

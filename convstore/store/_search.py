@@ -138,6 +138,10 @@ def words_of(query: object) -> list[str]:
         raise SearchQueryError(
             "query", "too_long", f"longer than {MAX_QUERY_CHARS} characters ({len(query)})"
         )
+    return _ascii_words(query) if query.isascii() else _unicode_words(query)
+
+
+def _unicode_words(query: str) -> list[str]:
     for ch in query:
         category = unicodedata.category(ch)
         if category == "Cs":
@@ -149,6 +153,28 @@ def words_of(query: object) -> list[str]:
     found: dict[str, str] = {}
     for match in _WORD.finditer(query):
         found.setdefault(_folded(match.group()), match.group())
+    return _distinct(found)
+
+
+# ``words_of`` of an ASCII query, the same words without a Unicode lookup a character (most queries): its
+# control characters are C0 and DEL, its words runs of ASCII letters and digits, folded by ``lower``.
+_ASCII_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_ASCII_WORD = re.compile("[0-9A-Za-z]+")
+
+
+def _ascii_words(query: str) -> list[str]:
+    control = _ASCII_CONTROL.search(query)
+    if control is not None:
+        raise SearchQueryError(
+            "query", "control_character", f"holds the control character U+{ord(control.group()):04X}"
+        )
+    found: dict[str, str] = {}
+    for match in _ASCII_WORD.finditer(query):
+        found.setdefault(match.group().lower(), match.group())
+    return _distinct(found)
+
+
+def _distinct(found: dict[str, str]) -> list[str]:
     if not found:
         raise SearchQueryError("query", "empty", "no word to look for (letters or digits)")
     if len(found) > MAX_WORDS:
@@ -317,17 +343,45 @@ def _bound_of(value: object) -> int:
     return value
 
 
-def _locate(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
-    """Where ``words`` are in ``text``, as whole words: case-insensitively by a regular expression, or,
-    when that finds none (the text spells a word with other diacritics: ``Zurich``, ``Zürich``), word by
-    word, folded as the engines fold them (slower: every word of the text is normalised)."""
+# The letters that a case-insensitive regular expression matches to ASCII ones (``İ`` also lower-cases to two
+# characters): a text without them can be searched for ASCII words lower-cased, ``str.find`` alone.
+_NOT_ASCII_CASE = re.compile("[\u0130\u0131\u017f\u212a]")
+
+
+def _whole(text: str, start: int, end: int) -> bool:
+    return (start == 0 or _SEPARATOR.match(text, start - 1) is not None) and (
+        end == len(text) or _SEPARATOR.match(text, end) is not None
+    )
+
+
+def _located(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
+    """Where ``words`` are in ``text`` as whole words, case-insensitively: the text lower-cased and searched
+    with ``str.find`` for ASCII words (no expression compiled for each query's words: the search of a rare
+    word spent a fifth of its Python time compiling one); else by a regular expression of the words. Both
+    find the same: a word holds no separator, so no match hides a whole word's."""
+    if all(word.isascii() for word in words) and not _NOT_ASCII_CASE.search(text):
+        lowered = text.lower()  # as long as the text: İ, the one letter that lower-cases longer, is not in it
+        spans = set()
+        for word in {word.lower() for word in words}:
+            start = lowered.find(word)
+            while start >= 0:
+                if _whole(text, start, start + len(word)):
+                    spans.add((start, start + len(word)))
+                start = lowered.find(word, start + 1)
+        return sorted(spans)
     alternatives = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
-    found = [
+    return [
         (m.start(), m.end())
         for m in re.finditer(alternatives, text, re.IGNORECASE)
-        if (m.start() == 0 or _SEPARATOR.match(text, m.start() - 1))
-        and (m.end() == len(text) or _SEPARATOR.match(text, m.end()))
+        if _whole(text, m.start(), m.end())
     ]
+
+
+def _locate(text: str, words: Sequence[str]) -> list[tuple[int, int]]:
+    """Where ``words`` are in ``text``, as whole words: case-insensitively (``_located``), or, when that
+    finds none (the text spells a word with other diacritics: ``Zurich``, ``Zürich``), word by word, folded
+    as the engines fold them (slower: every word of the text is normalised)."""
+    found = _located(text, words)
     if found:
         return found
     wanted = {_folded(word) for word in words}
@@ -370,6 +424,13 @@ def search(
     """One page of hits (read-only): the matching rows, the branches through each hit (one statement; one
     a conversation when ``routed``), and the count of encrypted conversations. On PostgreSQL (not Citus),
     for a store bound to an owner, the owner's conversations are read first (``owned_conversations``).
+
+    The statements may each see their own snapshot (PostgreSQL's reads run in autocommit; on SQLite the
+    store runs a search without a transaction), and need no shared one: each names the owner itself; nodes
+    are immutable, a conversation's owner and encryption are fixed when it is made, its id is never reused,
+    and a branch only ever gains nodes (appends move its head down, forks add branches), so the branches
+    read after the hits all lead through them. The one change between the statements a page can show is a
+    conversation deleted meanwhile: its hits then list no branch.
 
     Raises:
         SearchQueryError: the engine rejected the query (not expected: words are quoted).

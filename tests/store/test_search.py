@@ -454,6 +454,44 @@ def test_snippets_are_plain_text_with_offsets():
     assert re.search(r"<b>", _search.make_snippet(text, ["markup"])[0])  # text, as it is: escape it to show
 
 
+def _located_by_expression(text: str, words: list[str]) -> list[tuple[int, int]]:
+    """Where a case-insensitive expression of the words finds them as whole words (what ``_located``
+    finds without compiling one for ASCII words)."""
+    from convstore.store import _search  # noqa: PLC0415
+
+    pattern = "|".join(re.escape(word) for word in sorted(words, key=len, reverse=True))
+    return [
+        (m.start(), m.end())
+        for m in re.finditer(pattern, text, re.IGNORECASE)
+        if _search._whole(text, m.start(), m.end())
+    ]
+
+
+@given(
+    hs.text(alphabet="aAbBkKsSiI .,-'\n\u00e9\u00df\u0130\u0131\u017f\u212a\u00c9", max_size=40),
+    hs.lists(hs.text(alphabet="aAbBkKsSiI\u00e9", min_size=1, max_size=3), min_size=1, max_size=3),
+)
+def test_words_are_located_as_an_expression_finds_them(text, words):
+    from convstore.store import _search  # noqa: PLC0415
+
+    assert _search._located(text, words) == _located_by_expression(text, words)
+
+
+@given(hs.text(alphabet=hs.characters(max_codepoint=127), max_size=60))
+def test_an_ascii_query_has_the_words_of_any_query(query):
+    """The ASCII short way of ``words_of`` (no Unicode lookup a character) reads a query as the general
+    way does: the same words, or the same error."""
+    from convstore.store import _search  # noqa: PLC0415
+
+    def read(function: Any) -> Any:
+        try:
+            return function(query)
+        except SearchQueryError as error:
+            return error.field, error.reason, str(error)
+
+    assert read(_search.words_of) == read(_search._unicode_words)
+
+
 # convstore search and the search page of convstore serve.
 
 

@@ -165,7 +165,7 @@ def test_the_migration_indexes_the_owners_of_a_populated_store(db_url):
 def test_a_search_goes_to_the_driver_directly_and_finds_the_same_watched(make_store, db_url):
     """The search statements, built per filter set, are registered for the driver directly as the store's
     constant statements are; a statement listener still sees them, and the pages are the same."""
-    from convstore.store import _search_sql  # noqa: PLC0415
+    from convstore.store import _paths, _search_sql  # noqa: PLC0415
     from convstore.store._engine import _fastpath  # noqa: PLC0415
 
     needle = word()
@@ -189,6 +189,10 @@ def test_a_search_goes_to_the_driver_directly_and_finds_the_same_watched(make_st
     direct = pages()
     if _sqlite(db_url):  # PostgreSQL's words are rendered into the statement: SQLAlchemy runs it
         assert _fastpath._prepared.cache_info().hits > before
+    # The branches through the hits go direct on both: their ids are one parameter each, never expanded.
+    branches = _paths.BRANCHES_THROUGH_MANY
+    assert id(branches) in _fastpath._ONCE
+    assert _fastpath._prepared(branches, getattr(store, "_target", store).engine.dialect, None).direct
     seen: list[str] = []
 
     def watch(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
@@ -237,3 +241,35 @@ def test_postgresql_builds_the_query_once_at_planning(make_store, db_url):
     explaining.dispose()
     assert "::tsquery" in plan
     assert "plainto_tsquery" not in plan
+
+
+def test_a_sqlite_search_runs_its_statements_without_a_transaction(make_store, db_url):
+    """On SQLite a search is run as PostgreSQL runs it, each statement its own snapshot (``_search.search``
+    says why that is enough): no BEGIN, and the same page, branches and count."""
+    if not _sqlite(db_url):
+        pytest.skip("SQLite's transactions")
+    needle = word()
+    store = make_store()
+    alice = store.for_owner("alice")
+    conv = alice.create_conversation()
+    conv.append([user(f"{needle} one"), model("two")])
+    conv.fork(branch="side")
+    engine = getattr(store, "_target", store).engine
+    engine = engine if isinstance(engine, sa.Engine) else engine.sync_engine
+    seen: list[str] = []
+
+    def trace(dbapi_connection: Any, *_rest: Any) -> None:  # each connection the pool hands out
+        # aiosqlite's: the sqlite3 connection its thread runs
+        raw = getattr(getattr(dbapi_connection, "driver_connection", None), "_conn", dbapi_connection)
+        raw.set_trace_callback(seen.append)
+
+    sa.event.listen(engine, "checkout", trace)
+    try:
+        page = alice.search(needle)
+    finally:
+        sa.event.remove(engine, "checkout", trace)
+    assert [hit.branches for hit in page.hits] == [("main", "side")]
+    assert page.encrypted_conversations == 0
+    assert sum("bm25" in s for s in seen) == 1
+    assert any("json_each" in s for s in seen)
+    assert not [s for s in seen if s.split(None, 1)[0].upper() in ("BEGIN", "COMMIT")]

@@ -188,6 +188,9 @@ class _Prepared:
     columns: tuple[tuple[str, Any], ...]
     row: Any
     direct: bool
+    # The result processors, by the type codes of the cursor's description (the same for every run of the
+    # statement on SQLite, whose are all None): looked up once, not for each column of each run.
+    processors: dict[tuple[Any, ...], list[Any]] = attrs.field(factory=dict, eq=False)
 
 
 @functools.lru_cache(maxsize=256)
@@ -256,10 +259,14 @@ def _bound_all(prepared: _Prepared, step: Exec, many: bool) -> Any:
 
 
 def _processors(prepared: _Prepared, dialect: Any, description: Any) -> list[Any]:
-    return [
-        type_._cached_result_processor(dialect, column[1])
-        for (_, type_), column in zip(prepared.columns, description, strict=True)
-    ]
+    codes = tuple([column[1] for column in description])
+    found = prepared.processors.get(codes)
+    if found is None:
+        found = prepared.processors[codes] = [
+            type_._cached_result_processor(dialect, code)
+            for (_, type_), code in zip(prepared.columns, codes, strict=True)
+        ]
+    return found
 
 
 def _read(prepared: _Prepared, dialect: Any, cursor: Any) -> DriverResult:

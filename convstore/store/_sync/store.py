@@ -367,7 +367,8 @@ class _StoreBase(_Transfer, _Maintenance, Generic[C]):
         routed = self._is_routed()
         language = self._search_language
         op = _search.search(request, self.owner, dialect=dialect, language=language, routed=routed)
-        return self._run(op)
+        # Each statement may see its own snapshot (``_search.search`` says why): no BEGIN on SQLite.
+        return self._run(op, single=True)
 
 
 class _AttrRow:
