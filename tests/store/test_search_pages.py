@@ -101,3 +101,37 @@ def test_a_cursor_keeps_its_candidates(store):
     with pytest.raises(SearchQueryError) as seen:
         store.search(needle, limit=2, cursor=cursor, candidates=5)
     assert seen.value.field == "candidates"
+
+
+def test_a_conversation_deleted_while_a_search_runs_is_a_hit_without_branches(db_url, monkeypatch):
+    """A search's statements each see their own snapshot (no transaction around them, on SQLite too):
+    another store deletes a conversation between the hits and the branches through them. The page still
+    comes back whole, the deleted conversation's hit listing no branch, every other hit as it was; the
+    next search does not find it."""
+    from convstore.store._engine import _runner  # noqa: PLC0415 -- the seam the slow fake takes
+    from convstore.store._paths import BRANCHES_THROUGH, BRANCHES_THROUGH_MANY  # noqa: PLC0415
+
+    needle = word()
+    with convstore.Store(db_url) as store, convstore.Store(db_url) as other:
+        gone = store.create_conversation()
+        gone.append([user(f"{needle} in the one to delete"), model("ok")])
+        kept = store.create_conversation()
+        kept.append([user(f"{needle} in the one kept"), model("ok")])
+        kept.fork(branch="side")
+        original = _runner.execute
+        deleted: list[str] = []
+
+        def slow(conn, step, *, watched=None):
+            if step.statement in (BRANCHES_THROUGH_MANY, BRANCHES_THROUGH) and not deleted:
+                other.delete_conversation(gone.id)  # after the hits were read, before their branches
+                deleted.append(gone.id)
+            return original(conn, step, watched=watched)
+
+        monkeypatch.setattr(_runner, "execute", slow)
+        page = store.search(needle)
+        monkeypatch.setattr(_runner, "execute", original)
+        assert deleted == [gone.id]
+        branches = {hit.conversation_id: hit.branches for hit in page}
+        assert branches == {gone.id: (), kept.id: ("main", "side")}
+        assert [hit.conversation_id for hit in store.search(needle)] == [kept.id]
+        assert store.check().ok
