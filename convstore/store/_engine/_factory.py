@@ -272,6 +272,22 @@ def _install(engine: Engine, settings: _Settings) -> None:
             cursor.close()
 
     event.listen(engine, "begin", _on_begin)
+    if engine.dialect.driver == "aiosqlite":
+        _rollback_only_if_begun(engine.dialect)
+
+
+def _rollback_only_if_begun(dialect: Any) -> None:
+    """An aiosqlite connection is rolled back (the pool's reset when it goes back, a transaction's end) only
+    if it is in a transaction, as ``sqlite3`` itself decides in aiosqlite's thread: without the trip there,
+    which would cost every operation one more wake of that thread and of the event loop (``_trips``)."""
+    rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", None)
+        if getattr(driver, "_connection", None) is None or driver.in_transaction:
+            rollback(dbapi_connection)  # not known here, closed (aiosqlite's own error), or a transaction
+
+    dialect.do_rollback = do_rollback
 
 
 def _on_begin(conn: Connection) -> None:
@@ -281,6 +297,8 @@ def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(sql)
         return
     fairy: Any = conn.connection
+    if fairy.driver_connection.in_transaction:  # begun by an operation's trip to aiosqlite's thread (_trips)
+        return
     cursor = fairy.dbapi_connection.cursor()
     try:
         cursor.execute(sql)

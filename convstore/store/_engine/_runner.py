@@ -24,6 +24,7 @@ from convstore.store._engine._fastpath import (
 )
 from convstore.store._engine._op import Batch, Call, Op, Refused
 from convstore.store._engine._translate import outcome_unknown, translate
+from convstore.store._engine._trips import CommitFailed, Stopped, in_one_trip, run_in_trips
 
 T = TypeVar("T")
 
@@ -227,11 +228,10 @@ async def _cancel_statement(conn: AsyncConnection) -> None:
             await asyncio.to_thread(raw.cancel)
 
 
-class _Stopped(Exception):
-    """Raised inside a cancelled operation's transaction, so that it rolls back."""
+_Stopped = Stopped  # raised inside a cancelled operation's transaction, so that it rolls back
 
 
-async def _transaction(  # noqa: PLR0917 -- run_async's parts
+async def _transaction(  # noqa: PLR0911,PLR0912,PLR0917 -- run_async's parts, a return for each way it runs
     engine: AsyncEngine, op: Op[T], write: bool, stop: asyncio.Event, held: list[Any], single: bool
 ) -> T:
     committing = False
@@ -241,6 +241,9 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
             cancelled = False
             try:
                 sync = conn.sync_connection
+                if in_one_trip(sync):  # SQLite under aiosqlite: the transaction in its thread
+                    committing = write and single  # as below: the statement commits as it completes
+                    return await run_in_trips(conn, op, write=write, single=single, stop=stop)
                 if write and single and (_autocommit_reads(conn.dialect) or _sqlite_single(sync)):
                     committing = True  # the statement commits: its failure may come after the commit
                     return await _single_write_async(conn, op, stop)
@@ -271,6 +274,8 @@ async def _transaction(  # noqa: PLR0917 -- run_async's parts
                     # A cancel request was sent, and no statement took it: it could still land on this
                     # backend's next statement, another operation's. The connection is not reused.
                     await conn.invalidate()
+    except CommitFailed as failed:
+        raise outcome_unknown(failed.error, engine.url) from None
     except exc.DBAPIError as error:
         if committing:
             raise outcome_unknown(error, engine.url) from None
