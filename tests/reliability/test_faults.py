@@ -227,6 +227,45 @@ def test_a_delete_whose_checkpoint_finds_the_disk_full_says_so_and_the_next_open
         store.checkpoint()
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_appends_that_meet_a_full_disk_are_whole_or_absent_and_hold_no_lock(flavour, portal, small_disk):
+    """The disk fills under a writer: each append is written whole or raises ``disk_full`` having written
+    nothing, and leaves no transaction behind (the async store's runs in aiosqlite's thread): once there is
+    room, the next append goes through at once and the history is exactly the appends that returned."""
+    url = f"sqlite:///{small_disk / 'full.db'}"
+    store = open_store(flavour, url, portal, busy_timeout=1.0)
+    try:
+        conv = store.create_conversation()
+        conv.append([user("first")])
+        written = ["first"]
+        filler = fill(small_disk, 256 * 1024)
+        failures: list[ConvstoreError] = []
+        for index in range(200):
+            text = f"{index:03d} {SECRET} " + "x" * 20_000
+            try:
+                conv.append([user(text)])
+            except ConvstoreError as error:
+                failures.append(error)
+                if len(failures) == 3:
+                    break
+                conv = store.conversation(conv.id)  # the head as stored: a refused append moved nothing
+            else:
+                written.append(text)
+        assert len(failures) == 3, "the disk never filled"
+        for error in failures:
+            assert isinstance(error, DatabaseError), repr(error)
+            assert error.cause == "disk_full", error
+            assert SECRET not in str(error)
+        filler.unlink()
+        conv = store.conversation(conv.id)
+        conv.append([user("after")])
+        written.append("after")
+        assert [step["content"][0]["text"] for step in conv.history()] == written
+        assert store.check().ok
+    finally:
+        close(store)
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------------------
 
 
