@@ -14,7 +14,8 @@ rather than failing halfway; plain ``BEGIN`` for reads, which WAL lets run besid
 The parts, by concern: ``_op`` (what an operation is), ``_factory`` (engines and their connection settings),
 ``_translate`` (database errors into convstore's), ``_runner`` (one operation in one transaction, sync and
 asyncio), ``_fastpath`` (the store's statements compiled once and sent to the driver directly; psycopg's
-binary rows for the wide scans and its pipelines) and ``_wal`` (SQLite's WAL checkpoint).
+binary rows for the wide scans and its pipelines), ``_trips`` (an asyncio operation on SQLite driven inside
+aiosqlite's thread, one trip a transaction) and ``_wal`` (SQLite's WAL checkpoint).
 """
 
 from __future__ import annotations
