@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 from convstore._extras import missing_extra, require
 from convstore.store._engine._fastpath import _lost, _watched
+from convstore.store._engine._trips import IN_TRIPS
 
 _WRITE_OPTION = "convstore_write"
 _WRITE: dict[str, Any] = {_WRITE_OPTION: True}
@@ -297,8 +298,8 @@ def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql(sql)
         return
     fairy: Any = conn.connection
-    if fairy.driver_connection.in_transaction:  # begun by an operation's trip to aiosqlite's thread (_trips)
-        return
+    if fairy.info.get(IN_TRIPS) and fairy.driver_connection.in_transaction:
+        return  # begun by an operation's trip to aiosqlite's thread, which SQLAlchemy joins (_trips)
     cursor = fairy.dbapi_connection.cursor()
     try:
         cursor.execute(sql)

@@ -13,7 +13,7 @@ caller's context variables go with it (the operation and its calls run in a copy
 
 A statement the driver cannot run as it is (one SQLAlchemy expands or renders at execution) ends the trip:
 the loop runs it through SQLAlchemy in the same transaction (``_on_begin`` sends no second ``BEGIN`` to a
-driver already in one), then the next trip goes on. Nothing of this runs while something watches the
+driver already in the trip's), then the next trip goes on. Nothing of this runs while something watches the
 engine's statements (``_watched``): then every statement goes through SQLAlchemy, as ``drive_async`` sends it.
 
 A cancellation (``stop``, set by ``run_async``) is seen before each statement and before the ``COMMIT``, as in
@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
+
+# In the pool connection's info while an operation runs in trips: SQLAlchemy, running a statement of it,
+# joins the transaction the trip began instead of sending a BEGIN of its own (``_factory._on_begin``).
+IN_TRIPS = "convstore_in_trips"
 
 _DONE = object()  # a trip's outcome: the operation returned (its value follows)
 _PENDING = object()  # or: it yielded a statement only SQLAlchemy can run (which follows)
@@ -105,6 +109,7 @@ async def run_in_trips(
     context = contextvars.copy_context()
     begin = None if single else ("BEGIN IMMEDIATE" if write else "BEGIN")
     resume: tuple[str, Any] = ("start", None)
+    trip.fairy.info[IN_TRIPS] = True
     try:
         while True:
             outcome, value = await driver._execute(
@@ -123,6 +128,7 @@ async def run_in_trips(
             else:
                 resume = ("send", result)
     finally:
+        trip.fairy.info.pop(IN_TRIPS, None)
         if trip.lost is not None and not conn.invalidated:
             await conn.invalidate(trip.lost)
 
