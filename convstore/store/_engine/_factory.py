@@ -284,7 +284,7 @@ def _rollback_only_if_begun(dialect: Any) -> None:
     rollback = dialect.do_rollback
 
     def do_rollback(dbapi_connection: Any) -> None:
-        driver = getattr(dbapi_connection, "driver_connection", None)
+        driver: Any = getattr(dbapi_connection, "driver_connection", None)
         if getattr(driver, "_connection", None) is None or driver.in_transaction:
             rollback(dbapi_connection)  # not known here, closed (aiosqlite's own error), or a transaction
 
