@@ -29,10 +29,15 @@ class SegmentTaken(Exception):
 
 @attrs.frozen
 class Appended:
-    """What an append wrote: the new nodes, and the branch's new head (the last of them)."""
+    """What an append wrote: the new nodes, and the branch's new head (the last of them).
+
+    ``chain``: the heads along it, each the parent of the next: the head the append built on (when known),
+    then each new node's.
+    """
 
     nodes: list[Node]
     head: Head
+    chain: tuple[Head, ...] = ()
 
 
 def move_head(
@@ -105,8 +110,11 @@ def moved_to(
         if check.first() is None:
             raise (yield from missing_branch_or_conversation(conversation_id, branch))
         raise ConflictError(conversation_id, branch, head.node_id)
-    last = rows[-1]
-    return Appended(
-        [node_from_row(conversation_id, Row(row), row["payload"]) for row in rows],
-        Head(last["id"], last["depth"], last["total_tokens"], last["exchange_id"], last["segment_id"]),
-    )
+    chain = (head, *(_head_of(row) for row in rows))
+    nodes = [node_from_row(conversation_id, Row(row), row["payload"]) for row in rows]
+    return Appended(nodes, chain[-1], chain)
+
+
+def _head_of(row: Mapping[str, Any]) -> Head:
+    """A new node's row as a head (what a fork at it starts from)."""
+    return Head(row["id"], row["depth"], row["total_tokens"], row["exchange_id"], row["segment_id"])

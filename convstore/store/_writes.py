@@ -181,8 +181,11 @@ def _stored_exchange(conversation_id: str, exchange_id: str, cipher: DataCipher 
     result = yield Exec(st.EXCHANGE_NODES, {"conversation_id": conversation_id, "exchange_id": exchange_id})
     rows = result.all()
     nodes = yield from nodes_of(conversation_id, rows, cipher)
-    last = nodes[-1]
-    return Appended(nodes, Head(last.id, last.depth, last.total_tokens, exchange_id, rows[-1].segment_id))
+    chain = tuple(
+        Head(node.id, node.depth, node.total_tokens, exchange_id, row.segment_id)
+        for node, row in zip(nodes, rows, strict=True)
+    )  # the head it was appended after is not read: not in the chain
+    return Appended(nodes, chain[-1], chain)
 
 
 def append(  # noqa: PLR0917 -- an internal operation; every caller passes all six

@@ -289,6 +289,73 @@ def test_an_edit_gives_its_branch_the_head_a_reader_of_it_finds(store):
         )
 
 
+def test_a_fork_or_edit_along_the_last_append_reads_no_node(store, request, monkeypatch):
+    """The object that appended knows the heads along what it wrote (and the head it wrote after): a fork
+    at one of those nodes, or an edit of one, is the branch insert alone (``FORK_KNOWN``), no node read,
+    and its head is the one a reader of the new branch finds. An older node is read, as before. (On Citus
+    a fork is two statements, the first reading the node under the conversation's lock, known or not.)"""
+    from convstore.store import _forks  # noqa: PLC0415 -- the seam: which statement the fork chose
+
+    known: list[str | None] = []
+    original = _forks._fork_known
+
+    def spied(params, head):
+        known.append(params["at"])
+        return (yield from original(params, head))
+
+    monkeypatch.setattr(_forks, "_fork_known", spied)
+    conv = store.create_conversation()
+    first = conv.append(DOGS)
+    last = conv.append([PAWS, model("Eight."), user("And tails?")])
+    known.clear()
+    made = {}
+    for number, node in enumerate(last):
+        made[f"fork-{number}"] = conv.fork(at=node.id, branch=f"fork-{number}")
+        made[f"edit-{number}"] = conv.edit(node.id, branch=f"edit-{number}")
+    made["fork-before"] = conv.fork(at=first[-1].id, branch="fork-before")
+    made["edit-old"] = conv.edit(first[-1].id, branch="edit-old")  # not along the last append: read
+    routed = request.node.callspec.params["db_url"] == "citus"
+    expected = [last[0].id, first[-1].id, last[1].id, last[0].id, last[2].id, last[1].id, first[-1].id]
+    assert known == ([] if routed else expected)
+    for name, forked in made.items():
+        assert forked._head == store.conversation(conv.id, name)._head, name
+    assert made["edit-0"].head_id == first[-1].id
+    assert made["edit-2"].head_id == last[1].id
+    assert made["fork-2"].head_id == last[2].id
+    assert made["edit-old"].head_id == first[0].id
+    added = made["edit-1"].append([model("Eight paws.")])
+    assert added[0].parent_id == last[0].id
+    assert made["edit-1"].history() == [*DOGS, PAWS, model("Eight paws.")]
+    assert store.conversation(conv.id, "edit-1").history() == [*DOGS, PAWS, model("Eight paws.")]
+    assert store.check().ok
+
+
+@settings(max_examples=examples(20))
+@given(
+    sizes=hst.lists(hst.integers(min_value=1, max_value=4), min_size=1, max_size=4),
+    pick=hst.integers(min_value=0, max_value=10),
+    edit=hst.booleans(),
+)
+def test_a_known_fork_or_edit_starts_where_a_reader_would(store, sizes, pick, edit):
+    """Whatever the appends before it, a fork or an edit along the last append (no node read) gives the
+    same head, segment included, as the same fork or edit made by an object that read nothing (the node
+    read from the store); and the next appends on both new branches give the same history."""
+    conv = store.create_conversation()
+    for index, size in enumerate(sizes):
+        nodes = conv.append([user(f"u{index}-{step}") for step in range(size)])
+    node = nodes[pick % len(nodes)]
+    fresh = store.conversation(conv.id)
+    if edit:
+        mine, theirs = conv.edit(node.id, branch="mine"), fresh.edit(node.id, branch="theirs")
+    else:
+        mine, theirs = conv.fork(at=node.id, branch="mine"), fresh.fork(at=node.id, branch="theirs")
+    assert mine._head == theirs._head
+    mine.append([user("next")])
+    theirs.append([user("next")])
+    assert mine.history() == theirs.history() == store.conversation(conv.id, "theirs").history()
+    assert store.check().ok
+
+
 def test_an_edit_of_a_node_that_is_not_this_conversations_is_refused_by_its_ids(make_store):
     """A node of another conversation (another owner's too) is not a node of this one: the edit is
     refused with ``NodeNotFoundError`` naming the conversation and the node, no content, and nothing is

@@ -6,6 +6,7 @@ for asyncio; ``scripts/unasync.py`` generates the blocking twin in ``store/_sync
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -68,6 +69,10 @@ class _ConversationBase:
         # next history() builds on without a query (0: never); the write's compare-and-swap refuses it if
         # the branch moved since. Bounded, so an object kept open a while reads the branch afresh.
         self._opened_until = 0.0
+        # The heads along the last append this object wrote: the head it built on, then each node it wrote
+        # (each the parent of the next). Nodes never change and live as long as their conversation, so a
+        # fork at one of them, or an edit of one (a fork at its parent), needs no read of the node.
+        self._chain: tuple[_ops.Head, ...] = ()
         # Files API uris of the history this object sent lately: the pair sent in each one's place (None:
         # itself) and until when that lives; while all live beyond the margin, a turn needs no query.
         self._files: dict[str, tuple[bytes | None, datetime]] = {}
@@ -182,7 +187,7 @@ class _ConversationBase:
             appended = self._store._run(append(), write=True)
         except _writes.SegmentTaken:  # another branch continued the same tip first: a segment of its own
             appended = self._store._run(append(new_segment=True), write=True)
-        self._head, self._opened_until = appended.head, 0.0
+        self._head, self._opened_until, self._chain = appended.head, 0.0, appended.chain
         replay = self._replay
         if replay is not None and replay.head.node_id == before.node_id == appended.nodes[0].parent_id:
             texts = [text for _, text, _ in prepared]
@@ -311,11 +316,24 @@ class _ConversationBase:
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         store = self._store
         single = not store._is_routed()  # Citus: two statements (INSERT ... SELECT spans shards)
-        # At this branch's own head, the new branch's head is known: the fork reads no node (``FORK_KNOWN``).
-        known = self._head if at is not None and at == self._head.node_id else None
+        known = self._known(at, before=before)
+        if known is not None:  # the node forked at is known: no read of it
+            at, before = known.node_id, False
         fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=single, known=known)
         head = store._run(fork, write=True, single=single)
         return type(self)(self._store, self._info, name, head, self._cipher)
+
+    def _known(self, at: str | None, *, before: bool) -> _ops.Head | None:
+        """The head a fork at ``at`` (``before``: at its parent) starts from, when this object knows it
+        without reading the node: its own branch's head, or a node along its last append (``_chain``); then
+        the fork is one insert (``FORK_KNOWN``). None: the node is read."""
+        if at is None:
+            return None
+        if not before:
+            if at == self._head.node_id:
+                return self._head
+            return next((head for head in self._chain if head.node_id == at), None)
+        return next((parent for parent, head in itertools.pairwise(self._chain) if head.node_id == at), None)
 
     def checkout(self, branch: str) -> Self:
         """The same conversation on another branch.
