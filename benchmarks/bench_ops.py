@@ -16,7 +16,9 @@ alternates too); medians are reported with their ratio and the load average, mea
    ``conv.edit()`` against one INSERT of a branch row (autocommit; the foreign keys check the node). The
    edit is also measured against a floor doing an edit's work: one ``INSERT ... SELECT`` of a branch row at
    the edited node's parent, read by primary key (``floor_edit``; the fork's floor starts at a head it is
-   given, which an edit has to find). 200 each (50). Target <= 1.5x.
+   given, which an edit has to find). 200 each (50). Target <= 1.5x. And the edit of an answer by the object
+   that just appended it with its question (a regenerate), against the same edit floor: that object knows
+   the heads along what it wrote, so its edit reads no node (``edit_known``).
 3. **Listing**: the first page (50) of 100,000 conversations (2,000): ``store.conversations()`` against the
    same SELECT whose rows the floor makes records of (id in its text form, aware time, settings decoded).
    Target <= 1.5x.
@@ -233,11 +235,21 @@ def run_forks(db: Database, config: Config) -> dict[str, Any]:
             done = conn.execute(insert_at_parent, (f"floor-edit-{next(names)}", now, now, cid, stored_head))
             assert done.rowcount == 1
 
+        # Another object on the branch appends an exchange (a question and its answer): it knows the heads
+        # along what it wrote, so its edit of the answer (a regenerate) reads no node.
+        writer = store.conversation(conv.id)
+        answer = writer.append(
+            [
+                {"type": "user_input", "content": [{"type": "text", "text": "again?"}]},
+                {"type": "model_output", "content": [{"type": "text", "text": "again."}]},
+            ]
+        )[-1].id
         before = conv.branches()
         times = alternate(
             {
                 "fork": lambda: conv.fork(at=head, branch=f"fork-{next(names)}"),
                 "edit": lambda: conv.edit(head, branch=f"edit-{next(names)}"),
+                "edit_known": lambda: writer.edit(answer, branch=f"known-{next(names)}"),
                 "floor": floor,
                 "floor_edit": floor_edit,
             },
@@ -461,6 +473,9 @@ def lines_for(backend: str, r: dict[str, Any]) -> list[str]:
     if "floor_edit" in f:
         what = f"edit at depth {f['depth']:,}, floor: INSERT at the node's parent"
         out.append(row(what, "edit", f, "floor_edit"))
+    if "edit_known" in f:
+        what = f"edit of the answer the object just appended (depth {f['depth'] + 2:,}), floor: at the parent"
+        out.append(row(what, "edit_known", f, "floor_edit"))
     li = r["listing"]
     out.append(row(f"first page (50) of {li['conversations']:,} conversations", "convstore", li))
     p = r["purge"]
