@@ -29,15 +29,15 @@ class SegmentTaken(Exception):
 
 @attrs.frozen
 class Appended:
-    """What an append wrote: the new nodes, and the branch's new head (the last of them).
-
-    ``chain``: the heads along it, each the parent of the next: the head the append built on (when known),
-    then each new node's.
-    """
+    """What an append wrote: the new nodes, and ``chain``, the heads along it, each the parent of the next:
+    the head the append built on (when known), then each new node's. The last is the branch's new head."""
 
     nodes: list[Node]
-    head: Head
-    chain: tuple[Head, ...] = ()
+    chain: tuple[Head, ...]
+
+    @property
+    def head(self) -> Head:
+        return self.chain[-1]
 
 
 def move_head(
@@ -112,7 +112,7 @@ def moved_to(
         raise ConflictError(conversation_id, branch, head.node_id)
     chain = (head, *(_head_of(row) for row in rows))
     nodes = [node_from_row(conversation_id, Row(row), row["payload"]) for row in rows]
-    return Appended(nodes, chain[-1], chain)
+    return Appended(nodes, chain)
 
 
 def _head_of(row: Mapping[str, Any]) -> Head:

@@ -3,6 +3,8 @@ copied: a branch is a name and a head."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +21,7 @@ from convstore.store._schema import conversations as c
 from convstore.store._schema import nodes as n
 from convstore.store._writes import hold_conversation
 
-__all__ = ["FORK_AT", "FORK_BEFORE", "FORK_KNOWN", "HOLD_BEFORE", "fork"]
+__all__ = ["FORK_AT", "FORK_BEFORE", "FORK_KNOWN", "HOLD_BEFORE", "fork", "known_head"]
 
 
 def _locked_conversation(*columns: Any) -> Any:
@@ -94,6 +96,19 @@ FORK_KNOWN = (
     # SQLAlchemy keeps an INSERT's row count only when asked (the driver's path reads it anyway).
     .execution_options(preserve_rowcount=True)
 )
+
+
+def known_head(head: Head, chain: Sequence[Head], at: str | None, *, before: bool) -> Head | None:
+    """The head a fork at ``at`` (``before``: at its parent) starts from, when a conversation object knows
+    it without reading the node: its own branch's ``head``, or a node along its last append (``chain``,
+    each the parent of the next); then the fork is one insert (``FORK_KNOWN``). None: the node is read."""
+    if at is None:
+        return None
+    if not before:
+        if at == head.node_id:
+            return head
+        return next((known for known in chain if known.node_id == at), None)
+    return next((parent for parent, known in itertools.pairwise(chain) if known.node_id == at), None)
 
 
 def fork(

@@ -43,7 +43,7 @@ from convstore.store._conversations import (
     withheld_info,
 )
 from convstore.store._engine import Batch, Exec, Op
-from convstore.store._forks import fork
+from convstore.store._forks import fork, known_head
 from convstore.store._keys import encrypted_conversations, rewrap
 from convstore.store._paths import HEAD_SEGMENT_BYTES_SCAN
 from convstore.store._purge import delete_batch
@@ -87,6 +87,7 @@ __all__ = [
     "exchanges_of_branch",
     "fork",
     "info_from_row",
+    "known_head",
     "list_branches",
     "list_conversations",
     "load",

@@ -185,7 +185,7 @@ def _stored_exchange(conversation_id: str, exchange_id: str, cipher: DataCipher 
         Head(node.id, node.depth, node.total_tokens, exchange_id, row.segment_id)
         for node, row in zip(nodes, rows, strict=True)
     )  # the head it was appended after is not read: not in the chain
-    return Appended(nodes, chain[-1], chain)
+    return Appended(nodes, chain)
 
 
 def append(  # noqa: PLR0917 -- an internal operation; every caller passes all six

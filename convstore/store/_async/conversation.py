@@ -5,7 +5,6 @@ for asyncio; ``scripts/unasync.py`` generates the blocking twin in ``store/_sync
 from __future__ import annotations
 
 import functools
-import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -315,24 +314,12 @@ class _AsyncConversationBase:
         name = check_branch_name(branch) if branch is not None else f"fork-{new_id()[-12:]}"
         store = self._store
         single = not await store._is_routed()  # Citus: two statements (INSERT ... SELECT spans shards)
-        known = self._known(at, before=before)
+        known = _ops.known_head(self._head, self._chain, at, before=before)
         if known is not None:  # the node forked at is known: no read of it
             at, before = known.node_id, False
         fork = _ops.fork(self.id, at, name, utcnow(), before=before, single=single, known=known)
         head = await store._run(fork, write=True, single=single)
         return type(self)(self._store, self._info, name, head, self._cipher)
-
-    def _known(self, at: str | None, *, before: bool) -> _ops.Head | None:
-        """The head a fork at ``at`` (``before``: at its parent) starts from, when this object knows it
-        without reading the node: its own branch's head, or a node along its last append (``_chain``); then
-        the fork is one insert (``FORK_KNOWN``). None: the node is read."""
-        if at is None:
-            return None
-        if not before:
-            if at == self._head.node_id:
-                return self._head
-            return next((head for head in self._chain if head.node_id == at), None)
-        return next((parent for parent, head in itertools.pairwise(self._chain) if head.node_id == at), None)
 
     async def checkout(self, branch: str) -> Self:
         """The same conversation on another branch.

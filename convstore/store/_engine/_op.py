@@ -37,6 +37,16 @@ class Call:
     args: tuple[Any, ...] = ()
 
 
+def answer(op: Generator[Any, Any, Any], step: Call) -> Any:
+    """Make ``step``'s call here and now, and give the operation its return value or its exception; the
+    operation's next step."""
+    try:
+        value = step.function(*step.args)
+    except Exception as error:
+        return op.throw(error)
+    return op.send(value)
+
+
 @attrs.frozen
 class Batch:
     """Statements sent together: on PostgreSQL with psycopg in one pipeline (one round trip for all of

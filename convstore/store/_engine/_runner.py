@@ -22,7 +22,7 @@ from convstore.store._engine._fastpath import (
     run_batch,
     run_batch_async,
 )
-from convstore.store._engine._op import Batch, Call, Op, Refused
+from convstore.store._engine._op import Batch, Call, Op, Refused, answer
 from convstore.store._engine._translate import outcome_unknown, translate
 from convstore.store._engine._trips import CommitFailed, Stopped, in_one_trip, run_in_trips
 
@@ -165,12 +165,7 @@ def drive(conn: Connection, op: Op[T], first: Any = None, *, watched: bool | Non
         step = next(op) if first is None else first
         while True:
             if isinstance(step, Call):
-                try:
-                    value = step.function(*step.args)
-                except Exception as error:
-                    step = op.throw(error)
-                else:
-                    step = op.send(value)
+                step = answer(op, step)
                 continue
             try:
                 if isinstance(step, Batch):

@@ -38,7 +38,7 @@ from convstore.store._engine._fastpath import (
     execute_async,
     run_batch_async,
 )
-from convstore.store._engine._op import Batch, Call, Exec, Op
+from convstore.store._engine._op import Batch, Call, Exec, Op, answer
 
 if TYPE_CHECKING:
     import asyncio
@@ -160,12 +160,7 @@ def _drive(trip: _Trip, raw: Any, step: Exec | Call | Batch) -> Exec | Batch:
     while True:
         _check_stop(trip)
         if isinstance(step, Call):
-            try:
-                called = step.function(*step.args)
-            except Exception as error:
-                step = op.throw(error)
-            else:
-                step = op.send(called)
+            step = answer(op, step)
             continue
         statements = step.statements if isinstance(step, Batch) else (step,)
         bound = [found for each in statements if (found := _short_way(trip.conn, each, False)) is not None]
