@@ -58,7 +58,7 @@ def test_a_turn_whose_reads_straddle_another_write_builds_on_one_head(db_url, mo
     snapshot): another writer's append lands between the open's record and its history scan. The open keeps
     the record's head, a write built on it is refused by compare-and-swap, its history is one head's (the
     opened one or the new one, never a mix), and read afresh holds both exchanges, whole."""
-    from convstore.store._engine import _fastpath  # noqa: PLC0415 -- the seam the slow fake takes
+    from convstore.store._engine import _trips  # noqa: PLC0415 -- the seam the slow fake takes
     from convstore.store._statements import LOAD_CONVERSATION  # noqa: PLC0415
 
     with convstore.Store(db_url) as store, convstore.Store(db_url) as other:
@@ -67,19 +67,19 @@ def test_a_turn_whose_reads_straddle_another_write_builds_on_one_head(db_url, mo
         if not prefetched:  # past the open's prefetch: the turn reads the history itself
             conv.append([s for i in range(150) for s in (user(f"q{i}"), model(f"a{i}"))])
         before = _texts(conv.history())
-        original = _fastpath.execute
+        original = _trips._execute  # a statement run on the driver, in the caller's thread
         fired: list[str] = []
 
-        def slow(conn: Any, step: Any, *, watched: bool | None = None) -> Any:
-            result = original(conn, step, watched=watched)
+        def slow(trip: Any, raw: Any, step: Any, bound: Any) -> Any:
+            result = original(trip, raw, step, bound)
             if step.statement is LOAD_CONVERSATION and not fired:
                 fired.append(conv.id)
                 other.conversation(conv.id).append([user("two"), model("b")])
             return result
 
-        monkeypatch.setattr(_fastpath, "execute", slow)
+        monkeypatch.setattr(_trips, "_execute", slow)
         opened = store.conversation(conv.id)
-        monkeypatch.setattr(_fastpath, "execute", original)
+        monkeypatch.setattr(_trips, "_execute", original)
         assert fired == [conv.id]
         assert opened.head_id == conv.head_id  # the record's head: the append landed after it was read
         with pytest.raises(convstore.ConflictError):

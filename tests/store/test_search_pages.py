@@ -108,7 +108,7 @@ def test_a_conversation_deleted_while_a_search_runs_is_a_hit_without_branches(db
     another store deletes a conversation between the hits and the branches through them. The page still
     comes back whole, the deleted conversation's hit listing no branch, every other hit as it was; the
     next search does not find it."""
-    from convstore.store._engine import _runner  # noqa: PLC0415 -- the seam the slow fake takes
+    from convstore.store._engine import _runner, _trips  # noqa: PLC0415 -- the seams the slow fake takes
     from convstore.store._paths import BRANCHES_THROUGH, BRANCHES_THROUGH_MANY  # noqa: PLC0415
 
     needle = word()
@@ -118,18 +118,28 @@ def test_a_conversation_deleted_while_a_search_runs_is_a_hit_without_branches(db
         kept = store.create_conversation()
         kept.append([user(f"{needle} in the one kept"), model("ok")])
         kept.fork(branch="side")
-        original = _runner.execute
         deleted: list[str] = []
 
-        def slow(conn, step, *, watched=None):
+        def delete_first(step):
             if step.statement in (BRANCHES_THROUGH_MANY, BRANCHES_THROUGH) and not deleted:
                 other.delete_conversation(gone.id)  # after the hits were read, before their branches
                 deleted.append(gone.id)
-            return original(conn, step, watched=watched)
+
+        # A statement runs through the runner (PostgreSQL) or on the sqlite3 driver in place (SQLite).
+        execute, in_place = _runner.execute, _trips._execute
+
+        def slow(conn, step, *, watched=None):
+            delete_first(step)
+            return execute(conn, step, watched=watched)
+
+        def slow_in_place(trip, raw, step, bound):
+            delete_first(step)
+            return in_place(trip, raw, step, bound)
 
         monkeypatch.setattr(_runner, "execute", slow)
+        monkeypatch.setattr(_trips, "_execute", slow_in_place)
         page = store.search(needle)
-        monkeypatch.setattr(_runner, "execute", original)
+        monkeypatch.undo()
         assert deleted == [gone.id]
         branches = {hit.conversation_id: hit.branches for hit in page}
         assert branches == {gone.id: (), kept.id: ("main", "side")}

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 from convstore._extras import missing_extra, require
 from convstore.store._engine._fastpath import _lost, _watched
-from convstore.store._engine._trips import IN_TRIPS
+from convstore.store._engine._trips import IN_TRIPS, OWN_LISTENERS
 
 _WRITE_OPTION = "convstore_write"
 _WRITE: dict[str, Any] = {_WRITE_OPTION: True}
@@ -307,3 +307,6 @@ def _on_begin(conn: Connection) -> None:
         raise _lost(conn, error, fairy, sql, cursor) from error  # as exec_driver_sql raises it
     finally:
         cursor.close()
+
+
+OWN_LISTENERS.add(_on_begin)

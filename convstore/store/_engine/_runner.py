@@ -24,7 +24,14 @@ from convstore.store._engine._fastpath import (
 )
 from convstore.store._engine._op import Batch, Call, Op, Refused, answer
 from convstore.store._engine._translate import outcome_unknown, translate
-from convstore.store._engine._trips import CommitFailed, Stopped, in_one_trip, run_in_trips
+from convstore.store._engine._trips import (
+    CommitFailed,
+    Stopped,
+    in_one_trip,
+    in_place,
+    run_in_place,
+    run_in_trips,
+)
 
 T = TypeVar("T")
 
@@ -37,7 +44,7 @@ def _autocommit_reads(dialect: Any) -> bool:
     return bool(dialect.name == "postgresql")
 
 
-def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
+def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:  # noqa: PLR0911 -- a return for each way it runs
     """Execute one operation in one transaction: committed if it returns, rolled back if it raises. A read
     on PostgreSQL runs its statements in autocommit instead (``_autocommit_reads``), and so does a write of
     one statement (``single``: atomic alone), which then costs one round trip instead of three. A read
@@ -46,6 +53,8 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
     them. So does a ``single`` write on SQLite whose statements go to the driver directly (``_watched``):
     in the driver's autocommit the statement is its own transaction, which takes the write lock before it
     reads (waiting for it as ``BEGIN IMMEDIATE`` does) and commits when it completes (``_sqlite_single``).
+    On SQLite through ``sqlite3`` with nothing watching, the whole transaction is driven on the driver
+    (``_trips.run_in_place``), the same statements without SQLAlchemy's transaction around them.
 
     Every database error is translated (``translate``); one raised while a write commits is
     ``OutcomeUnknownError`` (``outcome_unknown``): the commit may have happened.
@@ -53,6 +62,9 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
     committing = False
     try:
         with engine.connect() as conn:
+            if in_place(conn):  # SQLite through sqlite3: the transaction on the driver itself
+                committing = write and single  # as below: the statement commits as it completes
+                return run_in_place(conn, op, write=write, single=single)
             if write and single and (_autocommit_reads(conn.dialect) or _sqlite_single(conn)):
                 committing = True  # the statement commits: its failure may come after the commit
                 return _single_write(conn, op)
@@ -77,6 +89,8 @@ def run(engine: Engine, op: Op[T], *, write: bool, single: bool = False) -> T:
                 value = drive(conn, op, first)
                 committing = write
             return value
+    except CommitFailed as failed:
+        raise outcome_unknown(failed.error, engine.url) from None
     except exc.DBAPIError as error:
         if committing:
             raise outcome_unknown(error, engine.url) from None

@@ -1,20 +1,28 @@
-"""SQLite under aiosqlite: an operation's whole transaction in one trip to the driver's thread.
+"""SQLite: an operation's whole transaction driven on the ``sqlite3`` connection itself.
 
-aiosqlite runs each call on its connection in a thread of its own and wakes the event loop when the call is
-done. A trip there and back costs more CPU than a short statement (a queue, a thread woken, the loop woken),
-and a turn's write took nine: ``BEGIN IMMEDIATE`` (three: the adapter's cursor, its execute, its close), one
-per statement, the ``COMMIT``. So ``AsyncStore`` cost two to three times ``Store``'s CPU for the same append.
+``AsyncStore`` (aiosqlite): aiosqlite runs each call on its connection in a thread of its own and wakes the
+event loop when the call is done. A trip there and back costs more CPU than a short statement (a queue, a
+thread woken, the loop woken), and a turn's write took nine: ``BEGIN IMMEDIATE`` (three: the adapter's
+cursor, its execute, its close), one per statement, the ``COMMIT``. So ``AsyncStore`` cost two to three times
+``Store``'s CPU for the same append. Here the operation's generator is driven inside the thread instead
+(``run_in_trips``): ``BEGIN``, every statement, the blocking calls (``Call``, which ran in a worker thread of
+their own anyway) and the ``COMMIT`` or ``ROLLBACK`` run there, and the event loop waits once. The caller's
+context variables go with it (the operation and its calls run in a copy of the caller's context).
 
-Here the operation's generator is driven inside the thread instead: ``BEGIN``, every statement, the blocking
-calls (``Call``, which ran in a worker thread of their own anyway) and the ``COMMIT`` or ``ROLLBACK`` run
-there, and the event loop waits once. The operation sees exactly what ``drive`` gives it: the same results
-(``DriverResult``, or the driver's rows), the same ``DBAPIError`` thrown in at a failed statement. The
-caller's context variables go with it (the operation and its calls run in a copy of the caller's context).
+``Store`` (``sqlite3``): the same drive in the caller's thread (``run_in_place``), with no SQLAlchemy
+transaction around it: SQLAlchemy's ``begin()`` and ``commit()`` (their objects, events and the execution
+options they read) cost a short write about a tenth of its CPU, for a ``BEGIN`` and a ``COMMIT`` the driver
+runs as fast alone.
+
+The operation sees exactly what ``drive`` gives it: the same results (``DriverResult``, or the driver's
+rows), the same ``DBAPIError`` thrown in at a failed statement.
 
 A statement the driver cannot run as it is (one SQLAlchemy expands or renders at execution) ends the trip:
-the loop runs it through SQLAlchemy in the same transaction (``_on_begin`` sends no second ``BEGIN`` to a
-driver already in the trip's), then the next trip goes on. Nothing of this runs while something watches the
-engine's statements (``_watched``): then every statement goes through SQLAlchemy, as ``drive_async`` sends it.
+SQLAlchemy runs it in the same transaction (``_on_begin`` sends no second ``BEGIN`` to a driver already in
+the trip's), then the next trip goes on. Nothing of this runs while something watches the engine's
+statements (``_watched``) or its transactions (a listener of SQLAlchemy's ``begin``, ``commit`` or
+``rollback`` events beside the store's own): then SQLAlchemy begins and ends the transaction and runs every
+statement, and the listeners see them.
 
 A cancellation (``stop``, set by ``run_async``) is seen before each statement and before the ``COMMIT``, as in
 ``drive_async``: the operation is abandoned and the transaction rolled back, in the thread.
@@ -23,6 +31,7 @@ A cancellation (``stop``, set by ``run_async``) is seen before each statement an
 from __future__ import annotations
 
 import contextvars
+import sqlite3
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import exc
@@ -35,7 +44,9 @@ from convstore.store._engine._fastpath import (
     _short_way,
     _sqlite_statement,
     _watched,
+    execute,
     execute_async,
+    run_batch,
     run_batch_async,
 )
 from convstore.store._engine._op import Batch, Call, Exec, Op, answer
@@ -46,6 +57,9 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 T = TypeVar("T")
+
+# convstore's own listeners of SQLAlchemy's ``begin`` event (``_factory._on_begin``): not a watcher.
+OWN_LISTENERS: set[Any] = set()
 
 # In the pool connection's info while an operation runs in trips: SQLAlchemy, running a statement of it,
 # joins the transaction the trip began instead of sending a BEGIN of its own (``_factory._on_begin``).
@@ -67,14 +81,32 @@ class CommitFailed(Exception):
         self.error = error
 
 
+def _unwatched_sqlite(conn: Connection | None) -> bool:
+    """Whether ``conn`` is SQLite with nothing watching its statements or its transactions."""
+    if conn is None or conn.dialect.name != "sqlite" or _watched(conn):
+        return False
+    dispatch = conn.dispatch
+    return not (dispatch.commit or dispatch.rollback or any(fn not in OWN_LISTENERS for fn in dispatch.begin))
+
+
 def in_one_trip(conn: Connection | None) -> bool:
     """Whether an operation on ``conn`` (an asyncio connection's sync side, checked out) runs in trips to
     aiosqlite's thread: SQLite through the aiosqlite this knows (``_one_hop``), nothing watching its
-    statements."""
-    if conn is None or conn.dialect.name != "sqlite" or _watched(conn):
+    statements or its transactions."""
+    if not _unwatched_sqlite(conn):
+        return False
+    fairy: Any = conn.connection  # type: ignore[union-attr]  # not None: _unwatched_sqlite saw it
+    return _one_hop(fairy.driver_connection)
+
+
+def in_place(conn: Connection) -> bool:
+    """Whether an operation on ``conn`` (a sync connection, checked out) is driven on its ``sqlite3``
+    connection directly (``run_in_place``): SQLite through ``sqlite3``, nothing watching its statements
+    or its transactions."""
+    if not _unwatched_sqlite(conn):
         return False
     fairy: Any = conn.connection
-    return _one_hop(fairy.driver_connection)
+    return isinstance(fairy.driver_connection, sqlite3.Connection)
 
 
 class _Trip:
@@ -131,6 +163,35 @@ async def run_in_trips(
         trip.fairy.info.pop(IN_TRIPS, None)
         if trip.lost is not None and not conn.invalidated:
             await conn.invalidate(trip.lost)
+
+
+def run_in_place(conn: Connection, op: Op[T], *, write: bool, single: bool) -> T:
+    """``run_in_trips`` on a sync connection (``in_place``): one trip, in the caller's own thread, unless a
+    statement only SQLAlchemy can run comes between two. The same transactions, the same errors."""
+    trip = _Trip(conn, op, None)
+    raw = trip.fairy.driver_connection
+    begin = None if single else ("BEGIN IMMEDIATE" if write else "BEGIN")
+    resume: tuple[str, Any] = ("start", None)
+    trip.fairy.info[IN_TRIPS] = True
+    try:
+        while True:
+            outcome, value = _run(trip, raw, resume, begin, write)
+            if outcome is _DONE:
+                return value  # type: ignore[no-any-return]
+            begin = None
+            try:  # a statement only SQLAlchemy can run, in the transaction left open
+                if isinstance(value, Batch):
+                    result: Any = run_batch(conn, value)
+                else:
+                    result = execute(conn, value, watched=False)
+            except exc.DBAPIError as error:
+                resume = ("throw", error)
+            else:
+                resume = ("send", result)
+    finally:
+        trip.fairy.info.pop(IN_TRIPS, None)
+        if trip.lost is not None and not conn.invalidated:
+            conn.invalidate(trip.lost)
 
 
 def _run(

@@ -1,9 +1,10 @@
-"""``AsyncStore`` on SQLite runs an operation's whole transaction in one trip to aiosqlite's thread
-(``_engine._trips``): ``BEGIN``, the statements, the blocking calls and the ``COMMIT`` there, the event loop
-woken once. What the store promised before still holds: a write is whole or absent, a statement only
-SQLAlchemy can run joins the same transaction, a refused ``COMMIT`` writes nothing and holds no lock, a
-cancelled operation rolls back and gives its connection back clean, and the caller's context reaches the
-calls."""
+"""On SQLite an operation's whole transaction is driven on the ``sqlite3`` connection itself
+(``_engine._trips``): ``AsyncStore`` runs it in one trip to aiosqlite's thread (``BEGIN``, the statements, the
+blocking calls and the ``COMMIT`` there, the event loop woken once), ``Store`` in the caller's thread without
+SQLAlchemy's transaction around it. What the store promised before still holds: a write is whole or absent,
+a statement only SQLAlchemy can run joins the same transaction, a refused ``COMMIT`` writes nothing and holds
+no lock, a cancelled operation rolls back and gives its connection back clean, the caller's context reaches
+the calls, and whoever listens to the engine's transactions still sees them."""
 
 from __future__ import annotations
 
@@ -112,22 +113,45 @@ def _with_fallback(fail: bool) -> Any:
     return seen
 
 
-@pytest.mark.parametrize("fail", [False, True], ids=["committed", "rolled-back"])
-def test_a_statement_only_sqlalchemy_runs_joins_the_trips_transaction(path, fail):
-    async def main() -> Any:
-        engine = make_async_engine(f"sqlite+aiosqlite:///{path}")
+def _run_op(path: Path, flavour: str, op: Any) -> Any:
+    """``op`` as a write on a store's engine of ``flavour`` (``Store``'s or ``AsyncStore``'s) on ``path``."""
+    if flavour == "sync":
+        engine = make_engine(f"sqlite:///{path}", busy_timeout=0.5)
         try:
-            return await run_async(engine, _with_fallback(fail), write=True)
+            return run(engine, op, write=True)
+        finally:
+            engine.dispose()
+
+    async def main() -> Any:
+        engine = make_async_engine(f"sqlite+aiosqlite:///{path}", busy_timeout=0.5)
+        try:
+            return await run_async(engine, op, write=True)
         finally:
             await engine.dispose()
 
+    return asyncio.run(main())
+
+
+def _no_lock_left(path: Path) -> None:
+    other = sqlite3.connect(path, timeout=0.5)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # raises "database is locked" if a transaction was left open
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+@pytest.mark.parametrize("fail", [False, True], ids=["committed", "rolled-back"])
+def test_a_statement_only_sqlalchemy_runs_joins_the_trips_transaction(path, fail, flavour):
     if fail:
         with pytest.raises(RuntimeError, match="refused"):
-            asyncio.run(main())
+            _run_op(path, flavour, _with_fallback(fail))
         assert _probes(path) == []  # the statements before and after SQLAlchemy's, all rolled back
     else:
-        assert asyncio.run(main()) == [1]
+        assert _run_op(path, flavour, _with_fallback(fail)) == [1]
         assert _probes(path) == [1, 2]
+    _no_lock_left(path)
 
 
 def _orphan() -> Any:
@@ -140,33 +164,10 @@ def test_a_commit_sqlite_refuses_writes_nothing_and_leaves_no_transaction(path, 
     the error says what failed, as on the sync path. SQLite keeps the transaction open after such a
     failure: it must be rolled back before the connection goes back to the pool, or it would hold the
     write lock for whoever takes the connection next."""
-    url = f"sqlite:///{path}"
-    if flavour == "sync":
-        engine = make_engine(url, busy_timeout=0.5)
-        try:
-            with pytest.raises(DatabaseError, match="FOREIGN KEY"):
-                run(engine, _orphan(), write=True)
-            run(engine, iter_insert(8), write=True)
-        finally:
-            engine.dispose()
-    else:
-
-        async def main() -> None:
-            engine = make_async_engine(url, busy_timeout=0.5)
-            try:
-                with pytest.raises(DatabaseError, match="FOREIGN KEY"):
-                    await run_async(engine, _orphan(), write=True)
-                await run_async(engine, iter_insert(8), write=True)
-            finally:
-                await engine.dispose()
-
-        asyncio.run(main())
-    other = sqlite3.connect(path, timeout=0.5)
-    try:
-        other.execute("BEGIN IMMEDIATE")  # no lock left behind
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
+    with pytest.raises(DatabaseError, match="FOREIGN KEY"):
+        _run_op(path, flavour, _orphan())
+    _no_lock_left(path)
+    _run_op(path, flavour, iter_insert(8))
     assert _probes(path) == [8]
 
 
@@ -255,3 +256,65 @@ def test_a_connection_back_in_the_pool_is_rolled_back_only_if_a_transaction_is_o
 
     asyncio.run(main())
     assert _probes(path) == [10]
+
+
+def test_a_sync_write_is_one_driver_transaction_without_sqlalchemys(tmp_path, monkeypatch):
+    """``Store`` on SQLite: an append is ``BEGIN IMMEDIATE``, its statements and ``COMMIT`` on the driver
+    (what the driver ran, traced by ``sqlite3`` itself), and SQLAlchemy begins no transaction for it."""
+    begun: list[int] = []
+    begin = sa.engine.Connection.begin
+
+    def counted(self: sa.engine.Connection) -> Any:
+        begun.append(1)
+        return begin(self)
+
+    monkeypatch.setattr(sa.engine.Connection, "begin", counted)
+    ran: list[str] = []
+    with convstore.Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+        conv = store.create_conversation()
+        conv.append([user("one"), model("a")])
+
+        def trace(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.set_trace_callback(lambda sql: ran.append(sql.split(None, 2)[:2]))
+
+        store.engine.dispose()  # new connections, each traced
+        sa.event.listen(store.engine, "connect", trace)  # a pool event: nothing watches the statements
+        begun.clear()
+        conv.append([user("two"), model("b")])
+        assert begun == []
+        assert ran[0] == ["BEGIN", "IMMEDIATE"]
+        assert ran[-1] == ["COMMIT"]
+        assert sum(sql[0] in ("BEGIN", "COMMIT", "ROLLBACK") for sql in ran) == 2  # one transaction
+        assert store.conversation(conv.id).history() == [user("one"), model("a"), user("two"), model("b")]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_listeners_of_the_engines_transactions_still_see_them(tmp_path, flavour):
+    """With a listener of SQLAlchemy's ``begin`` and ``commit`` events on the engine, the store's SQLite
+    transactions go through SQLAlchemy, and the listener sees each write begun and committed once."""
+    seen: list[str] = []
+
+    def listen(engine: sa.Engine) -> None:
+        sa.event.listen(engine, "begin", lambda _conn: seen.append("begin"))
+        sa.event.listen(engine, "commit", lambda _conn: seen.append("commit"))
+
+    if flavour == "sync":
+        with convstore.Store(f"sqlite:///{tmp_path / 's.db'}") as store:
+            conv = store.create_conversation()
+            listen(store.engine)
+            conv.append([user("one"), model("a")])
+            appended = list(seen)
+            history = store.conversation(conv.id).history()
+    else:
+
+        async def main() -> Any:
+            async with convstore.AsyncStore(f"sqlite+aiosqlite:///{tmp_path / 'a.db'}") as store:
+                conv = await store.create_conversation()
+                listen(store.engine.sync_engine)
+                await conv.append([user("one"), model("a")])
+                appended = list(seen)
+                return appended, await (await store.conversation(conv.id)).history()
+
+        appended, history = asyncio.run(main())
+    assert appended == ["begin", "commit"]
+    assert history == [user("one"), model("a")]
