@@ -7,19 +7,15 @@ conversations branch without copying anything.
 This module is the public surface; everything not listed in ``__all__`` is private.
 """
 
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 import attrs as _attrs
 
 from convstore._limits import Limits
 from convstore._version import __version__
 from convstore.budget import HeuristicCounter, MediaCosts, SentencePieceCounter, TokenBudget, TokenCounter
-from convstore.client import (
-    AsyncGenAIClient,
-    AsyncInteractionsClient,
-    AsyncStream,
-    GenAIClient,
-    InteractionsClient,
-    Stream,
-)
 from convstore.codec import decode_content, decode_step, encode_content, encode_step, make_converter
 from convstore.conversation import (
     AsyncConversation,
@@ -134,6 +130,29 @@ from convstore.store._check import Check, CheckReport, Problem
 from convstore.store._files import Lifecycle
 from convstore.store._prepare import Redactor
 from convstore.store._transfer import ConversationDump, ConversationRows, export_lines, read_conversations
+
+if _TYPE_CHECKING:
+    from convstore.client import (
+        AsyncGenAIClient,
+        AsyncInteractionsClient,
+        AsyncStream,
+        GenAIClient,
+        InteractionsClient,
+        Stream,
+    )
+
+# The HTTP clients, imported when first used (PEP 562): they import httpx, which a program that only reads and
+# writes its store never needs (``import convstore`` costs about a fifth less without it).
+_LAZY = frozenset(
+    {
+        "AsyncGenAIClient",
+        "AsyncInteractionsClient",
+        "AsyncStream",
+        "GenAIClient",
+        "InteractionsClient",
+        "Stream",
+    }
+)
 
 __all__ = [
     "MEDIA_REF",
@@ -271,14 +290,32 @@ __all__ = [
 # Node.step decodes through the codec, which builds on the model: the root wires the two.
 _model_tree.use_step_decoder(decode_step)
 
+
 # What convstore exports says it is convstore's (as httpx does): reprs, tracebacks and docs name
 # ``convstore.Store``, never the private module it is written in. Attrs classes resolve their annotations
 # first, in the module that wrote them.
+def _claim(value: _Any) -> None:
+    named = isinstance(value, type) or (callable(value) and hasattr(value, "__code__"))
+    if named and getattr(value, "__module__", "").startswith("convstore."):
+        if _attrs.has(value):
+            _attrs.resolve_types(value)
+        value.__module__ = "convstore"
+
+
 for _name in __all__:
-    _value = globals()[_name]
-    _named = isinstance(_value, type) or (callable(_value) and hasattr(_value, "__code__"))
-    if _named and getattr(_value, "__module__", "").startswith("convstore."):
-        if _attrs.has(_value):
-            _attrs.resolve_types(_value)
-        _value.__module__ = "convstore"
-del _name, _named, _value
+    if _name not in _LAZY:
+        _claim(globals()[_name])
+del _name
+
+
+def __getattr__(name: str) -> _Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module("convstore.client"), name)
+    _claim(value)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

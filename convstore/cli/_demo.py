@@ -12,14 +12,16 @@ import json
 import tempfile
 import time
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import convstore
 from convstore.cli._common import command, display_url, open_store, resolve_db
 from convstore.cli._offline import DEFAULT_MODEL, WEATHER_TOOL, fake_weather, model_client
 from convstore.cli._render import USAGE_COLUMNS, Output, branch_usage, preview, usage_table_rows
 from convstore.client import StepDelta
-from convstore.testing import Emulator, text_reply
+
+if TYPE_CHECKING:
+    from convstore.testing import Emulator, Reply
 
 __all__ = ["register"]
 
@@ -54,6 +56,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reply(answer: str, thought: str) -> Reply:
+    """The emulator's next answer (the emulator, like httpx, is imported only when the demo runs)."""
+    from convstore.testing import text_reply  # noqa: PLC0415 -- see above
+
+    return text_reply(answer, thought=thought)
+
+
 class _Tour:
     def __init__(
         self, out: Output, store: convstore.Store, client: convstore.InteractionsClient, emulator: Emulator
@@ -71,7 +80,7 @@ class _Tour:
         self.out.line(f"  model> {text}")
 
     def send(self, conv: convstore.Conversation, text: str, answer: str) -> convstore.Interaction:
-        self.emulator.script(text_reply(answer, thought="Answering the user."))
+        self.emulator.script(_reply(answer, "Answering the user."))
         self.you(text)
         reply = conv.send(text, client=self.client)
         self.model(reply.text)
@@ -135,7 +144,7 @@ class _Tour:
         )
 
     def stream(self, conv: convstore.Conversation, text: str, answer: str) -> None:
-        self.emulator.script(text_reply(answer, thought="Counting paws."))
+        self.emulator.script(_reply(answer, "Counting paws."))
         self.you(text)
         self.out.write("  model> ")
         turn = conv.stream(text, client=self.client)
@@ -180,7 +189,7 @@ class _Tour:
             f"main holds {len(nodes)} steps; sending them all would cost about {full} input tokens. "
             f"With max_input_tokens={limit}, the request keeps the newest whole exchanges that fit:"
         )
-        self.emulator.script(text_reply(answer, thought="Answering the user."))
+        self.emulator.script(_reply(answer, "Answering the user."))
         self.you(text)
         try:
             body = conv.request(text, budget=budget_class(max_input_tokens=limit))

@@ -14,13 +14,16 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 import convstore
 from convstore.cli._common import CliError
-from convstore.testing import Emulator, Reply, function_call_reply, text_reply
+
+if TYPE_CHECKING:
+    from convstore.testing import Emulator, Reply
+
+# httpx and the emulator (``convstore.testing``) are imported by the functions that use them: the commands
+# that never talk to a model (``ls``, ``show``, ``search``...) start without them.
 
 __all__ = ["DEFAULT_MODEL", "WEATHER_TOOL", "fake_weather", "model_client", "offline_responder"]
 
@@ -66,6 +69,8 @@ def _declares_weather(body: Mapping[str, Any]) -> bool:
 
 
 def _weather_answer(result: Any) -> Reply:
+    from convstore.testing import text_reply  # noqa: PLC0415 -- see the imports
+
     if isinstance(result, str):
         try:
             result = json.loads(result)
@@ -84,6 +89,8 @@ def _weather_answer(result: Any) -> Reply:
 
 def offline_responder(body: dict[str, Any]) -> Reply | None:
     """The emulator's replies beyond its echo: the weather tool, called and reported."""
+    from convstore.testing import function_call_reply  # noqa: PLC0415 -- see the imports
+
     last = _last_step(body)
     if last.get("type") == "function_result" and last.get("name") == "get_weather":
         return _weather_answer(last.get("result"))
@@ -107,6 +114,10 @@ def model_client(*, offline: bool) -> Iterator[tuple[convstore.InteractionsClien
         CliError: online without a key (exit status 2).
     """
     if offline:
+        import httpx  # noqa: PLC0415 -- see the imports
+
+        from convstore.testing import Emulator  # noqa: PLC0415
+
         emulator = Emulator(respond=offline_responder)
         with httpx.Client(transport=emulator.transport()) as http:
             yield convstore.InteractionsClient(OFFLINE_KEY, http_client=http), emulator

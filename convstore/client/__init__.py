@@ -9,8 +9,9 @@ typed events, reassembly) are public too, for use with another transport.
 The client knows nothing of the store; ``convstore.conversation`` joins the two.
 """
 
-from convstore.client._async.client import AsyncInteractionsClient, AsyncStream
-from convstore.client._async.genai import AsyncGenAIClient
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from convstore.client._events import (
     ErrorEvent,
     EventDecoder,
@@ -25,11 +26,43 @@ from convstore.client._events import (
     UnknownEvent,
     parse_event,
 )
-from convstore.client._http import DEFAULT_API_REVISION, DEFAULT_API_VERSION, DEFAULT_BASE_URL
 from convstore.client._sse import ServerSentEvent, SSEDecoder
 from convstore.client._stream import HopAssembler, TurnAssembler
-from convstore.client._sync.client import InteractionsClient, Stream
-from convstore.client._sync.genai import GenAIClient
+
+if TYPE_CHECKING:
+    from convstore.client._async.client import AsyncInteractionsClient, AsyncStream
+    from convstore.client._async.genai import AsyncGenAIClient
+    from convstore.client._http import DEFAULT_API_REVISION, DEFAULT_API_VERSION, DEFAULT_BASE_URL
+    from convstore.client._sync.client import InteractionsClient, Stream
+    from convstore.client._sync.genai import GenAIClient
+
+# The clients and the HTTP settings, imported when first used (PEP 562): they import httpx, which a program
+# that only reads and writes its store (the ``convstore`` command's ``ls``, ``show``, ``search``) never needs.
+_LAZY: dict[str, str] = {
+    "AsyncInteractionsClient": "convstore.client._async.client",
+    "AsyncStream": "convstore.client._async.client",
+    "AsyncGenAIClient": "convstore.client._async.genai",
+    "InteractionsClient": "convstore.client._sync.client",
+    "Stream": "convstore.client._sync.client",
+    "GenAIClient": "convstore.client._sync.genai",
+    "DEFAULT_API_REVISION": "convstore.client._http",
+    "DEFAULT_API_VERSION": "convstore.client._http",
+    "DEFAULT_BASE_URL": "convstore.client._http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DEFAULT_API_REVISION",

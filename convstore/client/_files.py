@@ -11,12 +11,12 @@ Upload (reference §11), as the official SDK speaks it: ``POST {base}/upload/{ve
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any, Final
 
 import httpx
 
 from convstore.client._http import STORED, ClientConfig, _extensions, _headers, _url
+from convstore.client._payloads import file_expiration
 from convstore.errors import APIError, CreateOutcomeUnknownError
 
 __all__ = [
@@ -110,23 +110,6 @@ def _snake(key: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
 
 
-def file_expiration(file: Mapping[str, Any]) -> datetime | None:
-    """The ``expiration_time`` of a file (RFC 3339; a ``datetime`` from the SDK), as an aware datetime."""
-    value = file.get("expiration_time")
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str):
-        return None
-    text = value.replace("Z", "+00:00")
-    if "." in text:  # Python < 3.11 parses at most 6 fractional digits: keep 6
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        text = f"{head}.{digits[:6]:0<6}{tail[len(digits) :]}"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
 
 
 def stored_create(request: httpx.Request) -> bool:

@@ -31,6 +31,7 @@ import httpx
 from convstore._limits import DEFAULT_LIMITS, Limits, check_value, checked_limits, loads
 from convstore._wire import SplicedInput, body_bytes
 from convstore.client._backoff import backoff_delay, is_retryable_status, retry_after
+from convstore.client._payloads import error_from_payload
 from convstore.errors import APIConnectionError, APIError, CodecError, LimitExceededError
 
 __all__ = [
@@ -305,28 +306,6 @@ def continuation_body(body: Mapping[str, Any], token: str, token_owner_id: str |
     return new_body
 
 
-def error_from_payload(error: Any, *, status_code: int | None = None) -> APIError:
-    """An ``APIError`` from the ``error`` object of a response body or an ``error`` stream event.
-
-    Args:
-        error: ``{"code", "message", "status"?}``: ``code`` an int (Google's shape) or a string (the SDK's).
-        status_code: The HTTP status, ``None`` inside a stream.
-
-    Returns:
-        The error (not raised).
-    """
-    if not isinstance(error, Mapping):
-        error = {}
-    code = error.get("code")
-    if isinstance(code, bool) or not isinstance(code, (int, str)):
-        code = None
-    message = error.get("message")
-    if not isinstance(message, str) or not message:
-        message = "the service returned an error without a message"
-    status = error.get("status")
-    return APIError(
-        message, status_code=status_code, code=code, status=status if isinstance(status, str) else None
-    )
 
 
 def error_from_response(status_code: int, content: bytes) -> APIError:

@@ -34,7 +34,7 @@ from convstore.client._events import (
     StepStop,
     StreamEvent,
 )
-from convstore.client._http import error_from_payload
+from convstore.client._payloads import error_from_payload
 from convstore.errors import CodecError, StreamError
 
 __all__ = ["HopAssembler", "TurnAssembler"]

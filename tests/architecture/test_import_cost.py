@@ -1,6 +1,8 @@
 """``import convstore``, and opening a store whose schema is at head, import no Alembic (about 0.3 s of
 imports a process, most of what ``import convstore`` cost; every CLI command paid it): the revision chain
-is read from the migration files, and Alembic is imported to change a schema only."""
+is read from the migration files, and Alembic is imported to change a schema only. Nor do they, or the
+commands that only read and write the store, import httpx and the emulator (about a fifth of what was
+left): the HTTP clients are imported when first used."""
 
 from __future__ import annotations
 
@@ -66,3 +68,40 @@ def test_a_new_database_is_still_built_by_alembic(tmp_path):
     assert run(code, tmp_path) == "True"
     with convstore.Store(url) as store:
         assert store.schema_revision() == _migrate.head_revision()
+
+
+def test_the_store_and_its_commands_import_no_http_client(tmp_path):
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with convstore.Store(url) as store:
+        conv = store.create_conversation(model="m")
+        conv.append(
+            [
+                {"type": "user_input", "content": [{"type": "text", "text": "pelican"}]},
+                {"type": "model_output", "content": [{"type": "text", "text": "a bird"}]},
+            ]
+        )
+    code = (
+        "import sys, convstore\n"
+        "from convstore.cli import main\n"
+        f"with convstore.Store({url!r}) as store:\n"
+        f"    store.conversation({conv.id!r}).history()\n"
+        "    assert store.search('pelican').hits\n"
+        f"for command in (['ls'], ['search', 'pelican'], ['show', {conv.id!r}]):\n"
+        f"    assert main(['--db', {url!r}, *command]) == 0\n"
+        "heavy = ('httpx', 'convstore.testing', 'convstore.client._http')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    assert run(code, tmp_path).splitlines()[-1] == "[]"
+
+
+def test_the_clients_are_imported_when_first_used(tmp_path):
+    code = (
+        "import sys, convstore\n"
+        "print('httpx' in sys.modules)\n"
+        "client = convstore.InteractionsClient\n"
+        "from convstore.client import DEFAULT_BASE_URL, AsyncGenAIClient\n"
+        "print('httpx' in sys.modules, client.__module__, AsyncGenAIClient is convstore.AsyncGenAIClient)\n"
+        "listed = {'InteractionsClient', 'AsyncStream'} <= set(dir(convstore))\n"
+        "print(listed, DEFAULT_BASE_URL.startswith('https'))\n"
+    )
+    assert run(code, tmp_path).splitlines() == ["False", "True convstore True", "True True"]

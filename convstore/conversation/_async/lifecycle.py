@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from convstore._uris import FilePosition, uri_pair
-from convstore.client._files import file_expiration
+from convstore.client._payloads import file_expiration
 from convstore.conversation._media import (
     FileStatus,
     MediaPolicy,
