@@ -318,3 +318,27 @@ def test_listeners_of_the_engines_transactions_still_see_them(tmp_path, flavour)
         appended, history = asyncio.run(main())
     assert appended == ["begin", "commit"]
     assert history == [user("one"), model("a")]
+
+
+def test_a_sync_write_interrupted_mid_transaction_rolls_back_and_holds_no_lock(path):
+    """``Store`` on SQLite: a ``KeyboardInterrupt`` (not an ``Exception``) raised in the middle of a write,
+    after a statement ran, reaches the caller; nothing is written, no lock is left, and the connection
+    the write used goes back to the pool clean (the next write on the same engine goes through)."""
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    def op() -> Any:
+        yield Exec(INSERT_PROBE, {"id": 11, "parent": 1})
+        yield Call(interrupt)
+        yield Exec(INSERT_PROBE, {"id": 12, "parent": 1})
+
+    engine = make_engine(f"sqlite:///{path}", busy_timeout=0.5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run(engine, op(), write=True)
+        _no_lock_left(path)
+        run(engine, iter_insert(13), write=True)
+    finally:
+        engine.dispose()
+    assert _probes(path) == [13]
