@@ -11,8 +11,8 @@ context variables go with it (the operation and its calls run in a copy of the c
 
 ``Store`` (``sqlite3``): the same drive in the caller's thread (``run_in_place``), with no SQLAlchemy
 transaction around it: SQLAlchemy's ``begin()`` and ``commit()`` (their objects, events and the execution
-options they read) cost a short write about a tenth of its CPU, for a ``BEGIN`` and a ``COMMIT`` the driver
-runs as fast alone.
+options they read) cost a short append about 25 µs of its 550 µs of CPU, for a ``BEGIN`` and a ``COMMIT``
+the driver runs as fast alone.
 
 The operation sees exactly what ``drive`` gives it: the same results (``DriverResult``, or the driver's
 rows), the same ``DBAPIError`` thrown in at a failed statement.
