@@ -232,9 +232,34 @@ ERASE_DELETED_SQL = f"INSERT INTO {SEARCH_FTS}({SEARCH_FTS}) VALUES ('optimize')
 _OPTIMIZE = sa.text(ERASE_DELETED_SQL)
 
 
+# FTS5 as SQLite 3.40 has it: each 'optimize' of an index whose segments sit on more than one level (new
+# rows since the last one) puts the merged segment on a new level above them and leaves the lower ones empty,
+# so the index gains a level with each delete; past 2,000 levels it no longer opens (SQLITE_CORRUPT_VTAB), and
+# every append and search fails. Past ``MAX_INDEX_LEVELS`` the index is rebuilt from its content instead,
+# which starts again at one level (deleted rows are not in the content: their words stay gone).
+MAX_INDEX_LEVELS = 512
+_STRUCTURE = sa.text(f"SELECT block FROM {SEARCH_FTS}_data WHERE id = 10")  # noqa: S608 -- FTS5's structure record
+_REBUILD = sa.text(f"INSERT INTO {SEARCH_FTS}({SEARCH_FTS}) VALUES ('rebuild')")  # noqa: S608 -- a constant name
+
+
+def index_levels(structure: bytes) -> int:
+    """How many levels an FTS5 structure record lists: the varint after its 4-byte cookie (SQLite's varint:
+    seven bits a byte, the high bit set on every byte but the last)."""
+    levels = 0
+    for byte in structure[4:13]:
+        levels = (levels << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            break
+    return levels
+
+
 def erase_deleted() -> Op[None]:
-    """SQLite: rewrite the FTS5 index without what deletes removed from it (see ``_OPTIMIZE``)."""
+    """SQLite: rewrite the FTS5 index without what deletes removed from it (see ``_OPTIMIZE``); rebuilt
+    instead when it has gathered too many levels (``MAX_INDEX_LEVELS``)."""
     yield Exec(_OPTIMIZE)
+    found = (yield Exec(_STRUCTURE)).first()
+    if found is not None and index_levels(bytes(found[0])) > MAX_INDEX_LEVELS:
+        yield Exec(_REBUILD)
 
 
 # Searching
