@@ -111,16 +111,31 @@ def in_place(conn: Connection) -> bool:
 
 class _Trip:
     """What every trip of one operation shares: the connection (its dialect and compiled statements), the
-    operation, the cancellation, and the driver error that lost the connection, if one did."""
+    operation, the cancellation, the driver error that lost the connection, if one did, and where the next
+    trip starts: the ``BEGIN`` still to send (the first trip's only) and how the operation resumes
+    (``("start", None)``, then ``("send", result)`` or ``("throw", error)`` of the statement SQLAlchemy ran).
+    Made, it marks the pool connection as in trips (``IN_TRIPS``); ``end`` removes the mark."""
 
-    __slots__ = ("conn", "fairy", "lost", "op", "stop")
+    __slots__ = ("begin", "conn", "fairy", "lost", "op", "resume", "stop", "write")
 
-    def __init__(self, conn: Connection, op: Op[Any], stop: asyncio.Event | None) -> None:
+    def __init__(
+        self, conn: Connection, op: Op[Any], stop: asyncio.Event | None, *, write: bool, single: bool
+    ) -> None:
         self.conn = conn
         self.fairy: Any = conn.connection
         self.op = op
         self.stop = stop
+        self.write = write
+        self.begin = None if single else ("BEGIN IMMEDIATE" if write else "BEGIN")
+        self.resume: tuple[str, Any] = ("start", None)
         self.lost: exc.DBAPIError | None = None
+        self.fairy.info[IN_TRIPS] = True
+
+    def end(self) -> exc.DBAPIError | None:
+        """The operation is over: the pool connection's mark removed; the error that lost the connection,
+        for the caller to invalidate it (None: not lost)."""
+        self.fairy.info.pop(IN_TRIPS, None)
+        return self.lost
 
 
 async def run_in_trips(
@@ -136,78 +151,75 @@ async def run_in_trips(
     sync = conn.sync_connection
     if sync is None:  # pragma: no cover -- in_one_trip saw it open
         raise RuntimeError("the connection closed under the operation")
-    trip = _Trip(sync, op, stop)
-    driver = trip.fairy.driver_connection
+    fairy: Any = sync.connection
+    driver = fairy.driver_connection
     context = contextvars.copy_context()
-    begin = None if single else ("BEGIN IMMEDIATE" if write else "BEGIN")
-    resume: tuple[str, Any] = ("start", None)
-    trip.fairy.info[IN_TRIPS] = True
+    trip = _Trip(sync, op, stop, write=write, single=single)  # the pool connection marked: ended below
     try:
         while True:
-            outcome, value = await driver._execute(
-                context.run, _run, trip, driver._conn, resume, begin, write
-            )
+            outcome, value = await driver._execute(context.run, _run, trip, driver._conn)
             if outcome is _DONE:
                 return value  # type: ignore[no-any-return]
-            begin = None
-            try:  # a statement only SQLAlchemy can run, in the transaction the trip left open
-                if isinstance(value, Batch):
-                    result: Any = await run_batch_async(conn, value)
-                else:
-                    result = await execute_async(conn, value, watched=False)
-            except exc.DBAPIError as error:
-                resume = ("throw", error)
-            else:
-                resume = ("send", result)
+            trip.resume = await _through_sqlalchemy_async(conn, value)
     finally:
-        trip.fairy.info.pop(IN_TRIPS, None)
-        if trip.lost is not None and not conn.invalidated:
-            await conn.invalidate(trip.lost)
+        lost = trip.end()
+        if lost is not None and not conn.invalidated:
+            await conn.invalidate(lost)
 
 
 def run_in_place(conn: Connection, op: Op[T], *, write: bool, single: bool) -> T:
     """``run_in_trips`` on a sync connection (``in_place``): one trip, in the caller's own thread, unless a
     statement only SQLAlchemy can run comes between two. The same transactions, the same errors."""
-    trip = _Trip(conn, op, None)
-    raw = trip.fairy.driver_connection
-    begin = None if single else ("BEGIN IMMEDIATE" if write else "BEGIN")
-    resume: tuple[str, Any] = ("start", None)
-    trip.fairy.info[IN_TRIPS] = True
+    fairy: Any = conn.connection
+    raw = fairy.driver_connection
+    trip = _Trip(conn, op, None, write=write, single=single)  # the pool connection marked: ended below
     try:
         while True:
-            outcome, value = _run(trip, raw, resume, begin, write)
+            outcome, value = _run(trip, raw)
             if outcome is _DONE:
                 return value  # type: ignore[no-any-return]
-            begin = None
-            try:  # a statement only SQLAlchemy can run, in the transaction left open
-                if isinstance(value, Batch):
-                    result: Any = run_batch(conn, value)
-                else:
-                    result = execute(conn, value, watched=False)
-            except exc.DBAPIError as error:
-                resume = ("throw", error)
-            else:
-                resume = ("send", result)
+            trip.resume = _through_sqlalchemy(conn, value)
     finally:
-        trip.fairy.info.pop(IN_TRIPS, None)
-        if trip.lost is not None and not conn.invalidated:
-            conn.invalidate(trip.lost)
+        lost = trip.end()
+        if lost is not None and not conn.invalidated:
+            conn.invalidate(lost)
 
 
-def _run(
-    trip: _Trip, raw: Any, resume: tuple[str, Any], begin: str | None, write: bool
-) -> tuple[object, Any]:
-    """One trip, in aiosqlite's thread (``raw``: its ``sqlite3`` connection): the operation driven until it
-    returns (then committed) or yields a statement the driver cannot run (the transaction left open)."""
+async def _through_sqlalchemy_async(conn: AsyncConnection, step: Exec | Batch) -> tuple[str, Any]:
+    """A statement only SQLAlchemy can run, in the transaction the trip left open: how the operation
+    resumes (its result sent, or its ``DBAPIError`` thrown in)."""
+    try:
+        if isinstance(step, Batch):
+            return ("send", await run_batch_async(conn, step))
+        return ("send", await execute_async(conn, step, watched=False))
+    except exc.DBAPIError as error:
+        return ("throw", error)
+
+
+def _through_sqlalchemy(conn: Connection, step: Exec | Batch) -> tuple[str, Any]:
+    """``_through_sqlalchemy_async`` on a sync connection."""
+    try:
+        if isinstance(step, Batch):
+            return ("send", run_batch(conn, step))
+        return ("send", execute(conn, step, watched=False))
+    except exc.DBAPIError as error:
+        return ("throw", error)
+
+
+def _run(trip: _Trip, raw: Any) -> tuple[object, Any]:
+    """One trip, in aiosqlite's thread or the caller's (``raw``: the ``sqlite3`` connection): the operation
+    resumed and driven until it returns (then committed) or yields a statement the driver cannot run (the
+    transaction left open)."""
     op = trip.op
+    begin, trip.begin = trip.begin, None
     try:
         if begin is not None:
             _statement(trip, raw, begin)
-        kind, value = resume
+        kind, value = trip.resume
         step = next(op) if kind == "start" else op.send(value) if kind == "send" else op.throw(value)
         return _PENDING, _drive(trip, raw, step)
     except StopIteration as returned:
-        _finish(trip, raw, write)
+        _finish(trip, raw)
         return _DONE, returned.value
     except BaseException:
         _rollback(raw)
@@ -243,7 +255,7 @@ def _check_stop(trip: _Trip) -> None:
         raise Stopped
 
 
-def _finish(trip: _Trip, raw: Any, write: bool) -> None:
+def _finish(trip: _Trip, raw: Any) -> None:
     """The operation returned: its transaction committed (unless cancelled meanwhile: rolled back)."""
     if trip.stop is not None and trip.stop.is_set():
         _rollback(raw)
@@ -253,7 +265,7 @@ def _finish(trip: _Trip, raw: Any, write: bool) -> None:
             _statement(trip, raw, "COMMIT")
         except exc.DBAPIError as error:
             _rollback(raw)
-            if write:
+            if trip.write:
                 raise CommitFailed(error) from None
             raise
 
