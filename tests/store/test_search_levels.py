@@ -12,7 +12,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from conftest import model, user
+from test_search import files, word
 
 import convstore
 from convstore.store import _search
@@ -72,3 +74,29 @@ def test_the_real_bound_holds_over_hundreds_of_deletes(db_url):
         _churn(store, 600, seed=2)
         assert _levels(path) <= _search.MAX_INDEX_LEVELS
         assert store.search("kept599").hits
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_delete_that_rebuilds_the_index_leaves_its_words_in_no_file(db_url, monkeypatch):
+    """The delete whose rewrite rebuilds the index (a bound of 0: every one) keeps the promise every delete
+    makes: once it returns, no file of the database holds the deleted text."""
+    monkeypatch.setattr(_search, "MAX_INDEX_LEVELS", 0)
+    doomed_word, kept_word = word(), word()
+    path = Path(db_url.removeprefix("sqlite:///"))
+    with convstore.Store(db_url) as store:
+        kept = store.create_conversation()
+        kept.append([user(f"{kept_word} stays"), model("ok")])
+        doomed = store.create_conversation()
+        for index in range(20):
+            doomed.append([user(f"{doomed_word} {index} " + "filler " * 40), model(f"{doomed_word} reply")])
+            kept.append([user(f"other words {index} " * 10)])
+        ran: list[str] = []
+        sa.event.listen(store.engine, "before_cursor_execute", lambda *args: ran.append(args[2]))
+        store.delete_conversation(doomed.id)
+        assert any("'rebuild'" in sql for sql in ran)
+        assert not store.search(doomed_word).hits
+        assert store.search(kept_word).hits
+        _levels(path)  # it opens, and passes FTS5's integrity-check
+    on_disk = files(path)
+    assert sorted(name for name, content in on_disk.items() if doomed_word.encode() in content) == []
+    assert any(kept_word.encode() in content for content in on_disk.values())  # the check can see text
